@@ -1,0 +1,85 @@
+-- Claims up to ARGV[3] tasks for one consumer, highest priority first, after
+-- promoting the delayed tasks that are due. Atomic, so the count is exact:
+-- a worker never holds more unacknowledged entries than its prefetch bound.
+--
+-- KEYS[1..3]  the queue's streams: high, normal, low
+-- KEYS[4]     the queue's delayed set (score: due time in ms; member: one
+--             priority digit followed by the encoded envelope)
+-- ARGV[1]     consumer group
+-- ARGV[2]     consumer name
+-- ARGV[3]     how many entries to claim at most
+-- ARGV[4]     now, in ms since the Unix epoch
+-- ARGV[5]     how many due tasks to promote at most
+--
+-- Returns { high, normal, low, idle } where each of the first three is the
+-- XREADGROUP entry list of that stream ({ {id, {field, value, ...}}, ... }),
+-- and idle is false when something was claimed, else
+-- { next_due_ms or -1, last_id_high, last_id_normal, last_id_low } so the
+-- caller can block on XREAD from exactly where the streams stand now.
+
+local group, consumer = ARGV[1], ARGV[2]
+local want = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+
+local due = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
+for _, member in ipairs(due) do
+  local level = tonumber(string.sub(member, 1, 1))
+  if level ~= nil and level >= 0 and level <= 2 then
+    redis.call('XADD', KEYS[level + 1], '*', 'e', string.sub(member, 2))
+  else
+    -- A member we did not write: keep it visible as a normal-priority entry,
+    -- where the worker dead-letters it as malformed instead of losing it.
+    redis.call('XADD', KEYS[2], '*', 'e', member)
+  end
+  redis.call('ZREM', KEYS[4], member)
+end
+
+local function read(stream, count)
+  local reply = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'NOGROUP', 1, true) then
+      -- First use of this queue, or a Redis that lost its data: create the
+      -- group from the start of the stream so nothing already queued is skipped.
+      redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+      reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
+    else
+      return redis.error_reply(reply.err)
+    end
+  end
+  if not reply then
+    return {}
+  end
+  return reply[1][2]
+end
+
+local out = { {}, {}, {} }
+local claimed = 0
+for level = 1, 3 do
+  if want - claimed <= 0 then
+    break
+  end
+  local entries = read(KEYS[level], want - claimed)
+  out[level] = entries
+  claimed = claimed + #entries
+end
+
+if claimed > 0 then
+  out[4] = false
+  return out
+end
+
+local idle = { -1 }
+local next_due = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if next_due[2] then
+  idle[1] = tonumber(next_due[2])
+end
+for level = 1, 3 do
+  local last = redis.call('XREVRANGE', KEYS[level], '+', '-', 'COUNT', 1)
+  if last[1] then
+    idle[level + 1] = last[1][1]
+  else
+    idle[level + 1] = '0-0'
+  end
+end
+out[4] = idle
+return out

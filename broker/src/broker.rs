@@ -1,0 +1,343 @@
+//! The transport-neutral broker contract and the types it passes around.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::envelope::{Envelope, Timestamp};
+use crate::error::Result;
+use crate::queue::{Priority, QueueName};
+
+/// Where a fetched task sits in the broker until it is settled. Opaque to
+/// callers; hand it back to [`Broker::ack`], [`Broker::retry`],
+/// [`Broker::dead_letter`] or [`Broker::requeue`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryTag {
+    pub(crate) queue: QueueName,
+    pub(crate) priority: Priority,
+    pub(crate) entry_id: String,
+}
+
+impl DeliveryTag {
+    /// The queue the task was fetched from.
+    #[must_use]
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    /// The priority stream it was fetched from.
+    #[must_use]
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// The broker's id for this entry (a Redis stream id such as
+    /// `1732500000000-0`).
+    #[must_use]
+    pub fn entry_id(&self) -> &str {
+        &self.entry_id
+    }
+}
+
+impl fmt::Debug for DeliveryTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.queue, self.priority, self.entry_id)
+    }
+}
+
+/// A task handed to one consumer, which now owes the broker an outcome.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Where to settle it.
+    pub tag: DeliveryTag,
+    /// The decoded envelope.
+    pub envelope: Envelope,
+    /// How many times the broker has handed out this entry, this time
+    /// included.
+    pub deliveries: u32,
+}
+
+/// An entry whose bytes are not a valid envelope. The consumer must
+/// dead-letter it; it is never dropped silently nor redelivered forever.
+#[derive(Debug, Clone)]
+pub struct Malformed {
+    /// Where to settle it.
+    pub tag: DeliveryTag,
+    /// Why it could not be decoded.
+    pub reason: String,
+}
+
+/// The result of one [`Broker::fetch`].
+#[derive(Debug, Default)]
+pub struct FetchBatch {
+    /// Decoded tasks, highest priority first.
+    pub deliveries: Vec<Delivery>,
+    /// Entries that must be dead-lettered.
+    pub malformed: Vec<Malformed>,
+    /// Set when nothing was claimed: pass it to [`Broker::wait_for_work`].
+    pub idle: Option<IdleCursor>,
+}
+
+impl FetchBatch {
+    /// How many entries were claimed, malformed ones included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.deliveries.len() + self.malformed.len()
+    }
+
+    /// Whether nothing was claimed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a queue stood when a fetch found it empty; lets
+/// [`Broker::wait_for_work`] wake on exactly the entries added since.
+#[derive(Debug, Clone)]
+pub struct IdleCursor {
+    pub(crate) queue: QueueName,
+    pub(crate) last_ids: [String; 3],
+    pub(crate) next_due: Option<Timestamp>,
+}
+
+impl IdleCursor {
+    /// The queue this cursor watches.
+    #[must_use]
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    /// When the earliest delayed task of the queue becomes due, if any.
+    #[must_use]
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.next_due
+    }
+
+    /// How long to wait at most: `limit`, shortened so a delayed task due
+    /// sooner is promoted on time.
+    #[must_use]
+    pub fn wait_limit(&self, limit: Duration, now: Timestamp) -> Duration {
+        match self.next_due {
+            Some(due) => limit.min(due.saturating_since(now)),
+            None => limit,
+        }
+    }
+}
+
+/// Why a task was moved to its queue's dead-letter stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// The entry is not a valid envelope.
+    Malformed,
+    /// No handler is registered for the task's name.
+    UnknownTask,
+    /// The payload does not decode as the handler's task type.
+    BadPayload,
+    /// The task failed on its last allowed attempt.
+    AttemptsExhausted,
+    /// The entry was delivered more often than allowed without an outcome
+    /// (its workers keep dying).
+    TooManyDeliveries,
+}
+
+impl DeadReason {
+    /// The short code stored with the dead letter.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownTask => "unknown_task",
+            Self::BadPayload => "bad_payload",
+            Self::AttemptsExhausted => "attempts_exhausted",
+            Self::TooManyDeliveries => "too_many_deliveries",
+        }
+    }
+
+    /// The reason for a code from [`DeadReason::as_str`].
+    #[must_use]
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Self::Malformed,
+            Self::UnknownTask,
+            Self::BadPayload,
+            Self::AttemptsExhausted,
+            Self::TooManyDeliveries,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == code)
+    }
+}
+
+impl fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to record when dead-lettering a delivery.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The category.
+    pub reason: DeadReason,
+    /// The error in words (a decode error, the handler's last error).
+    pub error: String,
+    /// How many runs were made.
+    pub attempts: u32,
+}
+
+/// A task resting in a dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetterEntry {
+    /// The dead-letter entry's own id.
+    pub entry_id: String,
+    /// The queue it died in.
+    pub queue: QueueName,
+    /// The envelope, when the original bytes decode as one.
+    pub envelope: Option<Envelope>,
+    /// The original bytes, kept exactly.
+    pub raw: Vec<u8>,
+    /// The reason code ([`DeadReason::as_str`], or a newer one).
+    pub reason: String,
+    /// The error in words.
+    pub error: String,
+    /// How many runs were made.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    pub dead_at: Timestamp,
+}
+
+/// How many tasks a queue holds, by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Waiting to be fetched, per priority (high, normal, low).
+    pub ready: [u64; 3],
+    /// Fetched by a worker and not yet settled.
+    pub pending: u64,
+    /// Scheduled for later (countdown, ETA, retry backoff).
+    pub delayed: u64,
+    /// In the dead-letter stream.
+    pub dead: u64,
+}
+
+impl QueueStats {
+    /// Tasks waiting to be fetched, all priorities together.
+    #[must_use]
+    pub fn ready_total(&self) -> u64 {
+        self.ready.iter().sum()
+    }
+
+    /// Whether nothing is waiting, running or scheduled (dead letters aside).
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.ready_total() == 0 && self.pending == 0 && self.delayed == 0
+    }
+}
+
+/// A message broker with Spool's delivery semantics: at-least-once, late
+/// acknowledgement, three priorities per queue, delayed tasks and
+/// dead letters.
+///
+/// [`RedisBroker`](crate::RedisBroker) is the production transport;
+/// [`MemoryBroker`](crate::MemoryBroker) has the same semantics inside one
+/// process, for unit tests and examples. Workers and clients are generic over
+/// this trait.
+pub trait Broker: Clone + Send + Sync + 'static {
+    /// Enqueues tasks: those whose `eta` is in the future go to their queue's
+    /// delayed set, the others straight to their priority stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`](crate::Error::Connection) or
+    /// [`Error::Backend`](crate::Error::Backend) when the broker fails; some
+    /// of the tasks may have been enqueued then.
+    fn enqueue(&self, envelopes: &[Envelope]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Claims up to `max` tasks of `queue` for `consumer`, highest priority
+    /// first, promoting delayed tasks that are due. Never waits for work.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: entries claimed by a fetch whose future is dropped
+    /// stay pending for `consumer` until they are reclaimed.
+    fn fetch(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchBatch>> + Send;
+
+    /// Waits until the queue described by `cursor` may have work, or until
+    /// `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it claims nothing.
+    fn wait_for_work(
+        &self,
+        cursor: &IdleCursor,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Acknowledges finished deliveries and removes their entries.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails; unacknowledged entries are redelivered later.
+    fn ack(&self, tags: &[DeliveryTag]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Settles a delivery by scheduling `next` (its next attempt) at
+    /// `next.eta`: the negative acknowledgement with a retry delay.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn retry(&self, tag: &DeliveryTag, next: &Envelope)
+    -> impl Future<Output = Result<()>> + Send;
+
+    /// Settles a delivery by moving it, bytes intact, to its queue's
+    /// dead-letter stream with the reason.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn dead_letter(
+        &self,
+        tag: &DeliveryTag,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Gives an unstarted delivery back to its stream for any consumer.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn requeue(&self, tag: &DeliveryTag) -> impl Future<Output = Result<()>> + Send;
+
+    /// Counts a queue's tasks by state.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn stats(&self, queue: &QueueName) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Lists up to `limit` dead letters of a queue, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn dead_letters(
+        &self,
+        queue: &QueueName,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetterEntry>>> + Send;
+}

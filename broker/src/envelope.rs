@@ -1,0 +1,372 @@
+//! The envelope: what travels through the broker for every task.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::queue::{Priority, QueueName};
+use crate::task::Task;
+
+/// The envelope format this build writes. Readers accept this version and
+/// older ones; a newer envelope is dead-lettered with a clear reason rather
+/// than misread.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// A task's unique id: a UUIDv7, so ids sort by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    /// A fresh id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    #[must_use]
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Uuid> for TaskId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|e| Error::decode("task id", e))
+    }
+}
+
+/// Milliseconds since the Unix epoch: the resolution of every time Spool
+/// stores, and the unit of Redis stream ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The current time.
+    #[must_use]
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// A timestamp from milliseconds since the Unix epoch.
+    #[must_use]
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(millis)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    #[must_use]
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// This time plus `duration`, saturating far in the future.
+    #[must_use]
+    pub fn saturating_add(self, duration: Duration) -> Self {
+        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(millis))
+    }
+
+    /// How long from `earlier` to this time; zero if `earlier` is later.
+    #[must_use]
+    pub fn saturating_since(self, earlier: Self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    /// As a [`SystemTime`].
+    #[must_use]
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(time: SystemTime) -> Self {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self(millis)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_rfc3339_millis(self.to_system_time()), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Everything the broker carries for one task: identity, routing, timing,
+/// and the MessagePack payload.
+///
+/// The envelope itself is encoded as a compact MessagePack array led by its
+/// [`FORMAT_VERSION`]; the payload inside is a MessagePack map, so task types
+/// can gain optional fields without stranding queued tasks.
+///
+/// # Examples
+///
+/// ```
+/// use spool_broker::{Envelope, QueueName};
+///
+/// let envelope = Envelope::new("spool.ping", QueueName::DEFAULT, Vec::new());
+/// let bytes = envelope.encode()?;
+/// assert_eq!(Envelope::decode(&bytes)?, envelope);
+/// # Ok::<(), spool_broker::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The format version this envelope was written with.
+    pub version: u8,
+    /// The task's id, stable across retries.
+    pub id: TaskId,
+    /// The task's wire name ([`Task::NAME`]).
+    pub name: String,
+    /// The queue it is routed to.
+    pub queue: QueueName,
+    /// Its priority in that queue.
+    pub priority: Priority,
+    /// Which run this is, starting at 1.
+    pub attempt: u32,
+    /// The most runs allowed before the task is dead-lettered.
+    pub max_attempts: u32,
+    /// When the producer created the task.
+    pub created_at: Timestamp,
+    /// Not to run before this time (countdown, ETA, or a retry's backoff).
+    pub eta: Option<Timestamp>,
+    /// Not to run after this time.
+    pub expires_at: Option<Timestamp>,
+    /// A hard limit on one run, in milliseconds.
+    pub time_limit_ms: Option<u64>,
+    /// The tenant the task is accounted to.
+    pub tenant: Option<String>,
+    /// Free-form headers, such as a W3C `traceparent`.
+    pub headers: BTreeMap<String, String>,
+    /// The task itself, MessagePack-encoded.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// A new envelope for attempt 1 with default options and no times set.
+    #[must_use]
+    pub fn new(name: impl Into<String>, queue: QueueName, payload: Vec<u8>) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            id: TaskId::new(),
+            name: name.into(),
+            queue,
+            priority: Priority::Normal,
+            attempt: 1,
+            max_attempts: 1,
+            created_at: Timestamp::now(),
+            eta: None,
+            expires_at: None,
+            time_limit_ms: None,
+            tenant: None,
+            headers: BTreeMap::new(),
+            payload,
+        }
+    }
+
+    /// An envelope for `task` with the task type's default options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the task cannot be serialized.
+    pub fn for_task<T: Task>(task: &T) -> Result<Self> {
+        let options = T::options();
+        let now = Timestamp::now();
+        let mut envelope = Self::new(T::NAME, options.queue, encode_payload(task)?);
+        envelope.created_at = now;
+        envelope.priority = options.priority;
+        envelope.max_attempts = options.max_attempts.max(1);
+        envelope.expires_at = options.expires.map(|d| now.saturating_add(d));
+        envelope.time_limit_ms = options.time_limit.map(duration_millis);
+        Ok(envelope)
+    }
+
+    /// The hard time limit of one run, if the producer set one.
+    #[must_use]
+    pub fn time_limit(&self) -> Option<Duration> {
+        self.time_limit_ms.map(Duration::from_millis)
+    }
+
+    /// Whether the task expired before `now`.
+    #[must_use]
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at < now)
+    }
+
+    /// Whether this run is the last one allowed.
+    #[must_use]
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// The envelope of the next run, not before `eta`.
+    #[must_use]
+    pub fn next_attempt(&self, eta: Timestamp) -> Self {
+        Self {
+            attempt: self.attempt.saturating_add(1),
+            eta: Some(eta),
+            ..self.clone()
+        }
+    }
+
+    /// Encodes the envelope for the wire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if serialization fails, which only a broken
+    /// `Serialize` implementation can cause.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        rmp_serde::to_vec(self).map_err(|e| Error::encode("envelope", e))
+    }
+
+    /// Decodes an envelope from the wire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the bytes are not an envelope, or when they are
+    /// one of a newer format version than this build understands.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let version = peek_version(bytes)?;
+        if version > FORMAT_VERSION {
+            return Err(Error::decode(
+                "envelope",
+                format!(
+                    "format version {version} is newer than the {FORMAT_VERSION} this build reads; \
+                     upgrade the worker"
+                ),
+            ));
+        }
+        rmp_serde::from_slice(bytes).map_err(|e| Error::decode("envelope", e))
+    }
+}
+
+/// Reads the leading version of an encoded envelope without decoding the rest.
+fn peek_version(mut bytes: &[u8]) -> Result<u8> {
+    let not_an_envelope = |what: String| Error::decode("envelope", what);
+    let len = rmp::decode::read_array_len(&mut bytes)
+        .map_err(|e| not_an_envelope(format!("not a MessagePack array: {e}")))?;
+    if len == 0 {
+        return Err(not_an_envelope("empty array".into()));
+    }
+    rmp::decode::read_int(&mut bytes)
+        .map_err(|e| not_an_envelope(format!("no format version: {e}")))
+}
+
+/// Encodes a task or an output as a MessagePack map.
+///
+/// # Errors
+///
+/// [`Error::Encode`] when serialization fails.
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| Error::encode("payload", e))
+}
+
+/// Decodes a task or an output encoded with [`encode_payload`].
+///
+/// # Errors
+///
+/// [`Error::Decode`] when the bytes do not hold a `T`.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::decode("payload", e))
+}
+
+pub(crate) fn duration_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Resize {
+        width: u32,
+    }
+
+    impl Task for Resize {
+        const NAME: &'static str = "test.resize";
+        type Output = ();
+    }
+
+    #[test]
+    fn envelope_round_trips_with_every_field() {
+        let mut e = Envelope::for_task(&Resize { width: 640 }).unwrap();
+        e.tenant = Some("acme".into());
+        e.headers.insert("traceparent".into(), "00-abc-def-01".into());
+        e.eta = Some(Timestamp::from_millis(42));
+        let decoded = Envelope::decode(&e.encode().unwrap()).unwrap();
+        assert_eq!(decoded, e);
+        assert_eq!(
+            decode_payload::<Resize>(&decoded.payload).unwrap(),
+            Resize { width: 640 }
+        );
+    }
+
+    #[test]
+    fn newer_format_versions_are_refused_clearly() {
+        let mut e = Envelope::new("x", QueueName::DEFAULT, vec![]);
+        e.version = FORMAT_VERSION + 1;
+        let err = Envelope::decode(&e.encode().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        for bytes in [&b"not msgpack"[..], &[0x90], &[]] {
+            assert!(matches!(
+                Envelope::decode(bytes),
+                Err(Error::Decode { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn task_ids_parse_back() {
+        let id = TaskId::new();
+        assert_eq!(id.to_string().parse::<TaskId>().unwrap(), id);
+    }
+}

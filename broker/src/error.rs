@@ -1,0 +1,83 @@
+//! The broker's error type.
+
+use std::error::Error as StdError;
+
+/// A boxed error from a backend library; kept opaque so that Spool's public
+/// API never exposes another crate's types.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong in `spool-broker`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A queue name that Spool cannot use as (part of) a Redis key.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A configuration value that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A task or its output could not be serialized.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded (an envelope, a payload, an output).
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Bytes that are not a valid envelope, payload or output.
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The deserializer's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The broker could not be reached or the connection broke.
+    #[error("broker connection failed: {0}")]
+    Connection(#[source] BoxError),
+
+    /// The broker answered with an error or an unexpected reply.
+    #[error("broker command failed: {0}")]
+    Backend(#[source] BoxError),
+
+    /// The broker has been closed.
+    #[error("broker is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the operation may succeed if retried later (a dropped
+    /// connection, a restarting server), as opposed to a bug or bad input.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connection(_))
+    }
+
+    pub(crate) fn encode(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Encode {
+            what,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn decode(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Decode {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// The result type of `spool-broker`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

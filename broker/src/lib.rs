@@ -1,0 +1,33 @@
+//! `spool-broker`: the heart of Spool, a distributed task queue for video
+//! fleets.
+//!
+//! This crate defines what a task is ([`Task`], [`TaskOptions`]), what
+//! travels for it ([`Envelope`]), where it goes ([`QueueName`],
+//! [`Priority`]) and how it is delivered ([`Broker`]): at least once, with
+//! late acknowledgement, delayed tasks and dead letters. [`RedisBroker`] is
+//! the Redis Streams transport; [`MemoryBroker`] has the same semantics in
+//! one process for tests and examples.
+//!
+//! Applications enqueue through `spool-sdk` and run handlers with
+//! `spool-worker`; most never touch this crate's broker API directly.
+
+mod broker;
+mod envelope;
+mod error;
+mod memory;
+mod queue;
+mod redis;
+mod task;
+
+pub use crate::broker::{
+    Broker, DeadLetter, DeadLetterEntry, DeadReason, Delivery, DeliveryTag, FetchBatch,
+    IdleCursor, Malformed, QueueStats,
+};
+pub use crate::envelope::{
+    Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,
+};
+pub use crate::error::{BoxError, Error, Result};
+pub use crate::memory::MemoryBroker;
+pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
+pub use crate::redis::{RedisBroker, RedisConfig};
+pub use crate::task::{Backoff, Task, TaskOptions};

@@ -1,0 +1,61 @@
+//! Spool's Redis key layout.
+//!
+//! Every key of a queue carries the queue's name as its hash tag
+//! (`spool:{gpu}:high`), so all of them live on one Redis Cluster slot and
+//! every Lua script touches a single slot.
+
+use crate::queue::{Priority, QueueName};
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueKeys {
+    /// One stream per priority, indexed by [`Priority::index`].
+    pub(crate) streams: [String; 3],
+    /// Tasks not due yet, scored by due time in milliseconds.
+    pub(crate) delayed: String,
+    /// Tasks that cannot or must not run again.
+    pub(crate) dead: String,
+}
+
+impl QueueKeys {
+    pub(crate) fn new(prefix: &str, queue: &QueueName) -> Self {
+        let base = format!("{prefix}:{{{queue}}}");
+        Self {
+            streams: Priority::ALL.map(|p| format!("{base}:{p}")),
+            delayed: format!("{base}:delayed"),
+            dead: format!("{base}:dead"),
+        }
+    }
+
+    pub(crate) fn stream(&self, priority: Priority) -> &str {
+        &self.streams[priority.index()]
+    }
+}
+
+/// Whether `prefix` can lead Spool's keys: it must not contain a brace,
+/// which would steal the hash tag from the queue name.
+pub(crate) fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && !prefix.contains(['{', '}']) && !prefix.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        let keys = QueueKeys::new("spool", &QueueName::GPU);
+        assert_eq!(keys.streams[0], "spool:{gpu}:high");
+        assert_eq!(keys.stream(Priority::Low), "spool:{gpu}:low");
+        assert_eq!(keys.delayed, "spool:{gpu}:delayed");
+        assert_eq!(keys.dead, "spool:{gpu}:dead");
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_invalid() {
+        assert!(valid_prefix("spool"));
+        assert!(valid_prefix("test-1a2b:spool"));
+        assert!(!valid_prefix("x{y}"));
+        assert!(!valid_prefix(""));
+    }
+}

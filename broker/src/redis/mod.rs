@@ -1,0 +1,467 @@
+//! The Redis Streams transport.
+
+mod keys;
+mod reply;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime};
+use redis::streams::StreamReadOptions;
+use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Script, Value};
+
+use self::keys::QueueKeys;
+use crate::broker::{
+    Broker, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch, IdleCursor, QueueStats,
+};
+use crate::envelope::{Envelope, Timestamp};
+use crate::error::{Error, Result};
+use crate::queue::{Priority, QueueName};
+
+/// The consumer group every worker of a queue joins.
+const GROUP: &str = "spool";
+
+/// The most commands sent in one pipelined round trip by `enqueue`, so that
+/// huge batches neither build huge buffers nor stall Redis.
+const ENQUEUE_CHUNK: usize = 5_000;
+
+/// How to reach Redis and lay out Spool's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// A `redis://`, `rediss://` (TLS) or `redis+unix://` URL, with
+    /// credentials and database if needed. Default:
+    /// `redis://127.0.0.1:6379/`.
+    pub url: String,
+    /// The first part of every key, so several deployments (or tests) can
+    /// share one Redis. Must not contain braces or spaces. Default: `spool`.
+    pub key_prefix: String,
+    /// The most connections kept open. Each waiting fetcher holds one while
+    /// it blocks. Default: 32.
+    pub pool_size: usize,
+    /// How long to wait for a new connection. Default: 5 s.
+    pub connect_timeout: Duration,
+    /// How long to wait for any reply before the connection is considered
+    /// broken; must exceed the longest `wait_for_work` timeout. Default: 30 s.
+    pub response_timeout: Duration,
+    /// The most due delayed tasks promoted by one fetch. Default: 1000.
+    pub promote_batch: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".to_owned(),
+            key_prefix: "spool".to_owned(),
+            pool_size: 32,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            promote_batch: 1000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The default configuration for another URL.
+    #[must_use]
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The scripts, each loaded once per connection by its SHA1.
+struct Scripts {
+    fetch: Script,
+    retry: Script,
+    dead_letter: Script,
+    requeue: Script,
+    stats: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            fetch: Script::new(include_str!("../../lua/fetch.lua")),
+            retry: Script::new(include_str!("../../lua/retry.lua")),
+            dead_letter: Script::new(include_str!("../../lua/dead_letter.lua")),
+            requeue: Script::new(include_str!("../../lua/requeue.lua")),
+            stats: Script::new(include_str!("../../lua/stats.lua")),
+        }
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    config: RedisConfig,
+    scripts: Scripts,
+    keys: RwLock<HashMap<QueueName, Arc<QueueKeys>>>,
+}
+
+/// Spool's broker on Redis Streams: one stream per queue and priority, a
+/// delayed sorted set and a dead-letter stream per queue, one consumer group
+/// per stream, late acknowledgement with `XACK` + `XDEL`.
+///
+/// Cloning is cheap: clones share one connection pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use spool_broker::{Broker, Envelope, QueueName, RedisBroker};
+///
+/// # async fn demo() -> spool_broker::Result<()> {
+/// let broker = RedisBroker::connect_url("redis://127.0.0.1:6379/").await?;
+/// broker.enqueue(&[Envelope::new("spool.ping", QueueName::DEFAULT, vec![])]).await?;
+/// let stats = broker.stats(&QueueName::DEFAULT).await?;
+/// println!("{} ready", stats.ready_total());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("url", &redact_url(&self.inner.config.url))
+            .field("key_prefix", &self.inner.config.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, for logs and debug output.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisBroker {
+    /// Connects with the default configuration for `url`.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisBroker::connect`].
+    pub async fn connect_url(url: impl Into<String>) -> Result<Self> {
+        Self::connect(RedisConfig::from_url(url)).await
+    }
+
+    /// Builds the connection pool and checks that Redis answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid URL or key prefix,
+    /// [`Error::Connection`] when Redis does not answer a `PING`.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        if !keys::valid_prefix(&config.key_prefix) {
+            return Err(Error::Config(format!(
+                "key prefix {:?} must be non-empty, without braces or spaces",
+                config.key_prefix
+            )));
+        }
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        let manager = Manager::new_with_config(config.url.as_str(), connection).map_err(|e| {
+            Error::Config(format!(
+                "invalid Redis URL {}: {e}",
+                redact_url(&config.url)
+            ))
+        })?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(config.connect_timeout))
+            .wait_timeout(Some(config.response_timeout))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let broker = Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                scripts: Scripts::new(),
+                keys: RwLock::new(HashMap::new()),
+            }),
+        };
+        let mut conn = broker.conn().await?;
+        let _: () = redis::cmd("PING")
+            .query_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        Ok(broker)
+    }
+
+    /// The configuration this broker was built with.
+    #[must_use]
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    async fn conn(&self) -> Result<Connection> {
+        self.inner.pool.get().await.map_err(map_pool)
+    }
+
+    fn keys(&self, queue: &QueueName) -> Arc<QueueKeys> {
+        let cached = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+            .cloned();
+        if let Some(keys) = cached {
+            return keys;
+        }
+        let keys = Arc::new(QueueKeys::new(&self.inner.config.key_prefix, queue));
+        self.inner
+            .keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.clone(), Arc::clone(&keys));
+        keys
+    }
+}
+
+/// A delayed-set member: the priority digit, then the encoded envelope.
+fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
+    let encoded = envelope.encode()?;
+    let mut member = Vec::with_capacity(encoded.len() + 1);
+    // `index` is at most 2: the digit is one of '0', '1', '2'.
+    member.push(b'0' + envelope.priority.index() as u8);
+    member.extend_from_slice(&encoded);
+    Ok(member)
+}
+
+fn map_redis(e: RedisError) -> Error {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    {
+        Error::Connection(Box::new(e))
+    } else {
+        Error::Backend(Box::new(e))
+    }
+}
+
+fn map_pool(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => map_redis(e),
+        PoolError::Closed => Error::Closed,
+        PoolError::Timeout(kind) => Error::Connection(
+            format!("timed out waiting for a Redis connection ({kind:?})").into(),
+        ),
+        other => Error::Connection(other.to_string().into()),
+    }
+}
+
+fn millis(duration: Duration) -> usize {
+    usize::try_from(duration.as_millis()).unwrap_or(usize::MAX)
+}
+
+impl Broker for RedisBroker {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> Result<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let mut conn = self.conn().await?;
+        for chunk in envelopes.chunks(ENQUEUE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for envelope in chunk {
+                let keys = self.keys(&envelope.queue);
+                match envelope.eta {
+                    Some(eta) if eta > now => {
+                        pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
+                            .ignore();
+                    }
+                    _ => {
+                        pipe.xadd(
+                            keys.stream(envelope.priority),
+                            "*",
+                            &[("e", envelope.encode()?)],
+                        )
+                        .ignore();
+                    }
+                }
+            }
+            let _: () = pipe.query_async(&mut *conn).await.map_err(map_redis)?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(&self, queue: &QueueName, consumer: &str, max: usize) -> Result<FetchBatch> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn().await?;
+        let reply: Value = self
+            .inner
+            .scripts
+            .fetch
+            .key(&keys.streams[0])
+            .key(&keys.streams[1])
+            .key(&keys.streams[2])
+            .key(&keys.delayed)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(max.max(1))
+            .arg(Timestamp::now().as_millis())
+            .arg(self.inner.config.promote_batch)
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        reply::fetch_batch(queue, reply)
+    }
+
+    async fn wait_for_work(&self, cursor: &IdleCursor, timeout: Duration) -> Result<()> {
+        let timeout = cursor.wait_limit(timeout, Timestamp::now());
+        // `BLOCK 0` would wait forever: a zero wait returns at once instead.
+        if timeout < Duration::from_millis(1) {
+            return Ok(());
+        }
+        let keys = self.keys(&cursor.queue);
+        let options = StreamReadOptions::default().block(millis(timeout)).count(1);
+        let mut conn = self.conn().await?;
+        let _: Value = conn
+            .xread_options(&keys.streams, &cursor.last_ids, &options)
+            .await
+            .map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut by_stream: HashMap<(&QueueName, Priority), Vec<&str>> = HashMap::new();
+        for tag in tags {
+            by_stream
+                .entry((&tag.queue, tag.priority))
+                .or_default()
+                .push(&tag.entry_id);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for ((queue, priority), ids) in &by_stream {
+            let keys = self.keys(queue);
+            let stream = keys.stream(*priority);
+            pipe.xack(stream, GROUP, ids).ignore();
+            pipe.xdel(stream, ids).ignore();
+        }
+        let mut conn = self.conn().await?;
+        let _: () = pipe.query_async(&mut *conn).await.map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn retry(&self, tag: &DeliveryTag, next: &Envelope) -> Result<()> {
+        let keys = self.keys(&tag.queue);
+        let due = next.eta.unwrap_or_else(Timestamp::now);
+        let mut conn = self.conn().await?;
+        let _: i64 = self
+            .inner
+            .scripts
+            .retry
+            .key(keys.stream(tag.priority))
+            .key(&keys.delayed)
+            .arg(GROUP)
+            .arg(&tag.entry_id)
+            .arg(due.as_millis())
+            .arg(delayed_member(next)?)
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, tag: &DeliveryTag, letter: &DeadLetter) -> Result<()> {
+        let keys = self.keys(&tag.queue);
+        let mut conn = self.conn().await?;
+        let _: Value = self
+            .inner
+            .scripts
+            .dead_letter
+            .key(keys.stream(tag.priority))
+            .key(&keys.dead)
+            .arg(GROUP)
+            .arg(&tag.entry_id)
+            .arg(letter.reason.as_str())
+            .arg(&letter.error)
+            .arg(letter.attempts)
+            .arg(Timestamp::now().as_millis())
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn requeue(&self, tag: &DeliveryTag) -> Result<()> {
+        let keys = self.keys(&tag.queue);
+        let mut conn = self.conn().await?;
+        let _: i64 = self
+            .inner
+            .scripts
+            .requeue
+            .key(keys.stream(tag.priority))
+            .arg(GROUP)
+            .arg(&tag.entry_id)
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn().await?;
+        let reply: Value = self
+            .inner
+            .scripts
+            .stats
+            .key(&keys.streams[0])
+            .key(&keys.streams[1])
+            .key(&keys.streams[2])
+            .key(&keys.delayed)
+            .key(&keys.dead)
+            .arg(GROUP)
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(map_redis)?;
+        reply::queue_stats(reply)
+    }
+
+    async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn().await?;
+        let reply: Value = conn
+            .xrange_count(&keys.dead, "-", "+", limit)
+            .await
+            .map_err(map_redis)?;
+        reply::dead_letters(queue, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://worker:s3cret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    }
+
+    #[test]
+    fn delayed_members_lead_with_the_priority_digit() {
+        let mut e = Envelope::new("x", QueueName::DEFAULT, vec![]);
+        e.priority = Priority::Low;
+        let member = delayed_member(&e).unwrap();
+        assert_eq!(member[0], b'2');
+        assert_eq!(Envelope::decode(&member[1..]).unwrap(), e);
+    }
+}

@@ -1,0 +1,162 @@
+//! Turning Redis replies into Spool's types.
+
+use redis::Value;
+
+use crate::broker::{
+    DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, IdleCursor, Malformed, QueueStats,
+};
+use crate::envelope::{Envelope, Timestamp};
+use crate::error::{Error, Result};
+use crate::queue::{Priority, QueueName};
+
+fn unexpected(what: &str, value: &Value) -> Error {
+    Error::Backend(format!("unexpected reply for {what}: {value:?}").into())
+}
+
+fn into_array(value: Value, what: &str) -> Result<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+fn into_string(value: Value, what: &str) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|e| Error::Backend(Box::new(e)))
+        }
+        Value::SimpleString(s) => Ok(s),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+fn into_u64(value: Value, what: &str) -> Result<u64> {
+    match value {
+        Value::Int(i) => u64::try_from(i).map_err(|_| unexpected(what, &Value::Int(i))),
+        other => into_string(other, what)?
+            .parse()
+            .map_err(|e| Error::Backend(Box::new(e))),
+    }
+}
+
+/// Splits a stream entry (`[id, [field, value, ...]]`) into its id and fields.
+fn into_entry(value: Value) -> Result<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let mut parts = into_array(value, "stream entry")?.into_iter();
+    let id = into_string(parts.next().unwrap_or_default(), "entry id")?;
+    let mut fields = Vec::new();
+    // A pending entry that was deleted meanwhile comes back with nil fields.
+    if let Some(Value::Array(flat)) = parts.next() {
+        let mut flat = flat.into_iter();
+        while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+            if let (Value::BulkString(f), Value::BulkString(v)) = (field, value) {
+                fields.push((f, v));
+            }
+        }
+    }
+    Ok((id, fields))
+}
+
+fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// Parses the reply of `fetch.lua`.
+pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<FetchBatch> {
+    let mut parts = into_array(reply, "fetch")?.into_iter();
+    let mut batch = FetchBatch::default();
+    for priority in Priority::ALL {
+        let entries = match parts.next() {
+            Some(Value::Array(entries)) => entries,
+            Some(Value::Nil) | None => Vec::new(),
+            Some(other) => return Err(unexpected("fetch entries", &other)),
+        };
+        for entry in entries {
+            let (entry_id, fields) = into_entry(entry)?;
+            let tag = DeliveryTag {
+                queue: queue.clone(),
+                priority,
+                entry_id,
+            };
+            match field(&fields, b"e").map(Envelope::decode) {
+                Some(Ok(envelope)) => batch.deliveries.push(Delivery {
+                    tag,
+                    envelope,
+                    deliveries: 1,
+                }),
+                Some(Err(e)) => batch.malformed.push(Malformed {
+                    tag,
+                    reason: e.to_string(),
+                }),
+                None => batch.malformed.push(Malformed {
+                    tag,
+                    reason: "the entry has no 'e' (envelope) field".into(),
+                }),
+            }
+        }
+    }
+    if let Some(Value::Array(idle)) = parts.next() {
+        let mut idle = idle.into_iter();
+        let next_due = match idle.next() {
+            Some(Value::Int(ms)) if ms >= 0 => u64::try_from(ms).ok().map(Timestamp::from_millis),
+            _ => None,
+        };
+        let mut last_ids: [String; 3] = Default::default();
+        for slot in &mut last_ids {
+            *slot = into_string(idle.next().unwrap_or_default(), "last id")?;
+        }
+        batch.idle = Some(IdleCursor {
+            queue: queue.clone(),
+            last_ids,
+            next_due,
+        });
+    }
+    Ok(batch)
+}
+
+/// Parses the reply of `stats.lua`.
+pub(crate) fn queue_stats(reply: Value) -> Result<QueueStats> {
+    let mut numbers = into_array(reply, "stats")?
+        .into_iter()
+        .map(|v| into_u64(v, "stats"));
+    let mut next = || numbers.next().unwrap_or(Ok(0));
+    Ok(QueueStats {
+        ready: [next()?, next()?, next()?],
+        pending: next()?,
+        delayed: next()?,
+        dead: next()?,
+    })
+}
+
+/// Parses an `XRANGE` reply over a dead-letter stream.
+pub(crate) fn dead_letters(queue: &QueueName, reply: Value) -> Result<Vec<DeadLetterEntry>> {
+    let entries = match reply {
+        Value::Nil => Vec::new(),
+        other => into_array(other, "dead letters")?,
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let (entry_id, fields) = into_entry(entry)?;
+            let text = |name: &[u8]| {
+                field(&fields, name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let raw = field(&fields, b"e").map(<[u8]>::to_vec).unwrap_or_default();
+            Ok(DeadLetterEntry {
+                entry_id,
+                queue: queue.clone(),
+                envelope: Envelope::decode(&raw).ok(),
+                raw,
+                reason: text(b"reason"),
+                error: text(b"error"),
+                attempts: text(b"attempts").parse().unwrap_or(0),
+                dead_at: Timestamp::from_millis(text(b"at").parse().unwrap_or(0)),
+            })
+        })
+        .collect()
+}

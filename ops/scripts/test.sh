@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Run every check CI runs: setup, rustfmt, clippy, then the whole test suite
+# (unit, integration and doc tests) against a live Redis.
+#
+# Usage: ops/scripts/test.sh [ARGS...]
+#   ARGS go to the test runner: `cargo nextest run` when cargo-nextest is
+#   installed, else `cargo test` (e.g. a test-name filter).
+set -euo pipefail
+
+here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=ops/scripts/lib.sh
+. "$here/lib.sh"
+
+export SPOOL_REDIS_URL="${SPOOL_REDIS_URL:-$SPOOL_DEFAULT_REDIS_URL}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+if [[ -n ${CI:-} ]]; then
+    export CARGO_TERM_COLOR=never
+fi
+# Tests are IO-bound (Redis round trips), so run more of them than the two
+# cores, but not so many that timing-sensitive tests starve.
+export NEXTEST_TEST_THREADS="${NEXTEST_TEST_THREADS:-4}"
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+
+bash "$here/setup.sh"
+load_spool_env
+ensure_cargo
+cd "$SPOOL_ROOT"
+
+mapfile -t locked < <(cargo_locked_flag)
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run"
+    cargo nextest run --workspace "${locked[@]}" --no-fail-fast "$@"
+    # nextest does not run doctests. A filtered run skips them: nextest's
+    # arguments do not necessarily mean anything to `cargo test`.
+    if (($# == 0)); then
+        log "cargo test --doc"
+        cargo test --workspace --doc "${locked[@]}"
+    else
+        log "skipping doctests (filtered run)"
+    fi
+else
+    log "cargo test (cargo-nextest not installed)"
+    cargo test --workspace "${locked[@]}" --no-fail-fast "$@"
+fi
+
+log "all checks passed"

@@ -1,0 +1,262 @@
+//! The enqueue builders.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use spool_broker::{Broker, Envelope, Priority, QueueName, Task, TaskId, Timestamp};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// Per-call changes to a task type's default options.
+#[derive(Debug, Default, Clone)]
+struct Overrides {
+    queue: Option<QueueName>,
+    priority: Option<Priority>,
+    eta: Option<When>,
+    expires: Option<When>,
+    max_attempts: Option<u32>,
+    time_limit: Option<Duration>,
+    tenant: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// A point in time given either way round.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    After(Duration),
+    At(SystemTime),
+}
+
+impl When {
+    fn resolve(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::After(delay) => now.saturating_add(delay),
+            Self::At(at) => Timestamp::from(at),
+        }
+    }
+}
+
+impl Overrides {
+    fn envelope<T: Task>(&self, task: &T) -> Result<Envelope> {
+        let mut envelope = Envelope::for_task(task)?;
+        let now = envelope.created_at;
+        if let Some(queue) = &self.queue {
+            envelope.queue = queue.clone();
+        }
+        if let Some(priority) = self.priority {
+            envelope.priority = priority;
+        }
+        if let Some(eta) = self.eta {
+            envelope.eta = Some(eta.resolve(now));
+        }
+        if let Some(expires) = self.expires {
+            envelope.expires_at = Some(expires.resolve(now));
+        }
+        if let Some(max_attempts) = self.max_attempts {
+            if max_attempts == 0 {
+                return Err(Error::InvalidOption(
+                    "max_attempts must be at least 1".to_owned(),
+                ));
+            }
+            envelope.max_attempts = max_attempts;
+        }
+        if let Some(limit) = self.time_limit {
+            envelope.time_limit_ms = Some(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
+        }
+        envelope.tenant.clone_from(&self.tenant);
+        envelope.headers.extend(self.headers.iter().cloned());
+        if let (Some(eta), Some(expires)) = (envelope.eta, envelope.expires_at) {
+            if expires <= eta {
+                return Err(Error::InvalidOption(format!(
+                    "the task would expire ({expires}) before it is due ({eta})"
+                )));
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+/// Generates the override setters shared by both builders.
+macro_rules! override_setters {
+    () => {
+        /// Routes the task to another queue than its type's default.
+        #[must_use]
+        pub fn queue(mut self, queue: QueueName) -> Self {
+            self.overrides.queue = Some(queue);
+            self
+        }
+
+        /// Sets the priority within the queue.
+        #[must_use]
+        pub fn priority(mut self, priority: Priority) -> Self {
+            self.overrides.priority = Some(priority);
+            self
+        }
+
+        /// Runs the task no sooner than `delay` from now.
+        #[must_use]
+        pub fn countdown(mut self, delay: Duration) -> Self {
+            self.overrides.eta = Some(When::After(delay));
+            self
+        }
+
+        /// Runs the task no sooner than `at`.
+        #[must_use]
+        pub fn eta(mut self, at: SystemTime) -> Self {
+            self.overrides.eta = Some(When::At(at));
+            self
+        }
+
+        /// Skips the task if it has not started within `ttl` from now.
+        #[must_use]
+        pub fn expires(mut self, ttl: Duration) -> Self {
+            self.overrides.expires = Some(When::After(ttl));
+            self
+        }
+
+        /// Skips the task if it has not started by `at`.
+        #[must_use]
+        pub fn expires_at(mut self, at: SystemTime) -> Self {
+            self.overrides.expires = Some(When::At(at));
+            self
+        }
+
+        /// Sets how many runs are allowed in all, the first included.
+        #[must_use]
+        pub fn max_attempts(mut self, attempts: u32) -> Self {
+            self.overrides.max_attempts = Some(attempts);
+            self
+        }
+
+        /// Sets a hard limit on each run.
+        #[must_use]
+        pub fn time_limit(mut self, limit: Duration) -> Self {
+            self.overrides.time_limit = Some(limit);
+            self
+        }
+
+        /// Accounts the task to a tenant.
+        #[must_use]
+        pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+            self.overrides.tenant = Some(tenant.into());
+            self
+        }
+
+        /// Adds a header, such as a W3C `traceparent`.
+        #[must_use]
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.overrides.headers.push((name.into(), value.into()));
+            self
+        }
+    };
+}
+
+/// Enqueues one task; created by [`Client::enqueue`]. `.await` it.
+///
+/// # Errors
+///
+/// Awaiting fails with [`Error::InvalidOption`] for contradictory options
+/// (zero attempts, an expiry before the ETA) and [`Error::Broker`] when the
+/// task cannot be encoded or the broker fails.
+#[must_use = "an enqueue does nothing until awaited"]
+pub struct Enqueue<'a, B, T> {
+    client: &'a Client<B>,
+    task: T,
+    overrides: Overrides,
+}
+
+impl<'a, B: Broker, T: Task> Enqueue<'a, B, T> {
+    pub(crate) fn new(client: &'a Client<B>, task: T) -> Self {
+        Self {
+            client,
+            task,
+            overrides: Overrides::default(),
+        }
+    }
+
+    override_setters!();
+}
+
+impl<B, T> fmt::Debug for Enqueue<'_, B, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Enqueue")
+            .field("task", &std::any::type_name::<T>())
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
+    type Output = Result<TaskId>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let envelope = self.overrides.envelope(&self.task)?;
+            self.client
+                .broker()
+                .enqueue(std::slice::from_ref(&envelope))
+                .await?;
+            Ok(envelope.id)
+        })
+    }
+}
+
+/// Enqueues many tasks of one type in pipelined round trips; created by
+/// [`Client::enqueue_many`]. `.await` it for the ids, in input order.
+///
+/// # Errors
+///
+/// As for [`Enqueue`]; when the broker fails midway, some tasks may have
+/// been enqueued.
+#[must_use = "an enqueue does nothing until awaited"]
+pub struct EnqueueMany<'a, B, T> {
+    client: &'a Client<B>,
+    tasks: Vec<T>,
+    overrides: Overrides,
+    _task: PhantomData<fn() -> T>,
+}
+
+impl<'a, B: Broker, T: Task> EnqueueMany<'a, B, T> {
+    pub(crate) fn new(client: &'a Client<B>, tasks: Vec<T>) -> Self {
+        Self {
+            client,
+            tasks,
+            overrides: Overrides::default(),
+            _task: PhantomData,
+        }
+    }
+
+    override_setters!();
+}
+
+impl<B, T> fmt::Debug for EnqueueMany<'_, B, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnqueueMany")
+            .field("task", &std::any::type_name::<T>())
+            .field("count", &self.tasks.len())
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: Broker, T: Task> IntoFuture for EnqueueMany<'a, B, T> {
+    type Output = Result<Vec<TaskId>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let envelopes = self
+                .tasks
+                .iter()
+                .map(|task| self.overrides.envelope(task))
+                .collect::<Result<Vec<_>>>()?;
+            self.client.broker().enqueue(&envelopes).await?;
+            Ok(envelopes.iter().map(|e| e.id).collect())
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! `spool-sdk`: enqueue Spool tasks from your application.
+//!
+//! A [`Client`] wraps a broker connection. Define each task once as a serde
+//! type implementing [`Task`], then enqueue it with per-call overrides:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use spool_sdk::{Client, Priority, QueueName, Task};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Transcode {
+//!     input: String,
+//!     height: u32,
+//! }
+//!
+//! impl Task for Transcode {
+//!     const NAME: &'static str = "app.transcode";
+//!     type Output = String;
+//! }
+//!
+//! # async fn demo() -> Result<(), spool_sdk::Error> {
+//! let client = Client::connect("redis://127.0.0.1:6379/").await?;
+//! let id = client
+//!     .enqueue(Transcode { input: "uploads/cat.mp4".into(), height: 720 })
+//!     .queue(QueueName::GPU)
+//!     .priority(Priority::High)
+//!     .countdown(Duration::from_secs(10))
+//!     .tenant("acme")
+//!     .await?;
+//! println!("enqueued {id}");
+//! # Ok(()) }
+//! ```
+//!
+//! The SDK depends only on `spool-broker`: embedding it pulls in no FFmpeg,
+//! CUDA, command-line or HTTP code.
+
+mod client;
+mod enqueue;
+mod error;
+
+pub use crate::client::Client;
+pub use crate::enqueue::{Enqueue, EnqueueMany};
+pub use crate::error::{Error, Result};
+pub use spool_broker::{
+    Backoff, Broker, MemoryBroker, Priority, QueueName, RedisBroker, RedisConfig, Task, TaskId,
+    TaskOptions, Timestamp,
+};

@@ -1,0 +1,20 @@
+//! `spool-worker`: runs Spool tasks.
+//!
+//! Register a [`Handler`] per task type on a [`Worker`], then
+//! [`run`](Worker::run) it. The worker fetches from its queues with a
+//! bounded prefetch, runs up to `concurrency` tasks at once, each inside a
+//! tracing span carrying the task's name, id, queue and attempt, retries
+//! failures with exponential backoff and jitter, dead-letters what cannot
+//! run, and acknowledges each task only after its outcome is recorded.
+
+mod config;
+mod counters;
+mod error;
+mod handler;
+mod runtime;
+
+pub use crate::config::WorkerConfig;
+pub use crate::counters::{CounterSnapshot, Counters};
+pub use crate::error::{Error, Result};
+pub use crate::handler::{Handler, TaskContext, TaskError, TaskErrorKind};
+pub use crate::runtime::Worker;

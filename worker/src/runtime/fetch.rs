@@ -1,0 +1,151 @@
+//! Fetching: one loop per queue, bounded by the prefetch semaphore.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, QueueName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::settle::{Action, Settlement};
+use crate::counters::{Count, Counters};
+
+/// A fetched task and the prefetch slot it occupies until settled.
+pub(crate) type Claimed = (Delivery, OwnedSemaphorePermit);
+
+/// Everything one fetch loop needs.
+pub(crate) struct Fetcher<B> {
+    pub(crate) broker: B,
+    pub(crate) queue: QueueName,
+    pub(crate) consumer: Arc<str>,
+    pub(crate) prefetch: Arc<Semaphore>,
+    pub(crate) poll_interval: Duration,
+    /// Tasks this worker may still fetch, when `max_tasks` is set.
+    pub(crate) budget: Option<Arc<AtomicU64>>,
+    pub(crate) counters: Counters,
+    pub(crate) stop: CancellationToken,
+    pub(crate) tasks: mpsc::Sender<Vec<Claimed>>,
+    pub(crate) settle: mpsc::UnboundedSender<Settlement>,
+}
+
+impl<B: Broker> Fetcher<B> {
+    /// Fetches until stopped or out of budget.
+    pub(crate) async fn run(self) {
+        let mut failures = 0u32;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                permit = Arc::clone(&self.prefetch).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => return,
+                },
+            };
+            let Some(mut permit) = self.reserve_budget(self.widen(permit)) else {
+                info!(queue = %self.queue, "task budget spent; no more fetching");
+                return;
+            };
+            let reserved = permit.num_permits();
+            // Not cancel safe, so never raced against `stop`: it never blocks.
+            let batch = match self.broker.fetch(&self.queue, &self.consumer, reserved).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    drop(permit);
+                    self.refund_budget(reserved);
+                    failures += 1;
+                    let delay = reconnect_delay(failures);
+                    warn!(queue = %self.queue, error = %e, "fetch failed; retrying in {delay:?}");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            if failures > 0 {
+                info!(queue = %self.queue, "fetching again after {failures} failed attempts");
+                failures = 0;
+            }
+            self.refund_budget(reserved.saturating_sub(batch.len()));
+            for malformed in batch.malformed {
+                let Some(slot) = permit.split(1) else { break };
+                error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
+                    "undecodable entry moved to the dead-letter stream");
+                self.counters.add(Count::DeadLettered);
+                let letter = DeadLetter { reason: DeadReason::Malformed, error: malformed.reason, attempts: 0 };
+                let settlement = Settlement { tag: malformed.tag, action: Action::DeadLetter(letter), permit: slot };
+                // The settler outlives every fetcher; a send error means the
+                // worker is going down, and the entry stays pending.
+                let _ = self.settle.send(settlement);
+            }
+            let claimed: Vec<Claimed> = batch
+                .deliveries
+                .into_iter()
+                .filter_map(|delivery| permit.split(1).map(|slot| (delivery, slot)))
+                .collect();
+            // Slots fetched for but not filled go back now.
+            drop(permit);
+            if !claimed.is_empty() && self.tasks.send(claimed).await.is_err() {
+                return;
+            }
+            if let Some(cursor) = batch.idle {
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    waited = self.broker.wait_for_work(&cursor, self.poll_interval) => {
+                        if let Err(e) = waited {
+                            warn!(queue = %self.queue, error = %e, "waiting for tasks failed");
+                            tokio::time::sleep(reconnect_delay(1)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Grows a one-slot permit with whatever slots are free right now, so
+    /// one fetch fills them all.
+    fn widen(&self, mut permit: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
+        let free = self.prefetch.available_permits();
+        if free > 0 {
+            if let Ok(more) = Arc::clone(&self.prefetch).try_acquire_many_owned(free as u32) {
+                permit.merge(more);
+            }
+        }
+        permit
+    }
+
+    /// Shrinks the permit to the remaining task budget and takes that much
+    /// from it; `None` when the budget is spent.
+    fn reserve_budget(&self, mut permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        let Some(budget) = &self.budget else {
+            return Some(permit);
+        };
+        let wanted = permit.num_permits() as u64;
+        let left = budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left > 0).then(|| left.saturating_sub(wanted))
+            })
+            .ok()?;
+        let reserved = usize::try_from(left.min(wanted)).unwrap_or(usize::MAX);
+        if reserved < permit.num_permits() {
+            drop(permit.split(permit.num_permits() - reserved));
+        }
+        Some(permit)
+    }
+
+    /// Returns budget reserved for slots that a fetch did not fill.
+    fn refund_budget(&self, unused: usize) {
+        if let Some(budget) = &self.budget {
+            budget.fetch_add(unused as u64, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The pause before fetching again after `failures` failures in a row:
+/// 100 ms doubling to 5 s, so a Redis restart is neither hammered nor waited
+/// out long.
+fn reconnect_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_millis(100 * (1 << exponent)).min(Duration::from_secs(5))
+}

@@ -1,0 +1,266 @@
+//! The worker runtime: fetch, dispatch, run, settle.
+//!
+//! ```text
+//!  fetchers (one per queue) --batches--> dispatcher --spawn--> runs
+//!        ^  prefetch permits                                    |
+//!        '------------- settler (group-committed acks) <--------'
+//! ```
+
+mod execute;
+mod fetch;
+mod settle;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use spool_broker::{Broker, Task};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn};
+
+use self::execute::Executor;
+use self::fetch::{Claimed, Fetcher};
+use self::settle::{Action, Settlement};
+use crate::config::WorkerConfig;
+use crate::counters::{Count, CounterSnapshot, Counters};
+use crate::handler::{Handler, Registry};
+use crate::Result;
+
+/// Fetches tasks from a broker and runs them with registered handlers.
+///
+/// Delivery is at least once with late acknowledgement: a task is
+/// acknowledged only after its outcome (success, final failure, scheduled
+/// retry or dead letter) is stored. At most `prefetch` tasks are held
+/// unacknowledged and at most `concurrency` run at once.
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use spool_broker::{MemoryBroker, Task};
+/// use spool_sdk::Client;
+/// use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greet { name: String }
+/// impl Task for Greet {
+///     const NAME: &'static str = "demo.greet";
+///     type Output = String;
+/// }
+///
+/// async fn greet(task: Greet, _ctx: TaskContext) -> Result<String, TaskError> {
+///     Ok(format!("hello, {}", task.name))
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = MemoryBroker::new();
+/// Client::new(broker.clone()).enqueue(Greet { name: "Ada".into() }).await?;
+///
+/// let worker = Worker::new(broker, WorkerConfig::default()).register::<Greet, _>(greet);
+/// let counters = worker.counters();
+/// let report = worker
+///     .run(async move {
+///         while counters.snapshot().succeeded < 1 {
+///             tokio::task::yield_now().await;
+///         }
+///     })
+///     .await?;
+/// assert_eq!(report.succeeded, 1);
+/// # Ok(()) }
+/// ```
+pub struct Worker<B> {
+    broker: B,
+    config: WorkerConfig,
+    registry: Registry,
+    counters: Counters,
+}
+
+impl<B: Broker> Worker<B> {
+    /// A worker over `broker` with no handlers yet.
+    pub fn new(broker: B, config: WorkerConfig) -> Self {
+        Self {
+            broker,
+            config,
+            registry: Registry::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Registers the handler of task type `T`, replacing any earlier one.
+    #[must_use]
+    pub fn register<T: Task, H: Handler<T>>(mut self, handler: H) -> Self {
+        self.registry.insert::<T, H>(handler);
+        self
+    }
+
+    /// The worker's live counters; read them while it runs.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    /// Runs until `shutdown` completes (or, with `max_tasks`, until that
+    /// many tasks are done), then shuts down warmly: no more fetching,
+    /// prefetched tasks not yet started are given back to their queue,
+    /// running tasks finish and every outcome is acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unusable configuration. Broker failures while
+    /// running are logged and ridden out with backoff, not returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future is a cold shutdown: fetching and acknowledging
+    /// stop at once; runs already started finish in the background but
+    /// their tasks stay unacknowledged and are redelivered.
+    pub async fn run<S>(self, shutdown: S) -> Result<CounterSnapshot>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        self.config.validate()?;
+        let config = self.config;
+        let consumer: Arc<str> = config.consumer_name().into();
+        let span = info_span!("worker", consumer = %consumer);
+        let _entered = span.enter();
+        info!(
+            queues = ?config.queues,
+            concurrency = config.concurrency,
+            prefetch = config.prefetch,
+            tasks = ?self.registry.names().collect::<Vec<_>>(),
+            "worker started",
+        );
+
+        let stop = CancellationToken::new();
+        let watcher = {
+            let stop = stop.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown => stop.cancel(),
+                    () = stop.cancelled() => {}
+                }
+            }))
+        };
+
+        let prefetch = Arc::new(Semaphore::new(config.prefetch));
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let settler = AbortOnDropHandle::new(tokio::spawn(settle::run(self.broker.clone(), settle_rx)));
+        let (tasks_tx, tasks_rx) = mpsc::channel(config.queues.len() * 4);
+        let budget = config.max_tasks.map(|n| Arc::new(AtomicU64::new(n)));
+        let mut fetchers = JoinSet::new();
+        for queue in &config.queues {
+            let fetcher = Fetcher {
+                broker: self.broker.clone(),
+                queue: queue.clone(),
+                consumer: Arc::clone(&consumer),
+                prefetch: Arc::clone(&prefetch),
+                poll_interval: config.poll_interval,
+                budget: budget.clone(),
+                counters: self.counters.clone(),
+                stop: stop.clone(),
+                tasks: tasks_tx.clone(),
+                settle: settle_tx.clone(),
+            };
+            fetchers.spawn(fetcher.run());
+        }
+        // Only fetchers hold senders now: the channel closes when they end.
+        drop(tasks_tx);
+
+        let executor = Arc::new(Executor {
+            registry: self.registry,
+            counters: self.counters.clone(),
+            default_time_limit: config.time_limit,
+        });
+        let dispatcher = Dispatcher {
+            executor,
+            running: Arc::new(Semaphore::new(config.concurrency)),
+            concurrency: config.concurrency,
+            settle: settle_tx,
+            counters: self.counters.clone(),
+            stop: stop.clone(),
+        };
+        dispatcher.run(tasks_rx).await;
+
+        // Every run has finished and dropped its sender: the settler drains
+        // what is left, then ends.
+        if settler.await.is_err() {
+            warn!("the settler panicked; unsettled tasks will be redelivered");
+        }
+        stop.cancel();
+        let _ = watcher.await;
+        fetchers.join_all().await;
+        let report = self.counters.snapshot();
+        info!(?report, "worker stopped");
+        Ok(report)
+    }
+}
+
+impl<B> std::fmt::Debug for Worker<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("handlers", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands fetched tasks to runs, at most `concurrency` at once.
+struct Dispatcher {
+    executor: Arc<Executor>,
+    running: Arc<Semaphore>,
+    concurrency: usize,
+    settle: mpsc::UnboundedSender<Settlement>,
+    counters: Counters,
+    stop: CancellationToken,
+}
+
+impl Dispatcher {
+    async fn run(self, mut batches: mpsc::Receiver<Vec<Claimed>>) {
+        'dispatch: while let Some(batch) = batches.recv().await {
+            let mut claimed = batch.into_iter();
+            while let Some((delivery, slot)) = claimed.next() {
+                let run_slot = tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => {
+                        self.requeue(std::iter::once((delivery, slot)).chain(claimed));
+                        break 'dispatch;
+                    }
+                    run_slot = Arc::clone(&self.running).acquire_owned() => match run_slot {
+                        Ok(run_slot) => run_slot,
+                        Err(_closed) => break 'dispatch,
+                    },
+                };
+                let executor = Arc::clone(&self.executor);
+                let settle = self.settle.clone();
+                tokio::spawn(async move {
+                    let tag = delivery.tag.clone();
+                    let action = executor.execute(delivery).await;
+                    drop(run_slot);
+                    let _ = settle.send(Settlement { tag, action, permit: slot });
+                });
+            }
+        }
+        // Stopping: whatever the fetchers still deliver goes back unstarted.
+        while let Some(batch) = batches.recv().await {
+            self.requeue(batch);
+        }
+        // Wait for the runs in flight: each holds one of these permits.
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        let _ = self.running.acquire_many(all).await;
+    }
+
+    fn requeue(&self, claimed: impl IntoIterator<Item = Claimed>) {
+        for (delivery, permit) in claimed {
+            self.counters.add(Count::Requeued);
+            let _ = self.settle.send(Settlement {
+                tag: delivery.tag,
+                action: Action::Requeue,
+                permit,
+            });
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Settling deliveries with the broker: the late acknowledgement.
+//!
+//! Outcomes from every running task meet in one channel; the settler takes
+//! whatever has gathered and acknowledges it in one pipelined round trip
+//! (group commit), so acks cost a fraction of a round trip each under load
+//! and add no delay when idle. A delivery's prefetch permit is released only
+//! once its outcome is stored, which is what bounds unacknowledged entries.
+
+use std::time::Duration;
+
+use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{error, warn};
+
+/// The most outcomes settled in one round trip.
+const SETTLE_BATCH: usize = 4096;
+
+/// How long to keep retrying a settlement while the broker is unreachable;
+/// past it the entry stays pending and is redelivered later (at least once).
+const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What to tell the broker about one delivery.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Done (succeeded, failed for good, or expired): acknowledge and delete.
+    Ack,
+    /// Schedule this next attempt.
+    Retry(Box<Envelope>),
+    /// Move to the dead-letter stream.
+    DeadLetter(DeadLetter),
+    /// Give back unstarted.
+    Requeue,
+}
+
+/// One outcome on its way to the broker.
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    pub(crate) tag: DeliveryTag,
+    pub(crate) action: Action,
+    /// The delivery's prefetch slot, freed when this is dropped: after the
+    /// broker has the outcome.
+    #[expect(dead_code, reason = "held only to be dropped at the right time")]
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// Settles outcomes until every sender is gone.
+pub(crate) async fn run<B: Broker>(broker: B, mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    let mut acks = Vec::with_capacity(SETTLE_BATCH);
+    while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        for settlement in &batch {
+            match &settlement.action {
+                Action::Ack => acks.push(settlement.tag.clone()),
+                Action::Retry(next) => {
+                    patiently("retry", || broker.retry(&settlement.tag, next)).await;
+                }
+                Action::DeadLetter(letter) => {
+                    patiently("dead-letter", || broker.dead_letter(&settlement.tag, letter)).await;
+                }
+                Action::Requeue => {
+                    patiently("requeue", || broker.requeue(&settlement.tag)).await;
+                }
+            }
+        }
+        if !acks.is_empty() {
+            patiently("ack", || broker.ack(&acks)).await;
+            acks.clear();
+        }
+        // Dropping the settlements releases their prefetch permits.
+        batch.clear();
+    }
+}
+
+/// Runs a broker operation, retrying transient failures with backoff for up
+/// to [`SETTLE_PATIENCE`].
+async fn patiently<F, Fut>(what: &str, mut operation: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = spool_broker::Result<()>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match operation().await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && started.elapsed() < SETTLE_PATIENCE => {
+                warn!(error = %e, "could not {what} tasks, retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                error!(error = %e, "could not {what} tasks; they stay pending and will be redelivered");
+                return;
+            }
+        }
+    }
+}
