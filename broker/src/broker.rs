@@ -74,8 +74,6 @@ pub struct FetchBatch {
     pub deliveries: Vec<Delivery>,
     /// Entries that must be dead-lettered.
     pub malformed: Vec<Malformed>,
-    /// Set when nothing was claimed: pass it to [`Broker::wait_for_work`].
-    pub idle: Option<IdleCursor>,
 }
 
 impl FetchBatch {
@@ -89,39 +87,6 @@ impl FetchBatch {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Where a queue stood when a fetch found it empty; lets
-/// [`Broker::wait_for_work`] wake on exactly the entries added since.
-#[derive(Debug, Clone)]
-pub struct IdleCursor {
-    pub(crate) queue: QueueName,
-    pub(crate) last_ids: [String; 3],
-    pub(crate) next_due: Option<Timestamp>,
-}
-
-impl IdleCursor {
-    /// The queue this cursor watches.
-    #[must_use]
-    pub fn queue(&self) -> &QueueName {
-        &self.queue
-    }
-
-    /// When the earliest delayed task of the queue becomes due, if any.
-    #[must_use]
-    pub fn next_due(&self) -> Option<Timestamp> {
-        self.next_due
-    }
-
-    /// How long to wait at most: `limit`, shortened so a delayed task due
-    /// sooner is promoted on time.
-    #[must_use]
-    pub fn wait_limit(&self, limit: Duration, now: Timestamp) -> Duration {
-        match self.next_due {
-            Some(due) => limit.min(due.saturating_since(now)),
-            None => limit,
-        }
     }
 }
 
@@ -255,7 +220,12 @@ pub trait Broker: Clone + Send + Sync + 'static {
     fn enqueue(&self, envelopes: &[Envelope]) -> impl Future<Output = Result<()>> + Send;
 
     /// Claims up to `max` tasks of `queue` for `consumer`, highest priority
-    /// first, promoting delayed tasks that are due. Never waits for work.
+    /// first, promoting delayed tasks that are due. When none is ready it
+    /// waits up to `wait` for one to arrive (less if a delayed task falls due
+    /// sooner) and returns what it claimed, possibly nothing.
+    ///
+    /// Never more than `max` entries are claimed, so a consumer that fetches
+    /// only for free slots never holds more than its prefetch bound.
     ///
     /// # Errors
     ///
@@ -264,29 +234,15 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// Not cancel safe: entries claimed by a fetch whose future is dropped
-    /// stay pending for `consumer` until they are reclaimed.
+    /// stay pending for `consumer` until they are reclaimed. Let it finish:
+    /// it returns within `wait`.
     fn fetch(
         &self,
         queue: &QueueName,
         consumer: &str,
         max: usize,
+        wait: Duration,
     ) -> impl Future<Output = Result<FetchBatch>> + Send;
-
-    /// Waits until the queue described by `cursor` may have work, or until
-    /// `timeout` passes.
-    ///
-    /// # Errors
-    ///
-    /// When the broker fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it claims nothing.
-    fn wait_for_work(
-        &self,
-        cursor: &IdleCursor,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Acknowledges finished deliveries and removes their entries.
     ///

@@ -17,6 +17,10 @@ use crate::task::Task;
 /// than misread.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The encoded size of an envelope's fields besides its name and payload
+/// (id, queue, times, counters), rounded up.
+const ENVELOPE_OVERHEAD: usize = 64;
+
 /// A task's unique id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -190,15 +194,19 @@ impl Envelope {
     /// A new envelope for attempt 1 with default options and no times set.
     #[must_use]
     pub fn new(name: impl Into<String>, queue: QueueName, payload: Vec<u8>) -> Self {
+        Self::created_at(Timestamp::now(), name.into(), queue, payload)
+    }
+
+    fn created_at(now: Timestamp, name: String, queue: QueueName, payload: Vec<u8>) -> Self {
         Self {
             version: FORMAT_VERSION,
             id: TaskId::new(),
-            name: name.into(),
+            name,
             queue,
             priority: Priority::Normal,
             attempt: 1,
             max_attempts: 1,
-            created_at: Timestamp::now(),
+            created_at: now,
             eta: None,
             expires_at: None,
             time_limit_ms: None,
@@ -216,8 +224,8 @@ impl Envelope {
     pub fn for_task<T: Task>(task: &T) -> Result<Self> {
         let options = T::options();
         let now = Timestamp::now();
-        let mut envelope = Self::new(T::NAME, options.queue, encode_payload(task)?);
-        envelope.created_at = now;
+        let mut envelope =
+            Self::created_at(now, T::NAME.to_owned(), options.queue, encode_payload(task)?);
         envelope.priority = options.priority;
         envelope.max_attempts = options.max_attempts.max(1);
         envelope.expires_at = options.expires.map(|d| now.saturating_add(d));
@@ -260,7 +268,11 @@ impl Envelope {
     /// [`Error::Encode`] if serialization fails, which only a broken
     /// `Serialize` implementation can cause.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        rmp_serde::to_vec(self).map_err(|e| Error::encode("envelope", e))
+        // Sized for the fixed fields up front: growing from empty would
+        // reallocate several times per envelope on the enqueue hot path.
+        let mut bytes = Vec::with_capacity(ENVELOPE_OVERHEAD + self.name.len() + self.payload.len());
+        rmp_serde::encode::write(&mut bytes, self).map_err(|e| Error::encode("envelope", e))?;
+        Ok(bytes)
     }
 
     /// Decodes an envelope from the wire.
@@ -302,7 +314,9 @@ fn peek_version(mut bytes: &[u8]) -> Result<u8> {
 ///
 /// [`Error::Encode`] when serialization fails.
 pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| Error::encode("payload", e))
+    let mut bytes = Vec::with_capacity(64);
+    rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| Error::encode("payload", e))?;
+    Ok(bytes)
 }
 
 /// Decodes a task or an output encoded with [`encode_payload`].

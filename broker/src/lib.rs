@@ -20,8 +20,8 @@ mod redis;
 mod task;
 
 pub use crate::broker::{
-    Broker, DeadLetter, DeadLetterEntry, DeadReason, Delivery, DeliveryTag, FetchBatch,
-    IdleCursor, Malformed, QueueStats,
+    Broker, DeadLetter, DeadLetterEntry, DeadReason, Delivery, DeliveryTag, FetchBatch, Malformed,
+    QueueStats,
 };
 pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,

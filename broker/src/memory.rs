@@ -1,5 +1,500 @@
-//! Placeholder: the in-memory broker is being written.
+//! The in-memory transport: [`RedisBroker`](crate::RedisBroker)'s semantics
+//! inside one process, for tests and examples.
 
-/// An in-memory broker (being written).
-#[derive(Debug, Clone, Default)]
-pub struct MemoryBroker;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::broker::{
+    Broker, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed,
+    QueueStats,
+};
+use crate::envelope::{Envelope, Timestamp};
+use crate::error::Result;
+use crate::queue::{Priority, QueueName};
+
+/// The most due delayed tasks promoted by one fetch, as `RedisConfig`'s
+/// default `promote_batch`.
+const PROMOTE_BATCH: usize = 1000;
+
+/// A broker that keeps every queue in this process's memory, with the same
+/// semantics as [`RedisBroker`](crate::RedisBroker): three priority streams,
+/// a pending list, a delayed set and a dead-letter list per queue. Entries
+/// are stored encoded, so malformed data behaves as it would in Redis.
+///
+/// Cloning is cheap: clones share the same queues. Nothing survives the
+/// process.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use spool_broker::{Broker, Envelope, MemoryBroker, QueueName};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spool_broker::Result<()> {
+/// let broker = MemoryBroker::new();
+/// broker.enqueue(&[Envelope::new("spool.ping", QueueName::DEFAULT, vec![])]).await?;
+///
+/// let batch = broker.fetch(&QueueName::DEFAULT, "worker-1", 10, Duration::ZERO).await?;
+/// assert_eq!(batch.deliveries.len(), 1);
+/// assert_eq!(batch.deliveries[0].envelope.name, "spool.ping");
+///
+/// let tags: Vec<_> = batch.deliveries.iter().map(|d| d.tag.clone()).collect();
+/// broker.ack(&tags).await?;
+/// assert!(broker.stats(&QueueName::DEFAULT).await?.is_drained());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<QueueName, QueueState>,
+    ids: Ids,
+}
+
+impl State {
+    /// The queue, created on first use as Redis creates streams, and the id
+    /// generator, borrowed together.
+    fn queue(&mut self, name: &QueueName) -> (&mut QueueState, &mut Ids) {
+        (self.queues.entry(name.clone()).or_default(), &mut self.ids)
+    }
+}
+
+/// Generates Redis-style entry ids: `<ms>-<seq>`, strictly increasing even
+/// if the clock goes back, as `XADD *` does.
+#[derive(Default)]
+struct Ids {
+    ms: u64,
+    seq: u64,
+    /// Orders delayed tasks due at the same millisecond by insertion.
+    inserted: u64,
+}
+
+impl Ids {
+    fn next(&mut self) -> String {
+        let now = Timestamp::now().as_millis();
+        if now > self.ms {
+            (self.ms, self.seq) = (now, 0);
+        } else {
+            self.seq += 1;
+        }
+        format!("{}-{}", self.ms, self.seq)
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: [VecDeque<(String, Vec<u8>)>; 3],
+    /// Claimed and not yet settled, by entry id. Entry ids are unique per
+    /// broker, so a tag (which also names the priority) finds its entry.
+    pending: HashMap<String, Vec<u8>>,
+    /// Keyed by (due ms, insertion order).
+    delayed: BTreeMap<(u64, u64), (Priority, Vec<u8>)>,
+    dead: Vec<DeadLetterEntry>,
+    /// Woken whenever an entry lands in a ready stream.
+    notify: Arc<Notify>,
+}
+
+impl QueueState {
+    fn push(&mut self, priority: Priority, id: String, bytes: Vec<u8>) {
+        self.ready[priority.index()].push_back((id, bytes));
+        self.notify.notify_waiters();
+    }
+
+    fn delay(&mut self, ids: &mut Ids, due: Timestamp, priority: Priority, bytes: Vec<u8>) {
+        ids.inserted += 1;
+        self.delayed
+            .insert((due.as_millis(), ids.inserted), (priority, bytes));
+    }
+}
+
+impl MemoryBroker {
+    /// An empty broker.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `bytes` as they are to a ready stream of `queue`, bypassing
+    /// [`Envelope::encode`]: lets tests put entries that are not valid
+    /// envelopes (another producer's, a newer format's) in front of a worker,
+    /// which must then dead-letter them.
+    pub fn push_raw(&self, queue: &QueueName, priority: Priority, bytes: Vec<u8>) {
+        let mut state = self.lock();
+        let (q, ids) = state.queue(queue);
+        q.push(priority, ids.next(), bytes);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No operation leaves the state half-updated, so a panic elsewhere
+        // (a failed test assertion) does not make it unusable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes the entry of `tag` from pending, as `XACK` + `XDEL` do, and
+    /// hands its bytes to `then`; does nothing if it is no longer pending
+    /// (another outcome settled it first).
+    fn settle(&self, tag: &DeliveryTag, then: impl FnOnce(&mut QueueState, &mut Ids, Vec<u8>)) {
+        let mut state = self.lock();
+        let State { queues, ids } = &mut *state;
+        if let Some(q) = queues.get_mut(&tag.queue)
+            && let Some(bytes) = q.pending.remove(&tag.entry_id)
+        {
+            then(q, ids, bytes);
+        }
+    }
+}
+
+impl fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("queues", &self.lock().queues.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBroker {
+    /// Promotes due delayed tasks and claims up to `max` ready ones, highest
+    /// priority first; also says when the next delayed task falls due.
+    fn claim_ready(&self, queue: &QueueName, max: usize) -> (FetchBatch, Option<Timestamp>) {
+        let now = Timestamp::now().as_millis();
+        let mut state = self.lock();
+        let (q, ids) = state.queue(queue);
+
+        for _ in 0..PROMOTE_BATCH {
+            let Some(due) = q.delayed.first_entry().filter(|e| e.key().0 <= now) else {
+                break;
+            };
+            let (priority, bytes) = due.remove();
+            q.push(priority, ids.next(), bytes);
+        }
+
+        let mut batch = FetchBatch::default();
+        let want = max.max(1);
+        for priority in Priority::ALL {
+            while batch.len() < want {
+                let Some((entry_id, bytes)) = q.ready[priority.index()].pop_front() else {
+                    break;
+                };
+                let tag = DeliveryTag {
+                    queue: queue.clone(),
+                    priority,
+                    entry_id: entry_id.clone(),
+                };
+                match Envelope::decode(&bytes) {
+                    Ok(envelope) => batch.deliveries.push(Delivery {
+                        tag,
+                        envelope,
+                        deliveries: 1,
+                    }),
+                    Err(e) => batch.malformed.push(Malformed {
+                        tag,
+                        reason: e.to_string(),
+                    }),
+                }
+                q.pending.insert(entry_id, bytes);
+            }
+        }
+        let next_due = q
+            .delayed
+            .first_key_value()
+            .map(|(&(due, _), _)| Timestamp::from_millis(due));
+        (batch, next_due)
+    }
+}
+
+impl Broker for MemoryBroker {
+    async fn enqueue(&self, envelopes: &[Envelope]) -> Result<()> {
+        // Encode everything first so a failure enqueues nothing.
+        let encoded = envelopes
+            .iter()
+            .map(|e| Ok((e, e.encode()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let now = Timestamp::now();
+        let mut state = self.lock();
+        for (envelope, bytes) in encoded {
+            let (q, ids) = state.queue(&envelope.queue);
+            match envelope.eta {
+                Some(eta) if eta > now => q.delay(ids, eta, envelope.priority, bytes),
+                _ => q.push(envelope.priority, ids.next(), bytes),
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        queue: &QueueName,
+        _consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchBatch> {
+        let notify = Arc::clone(&self.lock().queue(queue).0.notify);
+        // Register before claiming, so an entry pushed after the claim still
+        // wakes us; one pushed before it is claimed.
+        let mut notified = pin!(notify.notified());
+        notified.as_mut().enable();
+        let (batch, next_due) = self.claim_ready(queue, max);
+        let limit = next_due.map_or(wait, |due| {
+            wait.min(due.saturating_since(Timestamp::now()))
+        });
+        if !batch.is_empty() || limit.is_zero() {
+            return Ok(batch);
+        }
+        // Woken or timed out, either way: look again.
+        let _ = tokio::time::timeout(limit, notified).await;
+        Ok(self.claim_ready(queue, max).0)
+    }
+
+    async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
+        for tag in tags {
+            self.settle(tag, |_, _, _| {});
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, tag: &DeliveryTag, next: &Envelope) -> Result<()> {
+        let bytes = next.encode()?;
+        let due = next.eta.unwrap_or_else(Timestamp::now);
+        self.settle(tag, |q, ids, _| q.delay(ids, due, next.priority, bytes));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, tag: &DeliveryTag, letter: &DeadLetter) -> Result<()> {
+        self.settle(tag, |q, ids, raw| {
+            q.dead.push(DeadLetterEntry {
+                entry_id: ids.next(),
+                queue: tag.queue.clone(),
+                envelope: Envelope::decode(&raw).ok(),
+                raw,
+                reason: letter.reason.as_str().to_owned(),
+                error: letter.error.clone(),
+                attempts: letter.attempts,
+                dead_at: Timestamp::now(),
+            });
+        });
+        Ok(())
+    }
+
+    async fn requeue(&self, tag: &DeliveryTag) -> Result<()> {
+        self.settle(tag, |q, ids, bytes| {
+            q.push(tag.priority, ids.next(), bytes);
+        });
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let state = self.lock();
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(QueueStats::default());
+        };
+        Ok(QueueStats {
+            ready: q.ready.each_ref().map(|s| count(s.len())),
+            pending: count(q.pending.len()),
+            delayed: count(q.delayed.len()),
+            dead: count(q.dead.len()),
+        })
+    }
+
+    async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .get(queue)
+            .map_or_else(Vec::new, |q| q.dead.iter().take(limit).cloned().collect()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::broker::DeadReason;
+
+    const Q: QueueName = QueueName::DEFAULT;
+
+    fn task(name: &str, priority: Priority) -> Envelope {
+        let mut envelope = Envelope::new(name, Q, vec![]);
+        envelope.priority = priority;
+        envelope
+    }
+
+    fn in_30_ms() -> Timestamp {
+        Timestamp::now().saturating_add(Duration::from_millis(30))
+    }
+
+    fn names(batch: &FetchBatch) -> Vec<&str> {
+        let names = batch.deliveries.iter().map(|d| d.envelope.name.as_str());
+        names.collect()
+    }
+
+    async fn enqueue(broker: &MemoryBroker, tasks: &[Envelope]) {
+        broker.enqueue(tasks).await.unwrap();
+    }
+
+    async fn fetch(broker: &MemoryBroker, max: usize) -> FetchBatch {
+        broker.fetch(&Q, "c", max, Duration::ZERO).await.unwrap()
+    }
+
+    async fn stats(broker: &MemoryBroker) -> QueueStats {
+        broker.stats(&Q).await.unwrap()
+    }
+
+    /// Fetches until something comes; fails after a second.
+    async fn fetch_when_ready(broker: &MemoryBroker) -> FetchBatch {
+        let limit = Duration::from_secs(1);
+        let attempts = async {
+            loop {
+                let batch = broker.fetch(&Q, "c", 10, limit).await.unwrap();
+                if !batch.is_empty() {
+                    return batch;
+                }
+            }
+        };
+        tokio::time::timeout(limit, attempts).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn higher_priorities_come_first_and_ack_settles() {
+        let broker = MemoryBroker::new();
+        let tasks = [Priority::Low, Priority::Normal, Priority::High].map(|p| task(p.as_str(), p));
+        enqueue(&broker, &tasks).await;
+        let batch = fetch(&broker, 10).await;
+        assert_eq!(names(&batch), ["high", "normal", "low"]);
+        assert_eq!(stats(&broker).await.pending, 3);
+
+        let tags: Vec<_> = batch.deliveries.into_iter().map(|d| d.tag).collect();
+        broker.ack(&tags).await.unwrap();
+        // Settled entries are ignored, whatever the outcome.
+        broker.ack(&tags).await.unwrap();
+        broker.requeue(&tags[0]).await.unwrap();
+        assert_eq!(stats(&broker).await, QueueStats::default());
+    }
+
+    #[tokio::test]
+    async fn fetch_claims_exactly_max_and_at_least_one() {
+        let broker = MemoryBroker::new();
+        let tasks = ["0", "1", "2", "3", "4"].map(|n| task(n, Priority::Normal));
+        enqueue(&broker, &tasks).await;
+        assert_eq!(names(&fetch(&broker, 2).await), ["0", "1"]);
+        assert_eq!(names(&fetch(&broker, 0).await), ["2"]);
+        let stats = stats(&broker).await;
+        assert_eq!((stats.ready, stats.pending), ([0, 2, 0], 3));
+    }
+
+    #[tokio::test]
+    async fn delayed_tasks_are_promoted_when_due() {
+        let broker = MemoryBroker::new();
+        let mut later = task("later", Priority::High);
+        later.eta = Some(in_30_ms());
+        enqueue(&broker, std::slice::from_ref(&later)).await;
+        let batch = fetch(&broker, 10).await;
+        assert!(batch.is_empty());
+        assert_eq!(stats(&broker).await.delayed, 1);
+        assert_eq!(names(&fetch_when_ready(&broker).await), ["later"]);
+    }
+
+    #[tokio::test]
+    async fn retry_schedules_the_next_attempt() {
+        let broker = MemoryBroker::new();
+        enqueue(&broker, &[task("flaky", Priority::Low)]).await;
+        let first = fetch(&broker, 1).await.deliveries.remove(0);
+        let next = first.envelope.next_attempt(in_30_ms());
+        broker.retry(&first.tag, &next).await.unwrap();
+        // Settled already: a second outcome changes nothing.
+        broker.retry(&first.tag, &next).await.unwrap();
+        let stats = stats(&broker).await;
+        assert_eq!((stats.pending, stats.delayed), (0, 1));
+
+        let again = fetch_when_ready(&broker).await.deliveries.remove(0);
+        assert_eq!(again.envelope.id, first.envelope.id);
+        assert_eq!(again.envelope.attempt, 2);
+        assert_eq!(again.tag.priority(), Priority::Low);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_keep_the_original_bytes_and_reason() {
+        let broker = MemoryBroker::new();
+        broker.push_raw(&Q, Priority::High, b"garbage".to_vec());
+        let doomed = task("doomed", Priority::Normal);
+        enqueue(&broker, std::slice::from_ref(&doomed)).await;
+        let mut batch = fetch(&broker, 10).await;
+        let (bad, good) = (batch.malformed.remove(0), batch.deliveries.remove(0));
+        assert!(bad.reason.contains("envelope"), "{}", bad.reason);
+
+        for (tag, reason, attempts) in [
+            (&bad.tag, DeadReason::Malformed, 0),
+            (&good.tag, DeadReason::AttemptsExhausted, 3),
+        ] {
+            let error = format!("{reason} error");
+            let letter = DeadLetter {
+                reason,
+                error,
+                attempts,
+            };
+            broker.dead_letter(tag, &letter).await.unwrap();
+        }
+        let dead = broker.dead_letters(&Q, 10).await.unwrap();
+        assert_eq!(
+            (&dead[0].raw[..], &dead[0].reason[..]),
+            (&b"garbage"[..], "malformed")
+        );
+        assert!(dead[0].envelope.is_none());
+        assert_eq!(dead[1].raw, doomed.encode().unwrap());
+        assert_eq!(dead[1].envelope, Some(doomed));
+        assert_eq!(dead[1].error, "attempts_exhausted error");
+        assert_eq!(
+            (&dead[1].reason[..], dead[1].attempts),
+            ("attempts_exhausted", 3)
+        );
+        assert_eq!(broker.dead_letters(&Q, 1).await.unwrap().len(), 1);
+        let stats = stats(&broker).await;
+        assert!(stats.is_drained() && stats.dead == 2);
+    }
+
+    #[tokio::test]
+    async fn requeue_puts_an_unstarted_entry_back_at_the_tail() {
+        let broker = MemoryBroker::new();
+        enqueue(&broker, &["a", "b"].map(|n| task(n, Priority::Normal))).await;
+        let a = fetch(&broker, 1).await.deliveries.remove(0);
+        broker.requeue(&a.tag).await.unwrap();
+        assert_eq!(stats(&broker).await.ready, [0, 2, 0]);
+        let batch = fetch(&broker, 10).await;
+        assert_eq!(names(&batch), ["b", "a"]);
+        assert_ne!(batch.deliveries[1].tag, a.tag);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_fetch_wakes_on_enqueue() {
+        let broker = MemoryBroker::new();
+        let producer = broker.clone();
+        let handle = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            enqueue(&producer, &[task("wake", Priority::Low)]).await;
+        });
+        // The long wait cannot be what ends the fetch.
+        let waiting = broker.fetch(&Q, "c", 1, Duration::from_secs(60));
+        let batch = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(names(&batch.unwrap().unwrap()), ["wake"]);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_fetch_returns_empty_after_its_wait() {
+        let broker = MemoryBroker::new();
+        let start = tokio::time::Instant::now();
+        let wait = Duration::from_millis(50);
+        assert!(broker.fetch(&Q, "c", 1, wait).await.unwrap().is_empty());
+        assert!(start.elapsed() >= wait);
+    }
+}

@@ -14,8 +14,9 @@ pub struct WorkerConfig {
     /// The most tasks fetched and not yet acknowledged (running ones
     /// included); a fetch never claims more. Default: 4 × `concurrency`.
     pub prefetch: usize,
-    /// The longest a fetcher blocks on an empty queue before it checks
-    /// again (a new task wakes it at once). Default: 1 s.
+    /// The longest one fetch blocks on an empty queue (a new task ends the
+    /// wait at once). A warm shutdown waits for fetches in flight, so this
+    /// also bounds how long it takes to stop fetching. Default: 1 s.
     pub poll_interval: Duration,
     /// A hard limit on each run, for tasks without their own. Default:
     /// `None`.

@@ -9,6 +9,8 @@ use crate::queue::{Priority, QueueName};
 /// The keys of one queue.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueKeys {
+    /// The queue these keys belong to.
+    pub(crate) queue: QueueName,
     /// One stream per priority, indexed by [`Priority::index`].
     pub(crate) streams: [String; 3],
     /// Tasks not due yet, scored by due time in milliseconds.
@@ -21,6 +23,7 @@ impl QueueKeys {
     pub(crate) fn new(prefix: &str, queue: &QueueName) -> Self {
         let base = format!("{prefix}:{{{queue}}}");
         Self {
+            queue: queue.clone(),
             streams: Priority::ALL.map(|p| format!("{base}:{p}")),
             delayed: format!("{base}:delayed"),
             dead: format!("{base}:dead"),

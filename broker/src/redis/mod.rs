@@ -6,16 +6,19 @@ mod reply;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime};
+use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadOptions;
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Script, Value};
 
 use self::keys::QueueKeys;
-use crate::broker::{
-    Broker, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch, IdleCursor, QueueStats,
-};
+use self::reply::Idle;
+use crate::broker::{Broker, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch, QueueStats};
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
@@ -23,9 +26,13 @@ use crate::queue::{Priority, QueueName};
 /// The consumer group every worker of a queue joins.
 const GROUP: &str = "spool";
 
-/// The most commands sent in one pipelined round trip by `enqueue`, so that
-/// huge batches neither build huge buffers nor stall Redis.
-const ENQUEUE_CHUNK: usize = 5_000;
+/// The most commands in one pipeline sent by `enqueue`. Bulk enqueues are cut
+/// into pipelines this size, and the next is encoded while Redis runs the
+/// one before.
+const ENQUEUE_CHUNK: usize = 256;
+
+/// How many of a bulk enqueue's pipelines may be in flight at once.
+const ENQUEUE_IN_FLIGHT: usize = 4;
 
 /// How to reach Redis and lay out Spool's keys.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,8 +44,9 @@ pub struct RedisConfig {
     /// The first part of every key, so several deployments (or tests) can
     /// share one Redis. Must not contain braces or spaces. Default: `spool`.
     pub key_prefix: String,
-    /// The most connections kept open. Each waiting fetcher holds one while
-    /// it blocks. Default: 32.
+    /// The most connections kept for blocking waits: each fetcher waiting on
+    /// an empty queue holds one. Every other command shares one multiplexed
+    /// connection. Default: 32.
     pub pool_size: usize,
     /// How long to wait for a new connection. Default: 5 s.
     pub connect_timeout: Duration,
@@ -95,7 +103,11 @@ impl Scripts {
 }
 
 struct Inner {
-    pool: Pool,
+    /// Shared by every non-blocking command: requests from all tasks are
+    /// pipelined on it, and it reconnects by itself.
+    commands: ConnectionManager,
+    /// Exclusive connections for blocking reads, which would stall a shared one.
+    waits: Pool,
     config: RedisConfig,
     scripts: Scripts,
     keys: RwLock<HashMap<QueueName, Arc<QueueKeys>>>,
@@ -166,17 +178,24 @@ impl RedisBroker {
                 config.key_prefix
             )));
         }
-        let connection = AsyncConnectionConfig::new()
+        let invalid_url = |e: RedisError| {
+            Error::Config(format!("invalid Redis URL {}: {e}", redact_url(&config.url)))
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(invalid_url)?;
+        let shared = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_max_delay(Duration::from_secs(2));
+        let commands = ConnectionManager::new_with_config(client, shared)
+            .await
+            .map_err(map_redis)?;
+        let exclusive = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
-        let manager = Manager::new_with_config(config.url.as_str(), connection).map_err(|e| {
-            Error::Config(format!(
-                "invalid Redis URL {}: {e}",
-                redact_url(&config.url)
-            ))
-        })?;
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(2))
+        let manager =
+            Manager::new_with_config(config.url.as_str(), exclusive).map_err(invalid_url)?;
+        let waits = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(config.connect_timeout))
             .wait_timeout(Some(config.response_timeout))
@@ -184,15 +203,15 @@ impl RedisBroker {
             .map_err(|e| Error::Config(e.to_string()))?;
         let broker = Self {
             inner: Arc::new(Inner {
-                pool,
+                commands,
+                waits,
                 config,
                 scripts: Scripts::new(),
                 keys: RwLock::new(HashMap::new()),
             }),
         };
-        let mut conn = broker.conn().await?;
         let _: () = redis::cmd("PING")
-            .query_async(&mut *conn)
+            .query_async(&mut broker.conn())
             .await
             .map_err(map_redis)?;
         Ok(broker)
@@ -204,8 +223,9 @@ impl RedisBroker {
         &self.inner.config
     }
 
-    async fn conn(&self) -> Result<Connection> {
-        self.inner.pool.get().await.map_err(map_pool)
+    /// The shared connection (a cheap handle clone).
+    fn conn(&self) -> ConnectionManager {
+        self.inner.commands.clone()
     }
 
     fn keys(&self, queue: &QueueName) -> Arc<QueueKeys> {
@@ -226,6 +246,111 @@ impl RedisBroker {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(queue.clone(), Arc::clone(&keys));
         keys
+    }
+}
+
+impl RedisBroker {
+    /// One pipeline enqueueing `envelopes`: due ones `XADD`ed to their
+    /// stream, later ones `ZADD`ed to their queue's delayed set.
+    fn enqueue_pipeline(&self, envelopes: &[Envelope], now: Timestamp) -> Result<redis::Pipeline> {
+        let mut pipe = redis::pipe();
+        let mut keys: Option<Arc<QueueKeys>> = None;
+        for envelope in envelopes {
+            // Bulk enqueues mostly target one queue: look its keys up once.
+            let keys = match &keys {
+                Some(k) if k.queue == envelope.queue => Arc::clone(k),
+                _ => keys.insert(self.keys(&envelope.queue)).clone(),
+            };
+            match envelope.eta {
+                Some(eta) if eta > now => {
+                    pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
+                        .ignore();
+                }
+                _ => {
+                    pipe.xadd(keys.stream(envelope.priority), "*", &[("e", envelope.encode()?)])
+                        .ignore();
+                }
+            }
+        }
+        Ok(pipe)
+    }
+
+    /// Promotes due delayed tasks and claims ready ones, highest priority
+    /// first, all in one script; says where the streams stand if it found
+    /// nothing.
+    async fn claim_ready(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+    ) -> Result<(FetchBatch, Option<Idle>)> {
+        let reply: Value = self
+            .inner
+            .scripts
+            .fetch
+            .key(&keys.streams[0])
+            .key(&keys.streams[1])
+            .key(&keys.streams[2])
+            .key(&keys.delayed)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(max)
+            .arg(Timestamp::now().as_millis())
+            .arg(self.inner.config.promote_batch)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        reply::fetch_batch(queue, reply)
+    }
+
+    /// Waits for and claims new entries in one blocking `XREADGROUP`. Its
+    /// count applies per stream, so a third of `max` each keeps the total
+    /// within `max`.
+    async fn claim_blocking(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchBatch> {
+        let options = StreamReadOptions::default()
+            .group(GROUP, consumer)
+            .count(max / Priority::ALL.len())
+            .block(millis(wait));
+        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
+        let reply: redis::RedisResult<Value> = conn
+            .xread_options(&keys.streams, &[">", ">", ">"], &options)
+            .await;
+        match reply {
+            Ok(reply) => reply::read_group(queue, &keys.streams, reply),
+            // The group vanished (Redis restarted without persistence): the
+            // next fetch's script recreates it.
+            Err(e) if e.code() == Some("NOGROUP") => Ok(FetchBatch::default()),
+            Err(e) => Err(map_redis(e)),
+        }
+    }
+
+    /// With fewer free slots than streams, waits without claiming (an
+    /// `XREAD` from where each stream stood), then claims exactly.
+    async fn wait_then_claim(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+        idle: &Idle,
+    ) -> Result<FetchBatch> {
+        let options = StreamReadOptions::default().block(millis(wait)).count(1);
+        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
+        let _: Value = conn
+            .xread_options(&keys.streams, &idle.last_ids, &options)
+            .await
+            .map_err(map_redis)?;
+        drop(conn);
+        Ok(self.claim_ready(queue, keys, consumer, max).await?.0)
     }
 }
 
@@ -265,71 +390,58 @@ fn millis(duration: Duration) -> usize {
 
 impl Broker for RedisBroker {
     async fn enqueue(&self, envelopes: &[Envelope]) -> Result<()> {
-        if envelopes.is_empty() {
-            return Ok(());
-        }
         let now = Timestamp::now();
-        let mut conn = self.conn().await?;
+        // Futures are first polled in push order, so pipelines reach the
+        // connection in input order; encoding the next overlaps with Redis
+        // running the ones in flight.
+        let mut in_flight = FuturesOrdered::new();
         for chunk in envelopes.chunks(ENQUEUE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for envelope in chunk {
-                let keys = self.keys(&envelope.queue);
-                match envelope.eta {
-                    Some(eta) if eta > now => {
-                        pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
-                            .ignore();
-                    }
-                    _ => {
-                        pipe.xadd(
-                            keys.stream(envelope.priority),
-                            "*",
-                            &[("e", envelope.encode()?)],
-                        )
-                        .ignore();
-                    }
-                }
+            let pipe = self.enqueue_pipeline(chunk, now)?;
+            if in_flight.len() == ENQUEUE_IN_FLIGHT {
+                in_flight.next().await.unwrap_or(Ok(()))?;
             }
-            let _: () = pipe.query_async(&mut *conn).await.map_err(map_redis)?;
+            let mut conn = self.conn();
+            in_flight.push_back(async move {
+                pipe.query_async::<()>(&mut conn).await.map_err(map_redis)
+            });
+            // Poll once now, so this pipeline is written before the next one
+            // is encoded rather than after.
+            if let Poll::Ready(Some(sent)) = futures_util::poll!(in_flight.next()) {
+                sent?;
+            }
+        }
+        while let Some(sent) = in_flight.next().await {
+            sent?;
         }
         Ok(())
     }
 
-    async fn fetch(&self, queue: &QueueName, consumer: &str, max: usize) -> Result<FetchBatch> {
+    async fn fetch(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchBatch> {
+        let max = max.max(1);
         let keys = self.keys(queue);
-        let mut conn = self.conn().await?;
-        let reply: Value = self
-            .inner
-            .scripts
-            .fetch
-            .key(&keys.streams[0])
-            .key(&keys.streams[1])
-            .key(&keys.streams[2])
-            .key(&keys.delayed)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(max.max(1))
-            .arg(Timestamp::now().as_millis())
-            .arg(self.inner.config.promote_batch)
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(map_redis)?;
-        reply::fetch_batch(queue, reply)
-    }
-
-    async fn wait_for_work(&self, cursor: &IdleCursor, timeout: Duration) -> Result<()> {
-        let timeout = cursor.wait_limit(timeout, Timestamp::now());
+        let (batch, idle) = self.claim_ready(queue, &keys, consumer, max).await?;
+        let Some(idle) = idle else {
+            return Ok(batch);
+        };
+        let wait = match idle.next_due {
+            Some(due) => wait.min(due.saturating_since(Timestamp::now())),
+            None => wait,
+        };
         // `BLOCK 0` would wait forever: a zero wait returns at once instead.
-        if timeout < Duration::from_millis(1) {
-            return Ok(());
+        if wait < Duration::from_millis(1) {
+            return Ok(batch);
         }
-        let keys = self.keys(&cursor.queue);
-        let options = StreamReadOptions::default().block(millis(timeout)).count(1);
-        let mut conn = self.conn().await?;
-        let _: Value = conn
-            .xread_options(&keys.streams, &cursor.last_ids, &options)
-            .await
-            .map_err(map_redis)?;
-        Ok(())
+        if max >= Priority::ALL.len() {
+            self.claim_blocking(queue, &keys, consumer, max, wait).await
+        } else {
+            self.wait_then_claim(queue, &keys, consumer, max, wait, &idle).await
+        }
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
@@ -351,15 +463,15 @@ impl Broker for RedisBroker {
             pipe.xack(stream, GROUP, ids).ignore();
             pipe.xdel(stream, ids).ignore();
         }
-        let mut conn = self.conn().await?;
-        let _: () = pipe.query_async(&mut *conn).await.map_err(map_redis)?;
+        let mut conn = self.conn();
+        let _: () = pipe.query_async(&mut conn).await.map_err(map_redis)?;
         Ok(())
     }
 
     async fn retry(&self, tag: &DeliveryTag, next: &Envelope) -> Result<()> {
         let keys = self.keys(&tag.queue);
         let due = next.eta.unwrap_or_else(Timestamp::now);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: i64 = self
             .inner
             .scripts
@@ -370,7 +482,7 @@ impl Broker for RedisBroker {
             .arg(&tag.entry_id)
             .arg(due.as_millis())
             .arg(delayed_member(next)?)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(map_redis)?;
         Ok(())
@@ -378,7 +490,7 @@ impl Broker for RedisBroker {
 
     async fn dead_letter(&self, tag: &DeliveryTag, letter: &DeadLetter) -> Result<()> {
         let keys = self.keys(&tag.queue);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: Value = self
             .inner
             .scripts
@@ -391,7 +503,7 @@ impl Broker for RedisBroker {
             .arg(&letter.error)
             .arg(letter.attempts)
             .arg(Timestamp::now().as_millis())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(map_redis)?;
         Ok(())
@@ -399,7 +511,7 @@ impl Broker for RedisBroker {
 
     async fn requeue(&self, tag: &DeliveryTag) -> Result<()> {
         let keys = self.keys(&tag.queue);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: i64 = self
             .inner
             .scripts
@@ -407,7 +519,7 @@ impl Broker for RedisBroker {
             .key(keys.stream(tag.priority))
             .arg(GROUP)
             .arg(&tag.entry_id)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(map_redis)?;
         Ok(())
@@ -415,7 +527,7 @@ impl Broker for RedisBroker {
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let keys = self.keys(queue);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let reply: Value = self
             .inner
             .scripts
@@ -426,7 +538,7 @@ impl Broker for RedisBroker {
             .key(&keys.delayed)
             .key(&keys.dead)
             .arg(GROUP)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(map_redis)?;
         reply::queue_stats(reply)
@@ -434,7 +546,7 @@ impl Broker for RedisBroker {
 
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {
         let keys = self.keys(queue);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let reply: Value = conn
             .xrange_count(&keys.dead, "-", "+", limit)
             .await

@@ -2,9 +2,7 @@
 
 use redis::Value;
 
-use crate::broker::{
-    DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, IdleCursor, Malformed, QueueStats,
-};
+use crate::broker::{DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats};
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
@@ -40,8 +38,11 @@ fn into_u64(value: Value, what: &str) -> Result<u64> {
     }
 }
 
+/// A stream entry's fields, in order.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Splits a stream entry (`[id, [field, value, ...]]`) into its id and fields.
-fn into_entry(value: Value) -> Result<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn into_entry(value: Value) -> Result<(String, Fields)> {
     let mut parts = into_array(value, "stream entry")?.into_iter();
     let id = into_string(parts.next().unwrap_or_default(), "entry id")?;
     let mut fields = Vec::new();
@@ -64,8 +65,43 @@ fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> 
         .map(|(_, v)| v.as_slice())
 }
 
+/// Where a queue stood when a fetch found it empty: the last id of each
+/// priority stream, and when the earliest delayed task falls due.
+#[derive(Debug, Clone)]
+pub(crate) struct Idle {
+    pub(crate) last_ids: [String; 3],
+    pub(crate) next_due: Option<Timestamp>,
+}
+
+/// Decodes one claimed entry into the batch: a delivery, or a malformed
+/// entry to dead-letter.
+fn claim(batch: &mut FetchBatch, queue: &QueueName, priority: Priority, entry: Value) -> Result<()> {
+    let (entry_id, fields) = into_entry(entry)?;
+    let tag = DeliveryTag {
+        queue: queue.clone(),
+        priority,
+        entry_id,
+    };
+    match field(&fields, b"e").map(Envelope::decode) {
+        Some(Ok(envelope)) => batch.deliveries.push(Delivery {
+            tag,
+            envelope,
+            deliveries: 1,
+        }),
+        Some(Err(e)) => batch.malformed.push(Malformed {
+            tag,
+            reason: e.to_string(),
+        }),
+        None => batch.malformed.push(Malformed {
+            tag,
+            reason: "the entry has no 'e' (envelope) field".into(),
+        }),
+    }
+    Ok(())
+}
+
 /// Parses the reply of `fetch.lua`.
-pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<FetchBatch> {
+pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch, Option<Idle>)> {
     let mut parts = into_array(reply, "fetch")?.into_iter();
     let mut batch = FetchBatch::default();
     for priority in Priority::ALL {
@@ -75,44 +111,61 @@ pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<FetchBatch>
             Some(other) => return Err(unexpected("fetch entries", &other)),
         };
         for entry in entries {
-            let (entry_id, fields) = into_entry(entry)?;
-            let tag = DeliveryTag {
-                queue: queue.clone(),
-                priority,
-                entry_id,
-            };
-            match field(&fields, b"e").map(Envelope::decode) {
-                Some(Ok(envelope)) => batch.deliveries.push(Delivery {
-                    tag,
-                    envelope,
-                    deliveries: 1,
-                }),
-                Some(Err(e)) => batch.malformed.push(Malformed {
-                    tag,
-                    reason: e.to_string(),
-                }),
-                None => batch.malformed.push(Malformed {
-                    tag,
-                    reason: "the entry has no 'e' (envelope) field".into(),
-                }),
-            }
+            claim(&mut batch, queue, priority, entry)?;
         }
     }
-    if let Some(Value::Array(idle)) = parts.next() {
-        let mut idle = idle.into_iter();
-        let next_due = match idle.next() {
-            Some(Value::Int(ms)) if ms >= 0 => u64::try_from(ms).ok().map(Timestamp::from_millis),
-            _ => None,
-        };
-        let mut last_ids: [String; 3] = Default::default();
-        for slot in &mut last_ids {
-            *slot = into_string(idle.next().unwrap_or_default(), "last id")?;
+    let idle = match parts.next() {
+        Some(Value::Array(idle)) => {
+            let mut idle = idle.into_iter();
+            let next_due = match idle.next() {
+                Some(Value::Int(ms)) => u64::try_from(ms).ok().map(Timestamp::from_millis),
+                _ => None,
+            };
+            let mut last_ids: [String; 3] = Default::default();
+            for slot in &mut last_ids {
+                *slot = into_string(idle.next().unwrap_or_default(), "last id")?;
+            }
+            Some(Idle { last_ids, next_due })
         }
-        batch.idle = Some(IdleCursor {
-            queue: queue.clone(),
-            last_ids,
-            next_due,
-        });
+        _ => None,
+    };
+    Ok((batch, idle))
+}
+
+/// Parses a blocking `XREADGROUP` reply over a queue's three streams
+/// (`[[key, entries], ...]`, or a map of key to entries under RESP3).
+pub(crate) fn read_group(queue: &QueueName, streams: &[String; 3], reply: Value) -> Result<FetchBatch> {
+    let per_stream: Vec<(Value, Value)> = match reply {
+        Value::Nil => Vec::new(),
+        Value::Map(pairs) => pairs,
+        other => into_array(other, "XREADGROUP")?
+            .into_iter()
+            .filter_map(|pair| match pair {
+                Value::Array(mut kv) if kv.len() == 2 => {
+                    let entries = kv.pop().unwrap_or_default();
+                    let key = kv.pop().unwrap_or_default();
+                    Some((key, entries))
+                }
+                _ => None,
+            })
+            .collect(),
+    };
+    let mut by_priority: [Vec<Value>; 3] = Default::default();
+    for (key, entries) in per_stream {
+        let key = into_string(key, "stream key")?;
+        let Some(index) = streams.iter().position(|s| *s == key) else {
+            return Err(unexpected("XREADGROUP stream", &Value::SimpleString(key)));
+        };
+        by_priority[index] = match entries {
+            Value::Nil => Vec::new(),
+            other => into_array(other, "XREADGROUP entries")?,
+        };
+    }
+    let mut batch = FetchBatch::default();
+    for (priority, entries) in Priority::ALL.into_iter().zip(by_priority) {
+        for entry in entries {
+            claim(&mut batch, queue, priority, entry)?;
+        }
     }
     Ok(batch)
 }

@@ -48,8 +48,13 @@ impl<B: Broker> Fetcher<B> {
                 return;
             };
             let reserved = permit.num_permits();
-            // Not cancel safe, so never raced against `stop`: it never blocks.
-            let batch = match self.broker.fetch(&self.queue, &self.consumer, reserved).await {
+            // Not cancel safe, so never raced against `stop`: it returns
+            // within `poll_interval`, which bounds how long a stop waits.
+            let fetched = self
+                .broker
+                .fetch(&self.queue, &self.consumer, reserved, self.poll_interval)
+                .await;
+            let batch = match fetched {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(permit);
@@ -88,17 +93,6 @@ impl<B: Broker> Fetcher<B> {
             drop(permit);
             if !claimed.is_empty() && self.tasks.send(claimed).await.is_err() {
                 return;
-            }
-            if let Some(cursor) = batch.idle {
-                tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    waited = self.broker.wait_for_work(&cursor, self.poll_interval) => {
-                        if let Err(e) = waited {
-                            warn!(queue = %self.queue, error = %e, "waiting for tasks failed");
-                            tokio::time::sleep(reconnect_delay(1)).await;
-                        }
-                    }
-                }
             }
         }
     }

@@ -1,0 +1,404 @@
+//! `spool-bench`: measures Spool's broker and worker against a real Redis.
+//!
+//! In one run: (a) the raw pipelined `XADD` rate with redis-rs on the same
+//! connection setup, (b) Spool's bulk enqueue rate, (c) the drain rate of
+//! the tasks from (b) by one worker, (d) enqueue-to-start latency at a fixed
+//! open-loop rate. Prints a table, or with `--json` one JSON object on the
+//! last line. Keys live under a random prefix and are deleted afterwards.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use deadpool_redis::{Manager, Pool, Runtime};
+use hdrhistogram::Histogram;
+use redis::{AsyncCommands, AsyncConnectionConfig};
+use serde::{Deserialize, Serialize};
+use spool_broker::{Broker, Envelope, QueueName, RedisBroker, RedisConfig, Task};
+use spool_sdk::Client;
+use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig};
+
+/// Measure Spool against a real Redis and print the figures.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The Redis to measure against.
+    #[arg(long, env = "SPOOL_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Tasks per throughput phase (raw XADD, enqueue, drain).
+    #[arg(short, long, default_value_t = 200_000)]
+    n: usize,
+    /// Rounds of the two enqueue phases, alternated so both see the same
+    /// machine; their medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tasks per pipelined round trip in the enqueue phases.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// The worker's concurrency.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// The worker's prefetch bound.
+    #[arg(long, default_value_t = 4_096)]
+    prefetch: usize,
+    /// The open-loop arrival rate of the latency phase, in tasks/s.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u32,
+    /// How long the latency phase sends, after a warm-up second.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    latency_for: Duration,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The drain phase's task: does nothing.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    seq: u64,
+}
+
+impl Task for Noop {
+    const NAME: &'static str = "bench.noop";
+    type Output = ();
+}
+
+/// The latency phase's task: carries when it was enqueued.
+#[derive(Serialize, Deserialize)]
+struct Stamp {
+    /// Nanoseconds since [`epoch`] when `enqueue` was called.
+    sent_ns: u64,
+    /// Whether to record it (warm-up tasks are not).
+    record: bool,
+}
+
+impl Task for Stamp {
+    const NAME: &'static str = "bench.stamp";
+    type Output = ();
+
+    fn options() -> spool_broker::TaskOptions {
+        spool_broker::TaskOptions {
+            queue: latency_queue(),
+            ..Default::default()
+        }
+    }
+}
+
+fn latency_queue() -> QueueName {
+    QueueName::new("bench-latency").unwrap_or_default()
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    n: usize,
+    raw_xadd_per_s: f64,
+    enqueue_per_s: f64,
+    enqueue_vs_raw: f64,
+    drain_per_s: f64,
+    latency_rate_per_s: f64,
+    latency_samples: u64,
+    latency_p50_us: u64,
+    latency_p99_us: u64,
+    latency_max_us: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let figures = runtime.block_on(bench(&args))?;
+    print_table(&args, &figures);
+    if args.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    }
+    Ok(())
+}
+
+async fn bench(args: &Args) -> Result<Figures> {
+    if args.n == 0 || args.batch == 0 {
+        bail!("--n and --batch must be positive");
+    }
+    let prefix = format!("spool-bench-{:08x}", fastrand::u32(..));
+    let config = RedisConfig {
+        key_prefix: prefix.clone(),
+        ..RedisConfig::from_url(&args.redis_url)
+    };
+    let broker = RedisBroker::connect(config.clone())
+        .await
+        .context("connecting to Redis")?;
+    let client = Client::new(broker.clone());
+    let result = phases(args, &config, &broker, &client).await;
+    cleanup(&config, &prefix).await?;
+    result
+}
+
+async fn phases(
+    args: &Args,
+    config: &RedisConfig,
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+) -> Result<Figures> {
+    let mut raw_rates = Vec::new();
+    let mut enqueue_rates = Vec::new();
+    let scratch = QueueName::new("bench-scratch")?;
+    for round in 1..=args.rounds.max(1) {
+        raw_rates.push(raw_xadd(args, config).await?);
+        // The last round's tasks stay in `default` for the drain phase.
+        let queue = if round == args.rounds.max(1) { QueueName::DEFAULT } else { scratch.clone() };
+        enqueue_rates.push(enqueue(args, client, &queue).await?);
+        purge(config, &scratch).await?;
+        eprintln!("round {round}: raw XADD {:.0}/s, enqueue {:.0}/s", raw_rates[round - 1], enqueue_rates[round - 1]);
+    }
+    let raw_xadd_per_s = median(&mut raw_rates);
+    let enqueue_per_s = median(&mut enqueue_rates);
+    let drain_per_s = drain(args, broker).await?;
+    eprintln!("drain: {drain_per_s:.0}/s");
+    let latency = latency(args, broker, client).await?;
+    Ok(Figures {
+        n: args.n,
+        raw_xadd_per_s,
+        enqueue_per_s,
+        enqueue_vs_raw: enqueue_per_s / raw_xadd_per_s,
+        drain_per_s,
+        latency_rate_per_s: latency.rate,
+        latency_samples: latency.histogram.len(),
+        latency_p50_us: latency.histogram.value_at_quantile(0.50),
+        latency_p99_us: latency.histogram.value_at_quantile(0.99),
+        latency_max_us: latency.histogram.max(),
+    })
+}
+
+/// A pool built exactly as `RedisBroker` builds its own.
+fn raw_pool(config: &RedisConfig) -> Result<Pool> {
+    let connection = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let manager = Manager::new_with_config(config.url.as_str(), connection)?;
+    Ok(Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// (a) Pipelined XADDs of a real envelope's bytes, `batch` per round trip.
+async fn raw_xadd(args: &Args, config: &RedisConfig) -> Result<f64> {
+    let pool = raw_pool(config)?;
+    let mut conn = pool.get().await?;
+    let payload = Envelope::for_task(&Noop { seq: 0 })?.encode()?;
+    let key = format!("{}:{{raw}}:normal", config.key_prefix);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < args.n {
+        let count = args.batch.min(args.n - sent);
+        let mut pipe = redis::pipe();
+        for _ in 0..count {
+            pipe.xadd(&key, "*", &[("e", payload.as_slice())]).ignore();
+        }
+        let () = pipe.query_async(&mut *conn).await?;
+        sent += count;
+    }
+    let rate = per_second(args.n, started.elapsed());
+    let () = conn.del(&key).await?;
+    Ok(rate)
+}
+
+/// (b) `enqueue_many` through the SDK, `batch` per call.
+async fn enqueue(args: &Args, client: &Client<RedisBroker>, queue: &QueueName) -> Result<f64> {
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < args.n {
+        let count = args.batch.min(args.n - sent);
+        let first = sent as u64;
+        client
+            .enqueue_many((first..first + count as u64).map(|seq| Noop { seq }))
+            .queue(queue.clone())
+            .await?;
+        sent += count;
+    }
+    Ok(per_second(args.n, started.elapsed()))
+}
+
+/// (c) One worker drains the `n` tasks enqueued by (b).
+async fn drain(args: &Args, broker: &RedisBroker) -> Result<f64> {
+    let config = WorkerConfig {
+        concurrency: args.concurrency,
+        prefetch: args.prefetch,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(broker.clone(), config)
+        .register::<Noop, _>(|_task: Noop, _ctx: TaskContext| async { Ok::<_, TaskError>(()) });
+    let counters = worker.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let n = args.n as u64;
+    // Drained means every outcome is acknowledged, not just run.
+    wait_for(Duration::from_secs(600), || async {
+        counters.snapshot().succeeded >= n
+            && broker
+                .stats(&QueueName::DEFAULT)
+                .await
+                .is_ok_and(|s| s.is_drained())
+    })
+    .await
+    .context("the drain did not finish")?;
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let report: CounterSnapshot = running.await??;
+    if report.succeeded != n {
+        bail!("drained {} tasks, expected {n}", report.succeeded);
+    }
+    Ok(per_second(args.n, elapsed))
+}
+
+struct Latency {
+    rate: f64,
+    histogram: Histogram<u64>,
+}
+
+/// (d) Open-loop arrivals at `rate`/s; records enqueue-to-start latency.
+async fn latency(args: &Args, broker: &RedisBroker, client: &Client<RedisBroker>) -> Result<Latency> {
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let recorded = Arc::clone(&histogram);
+    let config = WorkerConfig {
+        queues: vec![latency_queue()],
+        concurrency: args.concurrency,
+        prefetch: args.prefetch,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(broker.clone(), config).register::<Stamp, _>(
+        move |task: Stamp, _ctx: TaskContext| {
+            if task.record {
+                let micros = nanos_since_epoch().saturating_sub(task.sent_ns) / 1_000;
+                if let Ok(mut h) = recorded.lock() {
+                    h.saturating_record(micros.max(1));
+                }
+            }
+            async { Ok::<_, TaskError>(()) }
+        },
+    );
+    let counters = worker.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Pace from an OS thread: tokio's timer ticks in milliseconds, far too
+    // coarse for 50 µs gaps. Each arrival is enqueued on the runtime at once.
+    let interval = Duration::from_secs(1) / args.rate.max(1);
+    let warmup = Duration::from_secs(1);
+    let total = warmup + args.latency_for;
+    let handle = tokio::runtime::Handle::current();
+    let client = client.clone();
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut recorded = 0u64;
+        let mut next = start;
+        while next.duration_since(start) < total {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            let record = next.duration_since(start) >= warmup;
+            recorded += u64::from(record);
+            let client = client.clone();
+            let sent_ns = nanos_since_epoch();
+            handle.spawn(async move { client.enqueue(Stamp { sent_ns, record }).await });
+            sent += 1;
+            next += interval;
+        }
+        let rate = per_second(usize::try_from(sent).unwrap_or(usize::MAX), start.elapsed());
+        (sent, recorded, rate)
+    });
+    let (sent, recorded, rate) = tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
+    wait_for(Duration::from_secs(120), || async {
+        counters.snapshot().succeeded >= sent
+    })
+    .await
+    .context("the latency phase did not finish")?;
+    let _ = stop.send(());
+    running.await??;
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?
+        .clone();
+    if histogram.len() != recorded {
+        bail!("recorded {} latencies, expected {recorded}", histogram.len());
+    }
+    Ok(Latency { rate, histogram })
+}
+
+async fn wait_for<F, Fut>(timeout: Duration, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Deletes a queue's keys.
+async fn purge(config: &RedisConfig, queue: &QueueName) -> Result<()> {
+    cleanup(config, &format!("{}:{{{queue}}}", config.key_prefix)).await
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn cleanup(config: &RedisConfig, prefix: &str) -> Result<()> {
+    let pool = raw_pool(config)?;
+    let mut conn = pool.get().await?;
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await?;
+    if !keys.is_empty() {
+        let () = conn.del(keys).await?;
+    }
+    Ok(())
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+}
+
+fn print_table(args: &Args, f: &Figures) {
+    println!(
+        "spool-bench  n={}  rounds={}  batch={}  concurrency={}  prefetch={}",
+        f.n, args.rounds, args.batch, args.concurrency, args.prefetch
+    );
+    println!("{:<34} {:>14}", "measure", "result");
+    println!("{:<34} {:>12.0}/s  (median)", "(a) raw pipelined XADD", f.raw_xadd_per_s);
+    println!("{:<34} {:>12.0}/s  (median, {:.2}x raw)", "(b) Spool bulk enqueue", f.enqueue_per_s, f.enqueue_vs_raw);
+    println!("{:<34} {:>12.0}/s", "(c) drain, one worker process", f.drain_per_s);
+    println!("{:<34} {:>12.0}/s  ({} samples)", "(d) open-loop arrival rate", f.latency_rate_per_s, f.latency_samples);
+    println!("{:<34} {:>11} us", "    enqueue-to-start p50", f.latency_p50_us);
+    println!("{:<34} {:>11} us", "    enqueue-to-start p99", f.latency_p99_us);
+    println!("{:<34} {:>11} us", "    enqueue-to-start max", f.latency_max_us);
+}
