@@ -23,10 +23,14 @@ impl Task for Probe {
 
 type Seen = Arc<Mutex<Vec<(Probe, QueueName, Priority, u32)>>>;
 
-fn recorder(seen: Seen) -> impl Fn(Probe, TaskContext) -> std::future::Ready<Result<usize, TaskError>> + Send + Sync {
+fn recorder(
+    seen: Seen,
+) -> impl Fn(Probe, TaskContext) -> std::future::Ready<Result<usize, TaskError>> + Send + Sync {
     move |probe: Probe, ctx: TaskContext| {
         let frames = probe.frames.len();
-        seen.lock().unwrap().push((probe, ctx.queue().clone(), ctx.priority(), ctx.attempt()));
+        seen.lock()
+            .unwrap()
+            .push((probe, ctx.queue().clone(), ctx.priority(), ctx.attempt()));
         std::future::ready(Ok(frames))
     }
 }
@@ -43,7 +47,12 @@ async fn every_routed_queue_and_priority_round_trips() {
                 frames: vec![1, 2, 3],
                 ratio: 0.5,
             };
-            client.enqueue(probe.clone()).queue(queue.clone()).priority(priority).await.unwrap();
+            client
+                .enqueue(probe.clone())
+                .queue(queue.clone())
+                .priority(priority)
+                .await
+                .unwrap();
             sent.push((probe, queue.clone(), priority));
         }
     }
@@ -53,7 +62,8 @@ async fn every_routed_queue_and_priority_round_trips() {
         queues: QueueName::ROUTED.to_vec(),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(redis.broker.clone(), config).register::<Probe, _>(recorder(seen.clone()));
+    let worker =
+        Worker::new(redis.broker.clone(), config).register::<Probe, _>(recorder(seen.clone()));
     let counters = worker.counters();
     let (stop, shutdown) = shutdown_switch();
     let running = tokio::spawn(worker.run(shutdown));
@@ -69,7 +79,9 @@ async fn every_routed_queue_and_priority_round_trips() {
     got.sort_by(|a, b| a.0.label.cmp(&b.0.label));
     sent.sort_by(|a, b| a.0.label.cmp(&b.0.label));
     assert_eq!(got.len(), sent.len());
-    for ((probe, queue, priority, attempt), (sent_probe, sent_queue, sent_priority)) in got.iter().zip(&sent) {
+    for ((probe, queue, priority, attempt), (sent_probe, sent_queue, sent_priority)) in
+        got.iter().zip(&sent)
+    {
         assert_eq!(probe, sent_probe);
         assert_eq!(queue, sent_queue);
         assert_eq!(priority, sent_priority);
@@ -81,7 +93,9 @@ async fn every_routed_queue_and_priority_round_trips() {
         // Late ack deletes entries: stream memory follows the backlog.
         let mut raw = redis.raw();
         for level in ["high", "normal", "low"] {
-            let len: usize = redis::AsyncCommands::xlen(&mut raw, redis.stream_key(&queue, level)).await.unwrap();
+            let len: usize = redis::AsyncCommands::xlen(&mut raw, redis.stream_key(&queue, level))
+                .await
+                .unwrap();
             assert_eq!(len, 0, "{queue}:{level} still holds entries");
         }
     }
@@ -94,13 +108,22 @@ async fn higher_priorities_are_served_first() {
     let client = redis.client();
     for priority in [Priority::Low, Priority::Normal, Priority::High] {
         for n in 0..3 {
-            let probe = Probe { label: format!("{priority}-{n}"), frames: vec![], ratio: 0.0 };
+            let probe = Probe {
+                label: format!("{priority}-{n}"),
+                frames: vec![],
+                ratio: 0.0,
+            };
             client.enqueue(probe).priority(priority).await.unwrap();
         }
     }
     let seen: Seen = Arc::default();
-    let config = WorkerConfig { concurrency: 1, prefetch: 1, ..WorkerConfig::default() };
-    let worker = Worker::new(redis.broker.clone(), config).register::<Probe, _>(recorder(seen.clone()));
+    let config = WorkerConfig {
+        concurrency: 1,
+        prefetch: 1,
+        ..WorkerConfig::default()
+    };
+    let worker =
+        Worker::new(redis.broker.clone(), config).register::<Probe, _>(recorder(seen.clone()));
     let counters = worker.counters();
     let (stop, shutdown) = shutdown_switch();
     let running = tokio::spawn(worker.run(shutdown));

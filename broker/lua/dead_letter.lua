@@ -18,6 +18,8 @@ local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return false
 end
+-- The envelope field, or else every field of the entry, MessagePack-encoded
+-- (as an array of alternating names and values), so nothing is lost.
 local envelope = ''
 if entry[1] then
   local fields = entry[1][2]
@@ -25,6 +27,9 @@ if entry[1] then
     if fields[i] == 'e' then
       envelope = fields[i + 1]
     end
+  end
+  if envelope == '' and #fields > 0 then
+    envelope = cmsgpack.pack(fields)
   end
 end
 local id = redis.call('XADD', KEYS[2], '*',

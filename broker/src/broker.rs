@@ -161,7 +161,9 @@ pub struct DeadLetterEntry {
     pub queue: QueueName,
     /// The envelope, when the original bytes decode as one.
     pub envelope: Option<Envelope>,
-    /// The original bytes, kept exactly.
+    /// The original envelope bytes, kept exactly; for an entry that had no
+    /// envelope field, all its fields as a MessagePack array of alternating
+    /// names and values.
     pub raw: Vec<u8>,
     /// The reason code ([`DeadReason::as_str`], or a newer one).
     pub reason: String,
@@ -257,8 +259,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// # Errors
     ///
     /// When the broker fails.
-    fn retry(&self, tag: &DeliveryTag, next: &Envelope)
-    -> impl Future<Output = Result<()>> + Send;
+    fn retry(&self, tag: &DeliveryTag, next: &Envelope) -> impl Future<Output = Result<()>> + Send;
 
     /// Settles a delivery by moving it, bytes intact, to its queue's
     /// dead-letter stream with the reason.
@@ -285,6 +286,14 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the broker fails.
     fn stats(&self, queue: &QueueName) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Deletes every task of a queue, whatever its state (ready, running,
+    /// delayed, dead), and returns how many there were.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn purge(&self, queue: &QueueName) -> impl Future<Output = Result<u64>> + Send;
 
     /// Lists up to `limit` dead letters of a queue, oldest first.
     ///

@@ -224,8 +224,12 @@ impl Envelope {
     pub fn for_task<T: Task>(task: &T) -> Result<Self> {
         let options = T::options();
         let now = Timestamp::now();
-        let mut envelope =
-            Self::created_at(now, T::NAME.to_owned(), options.queue, encode_payload(task)?);
+        let mut envelope = Self::created_at(
+            now,
+            T::NAME.to_owned(),
+            options.queue,
+            encode_payload(task)?,
+        );
         envelope.priority = options.priority;
         envelope.max_attempts = options.max_attempts.max(1);
         envelope.expires_at = options.expires.map(|d| now.saturating_add(d));
@@ -270,7 +274,8 @@ impl Envelope {
     pub fn encode(&self) -> Result<Vec<u8>> {
         // Sized for the fixed fields up front: growing from empty would
         // reallocate several times per envelope on the enqueue hot path.
-        let mut bytes = Vec::with_capacity(ENVELOPE_OVERHEAD + self.name.len() + self.payload.len());
+        let mut bytes =
+            Vec::with_capacity(ENVELOPE_OVERHEAD + self.name.len() + self.payload.len());
         rmp_serde::encode::write(&mut bytes, self).map_err(|e| Error::encode("envelope", e))?;
         Ok(bytes)
     }
@@ -350,7 +355,8 @@ mod tests {
     fn envelope_round_trips_with_every_field() {
         let mut e = Envelope::for_task(&Resize { width: 640 }).unwrap();
         e.tenant = Some("acme".into());
-        e.headers.insert("traceparent".into(), "00-abc-def-01".into());
+        e.headers
+            .insert("traceparent".into(), "00-abc-def-01".into());
         e.eta = Some(Timestamp::from_millis(42));
         let decoded = Envelope::decode(&e.encode().unwrap()).unwrap();
         assert_eq!(decoded, e);
@@ -371,10 +377,7 @@ mod tests {
     #[test]
     fn garbage_is_a_decode_error() {
         for bytes in [&b"not msgpack"[..], &[0x90], &[]] {
-            assert!(matches!(
-                Envelope::decode(bytes),
-                Err(Error::Decode { .. })
-            ));
+            assert!(matches!(Envelope::decode(bytes), Err(Error::Decode { .. })));
         }
     }
 

@@ -10,8 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::broker::{
-    Broker, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed,
-    QueueStats,
+    Broker, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats,
 };
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::Result;
@@ -100,7 +99,8 @@ struct QueueState {
     /// Keyed by (due ms, insertion order).
     delayed: BTreeMap<(u64, u64), (Priority, Vec<u8>)>,
     dead: Vec<DeadLetterEntry>,
-    /// Woken whenever an entry lands in a ready stream.
+    /// Woken whenever an entry lands in a ready stream, or in the delayed
+    /// set (a waiting fetch then shortens its wait to the new due time).
     notify: Arc<Notify>,
 }
 
@@ -114,6 +114,7 @@ impl QueueState {
         ids.inserted += 1;
         self.delayed
             .insert((due.as_millis(), ids.inserted), (priority, bytes));
+        self.notify.notify_waiters();
     }
 }
 
@@ -244,9 +245,7 @@ impl Broker for MemoryBroker {
         let mut notified = pin!(notify.notified());
         notified.as_mut().enable();
         let (batch, next_due) = self.claim_ready(queue, max);
-        let limit = next_due.map_or(wait, |due| {
-            wait.min(due.saturating_since(Timestamp::now()))
-        });
+        let limit = next_due.map_or(wait, |due| wait.min(due.saturating_since(Timestamp::now())));
         if !batch.is_empty() || limit.is_zero() {
             return Ok(batch);
         }
@@ -304,6 +303,18 @@ impl Broker for MemoryBroker {
             delayed: count(q.delayed.len()),
             dead: count(q.dead.len()),
         })
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64> {
+        let stats = self.stats(queue).await?;
+        if let Some(q) = self.lock().queues.get_mut(queue) {
+            // Keep the queue's `notify`: fetches may be waiting on it.
+            q.ready.iter_mut().for_each(VecDeque::clear);
+            q.pending.clear();
+            q.delayed.clear();
+            q.dead.clear();
+        }
+        Ok(stats.ready_total() + stats.pending + stats.delayed + stats.dead)
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {
@@ -460,6 +471,8 @@ mod tests {
         assert_eq!(broker.dead_letters(&Q, 1).await.unwrap().len(), 1);
         let stats = stats(&broker).await;
         assert!(stats.is_drained() && stats.dead == 2);
+        assert_eq!(broker.purge(&Q).await.unwrap(), 2);
+        assert_eq!(self::stats(&broker).await, QueueStats::default());
     }
 
     #[tokio::test]

@@ -160,14 +160,13 @@ mod tests {
     fn jittered_delays_stay_in_the_upper_half() {
         let b = Backoff::default();
         for retry in 1..=12 {
-            let upper = Backoff {
-                jitter: false,
-                ..b
-            }
-            .delay(retry);
+            let upper = Backoff { jitter: false, ..b }.delay(retry);
             for _ in 0..50 {
                 let d = b.delay(retry);
-                assert!(d <= upper && d >= upper / 2, "retry {retry}: {d:?} vs {upper:?}");
+                assert!(
+                    d <= upper && d >= upper / 2,
+                    "retry {retry}: {d:?} vs {upper:?}"
+                );
             }
         }
     }

@@ -69,12 +69,12 @@ impl Overrides {
         }
         envelope.tenant.clone_from(&self.tenant);
         envelope.headers.extend(self.headers.iter().cloned());
-        if let (Some(eta), Some(expires)) = (envelope.eta, envelope.expires_at) {
-            if expires <= eta {
-                return Err(Error::InvalidOption(format!(
-                    "the task would expire ({expires}) before it is due ({eta})"
-                )));
-            }
+        if let (Some(eta), Some(expires)) = (envelope.eta, envelope.expires_at)
+            && expires <= eta
+        {
+            return Err(Error::InvalidOption(format!(
+                "the task would expire ({expires}) before it is due ({eta})"
+            )));
         }
         Ok(envelope)
     }
@@ -84,70 +84,60 @@ impl Overrides {
 macro_rules! override_setters {
     () => {
         /// Routes the task to another queue than its type's default.
-        #[must_use]
         pub fn queue(mut self, queue: QueueName) -> Self {
             self.overrides.queue = Some(queue);
             self
         }
 
         /// Sets the priority within the queue.
-        #[must_use]
         pub fn priority(mut self, priority: Priority) -> Self {
             self.overrides.priority = Some(priority);
             self
         }
 
         /// Runs the task no sooner than `delay` from now.
-        #[must_use]
         pub fn countdown(mut self, delay: Duration) -> Self {
             self.overrides.eta = Some(When::After(delay));
             self
         }
 
         /// Runs the task no sooner than `at`.
-        #[must_use]
         pub fn eta(mut self, at: SystemTime) -> Self {
             self.overrides.eta = Some(When::At(at));
             self
         }
 
         /// Skips the task if it has not started within `ttl` from now.
-        #[must_use]
         pub fn expires(mut self, ttl: Duration) -> Self {
             self.overrides.expires = Some(When::After(ttl));
             self
         }
 
         /// Skips the task if it has not started by `at`.
-        #[must_use]
         pub fn expires_at(mut self, at: SystemTime) -> Self {
             self.overrides.expires = Some(When::At(at));
             self
         }
 
         /// Sets how many runs are allowed in all, the first included.
-        #[must_use]
         pub fn max_attempts(mut self, attempts: u32) -> Self {
             self.overrides.max_attempts = Some(attempts);
             self
         }
 
         /// Sets a hard limit on each run.
-        #[must_use]
         pub fn time_limit(mut self, limit: Duration) -> Self {
             self.overrides.time_limit = Some(limit);
             self
         }
 
         /// Accounts the task to a tenant.
-        #[must_use]
         pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
             self.overrides.tenant = Some(tenant.into());
             self
         }
 
         /// Adds a header, such as a W3C `traceparent`.
-        #[must_use]
         pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.overrides.headers.push((name.into(), value.into()));
             self

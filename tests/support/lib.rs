@@ -1,13 +1,20 @@
 //! Shared harness for Spool's end-to-end suites: a real Redis isolated by a
-//! random key prefix per test, and bounded waits on conditions.
+//! random key prefix per test, bounded waits on conditions, and helpers to
+//! run workers and look inside the streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use spool_broker::{Broker, QueueName, QueueStats, RedisBroker, RedisConfig};
+use spool_broker::{
+    Broker, DeadLetterEntry, Envelope, Priority, QueueName, QueueStats, RedisBroker, RedisConfig,
+};
 use spool_sdk::Client;
+use spool_worker::{CounterSnapshot, Counters, Worker};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The Redis the suites run against: `SPOOL_REDIS_URL`, else the local one.
@@ -23,11 +30,38 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The consumer group every worker joins.
+pub const GROUP: &str = "spool";
+
+/// Pending entries per consumer over a queue's streams, read atomically;
+/// quiet about streams or groups that do not exist yet.
+const PENDING_BY_CONSUMER: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  local summary = redis.pcall('XPENDING', KEYS[i], ARGV[1])
+  if type(summary) == 'table' and not summary.err and type(summary[4]) == 'table' then
+    for _, consumer in ipairs(summary[4]) do
+      table.insert(out, consumer[1])
+      table.insert(out, consumer[2])
+    end
+  end
+end
+return out
+";
+
 /// A Redis connection whose keys live under a prefix no other test uses.
 pub struct TestRedis {
     pub prefix: String,
     pub broker: RedisBroker,
     raw: redis::aio::MultiplexedConnection,
+}
+
+impl fmt::Debug for TestRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestRedis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestRedis {
@@ -46,7 +80,11 @@ impl TestRedis {
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        Self { prefix, broker, raw }
+        Self {
+            prefix,
+            broker,
+            raw,
+        }
     }
 
     pub fn client(&self) -> Client<RedisBroker> {
@@ -63,8 +101,104 @@ impl TestRedis {
         format!("{}:{{{queue}}}:{priority}", self.prefix)
     }
 
+    /// The three stream keys of a queue, highest priority first.
+    pub fn stream_keys(&self, queue: &QueueName) -> [String; 3] {
+        Priority::ALL.map(|p| self.stream_key(queue, p.as_str()))
+    }
+
     pub async fn stats(&self, queue: &QueueName) -> QueueStats {
         self.broker.stats(queue).await.unwrap()
+    }
+
+    /// Up to 1000 dead letters of a queue, oldest first.
+    pub async fn dead_letters(&self, queue: &QueueName) -> Vec<DeadLetterEntry> {
+        self.broker.dead_letters(queue, 1000).await.unwrap()
+    }
+
+    /// `XLEN` of one priority stream (0 when it does not exist).
+    pub async fn xlen(&self, queue: &QueueName, priority: Priority) -> u64 {
+        self.raw()
+            .xlen(self.stream_key(queue, priority.as_str()))
+            .await
+            .unwrap()
+    }
+
+    /// Whether a key exists.
+    pub async fn exists(&self, key: &str) -> bool {
+        self.raw().exists(key).await.unwrap()
+    }
+
+    /// Appends a raw entry to a priority stream, as a buggy producer would;
+    /// returns its id.
+    pub async fn xadd_raw(
+        &self,
+        queue: &QueueName,
+        priority: Priority,
+        fields: &[(&str, &[u8])],
+    ) -> String {
+        self.raw()
+            .xadd(self.stream_key(queue, priority.as_str()), "*", fields)
+            .await
+            .unwrap()
+    }
+
+    /// Every entry of a priority stream, oldest first, as (id, `e` field).
+    pub async fn stream_entries(
+        &self,
+        queue: &QueueName,
+        priority: Priority,
+    ) -> Vec<(String, Vec<u8>)> {
+        let key = self.stream_key(queue, priority.as_str());
+        let mut raw = self.raw();
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply =
+                raw.xrange_count(&key, &start, "+", 1000).await.unwrap();
+            let Some(last) = page.ids.last() else { break };
+            start = format!("({}", last.id);
+            for entry in page.ids {
+                let e = match entry.map.get("e") {
+                    Some(value) => redis::from_redis_value_ref(value).unwrap(),
+                    None => Vec::new(),
+                };
+                out.push((entry.id, e));
+            }
+        }
+        out
+    }
+
+    /// Every entry of a priority stream, decoded, oldest first.
+    pub async fn stream_envelopes(
+        &self,
+        queue: &QueueName,
+        priority: Priority,
+    ) -> Vec<(String, Envelope)> {
+        self.stream_entries(queue, priority)
+            .await
+            .into_iter()
+            .map(|(id, e)| (id, Envelope::decode(&e).unwrap()))
+            .collect()
+    }
+
+    /// Entries claimed and not yet acknowledged, per consumer, summed over the
+    /// queue's three streams in one atomic read.
+    pub async fn pending_by_consumer(&self, queue: &QueueName) -> BTreeMap<String, u64> {
+        let script = redis::Script::new(PENDING_BY_CONSUMER);
+        let mut invocation = script.prepare_invoke();
+        for key in self.stream_keys(queue) {
+            invocation.key(key);
+        }
+        let flat: Vec<String> = invocation
+            .arg(GROUP)
+            .invoke_async(&mut self.raw())
+            .await
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for pair in flat.chunks_exact(2) {
+            *out.entry(pair[0].clone()).or_default() += pair[1].parse::<u64>().unwrap();
+        }
+        out
     }
 
     /// Deletes every key under this test's prefix.
@@ -84,15 +218,95 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// A shutdown signal the test fires by hand.
-pub fn shutdown_switch() -> (tokio::sync::oneshot::Sender<()>, impl Future<Output = ()> + Send) {
+pub fn shutdown_switch() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl Future<Output = ()> + Send,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     (tx, async move {
         let _ = rx.await;
     })
+}
+
+/// A worker running in the background, with its counters and its shutdown
+/// switch.
+#[derive(Debug)]
+pub struct RunningWorker {
+    pub counters: Counters,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: JoinHandle<spool_worker::Result<CounterSnapshot>>,
+}
+
+/// Spawns `worker.run` with a shutdown switch.
+pub fn spawn_worker<B: Broker>(worker: Worker<B>) -> RunningWorker {
+    let counters = worker.counters();
+    let (stop, shutdown) = shutdown_switch();
+    let handle = tokio::spawn(worker.run(shutdown));
+    RunningWorker {
+        counters,
+        stop,
+        handle,
+    }
+}
+
+impl RunningWorker {
+    /// The counters now.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Waits until the counters satisfy `condition`, failing after `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&CounterSnapshot) -> bool,
+    ) -> CounterSnapshot {
+        wait_until(what, timeout, || {
+            let done = condition(&self.counters.snapshot());
+            async move { done }
+        })
+        .await;
+        self.counters.snapshot()
+    }
+
+    /// Whether `run` has returned.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Fires the warm shutdown and waits (at most 10 s) for `run` to return
+    /// its report.
+    pub async fn stop(self) -> CounterSnapshot {
+        let _ = self.stop.send(());
+        Self::join_handle(self.handle).await
+    }
+
+    /// Waits (at most 10 s) for `run` to return by itself, without firing
+    /// the shutdown.
+    pub async fn join(self) -> CounterSnapshot {
+        let Self { stop, handle, .. } = self;
+        let report = Self::join_handle(handle).await;
+        drop(stop);
+        report
+    }
+
+    async fn join_handle(
+        handle: JoinHandle<spool_worker::Result<CounterSnapshot>>,
+    ) -> CounterSnapshot {
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the worker did not stop within 10 s")
+            .expect("the worker panicked")
+            .expect("the worker failed")
+    }
 }

@@ -42,10 +42,11 @@ pub struct CounterSnapshot {
 }
 
 impl CounterSnapshot {
-    /// Tasks settled in any way but a requeue.
+    /// Tasks that reached a final outcome: succeeded, failed, dead-lettered
+    /// or expired. A retry is not one: the task runs again.
     #[must_use]
-    pub fn settled(&self) -> u64 {
-        self.succeeded + self.failed + self.retried + self.dead_lettered + self.expired
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.failed + self.dead_lettered + self.expired
     }
 }
 

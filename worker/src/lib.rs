@@ -7,6 +7,7 @@
 //! failures with exponential backoff and jitter, dead-letters what cannot
 //! run, and acknowledges each task only after its outcome is recorded.
 
+pub mod builtin;
 mod config;
 mod counters;
 mod error;

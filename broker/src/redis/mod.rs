@@ -88,6 +88,7 @@ struct Scripts {
     dead_letter: Script,
     requeue: Script,
     stats: Script,
+    purge: Script,
 }
 
 impl Scripts {
@@ -98,6 +99,7 @@ impl Scripts {
             dead_letter: Script::new(include_str!("../../lua/dead_letter.lua")),
             requeue: Script::new(include_str!("../../lua/requeue.lua")),
             stats: Script::new(include_str!("../../lua/stats.lua")),
+            purge: Script::new(include_str!("../../lua/purge.lua")),
         }
     }
 }
@@ -179,7 +181,10 @@ impl RedisBroker {
             )));
         }
         let invalid_url = |e: RedisError| {
-            Error::Config(format!("invalid Redis URL {}: {e}", redact_url(&config.url)))
+            Error::Config(format!(
+                "invalid Redis URL {}: {e}",
+                redact_url(&config.url)
+            ))
         };
         let client = redis::Client::open(config.url.as_str()).map_err(invalid_url)?;
         let shared = ConnectionManagerConfig::new()
@@ -267,8 +272,12 @@ impl RedisBroker {
                         .ignore();
                 }
                 _ => {
-                    pipe.xadd(keys.stream(envelope.priority), "*", &[("e", envelope.encode()?)])
-                        .ignore();
+                    pipe.xadd(
+                        keys.stream(envelope.priority),
+                        "*",
+                        &[("e", envelope.encode()?)],
+                    )
+                    .ignore();
                 }
             }
         }
@@ -365,8 +374,7 @@ fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
 }
 
 fn map_redis(e: RedisError) -> Error {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
-    {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
         Error::Connection(Box::new(e))
     } else {
         Error::Backend(Box::new(e))
@@ -377,9 +385,9 @@ fn map_pool(e: PoolError) -> Error {
     match e {
         PoolError::Backend(e) => map_redis(e),
         PoolError::Closed => Error::Closed,
-        PoolError::Timeout(kind) => Error::Connection(
-            format!("timed out waiting for a Redis connection ({kind:?})").into(),
-        ),
+        PoolError::Timeout(kind) => {
+            Error::Connection(format!("timed out waiting for a Redis connection ({kind:?})").into())
+        }
         other => Error::Connection(other.to_string().into()),
     }
 }
@@ -440,7 +448,8 @@ impl Broker for RedisBroker {
         if max >= Priority::ALL.len() {
             self.claim_blocking(queue, &keys, consumer, max, wait).await
         } else {
-            self.wait_then_claim(queue, &keys, consumer, max, wait, &idle).await
+            self.wait_then_claim(queue, &keys, consumer, max, wait, &idle)
+                .await
         }
     }
 
@@ -542,6 +551,21 @@ impl Broker for RedisBroker {
             .await
             .map_err(map_redis)?;
         reply::queue_stats(reply)
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64> {
+        let keys = self.keys(queue);
+        self.inner
+            .scripts
+            .purge
+            .key(&keys.streams[0])
+            .key(&keys.streams[1])
+            .key(&keys.streams[2])
+            .key(&keys.delayed)
+            .key(&keys.dead)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {

@@ -75,7 +75,12 @@ pub(crate) struct Idle {
 
 /// Decodes one claimed entry into the batch: a delivery, or a malformed
 /// entry to dead-letter.
-fn claim(batch: &mut FetchBatch, queue: &QueueName, priority: Priority, entry: Value) -> Result<()> {
+fn claim(
+    batch: &mut FetchBatch,
+    queue: &QueueName,
+    priority: Priority,
+    entry: Value,
+) -> Result<()> {
     let (entry_id, fields) = into_entry(entry)?;
     let tag = DeliveryTag {
         queue: queue.clone(),
@@ -134,7 +139,11 @@ pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch
 
 /// Parses a blocking `XREADGROUP` reply over a queue's three streams
 /// (`[[key, entries], ...]`, or a map of key to entries under RESP3).
-pub(crate) fn read_group(queue: &QueueName, streams: &[String; 3], reply: Value) -> Result<FetchBatch> {
+pub(crate) fn read_group(
+    queue: &QueueName,
+    streams: &[String; 3],
+    reply: Value,
+) -> Result<FetchBatch> {
     let per_stream: Vec<(Value, Value)> = match reply {
         Value::Nil => Vec::new(),
         Value::Map(pairs) => pairs,

@@ -24,7 +24,11 @@ use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig
 #[command(version)]
 struct Args {
     /// The Redis to measure against.
-    #[arg(long, env = "SPOOL_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "SPOOL_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     redis_url: String,
     /// Tasks per throughput phase (raw XADD, enqueue, drain).
     #[arg(short, long, default_value_t = 200_000)]
@@ -121,7 +125,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let figures = runtime.block_on(bench(&args))?;
     print_table(&args, &figures);
     if args.json {
@@ -160,10 +166,18 @@ async fn phases(
     for round in 1..=args.rounds.max(1) {
         raw_rates.push(raw_xadd(args, config).await?);
         // The last round's tasks stay in `default` for the drain phase.
-        let queue = if round == args.rounds.max(1) { QueueName::DEFAULT } else { scratch.clone() };
+        let queue = if round == args.rounds.max(1) {
+            QueueName::DEFAULT
+        } else {
+            scratch.clone()
+        };
         enqueue_rates.push(enqueue(args, client, &queue).await?);
         purge(config, &scratch).await?;
-        eprintln!("round {round}: raw XADD {:.0}/s, enqueue {:.0}/s", raw_rates[round - 1], enqueue_rates[round - 1]);
+        eprintln!(
+            "round {round}: raw XADD {:.0}/s, enqueue {:.0}/s",
+            raw_rates[round - 1],
+            enqueue_rates[round - 1]
+        );
     }
     let raw_xadd_per_s = median(&mut raw_rates);
     let enqueue_per_s = median(&mut enqueue_rates);
@@ -275,8 +289,14 @@ struct Latency {
 }
 
 /// (d) Open-loop arrivals at `rate`/s; records enqueue-to-start latency.
-async fn latency(args: &Args, broker: &RedisBroker, client: &Client<RedisBroker>) -> Result<Latency> {
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+async fn latency(
+    args: &Args,
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+) -> Result<Latency> {
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let recorded = Arc::clone(&histogram);
     let config = WorkerConfig {
         queues: vec![latency_queue()],
@@ -344,7 +364,10 @@ async fn latency(args: &Args, broker: &RedisBroker, client: &Client<RedisBroker>
         .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?
         .clone();
     if histogram.len() != recorded {
-        bail!("recorded {} latencies, expected {recorded}", histogram.len());
+        bail!(
+            "recorded {} latencies, expected {recorded}",
+            histogram.len()
+        );
     }
     Ok(Latency { rate, histogram })
 }
@@ -394,11 +417,32 @@ fn print_table(args: &Args, f: &Figures) {
         f.n, args.rounds, args.batch, args.concurrency, args.prefetch
     );
     println!("{:<34} {:>14}", "measure", "result");
-    println!("{:<34} {:>12.0}/s  (median)", "(a) raw pipelined XADD", f.raw_xadd_per_s);
-    println!("{:<34} {:>12.0}/s  (median, {:.2}x raw)", "(b) Spool bulk enqueue", f.enqueue_per_s, f.enqueue_vs_raw);
-    println!("{:<34} {:>12.0}/s", "(c) drain, one worker process", f.drain_per_s);
-    println!("{:<34} {:>12.0}/s  ({} samples)", "(d) open-loop arrival rate", f.latency_rate_per_s, f.latency_samples);
-    println!("{:<34} {:>11} us", "    enqueue-to-start p50", f.latency_p50_us);
-    println!("{:<34} {:>11} us", "    enqueue-to-start p99", f.latency_p99_us);
-    println!("{:<34} {:>11} us", "    enqueue-to-start max", f.latency_max_us);
+    println!(
+        "{:<34} {:>12.0}/s  (median)",
+        "(a) raw pipelined XADD", f.raw_xadd_per_s
+    );
+    println!(
+        "{:<34} {:>12.0}/s  (median, {:.2}x raw)",
+        "(b) Spool bulk enqueue", f.enqueue_per_s, f.enqueue_vs_raw
+    );
+    println!(
+        "{:<34} {:>12.0}/s",
+        "(c) drain, one worker process", f.drain_per_s
+    );
+    println!(
+        "{:<34} {:>12.0}/s  ({} samples)",
+        "(d) open-loop arrival rate", f.latency_rate_per_s, f.latency_samples
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start p50", f.latency_p50_us
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start p99", f.latency_p99_us
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start max", f.latency_max_us
+    );
 }

@@ -23,7 +23,10 @@ pub(crate) struct Executor {
 /// How a run ended.
 enum RunEnd {
     Succeeded,
-    Error { kind: TaskErrorKind, message: String },
+    Error {
+        kind: TaskErrorKind,
+        message: String,
+    },
     TimedOut(Duration),
     Panicked(String),
 }

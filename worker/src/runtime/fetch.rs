@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, QueueName};
+use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -22,6 +22,9 @@ pub(crate) struct Fetcher<B> {
     pub(crate) consumer: Arc<str>,
     pub(crate) prefetch: Arc<Semaphore>,
     pub(crate) poll_interval: Duration,
+    /// The most slots held while waiting on an empty queue, when other
+    /// queues share the prefetch bound.
+    pub(crate) fair_share: Option<usize>,
     /// Tasks this worker may still fetch, when `max_tasks` is set.
     pub(crate) budget: Option<Arc<AtomicU64>>,
     pub(crate) counters: Counters,
@@ -50,11 +53,7 @@ impl<B: Broker> Fetcher<B> {
             let reserved = permit.num_permits();
             // Not cancel safe, so never raced against `stop`: it returns
             // within `poll_interval`, which bounds how long a stop waits.
-            let fetched = self
-                .broker
-                .fetch(&self.queue, &self.consumer, reserved, self.poll_interval)
-                .await;
-            let batch = match fetched {
+            let batch = match self.fetch(&mut permit).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(permit);
@@ -78,8 +77,16 @@ impl<B: Broker> Fetcher<B> {
                 error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
                     "undecodable entry moved to the dead-letter stream");
                 self.counters.add(Count::DeadLettered);
-                let letter = DeadLetter { reason: DeadReason::Malformed, error: malformed.reason, attempts: 0 };
-                let settlement = Settlement { tag: malformed.tag, action: Action::DeadLetter(letter), permit: slot };
+                let letter = DeadLetter {
+                    reason: DeadReason::Malformed,
+                    error: malformed.reason,
+                    attempts: 0,
+                };
+                let settlement = Settlement {
+                    tag: malformed.tag,
+                    action: Action::DeadLetter(letter),
+                    permit: slot,
+                };
                 // The settler outlives every fetcher; a send error means the
                 // worker is going down, and the entry stays pending.
                 let _ = self.settle.send(settlement);
@@ -97,14 +104,47 @@ impl<B: Broker> Fetcher<B> {
         }
     }
 
+    /// Fetches for the slots `permit` holds. When other queues share the
+    /// prefetch bound, an empty queue is waited on with a fair share of the
+    /// slots only, so the other queues' fetchers are not starved meanwhile.
+    async fn fetch(&self, permit: &mut OwnedSemaphorePermit) -> spool_broker::Result<FetchBatch> {
+        let Some(share) = self.fair_share else {
+            let slots = permit.num_permits();
+            return self
+                .broker
+                .fetch(&self.queue, &self.consumer, slots, self.poll_interval)
+                .await;
+        };
+        let batch = self
+            .broker
+            .fetch(
+                &self.queue,
+                &self.consumer,
+                permit.num_permits(),
+                Duration::ZERO,
+            )
+            .await?;
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        if permit.num_permits() > share {
+            drop(permit.split(permit.num_permits() - share));
+        }
+        let slots = permit.num_permits();
+        self.broker
+            .fetch(&self.queue, &self.consumer, slots, self.poll_interval)
+            .await
+    }
+
     /// Grows a one-slot permit with whatever slots are free right now, so
     /// one fetch fills them all.
     fn widen(&self, mut permit: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
         let free = self.prefetch.available_permits();
-        if free > 0 {
-            if let Ok(more) = Arc::clone(&self.prefetch).try_acquire_many_owned(free as u32) {
-                permit.merge(more);
-            }
+        let free = u32::try_from(free).unwrap_or(u32::MAX);
+        if free > 0
+            && let Ok(more) = Arc::clone(&self.prefetch).try_acquire_many_owned(free)
+        {
+            permit.merge(more);
         }
         permit
     }

@@ -17,17 +17,17 @@ use std::sync::atomic::AtomicU64;
 use spool_broker::{Broker, Task};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_util::task::AbortOnDropHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, info, info_span, warn};
 
 use self::execute::Executor;
 use self::fetch::{Claimed, Fetcher};
 use self::settle::{Action, Settlement};
+use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{Count, CounterSnapshot, Counters};
 use crate::handler::{Handler, Registry};
-use crate::Result;
 
 /// Fetches tasks from a broker and runs them with registered handlers.
 ///
@@ -123,10 +123,16 @@ impl<B: Broker> Worker<B> {
         S: Future<Output = ()> + Send + 'static,
     {
         self.config.validate()?;
-        let config = self.config;
-        let consumer: Arc<str> = config.consumer_name().into();
+        let consumer: Arc<str> = self.config.consumer_name().into();
         let span = info_span!("worker", consumer = %consumer);
-        let _entered = span.enter();
+        Ok(self.serve(consumer, shutdown).instrument(span).await)
+    }
+
+    async fn serve<S>(self, consumer: Arc<str>, shutdown: S) -> CounterSnapshot
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let config = self.config;
         info!(
             queues = ?config.queues,
             concurrency = config.concurrency,
@@ -148,7 +154,9 @@ impl<B: Broker> Worker<B> {
 
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let settler = AbortOnDropHandle::new(tokio::spawn(settle::run(self.broker.clone(), settle_rx)));
+        let settler = AbortOnDropHandle::new(tokio::spawn(
+            settle::run(self.broker.clone(), settle_rx).in_current_span(),
+        ));
         let (tasks_tx, tasks_rx) = mpsc::channel(config.queues.len() * 4);
         let budget = config.max_tasks.map(|n| Arc::new(AtomicU64::new(n)));
         let mut fetchers = JoinSet::new();
@@ -159,13 +167,15 @@ impl<B: Broker> Worker<B> {
                 consumer: Arc::clone(&consumer),
                 prefetch: Arc::clone(&prefetch),
                 poll_interval: config.poll_interval,
+                fair_share: (config.queues.len() > 1)
+                    .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
                 counters: self.counters.clone(),
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),
                 settle: settle_tx.clone(),
             };
-            fetchers.spawn(fetcher.run());
+            fetchers.spawn(fetcher.run().in_current_span());
         }
         // Only fetchers hold senders now: the channel closes when they end.
         drop(tasks_tx);
@@ -195,7 +205,7 @@ impl<B: Broker> Worker<B> {
         fetchers.join_all().await;
         let report = self.counters.snapshot();
         info!(?report, "worker stopped");
-        Ok(report)
+        report
     }
 }
 
@@ -240,7 +250,11 @@ impl Dispatcher {
                     let tag = delivery.tag.clone();
                     let action = executor.execute(delivery).await;
                     drop(run_slot);
-                    let _ = settle.send(Settlement { tag, action, permit: slot });
+                    let _ = settle.send(Settlement {
+                        tag,
+                        action,
+                        permit: slot,
+                    });
                 });
             }
         }

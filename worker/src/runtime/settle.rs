@@ -55,7 +55,10 @@ pub(crate) async fn run<B: Broker>(broker: B, mut outcomes: mpsc::UnboundedRecei
                     patiently("retry", || broker.retry(&settlement.tag, next)).await;
                 }
                 Action::DeadLetter(letter) => {
-                    patiently("dead-letter", || broker.dead_letter(&settlement.tag, letter)).await;
+                    patiently("dead-letter", || {
+                        broker.dead_letter(&settlement.tag, letter)
+                    })
+                    .await;
                 }
                 Action::Requeue => {
                     patiently("requeue", || broker.requeue(&settlement.tag)).await;

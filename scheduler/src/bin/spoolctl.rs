@@ -1,0 +1,241 @@
+//! `spoolctl`: inspect and drive Spool's queues on Redis.
+//!
+//! ```text
+//! spoolctl queues                      # tasks per queue, by state
+//! spoolctl call spool.ping --count 3   # enqueue by name, like `celery call`
+//! spoolctl dead list gpu               # a queue's dead letters
+//! spoolctl purge gpu --yes             # delete every task of a queue
+//! ```
+//!
+//! Every command takes `--json` for scripts. The commands themselves live in
+//! `spool_scheduler::ctl`; this file parses flags, connects and prints.
+
+use std::io::{self, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig};
+use spool_scheduler::ctl::{self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, Format};
+
+/// Inspect and drive Spool's task queues.
+#[derive(Debug, Parser)]
+#[command(name = "spoolctl", version, propagate_version = true)]
+struct Cli {
+    /// The Redis holding the queues; credentials in it are never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/",
+        value_name = "URL"
+    )]
+    redis_url: String,
+
+    /// The first part of every Spool key, as the workers were configured.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_KEY_PREFIX",
+        default_value = "spool",
+        value_name = "PREFIX"
+    )]
+    key_prefix: String,
+
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show how many tasks each queue holds: ready (per priority), pending
+    /// (fetched by a worker, in flight), delayed and dead.
+    Queues {
+        /// Also show this queue, besides default, analysis, streaming and gpu
+        /// (repeatable).
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<QueueName>,
+    },
+
+    /// Enqueue a task by name, like `celery call`, and print its id.
+    Call(CallArgs),
+
+    /// Inspect dead letters.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+
+    /// Delete every task of a queue (ready, running, delayed and dead) and
+    /// print how many there were.
+    Purge {
+        /// The queue to empty.
+        queue: QueueName,
+        /// Confirm the deletion; nothing is deleted without it.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// The task's name, such as spool.ping.
+    name: String,
+    /// The task's fields as a JSON object.
+    #[arg(long, default_value = "{}", value_name = "JSON")]
+    args: String,
+    /// The queue to enqueue to.
+    #[arg(long, default_value_t = QueueName::DEFAULT)]
+    queue: QueueName,
+    /// The priority in the queue: high, normal or low.
+    #[arg(long, default_value_t = Priority::Normal, value_parser = parse_priority)]
+    priority: Priority,
+    /// Wait this long before the task may run, such as 10s or 5m.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    countdown: Option<Duration>,
+    /// The most runs before the task is dead-lettered.
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_ATTEMPTS,
+        value_parser = clap::value_parser!(u32).range(1..),
+        value_name = "N"
+    )]
+    max_attempts: u32,
+    /// The tenant the task is accounted to.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Enqueue this many copies, each with its own id.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    count: usize,
+}
+
+impl CallArgs {
+    fn into_request(self) -> CallRequest {
+        let mut request = CallRequest::new(self.name);
+        request.args = self.args;
+        request.queue = self.queue;
+        request.priority = self.priority;
+        request.countdown = self.countdown;
+        request.max_attempts = self.max_attempts;
+        request.tenant = self.tenant;
+        request.count = self.count;
+        request
+    }
+}
+
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.parse()
+        .map_err(|_| "expected high, normal or low".to_owned())
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCommand {
+    /// List a queue's dead letters, oldest first.
+    List {
+        /// The queue whose dead letters to list.
+        queue: QueueName,
+        /// Show at most this many.
+        #[arg(long, default_value_t = DEFAULT_DEAD_LIMIT, value_name = "N")]
+        limit: usize,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let output = match run(cli).await {
+        Ok(output) => output,
+        Err(err) => {
+            eprintln!("spoolctl: error: {}", describe(&err));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A reader that stops early (`| head`) is not an error.
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+            eprintln!("spoolctl: error: cannot write the output: {err}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs the command and returns what to print. Input is checked before
+/// connecting, so a typo is reported at once, Redis up or not.
+async fn run(cli: Cli) -> Result<String> {
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let output = match cli.command {
+        Command::Queues { queues } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::queues(&broker, &queues).await?, format)?
+        }
+        Command::Call(args) => {
+            let request = args.into_request();
+            request.validate()?;
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::call(&broker, &request).await?, format)?
+        }
+        Command::Dead {
+            command: DeadCommand::List { queue, limit },
+        } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::dead_list(&broker, &queue, limit).await?, format)?
+        }
+        Command::Purge { queue, yes } => {
+            ctl::check_purge_confirmed(&queue, yes)?;
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::purge(&broker, &queue, yes).await?, format)?
+        }
+    };
+    Ok(output)
+}
+
+/// Connects to Redis. The URL is never part of the error: it may hold a
+/// password (the broker redacts it where it names it).
+async fn connect(url: String, key_prefix: String) -> Result<RedisBroker> {
+    let config = RedisConfig {
+        url,
+        key_prefix,
+        // One-shot commands never block on a fetch.
+        pool_size: 1,
+        ..RedisConfig::default()
+    };
+    RedisBroker::connect(config)
+        .await
+        .context("cannot connect to Redis")
+}
+
+/// The error and its causes on one line, each cause once: errors that
+/// already quote their source are not repeated.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
+/// Logs to stderr, warnings and errors only unless `RUST_LOG` says more.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}

@@ -1,0 +1,17 @@
+//! `spool-scheduler`: Spool's control plane.
+//!
+//! For now this is the `spoolctl` inspection CLI: the binary parses flags
+//! and connects to Redis, while this library holds the reusable part, one
+//! function per command in [`ctl`], each generic over
+//! [`Broker`](spool_broker::Broker) so it runs as well against
+//! [`MemoryBroker`](spool_broker::MemoryBroker) in tests, plus the
+//! [`table`] renderer behind the human output.
+//!
+//! Every command returns a report that renders either as a table for people
+//! or as JSON for scripts ([`ctl::render`]).
+
+pub mod ctl;
+mod error;
+pub mod table;
+
+pub use crate::error::{Error, Result};

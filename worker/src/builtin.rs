@@ -1,0 +1,187 @@
+//! Diagnostic tasks every Spool worker serves: operators and tests use them
+//! to check a fleet end to end (`spoolctl call spool.ping`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spool_broker::{Broker, Task, TaskId};
+
+use crate::handler::{TaskContext, TaskError};
+use crate::runtime::Worker;
+
+/// Answers `"pong"`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ping {}
+
+impl Task for Ping {
+    const NAME: &'static str = "spool.ping";
+    type Output = String;
+}
+
+/// Returns its value unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Echo {
+    /// Anything JSON can hold.
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
+impl Task for Echo {
+    const NAME: &'static str = "spool.echo";
+    type Output = serde_json::Value;
+}
+
+/// Sleeps, then returns how long it slept; stops early when cancelled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sleep {
+    /// Milliseconds to sleep.
+    pub ms: u64,
+}
+
+impl Task for Sleep {
+    const NAME: &'static str = "spool.sleep";
+    type Output = u64;
+}
+
+/// Fails with a retryable error on its first `times` runs, then succeeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fail {
+    /// How many runs fail.
+    pub times: u32,
+}
+
+impl Task for Fail {
+    const NAME: &'static str = "spool.fail";
+    type Output = u32;
+
+    fn options() -> spool_broker::TaskOptions {
+        spool_broker::TaskOptions {
+            max_attempts: 10,
+            backoff: spool_broker::Backoff {
+                base: Duration::from_millis(100),
+                ..spool_broker::Backoff::default()
+            },
+            ..spool_broker::TaskOptions::default()
+        }
+    }
+}
+
+/// Holds `mb` MiB of touched memory for `hold_ms`, to exercise memory
+/// limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alloc {
+    /// Mebibytes to allocate.
+    pub mb: u64,
+    /// Milliseconds to hold them. Default: 0.
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+impl Task for Alloc {
+    const NAME: &'static str = "spool.alloc";
+    type Output = u64;
+}
+
+/// The most `spool.alloc` may take, so a typo cannot take a host down.
+const MAX_ALLOC_MB: u64 = 16 * 1024;
+
+/// Counts the failures `spool.fail` has served, per task id (the attempt
+/// number alone would not do: producers may cap attempts below `times`).
+type FailureCounts = Arc<Mutex<HashMap<TaskId, u32>>>;
+
+impl<B: Broker> Worker<B> {
+    /// Registers the diagnostic tasks: `spool.ping`, `spool.echo`,
+    /// `spool.sleep`, `spool.fail` and `spool.alloc`.
+    #[must_use]
+    pub fn with_builtin_tasks(self) -> Self {
+        let failures = FailureCounts::default();
+        self.register::<Ping, _>(|_: Ping, _: TaskContext| async { Ok("pong".to_owned()) })
+            .register::<Echo, _>(|task: Echo, _: TaskContext| async move { Ok(task.value) })
+            .register::<Sleep, _>(sleep)
+            .register::<Fail, _>(move |task: Fail, ctx: TaskContext| {
+                std::future::ready(fail(&failures, &task, &ctx))
+            })
+            .register::<Alloc, _>(alloc)
+    }
+}
+
+async fn sleep(task: Sleep, ctx: TaskContext) -> Result<u64, TaskError> {
+    let started = tokio::time::Instant::now();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(task.ms)) => {}
+        () = ctx.cancellation().cancelled() => {}
+    }
+    Ok(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+fn fail(failures: &FailureCounts, task: &Fail, ctx: &TaskContext) -> Result<u32, TaskError> {
+    let mut counts = failures.lock().unwrap_or_else(PoisonError::into_inner);
+    let failed = counts.entry(ctx.id()).or_default();
+    if *failed < task.times {
+        *failed += 1;
+        let message = format!("spool.fail: failure {} of {}", *failed, task.times);
+        return Err(TaskError::retry(message));
+    }
+    counts.remove(&ctx.id());
+    Ok(ctx.attempt())
+}
+
+async fn alloc(task: Alloc, ctx: TaskContext) -> Result<u64, TaskError> {
+    if task.mb > MAX_ALLOC_MB {
+        return Err(TaskError::fail(format!(
+            "spool.alloc: {} MiB is above the {MAX_ALLOC_MB} MiB cap",
+            task.mb
+        )));
+    }
+    let bytes = usize::try_from(task.mb * 1024 * 1024)
+        .map_err(|_| TaskError::fail("spool.alloc: size does not fit this platform"))?;
+    // Touch every page so the memory is resident, not just reserved.
+    let held = vec![1u8; bytes];
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(task.hold_ms)) => {}
+        () = ctx.cancellation().cancelled() => {}
+    }
+    Ok(held
+        .iter()
+        .step_by(4096)
+        .map(|&b| u64::from(b))
+        .sum::<u64>()
+        / 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spool_broker::MemoryBroker;
+    use spool_sdk::Client;
+
+    #[tokio::test]
+    async fn builtin_tasks_run() {
+        let broker = MemoryBroker::new();
+        let client = Client::new(broker.clone());
+        client.enqueue(Ping {}).await.unwrap();
+        client
+            .enqueue(Echo {
+                value: serde_json::json!({"a": [1, 2]}),
+            })
+            .await
+            .unwrap();
+        client.enqueue(Sleep { ms: 5 }).await.unwrap();
+        client.enqueue(Alloc { mb: 1, hold_ms: 0 }).await.unwrap();
+        client.enqueue(Fail { times: 2 }).await.unwrap();
+        let worker =
+            Worker::new(broker.clone(), crate::WorkerConfig::default()).with_builtin_tasks();
+        let counters = worker.counters();
+        let report = worker
+            .run(async move {
+                while counters.snapshot().succeeded < 5 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((report.succeeded, report.retried), (5, 2));
+    }
+}
