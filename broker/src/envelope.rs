@@ -27,6 +27,10 @@ const ENVELOPE_OVERHEAD: usize = 64;
 pub struct TaskId(Uuid);
 
 impl TaskId {
+    /// An id no task has (all zeros): it stands for entries whose envelope
+    /// could not be read.
+    pub const NIL: Self = Self(Uuid::nil());
+
     /// A fresh id.
     #[must_use]
     pub fn new() -> Self {

@@ -17,6 +17,9 @@ mod error;
 mod memory;
 mod queue;
 mod redis;
+pub mod registry;
+#[cfg(feature = "store")]
+pub mod store;
 mod task;
 
 pub use crate::broker::{

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::observer::{Observer, Outcome, TaskInfo};
 
 /// Live counters of a worker's outcomes; cheap to clone and read from any
 /// task (tests wait on them, metrics export them).
@@ -18,6 +21,7 @@ struct Inner {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     expired: AtomicU64,
+    revoked: AtomicU64,
     requeued: AtomicU64,
 }
 
@@ -37,45 +41,41 @@ pub struct CounterSnapshot {
     pub dead_lettered: u64,
     /// Tasks skipped because they expired.
     pub expired: u64,
+    /// Tasks revoked before or while running.
+    pub revoked: u64,
     /// Prefetched tasks given back unstarted at shutdown.
     pub requeued: u64,
 }
 
 impl CounterSnapshot {
-    /// Tasks that reached a final outcome: succeeded, failed, dead-lettered
-    /// or expired. A retry is not one: the task runs again.
+    /// Tasks that reached a final outcome: succeeded, failed, dead-lettered,
+    /// expired or revoked. A retry is not one: the task runs again.
     #[must_use]
     pub fn finished(&self) -> u64 {
-        self.succeeded + self.failed + self.dead_lettered + self.expired
+        self.succeeded + self.failed + self.dead_lettered + self.expired + self.revoked
     }
 }
 
-/// One kind of outcome.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Count {
-    Started,
-    Succeeded,
-    Failed,
-    Retried,
-    DeadLettered,
-    Expired,
-    Requeued,
-}
+impl Observer for Counters {
+    fn started(&self, _task: &TaskInfo<'_>) {
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
+    }
 
-impl Counters {
-    pub(crate) fn add(&self, count: Count) {
-        let counter = match count {
-            Count::Started => &self.inner.started,
-            Count::Succeeded => &self.inner.succeeded,
-            Count::Failed => &self.inner.failed,
-            Count::Retried => &self.inner.retried,
-            Count::DeadLettered => &self.inner.dead_lettered,
-            Count::Expired => &self.inner.expired,
-            Count::Requeued => &self.inner.requeued,
+    fn finished(&self, _task: &TaskInfo<'_>, outcome: Outcome, _ran_for: Duration) {
+        let counter = match outcome {
+            Outcome::Succeeded => &self.inner.succeeded,
+            Outcome::Failed => &self.inner.failed,
+            Outcome::Retried => &self.inner.retried,
+            Outcome::DeadLettered(_) => &self.inner.dead_lettered,
+            Outcome::Expired => &self.inner.expired,
+            Outcome::Revoked => &self.inner.revoked,
+            Outcome::Requeued => &self.inner.requeued,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
 
+impl Counters {
     /// The current values.
     #[must_use]
     pub fn snapshot(&self) -> CounterSnapshot {
@@ -87,6 +87,7 @@ impl Counters {
             retried: get(&self.inner.retried),
             dead_lettered: get(&self.inner.dead_lettered),
             expired: get(&self.inner.expired),
+            revoked: get(&self.inner.revoked),
             requeued: get(&self.inner.requeued),
         }
     }

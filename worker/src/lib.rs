@@ -12,10 +12,12 @@ mod config;
 mod counters;
 mod error;
 mod handler;
+mod observer;
 mod runtime;
 
 pub use crate::config::WorkerConfig;
 pub use crate::counters::{CounterSnapshot, Counters};
 pub use crate::error::{Error, Result};
 pub use crate::handler::{Handler, TaskContext, TaskError, TaskErrorKind};
+pub use crate::observer::{Observer, Outcome, TaskInfo};
 pub use crate::runtime::Worker;

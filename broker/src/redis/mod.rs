@@ -1,6 +1,7 @@
 //! The Redis Streams transport.
 
 mod keys;
+mod registry;
 mod reply;
 
 use std::collections::HashMap;

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName};
+use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::settle::{Action, Settlement};
-use crate::counters::{Count, Counters};
+use crate::observer::{Observers, Outcome, TaskInfo};
 
 /// A fetched task and the prefetch slot it occupies until settled.
 pub(crate) type Claimed = (Delivery, OwnedSemaphorePermit);
@@ -27,7 +27,7 @@ pub(crate) struct Fetcher<B> {
     pub(crate) fair_share: Option<usize>,
     /// Tasks this worker may still fetch, when `max_tasks` is set.
     pub(crate) budget: Option<Arc<AtomicU64>>,
-    pub(crate) counters: Counters,
+    pub(crate) observers: Observers,
     pub(crate) stop: CancellationToken,
     pub(crate) tasks: mpsc::Sender<Vec<Claimed>>,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
@@ -72,11 +72,15 @@ impl<B: Broker> Fetcher<B> {
                 failures = 0;
             }
             self.refund_budget(reserved.saturating_sub(batch.len()));
+            if !batch.is_empty() {
+                self.observers.fetched(&self.queue, batch.len());
+            }
             for malformed in batch.malformed {
                 let Some(slot) = permit.split(1) else { break };
                 error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
                     "undecodable entry moved to the dead-letter stream");
-                self.counters.add(Count::DeadLettered);
+                let unknown = TaskInfo { id: TaskId::NIL, name: "", queue: &self.queue, attempt: 0 };
+                self.observers.finished(&unknown, Outcome::DeadLettered(DeadReason::Malformed), Duration::ZERO);
                 let letter = DeadLetter {
                     reason: DeadReason::Malformed,
                     error: malformed.reason,

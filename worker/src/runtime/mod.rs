@@ -13,6 +13,7 @@ mod settle;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use spool_broker::{Broker, Task};
 use tokio::sync::{Semaphore, mpsc};
@@ -26,7 +27,8 @@ use self::fetch::{Claimed, Fetcher};
 use self::settle::{Action, Settlement};
 use crate::Result;
 use crate::config::WorkerConfig;
-use crate::counters::{Count, CounterSnapshot, Counters};
+use crate::counters::{CounterSnapshot, Counters};
+use crate::observer::{Observer, Observers, Outcome, TaskInfo};
 use crate::handler::{Handler, Registry};
 
 /// Fetches tasks from a broker and runs them with registered handlers.
@@ -77,6 +79,7 @@ pub struct Worker<B> {
     config: WorkerConfig,
     registry: Registry,
     counters: Counters,
+    observers: Observers,
 }
 
 impl<B: Broker> Worker<B> {
@@ -87,6 +90,7 @@ impl<B: Broker> Worker<B> {
             config,
             registry: Registry::default(),
             counters: Counters::default(),
+            observers: Observers::default(),
         }
     }
 
@@ -94,6 +98,13 @@ impl<B: Broker> Worker<B> {
     #[must_use]
     pub fn register<T: Task, H: Handler<T>>(mut self, handler: H) -> Self {
         self.registry.insert::<T, H>(handler);
+        self
+    }
+
+    /// Adds an observer of the runtime's events (metrics, a registry).
+    #[must_use]
+    pub fn observe(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -152,10 +163,13 @@ impl<B: Broker> Worker<B> {
             }))
         };
 
+        let mut observers = Observers::default();
+        observers.push(Arc::new(self.counters.clone()));
+        observers.extend(self.observers);
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = AbortOnDropHandle::new(tokio::spawn(
-            settle::run(self.broker.clone(), settle_rx).in_current_span(),
+            settle::run(self.broker.clone(), settle_rx, observers.clone()).in_current_span(),
         ));
         let (tasks_tx, tasks_rx) = mpsc::channel(config.queues.len() * 4);
         let budget = config.max_tasks.map(|n| Arc::new(AtomicU64::new(n)));
@@ -170,7 +184,7 @@ impl<B: Broker> Worker<B> {
                 fair_share: (config.queues.len() > 1)
                     .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
-                counters: self.counters.clone(),
+                observers: observers.clone(),
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),
                 settle: settle_tx.clone(),
@@ -182,7 +196,7 @@ impl<B: Broker> Worker<B> {
 
         let executor = Arc::new(Executor {
             registry: self.registry,
-            counters: self.counters.clone(),
+            observers: observers.clone(),
             default_time_limit: config.time_limit,
         });
         let dispatcher = Dispatcher {
@@ -190,7 +204,7 @@ impl<B: Broker> Worker<B> {
             running: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
             settle: settle_tx,
-            counters: self.counters.clone(),
+            observers: observers.clone(),
             stop: stop.clone(),
         };
         dispatcher.run(tasks_rx).await;
@@ -224,7 +238,7 @@ struct Dispatcher {
     running: Arc<Semaphore>,
     concurrency: usize,
     settle: mpsc::UnboundedSender<Settlement>,
-    counters: Counters,
+    observers: Observers,
     stop: CancellationToken,
 }
 
@@ -269,7 +283,14 @@ impl Dispatcher {
 
     fn requeue(&self, claimed: impl IntoIterator<Item = Claimed>) {
         for (delivery, permit) in claimed {
-            self.counters.add(Count::Requeued);
+            let envelope = &delivery.envelope;
+            let info = TaskInfo {
+                id: envelope.id,
+                name: &envelope.name,
+                queue: &envelope.queue,
+                attempt: envelope.attempt,
+            };
+            self.observers.finished(&info, Outcome::Requeued, Duration::ZERO);
             let _ = self.settle.send(Settlement {
                 tag: delivery.tag,
                 action: Action::Requeue,

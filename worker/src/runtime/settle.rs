@@ -12,6 +12,8 @@ use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{error, warn};
 
+use crate::observer::Observers;
+
 /// The most outcomes settled in one round trip.
 const SETTLE_BATCH: usize = 4096;
 
@@ -44,7 +46,11 @@ pub(crate) struct Settlement {
 }
 
 /// Settles outcomes until every sender is gone.
-pub(crate) async fn run<B: Broker>(broker: B, mut outcomes: mpsc::UnboundedReceiver<Settlement>) {
+pub(crate) async fn run<B: Broker>(
+    broker: B,
+    mut outcomes: mpsc::UnboundedReceiver<Settlement>,
+    observers: Observers,
+) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
@@ -69,6 +75,7 @@ pub(crate) async fn run<B: Broker>(broker: B, mut outcomes: mpsc::UnboundedRecei
             patiently("ack", || broker.ack(&acks)).await;
             acks.clear();
         }
+        observers.settled(batch.len());
         // Dropping the settlements releases their prefetch permits.
         batch.clear();
     }

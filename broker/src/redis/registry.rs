@@ -1,0 +1,1 @@
+//! The worker registry on Redis (being written).
