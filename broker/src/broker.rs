@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use crate::envelope::{Envelope, Timestamp};
+use futures_util::Stream;
+
+use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
 
@@ -202,6 +205,23 @@ impl QueueStats {
     }
 }
 
+/// A message every worker receives on the control channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ControlMessage {
+    /// Stop the task with this id: skip it if it has not started, cancel
+    /// its run if it has.
+    Revoke {
+        /// The task.
+        id: TaskId,
+    },
+}
+
+/// The control channel as seen by one subscriber. It ends when the
+/// subscription breaks: subscribe again, and reload what may have been
+/// missed meanwhile (see [`Broker::revoked`]).
+pub type ControlStream = Pin<Box<dyn Stream<Item = ControlMessage> + Send>>;
+
 /// A message broker with Spool's delivery semantics: at-least-once, late
 /// acknowledgement, three priorities per queue, delayed tasks and
 /// dead letters.
@@ -246,6 +266,39 @@ pub trait Broker: Clone + Send + Sync + 'static {
         wait: Duration,
     ) -> impl Future<Output = Result<FetchBatch>> + Send;
 
+    /// Claims up to `max` tasks of `queue` whose lease lapsed: entries idle
+    /// for at least `min_idle` (the visibility timeout), whose worker died.
+    /// Each [`Delivery`] says how many times its entry has been delivered.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`Broker::fetch`].
+    fn reclaim(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchBatch>> + Send;
+
+    /// Renews `consumer`'s leases on `tags` (a heartbeat): their idle time
+    /// restarts, so they are not reclaimed while this worker lives. Returns
+    /// the tags the consumer no longer holds (reclaimed by another worker
+    /// after this one looked dead, or settled meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn renew(
+        &self,
+        consumer: &str,
+        tags: &[DeliveryTag],
+    ) -> impl Future<Output = Result<Vec<DeliveryTag>>> + Send;
+
     /// Acknowledges finished deliveries and removes their entries.
     ///
     /// # Errors
@@ -279,6 +332,29 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the broker fails.
     fn requeue(&self, tag: &DeliveryTag) -> impl Future<Output = Result<()>> + Send;
+
+    /// Revokes a task for `ttl` (long enough to outlive its queueing):
+    /// workers skip it if it has not started and cancel its run if it has.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn revoke(&self, id: TaskId, ttl: Duration) -> impl Future<Output = Result<()>> + Send;
+
+    /// The tasks revoked and not yet forgotten, for a worker (re)joining the
+    /// control channel.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn revoked(&self) -> impl Future<Output = Result<Vec<TaskId>>> + Send;
+
+    /// Subscribes to the control channel every worker listens to.
+    ///
+    /// # Errors
+    ///
+    /// When the subscription cannot be made.
+    fn control(&self) -> impl Future<Output = Result<ControlStream>> + Send;
 
     /// Counts a queue's tasks by state.
     ///

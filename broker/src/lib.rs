@@ -23,8 +23,8 @@ pub mod store;
 mod task;
 
 pub use crate::broker::{
-    Broker, DeadLetter, DeadLetterEntry, DeadReason, Delivery, DeliveryTag, FetchBatch, Malformed,
-    QueueStats,
+    Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeadReason, Delivery,
+    DeliveryTag, FetchBatch, Malformed, QueueStats,
 };
 pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,
@@ -33,4 +33,5 @@ pub use crate::error::{BoxError, Error, Result};
 pub use crate::memory::MemoryBroker;
 pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
 pub use crate::redis::{RedisBroker, RedisConfig};
+pub use crate::registry::{WorkerRecord, WorkerState};
 pub use crate::task::{Backoff, Task, TaskOptions};

@@ -5,14 +5,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use futures_util::stream;
+use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{
-    Broker, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats,
+    Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag,
+    FetchBatch, Malformed, QueueStats,
 };
-use crate::envelope::{Envelope, Timestamp};
+use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
 
@@ -49,15 +51,27 @@ const PROMOTE_BATCH: usize = 1000;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
+    control: broadcast::Sender<ControlMessage>,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            control: broadcast::channel(1024).0,
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     queues: HashMap<QueueName, QueueState>,
     ids: Ids,
+    /// Revoked task ids, until when they are remembered.
+    revoked: HashMap<TaskId, Timestamp>,
 }
 
 impl State {
@@ -90,12 +104,22 @@ impl Ids {
     }
 }
 
+/// An entry held by a consumer, as in a Redis pending entries list.
+struct Pending {
+    bytes: Vec<u8>,
+    priority: Priority,
+    consumer: String,
+    /// When it was last claimed or renewed: its idle time starts here.
+    since: Instant,
+    deliveries: u32,
+}
+
 #[derive(Default)]
 struct QueueState {
     ready: [VecDeque<(String, Vec<u8>)>; 3],
     /// Claimed and not yet settled, by entry id. Entry ids are unique per
     /// broker, so a tag (which also names the priority) finds its entry.
-    pending: HashMap<String, Vec<u8>>,
+    pending: HashMap<String, Pending>,
     /// Keyed by (due ms, insertion order).
     delayed: BTreeMap<(u64, u64), (Priority, Vec<u8>)>,
     dead: Vec<DeadLetterEntry>,
@@ -146,13 +170,34 @@ impl MemoryBroker {
     /// (another outcome settled it first).
     fn settle(&self, tag: &DeliveryTag, then: impl FnOnce(&mut QueueState, &mut Ids, Vec<u8>)) {
         let mut state = self.lock();
-        let State { queues, ids } = &mut *state;
+        let State { queues, ids, .. } = &mut *state;
         if let Some(q) = queues.get_mut(&tag.queue)
-            && let Some(bytes) = q.pending.remove(&tag.entry_id)
+            && let Some(pending) = q.pending.remove(&tag.entry_id)
         {
-            then(q, ids, bytes);
+            then(q, ids, pending.bytes);
         }
     }
+}
+
+/// Decodes a claimed entry into the batch, as the Redis transport does.
+fn hand_out(batch: &mut FetchBatch, tag: DeliveryTag, bytes: &[u8], deliveries: u32) {
+    match Envelope::decode(bytes) {
+        Ok(envelope) => batch.deliveries.push(Delivery {
+            tag,
+            envelope,
+            deliveries,
+        }),
+        Err(e) => batch.malformed.push(Malformed {
+            tag,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Orders entry ids (`<ms>-<seq>`) numerically, as Redis does.
+fn id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -166,7 +211,12 @@ impl fmt::Debug for MemoryBroker {
 impl MemoryBroker {
     /// Promotes due delayed tasks and claims up to `max` ready ones, highest
     /// priority first; also says when the next delayed task falls due.
-    fn claim_ready(&self, queue: &QueueName, max: usize) -> (FetchBatch, Option<Timestamp>) {
+    fn claim_ready(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        max: usize,
+    ) -> (FetchBatch, Option<Timestamp>) {
         let now = Timestamp::now().as_millis();
         let mut state = self.lock();
         let (q, ids) = state.queue(queue);
@@ -191,18 +241,15 @@ impl MemoryBroker {
                     priority,
                     entry_id: entry_id.clone(),
                 };
-                match Envelope::decode(&bytes) {
-                    Ok(envelope) => batch.deliveries.push(Delivery {
-                        tag,
-                        envelope,
-                        deliveries: 1,
-                    }),
-                    Err(e) => batch.malformed.push(Malformed {
-                        tag,
-                        reason: e.to_string(),
-                    }),
-                }
-                q.pending.insert(entry_id, bytes);
+                hand_out(&mut batch, tag, &bytes, 1);
+                let pending = Pending {
+                    bytes,
+                    priority,
+                    consumer: consumer.to_owned(),
+                    since: Instant::now(),
+                    deliveries: 1,
+                };
+                q.pending.insert(entry_id, pending);
             }
         }
         let next_due = q
@@ -235,7 +282,7 @@ impl Broker for MemoryBroker {
     async fn fetch(
         &self,
         queue: &QueueName,
-        _consumer: &str,
+        consumer: &str,
         max: usize,
         wait: Duration,
     ) -> Result<FetchBatch> {
@@ -244,14 +291,66 @@ impl Broker for MemoryBroker {
         // wakes us; one pushed before it is claimed.
         let mut notified = pin!(notify.notified());
         notified.as_mut().enable();
-        let (batch, next_due) = self.claim_ready(queue, max);
+        let (batch, next_due) = self.claim_ready(queue, consumer, max);
         let limit = next_due.map_or(wait, |due| wait.min(due.saturating_since(Timestamp::now())));
         if !batch.is_empty() || limit.is_zero() {
             return Ok(batch);
         }
         // Woken or timed out, either way: look again.
         let _ = tokio::time::timeout(limit, notified).await;
-        Ok(self.claim_ready(queue, max).0)
+        Ok(self.claim_ready(queue, consumer, max).0)
+    }
+
+    async fn reclaim(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<FetchBatch> {
+        let mut state = self.lock();
+        let mut batch = FetchBatch::default();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(batch);
+        };
+        let mut stale: Vec<(Priority, (u64, u64), String)> = q
+            .pending
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() >= min_idle)
+            .map(|(id, p)| (p.priority, id_order(id), id.clone()))
+            .collect();
+        stale.sort();
+        for (priority, _, entry_id) in stale.into_iter().take(max.max(1)) {
+            if let Some(pending) = q.pending.get_mut(&entry_id) {
+                pending.consumer = consumer.to_owned();
+                pending.since = Instant::now();
+                pending.deliveries += 1;
+                let tag = DeliveryTag {
+                    queue: queue.clone(),
+                    priority,
+                    entry_id,
+                };
+                hand_out(&mut batch, tag, &pending.bytes, pending.deliveries);
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn renew(&self, consumer: &str, tags: &[DeliveryTag]) -> Result<Vec<DeliveryTag>> {
+        let mut state = self.lock();
+        let mut lost = Vec::new();
+        for tag in tags {
+            let held = state
+                .queues
+                .get_mut(&tag.queue)
+                .and_then(|q| q.pending.get_mut(&tag.entry_id))
+                .filter(|p| p.consumer == consumer);
+            match held {
+                Some(pending) => pending.since = Instant::now(),
+                None => lost.push(tag.clone()),
+            }
+        }
+        Ok(lost)
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
@@ -289,6 +388,35 @@ impl Broker for MemoryBroker {
             q.push(tag.priority, ids.next(), bytes);
         });
         Ok(())
+    }
+
+    async fn revoke(&self, id: TaskId, ttl: Duration) -> Result<()> {
+        let until = Timestamp::now().saturating_add(ttl);
+        self.lock().revoked.insert(id, until);
+        // No subscriber is fine: nobody runs the task now.
+        let _ = self.control.send(ControlMessage::Revoke { id });
+        Ok(())
+    }
+
+    async fn revoked(&self) -> Result<Vec<TaskId>> {
+        let now = Timestamp::now();
+        let mut state = self.lock();
+        state.revoked.retain(|_, until| *until > now);
+        Ok(state.revoked.keys().copied().collect())
+    }
+
+    async fn control(&self) -> Result<ControlStream> {
+        let messages = stream::unfold(self.control.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(message) => return Some((message, rx)),
+                    // A slow subscriber missed some: it reloads `revoked`.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(messages))
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {

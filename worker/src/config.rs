@@ -18,9 +18,26 @@ pub struct WorkerConfig {
     /// wait at once). A warm shutdown waits for fetches in flight, so this
     /// also bounds how long it takes to stop fetching. Default: 1 s.
     pub poll_interval: Duration,
-    /// A hard limit on each run, for tasks without their own. Default:
-    /// `None`.
+    /// A hard limit on each run, for tasks without their own: past it the
+    /// run is dropped and fails. Default: `None`.
     pub time_limit: Option<Duration>,
+    /// A soft limit on each run: past it the task's cancellation token
+    /// fires, so the handler can wind down (stop FFmpeg, clean up) before
+    /// the hard limit. Default: `None`.
+    pub soft_time_limit: Option<Duration>,
+    /// How long a fetched task may go without a lease renewal before other
+    /// workers consider its worker dead and reclaim it. Default: 30 s.
+    pub visibility_timeout: Duration,
+    /// How often this worker renews the leases of the tasks it holds; well
+    /// under `visibility_timeout`, so a live worker's tasks (even hour-long
+    /// ones) are never reclaimed. Default: 10 s.
+    pub heartbeat_interval: Duration,
+    /// How often a task may be delivered without an outcome (its workers
+    /// keep dying on it) before it is dead-lettered. Default: 5.
+    pub max_deliveries: u32,
+    /// How long a revoked or soft-limited run may take to wind down after
+    /// its cancellation token fires, before it is dropped. Default: 10 s.
+    pub cancel_grace: Duration,
     /// The consumer name in the broker. Default: `None`, which means
     /// `<host>-<pid>-<random>`.
     pub consumer_name: Option<String>,
@@ -38,6 +55,11 @@ impl Default for WorkerConfig {
             prefetch: concurrency * 4,
             poll_interval: Duration::from_secs(1),
             time_limit: None,
+            soft_time_limit: None,
+            visibility_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            max_deliveries: 5,
+            cancel_grace: Duration::from_secs(10),
             consumer_name: None,
             max_tasks: None,
         }
@@ -54,6 +76,12 @@ impl WorkerConfig {
             "prefetch must be at least 1"
         } else if self.poll_interval.is_zero() {
             "poll_interval must be positive"
+        } else if self.heartbeat_interval.is_zero()
+            || self.heartbeat_interval * 2 > self.visibility_timeout
+        {
+            "heartbeat_interval must be positive and at most half of visibility_timeout"
+        } else if self.max_deliveries == 0 {
+            "max_deliveries must be at least 1"
         } else {
             return Ok(());
         };

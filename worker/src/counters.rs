@@ -23,6 +23,7 @@ struct Inner {
     expired: AtomicU64,
     revoked: AtomicU64,
     requeued: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -45,6 +46,8 @@ pub struct CounterSnapshot {
     pub revoked: u64,
     /// Prefetched tasks given back unstarted at shutdown.
     pub requeued: u64,
+    /// Runs stopped because another worker took their task over.
+    pub abandoned: u64,
 }
 
 impl CounterSnapshot {
@@ -70,6 +73,7 @@ impl Observer for Counters {
             Outcome::Expired => &self.inner.expired,
             Outcome::Revoked => &self.inner.revoked,
             Outcome::Requeued => &self.inner.requeued,
+            Outcome::Abandoned => &self.inner.abandoned,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -89,6 +93,7 @@ impl Counters {
             expired: get(&self.inner.expired),
             revoked: get(&self.inner.revoked),
             requeued: get(&self.inner.requeued),
+            abandoned: get(&self.inner.abandoned),
         }
     }
 }

@@ -36,11 +36,14 @@ pub enum Outcome {
     Revoked,
     /// The task was given back to its queue unstarted (warm shutdown).
     Requeued,
+    /// Another worker took the task over (this one's lease lapsed): the
+    /// local run was stopped and its outcome left to the other worker.
+    Abandoned,
 }
 
 impl Outcome {
     /// A short label for metrics: `succeeded`, `failed`, `retried`, `dead`,
-    /// `expired`, `revoked` or `requeued`.
+    /// `expired`, `revoked`, `requeued` or `abandoned`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +54,7 @@ impl Outcome {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::Requeued => "requeued",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -105,7 +109,9 @@ impl Observers {
     }
 
     pub(crate) fn finished(&self, task: &TaskInfo<'_>, outcome: Outcome, ran_for: Duration) {
-        self.0.iter().for_each(|o| o.finished(task, outcome, ran_for));
+        self.0
+            .iter()
+            .for_each(|o| o.finished(task, outcome, ran_for));
     }
 
     pub(crate) fn settled(&self, count: usize) {

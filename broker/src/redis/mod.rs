@@ -19,8 +19,11 @@ use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Script, Value};
 
 use self::keys::QueueKeys;
 use self::reply::Idle;
-use crate::broker::{Broker, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch, QueueStats};
-use crate::envelope::{Envelope, Timestamp};
+use crate::broker::{
+    Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch,
+    QueueStats,
+};
+use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
 
@@ -90,6 +93,8 @@ struct Scripts {
     requeue: Script,
     stats: Script,
     purge: Script,
+    reclaim: Script,
+    renew: Script,
 }
 
 impl Scripts {
@@ -101,11 +106,15 @@ impl Scripts {
             requeue: Script::new(include_str!("../../lua/requeue.lua")),
             stats: Script::new(include_str!("../../lua/stats.lua")),
             purge: Script::new(include_str!("../../lua/purge.lua")),
+            reclaim: Script::new(include_str!("../../lua/reclaim.lua")),
+            renew: Script::new(include_str!("../../lua/renew.lua")),
         }
     }
 }
 
 struct Inner {
+    /// Opens the control channel's subscriptions.
+    client: redis::Client,
     /// Shared by every non-blocking command: requests from all tasks are
     /// pipelined on it, and it reconnects by itself.
     commands: ConnectionManager,
@@ -192,7 +201,7 @@ impl RedisBroker {
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_max_delay(Duration::from_secs(2));
-        let commands = ConnectionManager::new_with_config(client, shared)
+        let commands = ConnectionManager::new_with_config(client.clone(), shared)
             .await
             .map_err(map_redis)?;
         let exclusive = AsyncConnectionConfig::new()
@@ -209,6 +218,7 @@ impl RedisBroker {
             .map_err(|e| Error::Config(e.to_string()))?;
         let broker = Self {
             inner: Arc::new(Inner {
+                client,
                 commands,
                 waits,
                 config,
@@ -227,6 +237,16 @@ impl RedisBroker {
     #[must_use]
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
+    }
+
+    /// Ids of revoked tasks, scored by when the revocation may be forgotten.
+    fn revoked_key(&self) -> String {
+        format!("{}:revoked", self.inner.config.key_prefix)
+    }
+
+    /// The pub/sub channel every worker listens to.
+    fn control_channel(&self) -> String {
+        format!("{}:control", self.inner.config.key_prefix)
     }
 
     /// The shared connection (a cheap handle clone).
@@ -364,6 +384,10 @@ impl RedisBroker {
     }
 }
 
+fn encode_control(message: &ControlMessage) -> Result<Vec<u8>> {
+    rmp_serde::to_vec(message).map_err(|e| Error::encode("control message", e))
+}
+
 /// A delayed-set member: the priority digit, then the encoded envelope.
 fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
     let encoded = envelope.encode()?;
@@ -391,6 +415,12 @@ fn map_pool(e: PoolError) -> Error {
         }
         other => Error::Connection(other.to_string().into()),
     }
+}
+
+/// Orders stream ids (`<ms>-<seq>`) numerically, as Redis does.
+fn stream_id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 fn millis(duration: Duration) -> usize {
@@ -452,6 +482,62 @@ impl Broker for RedisBroker {
             self.wait_then_claim(queue, &keys, consumer, max, wait, &idle)
                 .await
         }
+    }
+
+    async fn reclaim(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<FetchBatch> {
+        let keys = self.keys(queue);
+        let reply: Value = self
+            .inner
+            .scripts
+            .reclaim
+            .key(&keys.streams[0])
+            .key(&keys.streams[1])
+            .key(&keys.streams[2])
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(millis(min_idle))
+            .arg(max.max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        reply::reclaimed(queue, reply)
+    }
+
+    async fn renew(&self, consumer: &str, tags: &[DeliveryTag]) -> Result<Vec<DeliveryTag>> {
+        let mut by_stream: HashMap<(&QueueName, Priority), Vec<&DeliveryTag>> = HashMap::new();
+        for tag in tags {
+            by_stream
+                .entry((&tag.queue, tag.priority))
+                .or_default()
+                .push(tag);
+        }
+        let mut lost = Vec::new();
+        for ((queue, priority), mut held) in by_stream {
+            held.sort_by_key(|tag| stream_id_order(&tag.entry_id));
+            let keys = self.keys(queue);
+            let mut invocation = self.inner.scripts.renew.key(keys.stream(priority));
+            invocation.arg(GROUP).arg(consumer);
+            for tag in &held {
+                invocation.arg(&tag.entry_id);
+            }
+            let reply: Value = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(map_redis)?;
+            let gone = reply::ids(reply)?;
+            lost.extend(
+                held.into_iter()
+                    .filter(|tag| gone.contains(&tag.entry_id))
+                    .cloned(),
+            );
+        }
+        Ok(lost)
     }
 
     async fn ack(&self, tags: &[DeliveryTag]) -> Result<()> {
@@ -533,6 +619,47 @@ impl Broker for RedisBroker {
             .await
             .map_err(map_redis)?;
         Ok(())
+    }
+
+    async fn revoke(&self, id: TaskId, ttl: Duration) -> Result<()> {
+        let until = Timestamp::now().saturating_add(ttl).as_millis();
+        let message = encode_control(&ControlMessage::Revoke { id })?;
+        let mut pipe = redis::pipe();
+        pipe.zadd(self.revoked_key(), id.to_string(), until)
+            .ignore();
+        pipe.publish(self.control_channel(), message).ignore();
+        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+    }
+
+    async fn revoked(&self) -> Result<Vec<TaskId>> {
+        let now = Timestamp::now().as_millis();
+        let key = self.revoked_key();
+        let mut pipe = redis::pipe();
+        // Forget revocations whose time is up, then list the rest.
+        pipe.zrembyscore(&key, "-inf", now).ignore();
+        pipe.zrangebyscore(&key, now, "+inf");
+        let (ids,): (Vec<String>,) = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn control(&self) -> Result<ControlStream> {
+        let mut pubsub = self
+            .inner
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(map_redis)?;
+        pubsub
+            .subscribe(self.control_channel())
+            .await
+            .map_err(map_redis)?;
+        let messages = pubsub.into_on_message().filter_map(|message| async move {
+            rmp_serde::from_slice(message.get_payload_bytes()).ok()
+        });
+        Ok(Box::pin(messages))
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {

@@ -43,6 +43,13 @@ type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Splits a stream entry (`[id, [field, value, ...]]`) into its id and fields.
 fn into_entry(value: Value) -> Result<(String, Fields)> {
+    let (id, fields, _) = into_counted_entry(value)?;
+    Ok((id, fields))
+}
+
+/// Splits an entry that may carry its delivery count as a third element
+/// (`[id, [field, value, ...], deliveries]`).
+fn into_counted_entry(value: Value) -> Result<(String, Fields, u32)> {
     let mut parts = into_array(value, "stream entry")?.into_iter();
     let id = into_string(parts.next().unwrap_or_default(), "entry id")?;
     let mut fields = Vec::new();
@@ -55,7 +62,11 @@ fn into_entry(value: Value) -> Result<(String, Fields)> {
             }
         }
     }
-    Ok((id, fields))
+    let deliveries = match parts.next() {
+        Some(Value::Int(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+        _ => 1,
+    };
+    Ok((id, fields, deliveries))
 }
 
 fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
@@ -81,7 +92,7 @@ fn claim(
     priority: Priority,
     entry: Value,
 ) -> Result<()> {
-    let (entry_id, fields) = into_entry(entry)?;
+    let (entry_id, fields, deliveries) = into_counted_entry(entry)?;
     let tag = DeliveryTag {
         queue: queue.clone(),
         priority,
@@ -91,7 +102,7 @@ fn claim(
         Some(Ok(envelope)) => batch.deliveries.push(Delivery {
             tag,
             envelope,
-            deliveries: 1,
+            deliveries,
         }),
         Some(Err(e)) => batch.malformed.push(Malformed {
             tag,
@@ -177,6 +188,33 @@ pub(crate) fn read_group(
         }
     }
     Ok(batch)
+}
+
+/// Parses the reply of `reclaim.lua`: per priority, entries with their
+/// delivery counts.
+pub(crate) fn reclaimed(queue: &QueueName, reply: Value) -> Result<FetchBatch> {
+    let mut batch = FetchBatch::default();
+    for (priority, entries) in Priority::ALL.into_iter().zip(into_array(reply, "reclaim")?) {
+        let entries = match entries {
+            Value::Nil => Vec::new(),
+            other => into_array(other, "reclaimed entries")?,
+        };
+        for entry in entries {
+            claim(&mut batch, queue, priority, entry)?;
+        }
+    }
+    Ok(batch)
+}
+
+/// Parses a list of entry ids (the reply of `renew.lua`).
+pub(crate) fn ids(reply: Value) -> Result<Vec<String>> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        other => into_array(other, "ids")?
+            .into_iter()
+            .map(|id| into_string(id, "entry id"))
+            .collect(),
+    }
 }
 
 /// Parses the reply of `stats.lua`.

@@ -1,5 +1,6 @@
 //! Running one delivery and deciding its outcome.
 
+use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,33 +8,59 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use spool_broker::{Backoff, DeadLetter, DeadReason, Delivery, Envelope, Timestamp};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::control::Revoked;
+use super::running::{CancelReason, RunControl, Running};
 use super::settle::Action;
-use crate::handler::{Registry, TaskContext, TaskErrorKind};
+use crate::handler::{ErasedRun, Registry, TaskContext, TaskErrorKind};
 use crate::observer::{Observers, Outcome, TaskInfo};
+
+/// The worker-wide limits on runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) soft_time_limit: Option<Duration>,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) max_deliveries: u32,
+}
 
 /// What the runtime needs to run tasks, shared by all of them.
 pub(crate) struct Executor {
     pub(crate) registry: Registry,
     pub(crate) observers: Observers,
-    pub(crate) default_time_limit: Option<Duration>,
+    pub(crate) limits: Limits,
+    pub(crate) revoked: Revoked,
+    pub(crate) running: Running,
 }
 
 /// How a handler's run ended.
 enum RunEnd {
     Succeeded,
-    Error { kind: TaskErrorKind, message: String },
+    Error {
+        kind: TaskErrorKind,
+        message: String,
+    },
     TimedOut(Duration),
     Panicked(String),
+    /// Stopped by a revocation or because another worker took the task over.
+    Cancelled(CancelReason),
 }
 
 impl Executor {
     /// Runs a delivery inside its task span and returns what to tell the
     /// broker.
     pub(crate) async fn execute(self: Arc<Self>, delivery: Delivery) -> Action {
-        let mut envelope = delivery.envelope;
+        let Delivery {
+            mut envelope,
+            deliveries,
+            ..
+        } = delivery;
+        // A redelivery (its worker died mid-run) counts as an attempt: the
+        // handler sees how many runs this really is.
+        envelope.attempt = envelope
+            .attempt
+            .saturating_add(deliveries.saturating_sub(1));
         let span = info_span!(
             "task",
             name = %envelope.name,
@@ -43,14 +70,18 @@ impl Executor {
         );
         async {
             let started = Instant::now();
-            let (action, outcome, ran) = self.decide(&mut envelope).await;
+            let (action, outcome, ran) = self.decide(&mut envelope, deliveries).await;
             let info = TaskInfo {
                 id: envelope.id,
                 name: &envelope.name,
                 queue: &envelope.queue,
                 attempt: envelope.attempt,
             };
-            let ran_for = if ran { started.elapsed() } else { Duration::ZERO };
+            let ran_for = if ran {
+                started.elapsed()
+            } else {
+                Duration::ZERO
+            };
             self.observers.finished(&info, outcome, ran_for);
             action
         }
@@ -60,7 +91,23 @@ impl Executor {
 
     /// Decides and, when it should run, runs the task; says whether the
     /// handler ran.
-    async fn decide(&self, envelope: &mut Envelope) -> (Action, Outcome, bool) {
+    async fn decide(&self, envelope: &mut Envelope, deliveries: u32) -> (Action, Outcome, bool) {
+        if deliveries > self.limits.max_deliveries {
+            let error = format!(
+                "delivered {deliveries} times without an outcome: its workers keep dying \
+                 (max_deliveries is {})",
+                self.limits.max_deliveries
+            );
+            return dead(envelope, DeadReason::TooManyDeliveries, error);
+        }
+        if envelope.attempt > envelope.max_attempts {
+            let error = "its worker died during the last allowed attempt".to_owned();
+            return dead(envelope, DeadReason::AttemptsExhausted, error);
+        }
+        if self.revoked.contains(envelope.id) {
+            info!("revoked before it started; skipped");
+            return (Action::Ack, Outcome::Revoked, false);
+        }
         if envelope.is_expired_at(Timestamp::now()) {
             debug!("expired before it could start; skipped");
             return (Action::Ack, Outcome::Expired, false);
@@ -70,39 +117,96 @@ impl Executor {
                 "no handler is registered for task {:?} on this worker",
                 envelope.name
             );
-            return (dead(envelope, DeadReason::UnknownTask, error), dead_outcome(DeadReason::UnknownTask), false);
+            return dead(envelope, DeadReason::UnknownTask, error);
         };
+        let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
-        let ctx = TaskContext::new(envelope.clone(), CancellationToken::new());
-        let started = handler.start(&payload, ctx.clone());
+        let ctx = TaskContext::new(envelope.clone(), control.token().clone());
+        let started = handler.start(&payload, ctx);
         envelope.payload = payload;
         let run = match started {
             Ok(run) => run,
-            Err(e) => {
-                let reason = DeadReason::BadPayload;
-                return (dead(envelope, reason, e.to_string()), dead_outcome(reason), false);
-            }
+            Err(e) => return dead(envelope, DeadReason::BadPayload, e.to_string()),
         };
+        let _registered = self.running.enter(envelope.id, control.clone());
+        // A revocation that arrived since the check above is caught now.
+        if self.revoked.contains(envelope.id) {
+            control.cancel(CancelReason::Revoked);
+        }
         self.observers.started(&TaskInfo {
             id: envelope.id,
             name: &envelope.name,
             queue: &envelope.queue,
             attempt: envelope.attempt,
         });
-        let guarded = AssertUnwindSafe(run).catch_unwind();
-        let end = match envelope.time_limit().or(self.default_time_limit) {
-            Some(limit) => match tokio::time::timeout(limit, guarded).await {
-                Ok(result) => RunEnd::from(result),
-                Err(_elapsed) => {
-                    // Tell whatever the handler spawned (FFmpeg, say) to stop.
-                    ctx.cancellation().cancel();
-                    RunEnd::TimedOut(limit)
-                }
-            },
-            None => RunEnd::from(guarded.await),
-        };
+        let hard = envelope.time_limit().or(self.limits.time_limit);
+        let end = supervise(run, &control, hard, self.limits).await;
         let (action, outcome) = conclude(envelope, handler.backoff(), end);
         (action, outcome, true)
+    }
+}
+
+/// Drives a run to its end: cancels it at the soft limit, gives a
+/// cancelled run `cancel_grace` to wind down, and drops it at the hard limit
+/// or when the grace is over.
+async fn supervise(
+    run: ErasedRun,
+    control: &RunControl,
+    hard_limit: Option<Duration>,
+    limits: Limits,
+) -> RunEnd {
+    let started = Instant::now();
+    let hard = hard_limit.map(|limit| started + limit);
+    let soft = limits.soft_time_limit.map(|limit| started + limit);
+    let mut grace_until = None;
+    let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+    loop {
+        let soft_pending = soft.filter(|_| control.reason().is_none());
+        tokio::select! {
+            result = &mut run => {
+                let end = RunEnd::from(result);
+                return match control.reason() {
+                    // Work finished despite the request to stop is still done.
+                    _ if matches!(end, RunEnd::Succeeded) => end,
+                    Some(CancelReason::SoftTimeLimit) => {
+                        RunEnd::TimedOut(limits.soft_time_limit.unwrap_or_default())
+                    }
+                    Some(reason) => RunEnd::Cancelled(reason),
+                    None => end,
+                };
+            }
+            () = at(soft_pending) => {
+                warn!("reached its soft time limit; asking it to stop");
+                control.cancel(CancelReason::SoftTimeLimit);
+            }
+            () = control.token().cancelled(), if grace_until.is_none() => {
+                grace_until = Some(Instant::now() + limits.cancel_grace);
+            }
+            () = at(grace_until) => {
+                warn!("did not stop within {:?} of being cancelled; dropped", limits.cancel_grace);
+                return match control.reason() {
+                    Some(CancelReason::SoftTimeLimit) | None => {
+                        RunEnd::TimedOut(limits.soft_time_limit.unwrap_or_default())
+                    }
+                    Some(reason) => RunEnd::Cancelled(reason),
+                };
+            }
+            () = at(hard) => {
+                // Tell whatever the handler spawned (FFmpeg, say) to stop.
+                control.cancel(CancelReason::SoftTimeLimit);
+                return RunEnd::TimedOut(hard_limit.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+fn at(deadline: Option<Instant>) -> impl Future<Output = ()> {
+    async move {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => pending().await,
+        }
     }
 }
 
@@ -130,6 +234,14 @@ fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> (Action, Out
             warn!("exceeded its time limit of {limit:?}; failed without retry");
             return (Action::Ack, Outcome::Failed);
         }
+        RunEnd::Cancelled(CancelReason::Revoked) => {
+            info!("revoked while running; stopped");
+            return (Action::Ack, Outcome::Revoked);
+        }
+        RunEnd::Cancelled(CancelReason::LeaseLost | CancelReason::SoftTimeLimit) => {
+            // Another worker holds the task now: its outcome is theirs to tell.
+            return (Action::Abandon, Outcome::Abandoned);
+        }
         RunEnd::Error {
             kind: TaskErrorKind::Fail,
             message,
@@ -144,26 +256,30 @@ fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> (Action, Out
         RunEnd::Panicked(message) => (None, format!("the handler panicked: {message}")),
     };
     if envelope.is_last_attempt() {
-        let reason = DeadReason::AttemptsExhausted;
-        return (dead(envelope, reason, message), dead_outcome(reason));
+        let (action, outcome, _) = dead(envelope, DeadReason::AttemptsExhausted, message);
+        return (action, outcome);
     }
     let delay = retry_after.unwrap_or_else(|| backoff.delay(envelope.attempt));
     warn!(error = %message, "failed; retrying in {delay:?}");
     let eta = Timestamp::now().saturating_add(delay);
-    (Action::Retry(Box::new(envelope.next_attempt(eta))), Outcome::Retried)
+    (
+        Action::Retry(Box::new(envelope.next_attempt(eta))),
+        Outcome::Retried,
+    )
 }
 
-fn dead(envelope: &Envelope, reason: DeadReason, error: String) -> Action {
+fn dead(envelope: &Envelope, reason: DeadReason, error: String) -> (Action, Outcome, bool) {
     error!(%reason, %error, "moved to the dead-letter stream");
-    Action::DeadLetter(DeadLetter {
+    let letter = DeadLetter {
         reason,
         error,
         attempts: envelope.attempt,
-    })
-}
-
-fn dead_outcome(reason: DeadReason) -> Outcome {
-    Outcome::DeadLettered(reason)
+    };
+    (
+        Action::DeadLetter(letter),
+        Outcome::DeadLettered(reason),
+        false,
+    )
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

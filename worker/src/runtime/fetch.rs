@@ -9,6 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::lease::Leases;
 use super::settle::{Action, Settlement};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
@@ -22,6 +23,11 @@ pub(crate) struct Fetcher<B> {
     pub(crate) consumer: Arc<str>,
     pub(crate) prefetch: Arc<Semaphore>,
     pub(crate) poll_interval: Duration,
+    /// The lease this worker's tasks are held under: entries idle longer
+    /// belong to dead workers and are reclaimed.
+    pub(crate) visibility_timeout: Duration,
+    /// The entries held, whose leases the keeper renews.
+    pub(crate) leases: Leases,
     /// The most slots held while waiting on an empty queue, when other
     /// queues share the prefetch bound.
     pub(crate) fair_share: Option<usize>,
@@ -37,6 +43,10 @@ impl<B: Broker> Fetcher<B> {
     /// Fetches until stopped or out of budget.
     pub(crate) async fn run(self) {
         let mut failures = 0u32;
+        // Look for abandoned entries at start (a crashed predecessor's), then
+        // every half visibility timeout.
+        let reclaim_every = self.visibility_timeout / 2;
+        let mut next_reclaim = tokio::time::Instant::now();
         loop {
             let permit = tokio::select! {
                 biased;
@@ -51,9 +61,13 @@ impl<B: Broker> Fetcher<B> {
                 return;
             };
             let reserved = permit.num_permits();
+            let reclaiming = tokio::time::Instant::now() >= next_reclaim;
+            if reclaiming {
+                next_reclaim = tokio::time::Instant::now() + reclaim_every;
+            }
             // Not cancel safe, so never raced against `stop`: it returns
             // within `poll_interval`, which bounds how long a stop waits.
-            let batch = match self.fetch(&mut permit).await {
+            let batch = match self.claim(&mut permit, reclaiming).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(permit);
@@ -74,13 +88,28 @@ impl<B: Broker> Fetcher<B> {
             self.refund_budget(reserved.saturating_sub(batch.len()));
             if !batch.is_empty() {
                 self.observers.fetched(&self.queue, batch.len());
+                let held = batch
+                    .deliveries
+                    .iter()
+                    .map(|d| (d.tag.clone(), d.envelope.id));
+                let malformed = batch.malformed.iter().map(|m| (m.tag.clone(), TaskId::NIL));
+                self.leases.hold(held.chain(malformed));
             }
             for malformed in batch.malformed {
                 let Some(slot) = permit.split(1) else { break };
                 error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
                     "undecodable entry moved to the dead-letter stream");
-                let unknown = TaskInfo { id: TaskId::NIL, name: "", queue: &self.queue, attempt: 0 };
-                self.observers.finished(&unknown, Outcome::DeadLettered(DeadReason::Malformed), Duration::ZERO);
+                let unknown = TaskInfo {
+                    id: TaskId::NIL,
+                    name: "",
+                    queue: &self.queue,
+                    attempt: 0,
+                };
+                self.observers.finished(
+                    &unknown,
+                    Outcome::DeadLettered(DeadReason::Malformed),
+                    Duration::ZERO,
+                );
                 let letter = DeadLetter {
                     reason: DeadReason::Malformed,
                     error: malformed.reason,
@@ -106,6 +135,28 @@ impl<B: Broker> Fetcher<B> {
                 return;
             }
         }
+    }
+
+    /// Claims for the slots `permit` holds: abandoned entries first when
+    /// `reclaiming`, then new ones.
+    async fn claim(
+        &self,
+        permit: &mut OwnedSemaphorePermit,
+        reclaiming: bool,
+    ) -> spool_broker::Result<FetchBatch> {
+        if reclaiming {
+            let slots = permit.num_permits();
+            let batch = self
+                .broker
+                .reclaim(&self.queue, &self.consumer, self.visibility_timeout, slots)
+                .await?;
+            if !batch.is_empty() {
+                warn!(queue = %self.queue, count = batch.len(),
+                    "reclaimed tasks whose worker stopped renewing its lease");
+                return Ok(batch);
+            }
+        }
+        self.fetch(permit).await
     }
 
     /// Fetches for the slots `permit` holds. When other queues share the

@@ -6,8 +6,11 @@
 //!        '------------- settler (group-committed acks) <--------'
 //! ```
 
+mod control;
 mod execute;
 mod fetch;
+mod lease;
+mod running;
 mod settle;
 
 use std::future::Future;
@@ -22,14 +25,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, info, info_span, warn};
 
-use self::execute::Executor;
+use self::control::Revoked;
+use self::execute::{Executor, Limits};
 use self::fetch::{Claimed, Fetcher};
+use self::lease::Leases;
+use self::running::Running;
 use self::settle::{Action, Settlement};
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
-use crate::observer::{Observer, Observers, Outcome, TaskInfo};
 use crate::handler::{Handler, Registry};
+use crate::observer::{Observer, Observers, Outcome, TaskInfo};
 
 /// Fetches tasks from a broker and runs them with registered handlers.
 ///
@@ -166,10 +172,44 @@ impl<B: Broker> Worker<B> {
         let mut observers = Observers::default();
         observers.push(Arc::new(self.counters.clone()));
         observers.extend(self.observers);
+        let leases = Leases::default();
+        let running = Running::default();
+        let revoked = Revoked::default();
+        // Leases and revocations matter until the last run is settled, not
+        // just until fetching stops.
+        let settled = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(
+            lease::keep(
+                self.broker.clone(),
+                Arc::clone(&consumer),
+                leases.clone(),
+                running.clone(),
+                config.heartbeat_interval,
+                settled.clone(),
+            )
+            .in_current_span(),
+        );
+        background.spawn(
+            control::follow(
+                self.broker.clone(),
+                revoked.clone(),
+                running.clone(),
+                settled.clone(),
+            )
+            .in_current_span(),
+        );
+
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = AbortOnDropHandle::new(tokio::spawn(
-            settle::run(self.broker.clone(), settle_rx, observers.clone()).in_current_span(),
+            settle::run(
+                self.broker.clone(),
+                settle_rx,
+                observers.clone(),
+                leases.clone(),
+            )
+            .in_current_span(),
         ));
         let (tasks_tx, tasks_rx) = mpsc::channel(config.queues.len() * 4);
         let budget = config.max_tasks.map(|n| Arc::new(AtomicU64::new(n)));
@@ -181,6 +221,8 @@ impl<B: Broker> Worker<B> {
                 consumer: Arc::clone(&consumer),
                 prefetch: Arc::clone(&prefetch),
                 poll_interval: config.poll_interval,
+                visibility_timeout: config.visibility_timeout,
+                leases: leases.clone(),
                 fair_share: (config.queues.len() > 1)
                     .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
@@ -197,7 +239,14 @@ impl<B: Broker> Worker<B> {
         let executor = Arc::new(Executor {
             registry: self.registry,
             observers: observers.clone(),
-            default_time_limit: config.time_limit,
+            limits: Limits {
+                time_limit: config.time_limit,
+                soft_time_limit: config.soft_time_limit,
+                cancel_grace: config.cancel_grace,
+                max_deliveries: config.max_deliveries,
+            },
+            revoked,
+            running,
         });
         let dispatcher = Dispatcher {
             executor,
@@ -215,8 +264,10 @@ impl<B: Broker> Worker<B> {
             warn!("the settler panicked; unsettled tasks will be redelivered");
         }
         stop.cancel();
+        settled.cancel();
         let _ = watcher.await;
         fetchers.join_all().await;
+        background.join_all().await;
         let report = self.counters.snapshot();
         info!(?report, "worker stopped");
         report
@@ -290,7 +341,8 @@ impl Dispatcher {
                 queue: &envelope.queue,
                 attempt: envelope.attempt,
             };
-            self.observers.finished(&info, Outcome::Requeued, Duration::ZERO);
+            self.observers
+                .finished(&info, Outcome::Requeued, Duration::ZERO);
             let _ = self.settle.send(Settlement {
                 tag: delivery.tag,
                 action: Action::Requeue,

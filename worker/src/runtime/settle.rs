@@ -12,6 +12,7 @@ use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{error, warn};
 
+use super::lease::Leases;
 use crate::observer::Observers;
 
 /// The most outcomes settled in one round trip.
@@ -32,6 +33,8 @@ pub(crate) enum Action {
     DeadLetter(DeadLetter),
     /// Give back unstarted.
     Requeue,
+    /// Nothing: another worker holds the entry now.
+    Abandon,
 }
 
 /// One outcome on its way to the broker.
@@ -50,6 +53,7 @@ pub(crate) async fn run<B: Broker>(
     broker: B,
     mut outcomes: mpsc::UnboundedReceiver<Settlement>,
     observers: Observers,
+    leases: Leases,
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
@@ -69,12 +73,14 @@ pub(crate) async fn run<B: Broker>(
                 Action::Requeue => {
                     patiently("requeue", || broker.requeue(&settlement.tag)).await;
                 }
+                Action::Abandon => {}
             }
         }
         if !acks.is_empty() {
             patiently("ack", || broker.ack(&acks)).await;
             acks.clear();
         }
+        leases.release(batch.iter().map(|s| &s.tag));
         observers.settled(batch.len());
         // Dropping the settlements releases their prefetch permits.
         batch.clear();

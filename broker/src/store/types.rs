@@ -1,0 +1,783 @@
+//! The job store's records, write batches, queries and policies.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Envelope, TaskId, Timestamp};
+use crate::error::{Error, Result};
+use crate::queue::{Priority, QueueName};
+
+/// Where a task is in its life, as the job store records it.
+///
+/// `Queued`, `Scheduled`, `Running` and `Retrying` are live; the other five
+/// are final ([`JobStatus::is_finished`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Enqueued and ready to run.
+    Queued,
+    /// Enqueued with an ETA or countdown that has not come yet.
+    Scheduled,
+    /// A worker is running an attempt.
+    Running,
+    /// An attempt failed and the next one is scheduled.
+    Retrying,
+    /// The handler returned its output.
+    Succeeded,
+    /// Failed for good (a non-retryable error, or out of attempts).
+    Failed,
+    /// Moved to the dead-letter stream (undecodable, unknown or poison).
+    Dead,
+    /// Revoked before or while it ran.
+    Revoked,
+    /// Its expiry passed before it ran.
+    Expired,
+}
+
+impl JobStatus {
+    /// Every status, live ones first.
+    pub const ALL: [Self; 9] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+        Self::Revoked,
+        Self::Expired,
+    ];
+
+    /// The statuses that end a task's life: what retention prunes.
+    pub const FINISHED: [Self; 5] = [
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+        Self::Revoked,
+        Self::Expired,
+    ];
+
+    /// The lowercase name stored in the database and shown by the CLI.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Whether the task's life is over: no attempt will follow.
+    #[must_use]
+    pub const fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Revoked | Self::Expired
+        )
+    }
+
+    /// Whether this status reports something that went wrong: a failed
+    /// attempt (`Retrying`), or a task that ended without its output.
+    #[must_use]
+    pub const fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::Retrying | Self::Failed | Self::Dead | Self::Revoked | Self::Expired
+        )
+    }
+
+    /// How far into one attempt this status is: 0 before it runs, 1 while it
+    /// runs, 2 once it failed and waits for a retry, 3 when final.
+    const fn rank(self) -> i64 {
+        match self {
+            Self::Queued | Self::Scheduled => 0,
+            Self::Running => 1,
+            Self::Retrying => 2,
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Revoked | Self::Expired => 3,
+        }
+    }
+}
+
+/// The order of writes to one record: a write applies only if its revision
+/// is at least the stored one, so a stale attempt never overwrites a newer
+/// outcome and a final status is never replaced by a live one of the same
+/// attempt.
+pub(crate) fn revision(attempt: u32, status: JobStatus) -> i64 {
+    i64::from(attempt) * 4 + status.rank()
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| Error::decode("job status", format!("unknown job status {s:?}")))
+    }
+}
+
+/// What to record for one task type: everything, only failures, or nothing.
+///
+/// Callers (the worker's settler, the SDK) look the policy up per task name
+/// and ask [`RecordPolicy::records`] before adding a write to a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordPolicy {
+    /// Every transition: enqueued, started, progress, every outcome.
+    #[default]
+    Full,
+    /// Only attempts that went wrong ([`JobStatus::is_failure`]), and,
+    /// so that such a record does not stay `retrying` forever, whatever
+    /// happens to the task after its first attempt.
+    FailuresOnly,
+    /// Nothing.
+    Off,
+}
+
+impl RecordPolicy {
+    /// Whether a transition to `status` is recorded under this policy
+    /// (for `FailuresOnly`, as if it were the task's first attempt; see
+    /// [`RecordPolicy::records_attempt`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spool_broker::store::{JobStatus, RecordPolicy};
+    ///
+    /// assert!(RecordPolicy::Full.records(JobStatus::Succeeded));
+    /// assert!(!RecordPolicy::FailuresOnly.records(JobStatus::Succeeded));
+    /// assert!(RecordPolicy::FailuresOnly.records(JobStatus::Dead));
+    /// assert!(!RecordPolicy::Off.records(JobStatus::Failed));
+    /// ```
+    #[must_use]
+    pub const fn records(self, status: JobStatus) -> bool {
+        match self {
+            Self::Full => true,
+            Self::FailuresOnly => status.is_failure(),
+            Self::Off => false,
+        }
+    }
+
+    /// Like [`RecordPolicy::records`], for a transition of attempt
+    /// `attempt` (starting at 1). Under `FailuresOnly`, every transition of
+    /// a second or later attempt is recorded too: the first attempt failed,
+    /// so a record exists and must follow the task to its end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spool_broker::store::{JobStatus, RecordPolicy};
+    ///
+    /// let policy = RecordPolicy::FailuresOnly;
+    /// assert!(!policy.records_attempt(JobStatus::Succeeded, 1));
+    /// assert!(policy.records_attempt(JobStatus::Succeeded, 2));
+    /// ```
+    #[must_use]
+    pub const fn records_attempt(self, status: JobStatus, attempt: u32) -> bool {
+        match self {
+            Self::FailuresOnly if attempt > 1 => true,
+            _ => self.records(status),
+        }
+    }
+
+    /// The policy's name as configuration spells it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::FailuresOnly => "failures-only",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for RecordPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RecordPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "full" => Ok(Self::Full),
+            "failures-only" | "failures" => Ok(Self::FailuresOnly),
+            "off" | "none" => Ok(Self::Off),
+            _ => Err(Error::Config(format!(
+                "unknown record policy {s:?} (expected full, failures-only or off)"
+            ))),
+        }
+    }
+}
+
+/// The worker process that ran an attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WorkerId {
+    /// Its host name.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl WorkerId {
+    /// A worker id from a host name and a process id.
+    #[must_use]
+    pub fn new(host: impl Into<String>, pid: u32) -> Self {
+        Self {
+            host: host.into(),
+            pid,
+        }
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.pid)
+    }
+}
+
+/// How far a running task has got, as its handler reports it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Percent done, 0 to 100.
+    pub percent: f32,
+    /// The current stage, such as `"encode 720p"`.
+    pub stage: Option<String>,
+    /// A free-form message.
+    pub message: Option<String>,
+    /// Frames per second, for video work.
+    pub fps: Option<f32>,
+    /// Estimated seconds to completion.
+    pub eta_seconds: Option<f32>,
+}
+
+impl Progress {
+    /// Progress at `percent` with nothing else set.
+    #[must_use]
+    pub fn percent(percent: f32) -> Self {
+        Self {
+            percent,
+            ..Self::default()
+        }
+    }
+}
+
+/// One progress report of a batch for [`JobStore::record_progress_many`].
+///
+/// [`JobStore::record_progress_many`]: super::JobStore::record_progress_many
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressUpdate {
+    /// The task.
+    pub id: TaskId,
+    /// The attempt that reports it; reports of an older attempt are ignored.
+    pub attempt: u32,
+    /// Where it is.
+    pub progress: Progress,
+}
+
+/// A task the producer has just enqueued: written by
+/// [`JobStore::record_enqueued`].
+///
+/// [`JobStore::record_enqueued`]: super::JobStore::record_enqueued
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its wire name.
+    pub name: String,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its priority.
+    pub priority: Priority,
+    /// The tenant it is accounted to.
+    pub tenant: Option<String>,
+    /// When the producer created it.
+    pub created_at: Timestamp,
+    /// Not to run before this time: the record starts as `scheduled`.
+    pub eta: Option<Timestamp>,
+}
+
+impl NewJob {
+    /// The record of an envelope about to be enqueued.
+    #[must_use]
+    pub fn from_envelope(envelope: &Envelope) -> Self {
+        Self {
+            id: envelope.id,
+            name: envelope.name.clone(),
+            queue: envelope.queue.clone(),
+            priority: envelope.priority,
+            tenant: envelope.tenant.clone(),
+            created_at: envelope.created_at,
+            eta: envelope.eta,
+        }
+    }
+
+    /// The status this record starts with: `scheduled` with an ETA,
+    /// `queued` without.
+    #[must_use]
+    pub fn status(&self) -> JobStatus {
+        if self.eta.is_some() {
+            JobStatus::Scheduled
+        } else {
+            JobStatus::Queued
+        }
+    }
+}
+
+/// An attempt a worker has started: written by [`JobStore::record_started`].
+///
+/// It carries the task's identity too, because the producer may not have
+/// recorded the task.
+///
+/// [`JobStore::record_started`]: super::JobStore::record_started
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its wire name.
+    pub name: String,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its priority.
+    pub priority: Priority,
+    /// The tenant it is accounted to.
+    pub tenant: Option<String>,
+    /// When the producer created it.
+    pub created_at: Timestamp,
+    /// Which attempt this is, starting at 1.
+    pub attempt: u32,
+    /// Who runs it.
+    pub worker: WorkerId,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+}
+
+impl Started {
+    /// The start of `envelope`'s attempt on `worker`.
+    #[must_use]
+    pub fn from_envelope(envelope: &Envelope, worker: &WorkerId, started_at: Timestamp) -> Self {
+        Self {
+            id: envelope.id,
+            name: envelope.name.clone(),
+            queue: envelope.queue.clone(),
+            priority: envelope.priority,
+            tenant: envelope.tenant.clone(),
+            created_at: envelope.created_at,
+            attempt: envelope.attempt,
+            worker: worker.clone(),
+            started_at,
+        }
+    }
+}
+
+/// How an attempt ended: written by [`JobStore::record_outcomes`].
+///
+/// It carries the task's identity too, so that it can create the record
+/// when nothing earlier was recorded (a `FailuresOnly` policy, say).
+///
+/// [`JobStore::record_outcomes`]: super::JobStore::record_outcomes
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its wire name.
+    pub name: String,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its priority.
+    pub priority: Priority,
+    /// The tenant it is accounted to.
+    pub tenant: Option<String>,
+    /// When the producer created it.
+    pub created_at: Timestamp,
+    /// Which attempt ended, starting at 1 (0 for a task revoked or expired
+    /// before any attempt).
+    pub attempt: u32,
+    /// How it ended: `succeeded`, `failed`, `retrying`, `dead`, `revoked` or
+    /// `expired`.
+    pub status: JobStatus,
+    /// The handler's output, MessagePack-encoded with
+    /// [`encode_payload`](crate::encode_payload).
+    pub result: Option<Vec<u8>>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// When the attempt started, if known; kept from an earlier write
+    /// otherwise.
+    pub started_at: Option<Timestamp>,
+    /// When the attempt ended.
+    pub finished_at: Timestamp,
+    /// Who ran it, if anyone; kept from an earlier write otherwise.
+    pub worker: Option<WorkerId>,
+}
+
+impl Finished {
+    /// The end of `envelope`'s attempt with `status` at `finished_at`, with
+    /// no result, error, start time or worker yet: set those fields next.
+    #[must_use]
+    pub fn from_envelope(envelope: &Envelope, status: JobStatus, finished_at: Timestamp) -> Self {
+        Self {
+            id: envelope.id,
+            name: envelope.name.clone(),
+            queue: envelope.queue.clone(),
+            priority: envelope.priority,
+            tenant: envelope.tenant.clone(),
+            created_at: envelope.created_at,
+            attempt: envelope.attempt,
+            status,
+            result: None,
+            error: None,
+            started_at: None,
+            finished_at,
+            worker: None,
+        }
+    }
+}
+
+/// One task's recorded life.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its wire name.
+    pub name: String,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its priority.
+    pub priority: Priority,
+    /// The tenant it is accounted to.
+    pub tenant: Option<String>,
+    /// Where it is now.
+    pub status: JobStatus,
+    /// The latest attempt recorded, starting at 1; 0 before any.
+    pub attempts: u32,
+    /// The worker of the latest attempt.
+    pub worker: Option<WorkerId>,
+    /// The latest progress report of the latest attempt.
+    pub progress: Option<Progress>,
+    /// When the producer created it.
+    pub created_at: Timestamp,
+    /// When the latest attempt started.
+    pub started_at: Option<Timestamp>,
+    /// When the latest attempt ended (for a final status: when the task
+    /// finished).
+    pub finished_at: Option<Timestamp>,
+    /// The handler's output, MessagePack-encoded.
+    pub result: Option<Vec<u8>>,
+    /// The latest error.
+    pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// Decodes the result into the task's output type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the stored bytes do not hold a `T`.
+    pub fn output<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.result
+            .as_deref()
+            .map(crate::envelope::decode_payload)
+            .transpose()
+    }
+
+    /// The result as JSON, for the CLI and dashboards. MessagePack binary
+    /// strings become arrays of numbers; map keys that are not strings are
+    /// written as JSON text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the stored bytes are not MessagePack.
+    pub fn result_json(&self) -> Result<Option<serde_json::Value>> {
+        self.result
+            .as_deref()
+            .map(super::json::msgpack_to_json)
+            .transpose()
+    }
+
+    /// The whole record as a JSON object, with the result decoded as by
+    /// [`JobRecord::result_json`] (or, if it cannot be, left out and
+    /// flagged with `"result_undecodable": true`).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::json!({
+            "id": self.id.to_string(),
+            "name": self.name,
+            "queue": self.queue.as_str(),
+            "priority": self.priority.as_str(),
+            "tenant": self.tenant,
+            "status": self.status.as_str(),
+            "attempts": self.attempts,
+            "worker": self.worker.as_ref().map(|w| serde_json::json!({"host": w.host, "pid": w.pid})),
+            "progress": self.progress.as_ref().map(|p| serde_json::json!({
+                "percent": p.percent,
+                "stage": p.stage,
+                "message": p.message,
+                "fps": p.fps,
+                "eta_seconds": p.eta_seconds,
+            })),
+            "created_at": self.created_at.as_millis(),
+            "started_at": self.started_at.map(Timestamp::as_millis),
+            "finished_at": self.finished_at.map(Timestamp::as_millis),
+            "error": self.error,
+        });
+        if let serde_json::Value::Object(map) = &mut object {
+            match self.result_json() {
+                Ok(result) => {
+                    map.insert("result".into(), result.unwrap_or(serde_json::Value::Null));
+                }
+                Err(_) => {
+                    map.insert("result".into(), serde_json::Value::Null);
+                    map.insert("result_undecodable".into(), serde_json::Value::Bool(true));
+                }
+            }
+        }
+        object
+    }
+}
+
+/// Where a page of [`JobStore::query`] ended: pass it as [`JobQuery::after`]
+/// for the next page. Its text form (`Display`/`FromStr`) suits a CLI flag.
+///
+/// [`JobStore::query`]: super::JobStore::query
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// The creation time of the last record of the page.
+    pub created_at: Timestamp,
+    /// Its id.
+    pub id: TaskId,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created_at.as_millis(), self.id)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::decode("cursor", format!("{s:?} is not a page cursor"));
+        let (millis, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            created_at: Timestamp::from_millis(millis.parse().map_err(|_| bad())?),
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The default number of records per page.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The most records one page holds.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+
+/// Which records [`JobStore::query`] returns: every filter that is set must
+/// match. Records come newest first (by creation time, then id) unless
+/// `oldest_first` is set.
+///
+/// # Examples
+///
+/// ```
+/// use spool_broker::store::{JobQuery, JobStatus};
+///
+/// let failed_for_acme = JobQuery::new()
+///     .status([JobStatus::Failed, JobStatus::Dead])
+///     .tenant("acme")
+///     .limit(50);
+/// assert_eq!(failed_for_acme.limit, 50);
+/// ```
+///
+/// [`JobStore::query`]: super::JobStore::query
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Any of these statuses (`None` or an empty list: any status).
+    pub status: Option<Vec<JobStatus>>,
+    /// This queue.
+    pub queue: Option<QueueName>,
+    /// This tenant.
+    pub tenant: Option<String>,
+    /// This task name.
+    pub name: Option<String>,
+    /// Created at or after this time.
+    pub since: Option<Timestamp>,
+    /// Created before this time.
+    pub until: Option<Timestamp>,
+    /// Records per page, 1 to [`MAX_PAGE_SIZE`] (values outside are
+    /// clamped); [`DEFAULT_PAGE_SIZE`] by default.
+    pub limit: usize,
+    /// Continue after this cursor (from the previous [`Page::next`]).
+    pub after: Option<Cursor>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+}
+
+impl Default for JobQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            queue: None,
+            tenant: None,
+            name: None,
+            since: None,
+            until: None,
+            limit: DEFAULT_PAGE_SIZE,
+            after: None,
+            oldest_first: false,
+        }
+    }
+}
+
+impl JobQuery {
+    /// A query for every record, newest first, [`DEFAULT_PAGE_SIZE`] per page.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only these statuses.
+    #[must_use]
+    pub fn status(mut self, statuses: impl IntoIterator<Item = JobStatus>) -> Self {
+        self.status = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// Only this queue.
+    #[must_use]
+    pub fn queue(mut self, queue: QueueName) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Only this tenant.
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Only this task name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only records created in `[since, until)`; either end may be open.
+    #[must_use]
+    pub fn created_between(mut self, since: Option<Timestamp>, until: Option<Timestamp>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// Records per page.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after `cursor`.
+    #[must_use]
+    pub fn after(mut self, cursor: Option<Cursor>) -> Self {
+        self.after = cursor;
+        self
+    }
+
+    /// Oldest first.
+    #[must_use]
+    pub fn oldest_first(mut self) -> Self {
+        self.oldest_first = true;
+        self
+    }
+
+    pub(crate) fn page_size(&self) -> usize {
+        self.limit.clamp(1, MAX_PAGE_SIZE)
+    }
+}
+
+/// One page of [`JobStore::query`].
+///
+/// [`JobStore::query`]: super::JobStore::query
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The records, in the query's order.
+    pub records: Vec<JobRecord>,
+    /// Where the next page starts; `None` when this is the last one.
+    pub next: Option<Cursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>().unwrap(), status);
+        }
+        assert!("nope".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn revisions_order_attempts_then_stages() {
+        let order = [
+            revision(0, JobStatus::Queued),
+            revision(1, JobStatus::Running),
+            revision(1, JobStatus::Retrying),
+            revision(2, JobStatus::Running),
+            revision(2, JobStatus::Succeeded),
+            revision(3, JobStatus::Queued),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert_eq!(
+            revision(1, JobStatus::Failed),
+            revision(1, JobStatus::Succeeded)
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_through_text() {
+        let cursor = Cursor {
+            created_at: Timestamp::from_millis(1_732_500_000_123),
+            id: TaskId::new(),
+        };
+        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+        assert!("12-x".parse::<Cursor>().is_err());
+    }
+
+    #[test]
+    fn policies_parse_and_filter() {
+        assert_eq!(
+            "failures_only".parse::<RecordPolicy>().unwrap(),
+            RecordPolicy::FailuresOnly
+        );
+        assert!(!RecordPolicy::FailuresOnly.records(JobStatus::Running));
+        assert!(RecordPolicy::FailuresOnly.records(JobStatus::Retrying));
+        assert!(!RecordPolicy::Off.records_attempt(JobStatus::Failed, 3));
+    }
+
+    #[test]
+    fn page_sizes_are_clamped() {
+        assert_eq!(JobQuery::new().limit(0).page_size(), 1);
+        assert_eq!(JobQuery::new().limit(1 << 20).page_size(), MAX_PAGE_SIZE);
+    }
+}
