@@ -10,6 +10,7 @@ use futures_util::Stream;
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
+use crate::task::RateLimit;
 
 /// Where a fetched task sits in the broker until it is settled. Opaque to
 /// callers; hand it back to [`Broker::ack`], [`Broker::retry`],
@@ -178,6 +179,27 @@ pub struct DeadLetterEntry {
     pub dead_at: Timestamp,
 }
 
+impl DeadLetterEntry {
+    /// What to enqueue when this dead letter is requeued, and at which
+    /// priority: the envelope reset for a fresh run (attempt 1, no ETA), or
+    /// the raw bytes when they are not an envelope.
+    #[must_use]
+    pub fn revived(&self) -> (Priority, Vec<u8>) {
+        match &self.envelope {
+            Some(envelope) => {
+                let fresh = Envelope {
+                    attempt: 1,
+                    eta: None,
+                    ..envelope.clone()
+                };
+                let bytes = fresh.encode().unwrap_or_else(|_| self.raw.clone());
+                (fresh.priority, bytes)
+            }
+            None => (Priority::Normal, self.raw.clone()),
+        }
+    }
+}
+
 /// How many tasks a queue holds, by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -240,6 +262,46 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// [`Error::Backend`](crate::Error::Backend) when the broker fails; some
     /// of the tasks may have been enqueued then.
     fn enqueue(&self, envelopes: &[Envelope]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Enqueues `envelope` unless a task holding its `unique_key` is queued
+    /// or running; the key is held for at most `ttl`, and released earlier
+    /// when its task reaches a final outcome. Returns the id of the task
+    /// that holds the key when this one was not enqueued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) if the envelope has no
+    /// unique key; otherwise when the broker fails.
+    fn enqueue_unique(
+        &self,
+        envelope: &Envelope,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<TaskId>>> + Send;
+
+    /// Releases the unique key `key` of `queue` if task `holder` still holds
+    /// it (it may have expired and been taken by a newer task).
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn release_unique(
+        &self,
+        queue: &QueueName,
+        key: &str,
+        holder: TaskId,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes a token from the shared bucket of task `name`: `None` when the
+    /// task may start now, else how long until a token is free.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn acquire_rate(
+        &self,
+        name: &str,
+        limit: RateLimit,
+    ) -> impl Future<Output = Result<Option<Duration>>> + Send;
 
     /// Claims up to `max` tasks of `queue` for `consumer`, highest priority
     /// first, promoting delayed tasks that are due. When none is ready it
@@ -356,6 +418,14 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// When the subscription cannot be made.
     fn control(&self) -> impl Future<Output = Result<ControlStream>> + Send;
 
+    /// Checks the server for settings that could lose tasks (an eviction
+    /// policy other than `noeviction`, say) and returns a warning for each.
+    ///
+    /// # Errors
+    ///
+    /// When the broker cannot be reached.
+    fn server_warnings(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     /// Counts a queue's tasks by state.
     ///
     /// # Errors
@@ -370,6 +440,29 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the broker fails.
     fn purge(&self, queue: &QueueName) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Moves dead letters back to their queue as fresh tasks (attempt 1,
+    /// same id): those with the given dead-letter entry ids, or all of them
+    /// when `entry_ids` is `None`. Entries that are not valid envelopes go
+    /// back as they are (a fixed worker may read them now). Returns how many
+    /// were requeued; one already requeued or purged by someone else is
+    /// skipped, never doubled.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn requeue_dead(
+        &self,
+        queue: &QueueName,
+        entry_ids: Option<&[String]>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes a queue's dead letters and returns how many there were.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn purge_dead(&self, queue: &QueueName) -> impl Future<Output = Result<u64>> + Send;
 
     /// Lists up to `limit` dead letters of a queue, oldest first.
     ///

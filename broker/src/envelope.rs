@@ -192,6 +192,10 @@ pub struct Envelope {
     /// The task itself, MessagePack-encoded.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The unique key the task holds, if it was enqueued as unique: released
+    /// when it reaches a final outcome.
+    #[serde(default)]
+    pub unique_key: Option<String>,
 }
 
 impl Envelope {
@@ -217,6 +221,7 @@ impl Envelope {
             tenant: None,
             headers: BTreeMap::new(),
             payload,
+            unique_key: None,
         }
     }
 

@@ -34,4 +34,4 @@ pub use crate::memory::MemoryBroker;
 pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
 pub use crate::redis::{RedisBroker, RedisConfig};
 pub use crate::registry::{WorkerRecord, WorkerState};
-pub use crate::task::{Backoff, Task, TaskOptions};
+pub use crate::task::{Backoff, RateLimit, Task, TaskOptions};

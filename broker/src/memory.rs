@@ -17,6 +17,7 @@ use crate::broker::{
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
+use crate::task::RateLimit;
 
 /// The most due delayed tasks promoted by one fetch, as `RedisConfig`'s
 /// default `promote_batch`.
@@ -72,6 +73,10 @@ struct State {
     ids: Ids,
     /// Revoked task ids, until when they are remembered.
     revoked: HashMap<TaskId, Timestamp>,
+    /// Unique locks by (queue, key): the holder and until when.
+    unique: HashMap<(QueueName, String), (TaskId, Timestamp)>,
+    /// Rate-limit buckets by task name: tokens left and when last refilled.
+    rates: HashMap<String, (f64, u64)>,
 }
 
 impl State {
@@ -279,6 +284,58 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn enqueue_unique(&self, envelope: &Envelope, ttl: Duration) -> Result<Option<TaskId>> {
+        let Some(unique_key) = &envelope.unique_key else {
+            return Err(crate::Error::Config(
+                "enqueue_unique needs an envelope with a unique key".into(),
+            ));
+        };
+        let now = Timestamp::now();
+        let lock = (envelope.queue.clone(), unique_key.clone());
+        {
+            let mut state = self.lock();
+            if let Some((holder, until)) = state.unique.get(&lock)
+                && *until > now
+            {
+                return Ok(Some(*holder));
+            }
+            state
+                .unique
+                .insert(lock, (envelope.id, now.saturating_add(ttl)));
+        }
+        self.enqueue(std::slice::from_ref(envelope)).await?;
+        Ok(None)
+    }
+
+    async fn release_unique(&self, queue: &QueueName, key: &str, holder: TaskId) -> Result<()> {
+        let lock = (queue.clone(), key.to_owned());
+        let mut state = self.lock();
+        if state.unique.get(&lock).is_some_and(|(id, _)| *id == holder) {
+            state.unique.remove(&lock);
+        }
+        Ok(())
+    }
+
+    async fn acquire_rate(&self, name: &str, limit: RateLimit) -> Result<Option<Duration>> {
+        let now = Timestamp::now().as_millis();
+        let capacity = f64::from(limit.limit);
+        let per_ms = capacity / (limit.period.as_secs_f64() * 1000.0).max(1.0);
+        let mut state = self.lock();
+        let (tokens, at) = state
+            .rates
+            .entry(name.to_owned())
+            .or_insert((capacity, now));
+        let refilled = (*tokens + now.saturating_sub(*at) as f64 * per_ms).min(capacity);
+        *at = now.max(*at);
+        if refilled >= 1.0 {
+            *tokens = refilled - 1.0;
+            return Ok(None);
+        }
+        *tokens = refilled;
+        let wait_ms = ((1.0 - refilled) / per_ms).ceil();
+        Ok(Some(Duration::from_millis(wait_ms as u64)))
+    }
+
     async fn fetch(
         &self,
         queue: &QueueName,
@@ -419,6 +476,10 @@ impl Broker for MemoryBroker {
         Ok(Box::pin(messages))
     }
 
+    async fn server_warnings(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         let state = self.lock();
@@ -443,6 +504,29 @@ impl Broker for MemoryBroker {
             q.dead.clear();
         }
         Ok(stats.ready_total() + stats.pending + stats.delayed + stats.dead)
+    }
+
+    async fn requeue_dead(&self, queue: &QueueName, entry_ids: Option<&[String]>) -> Result<u64> {
+        let mut state = self.lock();
+        let (q, ids) = state.queue(queue);
+        let (revive, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut q.dead)
+            .into_iter()
+            .partition(|d| entry_ids.is_none_or(|wanted| wanted.contains(&d.entry_id)));
+        q.dead = keep;
+        for letter in &revive {
+            let (priority, bytes) = letter.revived();
+            q.push(priority, ids.next(), bytes);
+        }
+        Ok(u64::try_from(revive.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn purge_dead(&self, queue: &QueueName) -> Result<u64> {
+        let mut state = self.lock();
+        let dead = state
+            .queues
+            .get_mut(queue)
+            .map(|q| std::mem::take(&mut q.dead));
+        Ok(dead.map_or(0, |d| u64::try_from(d.len()).unwrap_or(u64::MAX)))
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {

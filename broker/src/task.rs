@@ -70,6 +70,9 @@ pub struct TaskOptions {
     /// How long after enqueueing the task is still worth running; an expired
     /// task is skipped and acknowledged. Default: `None`, never expires.
     pub expires: Option<Duration>,
+    /// How often tasks of this type may start, across all workers: a task
+    /// over the limit is put back until a token is free. Default: `None`.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for TaskOptions {
@@ -81,7 +84,54 @@ impl Default for TaskOptions {
             backoff: Backoff::default(),
             time_limit: None,
             expires: None,
+            rate_limit: None,
         }
+    }
+}
+
+/// At most `limit` starts per `period`, with bursts up to `limit`
+/// (a token bucket).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use spool_broker::RateLimit;
+///
+/// let limit: RateLimit = "100/m".parse()?;
+/// assert_eq!(limit, RateLimit { limit: 100, period: Duration::from_secs(60) });
+/// # Ok::<(), spool_broker::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts allowed per period.
+    pub limit: u32,
+    /// The period.
+    pub period: Duration,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = crate::Error;
+
+    /// Parses Celery's notation: `10/s`, `100/m`, `1000/h`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || {
+            crate::Error::Config(format!(
+                "invalid rate limit {s:?}: expected N/s, N/m or N/h"
+            ))
+        };
+        let (limit, unit) = s.split_once('/').ok_or_else(invalid)?;
+        let limit: u32 = limit.trim().parse().map_err(|_| invalid())?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(invalid()),
+        };
+        if limit == 0 {
+            return Err(invalid());
+        }
+        Ok(Self { limit, period })
     }
 }
 

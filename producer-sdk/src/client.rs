@@ -1,6 +1,8 @@
 //! The [`Client`].
 
-use spool_broker::{Broker, RedisBroker, RedisConfig, Task};
+use std::time::Duration;
+
+use spool_broker::{Broker, RedisBroker, RedisConfig, Task, TaskId};
 
 use crate::enqueue::{Enqueue, EnqueueMany};
 use crate::error::Result;
@@ -45,6 +47,27 @@ impl<B: Broker> Client<B> {
     /// The broker underneath, for inspection.
     pub fn broker(&self) -> &B {
         &self.broker
+    }
+
+    /// Revokes a task: workers skip it if it has not started, and cancel its
+    /// run if it has (its handler's cancellation token fires; FFmpeg is
+    /// stopped). Remembered for 24 hours; see [`Client::revoke_for`].
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    pub async fn revoke(&self, id: TaskId) -> Result<()> {
+        self.revoke_for(id, Duration::from_secs(24 * 3600)).await
+    }
+
+    /// Revokes a task, remembering the revocation for `ttl`: long enough
+    /// for the task to leave its queue.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    pub async fn revoke_for(&self, id: TaskId, ttl: Duration) -> Result<()> {
+        Ok(self.broker.revoke(id, ttl).await?)
     }
 
     /// Starts enqueueing `task`; set overrides on the returned builder, then

@@ -22,6 +22,15 @@ struct Overrides {
     time_limit: Option<Duration>,
     tenant: Option<String>,
     headers: Vec<(String, String)>,
+    unique: Option<Unique>,
+}
+
+/// A unique enqueue: the key (derived from the payload when not given) and
+/// how long it is held at most.
+#[derive(Debug, Clone)]
+struct Unique {
+    key: Option<String>,
+    ttl: Duration,
 }
 
 /// A point in time given either way round.
@@ -68,6 +77,14 @@ impl Overrides {
             envelope.time_limit_ms = Some(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
         }
         envelope.tenant.clone_from(&self.tenant);
+        if let Some(unique) = &self.unique {
+            let key = unique.key.clone().unwrap_or_else(|| {
+                // The same task with the same arguments is the same work.
+                let digest = xxhash_rust::xxh3::xxh3_64(&envelope.payload);
+                format!("{}:{digest:016x}", envelope.name)
+            });
+            envelope.unique_key = Some(key);
+        }
         envelope.headers.extend(self.headers.iter().cloned());
         if let (Some(eta), Some(expires)) = (envelope.eta, envelope.expires_at)
             && expires <= eta
@@ -77,6 +94,25 @@ impl Overrides {
             )));
         }
         Ok(envelope)
+    }
+}
+
+/// Enqueues one envelope, through the unique lock when asked; returns the
+/// id of the task that will run.
+async fn enqueue_one<B: Broker>(
+    broker: &B,
+    envelope: &Envelope,
+    unique: Option<&Unique>,
+) -> Result<TaskId> {
+    match unique {
+        Some(unique) => Ok(broker
+            .enqueue_unique(envelope, unique.ttl)
+            .await?
+            .unwrap_or(envelope.id)),
+        None => {
+            broker.enqueue(std::slice::from_ref(envelope)).await?;
+            Ok(envelope.id)
+        }
     }
 }
 
@@ -137,6 +173,25 @@ macro_rules! override_setters {
             self
         }
 
+        /// Enqueues the task only if no identical one (same name and
+        /// arguments) is queued or running; otherwise `.await` returns the
+        /// existing task's id. The key is held until the task reaches a final
+        /// outcome, or for `ttl` at most.
+        pub fn unique(mut self, ttl: Duration) -> Self {
+            self.overrides.unique = Some(Unique { key: None, ttl });
+            self
+        }
+
+        /// As [`unique`](Self::unique), with a key of your own (a video id,
+        /// say) instead of one derived from the arguments.
+        pub fn unique_key(mut self, key: impl Into<String>, ttl: Duration) -> Self {
+            self.overrides.unique = Some(Unique {
+                key: Some(key.into()),
+                ttl,
+            });
+            self
+        }
+
         /// Adds a header, such as a W3C `traceparent`.
         pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.overrides.headers.push((name.into(), value.into()));
@@ -187,11 +242,12 @@ impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let envelope = self.overrides.envelope(&self.task)?;
-            self.client
-                .broker()
-                .enqueue(std::slice::from_ref(&envelope))
-                .await?;
-            Ok(envelope.id)
+            enqueue_one(
+                self.client.broker(),
+                &envelope,
+                self.overrides.unique.as_ref(),
+            )
+            .await
         })
     }
 }
@@ -245,7 +301,16 @@ impl<'a, B: Broker, T: Task> IntoFuture for EnqueueMany<'a, B, T> {
                 .iter()
                 .map(|task| self.overrides.envelope(task))
                 .collect::<Result<Vec<_>>>()?;
-            self.client.broker().enqueue(&envelopes).await?;
+            let broker = self.client.broker();
+            if let Some(unique) = &self.overrides.unique {
+                // Each needs its own lock check: no pipelined fast path.
+                let mut ids = Vec::with_capacity(envelopes.len());
+                for envelope in &envelopes {
+                    ids.push(enqueue_one(broker, envelope, Some(unique)).await?);
+                }
+                return Ok(ids);
+            }
+            broker.enqueue(&envelopes).await?;
             Ok(envelopes.iter().map(|e| e.id).collect())
         })
     }

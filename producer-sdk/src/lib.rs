@@ -43,6 +43,6 @@ pub use crate::client::Client;
 pub use crate::enqueue::{Enqueue, EnqueueMany};
 pub use crate::error::{Error, Result};
 pub use spool_broker::{
-    Backoff, Broker, MemoryBroker, Priority, QueueName, RedisBroker, RedisConfig, Task, TaskId,
-    TaskOptions, Timestamp,
+    Backoff, Broker, MemoryBroker, Priority, QueueName, RateLimit, RedisBroker, RedisConfig, Task,
+    TaskId, TaskOptions, Timestamp,
 };

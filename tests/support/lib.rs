@@ -3,6 +3,9 @@
 //! run workers and look inside the streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod server;
+pub use server::RedisServer;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -66,16 +69,21 @@ impl fmt::Debug for TestRedis {
 
 impl TestRedis {
     pub async fn new() -> Self {
+        Self::at(&redis_url()).await
+    }
+
+    /// Like [`TestRedis::new`], against the Redis at `url`.
+    pub async fn at(url: &str) -> Self {
         init_tracing();
         let prefix = format!("spool-test-{:016x}", fastrand::u64(..));
         let config = RedisConfig {
             key_prefix: prefix.clone(),
-            ..RedisConfig::from_url(redis_url())
+            ..RedisConfig::from_url(url)
         };
         let broker = RedisBroker::connect(config)
             .await
             .expect("Redis must be running: start it with `bash ops/scripts/setup.sh`");
-        let raw = redis::Client::open(redis_url())
+        let raw = redis::Client::open(url)
             .unwrap()
             .get_multiplexed_async_connection()
             .await
@@ -277,6 +285,12 @@ impl RunningWorker {
         })
         .await;
         self.counters.snapshot()
+    }
+
+    /// Kills the worker cold, as a crash would: `run` is dropped, so its
+    /// leases stop being renewed and nothing more is acknowledged.
+    pub fn kill(self) {
+        self.handle.abort();
     }
 
     /// Whether `run` has returned.

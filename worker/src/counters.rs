@@ -24,6 +24,7 @@ struct Inner {
     revoked: AtomicU64,
     requeued: AtomicU64,
     abandoned: AtomicU64,
+    deferred: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -48,6 +49,8 @@ pub struct CounterSnapshot {
     pub requeued: u64,
     /// Runs stopped because another worker took their task over.
     pub abandoned: u64,
+    /// Tasks put back by a rate limit.
+    pub deferred: u64,
 }
 
 impl CounterSnapshot {
@@ -74,6 +77,7 @@ impl Observer for Counters {
             Outcome::Revoked => &self.inner.revoked,
             Outcome::Requeued => &self.inner.requeued,
             Outcome::Abandoned => &self.inner.abandoned,
+            Outcome::Deferred => &self.inner.deferred,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -94,6 +98,7 @@ impl Counters {
             revoked: get(&self.inner.revoked),
             requeued: get(&self.inner.requeued),
             abandoned: get(&self.inner.abandoned),
+            deferred: get(&self.inner.deferred),
         }
     }
 }

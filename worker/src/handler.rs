@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use spool_broker::{Backoff, Envelope, Priority, QueueName, Task, TaskId, Timestamp};
+use spool_broker::{Backoff, Envelope, Priority, QueueName, RateLimit, Task, TaskId, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 /// Runs one task type. Implemented for every
@@ -261,11 +261,15 @@ pub(crate) trait ErasedHandler: Send + Sync {
 
     /// The retry delays of this task type.
     fn backoff(&self) -> &Backoff;
+
+    /// How often tasks of this type may start, across all workers.
+    fn rate_limit(&self) -> Option<RateLimit>;
 }
 
 struct Typed<T, H> {
     handler: Arc<H>,
     backoff: Backoff,
+    rate_limit: Option<RateLimit>,
     _task: PhantomData<fn(T)>,
 }
 
@@ -283,6 +287,10 @@ impl<T: Task, H: Handler<T>> ErasedHandler for Typed<T, H> {
     fn backoff(&self) -> &Backoff {
         &self.backoff
     }
+
+    fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
 }
 
 /// The handlers of a worker, by task name.
@@ -293,9 +301,11 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn insert<T: Task, H: Handler<T>>(&mut self, handler: H) {
+        let options = T::options();
         let typed = Typed::<T, H> {
             handler: Arc::new(handler),
-            backoff: T::options().backoff,
+            backoff: options.backoff,
+            rate_limit: options.rate_limit,
             _task: PhantomData,
         };
         self.handlers.insert(T::NAME, Arc::new(typed));

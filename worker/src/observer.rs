@@ -36,6 +36,9 @@ pub enum Outcome {
     Revoked,
     /// The task was given back to its queue unstarted (warm shutdown).
     Requeued,
+    /// A rate limit put the task back until a token is free; it did not
+    /// run and keeps its attempt number.
+    Deferred,
     /// Another worker took the task over (this one's lease lapsed): the
     /// local run was stopped and its outcome left to the other worker.
     Abandoned,
@@ -43,7 +46,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// A short label for metrics: `succeeded`, `failed`, `retried`, `dead`,
-    /// `expired`, `revoked`, `requeued` or `abandoned`.
+    /// `expired`, `revoked`, `requeued`, `deferred` or `abandoned`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -54,6 +57,7 @@ impl Outcome {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::Requeued => "requeued",
+            Self::Deferred => "deferred",
             Self::Abandoned => "abandoned",
         }
     }

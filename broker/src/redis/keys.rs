@@ -11,6 +11,8 @@ use crate::queue::{Priority, QueueName};
 pub(crate) struct QueueKeys {
     /// The queue these keys belong to.
     pub(crate) queue: QueueName,
+    /// What every key of the queue starts with: `spool:{gpu}`.
+    base: String,
     /// One stream per priority, indexed by [`Priority::index`].
     pub(crate) streams: [String; 3],
     /// Tasks not due yet, scored by due time in milliseconds.
@@ -27,11 +29,18 @@ impl QueueKeys {
             streams: Priority::ALL.map(|p| format!("{base}:{p}")),
             delayed: format!("{base}:delayed"),
             dead: format!("{base}:dead"),
+            base,
         }
     }
 
     pub(crate) fn stream(&self, priority: Priority) -> &str {
         &self.streams[priority.index()]
+    }
+
+    /// The lock of a unique key: in the queue's slot, so the lock and the
+    /// enqueue happen in one script.
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.base)
     }
 }
 
@@ -52,6 +61,7 @@ mod tests {
         assert_eq!(keys.stream(Priority::Low), "spool:{gpu}:low");
         assert_eq!(keys.delayed, "spool:{gpu}:delayed");
         assert_eq!(keys.dead, "spool:{gpu}:dead");
+        assert_eq!(keys.unique("thumb:42"), "spool:{gpu}:unique:thumb:42");
     }
 
     #[test]

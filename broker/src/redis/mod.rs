@@ -26,6 +26,7 @@ use crate::broker::{
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
+use crate::task::RateLimit;
 
 /// The consumer group every worker of a queue joins.
 const GROUP: &str = "spool";
@@ -95,6 +96,10 @@ struct Scripts {
     purge: Script,
     reclaim: Script,
     renew: Script,
+    requeue_dead: Script,
+    enqueue_unique: Script,
+    release_unique: Script,
+    rate_limit: Script,
 }
 
 impl Scripts {
@@ -108,6 +113,10 @@ impl Scripts {
             purge: Script::new(include_str!("../../lua/purge.lua")),
             reclaim: Script::new(include_str!("../../lua/reclaim.lua")),
             renew: Script::new(include_str!("../../lua/renew.lua")),
+            requeue_dead: Script::new(include_str!("../../lua/requeue_dead.lua")),
+            enqueue_unique: Script::new(include_str!("../../lua/enqueue_unique.lua")),
+            release_unique: Script::new(include_str!("../../lua/release_unique.lua")),
+            rate_limit: Script::new(include_str!("../../lua/rate_limit.lua")),
         }
     }
 }
@@ -455,6 +464,63 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn enqueue_unique(&self, envelope: &Envelope, ttl: Duration) -> Result<Option<TaskId>> {
+        let Some(unique_key) = &envelope.unique_key else {
+            return Err(Error::Config(
+                "enqueue_unique needs an envelope with a unique key".into(),
+            ));
+        };
+        let keys = self.keys(&envelope.queue);
+        let (due, entry) = match envelope.eta {
+            Some(eta) if eta > Timestamp::now() => (eta.as_millis(), delayed_member(envelope)?),
+            _ => (0, envelope.encode()?),
+        };
+        let holder: Option<String> = self
+            .inner
+            .scripts
+            .enqueue_unique
+            .key(keys.unique(unique_key))
+            .key(keys.stream(envelope.priority))
+            .key(&keys.delayed)
+            .arg(envelope.id.to_string())
+            .arg(millis(ttl).max(1))
+            .arg(due)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        holder.map(|id| id.parse()).transpose()
+    }
+
+    async fn release_unique(&self, queue: &QueueName, key: &str, holder: TaskId) -> Result<()> {
+        let keys = self.keys(queue);
+        let _: i64 = self
+            .inner
+            .scripts
+            .release_unique
+            .key(keys.unique(key))
+            .arg(holder.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        Ok(())
+    }
+
+    async fn acquire_rate(&self, name: &str, limit: RateLimit) -> Result<Option<Duration>> {
+        let wait_ms: u64 = self
+            .inner
+            .scripts
+            .rate_limit
+            .key(format!("{}:rate:{name}", self.inner.config.key_prefix))
+            .arg(limit.limit)
+            .arg(millis(limit.period).max(1))
+            .arg(Timestamp::now().as_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
     async fn fetch(
         &self,
         queue: &QueueName,
@@ -662,6 +728,47 @@ impl Broker for RedisBroker {
         Ok(Box::pin(messages))
     }
 
+    async fn server_warnings(&self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut self.conn())
+            .await;
+        match policy {
+            Ok(pair) => match pair.get(1).map(String::as_str) {
+                Some("noeviction") => {}
+                Some(other) => warnings.push(format!(
+                    "Redis maxmemory-policy is {other:?}: under memory pressure Redis will                      DELETE queued tasks. Set `maxmemory-policy noeviction`."
+                )),
+                None => {}
+            },
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => return Err(map_redis(e)),
+            Err(_) => warnings.push(
+                "cannot read Redis' maxmemory-policy (CONFIG is not allowed for this user):                  make sure it is noeviction, or queued tasks may be deleted"
+                    .to_owned(),
+            ),
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        if let Some(version) = info.lines().find_map(|l| l.strip_prefix("redis_version:")) {
+            let mut parts = version
+                .trim()
+                .split('.')
+                .map(|p| p.parse::<u32>().unwrap_or(0));
+            let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+            if (major, minor) < (6, 2) {
+                warnings.push(format!(
+                    "Redis {version} is older than 6.2, which Spool needs (XAUTOCLAIM, ZRANGE BYSCORE)"
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
@@ -694,6 +801,70 @@ impl Broker for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)
+    }
+
+    async fn requeue_dead(&self, queue: &QueueName, entry_ids: Option<&[String]>) -> Result<u64> {
+        const PAGE: usize = 500;
+        let keys = self.keys(queue);
+        let mut requeued = 0;
+        let mut after = "-".to_owned();
+        loop {
+            let page = match entry_ids {
+                Some(ids) => {
+                    let mut found = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let reply: Value = self
+                            .conn()
+                            .xrange(&keys.dead, id, id)
+                            .await
+                            .map_err(map_redis)?;
+                        found.extend(reply::dead_letters(queue, reply)?);
+                    }
+                    found
+                }
+                None => {
+                    let reply: Value = self
+                        .conn()
+                        .xrange_count(&keys.dead, &after, "+", PAGE)
+                        .await
+                        .map_err(map_redis)?;
+                    reply::dead_letters(queue, reply)?
+                }
+            };
+            let full_page = page.len() == PAGE;
+            for letter in &page {
+                let (priority, bytes) = letter.revived();
+                let moved: i64 = self
+                    .inner
+                    .scripts
+                    .requeue_dead
+                    .key(&keys.dead)
+                    .key(keys.stream(priority))
+                    .arg(&letter.entry_id)
+                    .arg(bytes)
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(map_redis)?;
+                requeued += u64::try_from(moved).unwrap_or(0);
+            }
+            match page.last() {
+                Some(last) if entry_ids.is_none() && full_page => {
+                    after = format!("({}", last.entry_id)
+                }
+                _ => return Ok(requeued),
+            }
+        }
+    }
+
+    async fn purge_dead(&self, queue: &QueueName) -> Result<u64> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic().xlen(&keys.dead).del(&keys.dead).ignore();
+        let (count,): (u64,) = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        Ok(count)
     }
 
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetterEntry>> {

@@ -1,1 +1,992 @@
-//! The job store (being written).
+//! The job store: every task's life recorded in SQL, for the inspection CLI,
+//! dashboards and `TaskHandle`s.
+//!
+//! Redis stays the source of truth for delivery; the store is the history
+//! and the queryable view. SQLite (one file, created on first use) is the
+//! embedded default; PostgreSQL is chosen by URL. Both run the same SQL
+//! and pass the same tests; the schema ships with this crate as migrations
+//! (`migrations/sqlite`, `migrations/postgres`) that [`JobStore::connect`]
+//! applies.
+//!
+//! # Writing
+//!
+//! Writes come in batches, one transaction per call, as multi-row upserts:
+//! the worker's settler records every outcome it has gathered (up to 4096)
+//! with one [`JobStore::record_outcomes`] call before it acknowledges them.
+//! Each task has one row, keyed by its id. Every write carries a revision,
+//! `attempt * 4 + stage` (0 before a run, 1 running, 2 retrying, 3 final),
+//! and applies only if it is at least the stored one, so:
+//!
+//! - a re-delivered task updates its one row, never adds a second;
+//! - a stale attempt never overwrites a newer outcome, whatever order the
+//!   writes arrive in;
+//! - a final status is never replaced by a live one of the same attempt.
+//!
+//! Which transitions a task type records is up to the caller's
+//! [`RecordPolicy`].
+//!
+//! # Examples
+//!
+//! ```
+//! use spool_broker::store::{Finished, JobStatus, JobStore};
+//! use spool_broker::{Envelope, QueueName, Timestamp, encode_payload};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! let store = JobStore::connect("sqlite::memory:").await?;
+//! let envelope = Envelope::new("video.probe", QueueName::DEFAULT, Vec::new());
+//!
+//! let mut done = Finished::from_envelope(&envelope, JobStatus::Succeeded, Timestamp::now());
+//! done.result = Some(encode_payload(&1080_u32)?);
+//! store.record_outcomes(&[done]).await?;
+//!
+//! let record = store.get(envelope.id).await?.expect("recorded");
+//! assert_eq!(record.status, JobStatus::Succeeded);
+//! assert_eq!(record.output::<u32>()?, Some(1080));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod json;
+mod sql;
+mod types;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use uuid::Uuid;
+
+use self::sql::{Arg, Write};
+pub use self::types::{
+    Cursor, DEFAULT_PAGE_SIZE, Finished, JobQuery, JobRecord, JobStatus, MAX_PAGE_SIZE, NewJob,
+    Page, Progress, ProgressUpdate, RecordPolicy, Started, WorkerId,
+};
+use crate::envelope::{TaskId, Timestamp};
+use crate::error::{BoxError, Error, Result};
+use crate::queue::{Priority, QueueName};
+
+/// The store the worker and the CLI use when none is configured: a SQLite
+/// file in the working directory.
+pub const DEFAULT_STORE_URL: &str = "sqlite://spool.db";
+
+/// The table that tracks which of Spool's migrations a database has, kept
+/// apart from sqlx's default so that Spool can share a database with an
+/// application that runs its own sqlx migrations.
+const MIGRATIONS_TABLE: &str = "spool_migrations";
+
+/// Spool's migrations: version, description, SQLite and PostgreSQL SQL.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "jobs",
+    include_str!("../../migrations/sqlite/0001_jobs.sql"),
+    include_str!("../../migrations/postgres/0001_jobs.sql"),
+)];
+
+/// Which database a [`JobStore`] writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreBackend {
+    /// A SQLite file (or memory).
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl StoreBackend {
+    /// The backend's lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// The backend a store URL selects: `sqlite:…` or `postgres://…`
+    /// (also `postgresql://…`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for any other scheme.
+    pub fn of_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(Error::Config(format!(
+                "job store URL {:?} must start with sqlite: or postgres://",
+                redact(url)
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for StoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How [`JobStore::connect_with`] sets up its connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most connections the pool opens (one for an in-memory SQLite
+    /// database, which lives in its only connection).
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for another process's write
+    /// transaction before it fails with a transient error.
+    pub busy_timeout: Duration,
+    /// How long to wait for a connection, including the first one.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The job store: a cheap-to-clone handle on a SQLite or PostgreSQL pool.
+///
+/// See the [module documentation](self) for how writes stay idempotent.
+#[derive(Clone, Debug)]
+pub struct JobStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Sqlite {
+        pool: SqlitePool,
+        /// SQLite takes one writer at a time. Queuing this process's writers
+        /// here keeps them from sleeping in SQLite's busy handler, which
+        /// backs off in steps of up to 100 ms; other processes still wait
+        /// there.
+        write_lock: tokio::sync::Mutex<()>,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// Runs `$body` in one write transaction `$tx`, committed at its end: on
+/// SQLite `BEGIN IMMEDIATE` (the write lock up front, so waiting happens in
+/// the busy handler rather than failing on a lock upgrade), on PostgreSQL a
+/// plain `BEGIN`. `$body` is compiled once per backend.
+macro_rules! write_tx {
+    ($store:expr, $what:literal, |$tx:ident| $body:block) => {
+        match &*$store.inner {
+            Inner::Sqlite { pool, write_lock } => {
+                let _serialized = write_lock.lock().await;
+                let mut $tx = pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(|e| db_error($what, e))?;
+                $body
+                $tx.commit().await.map_err(|e| db_error($what, e))?;
+            }
+            Inner::Postgres { pool } => {
+                let mut $tx = pool.begin().await.map_err(|e| db_error($what, e))?;
+                $body
+                $tx.commit().await.map_err(|e| db_error($what, e))?;
+            }
+        }
+    };
+}
+
+/// Evaluates `$body` with `$pool` bound to the backend's pool; `$body` is
+/// compiled once per backend.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &*$store.inner {
+            Inner::Sqlite { pool: $pool, .. } => $body,
+            Inner::Postgres { pool: $pool } => $body,
+        }
+    };
+}
+
+impl JobStore {
+    /// Connects to the store at `url` with default [`StoreOptions`] and
+    /// applies the migrations it lacks.
+    ///
+    /// - `sqlite://path/to/spool.db` (or `sqlite:path`): a file, created
+    ///   with its parent directories if missing, in WAL mode with
+    ///   `synchronous=NORMAL` and a busy timeout, so that several worker
+    ///   processes can write to it at once.
+    /// - `sqlite::memory:`: a private in-memory database, for tests.
+    /// - `postgres://user@host/database` (or `postgresql://…`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL, [`Error::Connection`] when
+    /// the database cannot be reached (transient), and [`Error::Backend`]
+    /// when a migration fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// use spool_broker::store::{JobStore, StoreBackend};
+    ///
+    /// let store = JobStore::connect("sqlite::memory:").await?;
+    /// assert_eq!(store.backend(), StoreBackend::Sqlite);
+    /// # Ok::<(), spool_broker::Error>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Like [`JobStore::connect`], with explicit pool settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::connect`].
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        let inner = match StoreBackend::of_url(url)? {
+            StoreBackend::Sqlite => connect_sqlite(url, options).await?,
+            StoreBackend::Postgres => connect_postgres(url, options).await?,
+        };
+        let store = Self {
+            inner: Arc::new(inner),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which database this store writes to.
+    #[must_use]
+    pub fn backend(&self) -> StoreBackend {
+        match &*self.inner {
+            Inner::Sqlite { .. } => StoreBackend::Sqlite,
+            Inner::Postgres { .. } => StoreBackend::Postgres,
+        }
+    }
+
+    /// Closes every connection, waiting for writes in flight. Later calls
+    /// on any clone fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await);
+    }
+
+    /// Applies the migrations this database lacks. Two processes that
+    /// connect to a new SQLite file at once may race to create it; the loser
+    /// finds the work done when it tries again.
+    async fn migrate(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            let applied = with_pool!(self, |pool| migrator(self.backend()).run(pool).await);
+            match applied {
+                Ok(()) => return Ok(()),
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * (1 << tries))).await;
+                }
+                Err(e) => {
+                    return Err(Error::Backend(Box::new(StoreError {
+                        what: "migrate the database",
+                        source: sqlx::Error::Migrate(Box::new(e)),
+                    })));
+                }
+            }
+        }
+    }
+
+    /// Records tasks that were just enqueued, as `queued` (or `scheduled`,
+    /// with an ETA). A task already recorded is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`] for a transient failure (unreachable, busy,
+    /// deadlocked: retry the whole batch), [`Error::Backend`] otherwise.
+    /// Nothing of the batch is written then.
+    pub async fn record_enqueued(&self, jobs: &[NewJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let jobs = sql::latest_per_id(jobs, |j| (j.id, 0));
+        write_tx!(self, "record enqueued tasks", |tx| {
+            for chunk in sql::chunks(&jobs) {
+                let mut query = sqlx::query(Write::Enqueued.sql(chunk.len()));
+                for job in chunk {
+                    query = query
+                        .bind(*job.id.as_uuid())
+                        .bind(job.name.as_str())
+                        .bind(job.queue.as_str())
+                        .bind(priority_code(job.priority))
+                        .bind(job.tenant.as_deref())
+                        .bind(job.status().as_str())
+                        .bind(millis(job.created_at));
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error("record enqueued tasks", e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records attempts that workers have started: the record becomes
+    /// `running` with its worker and start time, and loses the progress
+    /// and end time of an earlier attempt. Creates the record if the
+    /// producer did not. Ignored for a record that a later attempt, or a
+    /// final outcome of this one, has already written.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`].
+    pub async fn record_started(&self, started: &[Started]) -> Result<()> {
+        if started.is_empty() {
+            return Ok(());
+        }
+        let started = sql::latest_per_id(started, |s| {
+            (s.id, types::revision(s.attempt, JobStatus::Running))
+        });
+        write_tx!(self, "record started tasks", |tx| {
+            for chunk in sql::chunks(&started) {
+                let mut query = sqlx::query(Write::Started.sql(chunk.len()));
+                for s in chunk {
+                    query = query
+                        .bind(*s.id.as_uuid())
+                        .bind(s.name.as_str())
+                        .bind(s.queue.as_str())
+                        .bind(priority_code(s.priority))
+                        .bind(s.tenant.as_deref())
+                        .bind(JobStatus::Running.as_str())
+                        .bind(attempt_code(s.attempt))
+                        .bind(types::revision(s.attempt, JobStatus::Running))
+                        .bind(s.worker.host.as_str())
+                        .bind(pid_code(s.worker.pid))
+                        .bind(millis(s.created_at))
+                        .bind(millis(s.started_at));
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error("record started tasks", e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records how attempts ended: status, result, error and end time.
+    /// Creates the record if nothing was recorded before. Ignored for a
+    /// record that a later attempt has already written, so outcomes may
+    /// arrive in any order; of two outcomes of the same attempt (a task
+    /// re-delivered while its first run was still going), the later write
+    /// wins.
+    ///
+    /// This is the call the worker's settler makes for each group of
+    /// outcomes, before acknowledging them with the broker.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`]; also [`Error::Config`] for an
+    /// outcome whose status is not one an attempt ends with (`queued`,
+    /// `scheduled` or `running`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// use spool_broker::store::{Finished, JobStatus, JobStore};
+    /// use spool_broker::{Envelope, QueueName, Timestamp};
+    ///
+    /// let store = JobStore::connect("sqlite::memory:").await?;
+    /// let first = Envelope::new("video.transcode", QueueName::DEFAULT, Vec::new());
+    /// let second = first.next_attempt(Timestamp::now());
+    ///
+    /// // The second attempt's success arrives before the first's failure.
+    /// let won = Finished::from_envelope(&second, JobStatus::Succeeded, Timestamp::now());
+    /// let mut stale = Finished::from_envelope(&first, JobStatus::Retrying, Timestamp::now());
+    /// stale.error = Some("encoder crashed".into());
+    /// store.record_outcomes(&[won]).await?;
+    /// store.record_outcomes(&[stale]).await?;
+    ///
+    /// let record = store.get(first.id).await?.expect("recorded");
+    /// assert_eq!((record.status, record.attempts), (JobStatus::Succeeded, 2));
+    /// # Ok::<(), spool_broker::Error>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn record_outcomes(&self, outcomes: &[Finished]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = outcomes.iter().find(|f| {
+            matches!(
+                f.status,
+                JobStatus::Queued | JobStatus::Scheduled | JobStatus::Running
+            )
+        }) {
+            return Err(Error::Config(format!(
+                "task {} cannot end an attempt with status {}",
+                f.id, f.status
+            )));
+        }
+        let outcomes =
+            sql::latest_per_id(outcomes, |f| (f.id, types::revision(f.attempt, f.status)));
+        write_tx!(self, "record outcomes", |tx| {
+            for chunk in sql::chunks(&outcomes) {
+                let mut query = sqlx::query(Write::Finished.sql(chunk.len()));
+                for f in chunk {
+                    query = query
+                        .bind(*f.id.as_uuid())
+                        .bind(f.name.as_str())
+                        .bind(f.queue.as_str())
+                        .bind(priority_code(f.priority))
+                        .bind(f.tenant.as_deref())
+                        .bind(f.status.as_str())
+                        .bind(attempt_code(f.attempt))
+                        .bind(types::revision(f.attempt, f.status))
+                        .bind(f.worker.as_ref().map(|w| w.host.as_str()))
+                        .bind(f.worker.as_ref().map(|w| pid_code(w.pid)))
+                        .bind(millis(f.created_at))
+                        .bind(f.started_at.map(millis))
+                        .bind(millis(f.finished_at))
+                        .bind(f.result.as_deref())
+                        .bind(f.error.as_deref());
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error("record outcomes", e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records a running task's progress. Ignored when the task has no
+    /// record yet, when it finished, or when a later attempt started.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`].
+    pub async fn record_progress(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        progress: &Progress,
+    ) -> Result<()> {
+        self.record_progress_many(&[ProgressUpdate {
+            id,
+            attempt,
+            progress: progress.clone(),
+        }])
+        .await
+    }
+
+    /// Records many tasks' progress in one transaction, as
+    /// [`JobStore::record_progress`] does for one.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`].
+    pub async fn record_progress_many(&self, updates: &[ProgressUpdate]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        write_tx!(self, "record progress", |tx| {
+            for update in updates {
+                let p = &update.progress;
+                sqlx::query(sql::PROGRESS)
+                    .bind(p.percent)
+                    .bind(p.stage.as_deref())
+                    .bind(p.message.as_deref())
+                    .bind(p.fps)
+                    .bind(p.eta_seconds)
+                    .bind(*update.id.as_uuid())
+                    .bind(attempt_code(update.attempt))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error("record progress", e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// The record of one task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connection`] for a transient failure, [`Error::Backend`]
+    /// otherwise, [`Error::Decode`] for a row this build cannot read.
+    pub async fn get(&self, id: TaskId) -> Result<Option<JobRecord>> {
+        with_pool!(self, |pool| {
+            let row = sqlx::query(sql::GET)
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| db_error("read a task", e))?;
+            row.as_ref().map(decode_record).transpose()
+        })
+    }
+
+    /// Just the status of one task: cheaper than [`JobStore::get`] when the
+    /// result is not needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    pub async fn status(&self, id: TaskId) -> Result<Option<JobStatus>> {
+        let status: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar(sql::STATUS)
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| db_error("read a task's status", e))?
+        });
+        status.as_deref().map(JobStatus::from_str).transpose()
+    }
+
+    /// One page of the records that match `query`; pass its
+    /// [`Page::next`] as the next query's `after` for the following page.
+    /// Pages neither repeat nor skip records, even while new ones arrive.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// use spool_broker::store::{JobQuery, JobStatus, JobStore, NewJob};
+    /// use spool_broker::{Envelope, QueueName};
+    ///
+    /// let store = JobStore::connect("sqlite::memory:").await?;
+    /// let jobs: Vec<NewJob> = (0..5)
+    ///     .map(|_| NewJob::from_envelope(&Envelope::new("ping", QueueName::DEFAULT, Vec::new())))
+    ///     .collect();
+    /// store.record_enqueued(&jobs).await?;
+    ///
+    /// let mut query = JobQuery::new().status([JobStatus::Queued]).limit(2);
+    /// let mut seen = 0;
+    /// loop {
+    ///     let page = store.query(&query).await?;
+    ///     seen += page.records.len();
+    ///     match page.next {
+    ///         Some(cursor) => query.after = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(seen, 5);
+    /// # Ok::<(), spool_broker::Error>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn query(&self, query: &JobQuery) -> Result<Page> {
+        let (sql, args) = sql::select(query);
+        let mut records = with_pool!(self, |pool| {
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for arg in &args {
+                q = match arg {
+                    Arg::Text(text) => q.bind(text.as_str()),
+                    Arg::Int(int) => q.bind(*int),
+                    Arg::Id(id) => q.bind(*id),
+                };
+            }
+            let rows = q
+                .fetch_all(pool)
+                .await
+                .map_err(|e| db_error("query tasks", e))?;
+            rows.iter().map(decode_record).collect::<Result<Vec<_>>>()?
+        });
+        let size = query.page_size();
+        let next = if records.len() > size {
+            records.truncate(size);
+            records.last().map(|r| Cursor {
+                created_at: r.created_at,
+                id: r.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { records, next })
+    }
+
+    /// How many records have each status, in one queue or in all; statuses
+    /// without records are left out.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    pub async fn count_by_status(
+        &self,
+        queue: Option<&QueueName>,
+    ) -> Result<Vec<(JobStatus, u64)>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            match queue {
+                Some(queue) => sqlx::query_as(sql::COUNT_BY_STATUS_IN_QUEUE).bind(queue.as_str()),
+                None => sqlx::query_as(sql::COUNT_BY_STATUS),
+            }
+            .fetch_all(pool)
+            .await
+            .map_err(|e| db_error("count tasks", e))?
+        });
+        let mut counts = rows
+            .into_iter()
+            .map(|(status, count)| {
+                Ok((
+                    status.parse::<JobStatus>()?,
+                    u64::try_from(count).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        counts.sort_unstable();
+        Ok(counts)
+    }
+
+    /// Retention: deletes the records of tasks that finished (succeeded,
+    /// failed, dead, revoked, expired) more than `older_than` ago, `batch`
+    /// rows per statement so that writers are never held up for long.
+    /// Returns how many were deleted. Live records are never deleted.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`]; batches deleted before the error
+    /// stay deleted.
+    pub async fn prune(&self, older_than: Duration, batch: usize) -> Result<u64> {
+        let age = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = Timestamp::from_millis(Timestamp::now().as_millis().saturating_sub(age));
+        self.prune_finished_before(cutoff, batch).await
+    }
+
+    /// Like [`JobStore::prune`], with an explicit cutoff: deletes the
+    /// records of tasks that finished before `cutoff`.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::prune`].
+    pub async fn prune_finished_before(&self, cutoff: Timestamp, batch: usize) -> Result<u64> {
+        let batch = batch.max(1);
+        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let deleted = match &*self.inner {
+                Inner::Sqlite { pool, write_lock } => {
+                    let _serialized = write_lock.lock().await;
+                    sqlx::query(sql::PRUNE)
+                        .bind(millis(cutoff))
+                        .bind(limit)
+                        .execute(pool)
+                        .await
+                        .map_err(|e| db_error("prune tasks", e))?
+                        .rows_affected()
+                }
+                Inner::Postgres { pool } => sqlx::query(sql::PRUNE)
+                    .bind(millis(cutoff))
+                    .bind(limit)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| db_error("prune tasks", e))?
+                    .rows_affected(),
+            };
+            total += deleted;
+            if deleted < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Inner> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(options.busy_timeout)
+        // 32 MiB of page cache: the five indexes stay in memory.
+        .pragma("cache_size", "-32768");
+    if !in_memory
+        && let Some(parent) = connect.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::Config(format!(
+                "cannot create the directory {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    let pool = if in_memory {
+        // The database lives as long as its connection: keep exactly one.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
+    }
+    .acquire_timeout(options.acquire_timeout)
+    .connect_with(connect)
+    .await
+    .map_err(|e| db_error("open the SQLite database", e))?;
+    Ok(Inner::Sqlite {
+        pool,
+        write_lock: tokio::sync::Mutex::new(()),
+    })
+}
+
+async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Inner> {
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|e| db_error("connect to PostgreSQL", e))?;
+    Ok(Inner::Postgres { pool })
+}
+
+/// The migrator of a backend, built once from the embedded SQL.
+fn migrator(backend: StoreBackend) -> &'static Migrator {
+    static SQLITE: OnceLock<Migrator> = OnceLock::new();
+    static POSTGRES: OnceLock<Migrator> = OnceLock::new();
+    let cell = match backend {
+        StoreBackend::Sqlite => &SQLITE,
+        StoreBackend::Postgres => &POSTGRES,
+    };
+    cell.get_or_init(|| {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|&(version, description, sqlite, postgres)| {
+                let sql = match backend {
+                    StoreBackend::Sqlite => sqlite,
+                    StoreBackend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let mut migrator = Migrator::with_migrations(migrations);
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator
+    })
+}
+
+/// Decodes one row of [`sql::record_columns`].
+fn decode_record<R>(row: &R) -> Result<JobRecord>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let bad = |e: sqlx::Error| Error::decode("job record", e);
+    let id: Uuid = row.try_get(0).map_err(bad)?;
+    let queue: String = row.try_get(2).map_err(bad)?;
+    let priority: i16 = row.try_get(3).map_err(bad)?;
+    let status: String = row.try_get(5).map_err(bad)?;
+    let attempts: i32 = row.try_get(6).map_err(bad)?;
+    let host: Option<String> = row.try_get(7).map_err(bad)?;
+    let pid: Option<i32> = row.try_get(8).map_err(bad)?;
+    let percent: Option<f32> = row.try_get(9).map_err(bad)?;
+    let progress = match percent {
+        Some(percent) => Some(Progress {
+            percent,
+            stage: row.try_get(10).map_err(bad)?,
+            message: row.try_get(11).map_err(bad)?,
+            fps: row.try_get(12).map_err(bad)?,
+            eta_seconds: row.try_get(13).map_err(bad)?,
+        }),
+        None => None,
+    };
+    let time = |i: usize| -> Result<Option<Timestamp>> {
+        let millis: Option<i64> = row.try_get(i).map_err(bad)?;
+        Ok(millis.map(timestamp))
+    };
+    Ok(JobRecord {
+        id: TaskId::from(id),
+        name: row.try_get(1).map_err(bad)?,
+        queue: QueueName::new(queue)?,
+        priority: Priority::from_index(usize::try_from(priority).unwrap_or(usize::MAX))
+            .unwrap_or_default(),
+        tenant: row.try_get(4).map_err(bad)?,
+        status: status.parse()?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        worker: host.map(|host| WorkerId {
+            host,
+            pid: pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
+        }),
+        progress,
+        created_at: time(14)?.unwrap_or(Timestamp::from_millis(0)),
+        started_at: time(15)?,
+        finished_at: time(16)?,
+        result: row.try_get(17).map_err(bad)?,
+        error: row.try_get(18).map_err(bad)?,
+    })
+}
+
+/// A time as stored: milliseconds since the epoch, as a signed integer.
+pub(crate) fn millis(time: Timestamp) -> i64 {
+    i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn timestamp(millis: i64) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+fn priority_code(priority: Priority) -> i16 {
+    i16::try_from(priority.index()).unwrap_or(1)
+}
+
+fn attempt_code(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
+}
+
+fn pid_code(pid: u32) -> i32 {
+    i32::try_from(pid).unwrap_or(i32::MAX)
+}
+
+/// A URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A database error with what the store was doing.
+#[derive(Debug)]
+struct StoreError {
+    what: &'static str,
+    source: sqlx::Error,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job store could not {}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Maps a sqlx error into Spool's: whatever may pass if the batch is
+/// retried (an unreachable server, a busy SQLite file, a PostgreSQL
+/// deadlock or serialization failure) is a transient
+/// [`Error::Connection`].
+fn db_error(what: &'static str, source: sqlx::Error) -> Error {
+    let transient = match &source {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::PoolClosed => return Error::Closed,
+        sqlx::Error::Configuration(e) => {
+            return Error::Config(format!("job store: {e}"));
+        }
+        sqlx::Error::Database(db) => {
+            let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+            db.code()
+                .is_some_and(|code| is_transient_code(&code, sqlite))
+        }
+        _ => false,
+    };
+    let error: BoxError = Box::new(StoreError { what, source });
+    if transient {
+        Error::Connection(error)
+    } else {
+        Error::Backend(error)
+    }
+}
+
+/// SQLite's extended result codes are numbers (`SQLITE_BUSY` = 5 and
+/// `SQLITE_LOCKED` = 6 in the low byte); PostgreSQL's are SQLSTATEs.
+fn is_transient_code(code: &str, sqlite: bool) -> bool {
+    if sqlite {
+        return code
+            .parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    // serialization_failure, deadlock_detected, connection exceptions,
+    // admin/crash shutdown, cannot_connect_now, too_many_connections.
+    matches!(
+        code,
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+    ) || code.starts_with("08")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_their_backend() {
+        assert_eq!(
+            StoreBackend::of_url("sqlite://spool.db").unwrap(),
+            StoreBackend::Sqlite
+        );
+        assert_eq!(
+            StoreBackend::of_url("sqlite::memory:").unwrap(),
+            StoreBackend::Sqlite
+        );
+        assert_eq!(
+            StoreBackend::of_url("postgresql://u@h/db").unwrap(),
+            StoreBackend::Postgres
+        );
+        let err = StoreBackend::of_url("mysql://u:secret@h/db").unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn transient_codes_are_recognised() {
+        assert!(is_transient_code("5", true));
+        assert!(is_transient_code("517", true)); // SQLITE_BUSY_SNAPSHOT
+        assert!(!is_transient_code("19", true)); // SQLITE_CONSTRAINT
+        assert!(is_transient_code("40P01", false));
+        assert!(is_transient_code("08006", false));
+        assert!(!is_transient_code("23505", false));
+    }
+
+    #[tokio::test]
+    async fn outcomes_must_end_an_attempt() {
+        let store = JobStore::connect("sqlite::memory:").await.unwrap();
+        let envelope = crate::Envelope::new("x", QueueName::DEFAULT, Vec::new());
+        let running = Finished::from_envelope(&envelope, JobStatus::Running, Timestamp::now());
+        assert!(matches!(
+            store.record_outcomes(&[running]).await,
+            Err(Error::Config(_))
+        ));
+    }
+}

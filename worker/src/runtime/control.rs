@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use spool_broker::{Broker, ControlMessage, TaskId};
+use spool_broker::{Broker, ControlMessage, ControlStream, TaskId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -40,7 +40,7 @@ impl Revoked {
             .insert(id);
     }
 
-    fn replace(&self, ids: Vec<TaskId>) {
+    pub(crate) fn replace(&self, ids: Vec<TaskId>) {
         *self.ids.write().unwrap_or_else(PoisonError::into_inner) = ids.into_iter().collect();
     }
 }
@@ -49,15 +49,19 @@ impl Revoked {
 /// backoff when the subscription breaks.
 pub(crate) async fn follow<B: Broker>(
     broker: B,
+    mut subscription: Option<ControlStream>,
     revoked: Revoked,
     running: Running,
     stop: CancellationToken,
 ) {
     let mut failures = 0u32;
     loop {
-        let subscribed = tokio::select! {
-            () = stop.cancelled() => return,
-            subscribed = broker.control() => subscribed,
+        let subscribed = match subscription.take() {
+            Some(messages) => Ok(messages),
+            None => tokio::select! {
+                () = stop.cancelled() => return,
+                subscribed = broker.control() => subscribed,
+            },
         };
         let mut messages = match subscribed {
             Ok(messages) => messages,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use spool_broker::{Backoff, DeadLetter, DeadReason, Delivery, Envelope, Timestamp};
+use spool_broker::{
+    Backoff, Broker, DeadLetter, DeadReason, Delivery, Envelope, RateLimit, Timestamp,
+};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -26,7 +28,8 @@ pub(crate) struct Limits {
 }
 
 /// What the runtime needs to run tasks, shared by all of them.
-pub(crate) struct Executor {
+pub(crate) struct Executor<B> {
+    pub(crate) broker: B,
     pub(crate) registry: Registry,
     pub(crate) observers: Observers,
     pub(crate) limits: Limits,
@@ -47,7 +50,7 @@ enum RunEnd {
     Cancelled(CancelReason),
 }
 
-impl Executor {
+impl<B: Broker> Executor<B> {
     /// Runs a delivery inside its task span and returns what to tell the
     /// broker.
     pub(crate) async fn execute(self: Arc<Self>, delivery: Delivery) -> Action {
@@ -119,6 +122,16 @@ impl Executor {
             );
             return dead(envelope, DeadReason::UnknownTask, error);
         };
+        if let Some(limit) = handler.rate_limit()
+            && let Some(wait) = self.take_rate_token(&envelope.name, limit).await
+        {
+            debug!("rate limited; deferred by {wait:?}");
+            let deferred = Envelope {
+                eta: Some(Timestamp::now().saturating_add(wait)),
+                ..envelope.clone()
+            };
+            return (Action::Retry(Box::new(deferred)), Outcome::Deferred, false);
+        }
         let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
         let ctx = TaskContext::new(envelope.clone(), control.token().clone());
@@ -143,6 +156,21 @@ impl Executor {
         let end = supervise(run, &control, hard, self.limits).await;
         let (action, outcome) = conclude(envelope, handler.backoff(), end);
         (action, outcome, true)
+    }
+}
+
+impl<B: Broker> Executor<B> {
+    /// `None` when a task of `name` may start now, else how long to wait.
+    /// When the bucket cannot be reached, waits a second rather than risk
+    /// overrunning the limit.
+    async fn take_rate_token(&self, name: &str, limit: RateLimit) -> Option<Duration> {
+        match self.broker.acquire_rate(name, limit).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                warn!(error = %e, "cannot check the rate limit; deferring by 1 s");
+                Some(Duration::from_secs(1))
+            }
+        }
     }
 }
 

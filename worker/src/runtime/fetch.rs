@@ -118,6 +118,7 @@ impl<B: Broker> Fetcher<B> {
                 let settlement = Settlement {
                     tag: malformed.tag,
                     action: Action::DeadLetter(letter),
+                    unique: None,
                     permit: slot,
                 };
                 // The settler outlives every fetcher; a send error means the

@@ -30,7 +30,7 @@ use self::execute::{Executor, Limits};
 use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
 use self::running::Running;
-use self::settle::{Action, Settlement};
+use self::settle::{Action, Settlement, UniqueLock};
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
@@ -158,6 +158,15 @@ impl<B: Broker> Worker<B> {
             "worker started",
         );
 
+        match self.broker.server_warnings().await {
+            Ok(warnings) => {
+                for warning in warnings {
+                    warn!("{warning}");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot check the broker's settings"),
+        }
+
         let stop = CancellationToken::new();
         let watcher = {
             let stop = stop.clone();
@@ -175,6 +184,20 @@ impl<B: Broker> Worker<B> {
         let leases = Leases::default();
         let running = Running::default();
         let revoked = Revoked::default();
+        // Subscribe, then load the set, both before the first fetch: a task
+        // revoked while no worker listened is not run, and none revoked from
+        // now on is missed.
+        let subscription = match self.broker.control().await {
+            Ok(messages) => Some(messages),
+            Err(e) => {
+                warn!(error = %e, "cannot subscribe to the control channel yet; retrying");
+                None
+            }
+        };
+        match self.broker.revoked().await {
+            Ok(ids) => revoked.replace(ids),
+            Err(e) => warn!(error = %e, "cannot load the revoked tasks; they load on reconnect"),
+        }
         // Leases and revocations matter until the last run is settled, not
         // just until fetching stops.
         let settled = CancellationToken::new();
@@ -193,6 +216,7 @@ impl<B: Broker> Worker<B> {
         background.spawn(
             control::follow(
                 self.broker.clone(),
+                subscription,
                 revoked.clone(),
                 running.clone(),
                 settled.clone(),
@@ -237,6 +261,7 @@ impl<B: Broker> Worker<B> {
         drop(tasks_tx);
 
         let executor = Arc::new(Executor {
+            broker: self.broker.clone(),
             registry: self.registry,
             observers: observers.clone(),
             limits: Limits {
@@ -284,8 +309,8 @@ impl<B> std::fmt::Debug for Worker<B> {
 }
 
 /// Hands fetched tasks to runs, at most `concurrency` at once.
-struct Dispatcher {
-    executor: Arc<Executor>,
+struct Dispatcher<B> {
+    executor: Arc<Executor<B>>,
     running: Arc<Semaphore>,
     concurrency: usize,
     settle: mpsc::UnboundedSender<Settlement>,
@@ -293,7 +318,7 @@ struct Dispatcher {
     stop: CancellationToken,
 }
 
-impl Dispatcher {
+impl<B: Broker> Dispatcher<B> {
     async fn run(self, mut batches: mpsc::Receiver<Vec<Claimed>>) {
         'dispatch: while let Some(batch) = batches.recv().await {
             let mut claimed = batch.into_iter();
@@ -313,11 +338,16 @@ impl Dispatcher {
                 let settle = self.settle.clone();
                 tokio::spawn(async move {
                     let tag = delivery.tag.clone();
+                    let unique = delivery.envelope.unique_key.clone().map(|key| UniqueLock {
+                        key,
+                        holder: delivery.envelope.id,
+                    });
                     let action = executor.execute(delivery).await;
                     drop(run_slot);
                     let _ = settle.send(Settlement {
                         tag,
                         action,
+                        unique,
                         permit: slot,
                     });
                 });
@@ -346,6 +376,7 @@ impl Dispatcher {
             let _ = self.settle.send(Settlement {
                 tag: delivery.tag,
                 action: Action::Requeue,
+                unique: None,
                 permit,
             });
         }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope};
+use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{error, warn};
 
@@ -42,10 +42,26 @@ pub(crate) enum Action {
 pub(crate) struct Settlement {
     pub(crate) tag: DeliveryTag,
     pub(crate) action: Action,
+    /// The unique lock the task holds, released with a final outcome.
+    pub(crate) unique: Option<UniqueLock>,
     /// The delivery's prefetch slot, freed when this is dropped: after the
     /// broker has the outcome.
     #[expect(dead_code, reason = "held only to be dropped at the right time")]
     pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// A unique key held by a task.
+#[derive(Debug)]
+pub(crate) struct UniqueLock {
+    pub(crate) key: String,
+    pub(crate) holder: TaskId,
+}
+
+impl Action {
+    /// Whether the task is done with this outcome (no further run).
+    fn is_final(&self) -> bool {
+        matches!(self, Self::Ack | Self::DeadLetter(_))
+    }
 }
 
 /// Settles outcomes until every sender is gone.
@@ -79,6 +95,19 @@ pub(crate) async fn run<B: Broker>(
         if !acks.is_empty() {
             patiently("ack", || broker.ack(&acks)).await;
             acks.clear();
+        }
+        for settlement in &batch {
+            if let Some(lock) = settlement
+                .unique
+                .as_ref()
+                .filter(|_| settlement.action.is_final())
+            {
+                let queue = settlement.tag.queue();
+                patiently("release the unique key of", || {
+                    broker.release_unique(queue, &lock.key, lock.holder)
+                })
+                .await;
+            }
         }
         leases.release(batch.iter().map(|s| &s.tag));
         observers.settled(batch.len());

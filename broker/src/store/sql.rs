@@ -1,0 +1,359 @@
+//! The SQL the job store runs. Both backends share it: the dialects agree
+//! on `INSERT … ON CONFLICT … DO UPDATE … WHERE` and sqlx's SQLite driver
+//! reads `$n` placeholders, so only the schema differs.
+//!
+//! Batched writes are multi-row `INSERT`s. A batch is cut into chunks whose
+//! sizes are powers of two up to [`MAX_CHUNK`], so each kind of write has at
+//! most `log2(MAX_CHUNK) + 1` distinct statements, all prepared once per
+//! connection and cached, whatever the batch sizes.
+
+use std::sync::OnceLock;
+
+use super::types::{JobQuery, JobStatus};
+
+/// The most rows one statement writes. 256 rows of 15 columns bind 3,840
+/// parameters, far below SQLite's 32,766 and PostgreSQL's 65,535.
+pub(crate) const MAX_CHUNK: usize = 256;
+
+/// The number of chunk sizes: 1, 2, 4 … `MAX_CHUNK`.
+const SIZES: usize = MAX_CHUNK.trailing_zeros() as usize + 1;
+
+/// The columns every read returns, in the order `decode_record` reads them.
+macro_rules! record_columns {
+    () => {
+        "id, name, queue, priority, tenant, status, attempts, worker_host, worker_pid, \
+         progress_percent, progress_stage, progress_message, progress_fps, progress_eta_s, \
+         created_at, started_at, finished_at, result, error"
+    };
+}
+
+/// A kind of batched write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Write {
+    Enqueued,
+    Started,
+    Finished,
+}
+
+impl Write {
+    const fn columns(self) -> &'static [&'static str] {
+        match self {
+            Self::Enqueued => &[
+                "id",
+                "name",
+                "queue",
+                "priority",
+                "tenant",
+                "status",
+                "created_at",
+            ],
+            Self::Started => &[
+                "id",
+                "name",
+                "queue",
+                "priority",
+                "tenant",
+                "status",
+                "attempts",
+                "revision",
+                "worker_host",
+                "worker_pid",
+                "created_at",
+                "started_at",
+            ],
+            Self::Finished => &[
+                "id",
+                "name",
+                "queue",
+                "priority",
+                "tenant",
+                "status",
+                "attempts",
+                "revision",
+                "worker_host",
+                "worker_pid",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "result",
+                "error",
+            ],
+        }
+    }
+
+    /// What happens when the row exists. The `WHERE` is the idempotency
+    /// guard: a write applies only if its revision is at least the stored
+    /// one.
+    const fn on_conflict(self) -> &'static str {
+        match self {
+            // The record of a started or finished task knows more.
+            Self::Enqueued => " ON CONFLICT (id) DO NOTHING",
+            // A new attempt starts afresh: no end time, no progress yet.
+            Self::Started => {
+                " ON CONFLICT (id) DO UPDATE SET \
+                 status = excluded.status, \
+                 attempts = excluded.attempts, \
+                 revision = excluded.revision, \
+                 worker_host = excluded.worker_host, \
+                 worker_pid = excluded.worker_pid, \
+                 started_at = excluded.started_at, \
+                 finished_at = NULL, \
+                 progress_percent = NULL, \
+                 progress_stage = NULL, \
+                 progress_message = NULL, \
+                 progress_fps = NULL, \
+                 progress_eta_s = NULL \
+                 WHERE excluded.revision >= spool_jobs.revision"
+            }
+            // What the outcome does not know is kept from the start record.
+            Self::Finished => {
+                " ON CONFLICT (id) DO UPDATE SET \
+                 status = excluded.status, \
+                 attempts = excluded.attempts, \
+                 revision = excluded.revision, \
+                 worker_host = COALESCE(excluded.worker_host, spool_jobs.worker_host), \
+                 worker_pid = COALESCE(excluded.worker_pid, spool_jobs.worker_pid), \
+                 started_at = COALESCE(excluded.started_at, spool_jobs.started_at), \
+                 finished_at = excluded.finished_at, \
+                 result = excluded.result, \
+                 error = excluded.error \
+                 WHERE excluded.revision >= spool_jobs.revision"
+            }
+        }
+    }
+
+    /// The statement writing `rows` rows; `rows` must be a power of two no
+    /// larger than [`MAX_CHUNK`].
+    pub(crate) fn sql(self, rows: usize) -> &'static str {
+        static CACHE: [[OnceLock<String>; SIZES]; 3] =
+            [const { [const { OnceLock::new() }; SIZES] }; 3];
+        debug_assert!(rows.is_power_of_two() && rows <= MAX_CHUNK);
+        let size = (rows.trailing_zeros() as usize).min(SIZES - 1);
+        CACHE[self as usize][size].get_or_init(|| self.build(rows))
+    }
+
+    fn build(self, rows: usize) -> String {
+        let columns = self.columns();
+        let mut sql = String::with_capacity(128 + rows * columns.len() * 5);
+        sql.push_str("INSERT INTO spool_jobs (");
+        sql.push_str(&columns.join(", "));
+        sql.push_str(") VALUES ");
+        let mut n = 0;
+        for row in 0..rows {
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for column in 0..columns.len() {
+                if column > 0 {
+                    sql.push(',');
+                }
+                n += 1;
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+            sql.push(')');
+        }
+        sql.push_str(self.on_conflict());
+        sql
+    }
+}
+
+/// Cuts `rows` into chunks of [`Write::sql`]'s sizes: as many of
+/// `MAX_CHUNK` as fit, then the binary digits of the rest.
+pub(crate) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = if rows.len() >= MAX_CHUNK {
+            MAX_CHUNK
+        } else {
+            1 << rows.len().ilog2()
+        };
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// One record per id, the one with the highest revision (the last one
+/// given among equals), sorted by id. PostgreSQL refuses to update one row
+/// twice in a statement, and a fixed lock order keeps concurrent writers
+/// from deadlocking.
+pub(crate) fn latest_per_id<T, K: Ord + Copy>(rows: &[T], key: impl Fn(&T) -> (K, i64)) -> Vec<&T> {
+    let mut latest: Vec<&T> = rows.iter().rev().collect();
+    // Stable: among equal keys the later input stays first.
+    latest.sort_by(|a, b| {
+        let (a_id, a_rev) = key(a);
+        let (b_id, b_rev) = key(b);
+        a_id.cmp(&b_id).then(b_rev.cmp(&a_rev))
+    });
+    latest.dedup_by(|later, earlier| key(later).0 == key(earlier).0);
+    latest
+}
+
+/// Sets a running task's progress, unless a newer attempt started or the
+/// task finished.
+pub(crate) const PROGRESS: &str = "UPDATE spool_jobs SET \
+     progress_percent = $1, progress_stage = $2, progress_message = $3, \
+     progress_fps = $4, progress_eta_s = $5 \
+     WHERE id = $6 AND attempts <= $7 \
+     AND status IN ('queued', 'scheduled', 'running', 'retrying')";
+
+pub(crate) const GET: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM spool_jobs WHERE id = $1"
+);
+
+pub(crate) const STATUS: &str = "SELECT status FROM spool_jobs WHERE id = $1";
+
+pub(crate) const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM spool_jobs GROUP BY status";
+
+pub(crate) const COUNT_BY_STATUS_IN_QUEUE: &str =
+    "SELECT status, COUNT(*) FROM spool_jobs WHERE queue = $1 GROUP BY status";
+
+/// Deletes up to `$2` finished records that finished before `$1`.
+pub(crate) const PRUNE: &str = "DELETE FROM spool_jobs WHERE id IN (\
+     SELECT id FROM spool_jobs \
+     WHERE status IN ('succeeded', 'failed', 'dead', 'revoked', 'expired') \
+     AND finished_at < $1 LIMIT $2)";
+
+/// A bind parameter of a query built at run time.
+#[derive(Debug)]
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+    Id(uuid::Uuid),
+}
+
+/// The `SELECT` for `query`, fetching one record more than a page so that
+/// the caller knows whether another page follows.
+pub(crate) fn select(query: &JobQuery) -> (String, Vec<Arg>) {
+    let mut sql = String::with_capacity(512);
+    sql.push_str("SELECT ");
+    sql.push_str(record_columns!());
+    sql.push_str(" FROM spool_jobs WHERE TRUE");
+    let mut args = Vec::new();
+    let mut push = |sql: &mut String, arg: Arg| {
+        args.push(arg);
+        sql.push('$');
+        sql.push_str(&args.len().to_string());
+    };
+
+    if let Some(statuses) = query.status.as_deref().filter(|s| !s.is_empty()) {
+        sql.push_str(" AND status IN (");
+        for (i, status) in statuses.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            push(&mut sql, Arg::Text(JobStatus::as_str(*status).to_owned()));
+        }
+        sql.push(')');
+    }
+    if let Some(queue) = &query.queue {
+        sql.push_str(" AND queue = ");
+        push(&mut sql, Arg::Text(queue.as_str().to_owned()));
+    }
+    if let Some(tenant) = &query.tenant {
+        sql.push_str(" AND tenant = ");
+        push(&mut sql, Arg::Text(tenant.clone()));
+    }
+    if let Some(name) = &query.name {
+        sql.push_str(" AND name = ");
+        push(&mut sql, Arg::Text(name.clone()));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND created_at >= ");
+        push(&mut sql, Arg::Int(super::millis(since)));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND created_at < ");
+        push(&mut sql, Arg::Int(super::millis(until)));
+    }
+    let (cmp, order) = if query.oldest_first {
+        ('>', "ASC")
+    } else {
+        ('<', "DESC")
+    };
+    if let Some(after) = query.after {
+        let created = super::millis(after.created_at);
+        sql.push_str(" AND (created_at ");
+        sql.push(cmp);
+        sql.push(' ');
+        push(&mut sql, Arg::Int(created));
+        sql.push_str(" OR (created_at = ");
+        push(&mut sql, Arg::Int(created));
+        sql.push_str(" AND id ");
+        sql.push(cmp);
+        sql.push(' ');
+        push(&mut sql, Arg::Id(*after.id.as_uuid()));
+        sql.push_str("))");
+    }
+    sql.push_str(" ORDER BY created_at ");
+    sql.push_str(order);
+    sql.push_str(", id ");
+    sql.push_str(order);
+    sql.push_str(" LIMIT ");
+    push(
+        &mut sql,
+        Arg::Int(i64::try_from(query.page_size() + 1).unwrap_or(i64::MAX)),
+    );
+    (sql, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything() {
+        for len in [0, 1, 2, 3, 255, 256, 257, 1000, 4096] {
+            let rows: Vec<usize> = (0..len).collect();
+            let chunks: Vec<&[usize]> = chunks(&rows).collect();
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= MAX_CHUNK)
+            );
+            assert_eq!(chunks.concat(), rows);
+        }
+    }
+
+    #[test]
+    fn statements_number_their_placeholders() {
+        let sql = Write::Finished.sql(2);
+        assert!(sql.contains("($1,$2,"), "{sql}");
+        assert!(sql.contains("$30)"), "{sql}");
+        assert!(!sql.contains("$31"), "{sql}");
+        assert!(std::ptr::eq(sql, Write::Finished.sql(2)), "cached");
+    }
+
+    #[test]
+    fn the_latest_revision_of_each_id_wins() {
+        let rows = [
+            (2, 5, 'a'),
+            (1, 7, 'b'),
+            (2, 9, 'c'),
+            (1, 7, 'd'),
+            (2, 1, 'e'),
+        ];
+        let latest = latest_per_id(&rows, |r| (r.0, r.1));
+        let tags: Vec<char> = latest.iter().map(|r| r.2).collect();
+        assert_eq!(tags, ['d', 'c']);
+    }
+
+    #[test]
+    fn queries_bind_every_filter() {
+        let query = JobQuery::new()
+            .status([JobStatus::Failed, JobStatus::Dead])
+            .tenant("acme")
+            .limit(10);
+        let (sql, args) = select(&query);
+        assert!(sql.contains("status IN ($1, $2)"), "{sql}");
+        assert!(sql.contains("tenant = $3"), "{sql}");
+        assert!(sql.ends_with("LIMIT $4"), "{sql}");
+        assert!(matches!(args.last(), Some(Arg::Int(11))));
+    }
+}

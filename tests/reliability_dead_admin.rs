@@ -1,0 +1,112 @@
+//! The dead-letter admin API: list, requeue one or all, purge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spool_broker::{Broker, Priority, QueueName, Task};
+use spool_tests::{TestRedis, spawn_worker};
+use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Flaky {
+    n: u32,
+}
+
+impl Task for Flaky {
+    const NAME: &'static str = "test.dead.flaky";
+    type Output = u32;
+}
+
+#[tokio::test]
+async fn dead_letters_are_requeued_as_fresh_tasks_then_purged() {
+    let redis = TestRedis::new().await;
+    let client = redis.client();
+    let queue = QueueName::DEFAULT;
+    client
+        .enqueue_many((0..3).map(|n| Flaky { n }))
+        .max_attempts(1)
+        .priority(Priority::High)
+        .await
+        .unwrap();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::clone(&fixed);
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    let worker = spawn_worker(
+        Worker::new(redis.broker.clone(), config).register::<Flaky, _>(
+            move |task: Flaky, ctx: TaskContext| {
+                let healthy = healthy.load(Ordering::SeqCst);
+                async move {
+                    if healthy {
+                        assert_eq!(ctx.attempt(), 1, "a requeued dead letter starts afresh");
+                        Ok(task.n)
+                    } else {
+                        Err(TaskError::retry("the upstream is down"))
+                    }
+                }
+            },
+        ),
+    );
+    worker
+        .wait_for("3 dead letters", Duration::from_secs(5), |c| {
+            c.dead_lettered == 3
+        })
+        .await;
+    let dead = redis.broker.dead_letters(&queue, 10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    assert!(
+        dead.iter()
+            .all(|d| d.reason == "attempts_exhausted" && d.error == "the upstream is down")
+    );
+
+    // The fix is deployed: requeue one, then the rest.
+    fixed.store(true, Ordering::SeqCst);
+    let one = redis
+        .broker
+        .requeue_dead(&queue, Some(&[dead[0].entry_id.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    assert_eq!(
+        redis
+            .broker
+            .requeue_dead(&queue, Some(&[dead[0].entry_id.clone()]))
+            .await
+            .unwrap(),
+        0,
+        "never twice"
+    );
+    worker
+        .wait_for("the requeued task", Duration::from_secs(5), |c| {
+            c.succeeded == 1
+        })
+        .await;
+    assert_eq!(redis.broker.requeue_dead(&queue, None).await.unwrap(), 2);
+    worker
+        .wait_for("all requeued tasks", Duration::from_secs(5), |c| {
+            c.succeeded == 3
+        })
+        .await;
+    assert_eq!(redis.stats(&queue).await.dead, 0);
+
+    // A new failure, purged.
+    fixed.store(false, Ordering::SeqCst);
+    client
+        .enqueue(Flaky { n: 9 })
+        .max_attempts(1)
+        .await
+        .unwrap();
+    worker
+        .wait_for("a 4th dead letter", Duration::from_secs(5), |c| {
+            c.dead_lettered == 4
+        })
+        .await;
+    worker.stop().await;
+    assert_eq!(redis.broker.purge_dead(&queue).await.unwrap(), 1);
+    assert_eq!(redis.stats(&queue).await, Default::default());
+    redis.cleanup().await;
+}
