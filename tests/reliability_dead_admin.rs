@@ -1,4 +1,5 @@
 //! The dead-letter admin API: list, requeue one or all, purge.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
 //! Leases, reclaim of dead workers' tasks, delivery counts and the poison
 //! guard, against a real Redis with in-process workers killed cold.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
 //! Rate limits per task name, shared by every worker (a token bucket in
 //! Redis).
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

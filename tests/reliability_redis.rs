@@ -1,5 +1,6 @@
 //! Redis itself: settings that could lose tasks are reported, and workers
 //! and producers ride out a Redis crash and restart without losing a task.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

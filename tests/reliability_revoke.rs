@@ -1,5 +1,6 @@
 //! Revocation: before a task starts, while it runs, and for workers that
 //! join after the revocation was broadcast.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -1,5 +1,6 @@
 //! Unique tasks: a duplicate enqueue returns the existing task's id until
 //! that task reaches a final outcome or its key expires.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

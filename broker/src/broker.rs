@@ -94,6 +94,30 @@ impl FetchBatch {
     }
 }
 
+/// What to reclaim; see [`Broker::reclaim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimRequest {
+    /// Entries idle this long belong to a dead worker.
+    pub min_idle: Duration,
+    /// The most entries to claim.
+    pub max: usize,
+    /// The delivery count (this claim included) from which an entry is a
+    /// suspect: it was in that many workers that died, and may be what
+    /// kills them.
+    pub suspect_at: u32,
+    /// The caller holds no other task, so it may take one suspect, alone.
+    pub alone: bool,
+}
+
+/// The result of [`Broker::reclaim`].
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    /// What was claimed: one suspect alone, or ordinary entries.
+    pub batch: FetchBatch,
+    /// Suspects left waiting for a worker that holds nothing else.
+    pub suspects_waiting: usize,
+}
+
 /// Why a task was moved to its queue's dead-letter stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -328,9 +352,12 @@ pub trait Broker: Clone + Send + Sync + 'static {
         wait: Duration,
     ) -> impl Future<Output = Result<FetchBatch>> + Send;
 
-    /// Claims up to `max` tasks of `queue` whose lease lapsed: entries idle
-    /// for at least `min_idle` (the visibility timeout), whose worker died.
-    /// Each [`Delivery`] says how many times its entry has been delivered.
+    /// Claims tasks of `queue` whose lease lapsed: entries idle for at least
+    /// the visibility timeout, whose worker died. Each [`Delivery`] says how
+    /// many times its entry has been delivered.
+    ///
+    /// Suspects (see [`ReclaimRequest::suspect_at`]) are claimed only when
+    /// [`ReclaimRequest::alone`] is set, and then alone.
     ///
     /// # Errors
     ///
@@ -343,9 +370,8 @@ pub trait Broker: Clone + Send + Sync + 'static {
         &self,
         queue: &QueueName,
         consumer: &str,
-        min_idle: Duration,
-        max: usize,
-    ) -> impl Future<Output = Result<FetchBatch>> + Send;
+        request: ReclaimRequest,
+    ) -> impl Future<Output = Result<Reclaimed>> + Send;
 
     /// Renews `consumer`'s leases on `tags` (a heartbeat): their idle time
     /// restarts, so they are not reclaimed while this worker lives. Returns

@@ -24,7 +24,7 @@ mod task;
 
 pub use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeadReason, Delivery,
-    DeliveryTag, FetchBatch, Malformed, QueueStats,
+    DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed,
 };
 pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag,
-    FetchBatch, Malformed, QueueStats,
+    FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
@@ -362,35 +362,57 @@ impl Broker for MemoryBroker {
         &self,
         queue: &QueueName,
         consumer: &str,
-        min_idle: Duration,
-        max: usize,
-    ) -> Result<FetchBatch> {
+        request: ReclaimRequest,
+    ) -> Result<Reclaimed> {
         let mut state = self.lock();
-        let mut batch = FetchBatch::default();
+        let mut reclaimed = Reclaimed::default();
         let Some(q) = state.queues.get_mut(queue) else {
-            return Ok(batch);
+            return Ok(reclaimed);
         };
-        let mut stale: Vec<(Priority, (u64, u64), String)> = q
+        let mut stale: Vec<(Priority, (u64, u64), String, u32)> = q
             .pending
             .iter()
-            .filter(|(_, p)| p.since.elapsed() >= min_idle)
-            .map(|(id, p)| (p.priority, id_order(id), id.clone()))
+            .filter(|(_, p)| p.since.elapsed() >= request.min_idle)
+            .map(|(id, p)| (p.priority, id_order(id), id.clone(), p.deliveries))
             .collect();
         stale.sort();
-        for (priority, _, entry_id) in stale.into_iter().take(max.max(1)) {
+        let is_suspect = |deliveries: u32| deliveries + 1 >= request.suspect_at;
+        let mut claimed = Vec::new();
+        // A suspect goes alone, to a worker that holds nothing else.
+        let suspect = stale
+            .iter()
+            .find(|s| is_suspect(s.3))
+            .filter(|_| request.alone);
+        if let Some((_, _, entry_id, _)) = suspect {
+            claimed.push(entry_id.clone());
+        } else {
+            for (_, _, entry_id, deliveries) in stale {
+                if is_suspect(deliveries) {
+                    reclaimed.suspects_waiting += 1;
+                } else if claimed.len() < request.max.max(1) {
+                    claimed.push(entry_id);
+                }
+            }
+        }
+        for entry_id in claimed {
             if let Some(pending) = q.pending.get_mut(&entry_id) {
                 pending.consumer = consumer.to_owned();
                 pending.since = Instant::now();
                 pending.deliveries += 1;
                 let tag = DeliveryTag {
                     queue: queue.clone(),
-                    priority,
+                    priority: pending.priority,
                     entry_id,
                 };
-                hand_out(&mut batch, tag, &pending.bytes, pending.deliveries);
+                hand_out(
+                    &mut reclaimed.batch,
+                    tag,
+                    &pending.bytes,
+                    pending.deliveries,
+                );
             }
         }
-        Ok(batch)
+        Ok(reclaimed)
     }
 
     async fn renew(&self, consumer: &str, tags: &[DeliveryTag]) -> Result<Vec<DeliveryTag>> {

@@ -75,7 +75,9 @@ pub struct WorkerRecord {
     pub queues: Vec<QueueName>,
     /// Where it is in its life.
     pub state: WorkerState,
-    /// Why it is retiring or stopping (`max-tasks`, `memory`, `signal`…).
+    /// Why it is retiring, stopping or stopped: `max-tasks`, `memory`
+    /// (recycling), `signal`, `supervisor` (shutdown), or `exited` (it
+    /// ended on its own).
     #[serde(default)]
     pub reason: Option<String>,
     /// Slots running a task now.
@@ -85,8 +87,9 @@ pub struct WorkerRecord {
     /// The tasks running now.
     pub running: Vec<TaskId>,
     /// Deliveries that reached an outcome (succeeded, failed, retried,
-    /// dead-lettered, expired or revoked); tasks given back unstarted at
-    /// shutdown do not count.
+    /// dead-lettered, expired or revoked); tasks given back unstarted,
+    /// deferred by a rate limit or abandoned to another worker do not
+    /// count.
     pub processed: u64,
     /// Runs that succeeded.
     pub succeeded: u64,

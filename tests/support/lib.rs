@@ -3,6 +3,7 @@
 //! run workers and look inside the streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod chaos;
 mod server;
 pub use server::RedisServer;
 

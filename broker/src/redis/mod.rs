@@ -21,7 +21,7 @@ use self::keys::QueueKeys;
 use self::reply::Idle;
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch,
-    QueueStats,
+    QueueStats, ReclaimRequest, Reclaimed,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
@@ -554,9 +554,8 @@ impl Broker for RedisBroker {
         &self,
         queue: &QueueName,
         consumer: &str,
-        min_idle: Duration,
-        max: usize,
-    ) -> Result<FetchBatch> {
+        request: ReclaimRequest,
+    ) -> Result<Reclaimed> {
         let keys = self.keys(queue);
         let reply: Value = self
             .inner
@@ -567,8 +566,10 @@ impl Broker for RedisBroker {
             .key(&keys.streams[2])
             .arg(GROUP)
             .arg(consumer)
-            .arg(millis(min_idle))
-            .arg(max.max(1))
+            .arg(millis(request.min_idle))
+            .arg(request.max.max(1))
+            .arg(request.suspect_at)
+            .arg(u8::from(request.alone))
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;

@@ -2,7 +2,9 @@
 
 use redis::Value;
 
-use crate::broker::{DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats};
+use crate::broker::{
+    DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats, Reclaimed,
+};
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
@@ -191,19 +193,27 @@ pub(crate) fn read_group(
 }
 
 /// Parses the reply of `reclaim.lua`: per priority, entries with their
-/// delivery counts.
-pub(crate) fn reclaimed(queue: &QueueName, reply: Value) -> Result<FetchBatch> {
+/// delivery counts, then how many suspects were left waiting.
+pub(crate) fn reclaimed(queue: &QueueName, reply: Value) -> Result<Reclaimed> {
+    let mut parts = into_array(reply, "reclaim")?.into_iter();
     let mut batch = FetchBatch::default();
-    for (priority, entries) in Priority::ALL.into_iter().zip(into_array(reply, "reclaim")?) {
-        let entries = match entries {
-            Value::Nil => Vec::new(),
-            other => into_array(other, "reclaimed entries")?,
+    for priority in Priority::ALL {
+        let entries = match parts.next() {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
         };
         for entry in entries {
             claim(&mut batch, queue, priority, entry)?;
         }
     }
-    Ok(batch)
+    let suspects_waiting = match parts.next() {
+        Some(Value::Int(n)) => usize::try_from(n).unwrap_or(0),
+        _ => 0,
+    };
+    Ok(Reclaimed {
+        batch,
+        suspects_waiting,
+    })
 }
 
 /// Parses a list of entry ids (the reply of `renew.lua`).

@@ -56,7 +56,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -225,7 +225,8 @@ impl JobStore {
     ///   `synchronous=NORMAL` and a busy timeout, so that several worker
     ///   processes can write to it at once.
     /// - `sqlite::memory:`: a private in-memory database, for tests.
-    /// - `postgres://user@host/database` (or `postgresql://…`).
+    /// - `postgres://user@host/database` (or `postgresql://…`): the
+    ///   database is created if it does not exist and the role may.
     ///
     /// # Errors
     ///
@@ -313,13 +314,33 @@ impl JobStore {
     /// deadlocked: retry the whole batch), [`Error::Backend`] otherwise.
     /// Nothing of the batch is written then.
     pub async fn record_enqueued(&self, jobs: &[NewJob]) -> Result<()> {
+        self.write_new(Write::Enqueued, jobs).await
+    }
+
+    /// Records tasks sent back for a fresh run with the same id (dead
+    /// letters requeued by an operator, whose attempts count from 1
+    /// again): each record is reset to `queued` (or `scheduled`) with no
+    /// attempt, worker, times, progress or result, keeping its last error
+    /// until the new run ends. Creates the records that do not exist.
+    ///
+    /// Without this reset, the new run's attempt 1 would rank below the
+    /// old run's last attempt and its writes would be ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`].
+    pub async fn record_requeued(&self, jobs: &[NewJob]) -> Result<()> {
+        self.write_new(Write::Requeued, jobs).await
+    }
+
+    async fn write_new(&self, kind: Write, jobs: &[NewJob]) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
         let jobs = sql::latest_per_id(jobs, |j| (j.id, 0));
         write_tx!(self, "record enqueued tasks", |tx| {
             for chunk in sql::chunks(&jobs) {
-                let mut query = sqlx::query(Write::Enqueued.sql(chunk.len()));
+                let mut query = sqlx::query(kind.sql(self.backend(), chunk.len()));
                 for job in chunk {
                     query = query
                         .bind(*job.id.as_uuid())
@@ -357,7 +378,7 @@ impl JobStore {
         });
         write_tx!(self, "record started tasks", |tx| {
             for chunk in sql::chunks(&started) {
-                let mut query = sqlx::query(Write::Started.sql(chunk.len()));
+                let mut query = sqlx::query(Write::Started.sql(self.backend(), chunk.len()));
                 for s in chunk {
                     query = query
                         .bind(*s.id.as_uuid())
@@ -441,7 +462,7 @@ impl JobStore {
             sql::latest_per_id(outcomes, |f| (f.id, types::revision(f.attempt, f.status)));
         write_tx!(self, "record outcomes", |tx| {
             for chunk in sql::chunks(&outcomes) {
-                let mut query = sqlx::query(Write::Finished.sql(chunk.len()));
+                let mut query = sqlx::query(Write::Finished.sql(self.backend(), chunk.len()));
                 for f in chunk {
                     query = query
                         .bind(*f.id.as_uuid())
@@ -750,10 +771,21 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Inner> {
         .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?;
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
-        .await
-        .map_err(|e| db_error("connect to PostgreSQL", e))?;
+        .acquire_timeout(options.acquire_timeout);
+    let pool = match pool.clone().connect_with(connect.clone()).await {
+        // Like a SQLite file, the database is created on first use (which
+        // takes the CREATEDB privilege); racing creators are fine.
+        Err(e) if has_code(&e, "3D000") => {
+            match <sqlx::Postgres as MigrateDatabase>::create_database(url).await {
+                Err(e) if !has_code(&e, "42P04") => {
+                    return Err(db_error("create the PostgreSQL database", e));
+                }
+                _ => pool.connect_with(connect).await,
+            }
+        }
+        connected => connected,
+    }
+    .map_err(|e| db_error("connect to PostgreSQL", e))?;
     Ok(Inner::Postgres { pool })
 }
 
@@ -928,6 +960,11 @@ fn db_error(what: &'static str, source: sqlx::Error) -> Error {
     } else {
         Error::Backend(error)
     }
+}
+
+/// Whether `error` is a database error with this code.
+fn has_code(error: &sqlx::Error, code: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
 /// SQLite's extended result codes are numbers (`SQLITE_BUSY` = 5 and

@@ -1,6 +1,6 @@
 //! Running one delivery and deciding its outcome.
 
-use std::future::{Future, pending};
+use std::future::pending;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,12 +229,10 @@ async fn supervise(
 }
 
 /// Completes at `deadline`, or never without one.
-fn at(deadline: Option<Instant>) -> impl Future<Output = ()> {
-    async move {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => pending().await,
-        }
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => pending().await,
     }
 }
 

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName, TaskId};
+use spool_broker::{
+    Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName, ReclaimRequest, TaskId,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -12,6 +14,10 @@ use tracing::{error, info, warn};
 use super::lease::Leases;
 use super::settle::{Action, Settlement};
 use crate::observer::{Observers, Outcome, TaskInfo};
+
+/// The delivery count from which a reclaimed task is a suspect: it was in
+/// two workers that died, and may be what kills them. Suspects run alone.
+const SUSPECT_AT: u32 = 3;
 
 /// A fetched task and the prefetch slot it occupies until settled.
 pub(crate) type Claimed = (Delivery, OwnedSemaphorePermit);
@@ -23,6 +29,8 @@ pub(crate) struct Fetcher<B> {
     pub(crate) consumer: Arc<str>,
     pub(crate) prefetch: Arc<Semaphore>,
     pub(crate) poll_interval: Duration,
+    /// The prefetch bound: all the semaphore's permits.
+    pub(crate) prefetch_size: usize,
     /// The lease this worker's tasks are held under: entries idle longer
     /// belong to dead workers and are reclaimed.
     pub(crate) visibility_timeout: Duration,
@@ -47,7 +55,14 @@ impl<B: Broker> Fetcher<B> {
         // every half visibility timeout.
         let reclaim_every = self.visibility_timeout / 2;
         let mut next_reclaim = tokio::time::Instant::now();
+        let mut suspects_waiting = false;
         loop {
+            if std::mem::take(&mut suspects_waiting) {
+                match self.run_suspect_alone().await {
+                    Some(more) => suspects_waiting = more,
+                    None => return,
+                }
+            }
             let permit = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
@@ -68,7 +83,10 @@ impl<B: Broker> Fetcher<B> {
             // Not cancel safe, so never raced against `stop`: it returns
             // within `poll_interval`, which bounds how long a stop waits.
             let batch = match self.claim(&mut permit, reclaiming).await {
-                Ok(batch) => batch,
+                Ok((batch, suspects)) => {
+                    suspects_waiting = suspects;
+                    batch
+                }
                 Err(e) => {
                     drop(permit);
                     self.refund_budget(reserved);
@@ -86,56 +104,108 @@ impl<B: Broker> Fetcher<B> {
                 failures = 0;
             }
             self.refund_budget(reserved.saturating_sub(batch.len()));
-            if !batch.is_empty() {
-                self.observers.fetched(&self.queue, batch.len());
-                let held = batch
-                    .deliveries
-                    .iter()
-                    .map(|d| (d.tag.clone(), d.envelope.id));
-                let malformed = batch.malformed.iter().map(|m| (m.tag.clone(), TaskId::NIL));
-                self.leases.hold(held.chain(malformed));
-            }
-            for malformed in batch.malformed {
-                let Some(slot) = permit.split(1) else { break };
-                error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
-                    "undecodable entry moved to the dead-letter stream");
-                let unknown = TaskInfo {
-                    id: TaskId::NIL,
-                    name: "",
-                    queue: &self.queue,
-                    attempt: 0,
-                };
-                self.observers.finished(
-                    &unknown,
-                    Outcome::DeadLettered(DeadReason::Malformed),
-                    Duration::ZERO,
-                );
-                let letter = DeadLetter {
-                    reason: DeadReason::Malformed,
-                    error: malformed.reason,
-                    attempts: 0,
-                };
-                let settlement = Settlement {
-                    tag: malformed.tag,
-                    action: Action::DeadLetter(letter),
-                    unique: None,
-                    permit: slot,
-                };
-                // The settler outlives every fetcher; a send error means the
-                // worker is going down, and the entry stays pending.
-                let _ = self.settle.send(settlement);
-            }
-            let claimed: Vec<Claimed> = batch
-                .deliveries
-                .into_iter()
-                .filter_map(|delivery| permit.split(1).map(|slot| (delivery, slot)))
-                .collect();
-            // Slots fetched for but not filled go back now.
-            drop(permit);
-            if !claimed.is_empty() && self.tasks.send(claimed).await.is_err() {
+            if !self.hand_over(batch, permit).await {
                 return;
             }
         }
+    }
+
+    /// Passes a claimed batch on, each entry with one slot of `permit`:
+    /// malformed entries to the settler (dead letters), tasks to the
+    /// dispatcher. Slots left over go back. `false` when the worker is
+    /// going down.
+    async fn hand_over(&self, batch: FetchBatch, mut permit: OwnedSemaphorePermit) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        self.observers.fetched(&self.queue, batch.len());
+        let held = batch
+            .deliveries
+            .iter()
+            .map(|d| (d.tag.clone(), d.envelope.id));
+        let malformed = batch.malformed.iter().map(|m| (m.tag.clone(), TaskId::NIL));
+        self.leases.hold(held.chain(malformed));
+        for malformed in batch.malformed {
+            let Some(slot) = permit.split(1) else { break };
+            error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
+                "undecodable entry moved to the dead-letter stream");
+            let unknown = TaskInfo {
+                id: TaskId::NIL,
+                name: "",
+                queue: &self.queue,
+                attempt: 0,
+            };
+            let outcome = Outcome::DeadLettered(DeadReason::Malformed);
+            self.observers.finished(&unknown, outcome, Duration::ZERO);
+            let letter = DeadLetter {
+                reason: DeadReason::Malformed,
+                error: malformed.reason,
+                attempts: 0,
+            };
+            let settlement = Settlement {
+                tag: malformed.tag,
+                action: Action::DeadLetter(letter),
+                unique: None,
+                permit: slot,
+            };
+            // The settler outlives every fetcher; a send error means the
+            // worker is going down, and the entry stays pending.
+            let _ = self.settle.send(settlement);
+        }
+        let claimed: Vec<Claimed> = batch
+            .deliveries
+            .into_iter()
+            .filter_map(|delivery| permit.split(1).map(|slot| (delivery, slot)))
+            .collect();
+        drop(permit);
+        claimed.is_empty() || self.tasks.send(claimed).await.is_ok()
+    }
+
+    /// Takes one suspect and runs it with nothing else held: waits until
+    /// every prefetch slot is free (what runs finishes and is settled),
+    /// claims the suspect, and keeps the other slots until it is settled.
+    /// Returns whether more suspects wait, or `None` when stopping.
+    async fn run_suspect_alone(&self) -> Option<bool> {
+        let all = u32::try_from(self.prefetch_size).unwrap_or(u32::MAX);
+        info!(queue = %self.queue, "a task was in two workers that died: draining to run it alone");
+        let mut permits = tokio::select! {
+            () = self.stop.cancelled() => return None,
+            permits = Arc::clone(&self.prefetch).acquire_many_owned(all) => permits.ok()?,
+        };
+        let request = ReclaimRequest {
+            min_idle: self.visibility_timeout,
+            max: 1,
+            suspect_at: SUSPECT_AT,
+            alone: true,
+        };
+        let reclaimed = match self
+            .broker
+            .reclaim(&self.queue, &self.consumer, request)
+            .await
+        {
+            Ok(reclaimed) => reclaimed,
+            Err(e) => {
+                warn!(queue = %self.queue, error = %e, "reclaiming a suspect failed");
+                return Some(true);
+            }
+        };
+        let Some(slot) = permits.split(1) else {
+            return Some(false);
+        };
+        if let Some(suspect) = reclaimed.batch.deliveries.first() {
+            warn!(queue = %self.queue, task = %suspect.envelope.id, deliveries = suspect.deliveries,
+                "running a suspect task alone");
+        }
+        let alone = !reclaimed.batch.is_empty();
+        if !self.hand_over(reclaimed.batch, slot).await {
+            return None;
+        }
+        if alone {
+            // One more free slot means the suspect's came back: it is settled.
+            let _settled = Arc::clone(&self.prefetch).acquire_owned().await;
+        }
+        drop(permits);
+        Some(reclaimed.suspects_waiting > 0)
     }
 
     /// Claims for the slots `permit` holds: abandoned entries first when
@@ -144,20 +214,29 @@ impl<B: Broker> Fetcher<B> {
         &self,
         permit: &mut OwnedSemaphorePermit,
         reclaiming: bool,
-    ) -> spool_broker::Result<FetchBatch> {
+    ) -> spool_broker::Result<(FetchBatch, bool)> {
         if reclaiming {
-            let slots = permit.num_permits();
-            let batch = self
+            let request = ReclaimRequest {
+                min_idle: self.visibility_timeout,
+                max: permit.num_permits(),
+                suspect_at: SUSPECT_AT,
+                alone: false,
+            };
+            let reclaimed = self
                 .broker
-                .reclaim(&self.queue, &self.consumer, self.visibility_timeout, slots)
+                .reclaim(&self.queue, &self.consumer, request)
                 .await?;
-            if !batch.is_empty() {
-                warn!(queue = %self.queue, count = batch.len(),
+            let suspects = reclaimed.suspects_waiting > 0;
+            if !reclaimed.batch.is_empty() {
+                warn!(queue = %self.queue, count = reclaimed.batch.len(),
                     "reclaimed tasks whose worker stopped renewing its lease");
-                return Ok(batch);
+                return Ok((reclaimed.batch, suspects));
+            }
+            if suspects {
+                return Ok((FetchBatch::default(), true));
             }
         }
-        self.fetch(permit).await
+        Ok((self.fetch(permit).await?, false))
     }
 
     /// Fetches for the slots `permit` holds. When other queues share the

@@ -244,6 +244,7 @@ impl<B: Broker> Worker<B> {
                 queue: queue.clone(),
                 consumer: Arc::clone(&consumer),
                 prefetch: Arc::clone(&prefetch),
+                prefetch_size: config.prefetch,
                 poll_interval: config.poll_interval,
                 visibility_timeout: config.visibility_timeout,
                 leases: leases.clone(),
