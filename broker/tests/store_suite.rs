@@ -30,6 +30,7 @@ store_suite!(
     connecting_creates_what_is_missing,
     requeued_dead_letter_starts_a_fresh_life,
     several_processes_write_at_once,
+    several_processes_create_the_database_at_once,
 );
 
 const T0: u64 = 1_750_000_000_000;
@@ -748,6 +749,32 @@ const SHARED: usize = 50;
 /// tasks as a different attempt: a task re-delivered across workers.
 async fn several_processes_write_at_once(store: JobStore, url: String) {
     let shared: Vec<TaskId> = (0..SHARED).map(|_| TaskId::new()).collect();
+    let pids = run_writers(&url, &shared).await;
+    check_writers(&store, &shared, &pids).await;
+}
+
+/// The same four processes on a database nobody has opened yet: they race
+/// to create it (the SQLite file, the PostgreSQL database) and to migrate
+/// it, as the workers of a new fleet do.
+async fn several_processes_create_the_database_at_once(_store: JobStore, url: String) {
+    let fresh = match url.strip_suffix("spool.db") {
+        Some(dir) => format!("{dir}race.db"),
+        None => format!("{url}_race"),
+    };
+    let shared: Vec<TaskId> = (0..SHARED).map(|_| TaskId::new()).collect();
+    let pids = run_writers(&fresh, &shared).await;
+    let store = JobStore::connect(&fresh).await.unwrap();
+    check_writers(&store, &shared, &pids).await;
+    store.close().await;
+    if fresh.starts_with("postgres") {
+        use sqlx::migrate::MigrateDatabase;
+        sqlx::Postgres::force_drop_database(&fresh).await.unwrap();
+    }
+}
+
+/// Runs the writer processes against `url`, which they open together a
+/// second from now, and returns their process ids once all have passed.
+async fn run_writers(url: &str, shared: &[TaskId]) -> Vec<u32> {
     let shared_arg = shared
         .iter()
         .map(ToString::to_string)
@@ -764,7 +791,7 @@ async fn several_processes_write_at_once(store: JobStore, url: String) {
                     "--test-threads=1",
                 ])
                 .env("SPOOL_STORE_TEST_WRITER", index.to_string())
-                .env("SPOOL_STORE_TEST_URL", &url)
+                .env("SPOOL_STORE_TEST_URL", url)
                 .env("SPOOL_STORE_TEST_SHARED", &shared_arg)
                 .env("SPOOL_STORE_TEST_START_MS", start.to_string())
                 .stdout(Stdio::piped())
@@ -794,14 +821,18 @@ async fn several_processes_write_at_once(store: JobStore, url: String) {
             "writer {index} did not run"
         );
     }
+    pids
+}
 
-    let unique = all(&store, JobQuery::new().name("proc.unique")).await;
+/// Exactly one record per task: 8,000 unique ones, and the 50 shared ones
+/// with the highest attempt's outcome.
+async fn check_writers(store: &JobStore, shared: &[TaskId], pids: &[u32]) {
+    let unique = all(store, JobQuery::new().name("proc.unique")).await;
     assert_eq!(unique.len(), WRITERS as usize * PER_WRITER);
     assert!(unique.iter().all(|r| r.status == JobStatus::Succeeded));
     assert_eq!(ids(&unique).len(), unique.len());
 
-    // Each shared task has one record: the highest attempt's outcome.
-    let records = all(&store, JobQuery::new().name("proc.shared")).await;
+    let records = all(store, JobQuery::new().name("proc.shared")).await;
     assert_eq!(ids(&records), shared.iter().copied().collect());
     let last = pids[WRITERS as usize - 1];
     for r in &records {
@@ -844,10 +875,10 @@ fn writer_process() {
 }
 
 async fn write_as_process(index: u32, url: &str, start: u64, shared: &[TaskId]) {
-    let store = JobStore::connect(url).await.unwrap();
-    let me = WorkerId::new("writer-host", std::process::id());
     let wait = start.saturating_sub(Timestamp::now().as_millis());
     tokio::time::sleep(Duration::from_millis(wait)).await;
+    let store = JobStore::connect(url).await.unwrap();
+    let me = WorkerId::new("writer-host", std::process::id());
 
     let attempt = index + 1;
     let shared: Vec<Envelope> = shared

@@ -1,12 +1,10 @@
 //! Diagnostic tasks every Spool worker serves: operators and tests use them
 //! to check a fleet end to end (`spoolctl call spool.ping`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spool_broker::{Broker, Task, TaskId};
+use spool_broker::{Broker, Task};
 
 use crate::handler::{TaskContext, TaskError};
 use crate::runtime::Worker;
@@ -45,7 +43,9 @@ impl Task for Sleep {
     type Output = u64;
 }
 
-/// Fails with a retryable error on its first `times` runs, then succeeds.
+/// Fails with a retryable error on its first `times` attempts, then
+/// succeeds. The attempt number travels with the task, so this holds
+/// whichever workers run it (give it more than `times` attempts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fail {
     /// How many runs fail.
@@ -87,21 +87,16 @@ impl Task for Alloc {
 /// The most `spool.alloc` may take, so a typo cannot take a host down.
 const MAX_ALLOC_MB: u64 = 16 * 1024;
 
-/// Counts the failures `spool.fail` has served, per task id (the attempt
-/// number alone would not do: producers may cap attempts below `times`).
-type FailureCounts = Arc<Mutex<HashMap<TaskId, u32>>>;
-
 impl<B: Broker> Worker<B> {
     /// Registers the diagnostic tasks: `spool.ping`, `spool.echo`,
     /// `spool.sleep`, `spool.fail` and `spool.alloc`.
     #[must_use]
     pub fn with_builtin_tasks(self) -> Self {
-        let failures = FailureCounts::default();
         self.register::<Ping, _>(|_: Ping, _: TaskContext| async { Ok("pong".to_owned()) })
             .register::<Echo, _>(|task: Echo, _: TaskContext| async move { Ok(task.value) })
             .register::<Sleep, _>(sleep)
-            .register::<Fail, _>(move |task: Fail, ctx: TaskContext| {
-                std::future::ready(fail(&failures, &task, &ctx))
+            .register::<Fail, _>(|task: Fail, ctx: TaskContext| {
+                std::future::ready(fail(&task, &ctx))
             })
             .register::<Alloc, _>(alloc)
     }
@@ -116,15 +111,11 @@ async fn sleep(task: Sleep, ctx: TaskContext) -> Result<u64, TaskError> {
     Ok(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
-fn fail(failures: &FailureCounts, task: &Fail, ctx: &TaskContext) -> Result<u32, TaskError> {
-    let mut counts = failures.lock().unwrap_or_else(PoisonError::into_inner);
-    let failed = counts.entry(ctx.id()).or_default();
-    if *failed < task.times {
-        *failed += 1;
-        let message = format!("spool.fail: failure {} of {}", *failed, task.times);
+fn fail(task: &Fail, ctx: &TaskContext) -> Result<u32, TaskError> {
+    if ctx.attempt() <= task.times {
+        let message = format!("spool.fail: failure {} of {}", ctx.attempt(), task.times);
         return Err(TaskError::retry(message));
     }
-    counts.remove(&ctx.id());
     Ok(ctx.attempt())
 }
 

@@ -21,3 +21,9 @@ pub use crate::error::{Error, Result};
 pub use crate::handler::{Handler, TaskContext, TaskError, TaskErrorKind};
 pub use crate::observer::{Observer, Outcome, TaskInfo};
 pub use crate::runtime::Worker;
+
+pub mod cli;
+pub mod metrics;
+pub mod probe;
+pub mod registry;
+pub mod supervisor;

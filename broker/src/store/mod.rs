@@ -777,7 +777,9 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Inner> {
         // takes the CREATEDB privilege); racing creators are fine.
         Err(e) if has_code(&e, "3D000") => {
             match <sqlx::Postgres as MigrateDatabase>::create_database(url).await {
-                Err(e) if !has_code(&e, "42P04") => {
+                // duplicate_database, or the unique index of pg_database
+                // when another creator commits at the same moment.
+                Err(e) if !has_code(&e, "42P04") && !has_code(&e, "23505") => {
                     return Err(db_error("create the PostgreSQL database", e));
                 }
                 _ => pool.connect_with(connect).await,

@@ -100,12 +100,22 @@ impl TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::Database { admin_url, name } => {
+                // Also the databases a test derived from its own name.
                 if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
+                    let names: Vec<String> = sqlx::query_scalar(
+                        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                    )
+                    .bind(&name)
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap_or_default();
+                    for name in names {
+                        let _ = sqlx::query(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
                     let _ = admin.close().await;
                 }
             }

@@ -5,17 +5,24 @@
 //! the tasks from (b) by one worker, (d) enqueue-to-start latency at a fixed
 //! open-loop rate. Prints a table, or with `--json` one JSON object on the
 //! last line. Keys live under a random prefix and are deleted afterwards.
+//!
+//! With `--store sqlite|postgres`, (e) measures the job store: outcomes
+//! recorded with `JobStore::record_outcomes` in batches of the settler's
+//! group commit (4096), and a start plus an outcome per task.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use deadpool_redis::{Manager, Pool, Runtime};
 use hdrhistogram::Histogram;
 use redis::{AsyncCommands, AsyncConnectionConfig};
 use serde::{Deserialize, Serialize};
-use spool_broker::{Broker, Envelope, QueueName, RedisBroker, RedisConfig, Task};
+use spool_broker::store::{Finished, JobStatus, JobStore, Started, WorkerId};
+use spool_broker::{
+    Broker, Envelope, QueueName, RedisBroker, RedisConfig, Task, TaskId, Timestamp, encode_payload,
+};
 use spool_sdk::Client;
 use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig};
 
@@ -55,6 +62,31 @@ struct Args {
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Also measure the job store (phase e). `none` keeps the broker's
+    /// figures comparable with earlier runs.
+    #[arg(long, value_enum, default_value_t = StoreKind::None)]
+    store: StoreKind,
+    /// The store to measure. By default a fresh SQLite file in the temporary
+    /// directory (deleted afterwards), or the PostgreSQL database
+    /// `postgres://postgres@127.0.0.1:5432/spool_bench` (created if missing,
+    /// emptied before and after). A URL given here should name a scratch
+    /// database: the bench's records are left in it.
+    #[arg(long, env = "SPOOL_BENCH_STORE_URL")]
+    store_url: Option<String>,
+    /// Tasks recorded per store measurement (default: `--n`).
+    #[arg(long)]
+    store_n: Option<usize>,
+    /// Outcomes per `record_outcomes` call: the settler's group commit.
+    #[arg(long, default_value_t = 4_096)]
+    store_batch: usize,
+}
+
+/// Which job store phase (e) measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    None,
+    Sqlite,
+    Postgres,
 }
 
 /// The drain phase's task: does nothing.
@@ -114,6 +146,19 @@ struct Figures {
     latency_p50_us: u64,
     latency_p99_us: u64,
     latency_max_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_n: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_batch: Option<usize>,
+    /// Outcomes of new tasks recorded per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_per_s: Option<f64>,
+    /// Tasks per second recorded as a start batch then an outcome batch
+    /// (the outcome updates the started row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_lifecycle_per_s: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -184,6 +229,10 @@ async fn phases(
     let drain_per_s = drain(args, broker).await?;
     eprintln!("drain: {drain_per_s:.0}/s");
     let latency = latency(args, broker, client).await?;
+    let store = match args.store {
+        StoreKind::None => None,
+        kind => Some(store(args, kind).await?),
+    };
     Ok(Figures {
         n: args.n,
         raw_xadd_per_s,
@@ -195,7 +244,130 @@ async fn phases(
         latency_p50_us: latency.histogram.value_at_quantile(0.50),
         latency_p99_us: latency.histogram.value_at_quantile(0.99),
         latency_max_us: latency.histogram.max(),
+        store: store.as_ref().map(|s| s.backend),
+        store_n: store.as_ref().map(|s| s.n),
+        store_batch: store.as_ref().map(|_| args.store_batch),
+        store_per_s: store.as_ref().map(|s| s.outcomes_per_s),
+        store_lifecycle_per_s: store.as_ref().map(|s| s.lifecycle_per_s),
     })
+}
+
+struct StoreFigures {
+    backend: &'static str,
+    n: usize,
+    outcomes_per_s: f64,
+    lifecycle_per_s: f64,
+}
+
+/// The default PostgreSQL store of phase (e).
+const BENCH_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/spool_bench";
+
+/// (e) The job store's own write rate, through the calls the worker's
+/// settler makes: `record_outcomes` for a group commit of `store_batch`
+/// outcomes, and `record_started` then `record_outcomes` per group.
+async fn store(args: &Args, kind: StoreKind) -> Result<StoreFigures> {
+    let n = args.store_n.unwrap_or(args.n);
+    if n == 0 || args.store_batch == 0 {
+        bail!("--store-n and --store-batch must be positive");
+    }
+    let scratch_file = (kind == StoreKind::Sqlite && args.store_url.is_none())
+        .then(|| std::env::temp_dir().join(format!("spool-bench-{:08x}.db", fastrand::u32(..))));
+    let url = match (&args.store_url, &scratch_file) {
+        (Some(url), _) => url.clone(),
+        (None, Some(file)) => format!("sqlite://{}", file.display()),
+        (None, None) => BENCH_POSTGRES_URL.to_owned(),
+    };
+    let store = JobStore::connect(&url)
+        .await
+        .with_context(|| format!("connecting to the job store {url}"))?;
+    // The default PostgreSQL database is the bench's own: start it empty.
+    let own_database = args.store_url.is_none() && kind == StoreKind::Postgres;
+    if own_database {
+        empty(&store).await?;
+    }
+    let result = store_phases(args, &store, n).await;
+    if own_database {
+        empty(&store).await?;
+    }
+    store.close().await;
+    if let Some(file) = scratch_file {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let (outcomes_per_s, lifecycle_per_s) = result?;
+    Ok(StoreFigures {
+        backend: store.backend().as_str(),
+        n,
+        outcomes_per_s,
+        lifecycle_per_s,
+    })
+}
+
+/// Deletes every (finished) record of the bench's own database.
+async fn empty(store: &JobStore) -> Result<()> {
+    store
+        .prune_finished_before(Timestamp::from_millis(u64::MAX), 50_000)
+        .await?;
+    Ok(())
+}
+
+async fn store_phases(args: &Args, store: &JobStore, n: usize) -> Result<(f64, f64)> {
+    let worker = WorkerId::new(
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id(),
+    );
+    let template = Envelope::for_task(&Noop { seq: 0 })?;
+    let output = encode_payload(&())?;
+    let outcomes = |envelopes: &[Envelope]| -> Vec<Finished> {
+        envelopes
+            .iter()
+            .map(|e| {
+                let mut f = Finished::from_envelope(e, JobStatus::Succeeded, Timestamp::now());
+                f.result = Some(output.clone());
+                f.worker = Some(worker.clone());
+                f
+            })
+            .collect()
+    };
+    let fresh = || -> Vec<Envelope> {
+        (0..n)
+            .map(|_| Envelope {
+                id: TaskId::new(),
+                ..template.clone()
+            })
+            .collect()
+    };
+
+    // Outcomes of tasks with no record yet: every row is an insert.
+    let finished = outcomes(&fresh());
+    let started_at = Instant::now();
+    for batch in finished.chunks(args.store_batch) {
+        store.record_outcomes(batch).await?;
+    }
+    let outcomes_per_s = per_second(n, started_at.elapsed());
+    eprintln!("store outcomes: {outcomes_per_s:.0}/s");
+
+    // A start, then an outcome that updates the started row.
+    let envelopes = fresh();
+    let starts: Vec<Started> = envelopes
+        .iter()
+        .map(|e| Started::from_envelope(e, &worker, Timestamp::now()))
+        .collect();
+    let finished = outcomes(&envelopes);
+    let started_at = Instant::now();
+    for (starts, finished) in starts
+        .chunks(args.store_batch)
+        .zip(finished.chunks(args.store_batch))
+    {
+        store.record_started(starts).await?;
+        store.record_outcomes(finished).await?;
+    }
+    let lifecycle_per_s = per_second(n, started_at.elapsed());
+    eprintln!("store start + outcome: {lifecycle_per_s:.0}/s");
+    Ok((outcomes_per_s, lifecycle_per_s))
 }
 
 /// A pool built exactly as `RedisBroker` builds its own.
@@ -445,4 +617,16 @@ fn print_table(args: &Args, f: &Figures) {
         "{:<34} {:>11} us",
         "    enqueue-to-start max", f.latency_max_us
     );
+    if let (Some(store), Some(outcomes), Some(lifecycle)) =
+        (f.store, f.store_per_s, f.store_lifecycle_per_s)
+    {
+        println!(
+            "{:<34} {:>12.0}/s  ({store}, batches of {})",
+            "(e) store: record outcomes", outcomes, args.store_batch
+        );
+        println!(
+            "{:<34} {:>12.0}/s  ({store})",
+            "    start + outcome per task", lifecycle
+        );
+    }
 }
