@@ -324,19 +324,15 @@ impl RedisBroker {
         consumer: &str,
         max: usize,
     ) -> Result<(FetchBatch, Option<Idle>)> {
-        let reply: Value = self
-            .inner
-            .scripts
-            .fetch
-            .key(&keys.streams[0])
-            .key(&keys.streams[1])
-            .key(&keys.streams[2])
+        let mut invocation = on_streams(&self.inner.scripts.fetch, keys);
+        invocation
             .key(&keys.delayed)
             .arg(GROUP)
             .arg(consumer)
             .arg(max)
             .arg(Timestamp::now().as_millis())
-            .arg(self.inner.config.promote_batch)
+            .arg(self.inner.config.promote_batch);
+        let reply: Value = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
@@ -395,6 +391,16 @@ impl RedisBroker {
 
 fn encode_control(message: &ControlMessage) -> Result<Vec<u8>> {
     rmp_serde::to_vec(message).map_err(|e| Error::encode("control message", e))
+}
+
+/// Starts invoking `script` with the queue's three streams (high, normal,
+/// low) as its first keys: the layout every queue script shares.
+fn on_streams<'a>(script: &'a Script, keys: &QueueKeys) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for stream in &keys.streams {
+        invocation.key(stream);
+    }
+    invocation
 }
 
 /// A delayed-set member: the priority digit, then the encoded envelope.
@@ -557,19 +563,15 @@ impl Broker for RedisBroker {
         request: ReclaimRequest,
     ) -> Result<Reclaimed> {
         let keys = self.keys(queue);
-        let reply: Value = self
-            .inner
-            .scripts
-            .reclaim
-            .key(&keys.streams[0])
-            .key(&keys.streams[1])
-            .key(&keys.streams[2])
+        let mut invocation = on_streams(&self.inner.scripts.reclaim, &keys);
+        invocation
             .arg(GROUP)
             .arg(consumer)
             .arg(millis(request.min_idle))
             .arg(request.max.max(1))
             .arg(request.suspect_at)
-            .arg(u8::from(request.alone))
+            .arg(u8::from(request.alone));
+        let reply: Value = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
@@ -772,18 +774,10 @@ impl Broker for RedisBroker {
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let keys = self.keys(queue);
-        let mut conn = self.conn();
-        let reply: Value = self
-            .inner
-            .scripts
-            .stats
-            .key(&keys.streams[0])
-            .key(&keys.streams[1])
-            .key(&keys.streams[2])
-            .key(&keys.delayed)
-            .key(&keys.dead)
-            .arg(GROUP)
-            .invoke_async(&mut conn)
+        let mut invocation = on_streams(&self.inner.scripts.stats, &keys);
+        invocation.key(&keys.delayed).key(&keys.dead).arg(GROUP);
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
         reply::queue_stats(reply)
@@ -791,14 +785,9 @@ impl Broker for RedisBroker {
 
     async fn purge(&self, queue: &QueueName) -> Result<u64> {
         let keys = self.keys(queue);
-        self.inner
-            .scripts
-            .purge
-            .key(&keys.streams[0])
-            .key(&keys.streams[1])
-            .key(&keys.streams[2])
-            .key(&keys.delayed)
-            .key(&keys.dead)
+        let mut invocation = on_streams(&self.inner.scripts.purge, &keys);
+        invocation.key(&keys.delayed).key(&keys.dead);
+        invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)

@@ -61,13 +61,7 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spool_worker::cli::init_logging(spool_worker::cli::LogFormat::Human, "info");
     let prefix = format!("spool-demo-{:08x}", fastrand::u32(..));
     let config = RedisConfig {
         key_prefix: prefix,
