@@ -14,6 +14,7 @@
 mod broker;
 mod envelope;
 mod error;
+mod job;
 mod memory;
 mod queue;
 mod redis;
@@ -30,6 +31,7 @@ pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,
 };
 pub use crate::error::{BoxError, Error, Result};
+pub use crate::job::{JobStatus, Progress, RecordPolicy};
 pub use crate::memory::MemoryBroker;
 pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
 pub use crate::redis::{RedisBroker, RedisConfig};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::job::RecordPolicy;
 use crate::queue::{Priority, QueueName};
 
 /// A unit of work: a serde type with a stable wire name.
@@ -73,6 +74,9 @@ pub struct TaskOptions {
     /// How often tasks of this type may start, across all workers: a task
     /// over the limit is put back until a token is free. Default: `None`.
     pub rate_limit: Option<RateLimit>,
+    /// What the job store records of these tasks. Default:
+    /// [`RecordPolicy::Full`].
+    pub record: RecordPolicy,
 }
 
 impl Default for TaskOptions {
@@ -85,6 +89,7 @@ impl Default for TaskOptions {
             time_limit: None,
             expires: None,
             rate_limit: None,
+            record: RecordPolicy::Full,
         }
     }
 }

@@ -57,7 +57,8 @@ else
 fi
 
 # ---------------------------------------------------------------- postgres
-# Not needed by the current tests: start it only if installed and down.
+# The job store suites run on PostgreSQL too (SPOOL_WITH_POSTGRES=1, as
+# test.sh sets): installed if missing, started if down.
 pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
 
 start_postgres() {
@@ -82,12 +83,31 @@ start_postgres() {
     fi
 }
 
-log "checking PostgreSQL"
-if ! start_postgres; then
-    if [[ ${SPOOL_WITH_POSTGRES:-0} == 1 ]]; then
-        die "PostgreSQL does not answer on 127.0.0.1:5432"
+# The tests connect as postgres over TCP. A fresh Debian install asks for a
+# password there (no trust auth): give the role one over the local socket,
+# rather than edit pg_hba.conf, and hand the tests a URL that carries it.
+pg_test_url=${SPOOL_TEST_POSTGRES_URL:-}
+ensure_postgres_login() {
+    local url=postgres://postgres@127.0.0.1:5432/postgres
+    if PGCONNECT_TIMEOUT=5 psql "$url" -qtAc 'select 1' >/dev/null 2>&1; then
+        return 0
     fi
-    warn "PostgreSQL does not answer on 127.0.0.1:5432 (not needed yet; continuing)"
+    local password=spool-test
+    log "giving the postgres role a password for TCP logins"
+    if as_root runuser -u postgres -- psql -qtAc "ALTER ROLE postgres PASSWORD '$password'" >/dev/null; then
+        pg_test_url="postgres://postgres:$password@127.0.0.1:5432/postgres"
+    else
+        warn "could not set a password for the postgres role"
+    fi
+}
+
+log "checking PostgreSQL"
+if start_postgres; then
+    [[ -n $pg_test_url ]] || ensure_postgres_login
+elif [[ ${SPOOL_WITH_POSTGRES:-0} == 1 ]]; then
+    die "PostgreSQL does not answer on 127.0.0.1:5432"
+else
+    warn "PostgreSQL does not answer on 127.0.0.1:5432 (continuing; the store's PostgreSQL tests need it)"
 fi
 
 # ---------------------------------------------------------------- ffmpeg
@@ -138,6 +158,7 @@ tmp_env=$(mktemp "$SPOOL_ENV_FILE.XXXXXX")
 {
     echo "# Written by ops/scripts/setup.sh; sourced by test.sh and demo.sh."
     [[ -n $ffmpeg_path ]] && printf 'export SPOOL_FFMPEG=%q\n' "$ffmpeg_path"
+    [[ -n $pg_test_url ]] && printf 'export SPOOL_TEST_POSTGRES_URL=%q\n' "$pg_test_url"
     true
 } >"$tmp_env"
 mv -f "$tmp_env" "$SPOOL_ENV_FILE"

@@ -12,6 +12,8 @@ here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/lib.sh"
 
 export SPOOL_REDIS_URL="${SPOOL_REDIS_URL:-$SPOOL_DEFAULT_REDIS_URL}"
+# The job store suites run on PostgreSQL as well as SQLite.
+export SPOOL_WITH_POSTGRES="${SPOOL_WITH_POSTGRES:-1}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 if [[ -n ${CI:-} ]]; then
     export CARGO_TERM_COLOR=never

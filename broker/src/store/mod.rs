@@ -756,10 +756,24 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Inner> {
     } else {
         SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
     }
-    .acquire_timeout(options.acquire_timeout)
-    .connect_with(connect)
-    .await
-    .map_err(|e| db_error("open the SQLite database", e))?;
+    .acquire_timeout(options.acquire_timeout);
+    // Processes that open a new file at once race to switch it to WAL,
+    // which takes an exclusive lock that SQLite's busy handler does not
+    // wait for (it could deadlock): the losers see "database is locked"
+    // and try again, within the busy timeout.
+    let deadline = tokio::time::Instant::now() + options.busy_timeout;
+    let pool = loop {
+        match pool.clone().connect_with(connect.clone()).await {
+            Ok(pool) => break pool,
+            Err(e) => {
+                let error = db_error("open the SQLite database", e);
+                if !error.is_transient() || tokio::time::Instant::now() >= deadline {
+                    return Err(error);
+                }
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+            }
+        }
+    };
     Ok(Inner::Sqlite {
         pool,
         write_lock: tokio::sync::Mutex::new(()),
@@ -822,7 +836,7 @@ fn migrator(backend: StoreBackend) -> &'static Migrator {
     })
 }
 
-/// Decodes one row of [`sql::record_columns`].
+/// Decodes one row of the columns `sql::record_columns!` lists.
 fn decode_record<R>(row: &R) -> Result<JobRecord>
 where
     R: Row,
