@@ -9,6 +9,7 @@ use futures_util::Stream;
 
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
+use crate::job::{JobStatus, Progress};
 use crate::queue::{Priority, QueueName};
 use crate::task::RateLimit;
 
@@ -268,6 +269,41 @@ pub enum ControlMessage {
 /// missed meanwhile (see [`Broker::revoked`]).
 pub type ControlStream = Pin<Box<dyn Stream<Item = ControlMessage> + Send>>;
 
+/// News about one task, for whoever waits on it (a `TaskHandle`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum TaskEvent {
+    /// The handler reported progress.
+    Progress {
+        /// The task.
+        id: TaskId,
+        /// The attempt reporting it.
+        attempt: u32,
+        /// How far it got.
+        progress: Progress,
+    },
+    /// The task reached a final outcome, and its record is stored.
+    Finished {
+        /// The task.
+        id: TaskId,
+        /// How it ended.
+        status: JobStatus,
+    },
+}
+
+impl TaskEvent {
+    /// The task the event is about.
+    #[must_use]
+    pub fn id(&self) -> TaskId {
+        match self {
+            Self::Progress { id, .. } | Self::Finished { id, .. } => *id,
+        }
+    }
+}
+
+/// One task's events as seen by one subscriber.
+pub type TaskEvents = Pin<Box<dyn Stream<Item = TaskEvent> + Send>>;
+
 /// A message broker with Spool's delivery semantics: at-least-once, late
 /// acknowledgement, three priorities per queue, delayed tasks and
 /// dead letters.
@@ -443,6 +479,23 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the subscription cannot be made.
     fn control(&self) -> impl Future<Output = Result<ControlStream>> + Send;
+
+    /// Publishes task events to their watchers (fire and forget: nobody may
+    /// be watching).
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn publish_events(&self, events: &[TaskEvent]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Subscribes to one task's events. Events published before the
+    /// subscription are not replayed: check the job store after
+    /// subscribing.
+    ///
+    /// # Errors
+    ///
+    /// When the subscription cannot be made.
+    fn task_events(&self, id: TaskId) -> impl Future<Output = Result<TaskEvents>> + Send;
 
     /// Checks the server for settings that could lose tasks (an eviction
     /// policy other than `noeviction`, say) and returns a warning for each.

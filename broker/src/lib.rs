@@ -25,7 +25,8 @@ mod task;
 
 pub use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeadReason, Delivery,
-    DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed,
+    DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent,
+    TaskEvents,
 };
 pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,

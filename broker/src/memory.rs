@@ -12,7 +12,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag,
-    FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed,
+    FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
@@ -56,6 +56,7 @@ const PROMOTE_BATCH: usize = 1000;
 pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
     control: broadcast::Sender<ControlMessage>,
+    events: broadcast::Sender<TaskEvent>,
 }
 
 impl Default for MemoryBroker {
@@ -63,6 +64,7 @@ impl Default for MemoryBroker {
         Self {
             state: Arc::default(),
             control: broadcast::channel(1024).0,
+            events: broadcast::channel(4096).0,
         }
     }
 }
@@ -496,6 +498,27 @@ impl Broker for MemoryBroker {
             }
         });
         Ok(Box::pin(messages))
+    }
+
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<()> {
+        for event in events {
+            // No subscriber is fine: nobody is waiting.
+            let _ = self.events.send(event.clone());
+        }
+        Ok(())
+    }
+
+    async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
+        let events = stream::unfold(self.events.subscribe(), move |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) if event.id() == id => return Some((event, rx)),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(events))
     }
 
     async fn server_warnings(&self) -> Result<Vec<String>> {

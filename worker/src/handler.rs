@@ -8,8 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use spool_broker::{Backoff, Envelope, Priority, QueueName, RateLimit, Task, TaskId, Timestamp};
+use spool_broker::{
+    Backoff, Envelope, Priority, Progress, QueueName, RateLimit, RecordPolicy, Task, TaskId,
+    Timestamp,
+};
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::ProgressSink;
 
 /// Runs one task type. Implemented for every
 /// `Fn(T, TaskContext) -> impl Future<Output = Result<T::Output, TaskError>>`,
@@ -159,6 +164,7 @@ impl fmt::Debug for TaskError {
 pub struct TaskContext {
     envelope: Arc<Envelope>,
     cancel: CancellationToken,
+    progress: Option<ProgressSink>,
 }
 
 impl TaskContext {
@@ -169,6 +175,22 @@ impl TaskContext {
         Self {
             envelope: Arc::new(envelope),
             cancel,
+            progress: None,
+        }
+    }
+
+    pub(crate) fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// Reports how far the run got, to the job store and to whoever waits
+    /// on the task (`TaskHandle::progress`). Reports are throttled: one is
+    /// dropped if it comes within a second of the last and moved the
+    /// percent by less than a point. Never blocks.
+    pub fn progress(&self, progress: Progress) {
+        if let Some(sink) = &self.progress {
+            sink.report(progress);
         }
     }
 
@@ -264,12 +286,16 @@ pub(crate) trait ErasedHandler: Send + Sync {
 
     /// How often tasks of this type may start, across all workers.
     fn rate_limit(&self) -> Option<RateLimit>;
+
+    /// What the job store records of this task type.
+    fn record_policy(&self) -> RecordPolicy;
 }
 
 struct Typed<T, H> {
     handler: Arc<H>,
     backoff: Backoff,
     rate_limit: Option<RateLimit>,
+    record: RecordPolicy,
     _task: PhantomData<fn(T)>,
 }
 
@@ -291,6 +317,10 @@ impl<T: Task, H: Handler<T>> ErasedHandler for Typed<T, H> {
     fn rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit
     }
+
+    fn record_policy(&self) -> RecordPolicy {
+        self.record
+    }
 }
 
 /// The handlers of a worker, by task name.
@@ -306,6 +336,7 @@ impl Registry {
             handler: Arc::new(handler),
             backoff: options.backoff,
             rate_limit: options.rate_limit,
+            record: options.record,
             _task: PhantomData,
         };
         self.handlers.insert(T::NAME, Arc::new(typed));

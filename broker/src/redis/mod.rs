@@ -21,7 +21,7 @@ use self::keys::QueueKeys;
 use self::reply::Idle;
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch,
-    QueueStats, ReclaimRequest, Reclaimed,
+    QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
@@ -256,6 +256,11 @@ impl RedisBroker {
     /// The pub/sub channel every worker listens to.
     fn control_channel(&self) -> String {
         format!("{}:control", self.inner.config.key_prefix)
+    }
+
+    /// The pub/sub channel of one task's events.
+    fn task_channel(&self, id: TaskId) -> String {
+        format!("{}:task:{id}", self.inner.config.key_prefix)
     }
 
     /// The shared connection (a cheap handle clone).
@@ -729,6 +734,27 @@ impl Broker for RedisBroker {
             rmp_serde::from_slice(message.get_payload_bytes()).ok()
         });
         Ok(Box::pin(messages))
+    }
+
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for event in events {
+            let payload = rmp_serde::to_vec(event).map_err(|e| Error::encode("task event", e))?;
+            pipe.publish(self.task_channel(event.id()), payload).ignore();
+        }
+        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+    }
+
+    async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
+        let mut pubsub = self.inner.client.get_async_pubsub().await.map_err(map_redis)?;
+        pubsub.subscribe(self.task_channel(id)).await.map_err(map_redis)?;
+        let events = pubsub.into_on_message().filter_map(|message| async move {
+            rmp_serde::from_slice(message.get_payload_bytes()).ok()
+        });
+        Ok(Box::pin(events))
     }
 
     async fn server_warnings(&self) -> Result<Vec<String>> {

@@ -220,13 +220,27 @@ async fn phases(
     }
     let raw_xadd_per_s = median(&mut raw_rates);
     let enqueue_per_s = median(&mut enqueue_rates);
-    let drain_per_s = drain(args, broker).await?;
-    eprintln!("drain: {drain_per_s:.0}/s");
-    let latency = latency(args, broker, client).await?;
-    let store = match args.store {
+    let opened = match args.store {
         StoreKind::None => None,
-        kind => Some(store(args, kind).await?),
+        kind => Some(open_store(args, kind).await?),
     };
+    let store_result = async {
+        // With a store, the drain records every outcome before acking it,
+        // exactly as a worker with `--store-url` does.
+        let drain_per_s = drain(args, broker, opened.as_ref().map(|o| &o.store)).await?;
+        eprintln!("drain: {drain_per_s:.0}/s");
+        let latency = latency(args, broker, client).await?;
+        let store = match &opened {
+            Some(opened) => Some(store(args, opened).await?),
+            None => None,
+        };
+        Ok::<_, anyhow::Error>((drain_per_s, latency, store))
+    }
+    .await;
+    if let Some(opened) = opened {
+        close_store(opened).await?;
+    }
+    let (drain_per_s, latency, store) = store_result?;
     Ok(Figures {
         n: args.n,
         raw_xadd_per_s,
@@ -256,14 +270,16 @@ struct StoreFigures {
 /// The default PostgreSQL store of phase (e).
 const BENCH_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/spool_bench";
 
-/// (e) The job store's own write rate, through the calls the worker's
-/// settler makes: `record_outcomes` for a group commit of `store_batch`
-/// outcomes, and `record_started` then `record_outcomes` per group.
-async fn store(args: &Args, kind: StoreKind) -> Result<StoreFigures> {
-    let n = args.store_n.unwrap_or(args.n);
-    if n == 0 || args.store_batch == 0 {
-        bail!("--store-n and --store-batch must be positive");
-    }
+/// A job store opened for the bench, and what to clean up after it.
+struct OpenedStore {
+    store: JobStore,
+    scratch_file: Option<std::path::PathBuf>,
+    own_database: bool,
+}
+
+/// Opens the store `--store` names: a fresh SQLite file in the temporary
+/// directory, or the bench's own PostgreSQL database, emptied first.
+async fn open_store(args: &Args, kind: StoreKind) -> Result<OpenedStore> {
     let scratch_file = (kind == StoreKind::Sqlite && args.store_url.is_none())
         .then(|| std::env::temp_dir().join(format!("spool-bench-{:08x}.db", fastrand::u32(..))));
     let url = match (&args.store_url, &scratch_file) {
@@ -274,26 +290,43 @@ async fn store(args: &Args, kind: StoreKind) -> Result<StoreFigures> {
     let store = JobStore::connect(&url)
         .await
         .with_context(|| format!("connecting to the job store {url}"))?;
-    // The default PostgreSQL database is the bench's own: start it empty.
     let own_database = args.store_url.is_none() && kind == StoreKind::Postgres;
     if own_database {
         empty(&store).await?;
     }
-    let result = store_phases(args, &store, n).await;
-    if own_database {
-        empty(&store).await?;
+    Ok(OpenedStore {
+        store,
+        scratch_file,
+        own_database,
+    })
+}
+
+async fn close_store(opened: OpenedStore) -> Result<()> {
+    if opened.own_database {
+        empty(&opened.store).await?;
     }
-    store.close().await;
-    if let Some(file) = scratch_file {
+    opened.store.close().await;
+    if let Some(file) = opened.scratch_file {
         for suffix in ["", "-wal", "-shm"] {
             let mut path = file.clone().into_os_string();
             path.push(suffix);
             let _ = std::fs::remove_file(path);
         }
     }
-    let (outcomes_per_s, lifecycle_per_s) = result?;
+    Ok(())
+}
+
+/// (e) The job store's own write rate, through the calls the worker's
+/// settler makes: `record_outcomes` for a group commit of `store_batch`
+/// outcomes, and `record_started` then `record_outcomes` per group.
+async fn store(args: &Args, opened: &OpenedStore) -> Result<StoreFigures> {
+    let n = args.store_n.unwrap_or(args.n);
+    if n == 0 || args.store_batch == 0 {
+        bail!("--store-n and --store-batch must be positive");
+    }
+    let (outcomes_per_s, lifecycle_per_s) = store_phases(args, &opened.store, n).await?;
     Ok(StoreFigures {
-        backend: store.backend().as_str(),
+        backend: opened.store.backend().as_str(),
         n,
         outcomes_per_s,
         lifecycle_per_s,
@@ -414,15 +447,19 @@ async fn enqueue(args: &Args, client: &Client<RedisBroker>, queue: &QueueName) -
     Ok(per_second(args.n, started.elapsed()))
 }
 
-/// (c) One worker drains the `n` tasks enqueued by (b).
-async fn drain(args: &Args, broker: &RedisBroker) -> Result<f64> {
+/// (c) One worker drains the `n` tasks enqueued by (b), recording each
+/// outcome in `store` first when one is given.
+async fn drain(args: &Args, broker: &RedisBroker, store: Option<&JobStore>) -> Result<f64> {
     let config = WorkerConfig {
         concurrency: args.concurrency,
         prefetch: args.prefetch,
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(broker.clone(), config)
+    let mut worker = Worker::new(broker.clone(), config)
         .register::<Noop, _>(|_task: Noop, _ctx: TaskContext| async { Ok::<_, TaskError>(()) });
+    if let Some(store) = store {
+        worker = worker.with_store(store.clone());
+    }
     let counters = worker.counters();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();

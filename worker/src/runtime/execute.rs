@@ -12,7 +12,12 @@ use spool_broker::{
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use spool_broker::store::{Finished, Started, WorkerId};
+use spool_broker::{JobStatus, RecordPolicy};
+use tokio::sync::mpsc;
+
 use super::control::Revoked;
+use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
 use super::settle::Action;
 use crate::handler::{ErasedRun, Registry, TaskContext, TaskErrorKind};
@@ -27,6 +32,16 @@ pub(crate) struct Limits {
     pub(crate) max_deliveries: u32,
 }
 
+/// Where runs report beyond the broker.
+pub(crate) struct Reporting {
+    /// Background notes: run starts and progress.
+    pub(crate) notes: mpsc::UnboundedSender<Note>,
+    /// This process, as the job store records it.
+    pub(crate) worker: WorkerId,
+    /// Whether a job store records what happens.
+    pub(crate) recording: bool,
+}
+
 /// What the runtime needs to run tasks, shared by all of them.
 pub(crate) struct Executor<B> {
     pub(crate) broker: B,
@@ -35,11 +50,44 @@ pub(crate) struct Executor<B> {
     pub(crate) limits: Limits,
     pub(crate) revoked: Revoked,
     pub(crate) running: Running,
+    pub(crate) reporting: Reporting,
+}
+
+/// What became of a delivery.
+struct Decision {
+    action: Action,
+    outcome: Outcome,
+    /// When the handler started, if it ran.
+    started_at: Option<Timestamp>,
+    /// The encoded output of a success.
+    output: Option<Vec<u8>>,
+    /// What went wrong.
+    error: Option<String>,
+    /// What the job store records of this task type.
+    policy: RecordPolicy,
+}
+
+impl Decision {
+    fn new(action: Action, outcome: Outcome) -> Self {
+        Self {
+            action,
+            outcome,
+            started_at: None,
+            output: None,
+            error: None,
+            policy: RecordPolicy::Full,
+        }
+    }
+
+    fn with_error(mut self, error: String) -> Self {
+        self.error = Some(error);
+        self
+    }
 }
 
 /// How a handler's run ended.
 enum RunEnd {
-    Succeeded,
+    Succeeded(Vec<u8>),
     Error {
         kind: TaskErrorKind,
         message: String,
@@ -52,8 +100,11 @@ enum RunEnd {
 
 impl<B: Broker> Executor<B> {
     /// Runs a delivery inside its task span and returns what to tell the
-    /// broker.
-    pub(crate) async fn execute(self: Arc<Self>, delivery: Delivery) -> Action {
+    /// broker, and what to record in the job store before that.
+    pub(crate) async fn execute(
+        self: Arc<Self>,
+        delivery: Delivery,
+    ) -> (Action, Option<Box<Finished>>) {
         let Delivery {
             mut envelope,
             deliveries,
@@ -73,28 +124,54 @@ impl<B: Broker> Executor<B> {
         );
         async {
             let started = Instant::now();
-            let (action, outcome, ran) = self.decide(&mut envelope, deliveries).await;
+            let decision = self.decide(&mut envelope, deliveries).await;
             let info = TaskInfo {
                 id: envelope.id,
                 name: &envelope.name,
                 queue: &envelope.queue,
                 attempt: envelope.attempt,
             };
-            let ran_for = if ran {
-                started.elapsed()
-            } else {
-                Duration::ZERO
+            let ran_for = match decision.started_at {
+                Some(_) => started.elapsed(),
+                None => Duration::ZERO,
             };
-            self.observers.finished(&info, outcome, ran_for);
-            action
+            self.observers.finished(&info, decision.outcome, ran_for);
+            let record = self.record_of(&envelope, &decision);
+            (decision.action, record)
         }
         .instrument(span)
         .await
     }
 
+    /// The job-store record of a decision, when a store records it.
+    fn record_of(&self, envelope: &Envelope, decision: &Decision) -> Option<Box<Finished>> {
+        if !self.reporting.recording {
+            return None;
+        }
+        let status = match decision.outcome {
+            Outcome::Succeeded => JobStatus::Succeeded,
+            Outcome::Failed => JobStatus::Failed,
+            Outcome::Retried => JobStatus::Retrying,
+            Outcome::DeadLettered(_) => JobStatus::Dead,
+            Outcome::Expired => JobStatus::Expired,
+            Outcome::Revoked => JobStatus::Revoked,
+            // Not an outcome of the task: it runs again elsewhere or later.
+            _ => return None,
+        };
+        if !decision.policy.records_attempt(status, envelope.attempt) {
+            return None;
+        }
+        let mut record = Finished::from_envelope(envelope, status, Timestamp::now());
+        record.result.clone_from(&decision.output);
+        record.error.clone_from(&decision.error);
+        record.started_at = decision.started_at;
+        record.worker = Some(self.reporting.worker.clone());
+        Some(Box::new(record))
+    }
+
     /// Decides and, when it should run, runs the task; says whether the
     /// handler ran.
-    async fn decide(&self, envelope: &mut Envelope, deliveries: u32) -> (Action, Outcome, bool) {
+    async fn decide(&self, envelope: &mut Envelope, deliveries: u32) -> Decision {
         if deliveries > self.limits.max_deliveries {
             let error = format!(
                 "delivered {deliveries} times without an outcome: its workers keep dying \
@@ -109,11 +186,11 @@ impl<B: Broker> Executor<B> {
         }
         if self.revoked.contains(envelope.id) {
             info!("revoked before it started; skipped");
-            return (Action::Ack, Outcome::Revoked, false);
+            return Decision::new(Action::Ack, Outcome::Revoked);
         }
         if envelope.is_expired_at(Timestamp::now()) {
             debug!("expired before it could start; skipped");
-            return (Action::Ack, Outcome::Expired, false);
+            return Decision::new(Action::Ack, Outcome::Expired);
         }
         let Some(handler) = self.registry.get(&envelope.name) else {
             let error = format!(
@@ -130,17 +207,26 @@ impl<B: Broker> Executor<B> {
                 eta: Some(Timestamp::now().saturating_add(wait)),
                 ..envelope.clone()
             };
-            return (Action::Retry(Box::new(deferred)), Outcome::Deferred, false);
+            return Decision::new(Action::Retry(Box::new(deferred)), Outcome::Deferred);
         }
         let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
-        let ctx = TaskContext::new(envelope.clone(), control.token().clone());
+        let policy = handler.record_policy();
+        let progress = ProgressSink::new(&self.reporting.notes, envelope.id, envelope.attempt);
+        let ctx =
+            TaskContext::new(envelope.clone(), control.token().clone()).with_progress(progress);
         let started = handler.start(&payload, ctx);
         envelope.payload = payload;
         let run = match started {
             Ok(run) => run,
             Err(e) => return dead(envelope, DeadReason::BadPayload, e.to_string()),
         };
+        let started_at = Timestamp::now();
+        if self.reporting.recording && policy.records_attempt(JobStatus::Running, envelope.attempt)
+        {
+            let started = Started::from_envelope(envelope, &self.reporting.worker, started_at);
+            let _ = self.reporting.notes.send(Note::Started(Box::new(started)));
+        }
         let _registered = self.running.enter(envelope.id, control.clone());
         // A revocation that arrived since the check above is caught now.
         if self.revoked.contains(envelope.id) {
@@ -154,8 +240,10 @@ impl<B: Broker> Executor<B> {
         });
         let hard = envelope.time_limit().or(self.limits.time_limit);
         let end = supervise(run, &control, hard, self.limits).await;
-        let (action, outcome) = conclude(envelope, handler.backoff(), end);
-        (action, outcome, true)
+        let mut decision = conclude(envelope, handler.backoff(), end);
+        decision.started_at = Some(started_at);
+        decision.policy = policy;
+        decision
     }
 }
 
@@ -195,7 +283,7 @@ async fn supervise(
                 let end = RunEnd::from(result);
                 return match control.reason() {
                     // Work finished despite the request to stop is still done.
-                    _ if matches!(end, RunEnd::Succeeded) => end,
+                    _ if matches!(end, RunEnd::Succeeded(_)) => end,
                     Some(CancelReason::SoftTimeLimit) => {
                         RunEnd::TimedOut(limits.soft_time_limit.unwrap_or_default())
                     }
@@ -239,7 +327,7 @@ async fn at(deadline: Option<Instant>) {
 impl RunEnd {
     fn from(result: std::thread::Result<Result<Vec<u8>, crate::TaskError>>) -> Self {
         match result {
-            Ok(Ok(_output)) => Self::Succeeded,
+            Ok(Ok(output)) => Self::Succeeded(output),
             Ok(Err(e)) => Self::Error {
                 kind: e.kind(),
                 message: e.message().to_owned(),
@@ -250,30 +338,34 @@ impl RunEnd {
 }
 
 /// Turns how a run ended into what to tell the broker.
-fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> (Action, Outcome) {
+fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> Decision {
     let (retry_after, message) = match end {
-        RunEnd::Succeeded => {
+        RunEnd::Succeeded(output) => {
             debug!("succeeded");
-            return (Action::Ack, Outcome::Succeeded);
+            let mut decision = Decision::new(Action::Ack, Outcome::Succeeded);
+            decision.output = Some(output);
+            return decision;
         }
         RunEnd::TimedOut(limit) => {
-            warn!("exceeded its time limit of {limit:?}; failed without retry");
-            return (Action::Ack, Outcome::Failed);
+            let error = format!("exceeded its time limit of {limit:?}");
+            warn!("{error}; failed without retry");
+            return Decision::new(Action::Ack, Outcome::Failed).with_error(error);
         }
         RunEnd::Cancelled(CancelReason::Revoked) => {
             info!("revoked while running; stopped");
-            return (Action::Ack, Outcome::Revoked);
+            return Decision::new(Action::Ack, Outcome::Revoked)
+                .with_error("revoked while running".to_owned());
         }
         RunEnd::Cancelled(CancelReason::LeaseLost | CancelReason::SoftTimeLimit) => {
             // Another worker holds the task now: its outcome is theirs to tell.
-            return (Action::Abandon, Outcome::Abandoned);
+            return Decision::new(Action::Abandon, Outcome::Abandoned);
         }
         RunEnd::Error {
             kind: TaskErrorKind::Fail,
             message,
         } => {
             warn!(error = %message, "failed; not retried");
-            return (Action::Ack, Outcome::Failed);
+            return Decision::new(Action::Ack, Outcome::Failed).with_error(message);
         }
         RunEnd::Error {
             kind: TaskErrorKind::Retry(after),
@@ -282,30 +374,23 @@ fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> (Action, Out
         RunEnd::Panicked(message) => (None, format!("the handler panicked: {message}")),
     };
     if envelope.is_last_attempt() {
-        let (action, outcome, _) = dead(envelope, DeadReason::AttemptsExhausted, message);
-        return (action, outcome);
+        return dead(envelope, DeadReason::AttemptsExhausted, message);
     }
     let delay = retry_after.unwrap_or_else(|| backoff.delay(envelope.attempt));
     warn!(error = %message, "failed; retrying in {delay:?}");
     let eta = Timestamp::now().saturating_add(delay);
-    (
-        Action::Retry(Box::new(envelope.next_attempt(eta))),
-        Outcome::Retried,
-    )
+    let next = Box::new(envelope.next_attempt(eta));
+    Decision::new(Action::Retry(next), Outcome::Retried).with_error(message)
 }
 
-fn dead(envelope: &Envelope, reason: DeadReason, error: String) -> (Action, Outcome, bool) {
+fn dead(envelope: &Envelope, reason: DeadReason, error: String) -> Decision {
     error!(%reason, %error, "moved to the dead-letter stream");
     let letter = DeadLetter {
         reason,
-        error,
+        error: error.clone(),
         attempts: envelope.attempt,
     };
-    (
-        Action::DeadLetter(letter),
-        Outcome::DeadLettered(reason),
-        false,
-    )
+    Decision::new(Action::DeadLetter(letter), Outcome::DeadLettered(reason)).with_error(error)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

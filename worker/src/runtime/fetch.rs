@@ -145,6 +145,7 @@ impl<B: Broker> Fetcher<B> {
             let settlement = Settlement {
                 tag: malformed.tag,
                 action: Action::DeadLetter(letter),
+                record: None,
                 unique: None,
                 permit: slot,
             };

@@ -10,14 +10,18 @@ mod control;
 mod execute;
 mod fetch;
 mod lease;
+mod report;
 mod running;
 mod settle;
+
+pub(crate) use self::report::ProgressSink;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use spool_broker::store::{JobStore, WorkerId};
 use spool_broker::{Broker, Task};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -26,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use self::control::Revoked;
-use self::execute::{Executor, Limits};
+use self::execute::{Executor, Limits, Reporting};
 use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
 use self::running::Running;
@@ -86,6 +90,7 @@ pub struct Worker<B> {
     registry: Registry,
     counters: Counters,
     observers: Observers,
+    store: Option<JobStore>,
 }
 
 impl<B: Broker> Worker<B> {
@@ -97,6 +102,7 @@ impl<B: Broker> Worker<B> {
             registry: Registry::default(),
             counters: Counters::default(),
             observers: Observers::default(),
+            store: None,
         }
     }
 
@@ -104,6 +110,18 @@ impl<B: Broker> Worker<B> {
     #[must_use]
     pub fn register<T: Task, H: Handler<T>>(mut self, handler: H) -> Self {
         self.registry.insert::<T, H>(handler);
+        self
+    }
+
+    /// Records every task's life in `store`: its start, its progress, and its
+    /// outcome, which is committed before the task is acknowledged. What is
+    /// recorded of each task type follows its [`TaskOptions::record`]
+    /// policy.
+    ///
+    /// [`TaskOptions::record`]: spool_broker::TaskOptions::record
+    #[must_use]
+    pub fn with_store(mut self, store: JobStore) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -224,11 +242,17 @@ impl<B: Broker> Worker<B> {
             .in_current_span(),
         );
 
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let reporter = AbortOnDropHandle::new(tokio::spawn(
+            report::keep(self.broker.clone(), self.store.clone(), notes_rx).in_current_span(),
+        ));
+
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = AbortOnDropHandle::new(tokio::spawn(
             settle::run(
                 self.broker.clone(),
+                self.store.clone(),
                 settle_rx,
                 observers.clone(),
                 leases.clone(),
@@ -273,6 +297,14 @@ impl<B: Broker> Worker<B> {
             },
             revoked,
             running,
+            reporting: Reporting {
+                notes: notes_tx,
+                worker: WorkerId::new(
+                    gethostname::gethostname().to_string_lossy(),
+                    std::process::id(),
+                ),
+                recording: self.store.is_some(),
+            },
         });
         let dispatcher = Dispatcher {
             executor,
@@ -289,6 +321,9 @@ impl<B: Broker> Worker<B> {
         if settler.await.is_err() {
             warn!("the settler panicked; unsettled tasks will be redelivered");
         }
+        // The executor (and with it the last note sender) is gone: the
+        // reporter writes what is left, then ends.
+        let _ = reporter.await;
         stop.cancel();
         settled.cancel();
         let _ = watcher.await;
@@ -343,11 +378,12 @@ impl<B: Broker> Dispatcher<B> {
                         key,
                         holder: delivery.envelope.id,
                     });
-                    let action = executor.execute(delivery).await;
+                    let (action, record) = executor.execute(delivery).await;
                     drop(run_slot);
                     let _ = settle.send(Settlement {
                         tag,
                         action,
+                        record,
                         unique,
                         permit: slot,
                     });
@@ -377,6 +413,7 @@ impl<B: Broker> Dispatcher<B> {
             let _ = self.settle.send(Settlement {
                 tag: delivery.tag,
                 action: Action::Requeue,
+                record: None,
                 unique: None,
                 permit,
             });

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskId};
+use spool_broker::store::{Finished, JobStore};
+use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{error, warn};
 
@@ -42,6 +43,9 @@ pub(crate) enum Action {
 pub(crate) struct Settlement {
     pub(crate) tag: DeliveryTag,
     pub(crate) action: Action,
+    /// What the job store records of this outcome, before the broker hears
+    /// of it.
+    pub(crate) record: Option<Box<Finished>>,
     /// The unique lock the task holds, released with a final outcome.
     pub(crate) unique: Option<UniqueLock>,
     /// The delivery's prefetch slot, freed when this is dropped: after the
@@ -67,6 +71,7 @@ impl Action {
 /// Settles outcomes until every sender is gone.
 pub(crate) async fn run<B: Broker>(
     broker: B,
+    store: Option<JobStore>,
     mut outcomes: mpsc::UnboundedReceiver<Settlement>,
     observers: Observers,
     leases: Leases,
@@ -74,6 +79,26 @@ pub(crate) async fn run<B: Broker>(
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        // Late ack means: the outcome is stored before the broker forgets
+        // the task. One batched write for the whole group.
+        let records: Vec<Finished> = batch
+            .iter()
+            .filter_map(|s| s.record.as_deref().cloned())
+            .collect();
+        if let Some(store) = &store
+            && !records.is_empty()
+            && !patiently("record the outcomes of", || store.record_outcomes(&records)).await
+        {
+            // Never acknowledge what the store has not got: left unsettled,
+            // with their leases let go, these tasks are redelivered.
+            error!(
+                "the job store is unavailable; {} tasks will be redelivered",
+                batch.len()
+            );
+            leases.release(batch.iter().map(|s| &s.tag));
+            batch.clear();
+            continue;
+        }
         for settlement in &batch {
             match &settlement.action {
                 Action::Ack => acks.push(settlement.tag.clone()),
@@ -109,6 +134,18 @@ pub(crate) async fn run<B: Broker>(
                 .await;
             }
         }
+        // Wake whoever waits on these tasks: their records are stored.
+        let finished: Vec<TaskEvent> = records
+            .iter()
+            .filter(|r| r.status.is_finished())
+            .map(|r| TaskEvent::Finished {
+                id: r.id,
+                status: r.status,
+            })
+            .collect();
+        if let Err(e) = broker.publish_events(&finished).await {
+            warn!(error = %e, "could not announce {} finished tasks", finished.len());
+        }
         leases.release(batch.iter().map(|s| &s.tag));
         observers.settled(batch.len());
         // Dropping the settlements releases their prefetch permits.
@@ -116,9 +153,9 @@ pub(crate) async fn run<B: Broker>(
     }
 }
 
-/// Runs a broker operation, retrying transient failures with backoff for up
-/// to [`SETTLE_PATIENCE`].
-async fn patiently<F, Fut>(what: &str, mut operation: F)
+/// Runs a broker or store operation, retrying transient failures with
+/// backoff for up to [`SETTLE_PATIENCE`]; says whether it succeeded.
+async fn patiently<F, Fut>(what: &str, mut operation: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = spool_broker::Result<()>>,
@@ -127,7 +164,7 @@ where
     let mut delay = Duration::from_millis(50);
     loop {
         match operation().await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if e.is_transient() && started.elapsed() < SETTLE_PATIENCE => {
                 warn!(error = %e, "could not {what} tasks, retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -135,7 +172,7 @@ where
             }
             Err(e) => {
                 error!(error = %e, "could not {what} tasks; they stay pending and will be redelivered");
-                return;
+                return false;
             }
         }
     }
