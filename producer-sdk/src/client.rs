@@ -2,19 +2,33 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "store")]
+use spool_broker::store::JobStore;
 use spool_broker::{Broker, RedisBroker, RedisConfig, Task, TaskId};
 
 use crate::enqueue::{Enqueue, EnqueueMany};
+#[cfg(feature = "store")]
+use crate::error::Error;
 use crate::error::Result;
+#[cfg(feature = "store")]
+use crate::handle::TaskHandle;
 
 /// A handle for enqueueing tasks; cheap to clone and share.
 ///
 /// `Client` is generic over the broker so tests and examples can run on a
 /// [`MemoryBroker`](spool_broker::MemoryBroker); production code uses the
 /// default, [`RedisBroker`].
+#[cfg_attr(
+    feature = "store",
+    doc = "
+With a job store ([`Client::with_store`]), it also records what it enqueues
+and hands out [`TaskHandle`]s to follow tasks to their outcome."
+)]
 #[derive(Debug, Clone)]
 pub struct Client<B = RedisBroker> {
     broker: B,
+    #[cfg(feature = "store")]
+    store: Option<JobStore>,
 }
 
 impl Client<RedisBroker> {
@@ -36,17 +50,105 @@ impl Client<RedisBroker> {
     pub async fn connect_with(config: RedisConfig) -> Result<Self> {
         Ok(Self::new(RedisBroker::connect(config).await?))
     }
+
+    /// Connects to the Redis at `redis_url` and to the job store at
+    /// `store_url` (`sqlite://spool.db`, `postgres://…`; created and
+    /// migrated on first use): the client records what it enqueues, and
+    /// [`Client::task`] follows tasks.
+    ///
+    /// # Errors
+    ///
+    /// When either URL is invalid, or Redis or the database does not
+    /// answer.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), spool_sdk::Error> {
+    /// let client =
+    ///     spool_sdk::Client::connect_with_store("redis://127.0.0.1:6379/", "sqlite://spool.db")
+    ///         .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(feature = "store")]
+    pub async fn connect_with_store(redis_url: &str, store_url: &str) -> Result<Self> {
+        let broker = RedisBroker::connect_url(redis_url).await?;
+        let store = JobStore::connect(store_url).await?;
+        Ok(Self::new(broker).with_store(store))
+    }
 }
 
 impl<B: Broker> Client<B> {
     /// A client over an existing broker.
     pub fn new(broker: B) -> Self {
-        Self { broker }
+        Self {
+            broker,
+            #[cfg(feature = "store")]
+            store: None,
+        }
     }
 
     /// The broker underneath, for inspection.
     pub fn broker(&self) -> &B {
         &self.broker
+    }
+
+    /// This client with a job store: from now on, [`enqueue`](Self::enqueue)
+    /// and [`enqueue_many`](Self::enqueue_many) record the tasks as
+    /// `queued` (or `scheduled`, with an ETA) before they return, as the
+    /// task type's [`RecordPolicy`](spool_broker::RecordPolicy) allows, and
+    /// [`task`](Self::task) hands out handles. The store is shared by the
+    /// client's clones.
+    ///
+    /// Use the store the workers record to, so that handles see outcomes.
+    #[cfg(feature = "store")]
+    #[must_use]
+    pub fn with_store(mut self, store: JobStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The job store, if the client has one.
+    #[cfg(feature = "store")]
+    pub fn store(&self) -> Option<&JobStore> {
+        self.store.as_ref()
+    }
+
+    /// A handle on the task `id`, whose output is a `T::Output`: its
+    /// status, its progress, and [`wait`](TaskHandle::wait) for its
+    /// outcome. Nothing is read yet; the task need not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStore`] when the client has no job store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// use spool_sdk::{Client, JobStatus, JobStore, MemoryBroker, Task};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Probe { path: String }
+    /// impl Task for Probe {
+    ///     const NAME: &'static str = "video.probe";
+    ///     type Output = u32;
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), spool_sdk::Error> {
+    /// let store = JobStore::connect("sqlite::memory:").await?;
+    /// let client = Client::new(MemoryBroker::new()).with_store(store);
+    /// let id = client.enqueue(Probe { path: "cat.mp4".into() }).await?;
+    ///
+    /// let handle = client.task::<Probe>(id)?;
+    /// assert_eq!(handle.status().await?, Some(JobStatus::Queued));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "store")]
+    pub fn task<T: Task>(&self, id: TaskId) -> Result<TaskHandle<T, B>> {
+        let store = self.store.clone().ok_or(Error::NoStore)?;
+        Ok(TaskHandle::new(id, self.broker.clone(), store))
     }
 
     /// Revokes a task: workers skip it if it has not started, and cancel its

@@ -116,6 +116,49 @@ async fn enqueue_one<B: Broker>(
     }
 }
 
+/// Records freshly enqueued tasks in the client's job store, if it has one
+/// and the task type's policy records them: one batched write.
+#[cfg(feature = "store")]
+async fn record_enqueued<B: Broker, T: Task>(
+    client: &Client<B>,
+    envelopes: &[&Envelope],
+) -> Result<()> {
+    use spool_broker::store::NewJob;
+
+    let Some(store) = client.store() else {
+        return Ok(());
+    };
+    let policy = T::options().record;
+    let jobs: Vec<NewJob> = envelopes
+        .iter()
+        .map(|envelope| NewJob::from_envelope(envelope))
+        .filter(|job| policy.records(job.status()))
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    store
+        .record_enqueued(&jobs)
+        .await
+        .map_err(|source| Error::NotRecorded {
+            ids: jobs.iter().map(|job| job.id).collect(),
+            source,
+        })
+}
+
+/// Without the job store, nothing is recorded.
+#[cfg(not(feature = "store"))]
+#[allow(
+    clippy::extra_unused_type_parameters,
+    reason = "the same signature as with the store"
+)]
+async fn record_enqueued<B: Broker, T: Task>(
+    _client: &Client<B>,
+    _envelopes: &[&Envelope],
+) -> Result<()> {
+    Ok(())
+}
+
 /// Generates the override setters shared by both builders.
 macro_rules! override_setters {
     () => {
@@ -206,7 +249,9 @@ macro_rules! override_setters {
 ///
 /// Awaiting fails with [`Error::InvalidOption`] for contradictory options
 /// (zero attempts, an expiry before the ETA) and [`Error::Broker`] when the
-/// task cannot be encoded or the broker fails.
+/// task cannot be encoded or the broker fails. With a job store, it fails
+/// with [`Error::NotRecorded`] when the task was enqueued but could not be
+/// recorded (a unique enqueue that found its duplicate records nothing).
 #[must_use = "an enqueue does nothing until awaited"]
 pub struct Enqueue<'a, B, T> {
     client: &'a Client<B>,
@@ -242,12 +287,17 @@ impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let envelope = self.overrides.envelope(&self.task)?;
-            enqueue_one(
+            let id = enqueue_one(
                 self.client.broker(),
                 &envelope,
                 self.overrides.unique.as_ref(),
             )
-            .await
+            .await?;
+            // A unique duplicate is the existing task: already recorded.
+            if id == envelope.id {
+                record_enqueued::<B, T>(self.client, &[&envelope]).await?;
+            }
+            Ok(id)
         })
     }
 }
@@ -258,7 +308,8 @@ impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
 /// # Errors
 ///
 /// As for [`Enqueue`]; when the broker fails midway, some tasks may have
-/// been enqueued.
+/// been enqueued. The tasks are recorded in one batch after they are all
+/// enqueued.
 #[must_use = "an enqueue does nothing until awaited"]
 pub struct EnqueueMany<'a, B, T> {
     client: &'a Client<B>,
@@ -305,12 +356,29 @@ impl<'a, B: Broker, T: Task> IntoFuture for EnqueueMany<'a, B, T> {
             if let Some(unique) = &self.overrides.unique {
                 // Each needs its own lock check: no pipelined fast path.
                 let mut ids = Vec::with_capacity(envelopes.len());
+                let mut fresh = Vec::with_capacity(envelopes.len());
                 for envelope in &envelopes {
-                    ids.push(enqueue_one(broker, envelope, Some(unique)).await?);
+                    match enqueue_one(broker, envelope, Some(unique)).await {
+                        Ok(id) => {
+                            if id == envelope.id {
+                                fresh.push(envelope);
+                            }
+                            ids.push(id);
+                        }
+                        Err(e) => {
+                            // Record those that did go in; the broker's
+                            // error is the one to report.
+                            let _ = record_enqueued::<B, T>(self.client, &fresh).await;
+                            return Err(e);
+                        }
+                    }
                 }
+                record_enqueued::<B, T>(self.client, &fresh).await?;
                 return Ok(ids);
             }
             broker.enqueue(&envelopes).await?;
+            let all: Vec<&Envelope> = envelopes.iter().collect();
+            record_enqueued::<B, T>(self.client, &all).await?;
             Ok(envelopes.iter().map(|e| e.id).collect())
         })
     }

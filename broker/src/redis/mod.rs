@@ -743,14 +743,23 @@ impl Broker for RedisBroker {
         let mut pipe = redis::pipe();
         for event in events {
             let payload = rmp_serde::to_vec(event).map_err(|e| Error::encode("task event", e))?;
-            pipe.publish(self.task_channel(event.id()), payload).ignore();
+            pipe.publish(self.task_channel(event.id()), payload)
+                .ignore();
         }
         pipe.query_async(&mut self.conn()).await.map_err(map_redis)
     }
 
     async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
-        let mut pubsub = self.inner.client.get_async_pubsub().await.map_err(map_redis)?;
-        pubsub.subscribe(self.task_channel(id)).await.map_err(map_redis)?;
+        let mut pubsub = self
+            .inner
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(map_redis)?;
+        pubsub
+            .subscribe(self.task_channel(id))
+            .await
+            .map_err(map_redis)?;
         let events = pubsub.into_on_message().filter_map(|message| async move {
             rmp_serde::from_slice(message.get_payload_bytes()).ok()
         });

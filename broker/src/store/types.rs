@@ -5,11 +5,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::job::{JobStatus, Progress, RecordPolicy};
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
+pub use crate::job::{JobStatus, Progress, RecordPolicy};
 use crate::queue::{Priority, QueueName};
-
 
 /// The order of writes to one record: a write applies only if its revision
 /// is at least the stored one, so a stale attempt never overwrites a newer
@@ -18,7 +17,6 @@ use crate::queue::{Priority, QueueName};
 pub(crate) fn revision(attempt: u32, status: JobStatus) -> i64 {
     i64::from(attempt) * 4 + status.rank()
 }
-
 
 /// The worker process that ran an attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,7 +43,6 @@ impl fmt::Display for WorkerId {
         write!(f, "{}:{}", self.host, self.pid)
     }
 }
-
 
 /// One progress report of a batch for [`JobStore::record_progress_many`].
 ///
