@@ -267,8 +267,8 @@ pub enum LogFormat {
 pub struct Settings {
     /// The Redis URL.
     pub redis_url: String,
-    /// The job store URL, or `none`. Carried for the store (not used by the
-    /// runtime yet).
+    /// The job store URL (`sqlite://…` or `postgres://…`), or `none`: every
+    /// task's start, progress and outcome are recorded there.
     pub store_url: String,
     /// The Redis key prefix.
     pub key_prefix: String,

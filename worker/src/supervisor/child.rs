@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use spool_broker::store::JobStore;
 use spool_broker::{QueueName, RedisBroker, RedisConfig, WorkerState};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -267,6 +268,11 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         .with_builtin_tasks()
         .observe(Arc::clone(&metrics) as Arc<dyn Observer>)
         .observe(heartbeat.observer() as Arc<dyn Observer>);
+    if settings.store_url != "none" {
+        // Connecting runs the store's migrations: a bad URL fails the start.
+        let store = JobStore::connect(&settings.store_url).await?;
+        worker = worker.with_store(store);
+    }
     if let Some(max) = settings.max_tasks_per_child {
         let watch = Arc::new(BudgetWatch {
             left: AtomicU64::new(max),
