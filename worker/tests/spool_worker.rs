@@ -751,3 +751,52 @@ async fn children_die_with_their_supervisor() {
     .await;
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn finished_records_past_their_retention_are_pruned() {
+    use spool_broker::store::{Finished, JobStatus, JobStore};
+    use spool_broker::{Envelope, Timestamp};
+
+    let redis = TestRedis::new().await;
+    let dir = std::env::temp_dir().join(format!("spool-retention-{:08x}", fastrand::u32(..)));
+    let url = format!("sqlite://{}/jobs.db", dir.display());
+    let store = JobStore::connect(&url).await.unwrap();
+    let record = |age: Duration| {
+        let envelope = Envelope::new("spool.ping", QueueName::DEFAULT, Vec::new());
+        let finished_at =
+            Timestamp::from_millis(Timestamp::now().as_millis() - age.as_millis() as u64);
+        Finished::from_envelope(&envelope, JobStatus::Succeeded, finished_at)
+    };
+    let (old, fresh) = (
+        record(Duration::from_secs(7200)),
+        record(Duration::from_secs(60)),
+    );
+    store
+        .record_outcomes(&[old.clone(), fresh.clone()])
+        .await
+        .unwrap();
+
+    let mut worker = redis.spawn(&[
+        "--store-url",
+        &url,
+        "--store-retention",
+        "1h",
+        "--processes",
+        "0",
+    ]);
+    wait_for(
+        "the old record to be pruned",
+        Duration::from_secs(20),
+        || async { store.get(old.id).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        store.get(fresh.id).await.unwrap().is_some(),
+        "a record within its retention was pruned"
+    );
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    redis.cleanup().await;
+}

@@ -63,6 +63,16 @@ pub struct Args {
     )]
     pub store_url: String,
 
+    /// How long finished records stay in the job store; older ones are
+    /// pruned in batches. `none` keeps them all.
+    #[arg(
+        long,
+        env = "SPOOL_STORE_RETENTION",
+        value_name = "DURATION",
+        default_value = "30d"
+    )]
+    pub store_retention: String,
+
     /// The first part of every Redis key; workers and producers must agree.
     #[arg(
         long,
@@ -270,6 +280,9 @@ pub struct Settings {
     /// The job store URL (`sqlite://…` or `postgres://…`), or `none`: every
     /// task's start, progress and outcome are recorded there.
     pub store_url: String,
+    /// How long finished records are kept, if not forever.
+    #[serde(with = "opt_duration")]
+    pub store_retention: Option<Duration>,
     /// The Redis key prefix.
     pub key_prefix: String,
     /// The queues asked for (the hardware probe may drop `gpu`).
@@ -442,6 +455,7 @@ fn env_name(id: &str) -> String {
 const FILE_KEYS: &[&str] = &[
     "redis_url",
     "store_url",
+    "store_retention",
     "key_prefix",
     "queues",
     "processes",
@@ -601,6 +615,7 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
     let settings = Settings {
         redis_url: m.get("redis_url", |t| Ok(t.trim().to_owned()))?,
         store_url: m.get("store_url", |t| Ok(t.trim().to_owned()))?,
+        store_retention: m.get("store_retention", parse::optional_duration)?,
         key_prefix: m.get("key_prefix", |t| Ok(t.trim().to_owned()))?,
         queues: m.get("queues", parse::queues)?,
         processes: usize::try_from(m.get("processes", |t| parse::count(t, 0))?)

@@ -271,6 +271,9 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     if settings.store_url != "none" {
         // Connecting runs the store's migrations: a bad URL fails the start.
         let store = JobStore::connect(&settings.store_url).await?;
+        if let Some(retention) = settings.store_retention {
+            spawn(prune_forever(store.clone(), retention, helpers.clone()));
+        }
         worker = worker.with_store(store);
     }
     if let Some(max) = settings.max_tasks_per_child {
@@ -392,6 +395,29 @@ async fn serve(options: Serve) -> Result<ExitCode> {
 }
 
 /// First SIGTERM or SIGINT: warm shutdown. Second: cold, exit now.
+/// How often finished records past their retention are pruned. Every
+/// child prunes: deleting what is already gone costs a cheap query.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Prunes finished records older than `retention`, in batches, until
+/// `stop` fires.
+async fn prune_forever(store: JobStore, retention: Duration, stop: CancellationToken) {
+    loop {
+        match store.prune(retention, 5_000).await {
+            Ok(0) => {}
+            Ok(pruned) => info!(
+                pruned,
+                "pruned finished job records older than {retention:?}"
+            ),
+            Err(e) => warn!(error = %e, "could not prune the job store"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
 fn spawn_signal_handler(tx: mpsc::UnboundedSender<Stop>) -> Result<()> {
     let listen = |kind: SignalKind| {
         signal(kind).map_err(|e| Error::Config(format!("cannot handle signals: {e}")))
