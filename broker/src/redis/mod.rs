@@ -1,8 +1,13 @@
 //! The Redis Streams transport.
 
+mod claim;
+mod config;
 mod keys;
 mod registry;
 mod reply;
+mod scripts;
+
+pub use self::config::RedisConfig;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,11 +19,12 @@ use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::StreamReadOptions;
-use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Script, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Value};
 
+use self::claim::delayed_member;
+use self::config::redact_url;
 use self::keys::QueueKeys;
-use self::reply::Idle;
+use self::scripts::{Scripts, on_streams};
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch,
     QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
@@ -38,88 +44,6 @@ const ENQUEUE_CHUNK: usize = 256;
 
 /// How many of a bulk enqueue's pipelines may be in flight at once.
 const ENQUEUE_IN_FLIGHT: usize = 4;
-
-/// How to reach Redis and lay out Spool's keys.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisConfig {
-    /// A `redis://`, `rediss://` (TLS) or `redis+unix://` URL, with
-    /// credentials and database if needed. Default:
-    /// `redis://127.0.0.1:6379/`.
-    pub url: String,
-    /// The first part of every key, so several deployments (or tests) can
-    /// share one Redis. Must not contain braces or spaces. Default: `spool`.
-    pub key_prefix: String,
-    /// The most connections kept for blocking waits: each fetcher waiting on
-    /// an empty queue holds one. Every other command shares one multiplexed
-    /// connection. Default: 32.
-    pub pool_size: usize,
-    /// How long to wait for a new connection. Default: 5 s.
-    pub connect_timeout: Duration,
-    /// How long to wait for any reply before the connection is considered
-    /// broken; must exceed the longest `wait_for_work` timeout. Default: 30 s.
-    pub response_timeout: Duration,
-    /// The most due delayed tasks promoted by one fetch. Default: 1000.
-    pub promote_batch: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379/".to_owned(),
-            key_prefix: "spool".to_owned(),
-            pool_size: 32,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(30),
-            promote_batch: 1000,
-        }
-    }
-}
-
-impl RedisConfig {
-    /// The default configuration for another URL.
-    #[must_use]
-    pub fn from_url(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            ..Self::default()
-        }
-    }
-}
-
-/// The scripts, each loaded once per connection by its SHA1.
-struct Scripts {
-    fetch: Script,
-    retry: Script,
-    dead_letter: Script,
-    requeue: Script,
-    stats: Script,
-    purge: Script,
-    reclaim: Script,
-    renew: Script,
-    requeue_dead: Script,
-    enqueue_unique: Script,
-    release_unique: Script,
-    rate_limit: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            fetch: Script::new(include_str!("../../lua/fetch.lua")),
-            retry: Script::new(include_str!("../../lua/retry.lua")),
-            dead_letter: Script::new(include_str!("../../lua/dead_letter.lua")),
-            requeue: Script::new(include_str!("../../lua/requeue.lua")),
-            stats: Script::new(include_str!("../../lua/stats.lua")),
-            purge: Script::new(include_str!("../../lua/purge.lua")),
-            reclaim: Script::new(include_str!("../../lua/reclaim.lua")),
-            renew: Script::new(include_str!("../../lua/renew.lua")),
-            requeue_dead: Script::new(include_str!("../../lua/requeue_dead.lua")),
-            enqueue_unique: Script::new(include_str!("../../lua/enqueue_unique.lua")),
-            release_unique: Script::new(include_str!("../../lua/release_unique.lua")),
-            rate_limit: Script::new(include_str!("../../lua/rate_limit.lua")),
-        }
-    }
-}
 
 struct Inner {
     /// Opens the control channel's subscriptions.
@@ -163,16 +87,6 @@ impl fmt::Debug for RedisBroker {
             .field("url", &redact_url(&self.inner.config.url))
             .field("key_prefix", &self.inner.config.key_prefix)
             .finish_non_exhaustive()
-    }
-}
-
-/// The URL with any password replaced, for logs and debug output.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -289,133 +203,8 @@ impl RedisBroker {
     }
 }
 
-impl RedisBroker {
-    /// One pipeline enqueueing `envelopes`: due ones `XADD`ed to their
-    /// stream, later ones `ZADD`ed to their queue's delayed set.
-    fn enqueue_pipeline(&self, envelopes: &[Envelope], now: Timestamp) -> Result<redis::Pipeline> {
-        let mut pipe = redis::pipe();
-        let mut keys: Option<Arc<QueueKeys>> = None;
-        for envelope in envelopes {
-            // Bulk enqueues mostly target one queue: look its keys up once.
-            let keys = match &keys {
-                Some(k) if k.queue == envelope.queue => Arc::clone(k),
-                _ => keys.insert(self.keys(&envelope.queue)).clone(),
-            };
-            match envelope.eta {
-                Some(eta) if eta > now => {
-                    pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
-                        .ignore();
-                }
-                _ => {
-                    pipe.xadd(
-                        keys.stream(envelope.priority),
-                        "*",
-                        &[("e", envelope.encode()?)],
-                    )
-                    .ignore();
-                }
-            }
-        }
-        Ok(pipe)
-    }
-
-    /// Promotes due delayed tasks and claims ready ones, highest priority
-    /// first, all in one script; says where the streams stand if it found
-    /// nothing.
-    async fn claim_ready(
-        &self,
-        queue: &QueueName,
-        keys: &QueueKeys,
-        consumer: &str,
-        max: usize,
-    ) -> Result<(FetchBatch, Option<Idle>)> {
-        let mut invocation = on_streams(&self.inner.scripts.fetch, keys);
-        invocation
-            .key(&keys.delayed)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(max)
-            .arg(Timestamp::now().as_millis())
-            .arg(self.inner.config.promote_batch);
-        let reply: Value = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(map_redis)?;
-        reply::fetch_batch(queue, reply)
-    }
-
-    /// Waits for and claims new entries in one blocking `XREADGROUP`. Its
-    /// count applies per stream, so a third of `max` each keeps the total
-    /// within `max`.
-    async fn claim_blocking(
-        &self,
-        queue: &QueueName,
-        keys: &QueueKeys,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<FetchBatch> {
-        let options = StreamReadOptions::default()
-            .group(GROUP, consumer)
-            .count(max / Priority::ALL.len())
-            .block(millis(wait));
-        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
-        let reply: redis::RedisResult<Value> = conn
-            .xread_options(&keys.streams, &[">", ">", ">"], &options)
-            .await;
-        match reply {
-            Ok(reply) => reply::read_group(queue, &keys.streams, reply),
-            // The group vanished (Redis restarted without persistence): the
-            // next fetch's script recreates it.
-            Err(e) if e.code() == Some("NOGROUP") => Ok(FetchBatch::default()),
-            Err(e) => Err(map_redis(e)),
-        }
-    }
-
-    /// With fewer free slots than streams, waits without claiming (an
-    /// `XREAD` from where each stream stood), then claims exactly.
-    async fn wait_then_claim(
-        &self,
-        queue: &QueueName,
-        keys: &QueueKeys,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-        idle: &Idle,
-    ) -> Result<FetchBatch> {
-        let options = StreamReadOptions::default().block(millis(wait)).count(1);
-        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
-        let _: Value = conn
-            .xread_options(&keys.streams, &idle.last_ids, &options)
-            .await
-            .map_err(map_redis)?;
-        drop(conn);
-        Ok(self.claim_ready(queue, keys, consumer, max).await?.0)
-    }
-}
-
 fn encode_control(message: &ControlMessage) -> Result<Vec<u8>> {
     rmp_serde::to_vec(message).map_err(|e| Error::encode("control message", e))
-}
-
-/// Starts invoking `script` with the queue's three streams (high, normal,
-/// low) as its first keys: the layout every queue script shares.
-fn on_streams<'a>(script: &'a Script, keys: &QueueKeys) -> redis::ScriptInvocation<'a> {
-    let mut invocation = script.prepare_invoke();
-    for stream in &keys.streams {
-        invocation.key(stream);
-    }
-    invocation
-}
-
-/// A delayed-set member: the priority digit, then the encoded envelope.
-fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
-    let encoded = envelope.encode()?;
-    let mut member = Vec::with_capacity(encoded.len() + 1);
-    // `index` is at most 2: the digit is one of '0', '1', '2'.
-    member.push(b'0' + envelope.priority.index() as u8);
-    member.extend_from_slice(&encoded);
-    Ok(member)
 }
 
 fn map_redis(e: RedisError) -> Error {
@@ -900,28 +689,5 @@ impl Broker for RedisBroker {
             .await
             .map_err(map_redis)?;
         reply::dead_letters(queue, reply)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://worker:s3cret@10.0.0.1:6379/0"),
-            "redis://***@10.0.0.1:6379/0"
-        );
-        assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
-    }
-
-    #[test]
-    fn delayed_members_lead_with_the_priority_digit() {
-        let mut e = Envelope::new("x", QueueName::DEFAULT, vec![]);
-        e.priority = Priority::Low;
-        let member = delayed_member(&e).unwrap();
-        assert_eq!(member[0], b'2');
-        assert_eq!(Envelope::decode(&member[1..]).unwrap(), e);
     }
 }

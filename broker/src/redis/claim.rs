@@ -1,0 +1,150 @@
+//! Building enqueue pipelines and claiming entries: the inherent halves of
+//! `enqueue` and `fetch`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::StreamReadOptions;
+use redis::{AsyncCommands, Value};
+
+use super::keys::QueueKeys;
+use super::reply::{self, Idle};
+use super::scripts::on_streams;
+use super::{GROUP, RedisBroker, map_pool, map_redis, millis};
+use crate::broker::FetchBatch;
+use crate::envelope::{Envelope, Timestamp};
+use crate::error::Result;
+use crate::queue::{Priority, QueueName};
+
+impl RedisBroker {
+    /// One pipeline enqueueing `envelopes`: due ones `XADD`ed to their
+    /// stream, later ones `ZADD`ed to their queue's delayed set.
+    pub(crate) fn enqueue_pipeline(
+        &self,
+        envelopes: &[Envelope],
+        now: Timestamp,
+    ) -> Result<redis::Pipeline> {
+        let mut pipe = redis::pipe();
+        let mut keys: Option<Arc<QueueKeys>> = None;
+        for envelope in envelopes {
+            // Bulk enqueues mostly target one queue: look its keys up once.
+            let keys = match &keys {
+                Some(k) if k.queue == envelope.queue => Arc::clone(k),
+                _ => keys.insert(self.keys(&envelope.queue)).clone(),
+            };
+            match envelope.eta {
+                Some(eta) if eta > now => {
+                    pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
+                        .ignore();
+                }
+                _ => {
+                    pipe.xadd(
+                        keys.stream(envelope.priority),
+                        "*",
+                        &[("e", envelope.encode()?)],
+                    )
+                    .ignore();
+                }
+            }
+        }
+        Ok(pipe)
+    }
+
+    /// Promotes due delayed tasks and claims ready ones, highest priority
+    /// first, all in one script; says where the streams stand if it found
+    /// nothing.
+    pub(crate) async fn claim_ready(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+    ) -> Result<(FetchBatch, Option<Idle>)> {
+        let mut invocation = on_streams(&self.inner.scripts.fetch, keys);
+        invocation
+            .key(&keys.delayed)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(max)
+            .arg(Timestamp::now().as_millis())
+            .arg(self.inner.config.promote_batch);
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(map_redis)?;
+        reply::fetch_batch(queue, reply)
+    }
+
+    /// Waits for and claims new entries in one blocking `XREADGROUP`. Its
+    /// count applies per stream, so a third of `max` each keeps the total
+    /// within `max`.
+    pub(crate) async fn claim_blocking(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchBatch> {
+        let options = StreamReadOptions::default()
+            .group(GROUP, consumer)
+            .count(max / Priority::ALL.len())
+            .block(millis(wait));
+        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
+        let reply: redis::RedisResult<Value> = conn
+            .xread_options(&keys.streams, &[">", ">", ">"], &options)
+            .await;
+        match reply {
+            Ok(reply) => reply::read_group(queue, &keys.streams, reply),
+            // The group vanished (Redis restarted without persistence): the
+            // next fetch's script recreates it.
+            Err(e) if e.code() == Some("NOGROUP") => Ok(FetchBatch::default()),
+            Err(e) => Err(map_redis(e)),
+        }
+    }
+
+    /// With fewer free slots than streams, waits without claiming (an
+    /// `XREAD` from where each stream stood), then claims exactly.
+    pub(crate) async fn wait_then_claim(
+        &self,
+        queue: &QueueName,
+        keys: &QueueKeys,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+        idle: &Idle,
+    ) -> Result<FetchBatch> {
+        let options = StreamReadOptions::default().block(millis(wait)).count(1);
+        let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
+        let _: Value = conn
+            .xread_options(&keys.streams, &idle.last_ids, &options)
+            .await
+            .map_err(map_redis)?;
+        drop(conn);
+        Ok(self.claim_ready(queue, keys, consumer, max).await?.0)
+    }
+}
+
+/// A delayed-set member: the priority digit, then the encoded envelope.
+pub(crate) fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
+    let encoded = envelope.encode()?;
+    let mut member = Vec::with_capacity(encoded.len() + 1);
+    // `index` is at most 2: the digit is one of '0', '1', '2'.
+    member.push(b'0' + envelope.priority.index() as u8);
+    member.extend_from_slice(&encoded);
+    Ok(member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delayed_members_lead_with_the_priority_digit() {
+        let mut e = Envelope::new("x", QueueName::DEFAULT, vec![]);
+        e.priority = Priority::Low;
+        let member = delayed_member(&e).unwrap();
+        assert_eq!(member[0], b'2');
+        assert_eq!(Envelope::decode(&member[1..]).unwrap(), e);
+    }
+}
