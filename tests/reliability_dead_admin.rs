@@ -43,7 +43,9 @@ async fn dead_letters_are_requeued_as_fresh_tasks_then_purged() {
                 let healthy = healthy.load(Ordering::SeqCst);
                 async move {
                     if healthy {
-                        assert_eq!(ctx.attempt(), 1, "a requeued dead letter starts afresh");
+                        // Attempt 1 died (max_attempts 1): the revived run
+                        // is attempt 2, with a fresh budget of one attempt.
+                        assert_eq!((ctx.attempt(), ctx.max_attempts()), (2, 2), "revived run");
                         Ok(task.n)
                     } else {
                         Err(TaskError::retry("the upstream is down"))
@@ -52,11 +54,12 @@ async fn dead_letters_are_requeued_as_fresh_tasks_then_purged() {
             },
         ),
     );
-    worker
-        .wait_for("3 dead letters", Duration::from_secs(5), |c| {
-            c.dead_lettered == 3
-        })
-        .await;
+    // Counters move when an outcome is decided; the dead letter is stored a
+    // moment later, by the settler.
+    spool_tests::wait_until("3 dead letters stored", Duration::from_secs(5), || async {
+        redis.stats(&queue).await.dead == 3
+    })
+    .await;
     let dead = redis.broker.dead_letters(&queue, 10).await.unwrap();
     assert_eq!(dead.len(), 3);
     assert!(
@@ -109,5 +112,75 @@ async fn dead_letters_are_requeued_as_fresh_tasks_then_purged() {
     worker.stop().await;
     assert_eq!(redis.broker.purge_dead(&queue).await.unwrap(), 1);
     assert_eq!(redis.stats(&queue).await, Default::default());
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_requeued_dead_letter_that_succeeds_is_recorded_as_succeeded() {
+    use spool_broker::JobStatus;
+    use spool_broker::store::JobStore;
+
+    let redis = TestRedis::new().await;
+    let dir = std::env::temp_dir().join(format!("spool-revive-{:08x}", fastrand::u32(..)));
+    let store = JobStore::connect(&format!("sqlite://{}/jobs.db", dir.display()))
+        .await
+        .unwrap();
+    let id = redis
+        .client()
+        .enqueue(Flaky { n: 1 })
+        .max_attempts(1)
+        .await
+        .unwrap();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::clone(&fixed);
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    let worker = spawn_worker(
+        Worker::new(redis.broker.clone(), config)
+            .with_store(store.clone())
+            .register::<Flaky, _>(move |task: Flaky, _: TaskContext| {
+                let healthy = healthy.load(Ordering::SeqCst);
+                async move {
+                    if healthy {
+                        Ok(task.n)
+                    } else {
+                        Err(TaskError::retry("the upstream is down"))
+                    }
+                }
+            }),
+    );
+    spool_tests::wait_until(
+        "the dead outcome to be stored",
+        Duration::from_secs(5),
+        || async { store.status(id).await.unwrap() == Some(JobStatus::Dead) },
+    )
+    .await;
+
+    fixed.store(true, Ordering::SeqCst);
+    assert_eq!(
+        redis
+            .broker
+            .requeue_dead(&QueueName::DEFAULT, None)
+            .await
+            .unwrap(),
+        1
+    );
+    worker
+        .wait_for("the revived run", Duration::from_secs(5), |c| {
+            c.succeeded == 1
+        })
+        .await;
+    worker.stop().await;
+    let record = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.attempts),
+        (JobStatus::Succeeded, 2),
+        "{record:?}"
+    );
+    assert_eq!(record.output::<u32>().unwrap(), Some(1));
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
     redis.cleanup().await;
 }

@@ -206,19 +206,25 @@ pub struct DeadLetterEntry {
 
 impl DeadLetterEntry {
     /// What to enqueue when this dead letter is requeued, and at which
-    /// priority: the envelope reset for a fresh run (attempt 1, no ETA), or
-    /// the raw bytes when they are not an envelope.
+    /// priority: the envelope for its next run, or the raw bytes when they
+    /// are not an envelope.
+    ///
+    /// The next run keeps counting attempts (so the job store, which orders
+    /// writes by attempt, records it over the dead outcome) and gets a
+    /// fresh budget of as many attempts as the task had.
     #[must_use]
     pub fn revived(&self) -> (Priority, Vec<u8>) {
         match &self.envelope {
             Some(envelope) => {
-                let fresh = Envelope {
-                    attempt: 1,
+                let budget = envelope.max_attempts.max(1);
+                let next = Envelope {
+                    attempt: envelope.attempt.saturating_add(1),
+                    max_attempts: envelope.attempt.saturating_add(budget),
                     eta: None,
                     ..envelope.clone()
                 };
-                let bytes = fresh.encode().unwrap_or_else(|_| self.raw.clone());
-                (fresh.priority, bytes)
+                let bytes = next.encode().unwrap_or_else(|_| self.raw.clone());
+                (next.priority, bytes)
             }
             None => (Priority::Normal, self.raw.clone()),
         }
@@ -520,8 +526,9 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// When the broker fails.
     fn purge(&self, queue: &QueueName) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Moves dead letters back to their queue as fresh tasks (attempt 1,
-    /// same id): those with the given dead-letter entry ids, or all of them
+    /// Moves dead letters back to their queue for another round of
+    /// attempts (same id; see [`DeadLetterEntry::revived`]): those with the
+    /// given dead-letter entry ids, or all of them
     /// when `entry_ids` is `None`. Entries that are not valid envelopes go
     /// back as they are (a fixed worker may read them now). Returns how many
     /// were requeued; one already requeued or purged by someone else is
