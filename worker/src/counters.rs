@@ -8,6 +8,10 @@ use crate::observer::{Observer, Outcome, TaskInfo};
 
 /// Live counters of a worker's outcomes; cheap to clone and read from any
 /// task (tests wait on them, metrics export them).
+///
+/// A counter moves when an outcome is decided; the settler stores it with
+/// the broker (and the job store) a moment later. Wait on the broker or the
+/// store, not on a counter, to know an outcome is stored.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     inner: Arc<Inner>,
