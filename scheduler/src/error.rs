@@ -1,6 +1,6 @@
 //! The library's error type.
 
-use spool_broker::QueueName;
+use spool_broker::{QueueName, TaskId};
 
 /// Everything that can go wrong in a `spoolctl` command.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,24 @@ pub enum Error {
         /// The queue that would have been purged.
         queue: QueueName,
     },
+
+    /// Dead letters were not purged because the purge was not confirmed.
+    #[error(
+        "refusing to purge the dead letters of queue {queue:?} without --yes: they are deleted \
+         for good"
+    )]
+    DeadPurgeNotConfirmed {
+        /// The queue whose dead letters would have been purged.
+        queue: QueueName,
+    },
+
+    /// The command reads the job store and none is configured.
+    #[error("this command needs the job store: pass --store-url or set SPOOL_STORE_URL")]
+    NoStore,
+
+    /// The job store has no record of the task.
+    #[error("no task {0} in the job store")]
+    UnknownTask(TaskId),
 
     /// A report could not be encoded as JSON.
     #[error("cannot encode the output as JSON: {0}")]

@@ -4,8 +4,10 @@
 //! and connects to Redis, while this library holds the reusable part, one
 //! function per command in [`ctl`], each generic over
 //! [`Broker`](spool_broker::Broker) so it runs as well against
-//! [`MemoryBroker`](spool_broker::MemoryBroker) in tests, plus the
-//! [`table`] renderer behind the human output.
+//! [`MemoryBroker`](spool_broker::MemoryBroker) in tests (the job store
+//! commands take a [`JobStore`](spool_broker::store::JobStore) instead, and
+//! `workers` reads the Redis registry), plus the [`table`] renderer behind
+//! the human output.
 //!
 //! Every command returns a report that renders either as a table for people
 //! or as JSON for scripts ([`ctl::render`]).

@@ -106,7 +106,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Replaces control characters: whitespace ones by a space, others by `?`.
-fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             c if !c.is_control() => c,

@@ -5,7 +5,15 @@
 //! spoolctl call spool.ping --count 3   # enqueue by name, like `celery call`
 //! spoolctl dead list gpu               # a queue's dead letters
 //! spoolctl purge gpu --yes             # delete every task of a queue
+//! spoolctl dead retry gpu              # requeue a queue's dead letters
+//! spoolctl dead purge gpu --yes        # delete a queue's dead letters
+//! spoolctl revoke <ID>                 # tell the workers not to run a task
+//! spoolctl workers                     # the worker processes and their load
+//! spoolctl tasks --status failed       # the job store's records, newest first
+//! spoolctl task show <ID>              # one task's record
 //! ```
+//!
+//! `tasks` and `task show` read the job store (`--store-url`).
 //!
 //! Every command takes `--json` for scripts. The commands themselves live in
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
@@ -16,8 +24,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig};
-use spool_scheduler::ctl::{self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, Format};
+use spool_broker::store::{JobStatus, JobStore};
+use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, TaskId};
+use spool_scheduler::ctl::{
+    self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
+    TasksFilter,
+};
 
 /// Inspect and drive Spool's task queues.
 #[derive(Debug, Parser)]
@@ -43,6 +55,19 @@ struct Cli {
         value_name = "PREFIX"
     )]
     key_prefix: String,
+
+    /// The job store that `tasks` and `task show` read (sqlite://FILE or
+    /// postgres://...); "none" for no store. Credentials in it are never
+    /// printed.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_STORE_URL",
+        hide_env_values = true,
+        default_value = ctl::NO_STORE,
+        value_name = "URL"
+    )]
+    store_url: String,
 
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
@@ -81,6 +106,93 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+
+    /// Revoke a task: workers skip it, or cancel it if it runs.
+    Revoke {
+        /// The task's id.
+        #[arg(value_parser = parse_task_id)]
+        id: TaskId,
+        /// How long the workers remember the revocation, such as 24h.
+        #[arg(
+            long,
+            default_value = "24h",
+            value_parser = humantime::parse_duration,
+            value_name = "DURATION"
+        )]
+        ttl: Duration,
+    },
+
+    /// List the worker processes in the registry, with their load.
+    Workers,
+
+    /// List the job store's task records, newest first.
+    Tasks(TasksArgs),
+
+    /// Inspect one task in the job store.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TaskCommand {
+    /// Show a task's record: status, attempts, worker, progress, times,
+    /// result and error.
+    Show {
+        /// The task's id.
+        #[arg(value_parser = parse_task_id)]
+        id: TaskId,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TasksArgs {
+    /// Only tasks with this status (repeatable): queued, scheduled, running,
+    /// retrying, succeeded, failed, dead, revoked, expired.
+    #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
+    statuses: Vec<JobStatus>,
+    /// Only tasks of this queue.
+    #[arg(long)]
+    queue: Option<QueueName>,
+    /// Only tasks of this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only tasks with this name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Only tasks created at most this long ago, such as 1h or 2d.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    since: Option<Duration>,
+    /// Show at most this many.
+    #[arg(long, default_value_t = DEFAULT_TASKS_LIMIT, value_name = "N")]
+    limit: usize,
+}
+
+impl TasksArgs {
+    fn into_filter(self) -> TasksFilter {
+        TasksFilter {
+            statuses: self.statuses,
+            queue: self.queue,
+            tenant: self.tenant,
+            name: self.name,
+            since: self.since,
+            limit: self.limit,
+        }
+    }
+}
+
+fn parse_task_id(text: &str) -> Result<TaskId, String> {
+    text.trim().parse().map_err(|_| {
+        "not a task id: expected a UUID such as 0193a7c4-5e1f-7d2a-9b3c-4d5e6f708192".to_owned()
+    })
+}
+
+fn parse_status(text: &str) -> Result<JobStatus, String> {
+    text.parse().map_err(|_| {
+        let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +256,24 @@ enum DeadCommand {
         #[arg(long, default_value_t = DEFAULT_DEAD_LIMIT, value_name = "N")]
         limit: usize,
     },
+    /// Send dead letters back to their queue for another round of
+    /// attempts, and print how many went.
+    Retry {
+        /// The queue whose dead letters to requeue.
+        queue: QueueName,
+        /// The dead-letter entry ids to requeue, as `dead list` shows them;
+        /// all of the queue's when none is given.
+        #[arg(value_name = "ENTRY_ID")]
+        ids: Vec<String>,
+    },
+    /// Delete a queue's dead letters and print how many there were.
+    Purge {
+        /// The queue whose dead letters to delete.
+        queue: QueueName,
+        /// Confirm the deletion; nothing is deleted without it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -192,6 +322,43 @@ async fn run(cli: Cli) -> Result<String> {
             let broker = connect(cli.redis_url, cli.key_prefix).await?;
             ctl::render(&ctl::dead_list(&broker, &queue, limit).await?, format)?
         }
+        Command::Dead {
+            command: DeadCommand::Retry { queue, ids },
+        } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::dead_retry(&broker, &queue, &ids).await?, format)?
+        }
+        Command::Dead {
+            command: DeadCommand::Purge { queue, yes },
+        } => {
+            ctl::check_dead_purge_confirmed(&queue, yes)?;
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::dead_purge(&broker, &queue, yes).await?, format)?
+        }
+        Command::Revoke { id, ttl } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::revoke(&broker, id, ttl).await?, format)?
+        }
+        Command::Workers => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::workers(&broker).await?, format)?
+        }
+        Command::Tasks(args) => {
+            let filter = args.into_filter();
+            filter.validate()?;
+            let store = open_store(&cli.store_url).await?;
+            let report = ctl::tasks(&store, &filter).await;
+            store.close().await;
+            ctl::render(&report?, format)?
+        }
+        Command::Task {
+            command: TaskCommand::Show { id },
+        } => {
+            let store = open_store(&cli.store_url).await?;
+            let report = ctl::task_show(&store, id).await;
+            store.close().await;
+            ctl::render(&report?, format)?
+        }
         Command::Purge { queue, yes } => {
             ctl::check_purge_confirmed(&queue, yes)?;
             let broker = connect(cli.redis_url, cli.key_prefix).await?;
@@ -214,6 +381,15 @@ async fn connect(url: String, key_prefix: String) -> Result<RedisBroker> {
     RedisBroker::connect(config)
         .await
         .context("cannot connect to Redis")
+}
+
+/// Opens the job store. The URL is never part of the error: it may hold a
+/// password.
+async fn open_store(url: &str) -> Result<JobStore> {
+    let url = ctl::require_store(url)?;
+    JobStore::connect(url)
+        .await
+        .context("cannot open the job store")
 }
 
 /// The error and its causes on one line, each cause once: errors that

@@ -21,15 +21,31 @@
 
 mod call;
 mod dead;
+mod dead_purge;
+mod dead_retry;
 mod purge;
 mod queues;
+mod revoke;
+mod task;
+mod tasks;
+mod workers;
+
+use std::time::Duration;
 
 use serde::Serialize;
+use spool_broker::Timestamp;
+use spool_broker::store::JobRecord;
 
 pub use self::call::{CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call};
 pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
+pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
+pub use self::dead_retry::{DeadRetryReport, dead_retry};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
 pub use self::queues::{QueueRow, QueuesReport, queues, queues_to_show};
+pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, revoke};
+pub use self::task::{TaskReport, task_show};
+pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
+pub use self::workers::{WorkerRow, WorkersReport, workers, workers_report};
 use crate::error::{Error, Result};
 
 /// The result of a command, printable for people or for scripts.
@@ -63,6 +79,45 @@ pub fn render<R: Report + ?Sized>(report: &R, format: Format) -> Result<String> 
             Ok(json)
         }
     }
+}
+
+/// The value of `--store-url` that means "no job store".
+pub const NO_STORE: &str = "none";
+
+/// The job store URL to connect to, or [`Error::NoStore`] when `url` is
+/// empty or [`NO_STORE`].
+///
+/// # Errors
+///
+/// [`Error::NoStore`] when no store is configured.
+pub fn require_store(url: &str) -> Result<&str> {
+    let url = url.trim();
+    if url.is_empty() || url.eq_ignore_ascii_case(NO_STORE) {
+        Err(Error::NoStore)
+    } else {
+        Ok(url)
+    }
+}
+
+/// A record as JSON: [`JobRecord::to_json`], with every key the CLI
+/// promises present (null when unknown).
+#[must_use]
+pub fn record_json(record: &JobRecord) -> serde_json::Value {
+    let mut json = record.to_json();
+    if let serde_json::Value::Object(map) = &mut json {
+        for key in [
+            "id", "name", "queue", "status", "attempts", "worker", "progress", "result", "error",
+        ] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    json
+}
+
+/// How long from `since` to `now`, whole seconds, in humantime (`1h 2m 3s`).
+fn age(now: Timestamp, since: Timestamp) -> String {
+    let secs = now.saturating_since(since).as_secs();
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 /// `count` followed by `noun`, plural unless the count is one.

@@ -124,7 +124,7 @@ impl<B: Broker> Executor<B> {
         );
         async {
             let started = Instant::now();
-            let decision = self.decide(&mut envelope, deliveries).await;
+            let mut decision = self.decide(&mut envelope, deliveries).await;
             let info = TaskInfo {
                 id: envelope.id,
                 name: &envelope.name,
@@ -136,7 +136,7 @@ impl<B: Broker> Executor<B> {
                 None => Duration::ZERO,
             };
             self.observers.finished(&info, decision.outcome, ran_for);
-            let record = self.record_of(&envelope, &decision);
+            let record = self.record_of(&envelope, &mut decision);
             (decision.action, record)
         }
         .instrument(span)
@@ -144,7 +144,8 @@ impl<B: Broker> Executor<B> {
     }
 
     /// The job-store record of a decision, when a store records it.
-    fn record_of(&self, envelope: &Envelope, decision: &Decision) -> Option<Box<Finished>> {
+    /// (It takes the decision's output and error: nothing else needs them.)
+    fn record_of(&self, envelope: &Envelope, decision: &mut Decision) -> Option<Box<Finished>> {
         if !self.reporting.recording {
             return None;
         }
@@ -162,8 +163,8 @@ impl<B: Broker> Executor<B> {
             return None;
         }
         let mut record = Finished::from_envelope(envelope, status, Timestamp::now());
-        record.result.clone_from(&decision.output);
-        record.error.clone_from(&decision.error);
+        record.result = decision.output.take();
+        record.error = decision.error.take();
         record.started_at = decision.started_at;
         record.worker = Some(self.reporting.worker.clone());
         Some(Box::new(record))

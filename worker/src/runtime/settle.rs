@@ -82,8 +82,8 @@ pub(crate) async fn run<B: Broker>(
         // Late ack means: the outcome is stored before the broker forgets
         // the task. One batched write for the whole group.
         let records: Vec<Finished> = batch
-            .iter()
-            .filter_map(|s| s.record.as_deref().cloned())
+            .iter_mut()
+            .filter_map(|s| s.record.take().map(|record| *record))
             .collect();
         if let Some(store) = &store
             && !records.is_empty()
@@ -96,6 +96,7 @@ pub(crate) async fn run<B: Broker>(
                 batch.len()
             );
             leases.release(batch.iter().map(|s| &s.tag));
+            observers.settled(batch.len());
             batch.clear();
             continue;
         }
