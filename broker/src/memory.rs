@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::stream;
+use futures_util::{Stream, stream};
 use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{
@@ -199,6 +199,25 @@ fn hand_out(batch: &mut FetchBatch, tag: DeliveryTag, bytes: &[u8], deliveries: 
             reason: e.to_string(),
         }),
     }
+}
+
+/// A broadcast receiver as a stream of the messages `keep` accepts, as a
+/// pub/sub subscription would be: messages missed by a lagging subscriber
+/// are skipped, and the stream ends when the broker is dropped.
+fn follow<T, F>(rx: broadcast::Receiver<T>, keep: F) -> Pin<Box<dyn Stream<Item = T> + Send>>
+where
+    T: Clone + Send + 'static,
+    F: Fn(&T) -> bool + Send + Sync + 'static,
+{
+    Box::pin(stream::unfold((rx, keep), |(mut rx, keep)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(message) if keep(&message) => return Some((message, (rx, keep))),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }))
 }
 
 /// Orders entry ids (`<ms>-<seq>`) numerically, as Redis does.
@@ -487,17 +506,8 @@ impl Broker for MemoryBroker {
     }
 
     async fn control(&self) -> Result<ControlStream> {
-        let messages = stream::unfold(self.control.subscribe(), |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(message) => return Some((message, rx)),
-                    // A slow subscriber missed some: it reloads `revoked`.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(Box::pin(messages))
+        // A slow subscriber may miss some: it reloads `revoked`.
+        Ok(follow(self.control.subscribe(), |_| true))
     }
 
     async fn publish_events(&self, events: &[TaskEvent]) -> Result<()> {
@@ -509,16 +519,9 @@ impl Broker for MemoryBroker {
     }
 
     async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
-        let events = stream::unfold(self.events.subscribe(), move |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(event) if event.id() == id => return Some((event, rx)),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        Ok(Box::pin(events))
+        Ok(follow(self.events.subscribe(), move |event: &TaskEvent| {
+            event.id() == id
+        }))
     }
 
     async fn server_warnings(&self) -> Result<Vec<String>> {

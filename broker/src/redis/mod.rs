@@ -11,13 +11,14 @@ pub use self::config::RedisConfig;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{Stream, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Value};
 
@@ -177,6 +178,26 @@ impl RedisBroker {
         format!("{}:task:{id}", self.inner.config.key_prefix)
     }
 
+    /// Subscribes to a pub/sub channel on a connection of its own, and
+    /// decodes its messages; one that does not decode is skipped (a newer
+    /// publisher's, say). The stream ends when the connection breaks.
+    async fn subscribe<T>(&self, channel: String) -> Result<Pin<Box<dyn Stream<Item = T> + Send>>>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let mut pubsub = self
+            .inner
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(map_redis)?;
+        pubsub.subscribe(channel).await.map_err(map_redis)?;
+        let messages = pubsub.into_on_message().filter_map(|message| async move {
+            rmp_serde::from_slice(message.get_payload_bytes()).ok()
+        });
+        Ok(Box::pin(messages))
+    }
+
     /// The shared connection (a cheap handle clone).
     fn conn(&self) -> ConnectionManager {
         self.inner.commands.clone()
@@ -203,8 +224,9 @@ impl RedisBroker {
     }
 }
 
-fn encode_control(message: &ControlMessage) -> Result<Vec<u8>> {
-    rmp_serde::to_vec(message).map_err(|e| Error::encode("control message", e))
+/// Encodes a pub/sub message, as [`RedisBroker::subscribe`] decodes it.
+fn encode_message<T: serde::Serialize>(what: &'static str, message: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec(message).map_err(|e| Error::encode(what, e))
 }
 
 fn map_redis(e: RedisError) -> Error {
@@ -486,7 +508,7 @@ impl Broker for RedisBroker {
 
     async fn revoke(&self, id: TaskId, ttl: Duration) -> Result<()> {
         let until = Timestamp::now().saturating_add(ttl).as_millis();
-        let message = encode_control(&ControlMessage::Revoke { id })?;
+        let message = encode_message("control message", &ControlMessage::Revoke { id })?;
         let mut pipe = redis::pipe();
         pipe.zadd(self.revoked_key(), id.to_string(), until)
             .ignore();
@@ -509,20 +531,7 @@ impl Broker for RedisBroker {
     }
 
     async fn control(&self) -> Result<ControlStream> {
-        let mut pubsub = self
-            .inner
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(map_redis)?;
-        pubsub
-            .subscribe(self.control_channel())
-            .await
-            .map_err(map_redis)?;
-        let messages = pubsub.into_on_message().filter_map(|message| async move {
-            rmp_serde::from_slice(message.get_payload_bytes()).ok()
-        });
-        Ok(Box::pin(messages))
+        self.subscribe(self.control_channel()).await
     }
 
     async fn publish_events(&self, events: &[TaskEvent]) -> Result<()> {
@@ -531,7 +540,7 @@ impl Broker for RedisBroker {
         }
         let mut pipe = redis::pipe();
         for event in events {
-            let payload = rmp_serde::to_vec(event).map_err(|e| Error::encode("task event", e))?;
+            let payload = encode_message("task event", event)?;
             pipe.publish(self.task_channel(event.id()), payload)
                 .ignore();
         }
@@ -539,20 +548,7 @@ impl Broker for RedisBroker {
     }
 
     async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
-        let mut pubsub = self
-            .inner
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(map_redis)?;
-        pubsub
-            .subscribe(self.task_channel(id))
-            .await
-            .map_err(map_redis)?;
-        let events = pubsub.into_on_message().filter_map(|message| async move {
-            rmp_serde::from_slice(message.get_payload_bytes()).ok()
-        });
-        Ok(Box::pin(events))
+        self.subscribe(self.task_channel(id)).await
     }
 
     async fn server_warnings(&self) -> Result<Vec<String>> {
