@@ -5,6 +5,10 @@
 -- KEYS[1..3]  the queue's streams: high, normal, low
 -- KEYS[4]     the queue's delayed set (score: due time in ms; member: one
 --             priority digit followed by the encoded envelope)
+-- KEYS[5]     the queue's paused flag: while it exists nothing is promoted
+--             or claimed
+-- KEYS[6]     the queue's consumers, scored by their last fetch (ms), for
+--             stats.lua; those silent for an hour are dropped
 -- ARGV[1]     consumer group
 -- ARGV[2]     consumer name
 -- ARGV[3]     how many entries to claim at most
@@ -16,6 +20,14 @@
 -- and idle is false when something was claimed, else
 -- { next_due_ms or -1, last_id_high, last_id_normal, last_id_low } so the
 -- caller can block on XREAD from exactly where the streams stand now.
+-- A paused queue returns { {}, {}, {}, false, 1 }.
+
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[4]) - 3600000)
+
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return { {}, {}, {}, false, 1 }
+end
 
 local group, consumer = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])

@@ -13,6 +13,10 @@ use crate::job::{JobStatus, Progress};
 use crate::queue::{Priority, QueueName};
 use crate::task::RateLimit;
 
+pub use self::stats::{ACTIVE_CONSUMER_WINDOW, QueueStats};
+
+mod stats;
+
 /// Where a fetched task sits in the broker until it is settled. Opaque to
 /// callers; hand it back to [`Broker::ack`], [`Broker::retry`],
 /// [`Broker::dead_letter`] or [`Broker::requeue`].
@@ -231,33 +235,6 @@ impl DeadLetterEntry {
     }
 }
 
-/// How many tasks a queue holds, by state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Waiting to be fetched, per priority (high, normal, low).
-    pub ready: [u64; 3],
-    /// Fetched by a worker and not yet settled.
-    pub pending: u64,
-    /// Scheduled for later (countdown, ETA, retry backoff).
-    pub delayed: u64,
-    /// In the dead-letter stream.
-    pub dead: u64,
-}
-
-impl QueueStats {
-    /// Tasks waiting to be fetched, all priorities together.
-    #[must_use]
-    pub fn ready_total(&self) -> u64 {
-        self.ready.iter().sum()
-    }
-
-    /// Whether nothing is waiting, running or scheduled (dead letters aside).
-    #[must_use]
-    pub fn is_drained(&self) -> bool {
-        self.ready_total() == 0 && self.pending == 0 && self.delayed == 0
-    }
-}
-
 /// A message every worker receives on the control channel.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -268,11 +245,21 @@ pub enum ControlMessage {
         /// The task.
         id: TaskId,
     },
+    /// Stop fetching this queue (see [`Broker::pause`]).
+    Pause {
+        /// The queue.
+        queue: QueueName,
+    },
+    /// Fetch this queue again (see [`Broker::resume`]).
+    Resume {
+        /// The queue.
+        queue: QueueName,
+    },
 }
 
 /// The control channel as seen by one subscriber. It ends when the
 /// subscription breaks: subscribe again, and reload what may have been
-/// missed meanwhile (see [`Broker::revoked`]).
+/// missed meanwhile (see [`Broker::revoked`] and [`Broker::paused`]).
 pub type ControlStream = Pin<Box<dyn Stream<Item = ControlMessage> + Send>>;
 
 /// News about one task, for whoever waits on it (a `TaskHandle`).
@@ -375,7 +362,10 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// sooner) and returns what it claimed, possibly nothing.
     ///
     /// Never more than `max` entries are claimed, so a consumer that fetches
-    /// only for free slots never holds more than its prefetch bound.
+    /// only for free slots never holds more than its prefetch bound. A
+    /// paused queue ([`Broker::pause`]) yields nothing: the fetch waits as on
+    /// an empty queue, and gives back anything a wait claimed after the
+    /// pause.
     ///
     /// # Errors
     ///
@@ -511,12 +501,63 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// When the broker cannot be reached.
     fn server_warnings(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// Counts a queue's tasks by state.
+    /// Reads a queue's counts and signals ([`QueueStats`]) in one
+    /// consistent snapshot.
     ///
     /// # Errors
     ///
     /// When the broker fails.
     fn stats(&self, queue: &QueueName) -> impl Future<Output = Result<QueueStats>> + Send;
+
+    /// Pauses a queue: from now on no fetch claims its tasks and its delayed
+    /// tasks are not promoted, until [`Broker::resume`]. Tasks already
+    /// fetched are not affected here (workers hear of the pause on the
+    /// control channel and give back what they have not started); nothing
+    /// is lost. Pausing a paused queue changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spool_broker::{Broker, Envelope, MemoryBroker, QueueName};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spool_broker::Result<()> {
+    /// let broker = MemoryBroker::new();
+    /// broker.enqueue(&[Envelope::new("spool.ping", QueueName::GPU, vec![])]).await?;
+    /// broker.pause(&QueueName::GPU).await?;
+    /// assert_eq!(broker.paused().await?, [QueueName::GPU]);
+    /// let batch = broker.fetch(&QueueName::GPU, "w", 10, Duration::ZERO).await?;
+    /// assert!(batch.is_empty() && broker.stats(&QueueName::GPU).await?.paused);
+    ///
+    /// broker.resume(&QueueName::GPU).await?;
+    /// let batch = broker.fetch(&QueueName::GPU, "w", 10, Duration::ZERO).await?;
+    /// assert_eq!(batch.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn pause(&self, queue: &QueueName) -> impl Future<Output = Result<()>> + Send;
+
+    /// Resumes a paused queue: fetches claim its tasks again, and due
+    /// delayed tasks are promoted. Resuming a queue that is not paused
+    /// changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn resume(&self, queue: &QueueName) -> impl Future<Output = Result<()>> + Send;
+
+    /// The paused queues, sorted by name, for a worker (re)joining the
+    /// control channel and for inspection.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn paused(&self) -> impl Future<Output = Result<Vec<QueueName>>> + Send;
 
     /// Deletes every task of a queue, whatever its state (ready, running,
     /// delayed, dead), and returns how many there were.

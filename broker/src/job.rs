@@ -232,6 +232,11 @@ pub struct Progress {
     pub fps: Option<f32>,
     /// Estimated seconds to completion.
     pub eta_seconds: Option<f32>,
+    /// Processing speed as a multiple of real time (FFmpeg's `speed=2.5x`),
+    /// for video work. Reported on the progress stream; the job store does
+    /// not keep it.
+    #[serde(default)]
+    pub speed: Option<f32>,
 }
 
 impl Progress {

@@ -24,9 +24,9 @@ pub mod store;
 mod task;
 
 pub use crate::broker::{
-    Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeadReason, Delivery,
-    DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent,
-    TaskEvents,
+    ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,
+    DeadReason, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest,
+    Reclaimed, TaskEvent, TaskEvents,
 };
 pub use crate::envelope::{
     Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,
@@ -35,6 +35,7 @@ pub use crate::error::{BoxError, Error, Result};
 pub use crate::job::{JobStatus, Progress, RecordPolicy};
 pub use crate::memory::MemoryBroker;
 pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
+pub use crate::redis::{FencingToken, LeaderLock, LockHolder, TickOutcome};
 pub use crate::redis::{RedisBroker, RedisConfig};
 pub use crate::registry::{WorkerRecord, WorkerState};
 pub use crate::task::{Backoff, RateLimit, Task, TaskOptions};

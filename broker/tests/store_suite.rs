@@ -269,6 +269,7 @@ async fn progress_follows_the_latest_attempt(store: JobStore, _url: String) {
         message: Some("pass 1 of 2".into()),
         fps: Some(119.5),
         eta_seconds: Some(42.0),
+        speed: None,
     };
     store.record_progress(first.id, 1, &report).await.unwrap();
     assert_eq!(get(&store, first.id).await.progress, Some(report.clone()));

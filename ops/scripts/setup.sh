@@ -151,6 +151,30 @@ else
 fi
 [[ -n $ffmpeg_path ]] && log "ffmpeg: $ffmpeg_path"
 
+# The video tasks probe media with ffprobe. The imageio-ffmpeg wheel ships
+# only ffmpeg, so take ffprobe from beside it, SPOOL_FFPROBE or PATH, and
+# else from Debian's ffmpeg package (its ffprobe 5.1 probes fine; its
+# /usr/bin/ffmpeg, built without libvmaf, is also what the suite uses to
+# check the missing-libvmaf error).
+log "checking ffprobe"
+ffprobe_path=""
+if [[ -n ${SPOOL_FFPROBE:-} ]] && ffprobe_path=$(command -v -- "$SPOOL_FFPROBE"); then
+    [[ $ffprobe_path == /* ]] || ffprobe_path="$PWD/$ffprobe_path"
+elif [[ -n $ffmpeg_path && -x $(dirname -- "$ffmpeg_path")/ffprobe ]]; then
+    ffprobe_path="$(dirname -- "$ffmpeg_path")/ffprobe"
+elif ffprobe_path=$(command -v ffprobe); then
+    :
+else
+    [[ -n ${SPOOL_FFPROBE:-} ]] && warn "SPOOL_FFPROBE=$SPOOL_FFPROBE is neither an executable file nor a command on PATH"
+    need_pkg ffmpeg
+    ffprobe_path=$(command -v ffprobe) || ffprobe_path=""
+fi
+if [[ -n $ffprobe_path ]]; then
+    log "ffprobe: $ffprobe_path"
+else
+    warn "no ffprobe found; the video tasks need one (apt-get install ffmpeg)"
+fi
+
 # ---------------------------------------------------------------- env file
 # Written atomically so a concurrent reader never sees a half-written file.
 mkdir -p "$SPOOL_HOME"
@@ -158,6 +182,7 @@ tmp_env=$(mktemp "$SPOOL_ENV_FILE.XXXXXX")
 {
     echo "# Written by ops/scripts/setup.sh; sourced by test.sh and demo.sh."
     [[ -n $ffmpeg_path ]] && printf 'export SPOOL_FFMPEG=%q\n' "$ffmpeg_path"
+    [[ -n $ffprobe_path ]] && printf 'export SPOOL_FFPROBE=%q\n' "$ffprobe_path"
     [[ -n $pg_test_url ]] && printf 'export SPOOL_TEST_POSTGRES_URL=%q\n' "$pg_test_url"
     true
 } >"$tmp_env"

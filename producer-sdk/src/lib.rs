@@ -70,6 +70,7 @@ mod enqueue;
 mod error;
 #[cfg(feature = "store")]
 mod handle;
+pub mod video;
 
 pub use crate::client::Client;
 pub use crate::enqueue::{Enqueue, EnqueueMany};

@@ -44,6 +44,22 @@ pub enum Error {
     #[error("this command needs the job store: pass --store-url or set SPOOL_STORE_URL")]
     NoStore,
 
+    /// Some of the dead-letter entry ids given to `dead retry` named no dead
+    /// letter of the queue; the others were requeued.
+    #[error(
+        "{missing} of the entry ids given {verb} not a dead letter of queue {queue} (requeued or \
+         purged already?); {requeued} requeued",
+        verb = if *missing == 1 { "is" } else { "are" }
+    )]
+    DeadLettersNotFound {
+        /// The queue.
+        queue: QueueName,
+        /// How many of the ids were requeued.
+        requeued: u64,
+        /// How many were not found.
+        missing: u64,
+    },
+
     /// The job store has no record of the task.
     #[error("no task {0} in the job store")]
     UnknownTask(TaskId),
@@ -51,6 +67,30 @@ pub enum Error {
     /// A report could not be encoded as JSON.
     #[error("cannot encode the output as JSON: {0}")]
     Output(#[source] serde_json::Error),
+
+    /// The autoscaler's configuration, a load profile or a setting is not
+    /// usable; the message names the file or key and what is wrong.
+    #[error("{0}")]
+    AutoscaleConfig(String),
+
+    /// The autoscaler could not read or write a file, start or signal a
+    /// worker process, or serve its metrics.
+    #[error("{context}: {source}")]
+    AutoscaleIo {
+        /// What was being done.
+        context: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The Kubernetes API could not be reached, or refused a request.
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
+
+    /// The simulation's plot could not be drawn.
+    #[error("cannot draw the plot: {0}")]
+    Plot(String),
 }
 
 /// The result type of `spool-scheduler`.

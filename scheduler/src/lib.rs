@@ -11,7 +11,17 @@
 //!
 //! Every command returns a report that renders either as a table for people
 //! or as JSON for scripts ([`ctl::render`]).
+//!
+//! [`autoscale`] is the library behind `spool-autoscaler`: the scaling
+//! policy, the signals it reads, the local and Kubernetes actuators, its
+//! metrics and the policy simulation.
+//!
+//! [`beat`] is the library behind `spool-beat`, the periodic scheduler:
+//! entries from TOML, cron and interval schedules, the missed-tick policy,
+//! and the replica that leads through a fenced lock in Redis.
 
+pub mod autoscale;
+pub mod beat;
 pub mod ctl;
 mod error;
 pub mod table;

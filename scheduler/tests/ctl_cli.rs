@@ -1,138 +1,20 @@
 //! Runs the built `spoolctl` against the real Redis at `SPOOL_REDIS_URL`
 //! (else the local one), under a key prefix no other run uses. The job
 //! store commands read a temporary SQLite file that the tests seed through
-//! the library, since no worker runs here.
+//! the library, since no worker runs here (`ctl_pause.rs` runs one).
 
-use std::hash::{BuildHasher as _, RandomState};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod ctl_support;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use spool_broker::store::{Finished, JobStatus, JobStore, NewJob, WorkerId};
 use spool_broker::{
-    Broker, DeadLetter, DeadReason, Envelope, QueueName, RedisBroker, RedisConfig, TaskId,
-    Timestamp, WorkerRecord, encode_payload,
+    Broker, DeadLetter, DeadReason, Envelope, QueueName, TaskId, Timestamp, WorkerRecord,
+    encode_payload,
 };
 
-/// A `spoolctl` with its own key prefix; purges the routed queues when
-/// dropped, so a failing test leaves nothing behind either.
-struct Ctl {
-    prefix: String,
-}
-
-impl Ctl {
-    fn new() -> Self {
-        let random = RandomState::new().hash_one(std::process::id());
-        Self {
-            prefix: format!("spoolctl-test-{random:016x}"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_spoolctl"))
-            .args(["--key-prefix", &self.prefix])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("SPOOL_STORE_URL")
-            .env_remove("SPOOL_REDIS_URL")
-            .env("SPOOL_REDIS_URL", redis_url())
-            .output()
-            .expect("spoolctl runs")
-    }
-
-    /// Runs a command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "spoolctl {args:?} failed ({}); is Redis running? {stderr}",
-            out.status
-        );
-        String::from_utf8(out.stdout).expect("UTF-8 output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let stdout = self.ok(args);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-    }
-
-    /// Runs a command that must fail and returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "spoolctl {args:?} succeeded");
-        assert!(out.stdout.is_empty(), "spoolctl {args:?} printed output");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// A broker on the same Redis and prefix, to seed what no worker makes
-    /// here.
-    async fn broker(&self) -> RedisBroker {
-        let config = RedisConfig {
-            url: redis_url(),
-            key_prefix: self.prefix.clone(),
-            pool_size: 1,
-            ..RedisConfig::default()
-        };
-        RedisBroker::connect(config)
-            .await
-            .expect("Redis is running")
-    }
-}
-
-fn redis_url() -> String {
-    std::env::var("SPOOL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-/// A SQLite job store in a temporary file, deleted when dropped.
-struct TempStore {
-    path: PathBuf,
-}
-
-impl TempStore {
-    fn new() -> Self {
-        let random = RandomState::new().hash_one(std::process::id());
-        let path = std::env::temp_dir().join(format!("spoolctl-test-{random:016x}.db"));
-        Self { path }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.path.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-impl Drop for Ctl {
-    fn drop(&mut self) {
-        for queue in ["default", "analysis", "streaming", "gpu"] {
-            let _ = self.run(&["purge", queue, "--yes"]);
-        }
-    }
-}
-
-fn queue<'a>(rows: &'a Value, name: &str) -> &'a Value {
-    let rows = rows.as_array().expect("an array of queues");
-    rows.iter()
-        .find(|r| r["queue"] == name)
-        .expect("the queue is listed")
-}
+use self::ctl_support::{Ctl, TempStore, queue, runtime};
 
 #[test]
 fn call_queues_and_purge_against_redis() {
@@ -146,29 +28,132 @@ fn call_queues_and_purge_against_redis() {
             .all(|id| id.as_str().is_some_and(|s| s.len() == 36)),
         "{ids:?}"
     );
+    let text = ctl.ok(&[
+        "call",
+        "spool.echo",
+        "--args",
+        r#"{"value": 1}"#,
+        "--priority",
+        "high",
+    ]);
+    assert!(
+        text.trim().parse::<TaskId>().is_ok(),
+        "one id per line: {text}"
+    );
+    let later = ctl.ok(&["call", "spool.ping", "--countdown", "1h", "--queue", "gpu"]);
+    assert_eq!(later.lines().count(), 1, "{later}");
 
-    let rows = ctl.json(&["queues", "--json"]);
+    let rows = ctl.queues();
     assert_eq!(rows.as_array().map(Vec::len), Some(4), "{rows}");
     let default = queue(&rows, "default");
     assert_eq!(
-        (&default["ready"], &default["ready_normal"]),
-        (&3.into(), &3.into()),
+        (
+            &default["ready"],
+            &default["ready_normal"],
+            &default["ready_high"]
+        ),
+        (&json!(4), &json!(3), &json!(1)),
         "{rows}"
     );
-    assert_eq!(queue(&rows, "gpu")["ready"], 0, "{rows}");
+    assert_eq!(
+        (&default["backlog"], &default["pending"], &default["paused"]),
+        (&json!(4), &json!(0), &json!(false)),
+        "{rows}"
+    );
+    assert_eq!(default["enqueued_total"], 4, "{rows}");
+    assert_eq!(default["completed_total"], 0, "{rows}");
+    assert!(default["oldest_age_ms"].is_u64(), "{rows}");
+    assert!(default["oldest_age"].is_string(), "{rows}");
+    assert!(default["rate_in"].is_null(), "not sampled: {rows}");
+    let gpu = queue(&rows, "gpu");
+    assert_eq!(
+        (
+            &gpu["ready"],
+            &gpu["delayed"],
+            &gpu["delayed_due"],
+            &gpu["backlog"]
+        ),
+        (&json!(0), &json!(1), &json!(0), &json!(0)),
+        "{rows}"
+    );
+    assert!(gpu["oldest_age_ms"].is_null(), "nothing runnable: {rows}");
 
+    // Sampled (the default, 1 s): rates per second, zero on an idle queue.
+    let sampled = ctl.json(&["queues", "--json", "--sample", "200ms"]);
+    let default = queue(&sampled, "default");
+    assert_eq!(
+        (&default["rate_in"], &default["rate_out"]),
+        (&json!(0.0), &json!(0.0))
+    );
     let table = ctl.ok(&["queues"]);
-    assert!(table.starts_with("QUEUE "), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("default ")), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "QUEUE",
+            "BACKLOG",
+            "IN-FLIGHT",
+            "DELAYED",
+            "DEAD",
+            "OLDEST",
+            "CONSUMERS",
+            "IN/S",
+            "OUT/S",
+            "PAUSED"
+        ],
+        "{table}"
+    );
+    let default: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(default[..5], ["default", "4", "0", "0", "0"], "{table}");
+    assert_eq!(
+        default[default.len() - 4..],
+        ["0", "0.0", "0.0", "no"],
+        "{table}"
+    );
+    assert!(
+        lines[4].starts_with("gpu ") && lines[4].contains("  -  "),
+        "no age without a runnable task: {table}"
+    );
+
+    let stderr = ctl.fails(&["queues", "--sample", "soon"]);
+    assert!(
+        stderr.contains("invalid value 'soon' for '--sample"),
+        "{stderr}"
+    );
 
     let refused = ctl.run(&["purge", "default"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
 
     let purged = ctl.json(&["purge", "default", "--yes", "--json"]);
-    assert_eq!(purged, serde_json::json!({"queue": "default", "purged": 3}));
-    let rows = ctl.json(&["queues", "--json"]);
-    assert_eq!(queue(&rows, "default")["ready"], 0, "{rows}");
+    assert_eq!(purged, serde_json::json!({"queue": "default", "purged": 4}));
+    let rows = ctl.queues();
+    let default = queue(&rows, "default");
+    assert_eq!(default["ready"], 0, "{rows}");
+    assert_eq!(
+        default["enqueued_total"], 0,
+        "a purge restarts the counters: {rows}"
+    );
+}
+
+#[test]
+fn call_refuses_bad_input_before_enqueuing() {
+    let ctl = Ctl::new();
+    for (args, expected) in [
+        (&["call", "x", "--count", "0"][..], "--count"),
+        (
+            &["call", "x", "--priority", "urgent"],
+            "expected high, normal or low",
+        ),
+        (&["call", "x", "--countdown", "later"], "--countdown"),
+        (&["call", "x", "--args", "[1]"], "must be a JSON object"),
+        (&["call", "two words"], "invalid task name"),
+        (&["call", "x", "--queue", "bad{name}"], "invalid queue name"),
+    ] {
+        let stderr = ctl.fails(args);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert_eq!(queue(&ctl.queues(), "default")["enqueued_total"], 0);
 }
 
 #[test]
@@ -361,7 +346,14 @@ fn dead_retry_and_dead_purge_against_redis() {
 
     let retried = ctl.json(&["dead", "retry", "default", entry, "--json"]);
     assert_eq!(retried, json!({"queue": "default", "requeued": 1}));
-    let rows = ctl.json(&["queues", "--json"]);
+    let stderr = ctl.fails(&["dead", "retry", "default", entry]);
+    assert!(
+        stderr.contains("1 of the entry ids given is not a dead letter of queue default"),
+        "already requeued: {stderr}"
+    );
+    let stderr = ctl.fails(&["dead", "retry", "default", "not-an-id"]);
+    assert!(stderr.contains("is not a dead-letter entry id"), "{stderr}");
+    let rows = ctl.queues();
     let default = queue(&rows, "default");
     assert_eq!(
         (&default["ready"], &default["dead"]),
@@ -370,10 +362,7 @@ fn dead_retry_and_dead_purge_against_redis() {
 
     let stderr = ctl.fails(&["dead", "purge", "default"]);
     assert!(stderr.contains("without --yes"), "{stderr}");
-    assert_eq!(
-        queue(&ctl.json(&["queues", "--json"]), "default")["dead"],
-        2
-    );
+    assert_eq!(queue(&ctl.queues(), "default")["dead"], 2);
 
     let purged = ctl.ok(&["dead", "purge", "default", "--yes"]);
     assert_eq!(purged, "purged 2 dead letters from queue default\n");
@@ -381,10 +370,7 @@ fn dead_retry_and_dead_purge_against_redis() {
         ctl.ok(&["dead", "retry", "default"]),
         "requeued 0 dead letters to queue default\n"
     );
-    assert_eq!(
-        queue(&ctl.json(&["queues", "--json"]), "default")["dead"],
-        0
-    );
+    assert_eq!(queue(&ctl.queues(), "default")["dead"], 0);
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! run workers and look inside the streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod bins;
 pub mod chaos;
 mod server;
+pub mod video;
 pub use server::RedisServer;
 
 use std::collections::BTreeMap;

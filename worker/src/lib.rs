@@ -27,3 +27,4 @@ pub mod metrics;
 pub mod probe;
 pub mod registry;
 pub mod supervisor;
+pub mod video;

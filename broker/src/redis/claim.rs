@@ -8,10 +8,10 @@ use redis::streams::StreamReadOptions;
 use redis::{AsyncCommands, Value};
 
 use super::keys::QueueKeys;
-use super::reply::{self, Idle};
+use super::reply::{self, Claim, Idle};
 use super::scripts::on_streams;
 use super::{GROUP, RedisBroker, map_pool, map_redis, millis};
-use crate::broker::FetchBatch;
+use crate::broker::{Broker as _, FetchBatch};
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
@@ -52,17 +52,19 @@ impl RedisBroker {
 
     /// Promotes due delayed tasks and claims ready ones, highest priority
     /// first, all in one script; says where the streams stand if it found
-    /// nothing.
+    /// nothing, or that the queue is paused.
     pub(crate) async fn claim_ready(
         &self,
         queue: &QueueName,
         keys: &QueueKeys,
         consumer: &str,
         max: usize,
-    ) -> Result<(FetchBatch, Option<Idle>)> {
+    ) -> Result<(FetchBatch, Claim)> {
         let mut invocation = on_streams(&self.inner.scripts.fetch, keys);
         invocation
             .key(&keys.delayed)
+            .key(&keys.paused)
+            .key(&keys.consumers)
             .arg(GROUP)
             .arg(consumer)
             .arg(max)
@@ -94,13 +96,29 @@ impl RedisBroker {
         let reply: redis::RedisResult<Value> = conn
             .xread_options(&keys.streams, &[">", ">", ">"], &options)
             .await;
-        match reply {
-            Ok(reply) => reply::read_group(queue, &keys.streams, reply),
+        drop(conn);
+        let batch = match reply {
+            Ok(reply) => reply::read_group(queue, &keys.streams, reply)?,
             // The group vanished (Redis restarted without persistence): the
             // next fetch's script recreates it.
-            Err(e) if e.code() == Some("NOGROUP") => Ok(FetchBatch::default()),
-            Err(e) => Err(map_redis(e)),
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(FetchBatch::default()),
+            Err(e) => return Err(map_redis(e)),
+        };
+        if batch.is_empty() {
+            return Ok(batch);
         }
+        // A plain XREADGROUP cannot check the paused flag, and the queue may
+        // have been paused while it waited: a task enqueued after the pause
+        // must not start. Anything claimed then goes back, unstarted.
+        let paused: bool = self.conn().exists(&keys.paused).await.map_err(map_redis)?;
+        if !paused {
+            return Ok(batch);
+        }
+        let tags = batch.deliveries.iter().map(|d| &d.tag);
+        for tag in tags.chain(batch.malformed.iter().map(|m| &m.tag)) {
+            self.requeue(tag).await?;
+        }
+        Ok(FetchBatch::default())
     }
 
     /// With fewer free slots than streams, waits without claiming (an
@@ -114,6 +132,7 @@ impl RedisBroker {
         wait: Duration,
         idle: &Idle,
     ) -> Result<FetchBatch> {
+        let started = tokio::time::Instant::now();
         let options = StreamReadOptions::default().block(millis(wait)).count(1);
         let mut conn = self.inner.waits.get().await.map_err(map_pool)?;
         let _: Value = conn
@@ -121,7 +140,12 @@ impl RedisBroker {
             .await
             .map_err(map_redis)?;
         drop(conn);
-        Ok(self.claim_ready(queue, keys, consumer, max).await?.0)
+        let (batch, claim) = self.claim_ready(queue, keys, consumer, max).await?;
+        if matches!(claim, Claim::Paused) {
+            // Paused while waiting: wait out the rest, as on an empty queue.
+            tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+        }
+        Ok(batch)
     }
 }
 

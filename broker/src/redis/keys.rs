@@ -19,6 +19,12 @@ pub(crate) struct QueueKeys {
     pub(crate) delayed: String,
     /// Tasks that cannot or must not run again.
     pub(crate) dead: String,
+    /// Exists while the queue is paused; in the queue's slot, so the fetch
+    /// script checks it atomically with its claim.
+    pub(crate) paused: String,
+    /// The consumers that fetched lately, scored by when (ms): what
+    /// `stats` counts as consumers, besides those holding pending entries.
+    pub(crate) consumers: String,
 }
 
 impl QueueKeys {
@@ -29,6 +35,8 @@ impl QueueKeys {
             streams: Priority::ALL.map(|p| format!("{base}:{p}")),
             delayed: format!("{base}:delayed"),
             dead: format!("{base}:dead"),
+            paused: format!("{base}:paused"),
+            consumers: format!("{base}:consumers"),
             base,
         }
     }
@@ -61,6 +69,8 @@ mod tests {
         assert_eq!(keys.stream(Priority::Low), "spool:{gpu}:low");
         assert_eq!(keys.delayed, "spool:{gpu}:delayed");
         assert_eq!(keys.dead, "spool:{gpu}:dead");
+        assert_eq!(keys.paused, "spool:{gpu}:paused");
+        assert_eq!(keys.consumers, "spool:{gpu}:consumers");
         assert_eq!(keys.unique("thumb:42"), "spool:{gpu}:unique:thumb:42");
     }
 

@@ -3,11 +3,14 @@
 mod claim;
 mod config;
 mod keys;
+mod leader;
+mod pause;
 mod registry;
 mod reply;
 mod scripts;
 
 pub use self::config::RedisConfig;
+pub use self::leader::{FencingToken, LeaderLock, LockHolder, TickOutcome};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,10 +28,11 @@ use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Value};
 use self::claim::delayed_member;
 use self::config::redact_url;
 use self::keys::QueueKeys;
+use self::reply::Claim;
 use self::scripts::{Scripts, on_streams};
 use crate::broker::{
-    Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, FetchBatch,
-    QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
+    ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,
+    DeliveryTag, FetchBatch, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
@@ -352,9 +356,16 @@ impl Broker for RedisBroker {
     ) -> Result<FetchBatch> {
         let max = max.max(1);
         let keys = self.keys(queue);
-        let (batch, idle) = self.claim_ready(queue, &keys, consumer, max).await?;
-        let Some(idle) = idle else {
-            return Ok(batch);
+        let (batch, claim) = self.claim_ready(queue, &keys, consumer, max).await?;
+        let idle = match claim {
+            Claim::Claimed => return Ok(batch),
+            Claim::Idle(idle) => idle,
+            Claim::Paused => {
+                // Nothing is ready on a paused queue: wait as on an empty
+                // one, so that a caller unaware of the pause does not spin.
+                tokio::time::sleep(wait).await;
+                return Ok(batch);
+            }
         };
         let wait = match idle.next_due {
             Some(due) => wait.min(due.saturating_since(Timestamp::now())),
@@ -595,12 +606,31 @@ impl Broker for RedisBroker {
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let keys = self.keys(queue);
         let mut invocation = on_streams(&self.inner.scripts.stats, &keys);
-        invocation.key(&keys.delayed).key(&keys.dead).arg(GROUP);
+        invocation
+            .key(&keys.delayed)
+            .key(&keys.dead)
+            .key(&keys.paused)
+            .key(&keys.consumers)
+            .arg(GROUP)
+            .arg(Timestamp::now().as_millis())
+            .arg(millis(ACTIVE_CONSUMER_WINDOW));
         let reply: Value = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
         reply::queue_stats(reply)
+    }
+
+    async fn pause(&self, queue: &QueueName) -> Result<()> {
+        self.set_paused(queue, true).await
+    }
+
+    async fn resume(&self, queue: &QueueName) -> Result<()> {
+        self.set_paused(queue, false).await
+    }
+
+    async fn paused(&self) -> Result<Vec<QueueName>> {
+        self.paused_queues().await
     }
 
     async fn purge(&self, queue: &QueueName) -> Result<u64> {

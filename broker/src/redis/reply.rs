@@ -1,5 +1,7 @@
 //! Turning Redis replies into Spool's types.
 
+use std::time::Duration;
+
 use redis::Value;
 
 use crate::broker::{
@@ -28,15 +30,6 @@ fn into_string(value: Value, what: &str) -> Result<String> {
         Value::SimpleString(s) => Ok(s),
         Value::Int(i) => Ok(i.to_string()),
         other => Err(unexpected(what, &other)),
-    }
-}
-
-fn into_u64(value: Value, what: &str) -> Result<u64> {
-    match value {
-        Value::Int(i) => u64::try_from(i).map_err(|_| unexpected(what, &Value::Int(i))),
-        other => into_string(other, what)?
-            .parse()
-            .map_err(|e| Error::Backend(Box::new(e))),
     }
 }
 
@@ -86,6 +79,17 @@ pub(crate) struct Idle {
     pub(crate) next_due: Option<Timestamp>,
 }
 
+/// What the fetch script found besides the entries it claimed.
+#[derive(Debug, Clone)]
+pub(crate) enum Claim {
+    /// It claimed something.
+    Claimed,
+    /// Nothing to claim: where the queue stood.
+    Idle(Idle),
+    /// The queue is paused: nothing was promoted or claimed.
+    Paused,
+}
+
 /// Decodes one claimed entry into the batch: a delivery, or a malformed
 /// entry to dead-letter.
 fn claim(
@@ -119,7 +123,7 @@ fn claim(
 }
 
 /// Parses the reply of `fetch.lua`.
-pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch, Option<Idle>)> {
+pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch, Claim)> {
     let mut parts = into_array(reply, "fetch")?.into_iter();
     let mut batch = FetchBatch::default();
     for priority in Priority::ALL {
@@ -143,9 +147,12 @@ pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch
             for slot in &mut last_ids {
                 *slot = into_string(idle.next().unwrap_or_default(), "last id")?;
             }
-            Some(Idle { last_ids, next_due })
+            Claim::Idle(Idle { last_ids, next_due })
         }
-        _ => None,
+        _ => match parts.next() {
+            Some(Value::Int(1)) => Claim::Paused,
+            _ => Claim::Claimed,
+        },
     };
     Ok((batch, idle))
 }
@@ -229,15 +236,29 @@ pub(crate) fn ids(reply: Value) -> Result<Vec<String>> {
 
 /// Parses the reply of `stats.lua`.
 pub(crate) fn queue_stats(reply: Value) -> Result<QueueStats> {
-    let mut numbers = into_array(reply, "stats")?
+    let numbers = into_array(reply, "stats")?
         .into_iter()
-        .map(|v| into_u64(v, "stats"));
-    let mut next = || numbers.next().unwrap_or(Ok(0));
+        .map(|v| match v {
+            Value::Int(i) => Ok(i),
+            other => into_string(other, "stats")?
+                .parse::<i64>()
+                .map_err(|e| Error::Backend(Box::new(e))),
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    let at = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    let count = |i: usize| u64::try_from(at(i)).unwrap_or(0);
     Ok(QueueStats {
-        ready: [next()?, next()?, next()?],
-        pending: next()?,
-        delayed: next()?,
-        dead: next()?,
+        ready: [count(0), count(1), count(2)],
+        pending: count(3),
+        delayed: count(4),
+        dead: count(5),
+        delayed_due: count(6),
+        // -1: nothing runnable.
+        oldest_age: u64::try_from(at(7)).ok().map(Duration::from_millis),
+        consumers: count(8),
+        enqueued_total: count(9),
+        completed_total: count(10),
+        paused: count(11) == 1,
     })
 }
 

@@ -865,6 +865,8 @@ where
             message: row.try_get(11).map_err(bad)?,
             fps: row.try_get(12).map_err(bad)?,
             eta_seconds: row.try_get(13).map_err(bad)?,
+            // Not stored: speed lives on the progress stream only.
+            speed: None,
         }),
         None => None,
     };

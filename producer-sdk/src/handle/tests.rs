@@ -563,6 +563,15 @@ impl Broker for Breaking {
     async fn stats(&self, queue: &QueueName) -> R<QueueStats> {
         self.inner.stats(queue).await
     }
+    async fn pause(&self, queue: &QueueName) -> R<()> {
+        self.inner.pause(queue).await
+    }
+    async fn resume(&self, queue: &QueueName) -> R<()> {
+        self.inner.resume(queue).await
+    }
+    async fn paused(&self) -> R<Vec<QueueName>> {
+        self.inner.paused().await
+    }
     async fn purge(&self, queue: &QueueName) -> R<u64> {
         self.inner.purge(queue).await
     }

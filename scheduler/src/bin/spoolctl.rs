@@ -1,7 +1,7 @@
 //! `spoolctl`: inspect and drive Spool's queues on Redis.
 //!
 //! ```text
-//! spoolctl queues                      # tasks per queue, by state
+//! spoolctl queues                      # backlog, in flight, oldest, rates per queue
 //! spoolctl call spool.ping --count 3   # enqueue by name, like `celery call`
 //! spoolctl dead list gpu               # a queue's dead letters
 //! spoolctl purge gpu --yes             # delete every task of a queue
@@ -11,6 +11,9 @@
 //! spoolctl workers                     # the worker processes and their load
 //! spoolctl tasks --status failed       # the job store's records, newest first
 //! spoolctl task show <ID>              # one task's record
+//! spoolctl pause gpu                   # workers stop fetching a queue
+//! spoolctl resume gpu                  # and fetch it again
+//! spoolctl top                         # queues and workers, live
 //! ```
 //!
 //! `tasks` and `task show` read the job store (`--store-url`).
@@ -18,7 +21,7 @@
 //! Every command takes `--json` for scripts. The commands themselves live in
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
 
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +33,12 @@ use spool_scheduler::ctl::{
     self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
     TasksFilter,
 };
+
+/// What `main` does after parsing: print a report once, or run `top`.
+enum Outcome {
+    Print(String),
+    Top(TopArgs, RedisBroker, Format),
+}
 
 /// Inspect and drive Spool's task queues.
 #[derive(Debug, Parser)]
@@ -79,14 +88,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show how many tasks each queue holds: ready (per priority), pending
-    /// (fetched by a worker, in flight), delayed and dead.
+    /// Show each queue's backlog (ready and due delayed tasks), tasks in
+    /// flight, delayed and dead, how long the oldest has waited, its
+    /// consumers, its rates in and out, and whether it is paused. Shows the
+    /// routed queues, the paused ones, those the live workers serve and
+    /// those asked for.
     Queues {
-        /// Also show this queue, besides default, analysis, streaming and gpu
-        /// (repeatable).
+        /// Also show this queue (repeatable).
         #[arg(long = "queue", value_name = "QUEUE")]
         queues: Vec<QueueName>,
+        /// Watch the counters this long for the rates, such as 1s or 500ms;
+        /// 0s skips them.
+        #[arg(
+            long,
+            default_value = "1s",
+            value_parser = humantime::parse_duration,
+            value_name = "DURATION"
+        )]
+        sample: Duration,
     },
+
+    /// Pause a queue: workers stop fetching it, give back what they fetched
+    /// and did not start, and finish what runs. Delayed tasks wait too.
+    Pause {
+        /// The queue to pause.
+        queue: QueueName,
+    },
+
+    /// Resume a paused queue: workers fetch it again.
+    Resume {
+        /// The queue to resume.
+        queue: QueueName,
+    },
+
+    /// A live view of the queues and the workers, refreshed in place
+    /// (with --json: one JSON object per line and refresh).
+    Top(TopArgs),
 
     /// Enqueue a task by name, like `celery call`, and print its id.
     Call(CallArgs),
@@ -133,6 +170,32 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// Also show this queue (repeatable).
+    #[arg(long = "queue", value_name = "QUEUE")]
+    queues: Vec<QueueName>,
+    /// The time between refreshes, such as 1s or 500ms.
+    #[arg(
+        long,
+        default_value = "1s",
+        value_parser = parse_interval,
+        value_name = "DURATION"
+    )]
+    interval: Duration,
+    /// Stop after this many refreshes; without it, run until interrupted.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    iterations: Option<u64>,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < Duration::from_millis(10) {
+        return Err("must be at least 10ms".to_owned());
+    }
+    Ok(interval)
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,35 +343,86 @@ enum DeadCommand {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let output = match run(cli).await {
-        Ok(output) => output,
+    let written = match run(cli).await {
+        Ok(Outcome::Print(output)) => write_out(&output),
+        Ok(Outcome::Top(args, broker, format)) => top(args, &broker, format).await,
+        Err(err) => Err(err),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`| head`) is not an error.
+        Err(err)
+            if err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("spoolctl: error: {}", describe(&err));
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        // A reader that stops early (`| head`) is not an error.
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
-            eprintln!("spoolctl: error: cannot write the output: {err}");
             ExitCode::FAILURE
         }
-        _ => ExitCode::SUCCESS,
     }
+}
+
+/// Writes `output` to stdout at once.
+fn write_out(output: &str) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => anyhow::Error::new(e),
+            _ => anyhow::Error::new(e).context("cannot write the output"),
+        })
+}
+
+/// Prints a frame every interval, until `--iterations` or an interrupt.
+/// A failed read is shown and retried at the next refresh, as `top` does,
+/// unless nothing was shown yet.
+async fn top(args: TopArgs, broker: &RedisBroker, format: Format) -> Result<()> {
+    let clear = format == Format::Text && io::stdout().is_terminal();
+    let mut view = ctl::Top::new(broker, args.queues, args.interval);
+    let mut ticks = tokio::time::interval(args.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = 0u64;
+    while args.iterations.is_none_or(|n| shown < n) {
+        ticks.tick().await;
+        match view.next_frame().await {
+            Ok(frame) => write_out(&ctl::render_frame(&frame, format, clear)?)?,
+            Err(err) if shown == 0 => return Err(err.into()),
+            Err(err) => eprintln!("spoolctl: cannot refresh: {err}"),
+        }
+        shown += 1;
+    }
+    Ok(())
 }
 
 /// Runs the command and returns what to print. Input is checked before
 /// connecting, so a typo is reported at once, Redis up or not.
-async fn run(cli: Cli) -> Result<String> {
+async fn run(cli: Cli) -> Result<Outcome> {
     let format = if cli.json { Format::Json } else { Format::Text };
     let output = match cli.command {
-        Command::Queues { queues } => {
+        Command::Queues { mut queues, sample } => {
             let broker = connect(cli.redis_url, cli.key_prefix).await?;
-            ctl::render(&ctl::queues(&broker, &queues).await?, format)?
+            // The queues the live workers serve, besides those asked for.
+            let records = broker.workers().await?;
+            for record in records.iter().filter(|r| r.is_live()) {
+                queues.extend(record.queues.iter().cloned());
+            }
+            ctl::render(&ctl::queues(&broker, &queues, sample).await?, format)?
+        }
+        Command::Pause { queue } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::pause(&broker, &queue).await?, format)?
+        }
+        Command::Resume { queue } => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            ctl::render(&ctl::resume(&broker, &queue).await?, format)?
+        }
+        Command::Top(args) => {
+            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            return Ok(Outcome::Top(args, broker, format));
         }
         Command::Call(args) => {
             let request = args.into_request();
@@ -325,6 +439,7 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Dead {
             command: DeadCommand::Retry { queue, ids },
         } => {
+            ctl::check_entry_ids(&ids)?;
             let broker = connect(cli.redis_url, cli.key_prefix).await?;
             ctl::render(&ctl::dead_retry(&broker, &queue, &ids).await?, format)?
         }
@@ -365,7 +480,7 @@ async fn run(cli: Cli) -> Result<String> {
             ctl::render(&ctl::purge(&broker, &queue, yes).await?, format)?
         }
     };
-    Ok(output)
+    Ok(Outcome::Print(output))
 }
 
 /// Connects to Redis. The URL is never part of the error: it may hold a

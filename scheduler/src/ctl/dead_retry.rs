@@ -4,7 +4,7 @@ use serde::Serialize;
 use spool_broker::{Broker, QueueName};
 
 use super::{Report, plural};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How many dead letters were requeued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,20 +25,68 @@ impl Report for DeadRetryReport {
     }
 }
 
-/// Moves the dead letters of `queue` with these entry ids (as `dead list`
-/// shows them) back to the queue, or all of them when `entry_ids` is
-/// empty. Entries already gone are skipped.
+/// Checks that each of `entry_ids` looks like a dead-letter entry id as
+/// `dead list` shows it (`<ms>-<seq>`); lets the caller check before
+/// connecting.
+///
+/// # Examples
+///
+/// ```
+/// use spool_scheduler::ctl::check_entry_ids;
+///
+/// assert!(check_entry_ids(&["1732500000000-0".to_owned()]).is_ok());
+/// assert!(check_entry_ids(&["latest".to_owned()]).is_err());
+/// ```
 ///
 /// # Errors
 ///
-/// [`Error::Broker`](crate::Error::Broker) when the broker fails.
+/// [`Error::InvalidInput`] naming the first malformed id.
+pub fn check_entry_ids(entry_ids: &[String]) -> Result<()> {
+    let valid = |id: &str| {
+        id.split_once('-').is_some_and(|(ms, seq)| {
+            [ms, seq]
+                .iter()
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    match entry_ids.iter().find(|id| !valid(id)) {
+        Some(bad) => Err(Error::InvalidInput(format!(
+            "{bad:?} is not a dead-letter entry id: expected one such as 1732500000000-0, as \
+             `spoolctl dead list` shows them"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Moves the dead letters of `queue` with these entry ids (as `dead list`
+/// shows them) back to the queue, or all of them when `entry_ids` is
+/// empty.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for a malformed entry id (nothing is requeued),
+/// [`Error::DeadLettersNotFound`] when some of the ids named no dead letter
+/// of the queue (the others were requeued), [`Error::Broker`] when the
+/// broker fails.
 pub async fn dead_retry(
     broker: &impl Broker,
     queue: &QueueName,
     entry_ids: &[String],
 ) -> Result<DeadRetryReport> {
-    let ids = (!entry_ids.is_empty()).then_some(entry_ids);
+    check_entry_ids(entry_ids)?;
+    let mut wanted = entry_ids.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let ids = (!wanted.is_empty()).then_some(&wanted[..]);
     let requeued = broker.requeue_dead(queue, ids).await?;
+    let asked = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
+    if requeued < asked {
+        return Err(Error::DeadLettersNotFound {
+            queue: queue.clone(),
+            requeued,
+            missing: asked - requeued,
+        });
+    }
     Ok(DeadRetryReport {
         queue: queue.clone(),
         requeued,
@@ -85,8 +133,25 @@ pub(crate) mod tests {
             render(&report, Format::Text).unwrap(),
             "requeued 1 dead letter to queue analysis\n"
         );
-        // Already requeued: skipped, never doubled.
-        assert_eq!(dead_retry(&broker, &Q, &first).await.unwrap().requeued, 0);
+        // Already requeued: skipped, never doubled, and said so.
+        let err = dead_retry(&broker, &Q, &first).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::DeadLettersNotFound {
+                    requeued: 0,
+                    missing: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "1 of the entry ids given is not a dead letter of queue analysis (requeued or \
+             purged already?); 0 requeued"
+        );
+        assert_eq!(broker.stats(&Q).await.unwrap().dead, 2);
 
         let rest = dead_retry(&broker, &Q, &[]).await.unwrap();
         assert_eq!(rest.requeued, 2);
@@ -95,5 +160,20 @@ pub(crate) mod tests {
         assert_eq!(json, json!({"queue": "analysis", "requeued": 2}));
         let stats = broker.stats(&Q).await.unwrap();
         assert_eq!((stats.dead, stats.ready_total()), (0, 3));
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn malformed_entry_ids_are_refused_before_anything_moves() {
+        let ids = |list: &[&str]| list.iter().map(|&s| s.to_owned()).collect::<Vec<_>>();
+        assert!(check_entry_ids(&ids(&["1732500000000-0", "1-12"])).is_ok());
+        for bad in ["nope", "17-", "-1", "1-2-3", "12", ""] {
+            let err = check_entry_ids(&ids(&[bad])).unwrap_err().to_string();
+            assert!(err.contains("is not a dead-letter entry id"), "{err}");
+        }
     }
 }

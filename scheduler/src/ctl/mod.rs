@@ -13,7 +13,7 @@
 //! let broker = MemoryBroker::new();
 //! let ids = ctl::call(&broker, &CallRequest::new("spool.ping")).await?;
 //! assert_eq!(ids.ids.len(), 1);
-//! let report = ctl::queues(&broker, &[]).await?;
+//! let report = ctl::queues(&broker, &[], std::time::Duration::ZERO).await?;
 //! assert!(ctl::render(&report, Format::Text)?.starts_with("QUEUE"));
 //! # Ok(())
 //! # }
@@ -23,11 +23,13 @@ mod call;
 mod dead;
 mod dead_purge;
 mod dead_retry;
+mod pause;
 mod purge;
 mod queues;
 mod revoke;
 mod task;
 mod tasks;
+mod top;
 mod workers;
 
 use std::time::Duration;
@@ -39,12 +41,17 @@ use spool_broker::store::JobRecord;
 pub use self::call::{CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call};
 pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
-pub use self::dead_retry::{DeadRetryReport, dead_retry};
+pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry};
+pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
-pub use self::queues::{QueueRow, QueuesReport, queues, queues_to_show};
+pub use self::queues::{
+    DEFAULT_SAMPLE, QueueRow, QueuesReport, QueuesSample, humantime_rounded, queues,
+    queues_to_show, queues_with_paused,
+};
 pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, revoke};
 pub use self::task::{TaskReport, task_show};
 pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
+pub use self::top::{CLEAR_SCREEN, DEFAULT_TOP_INTERVAL, Top, TopFrame, render_frame};
 pub use self::workers::{WorkerRow, WorkersReport, workers, workers_report};
 use crate::error::{Error, Result};
 

@@ -1,7 +1,7 @@
 //! `spoolctl workers`: the worker processes in the registry.
 
 use serde::{Serialize, Serializer};
-use spool_broker::{QueueName, RedisBroker, Timestamp, WorkerRecord, WorkerState};
+use spool_broker::{QueueName, RedisBroker, TaskId, Timestamp, WorkerRecord, WorkerState};
 
 use super::{Report, age};
 use crate::error::Result;
@@ -26,6 +26,8 @@ pub struct WorkerRow {
     pub slots: u32,
     /// How many tasks it runs now.
     pub running: usize,
+    /// The ids of the tasks it runs now.
+    pub running_tasks: Vec<TaskId>,
     /// Deliveries that reached an outcome.
     pub processed: u64,
     /// Deliveries that failed for good or were dead-lettered.
@@ -49,6 +51,7 @@ impl WorkerRow {
         Self {
             age_seconds: now.saturating_since(record.started_at).as_secs(),
             running: record.running.len(),
+            running_tasks: record.running,
             id: record.id,
             name: record.name,
             host: record.host,
@@ -148,7 +151,6 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use spool_broker::TaskId;
 
     use super::*;
     use crate::ctl::{Format, render};
@@ -188,6 +190,7 @@ mod tests {
     fn json_is_an_array_of_rows() {
         let (records, now) = sample();
         let started = records[0].started_at;
+        let records_running = records[0].running[0];
         let report = workers_report(records, now);
         let json = serde_json::to_value(&report).unwrap();
         let rows = json.as_array().unwrap();
@@ -203,6 +206,7 @@ mod tests {
             (&json!(1), &json!(3723))
         );
         assert_eq!(gpu["state"], "running");
+        assert_eq!(gpu["running_tasks"], json!([records_running.to_string()]));
         assert_eq!(gpu["started_at"], started.to_string());
         assert_eq!(rows[0]["state"], "stopped");
     }

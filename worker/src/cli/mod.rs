@@ -13,6 +13,7 @@
 //! and limits take `none` for none.
 
 pub mod parse;
+mod video;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use spool_broker::QueueName;
 
+pub use self::video::video_tasks;
 use crate::{Error, Result, WorkerConfig};
 
 /// The environment variable through which a supervisor hands a child its
@@ -212,6 +214,42 @@ pub struct Args {
     )]
     pub ffmpeg: String,
 
+    /// The ffprobe the video tasks use; auto takes the one beside FFmpeg,
+    /// then searches PATH.
+    #[arg(
+        long,
+        env = "SPOOL_FFPROBE",
+        value_name = "PATH",
+        default_value = "auto"
+    )]
+    pub ffprobe: String,
+
+    /// A directory video tasks may read from; repeat it (or separate with
+    /// commas) for several. The output root is readable too.
+    #[arg(
+        long = "input-root",
+        id = "input_root",
+        env = "SPOOL_INPUT_ROOT",
+        value_name = "DIR",
+        value_delimiter = ',',
+        default_value = "."
+    )]
+    pub input_roots: Vec<String>,
+
+    /// The directory video tasks write into (created if missing).
+    #[arg(
+        long,
+        env = "SPOOL_OUTPUT_ROOT",
+        value_name = "DIR",
+        default_value = "spool-output"
+    )]
+    pub output_root: String,
+
+    /// Do not serve the video tasks (video.transcode, video.analyze,
+    /// video.package).
+    #[arg(long, env = "SPOOL_NO_VIDEO")]
+    pub no_video: bool,
+
     /// Serve the gpu queue even when no GPU passes the self-test.
     #[arg(long, env = "SPOOL_FORCE_GPU")]
     pub force_gpu: bool,
@@ -321,6 +359,19 @@ pub struct Settings {
     pub log_level: String,
     /// An explicit FFmpeg; `None` searches `PATH`.
     pub ffmpeg: Option<PathBuf>,
+    /// An explicit ffprobe; `None` takes the one beside FFmpeg, then
+    /// searches `PATH`.
+    #[serde(default)]
+    pub ffprobe: Option<PathBuf>,
+    /// Where video tasks may read.
+    #[serde(default)]
+    pub input_roots: Vec<PathBuf>,
+    /// Where video tasks write.
+    #[serde(default)]
+    pub output_root: PathBuf,
+    /// Whether the video tasks are left out.
+    #[serde(default)]
+    pub no_video: bool,
     /// Serve `gpu` without a GPU that passed the self-test.
     pub force_gpu: bool,
     /// Skip the hardware probe.
@@ -473,6 +524,10 @@ const FILE_KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "ffmpeg",
+    "ffprobe",
+    "input_root",
+    "output_root",
+    "no_video",
     "force_gpu",
     "no_probe",
 ];
@@ -543,12 +598,13 @@ struct Merger<'a> {
 }
 
 impl<'a> Merger<'a> {
-    /// The winning text of setting `id` and where it came from.
+    /// The winning text of setting `id` and where it came from (the
+    /// values of a repeated flag joined with commas).
     fn text(&self, id: &'a str) -> (String, Origin<'a>) {
         let given = self
             .matches
-            .get_one::<String>(id)
-            .cloned()
+            .get_many::<String>(id)
+            .map(|values| values.cloned().collect::<Vec<_>>().join(","))
             .unwrap_or_default();
         match self.matches.value_source(id) {
             Some(ValueSource::CommandLine) => return (given, Origin::Flag(id)),
@@ -635,10 +691,30 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
         name: m.get("name", parse::name)?,
         log_format: m.get("log_format", |t| LogFormat::from_str(t.trim(), true))?,
         log_level: m.get("log_level", |t| Ok(t.trim().to_owned()))?,
-        ffmpeg: m.get("ffmpeg", |t| {
-            let t = t.trim();
-            Ok((!t.is_empty() && !t.eq_ignore_ascii_case("auto")).then(|| PathBuf::from(t)))
+        ffmpeg: m.get("ffmpeg", auto_path)?,
+        ffprobe: m.get("ffprobe", auto_path)?,
+        input_roots: m.get("input_root", |t| {
+            let roots: Vec<PathBuf> = t
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if roots.is_empty() {
+                Err("at least one directory is needed".to_owned())
+            } else {
+                Ok(roots)
+            }
         })?,
+        output_root: m.get("output_root", |t| {
+            let t = t.trim();
+            if t.is_empty() {
+                Err("a directory is needed".to_owned())
+            } else {
+                Ok(PathBuf::from(t))
+            }
+        })?,
+        no_video: m.flag("no_video")?,
         force_gpu: m.flag("force_gpu")?,
         no_probe: m.flag("no_probe")?,
     };
@@ -650,6 +726,12 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
     } else {
         Invocation::Run(settings)
     })
+}
+
+/// A path, or `None` for `auto` (or nothing).
+fn auto_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let text = text.trim();
+    Ok((!text.is_empty() && !text.eq_ignore_ascii_case("auto")).then(|| PathBuf::from(text)))
 }
 
 fn child_spec() -> Result<crate::supervisor::ChildSpec> {
@@ -772,6 +854,32 @@ mod tests {
         let e =
             resolve_args(&["--time-limit", "1m", "--soft-time-limit", "2m"]).expect_err("invalid");
         assert!(e.to_string().contains("--soft-time-limit"), "{e}");
+    }
+
+    #[test]
+    fn video_flags_parse() {
+        let s = resolve_args(&[
+            "--input-root",
+            "/srv/a",
+            "--input-root",
+            "/srv/b,/srv/c",
+            "--output-root",
+            "/srv/out",
+            "--ffprobe",
+            "/opt/ffprobe",
+            "--no-video",
+        ])
+        .expect("valid");
+        let roots: Vec<PathBuf> = ["/srv/a", "/srv/b", "/srv/c"].map(PathBuf::from).to_vec();
+        assert_eq!(s.input_roots, roots);
+        assert_eq!(s.output_root, PathBuf::from("/srv/out"));
+        assert_eq!(s.ffprobe, Some(PathBuf::from("/opt/ffprobe")));
+        assert!(s.no_video);
+        let d = resolve_args(&[]).expect("valid");
+        assert_eq!(d.input_roots, vec![PathBuf::from(".")]);
+        assert_eq!(d.output_root, PathBuf::from("spool-output"));
+        // (The default ffprobe follows SPOOL_FFPROBE, which set-up exports.)
+        assert!(!d.no_video);
     }
 
     #[test]

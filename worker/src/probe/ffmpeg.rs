@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// The encoders tried, best first within each codec family.
-pub const CANDIDATE_ENCODERS: [&str; 8] = [
+/// The encoders tried: the software encoders, then NVENC, QSV and VAAPI
+/// for H.264, HEVC and AV1.
+pub const CANDIDATE_ENCODERS: [&str; 12] = [
     "libx264",
     "libx265",
     "libsvtav1",
@@ -23,7 +24,11 @@ pub const CANDIDATE_ENCODERS: [&str; 8] = [
     "hevc_nvenc",
     "av1_nvenc",
     "h264_qsv",
+    "hevc_qsv",
+    "av1_qsv",
     "h264_vaapi",
+    "hevc_vaapi",
+    "av1_vaapi",
 ];
 
 /// The longest one trial encode (or listing) may take.
@@ -46,6 +51,35 @@ pub struct FfmpegReport {
     pub libvmaf: bool,
     /// Why FFmpeg could not be probed, if it could not.
     pub error: Option<String>,
+}
+
+impl FfmpegReport {
+    /// Rebuilds the report of the FFmpeg at `path` from the registry labels
+    /// a probe produced ([`Capabilities::labels`](super::Capabilities::labels):
+    /// `ffmpeg`, `encoders`, `libvmaf`), so a supervisor's children need
+    /// not probe again. `None` when the labels hold no usable FFmpeg.
+    #[must_use]
+    pub fn from_labels(path: PathBuf, labels: &BTreeMap<String, String>) -> Option<Self> {
+        let version = labels.get("ffmpeg")?.clone();
+        let encoders = labels
+            .get("encoders")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self {
+            path: Some(path),
+            version: Some(version),
+            encoders,
+            rejected: BTreeMap::new(),
+            libvmaf: labels.get("libvmaf").is_some_and(|v| v == "true"),
+            error: None,
+        })
+    }
 }
 
 /// Finds FFmpeg: `explicit` (from `--ffmpeg`, `SPOOL_FFMPEG` or the config
@@ -115,7 +149,7 @@ fn run(ffmpeg: &Path, args: &[&str]) -> Result<String, String> {
             // libcuda.so.1"); the later ones are consequences.
             let first = err
                 .lines()
-                .map(strip_context)
+                .map(strip_log_context)
                 .find(|l| !l.is_empty())
                 .unwrap_or("no output");
             Err(format!("{status}: {first}"))
@@ -123,8 +157,10 @@ fn run(ffmpeg: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// A log line without FFmpeg's leading `[h264_nvenc @ 0x55c3…] ` tags.
-fn strip_context(line: &str) -> &str {
+/// A log line without FFmpeg's leading `[h264_nvenc @ 0x55c3…] ` tags
+/// (and the `[error] ` level tag of `-loglevel level+…`).
+#[must_use]
+pub fn strip_log_context(line: &str) -> &str {
     let mut line = line.trim();
     while line.starts_with('[')
         && let Some(end) = line.find("] ")
@@ -240,13 +276,13 @@ mod tests {
     #[test]
     fn log_context_is_stripped() {
         assert_eq!(
-            strip_context(
+            strip_log_context(
                 "[vost#0:0/h264_nvenc @ 0x55] [enc:h264_nvenc @ 0x5] Cannot load libcuda.so.1"
             ),
             "Cannot load libcuda.so.1"
         );
         assert_eq!(
-            strip_context("Device creation failed: -22."),
+            strip_log_context("Device creation failed: -22."),
             "Device creation failed: -22."
         );
     }
@@ -257,6 +293,19 @@ mod tests {
         assert_eq!(args.last(), Some(&"-"));
         assert!(args.windows(2).any(|w| w == ["-c:v", "h264_nvenc"]));
         assert!(trial_args("h264_vaapi").contains(&"-vaapi_device"));
+    }
+
+    #[test]
+    fn reports_come_back_from_labels() {
+        let mut labels = BTreeMap::new();
+        labels.insert("encoders".to_owned(), "libx264,h264_nvenc".to_owned());
+        assert_eq!(FfmpegReport::from_labels("/ff".into(), &labels), None);
+        labels.insert("ffmpeg".to_owned(), "ffmpeg version 9".to_owned());
+        labels.insert("libvmaf".to_owned(), "true".to_owned());
+        let report = FfmpegReport::from_labels("/ff".into(), &labels).expect("usable");
+        assert_eq!(report.encoders, ["libx264", "h264_nvenc"]);
+        assert!(report.libvmaf);
+        assert_eq!(report.path.as_deref(), Some(Path::new("/ff")));
     }
 
     #[test]

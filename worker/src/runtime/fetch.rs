@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::control::Paused;
 use super::lease::Leases;
 use super::settle::{Action, Settlement};
 use crate::observer::{Observers, Outcome, TaskInfo};
@@ -41,6 +42,8 @@ pub(crate) struct Fetcher<B> {
     pub(crate) fair_share: Option<usize>,
     /// Tasks this worker may still fetch, when `max_tasks` is set.
     pub(crate) budget: Option<Arc<AtomicU64>>,
+    /// While the queue is in it, nothing is fetched or reclaimed from it.
+    pub(crate) paused: Paused,
     pub(crate) observers: Observers,
     pub(crate) stop: CancellationToken,
     pub(crate) tasks: mpsc::Sender<Vec<Claimed>>,
@@ -57,6 +60,15 @@ impl<B: Broker> Fetcher<B> {
         let mut next_reclaim = tokio::time::Instant::now();
         let mut suspects_waiting = false;
         loop {
+            if self.paused.contains(&self.queue) {
+                info!(queue = %self.queue, "queue paused: not fetching it until it is resumed");
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = self.paused.resumed(&self.queue) => {}
+                }
+                info!(queue = %self.queue, "queue resumed: fetching it again");
+                continue;
+            }
             if std::mem::take(&mut suspects_waiting) {
                 match self.run_suspect_alone().await {
                     Some(more) => suspects_waiting = more,
@@ -71,6 +83,10 @@ impl<B: Broker> Fetcher<B> {
                     Err(_closed) => return,
                 },
             };
+            // Paused while this waited for a slot.
+            if self.paused.contains(&self.queue) {
+                continue;
+            }
             let Some(mut permit) = self.reserve_budget(self.widen(permit)) else {
                 info!(queue = %self.queue, "task budget spent; no more fetching");
                 return;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, info, info_span, warn};
 
-use self::control::Revoked;
+use self::control::{Paused, Revoked};
 use self::execute::{Executor, Limits, Reporting};
 use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
@@ -202,9 +202,10 @@ impl<B: Broker> Worker<B> {
         let leases = Leases::default();
         let running = Running::default();
         let revoked = Revoked::default();
-        // Subscribe, then load the set, both before the first fetch: a task
-        // revoked while no worker listened is not run, and none revoked from
-        // now on is missed.
+        let paused = Paused::default();
+        // Subscribe, then load the sets, both before the first fetch: a task
+        // revoked (a queue paused) while no worker listened is not run (not
+        // fetched), and no message from now on is missed.
         let subscription = match self.broker.control().await {
             Ok(messages) => Some(messages),
             Err(e) => {
@@ -215,6 +216,11 @@ impl<B: Broker> Worker<B> {
         match self.broker.revoked().await {
             Ok(ids) => revoked.replace(ids),
             Err(e) => warn!(error = %e, "cannot load the revoked tasks; they load on reconnect"),
+        }
+        match self.broker.paused().await {
+            Ok(queues) => paused.replace(queues),
+            // The fetch itself refuses a paused queue meanwhile.
+            Err(e) => warn!(error = %e, "cannot load the paused queues; they load on reconnect"),
         }
         // Leases and revocations matter until the last run is settled, not
         // just until fetching stops.
@@ -235,7 +241,7 @@ impl<B: Broker> Worker<B> {
             control::follow(
                 self.broker.clone(),
                 subscription,
-                revoked.clone(),
+                (revoked.clone(), paused.clone()),
                 running.clone(),
                 settled.clone(),
             )
@@ -275,6 +281,7 @@ impl<B: Broker> Worker<B> {
                 fair_share: (config.queues.len() > 1)
                     .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
+                paused: paused.clone(),
                 observers: observers.clone(),
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),
@@ -310,6 +317,7 @@ impl<B: Broker> Worker<B> {
             executor,
             running: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
+            paused,
             settle: settle_tx,
             observers: observers.clone(),
             stop: stop.clone(),
@@ -349,6 +357,8 @@ struct Dispatcher<B> {
     executor: Arc<Executor<B>>,
     running: Arc<Semaphore>,
     concurrency: usize,
+    /// A task of a queue paused since it was fetched goes back unstarted.
+    paused: Paused,
     settle: mpsc::UnboundedSender<Settlement>,
     observers: Observers,
     stop: CancellationToken,
@@ -370,6 +380,10 @@ impl<B: Broker> Dispatcher<B> {
                         Err(_closed) => break 'dispatch,
                     },
                 };
+                if self.paused.contains(delivery.tag.queue()) {
+                    self.requeue(std::iter::once((delivery, slot)));
+                    continue;
+                }
                 let executor = Arc::clone(&self.executor);
                 let settle = self.settle.clone();
                 tokio::spawn(async move {

@@ -219,6 +219,7 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     let id = format!("{}-{pid}-{:04x}", settings.name, fastrand::u16(..));
     let worker_config = settings.worker_config(queues.clone(), id.clone());
     worker_config.validate()?;
+    let video = crate::cli::video_tasks(&settings, &capabilities).await;
 
     let metrics = TaskMetrics::new();
     let heartbeat = Heartbeat::new(
@@ -268,6 +269,9 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         .with_builtin_tasks()
         .observe(Arc::clone(&metrics) as Arc<dyn Observer>)
         .observe(heartbeat.observer() as Arc<dyn Observer>);
+    if let Some(video) = &video {
+        worker = worker.with_video_tasks(video);
+    }
     if settings.store_url != "none" {
         // Connecting runs the store's migrations: a bad URL fails the start.
         let store = JobStore::connect(&settings.store_url).await?;

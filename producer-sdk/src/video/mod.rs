@@ -1,0 +1,42 @@
+//! Video tasks: typed payloads for the worker's built-in FFmpeg tasks.
+//!
+//! These are plain serde types with no FFmpeg inside: an application
+//! enqueues them with the SDK alone, and a `spool-worker` with video tasks
+//! enabled runs them.
+//!
+//! | task | wire name | queue | output |
+//! | --- | --- | --- | --- |
+//! | [`Transcode`] | `video.transcode` | `default` (`gpu` when [`HardwarePolicy::Require`]) | [`TranscodeOutput`] |
+//! | [`Analyze`] | `video.analyze` | `analysis` | [`AnalysisReport`] |
+//! | `Package` | `video.package` | `streaming` | HLS/DASH outputs |
+//!
+//! Paths in tasks are relative to the worker's roots (`--input-root`,
+//! `--output-root`) or absolute inside them; the worker rejects anything
+//! else (`..`, symlinks that leave a root) with an error naming the root.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use spool_sdk::Client;
+//! use spool_sdk::video::{Analyze, Codec, RateControl, Transcode};
+//!
+//! # async fn demo() -> Result<(), spool_sdk::Error> {
+//! let client =
+//!     Client::connect_with_store("redis://127.0.0.1:6379/", "sqlite://spool.db").await?;
+//! let encode = Transcode::new("clip.mp4", "clip-h264.mp4", Codec::H264).rate(RateControl::Crf(28));
+//! let id = client.enqueue(encode).await?;
+//! let encoded = client.task::<Transcode>(id)?.wait(Duration::from_secs(600)).await?;
+//! let id = client.enqueue(Analyze::new("clip.mp4", &encoded.output)).await?;
+//! let report = client.task::<Analyze>(id)?.wait(Duration::from_secs(600)).await?;
+//! println!("{} via {}: {:?}", encoded.output, encoded.encoder, report.vmaf);
+//! # Ok(()) }
+//! ```
+
+mod analyze;
+mod package;
+mod transcode;
+
+pub use analyze::*;
+pub use package::*;
+pub use transcode::*;

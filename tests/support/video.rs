@@ -1,0 +1,281 @@
+//! Harness for the video suites: FFmpeg found like the worker finds it,
+//! small clips generated with `lavfi`, a scratch directory with input and
+//! output roots and a SQLite job store, and a worker serving the video
+//! tasks against the test's Redis prefix.
+//!
+//! The suites need a real FFmpeg (`bash ops/scripts/setup.sh` installs one
+//! and writes `SPOOL_FFMPEG` into `~/.spool/env`); without one they skip
+//! with a message saying so.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use spool_broker::RedisBroker;
+use spool_broker::store::JobStore;
+use spool_sdk::Client;
+use spool_worker::probe::FfmpegReport;
+use spool_worker::video::{
+    FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, VideoConfig, VideoTasks,
+};
+use spool_worker::{Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::{RunningWorker, TestRedis, spawn_worker};
+
+/// The FFmpeg the suites use: `SPOOL_FFMPEG`, else the first on `PATH`.
+pub fn ffmpeg() -> Option<PathBuf> {
+    let from_env = std::env::var_os("SPOOL_FFMPEG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    spool_worker::probe::locate_ffmpeg(from_env.as_deref()).filter(|p| p.is_file())
+}
+
+/// [`ffmpeg`], or `None` after printing why `test` is skipped.
+pub fn ffmpeg_or_skip(test: &str) -> Option<PathBuf> {
+    let found = ffmpeg();
+    if found.is_none() {
+        eprintln!(
+            "skipping {test}: no FFmpeg (run `bash ops/scripts/setup.sh`, or set SPOOL_FFMPEG)"
+        );
+    }
+    found
+}
+
+/// An FFmpeg built without libvmaf (Debian's, which set-up installs for
+/// its ffprobe): `SPOOL_TEST_FFMPEG_NO_VMAF`, else `/usr/bin/ffmpeg` if it
+/// lacks libvmaf.
+pub fn ffmpeg_without_libvmaf() -> Option<PathBuf> {
+    let candidate = std::env::var_os("SPOOL_TEST_FFMPEG_NO_VMAF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/ffmpeg"));
+    if !candidate.is_file() {
+        return None;
+    }
+    (!report(&candidate).libvmaf).then_some(candidate)
+}
+
+/// The probe's report on `ffmpeg` (trial encodes, libvmaf), probed once
+/// per test binary.
+pub fn report(ffmpeg: &Path) -> FfmpegReport {
+    static REPORTS: OnceLock<Mutex<HashMap<PathBuf, FfmpegReport>>> = OnceLock::new();
+    let reports = REPORTS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut reports = reports.lock().unwrap();
+    reports
+        .entry(ffmpeg.to_owned())
+        .or_insert_with(|| spool_worker::probe::probe_ffmpeg(ffmpeg))
+        .clone()
+}
+
+/// A test clip: `testsrc2` (moving colour bars and a counter) with a sine
+/// tone, H.264 and AAC in MP4.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub seconds: f64,
+    pub audio: bool,
+}
+
+impl Clip {
+    /// `width`×`height`, 2 s at 25 fps, with audio.
+    pub fn new(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            fps: 25,
+            seconds: 2.0,
+            audio: true,
+        }
+    }
+
+    pub fn seconds(mut self, seconds: f64) -> Self {
+        self.seconds = seconds;
+        self
+    }
+
+    pub fn fps(mut self, fps: u32) -> Self {
+        self.fps = fps;
+        self
+    }
+
+    pub fn without_audio(mut self) -> Self {
+        self.audio = false;
+        self
+    }
+
+    /// The frame count.
+    pub fn frames(&self) -> u64 {
+        (self.seconds * f64::from(self.fps)).round() as u64
+    }
+
+    /// Writes the clip to `path` (absolute) with `ffmpeg`, through the
+    /// worker's own runner: near-lossless (CRF 12) so it can serve as a
+    /// reference.
+    pub async fn write(&self, ffmpeg: &Path, path: &Path) {
+        let video = format!(
+            "testsrc2=size={}x{}:rate={}:duration={}",
+            self.width, self.height, self.fps, self.seconds
+        );
+        let mut args = FfmpegArgs::new().input(Input::lavfi(video));
+        let mut output = Output::file(path)
+            .map("0:v")
+            .option("-c:v", "libx264")
+            .option("-preset", "ultrafast")
+            .option("-crf", 12)
+            .option("-pix_fmt", "yuv420p");
+        if self.audio {
+            args = args.input(Input::lavfi(format!(
+                "sine=frequency=440:sample_rate=48000:duration={}",
+                self.seconds
+            )));
+            output = output
+                .map("1:a")
+                .option("-c:a", "aac")
+                .option("-b:a", "96k");
+        }
+        let args = args.output(output.option("-f", "mp4"));
+        let options = RunOptions::new(StageBand::PROCESSING, CancellationToken::new());
+        FfmpegRunner::new(ffmpeg)
+            .run(&args, options, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("cannot generate {}: {e}", path.display()));
+    }
+}
+
+/// A scratch directory for one test: `inputs/` and `outputs/` roots, a
+/// SQLite job store, and the FFmpeg to use. Removed on drop.
+#[derive(Debug)]
+pub struct VideoEnv {
+    pub dir: PathBuf,
+    pub inputs: PathBuf,
+    pub outputs: PathBuf,
+    pub ffmpeg: PathBuf,
+    pub store: JobStore,
+}
+
+impl VideoEnv {
+    /// A fresh directory under the system's temporary directory; its path
+    /// is unique, so processes mentioning it belong to this test.
+    pub async fn new(ffmpeg: PathBuf) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "spool-video-{}-{:012x}",
+            std::process::id(),
+            fastrand::u64(..1 << 48)
+        ));
+        let (inputs, outputs) = (dir.join("inputs"), dir.join("outputs"));
+        std::fs::create_dir_all(&inputs).unwrap();
+        std::fs::create_dir_all(&outputs).unwrap();
+        let url = format!("sqlite://{}", dir.join("jobs.db").display());
+        let store = JobStore::connect(&url).await.unwrap();
+        Self {
+            dir,
+            inputs,
+            outputs,
+            ffmpeg,
+            store,
+        }
+    }
+
+    /// The video configuration of this test's roots and FFmpeg.
+    pub fn config(&self) -> VideoConfig {
+        VideoConfig {
+            ffmpeg: Some(self.ffmpeg.clone()),
+            input_roots: vec![self.inputs.clone()],
+            output_root: self.outputs.clone(),
+            ..VideoConfig::default()
+        }
+    }
+
+    /// The video tasks for `config`, with the FFmpeg probed once per test
+    /// binary.
+    pub fn tasks(&self, config: VideoConfig) -> VideoTasks {
+        let ffmpeg = config.ffmpeg.clone().unwrap_or_else(|| self.ffmpeg.clone());
+        VideoTasks::with_report(config, report(&ffmpeg)).unwrap()
+    }
+
+    /// Writes `clip` as `inputs/<name>`; returns its path.
+    pub async fn clip(&self, name: &str, clip: Clip) -> PathBuf {
+        let path = self.inputs.join(name);
+        clip.write(&self.ffmpeg, &path).await;
+        path
+    }
+
+    /// A client of `redis` recording to this test's store.
+    pub fn client(&self, redis: &TestRedis) -> Client<RedisBroker> {
+        redis.client().with_store(self.store.clone())
+    }
+
+    /// A worker serving the video tasks on every routed queue, recording
+    /// to this test's store.
+    pub fn worker(&self, redis: &TestRedis, tasks: &VideoTasks) -> RunningWorker {
+        self.worker_with(redis, tasks, worker_config())
+    }
+
+    /// Like [`VideoEnv::worker`], with its own configuration.
+    pub fn worker_with(
+        &self,
+        redis: &TestRedis,
+        tasks: &VideoTasks,
+        config: WorkerConfig,
+    ) -> RunningWorker {
+        let worker = Worker::new(redis.broker.clone(), config)
+            .with_store(self.store.clone())
+            .with_video_tasks(tasks);
+        spawn_worker(worker)
+    }
+
+    /// The path of this test's directory as text: every FFmpeg it starts
+    /// mentions it.
+    pub fn marker(&self) -> String {
+        self.dir.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for VideoEnv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A worker configuration for the video suites: the routed queues, two
+/// slots, quick polling.
+pub fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        queues: spool_broker::QueueName::ROUTED.to_vec(),
+        concurrency: 2,
+        prefetch: 2,
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
+}
+
+/// The pids of live processes whose command line mentions `marker` (and
+/// that are not zombies).
+pub fn processes_mentioning(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mentions = String::from_utf8_lossy(&cmdline).contains(marker);
+            mentions && !is_zombie(*pid)
+        })
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|s| s == "Z")
+        })
+        .unwrap_or(true)
+}
