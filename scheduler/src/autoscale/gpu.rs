@@ -4,8 +4,8 @@
 //! configuration.
 
 use nvml_wrapper::Nvml;
-use nvml_wrapper::error::NvmlError;
 use serde::Serialize;
+use spool_worker::probe::explain_nvml_error;
 
 /// The GPUs the GPU pools are capped by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,20 +56,8 @@ impl GpuCount {
             Err(e) => Self {
                 count: 0,
                 source: "nvml",
-                note: Some(explain(&e)),
+                note: Some(explain_nvml_error(&e)),
             },
         }
-    }
-}
-
-/// An NVML error in the terms an operator acts on.
-fn explain(e: &NvmlError) -> String {
-    match e {
-        NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => {
-            "no NVIDIA driver: libnvidia-ml.so cannot be loaded".to_owned()
-        }
-        NvmlError::DriverNotLoaded => "no NVIDIA driver is loaded".to_owned(),
-        NvmlError::NoPermission => "no permission to query the NVIDIA driver".to_owned(),
-        other => format!("NVML failed: {other}"),
     }
 }

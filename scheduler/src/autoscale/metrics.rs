@@ -16,24 +16,15 @@
 //! The queue gauges are the same signals KEDA or an HPA could scale on
 //! instead (see `ops/autoscaler.md`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::policy::Decision;
 use super::signals::PoolSignals;
@@ -232,63 +223,12 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<AutoscalerMetrics>,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
+    spool_worker::metrics::serve_fn(addr, move || metrics.render())
         .await
         .map_err(|source| Error::AutoscaleIo {
             context: format!("cannot serve metrics on {addr}"),
             source,
-        })?;
-    let bound = listener.local_addr().unwrap_or(addr);
-    info!(addr = %bound, "serving Prometheus metrics on /metrics");
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    debug!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "metrics: connection ended with an error");
-                }
-            });
-        }
-    });
-    Ok((bound, task))
-}
-
-fn respond(metrics: &AutoscalerMetrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, metrics.render()),
-        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "metrics are on /metrics\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    let kind = if status == StatusCode::OK {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
-    response
+        })
 }
 
 #[cfg(test)]

@@ -1,20 +1,9 @@
-//! A `/metrics` endpoint: HTTP/1.1 on hyper, serving whatever a render
-//! function returns (the beat's [`BeatMetrics::render`](super::BeatMetrics::render)).
+//! The beat's `/metrics` endpoint: the worker's server, serving what a
+//! render function returns (the beat's [`BeatMetrics::render`](super::BeatMetrics::render)).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 
@@ -45,59 +34,7 @@ pub async fn serve_metrics<F>(addr: SocketAddr, render: F) -> Result<(SocketAddr
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
-    let render = Arc::new(render);
-    let listener = TcpListener::bind(addr)
+    spool_worker::metrics::serve_fn(addr, render)
         .await
-        .map_err(|e| Error::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))?;
-    let bound = listener.local_addr().unwrap_or(addr);
-    info!(addr = %bound, "serving Prometheus metrics on /metrics");
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    debug!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let render = Arc::clone(&render);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let render = Arc::clone(&render);
-                    async move { Ok::<_, Infallible>(respond(&*render, &request)) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "metrics: connection ended with an error");
-                }
-            });
-        }
-    });
-    Ok((bound, task))
-}
-
-fn respond(render: &dyn Fn() -> String, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, render()),
-        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "metrics are on /metrics\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    let kind = if status == StatusCode::OK {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
-    response
+        .map_err(|e| Error::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))
 }

@@ -29,9 +29,29 @@ pub async fn serve(
     addr: SocketAddr,
     hub: Arc<MetricsHub>,
 ) -> crate::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
+    serve_fn(addr, move || hub.render())
         .await
-        .map_err(|e| crate::Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+        .map_err(|e| crate::Error::Config(format!("cannot serve metrics on {addr}: {e}")))
+}
+
+/// Binds `addr` and serves what `render` returns (the Prometheus text
+/// format) on `GET /metrics` until the returned task is aborted: the one
+/// endpoint behind every Spool daemon's `--metrics-addr`. Returns the
+/// bound address (useful with port 0) and the serving task.
+///
+/// # Errors
+///
+/// The I/O error when the address cannot be bound (in use, not local, no
+/// permission).
+pub async fn serve_fn<F>(
+    addr: SocketAddr,
+    render: F,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let render = Arc::new(render);
+    let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr().unwrap_or(addr);
     info!(addr = %bound, "serving Prometheus metrics on /metrics");
     let task = tokio::spawn(async move {
@@ -39,16 +59,17 @@ pub async fn serve(
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
                     debug!(error = %e, "metrics: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let hub = Arc::clone(&hub);
+            let render = Arc::clone(&render);
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
-                    let hub = Arc::clone(&hub);
-                    async move { Ok::<_, Infallible>(respond(&hub, &request)) }
+                    let render = Arc::clone(&render);
+                    async move { Ok::<_, Infallible>(respond(&*render, &request)) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -62,9 +83,9 @@ pub async fn serve(
     Ok((bound, task))
 }
 
-fn respond(hub: &MetricsHub, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(render: &dyn Fn() -> String, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, hub.render()),
+        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, render()),
         (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned()),
         _ => (
             StatusCode::NOT_FOUND,

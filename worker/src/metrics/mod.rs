@@ -49,7 +49,7 @@ use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEn
 use serde::{Deserialize, Serialize};
 use spool_broker::{QueueName, TaskId};
 
-pub use self::http::serve;
+pub use self::http::{serve, serve_fn};
 use crate::observer::{Observer, Outcome, TaskInfo};
 use crate::probe::GpuTelemetry;
 

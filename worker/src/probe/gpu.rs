@@ -69,7 +69,8 @@ impl std::fmt::Debug for GpuTelemetry {
 }
 
 /// Explains an NVML error in the terms an operator acts on.
-fn explain(e: &NvmlError) -> String {
+#[must_use]
+pub fn explain_nvml_error(e: &NvmlError) -> String {
     match e {
         NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => {
             "no NVIDIA driver: libnvidia-ml.so cannot be loaded".to_owned()
@@ -92,8 +93,8 @@ impl GpuTelemetry {
     ///
     /// Why not, in words (`no NVIDIA driver: ...`).
     pub fn init() -> Result<Self, String> {
-        let nvml = Nvml::init().map_err(|e| explain(&e))?;
-        let count = nvml.device_count().map_err(|e| explain(&e))?;
+        let nvml = Nvml::init().map_err(|e| explain_nvml_error(&e))?;
+        let count = nvml.device_count().map_err(|e| explain_nvml_error(&e))?;
         Ok(Self { nvml, count })
     }
 
@@ -155,7 +156,7 @@ impl GpuTelemetry {
                             .map(|u| ratio(u.utilization)),
                     });
                 }
-                Err(e) => errors.push(format!("GPU {index}: {}", explain(&e))),
+                Err(e) => errors.push(format!("GPU {index}: {}", explain_nvml_error(&e))),
             }
         }
         let error = if devices.is_empty() {

@@ -22,7 +22,7 @@ pub use self::ffmpeg::{
     CANDIDATE_ENCODERS, FfmpegReport, TRIAL_TIMEOUT, locate as locate_ffmpeg,
     probe as probe_ffmpeg, strip_log_context,
 };
-pub use self::gpu::{GpuDevice, GpuReport, GpuSample, GpuTelemetry};
+pub use self::gpu::{GpuDevice, GpuReport, GpuSample, GpuTelemetry, explain_nvml_error};
 
 /// Everything the probe found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
