@@ -10,7 +10,7 @@ use crate::video::{VideoConfig, VideoTasks};
 /// with `--no-video` or when FFmpeg is unusable (logged as a warning).
 /// Reuses the supervisor's FFmpeg probe when its `capabilities` labels
 /// carry one, and probes FFmpeg (blocking, off the runtime's threads)
-/// otherwise.
+/// otherwise: without trial encodes under `--no-probe`.
 pub async fn video_tasks(
     settings: &Settings,
     capabilities: &BTreeMap<String, String>,
@@ -30,9 +30,16 @@ pub async fn video_tasks(
         .ffmpeg
         .clone()
         .and_then(|path| FfmpegReport::from_labels(path, capabilities));
-    let built = tokio::task::spawn_blocking(move || match probed {
-        Some(report) => VideoTasks::with_report(config, report),
-        None => VideoTasks::new(config),
+    let skip_trials = settings.no_probe;
+    let built = tokio::task::spawn_blocking(move || match (probed, &config.ffmpeg) {
+        (Some(report), _) => VideoTasks::with_report(config, report),
+        // Trial encodes take seconds per process: with --no-probe a child
+        // (and its replacement) starts at once, on software encoders.
+        (None, Some(ffmpeg)) if skip_trials => {
+            let report = crate::probe::probe_listing(ffmpeg);
+            VideoTasks::with_report(config, report)
+        }
+        (None, _) => VideoTasks::new(config),
     })
     .await;
     match built {

@@ -212,6 +212,24 @@ fn trial_args(encoder: &str) -> Vec<&str> {
 /// libvmaf.
 #[must_use]
 pub fn probe(ffmpeg: &Path) -> FfmpegReport {
+    probe_with(ffmpeg, true)
+}
+
+/// Like [`probe`] without the trial encodes, for a fast start
+/// (`--no-probe`): the listed software encoders count as usable (they need
+/// no device), and hardware encoders are rejected as untried rather than
+/// trusted because they are listed.
+#[must_use]
+pub fn probe_listing(ffmpeg: &Path) -> FfmpegReport {
+    probe_with(ffmpeg, false)
+}
+
+/// Whether `encoder` runs on the CPU alone.
+fn is_software(encoder: &str) -> bool {
+    encoder.starts_with("lib")
+}
+
+fn probe_with(ffmpeg: &Path, trials: bool) -> FfmpegReport {
     let mut report = FfmpegReport {
         path: Some(ffmpeg.to_owned()),
         ..FfmpegReport::default()
@@ -233,9 +251,23 @@ pub fn probe(ffmpeg: &Path) -> FfmpegReport {
     report.libvmaf = run(ffmpeg, &["-hide_banner", "-filters"])
         .map(|out| listed_names(&out).iter().any(|f| f == "libvmaf"))
         .unwrap_or(false);
-    let trials: Vec<_> = CANDIDATE_ENCODERS
+    let candidates = CANDIDATE_ENCODERS
         .iter()
-        .filter(|encoder| listed.iter().any(|l| l == *encoder))
+        .filter(|encoder| listed.iter().any(|l| l == *encoder));
+    if !trials {
+        for &encoder in candidates {
+            if is_software(encoder) {
+                report.encoders.push(encoder.to_owned());
+            } else {
+                report.rejected.insert(
+                    encoder.to_owned(),
+                    "not trial-encoded (--no-probe)".to_owned(),
+                );
+            }
+        }
+        return report;
+    }
+    let trials: Vec<_> = candidates
         .map(|&encoder| {
             let ffmpeg = ffmpeg.to_owned();
             (
@@ -306,6 +338,24 @@ mod tests {
         assert_eq!(report.encoders, ["libx264", "h264_nvenc"]);
         assert!(report.libvmaf);
         assert_eq!(report.path.as_deref(), Some(Path::new("/ff")));
+    }
+
+    #[test]
+    fn a_listing_probe_never_trusts_hardware_encoders() {
+        let Some(ffmpeg) =
+            locate(None).or_else(|| std::env::var_os("SPOOL_FFMPEG").map(PathBuf::from))
+        else {
+            eprintln!("skipped: no FFmpeg on PATH or in SPOOL_FFMPEG");
+            return;
+        };
+        let report = probe_listing(&ffmpeg);
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert!(
+            report.encoders.iter().all(|e| is_software(e)),
+            "{:?}",
+            report.encoders
+        );
+        assert!(report.rejected.keys().all(|e| !is_software(e)));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use spool_broker::QueueName;
 pub use self::cuda::{CudaReport, SELF_TEST_TIMEOUT};
 pub use self::ffmpeg::{
     CANDIDATE_ENCODERS, FfmpegReport, TRIAL_TIMEOUT, locate as locate_ffmpeg,
-    probe as probe_ffmpeg, strip_log_context,
+    probe as probe_ffmpeg, probe_listing, strip_log_context,
 };
 pub use self::gpu::{GpuDevice, GpuReport, GpuSample, GpuTelemetry, explain_nvml_error};
 
