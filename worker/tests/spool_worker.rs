@@ -718,7 +718,9 @@ fn running(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_die_with_their_supervisor() {
     let redis = TestRedis::new().await;
-    let mut worker = redis.spawn(&["--processes", "2", "--concurrency", "1"]);
+    // Prefetch 1: each child holds one task, so both get busy (a deeper
+    // prefetch lets the first child claim both).
+    let mut worker = redis.spawn(&["--processes", "2", "--concurrency", "1", "--prefetch", "1"]);
     let children = wait_for("two children", Duration::from_secs(10), || async {
         let pids: Vec<u32> = redis.workers().await.iter().map(|r| r.pid).collect();
         (pids.len() == 2).then_some(pids)

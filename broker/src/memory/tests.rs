@@ -189,7 +189,9 @@ async fn a_waiting_fetch_returns_empty_after_its_wait() {
 async fn stats_report_backlog_age_consumers_and_counters() {
     let broker = MemoryBroker::new();
     let mut soon = task("soon", Priority::Normal);
-    soon.eta = Some(Timestamp::now().saturating_add(Duration::from_millis(1)));
+    // Far enough ahead that it is still in the future when enqueued on a
+    // loaded machine; the wait below is bounded by events, not by this.
+    soon.eta = Some(Timestamp::now().saturating_add(Duration::from_millis(300)));
     let mut later = task("later", Priority::Normal);
     later.eta = Some(Timestamp::now().saturating_add(Duration::from_secs(60)));
     let ready = ["a", "b", "c"].map(|n| task(n, Priority::High));
