@@ -7,26 +7,14 @@
 
 use std::time::Duration;
 
-use spool_broker::JobStatus;
-use spool_sdk::Error;
 use spool_sdk::video::{
     AnalysisReport, Analyze, Codec, Metrics, Preset, RateControl, Size, Transcode, VmafModel,
 };
 use spool_tests::TestRedis;
-use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip, ffmpeg_without_libvmaf};
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, ffmpeg_without_libvmaf};
 use spool_worker::video::{PSNR_CAP, VideoConfig};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn failure<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
-    match result {
-        Err(Error::TaskFailed {
-            status: JobStatus::Failed,
-            error: Some(error),
-        }) => error,
-        other => panic!("expected a failed task, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_and_degraded_videos_score_as_they_should() {

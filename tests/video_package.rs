@@ -15,22 +15,11 @@ use futures::StreamExt;
 use spool_broker::JobStatus;
 use spool_sdk::Error;
 use spool_sdk::video::{Codec, Formats, Package, PackageOutput, Preset, Rendition};
-use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning};
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, processes_mentioning};
 use spool_tests::{TestRedis, wait_until};
 use spool_worker::video::manifest::{dash, hls};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The recorded error of a task that must fail for good.
-fn failure(result: Result<impl std::fmt::Debug, Error>) -> String {
-    match result {
-        Err(Error::TaskFailed {
-            status: JobStatus::Failed,
-            error: Some(error),
-        }) => error,
-        other => panic!("expected a failed task, got {other:?}"),
-    }
-}
 
 /// A fast package of `input`: ultrafast x264, 2 s segments.
 fn quick(input: &str, output_dir: &str) -> Package {

@@ -6,24 +6,11 @@
 
 use std::time::Duration;
 
-use spool_broker::JobStatus;
-use spool_sdk::Error;
 use spool_sdk::video::{Analyze, Codec, Metrics, Transcode};
 use spool_tests::TestRedis;
-use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip};
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The recorded error of a task that must fail for good.
-fn failure(result: Result<impl std::fmt::Debug, Error>) -> String {
-    match result {
-        Err(Error::TaskFailed {
-            status: JobStatus::Failed,
-            error: Some(error),
-        }) => error,
-        other => panic!("expected a failed task, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_outside_the_roots_are_rejected() {

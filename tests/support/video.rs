@@ -279,3 +279,15 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+/// The recorded error of a task that must fail for good; panics on any
+/// other outcome.
+pub fn failure<T: std::fmt::Debug>(result: Result<T, spool_sdk::Error>) -> String {
+    match result {
+        Err(spool_sdk::Error::TaskFailed {
+            status: spool_broker::JobStatus::Failed,
+            error: Some(error),
+        }) => error,
+        other => panic!("expected a failed task, got {other:?}"),
+    }
+}
