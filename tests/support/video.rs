@@ -16,11 +16,8 @@ use spool_broker::RedisBroker;
 use spool_broker::store::JobStore;
 use spool_sdk::Client;
 use spool_worker::probe::FfmpegReport;
-use spool_worker::video::{
-    FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, VideoConfig, VideoTasks,
-};
+use spool_worker::video::{FfmpegRunner, VideoConfig, VideoTasks};
 use spool_worker::{Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
 
 use crate::{RunningWorker, TestRedis, spawn_worker};
 
@@ -68,82 +65,8 @@ pub fn report(ffmpeg: &Path) -> FfmpegReport {
         .clone()
 }
 
-/// A test clip: `testsrc2` (moving colour bars and a counter) with a sine
-/// tone, H.264 and AAC in MP4.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Clip {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    pub seconds: f64,
-    pub audio: bool,
-}
-
-impl Clip {
-    /// `width`×`height`, 2 s at 25 fps, with audio.
-    pub fn new(width: u32, height: u32) -> Self {
-        Self {
-            width,
-            height,
-            fps: 25,
-            seconds: 2.0,
-            audio: true,
-        }
-    }
-
-    pub fn seconds(mut self, seconds: f64) -> Self {
-        self.seconds = seconds;
-        self
-    }
-
-    pub fn fps(mut self, fps: u32) -> Self {
-        self.fps = fps;
-        self
-    }
-
-    pub fn without_audio(mut self) -> Self {
-        self.audio = false;
-        self
-    }
-
-    /// The frame count.
-    pub fn frames(&self) -> u64 {
-        (self.seconds * f64::from(self.fps)).round() as u64
-    }
-
-    /// Writes the clip to `path` (absolute) with `ffmpeg`, through the
-    /// worker's own runner: near-lossless (CRF 12) so it can serve as a
-    /// reference.
-    pub async fn write(&self, ffmpeg: &Path, path: &Path) {
-        let video = format!(
-            "testsrc2=size={}x{}:rate={}:duration={}",
-            self.width, self.height, self.fps, self.seconds
-        );
-        let mut args = FfmpegArgs::new().input(Input::lavfi(video));
-        let mut output = Output::file(path)
-            .map("0:v")
-            .option("-c:v", "libx264")
-            .option("-preset", "ultrafast")
-            .option("-crf", 12)
-            .option("-pix_fmt", "yuv420p");
-        if self.audio {
-            args = args.input(Input::lavfi(format!(
-                "sine=frequency=440:sample_rate=48000:duration={}",
-                self.seconds
-            )));
-            output = output
-                .map("1:a")
-                .option("-c:a", "aac")
-                .option("-b:a", "96k");
-        }
-        let args = args.output(output.option("-f", "mp4"));
-        let options = RunOptions::new(StageBand::PROCESSING, CancellationToken::new());
-        FfmpegRunner::new(ffmpeg)
-            .run(&args, options, |_| {})
-            .await
-            .unwrap_or_else(|e| panic!("cannot generate {}: {e}", path.display()));
-    }
-}
+/// The test clip: the worker's own lavfi generator.
+pub use spool_worker::video::TestClip as Clip;
 
 /// A scratch directory for one test: `inputs/` and `outputs/` roots, a
 /// SQLite job store, and the FFmpeg to use. Removed on drop.
@@ -199,7 +122,9 @@ impl VideoEnv {
     /// Writes `clip` as `inputs/<name>`; returns its path.
     pub async fn clip(&self, name: &str, clip: Clip) -> PathBuf {
         let path = self.inputs.join(name);
-        clip.write(&self.ffmpeg, &path).await;
+        clip.write(&FfmpegRunner::new(&self.ffmpeg), &path)
+            .await
+            .unwrap_or_else(|e| panic!("cannot generate {}: {e}", path.display()));
         path
     }
 

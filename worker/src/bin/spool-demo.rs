@@ -20,10 +20,9 @@
 //! the files stay in `--workdir`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -34,7 +33,7 @@ use spool_sdk::video::{
     AnalysisReport, Analyze, Codec, Package, PackageOutput, Preset, RateControl, Transcode,
     TranscodeOutput,
 };
-use spool_worker::video::{VideoConfig, VideoTasks};
+use spool_worker::video::{TestClip, VideoConfig, VideoTasks};
 use spool_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -191,7 +190,20 @@ async fn run(
     let mut times = StepTimes::default();
     let started = Instant::now();
     let source = workdir.join("source.mp4");
-    generate_clip(video.ffmpeg(), args, &source).await?;
+    eprintln!(
+        "generating a {}x{} {} fps clip of {} with lavfi: {}",
+        args.width,
+        args.height,
+        args.fps,
+        humantime::format_duration(args.duration),
+        source.display()
+    );
+    TestClip::new(args.width, args.height)
+        .fps(args.fps)
+        .seconds(args.duration.as_secs_f64())
+        .write(video.runner(), &source)
+        .await
+        .context("generating the clip")?;
     times.generate = started.elapsed().as_secs_f64();
 
     let stop = CancellationToken::new();
@@ -305,47 +317,6 @@ async fn run_step<T: Task>(
     let output = handle.wait(timeout).await;
     printer.abort();
     output.with_context(|| format!("{} {id} did not succeed", T::NAME))
-}
-
-/// Generates the "upload": `testsrc2` (a moving pattern with a counter)
-/// and a 440 Hz tone, as H.264 and AAC in MP4.
-async fn generate_clip(ffmpeg: &Path, args: &Args, out: &Path) -> Result<()> {
-    eprintln!(
-        "generating a {}x{} {} fps clip of {} with lavfi: {}",
-        args.width,
-        args.height,
-        args.fps,
-        humantime::format_duration(args.duration),
-        out.display()
-    );
-    let seconds = format!("{:.3}", args.duration.as_secs_f64());
-    let video = format!(
-        "testsrc2=size={}x{}:rate={}:duration={seconds}",
-        args.width, args.height, args.fps
-    );
-    let audio = format!("sine=frequency=440:sample_rate=48000:duration={seconds}");
-    // Arguments go to FFmpeg as they are: no shell, and only numbers from
-    // the flags.
-    let output = tokio::process::Command::new(ffmpeg)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", &video, "-f", "lavfi", "-i", &audio])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "16"])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
-        .args(["-movflags", "+faststart", "-shortest"])
-        .arg(out)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {}", ffmpeg.display()))?;
-    if !output.status.success() {
-        bail!(
-            "FFmpeg could not generate the clip ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// `path` made absolute against `workdir` (outputs are reported relative

@@ -33,7 +33,7 @@ use spool_worker::video::package::{
     DASH_MPD, HLS_MASTER, LadderEncode, package_command, tee_slaves,
 };
 use spool_worker::video::{
-    FfmpegArgs, Input, MediaInfo, Output, RunOptions, StageBand, VideoConfig, VideoTasks,
+    FfmpegArgs, MediaInfo, Output, RunOptions, StageBand, TestClip, VideoConfig, VideoTasks,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -177,7 +177,11 @@ async fn run(args: &Args, workdir: &Path) -> Result<Report> {
         "generating a {}x{} {} fps {} s clip…",
         args.width, args.height, args.fps, args.seconds
     );
-    generate(&tasks, args, &clip).await?;
+    TestClip::new(args.width, args.height)
+        .fps(args.fps)
+        .seconds(f64::from(args.seconds))
+        .write(tasks.runner(), &clip)
+        .await?;
     let media = tasks.ffprobe()?.probe(&clip).await?;
     let task = Package::new("clip.mp4", "bench")
         .preset(args.preset)
@@ -254,39 +258,6 @@ async fn run(args: &Args, workdir: &Path) -> Result<Report> {
         rounds: args.rounds,
         results,
     })
-}
-
-/// Writes the clip: near-lossless H.264 so the packages start from a
-/// clean source, and AAC audio.
-async fn generate(tasks: &VideoTasks, args: &Args, clip: &Path) -> Result<()> {
-    let video = format!(
-        "testsrc2=size={}x{}:rate={}:duration={}",
-        args.width, args.height, args.fps, args.seconds
-    );
-    let tone = format!(
-        "sine=frequency=440:sample_rate=48000:duration={}",
-        args.seconds
-    );
-    let command = FfmpegArgs::new()
-        .input(Input::lavfi(video))
-        .input(Input::lavfi(tone))
-        .output(
-            Output::file(clip)
-                .map("0:v")
-                .map("1:a")
-                .option("-c:v", "libx264")
-                .option("-preset", "ultrafast")
-                .option("-crf", 12)
-                .option("-pix_fmt", "yuv420p")
-                .option("-c:a", "aac")
-                .option("-f", "mp4"),
-        );
-    run_ffmpeg(
-        tasks,
-        &command,
-        Duration::from_secs(u64::from(args.seconds)),
-    )
-    .await
 }
 
 /// Writes the package `mode`'s way under `dir`; its wall and CPU time.

@@ -28,12 +28,8 @@ use spool_broker::store::JobStore;
 use spool_broker::{RedisBroker, RedisConfig};
 use spool_sdk::Client;
 use spool_sdk::video::{Analyze, Audio, Codec, Metrics, Preset, RateControl, Size, Transcode};
-use spool_worker::video::{
-    FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, TranscodeHandler, VideoConfig,
-    VideoTasks,
-};
+use spool_worker::video::{FfmpegRunner, TestClip, TranscodeHandler, VideoConfig, VideoTasks};
 use spool_worker::{Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
 
 /// Measure FFmpeg through Spool against FFmpeg alone.
 #[derive(Debug, Parser)]
@@ -121,7 +117,11 @@ async fn run(args: &Args, ffmpeg: &Path, dir: &Path, prefix: &str) -> Result<Fig
         "generating a {}x{} {} s clip at {} fps",
         args.width, args.height, args.seconds, args.fps
     );
-    generate(args, ffmpeg, &clip).await?;
+    TestClip::new(args.width, args.height)
+        .fps(args.fps)
+        .seconds(f64::from(args.seconds))
+        .write(&FfmpegRunner::new(ffmpeg), &clip)
+        .await?;
     let config = VideoConfig {
         ffmpeg: Some(ffmpeg.to_owned()),
         input_roots: vec![dir.to_owned()],
@@ -261,40 +261,6 @@ async fn analysis_fps(
         f64::from(report.frames) / elapsed,
         report.vmaf.map(|v| v.mean),
     ))
-}
-
-/// The test clip: testsrc2 and a tone, near-lossless H.264 and AAC.
-async fn generate(args: &Args, ffmpeg: &Path, clip: &Path) -> Result<()> {
-    let video = format!(
-        "testsrc2=size={}x{}:rate={}:duration={}",
-        args.width, args.height, args.fps, args.seconds
-    );
-    let audio = format!(
-        "sine=frequency=440:sample_rate=48000:duration={}",
-        args.seconds
-    );
-    let command = FfmpegArgs::new()
-        .input(Input::lavfi(video))
-        .input(Input::lavfi(audio))
-        .output(
-            Output::file(clip)
-                .map("0:v")
-                .map("1:a")
-                .option("-c:v", "libx264")
-                .option("-preset", "ultrafast")
-                .option("-crf", 12)
-                .option("-pix_fmt", "yuv420p")
-                .option("-c:a", "aac")
-                .option("-f", "mp4"),
-        );
-    FfmpegRunner::new(ffmpeg)
-        .run(
-            &command,
-            RunOptions::new(StageBand::PROCESSING, CancellationToken::new()),
-            |_| {},
-        )
-        .await?;
-    Ok(())
 }
 
 fn spool_timestamp_now() -> spool_broker::Timestamp {

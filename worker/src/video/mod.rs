@@ -40,6 +40,7 @@
 
 mod analyze;
 pub mod args;
+mod clip;
 mod config;
 pub mod encoder;
 mod error;
@@ -62,6 +63,7 @@ use spool_broker::Broker;
 use spool_sdk::video::{Analyze, Package, Transcode};
 
 pub use self::analyze::AnalyzeHandler;
+pub use self::clip::TestClip;
 pub use self::config::{FFMPEG_ENV, FFPROBE_ENV, VideoConfig};
 pub use self::error::{FFMPEG_HINT, FFPROBE_HINT, LIBVMAF_HINT, VideoError};
 pub use self::media::{Ffprobe, MediaInfo, VideoStream};
