@@ -152,10 +152,15 @@ async fn a_requeued_dead_letter_that_succeeds_is_recorded_as_succeeded() {
                 }
             }),
     );
+    // The store and the dead-letter stream are written independently:
+    // wait for both before reviving.
     spool_tests::wait_until(
-        "the dead outcome to be stored",
+        "the dead outcome to be stored and the letter written",
         Duration::from_secs(5),
-        || async { store.status(id).await.unwrap() == Some(JobStatus::Dead) },
+        || async {
+            store.status(id).await.unwrap() == Some(JobStatus::Dead)
+                && redis.stats(&QueueName::DEFAULT).await.dead == 1
+        },
     )
     .await;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spool_broker::{QueueName, Task, TaskId};
-use spool_tests::{TestRedis, spawn_worker, wait_until};
+use spool_tests::{TestRedis, short_lease_config as config, spawn_worker, wait_until};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,20 +21,6 @@ struct Work {
 impl Task for Work {
     const NAME: &'static str = "test.leases.work";
     type Output = ();
-}
-
-/// Short leases so the tests run in seconds: a lease lapses after 600 ms
-/// without renewal, and is renewed every 150 ms.
-fn config(name: &str) -> WorkerConfig {
-    WorkerConfig {
-        concurrency: 8,
-        prefetch: 8,
-        poll_interval: Duration::from_millis(100),
-        visibility_timeout: Duration::from_millis(600),
-        heartbeat_interval: Duration::from_millis(150),
-        consumer_name: Some(name.to_owned()),
-        ..WorkerConfig::default()
-    }
 }
 
 type Runs = Arc<Mutex<Vec<(u32, u32, String)>>>;

@@ -66,14 +66,19 @@ pub struct Delivery {
     pub deliveries: u32,
 }
 
-/// An entry whose bytes are not a valid envelope. The consumer must
-/// dead-letter it; it is never dropped silently nor redelivered forever.
+/// An entry that must not run: its bytes are not a valid envelope, or
+/// (with signing configured) they are not signed, or their signature does
+/// not verify. The consumer must dead-letter it with [`Malformed::reason`];
+/// it is never dropped silently nor redelivered forever.
 #[derive(Debug, Clone)]
 pub struct Malformed {
     /// Where to settle it.
     pub tag: DeliveryTag,
-    /// Why it could not be decoded.
-    pub reason: String,
+    /// The reason to dead-letter it with: [`DeadReason::Malformed`],
+    /// [`DeadReason::Unsigned`] or [`DeadReason::BadSignature`].
+    pub reason: DeadReason,
+    /// Why it was refused, in words that say what to do.
+    pub error: String,
 }
 
 /// The result of one [`Broker::fetch`].
@@ -138,9 +143,25 @@ pub enum DeadReason {
     /// The entry was delivered more often than allowed without an outcome
     /// (its workers keep dying).
     TooManyDeliveries,
+    /// The broker requires signed envelopes and the entry is not signed.
+    Unsigned,
+    /// The entry is signed, but its signature does not verify with any
+    /// accepted key (forged, altered, or signed with an unknown key).
+    BadSignature,
 }
 
 impl DeadReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::Malformed,
+        Self::UnknownTask,
+        Self::BadPayload,
+        Self::AttemptsExhausted,
+        Self::TooManyDeliveries,
+        Self::Unsigned,
+        Self::BadSignature,
+    ];
+
     /// The short code stored with the dead letter.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -150,21 +171,15 @@ impl DeadReason {
             Self::BadPayload => "bad_payload",
             Self::AttemptsExhausted => "attempts_exhausted",
             Self::TooManyDeliveries => "too_many_deliveries",
+            Self::Unsigned => "unsigned",
+            Self::BadSignature => "bad_signature",
         }
     }
 
     /// The reason for a code from [`DeadReason::as_str`].
     #[must_use]
     pub fn from_code(code: &str) -> Option<Self> {
-        [
-            Self::Malformed,
-            Self::UnknownTask,
-            Self::BadPayload,
-            Self::AttemptsExhausted,
-            Self::TooManyDeliveries,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == code)
+        Self::ALL.into_iter().find(|r| r.as_str() == code)
     }
 }
 
@@ -192,11 +207,14 @@ pub struct DeadLetterEntry {
     pub entry_id: String,
     /// The queue it died in.
     pub queue: QueueName,
-    /// The envelope, when the original bytes decode as one.
+    /// The envelope, when the original bytes decode as one (for a signed
+    /// frame, the envelope inside it). Not necessarily authentic: an entry
+    /// dead-lettered as `unsigned` or `bad_signature` shows what was
+    /// injected.
     pub envelope: Option<Envelope>,
-    /// The original envelope bytes, kept exactly; for an entry that had no
-    /// envelope field, all its fields as a MessagePack array of alternating
-    /// names and values.
+    /// The original envelope bytes, kept exactly (a signed frame
+    /// included); for an entry that had no envelope field, all its fields
+    /// as a MessagePack array of alternating names and values.
     pub raw: Vec<u8>,
     /// The reason code ([`DeadReason::as_str`], or a newer one).
     pub reason: String,
@@ -216,22 +234,31 @@ impl DeadLetterEntry {
     /// The next run keeps counting attempts (so the job store, which orders
     /// writes by attempt, records it over the dead outcome) and gets a
     /// fresh budget of as many attempts as the task had.
+    ///
+    /// The bytes are never signed: a signing broker signs them itself, and
+    /// only for a dead letter whose own signature verifies.
     #[must_use]
     pub fn revived(&self) -> (Priority, Vec<u8>) {
-        match &self.envelope {
-            Some(envelope) => {
-                let budget = envelope.max_attempts.max(1);
-                let next = Envelope {
-                    attempt: envelope.attempt.saturating_add(1),
-                    max_attempts: envelope.attempt.saturating_add(budget),
-                    eta: None,
-                    ..envelope.clone()
-                };
+        match self.next_run() {
+            Some(next) => {
                 let bytes = next.encode().unwrap_or_else(|_| self.raw.clone());
                 (next.priority, bytes)
             }
             None => (Priority::Normal, self.raw.clone()),
         }
+    }
+
+    /// The envelope of the next run, when the dead letter holds one.
+    pub(crate) fn next_run(&self) -> Option<Envelope> {
+        self.envelope.as_ref().map(|envelope| {
+            let budget = envelope.max_attempts.max(1);
+            Envelope {
+                attempt: envelope.attempt.saturating_add(1),
+                max_attempts: envelope.attempt.saturating_add(budget),
+                eta: None,
+                ..envelope.clone()
+            }
+        })
     }
 }
 
@@ -571,7 +598,10 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// attempts (same id; see [`DeadLetterEntry::revived`]): those with the
     /// given dead-letter entry ids, or all of them
     /// when `entry_ids` is `None`. Entries that are not valid envelopes go
-    /// back as they are (a fixed worker may read them now). Returns how many
+    /// back as they are (a fixed worker may read them now). With signing
+    /// keys, only dead letters whose signature verifies are revived and
+    /// signed again; the others go back as they are, and a signing worker
+    /// refuses them again. Returns how many
     /// were requeued; one already requeued or purged by someone else is
     /// skipped, never doubled.
     ///
@@ -601,4 +631,25 @@ pub trait Broker: Clone + Send + Sync + 'static {
         queue: &QueueName,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetterEntry>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_parses_back_from_its_code() {
+        for reason in DeadReason::ALL {
+            assert_eq!(DeadReason::from_code(reason.as_str()), Some(reason));
+        }
+        assert_eq!(
+            DeadReason::from_code("unsigned"),
+            Some(DeadReason::Unsigned)
+        );
+        assert_eq!(
+            DeadReason::from_code("bad_signature"),
+            Some(DeadReason::BadSignature)
+        );
+        assert_eq!(DeadReason::from_code("nope"), None);
+    }
 }

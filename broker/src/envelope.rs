@@ -283,10 +283,20 @@ impl Envelope {
     pub fn encode(&self) -> Result<Vec<u8>> {
         // Sized for the fixed fields up front: growing from empty would
         // reallocate several times per envelope on the enqueue hot path.
-        let mut bytes =
-            Vec::with_capacity(ENVELOPE_OVERHEAD + self.name.len() + self.payload.len());
-        rmp_serde::encode::write(&mut bytes, self).map_err(|e| Error::encode("envelope", e))?;
+        let mut bytes = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut bytes)?;
         Ok(bytes)
+    }
+
+    /// Appends the encoded envelope to `out` (after a signed frame's
+    /// header, say).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        rmp_serde::encode::write(out, self).map_err(|e| Error::encode("envelope", e))
+    }
+
+    /// Roughly how many bytes [`Envelope::encode`] writes.
+    pub(crate) fn encoded_len_hint(&self) -> usize {
+        ENVELOPE_OVERHEAD + self.name.len() + self.payload.len()
     }
 
     /// Decodes an envelope from the wire.

@@ -19,6 +19,7 @@ mod memory;
 mod queue;
 mod redis;
 pub mod registry;
+mod signing;
 #[cfg(feature = "store")]
 pub mod store;
 mod task;
@@ -38,4 +39,5 @@ pub use crate::queue::{MAX_QUEUE_NAME_LEN, Priority, QueueName};
 pub use crate::redis::{FencingToken, LeaderLock, LockHolder, TickOutcome};
 pub use crate::redis::{RedisBroker, RedisConfig};
 pub use crate::registry::{WorkerRecord, WorkerState};
+pub use crate::signing::{MIN_SIGNING_KEY_LEN, SigningKeys};
 pub use crate::task::{Backoff, RateLimit, Task, TaskOptions};

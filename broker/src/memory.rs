@@ -120,7 +120,8 @@ fn hand_out(batch: &mut FetchBatch, tag: DeliveryTag, bytes: &[u8], deliveries: 
         }),
         Err(e) => batch.malformed.push(Malformed {
             tag,
-            reason: e.to_string(),
+            reason: crate::broker::DeadReason::Malformed,
+            error: e.to_string(),
         }),
     }
 }

@@ -147,3 +147,45 @@ redis_answers() {
 is_local_host() {
     [[ $1 == 127.0.0.1 || $1 == localhost ]]
 }
+
+# ---------------------------------------------------------------- redis cluster
+# start_local_cluster DIR PORT...: three (or more) masters on loopback
+# ports, their files under DIR, joined with `redis-cli --cluster create`;
+# prints the Spool URL (redis+cluster://...). stop_local_cluster PORT...
+# shuts them down.
+start_local_cluster() {
+    local dir=$1
+    shift
+    local port seeds=()
+    for port in "$@"; do
+        redis_answers 127.0.0.1 "$port" \
+            && die "port $port is taken; set SPOOL_TEST_CLUSTER_PORTS to three free ports"
+        mkdir -p "$dir/$port"
+        redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --dir "$dir/$port" --save "" --appendonly no \
+            --logfile "$dir/$port/redis.log" --pidfile "$dir/$port/redis.pid" \
+            || die "redis-server on $port failed to start; see $dir/$port/redis.log"
+        wait_for 10 redis_answers 127.0.0.1 "$port" \
+            || die "redis-server on $port did not answer; see $dir/$port/redis.log"
+        seeds+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 0 --cluster-yes \
+        >"$dir/create.log" 2>&1 || die "redis-cli --cluster create failed; see $dir/create.log"
+    for port in "$@"; do
+        wait_for 20 cluster_ok "$port" || die "the cluster node on $port is not ok"
+    done
+    local IFS=,
+    printf 'redis+cluster://%s/\n' "${seeds[*]}"
+}
+
+cluster_ok() {
+    redis-cli -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+stop_local_cluster() {
+    local port
+    for port in "$@"; do
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    done
+}

@@ -22,7 +22,9 @@ log "cargo: $(command -v cargo)"
 
 # ---------------------------------------------------------------- packages
 # python3-venv brings ensurepip, so the venv below gets its own pip.
-packages=(ca-certificates pkg-config procps redis-server redis-tools python3-venv)
+# openssl makes the TLS tests' throw-away certificates; redis-tools brings
+# redis-cli, which the cluster tests use to create their three-master cluster.
+packages=(ca-certificates openssl pkg-config procps redis-server redis-tools python3-venv)
 if [[ ${SPOOL_WITH_POSTGRES:-0} == 1 ]]; then
     packages+=(postgresql postgresql-client)
 fi

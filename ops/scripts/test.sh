@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every check CI runs: setup, rustfmt, clippy, then the whole test suite
-# (unit, integration and doc tests) against a live Redis.
+# Run every check CI runs: setup, rustfmt, clippy, rustdoc, then the whole
+# test suite (unit, integration and doc tests) against a live Redis, and the
+# end-to-end suites once more on a local Redis Cluster.
 #
 # Usage: ops/scripts/test.sh [ARGS...]
 #   ARGS go to the test runner: `cargo nextest run` when cargo-nextest is
@@ -36,6 +37,9 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
+log "cargo doc (broken links and bad markup are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${locked[@]}"
+
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"
     cargo nextest run --workspace "${locked[@]}" --no-fail-fast "$@"
@@ -44,8 +48,19 @@ if cargo nextest --version >/dev/null 2>&1; then
     if (($# == 0)); then
         log "cargo test --doc"
         cargo test --workspace --doc "${locked[@]}"
+        # The end-to-end suites once more, on a Redis Cluster: every test
+        # that takes SPOOL_REDIS_URL then runs through the cluster client.
+        # The video suites add nothing there, and the chaos suites restart
+        # servers of their own.
+        read -r -a cluster_ports <<<"${SPOOL_TEST_CLUSTER_PORTS:-7301 7302 7303}"
+        cluster_dir=$(mktemp -d /tmp/spool-cluster.XXXXXX)
+        trap 'stop_local_cluster "${cluster_ports[@]}"; rm -rf "$cluster_dir"' EXIT
+        cluster_url=$(start_local_cluster "$cluster_dir" "${cluster_ports[@]}")
+        log "cargo nextest run -p spool-tests on the Redis Cluster $cluster_url"
+        SPOOL_REDIS_URL="$cluster_url" cargo nextest run -p spool-tests "${locked[@]}" \
+            --no-fail-fast -E 'not (binary(/^video_/) | binary(/^chaos_/))'
     else
-        log "skipping doctests (filtered run)"
+        log "skipping doctests and the cluster pass (filtered run)"
     fi
 else
     log "cargo test (cargo-nextest not installed)"

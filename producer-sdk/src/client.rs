@@ -33,6 +33,7 @@ pub struct Client<B = RedisBroker> {
 
 impl Client<RedisBroker> {
     /// Connects to the Redis at `url` (`redis://`, `rediss://` for TLS,
+    /// `redis+cluster://host:port,host:port/` for a Redis Cluster;
     /// credentials in the URL for AUTH/ACL).
     ///
     /// # Errors
@@ -42,7 +43,24 @@ impl Client<RedisBroker> {
         Ok(Self::new(RedisBroker::connect_url(url).await?))
     }
 
-    /// Connects with a full [`RedisConfig`] (key prefix, pool size, timeouts).
+    /// Connects with a full [`RedisConfig`] (key prefix, pool size, timeouts,
+    /// signing keys).
+    ///
+    /// Where workers require signed tasks, give the client the same key
+    /// file as [`RedisConfig::signing`]: every envelope it enqueues is then
+    /// signed with HMAC-SHA256, and workers dead-letter unsigned ones.
+    ///
+    /// ```no_run
+    /// use spool_sdk::{Client, RedisConfig, SigningKeys};
+    ///
+    /// # async fn demo() -> Result<(), spool_sdk::Error> {
+    /// let client = Client::connect_with(RedisConfig {
+    ///     signing: Some(SigningKeys::from_file("/etc/spool/signing.keys")?),
+    ///     ..RedisConfig::from_url("redis://127.0.0.1:6379/")
+    /// })
+    /// .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///

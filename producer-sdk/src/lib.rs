@@ -81,5 +81,5 @@ pub use crate::handle::{ProgressStream, TaskHandle};
 pub use spool_broker::store::{JobRecord, JobStore};
 pub use spool_broker::{
     Backoff, Broker, JobStatus, MemoryBroker, Priority, Progress, QueueName, RateLimit,
-    RecordPolicy, RedisBroker, RedisConfig, Task, TaskId, TaskOptions, Timestamp,
+    RecordPolicy, RedisBroker, RedisConfig, SigningKeys, Task, TaskId, TaskOptions, Timestamp,
 };

@@ -47,10 +47,9 @@ async fn main() -> Result<()> {
     };
     let broker = RedisBroker::connect(config).await?;
     let runs_key = format!("{}:chaos:runs", args.key_prefix);
-    // Reconnects by itself, like Spool's own connection: the counter must
-    // survive the Redis restarts the chaos suites cause.
-    let counter =
-        redis::aio::ConnectionManager::new(redis::Client::open(args.redis_url.as_str())?).await?;
+    // Reconnects by itself, like Spool's own connection (on one server):
+    // the counter must survive the Redis restarts the chaos suites cause.
+    let counter = spool_tests::RawConnection::open(&args.redis_url).await;
     let worker = Worker::new(
         broker,
         WorkerConfig {

@@ -40,3 +40,51 @@ pub fn spool_worker() -> PathBuf {
 pub fn spool_autoscaler() -> PathBuf {
     workspace_bin("spool-autoscaler", "spool-scheduler")
 }
+
+/// `spoolctl`.
+pub fn spoolctl() -> PathBuf {
+    workspace_bin("spoolctl", "spool-scheduler")
+}
+
+/// Runs `command` to its end and returns its stdout, failing the test with
+/// its stderr when it exits non-zero.
+pub fn stdout_of(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// `spool-worker` serving `queues` (comma-separated) at `url` under
+/// `prefix`, without video tasks, probes or a metrics port; stderr is
+/// piped for [`stop_warm`].
+pub fn spawn_spool_worker(url: &str, prefix: &str, queues: &str) -> std::process::Child {
+    std::process::Command::new(spool_worker())
+        .env("SPOOL_REDIS_URL", url)
+        .env("SPOOL_KEY_PREFIX", prefix)
+        .env("SPOOL_QUEUES", queues)
+        .args(["--no-video", "--no-probe", "--metrics-addr", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spool-worker starts")
+}
+
+/// Sends SIGTERM (the warm shutdown), waits for the exit and returns
+/// stderr, failing the test unless the process exited cleanly.
+pub fn stop_warm(child: std::process::Child) -> String {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits i32"));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let output = child.wait_with_output().expect("the process is waited on");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "no clean exit after SIGTERM: {}\n{stderr}",
+        output.status
+    );
+    stderr
+}

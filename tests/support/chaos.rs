@@ -91,11 +91,7 @@ pub fn fleet_args(redis_url: &str, prefix: &str, extra: &[&str]) -> Vec<String> 
 
 /// How many times each task ran, by sequence number.
 pub async fn runs(redis_url: &str, prefix: &str) -> HashMap<u32, u32> {
-    let mut conn = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = crate::RawConnection::open(redis_url).await;
     conn.hgetall(format!("{prefix}:chaos:runs")).await.unwrap()
 }
 

@@ -5,9 +5,11 @@
 
 pub mod bins;
 pub mod chaos;
+mod cluster;
 mod server;
 pub mod video;
-pub use server::RedisServer;
+pub use cluster::RedisCluster;
+pub use server::{RedisServer, free_port};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,11 +57,69 @@ end
 return out
 ";
 
+/// A raw connection to the test's Redis: one server or a cluster.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // ClusterConnection is not Debug
+pub enum RawConnection {
+    /// Reconnects by itself, so it outlives the restarts chaos suites cause.
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RawConnection {
+    /// Connects to `url`; `redis+cluster://a,b,c/` names a cluster by its
+    /// seeds, as Spool's URLs do.
+    pub async fn open(url: &str) -> Self {
+        match RedisConfig::from_url(url).cluster_nodes().unwrap() {
+            Some(seeds) => {
+                let client = redis::cluster::ClusterClient::new(seeds).unwrap();
+                Self::Cluster(client.get_async_connection().await.unwrap())
+            }
+            None => Self::Single(
+                redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for RawConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// A Redis connection whose keys live under a prefix no other test uses.
 pub struct TestRedis {
     pub prefix: String,
     pub broker: RedisBroker,
-    raw: redis::aio::MultiplexedConnection,
+    raw: RawConnection,
 }
 
 impl fmt::Debug for TestRedis {
@@ -86,11 +146,7 @@ impl TestRedis {
         let broker = RedisBroker::connect(config)
             .await
             .expect("Redis must be running: start it with `bash ops/scripts/setup.sh`");
-        let raw = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let raw = RawConnection::open(url).await;
         Self {
             prefix,
             broker,
@@ -103,7 +159,7 @@ impl TestRedis {
     }
 
     /// A raw connection, for injecting what a buggy producer might write.
-    pub fn raw(&self) -> redis::aio::MultiplexedConnection {
+    pub fn raw(&self) -> RawConnection {
         self.raw.clone()
     }
 
@@ -215,9 +271,33 @@ impl TestRedis {
     /// Deletes every key under this test's prefix.
     pub async fn cleanup(mut self) {
         let keys: Vec<String> = self.raw.keys(format!("{}:*", self.prefix)).await.unwrap();
-        if !keys.is_empty() {
-            let _: () = self.raw.del(keys).await.unwrap();
+        match &self.raw {
+            RawConnection::Single(_) if !keys.is_empty() => {
+                let _: () = self.raw.del(keys).await.unwrap();
+            }
+            RawConnection::Single(_) => {}
+            // One DEL each: in a cluster the keys span slots.
+            RawConnection::Cluster(_) => {
+                for key in keys {
+                    let _: () = self.raw.del(key).await.unwrap();
+                }
+            }
         }
+    }
+}
+
+/// A worker configuration with short leases, so the suites run in
+/// seconds: a lease lapses after 600 ms without renewal and is renewed
+/// every 150 ms; `name` is the consumer name.
+pub fn short_lease_config(name: &str) -> spool_worker::WorkerConfig {
+    spool_worker::WorkerConfig {
+        concurrency: 8,
+        prefetch: 8,
+        poll_interval: Duration::from_millis(100),
+        visibility_timeout: Duration::from_millis(600),
+        heartbeat_interval: Duration::from_millis(150),
+        consumer_name: Some(name.to_owned()),
+        ..spool_worker::WorkerConfig::default()
     }
 }
 

@@ -63,10 +63,16 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         let client = redis::Client::open(self.url()).unwrap();
         loop {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
+            // Up when it answers, even if only to refuse a client without
+            // the password (`--requirepass`, ACL files).
+            match client.get_connection() {
+                Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
+                    Ok(_) => return,
+                    Err(e) if e.to_string().contains("NOAUTH") => return,
+                    Err(_) => {}
+                },
+                Err(e) if e.to_string().contains("NOAUTH") => return,
+                Err(_) => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -100,7 +106,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
     // Bind port 0 and let the OS choose; the tiny race until redis-server
     // binds it is acceptable in tests.
     TcpListener::bind("127.0.0.1:0")

@@ -115,7 +115,7 @@ async fn dead_letters_keep_the_original_bytes_and_reason() {
     enqueue(&broker, std::slice::from_ref(&doomed)).await;
     let mut batch = fetch(&broker, 10).await;
     let (bad, good) = (batch.malformed.remove(0), batch.deliveries.remove(0));
-    assert!(bad.reason.contains("envelope"), "{}", bad.reason);
+    assert!(bad.error.contains("envelope"), "{}", bad.error);
 
     for (tag, reason, attempts) in [
         (&bad.tag, DeadReason::Malformed, 0),

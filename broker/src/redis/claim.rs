@@ -15,6 +15,7 @@ use crate::broker::{Broker as _, FetchBatch};
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
+use crate::signing::{self, SigningKeys};
 
 impl RedisBroker {
     /// One pipeline enqueueing `envelopes`: due ones `XADD`ed to their
@@ -26,6 +27,7 @@ impl RedisBroker {
     ) -> Result<redis::Pipeline> {
         let mut pipe = redis::pipe();
         let mut keys: Option<Arc<QueueKeys>> = None;
+        let signing = self.signing();
         for envelope in envelopes {
             // Bulk enqueues mostly target one queue: look its keys up once.
             let keys = match &keys {
@@ -34,14 +36,18 @@ impl RedisBroker {
             };
             match envelope.eta {
                 Some(eta) if eta > now => {
-                    pipe.zadd(&keys.delayed, delayed_member(envelope)?, eta.as_millis())
-                        .ignore();
+                    pipe.zadd(
+                        &keys.delayed,
+                        delayed_member(envelope, signing)?,
+                        eta.as_millis(),
+                    )
+                    .ignore();
                 }
                 _ => {
                     pipe.xadd(
                         keys.stream(envelope.priority),
                         "*",
-                        &[("e", envelope.encode()?)],
+                        &[("e", signing::wire(envelope, signing, None)?)],
                     )
                     .ignore();
                 }
@@ -74,7 +80,7 @@ impl RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        reply::fetch_batch(queue, reply)
+        reply::fetch_batch(queue, self.signing(), reply)
     }
 
     /// Waits for and claims new entries in one blocking `XREADGROUP`. Its
@@ -98,7 +104,7 @@ impl RedisBroker {
             .await;
         drop(conn);
         let batch = match reply {
-            Ok(reply) => reply::read_group(queue, &keys.streams, reply)?,
+            Ok(reply) => reply::read_group(queue, &keys.streams, self.signing(), reply)?,
             // The group vanished (Redis restarted without persistence): the
             // next fetch's script recreates it.
             Err(e) if e.code() == Some("NOGROUP") => return Ok(FetchBatch::default()),
@@ -149,14 +155,16 @@ impl RedisBroker {
     }
 }
 
-/// A delayed-set member: the priority digit, then the encoded envelope.
-pub(crate) fn delayed_member(envelope: &Envelope) -> Result<Vec<u8>> {
-    let encoded = envelope.encode()?;
-    let mut member = Vec::with_capacity(encoded.len() + 1);
+/// A delayed-set member: the priority digit, then the envelope as the
+/// stream will hold it (signed with `signing`, if set); `fetch.lua` moves
+/// what follows the digit into the stream as it is.
+pub(crate) fn delayed_member(
+    envelope: &Envelope,
+    signing: Option<&SigningKeys>,
+) -> Result<Vec<u8>> {
     // `index` is at most 2: the digit is one of '0', '1', '2'.
-    member.push(b'0' + envelope.priority.index() as u8);
-    member.extend_from_slice(&encoded);
-    Ok(member)
+    let digit = b'0' + envelope.priority.index() as u8;
+    signing::wire(envelope, signing, Some(digit))
 }
 
 #[cfg(test)]
@@ -167,7 +175,7 @@ mod tests {
     fn delayed_members_lead_with_the_priority_digit() {
         let mut e = Envelope::new("x", QueueName::DEFAULT, vec![]);
         e.priority = Priority::Low;
-        let member = delayed_member(&e).unwrap();
+        let member = delayed_member(&e, None).unwrap();
         assert_eq!(member[0], b'2');
         assert_eq!(Envelope::decode(&member[1..]).unwrap(), e);
     }

@@ -1,13 +1,21 @@
 //! How to reach Redis.
 
+use std::fmt;
 use std::time::Duration;
 
+use crate::signing::SigningKeys;
+
 /// How to reach Redis and lay out Spool's keys.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` output hides the URL's password and the signing keys.
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
     /// A `redis://`, `rediss://` (TLS) or `redis+unix://` URL, with
-    /// credentials and database if needed. Default:
-    /// `redis://127.0.0.1:6379/`.
+    /// credentials and database if needed; or a Redis Cluster by some of
+    /// its nodes, `redis+cluster://user:pass@host1:7000,host2:7000/`
+    /// (`rediss+cluster://` with TLS). A TLS server's certificate must
+    /// verify against the system roots or the CA file `SSL_CERT_FILE`
+    /// names. Default: `redis://127.0.0.1:6379/`.
     pub url: String,
     /// The first part of every key, so several deployments (or tests) can
     /// share one Redis. Must not contain braces or spaces. Default: `spool`.
@@ -23,6 +31,26 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// The most due delayed tasks promoted by one fetch. Default: 1000.
     pub promote_batch: usize,
+    /// The keys that sign every envelope this broker writes and verify
+    /// every one it fetches: unsigned or forged entries are dead-lettered
+    /// (`unsigned`, `bad_signature`) and never run. Default: `None`, no
+    /// signing: plain envelopes are written, and signed ones are accepted
+    /// without verification.
+    pub signing: Option<SigningKeys>,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("promote_batch", &self.promote_batch)
+            .field("signing", &self.signing)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RedisConfig {
@@ -34,6 +62,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(30),
             promote_batch: 1000,
+            signing: None,
         }
     }
 }
@@ -47,16 +76,94 @@ impl RedisConfig {
             ..Self::default()
         }
     }
+
+    /// The URL of each seed node when [`url`](Self::url) names a Redis
+    /// Cluster (`redis+cluster://`, `rediss+cluster://`), each with the
+    /// cluster URL's credentials; `None` for a single server. For tools
+    /// that open connections of their own beside the broker's.
+    ///
+    /// ```
+    /// use spool_broker::RedisConfig;
+    ///
+    /// let config = RedisConfig::from_url("redis+cluster://u:pw@a:7000,b:7001/");
+    /// assert_eq!(
+    ///     config.cluster_nodes()?,
+    ///     Some(vec!["redis://u:pw@a:7000/".to_owned(), "redis://u:pw@b:7001/".to_owned()])
+    /// );
+    /// assert_eq!(RedisConfig::default().cluster_nodes()?, None);
+    /// # Ok::<(), spool_broker::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) for a cluster URL without
+    /// seeds or naming a database other than 0.
+    pub fn cluster_nodes(&self) -> crate::Result<Option<Vec<String>>> {
+        Ok(match super::conn::Topology::parse(&self.url)? {
+            super::conn::Topology::Single(_) => None,
+            super::conn::Topology::Cluster(nodes) => Some(nodes),
+        })
+    }
+
+    /// `url` with its credentials replaced by `***`, for logs and output:
+    /// the user info (`user:password@`) and `pass`/`password` query
+    /// parameters, of each comma-separated URL. Works for any URL of that
+    /// shape, a PostgreSQL job store's too.
+    ///
+    /// ```
+    /// use spool_broker::RedisConfig;
+    ///
+    /// let shown = RedisConfig::redact("redis://spool:s3cret@10.0.0.1:6379/0");
+    /// assert_eq!(shown, "redis://***@10.0.0.1:6379/0");
+    /// ```
+    #[must_use]
+    pub fn redact(url: &str) -> String {
+        redact_url(url)
+    }
 }
 
-/// The URL with any password replaced, for logs and debug output.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+impl super::RedisBroker {
+    /// The keys that sign and verify envelopes, if signing is on.
+    pub(crate) fn signing(&self) -> Option<&SigningKeys> {
+        self.config().signing.as_ref()
     }
+}
+
+/// The URL with its credentials replaced, for logs and debug output: the
+/// user info (`user:password@`) and any `password` or `pass` query
+/// parameter (as `redis+unix://` URLs take them). Each of several
+/// comma-separated URLs (cluster seeds) is redacted.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &base[..scheme_end], &base[at + 1..])
+        }
+        // No scheme: all of it may be a password.
+        (None, Some(_)) => "***".to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -70,5 +177,29 @@ mod tests {
             "redis://***@10.0.0.1:6379/0"
         );
         assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("redis://:a@b:1,redis://:c@d:2"),
+            "redis://***@b:1,redis://***@d:2"
+        );
+        assert_eq!(redact_url("user:s3cret@host"), "***");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password_and_the_keys() {
+        let key = "k3y-material-0123456789abcdef0123456789";
+        let config = RedisConfig {
+            signing: Some(SigningKeys::new(key).unwrap()),
+            ..RedisConfig::from_url("rediss://spool:pa55word@redis.internal:6380/0")
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("redis.internal:6380"), "{shown}");
+        assert!(
+            !shown.contains("pa55word") && !shown.contains(key),
+            "{shown}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod claim;
 mod config;
+mod conn;
 mod keys;
 mod leader;
 mod pause;
@@ -19,14 +20,14 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use deadpool_redis::PoolError;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, AsyncConnectionConfig, RedisError, Value};
+use redis::{AsyncCommands, RedisError, Value};
 
 use self::claim::delayed_member;
 use self::config::redact_url;
+use self::conn::{Commands, Connections, WaitPool};
 use self::keys::QueueKeys;
 use self::reply::Claim;
 use self::scripts::{Scripts, on_streams};
@@ -37,6 +38,7 @@ use crate::broker::{
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
+use crate::signing;
 use crate::task::RateLimit;
 
 /// The consumer group every worker of a queue joins.
@@ -51,13 +53,13 @@ const ENQUEUE_CHUNK: usize = 256;
 const ENQUEUE_IN_FLIGHT: usize = 4;
 
 struct Inner {
-    /// Opens the control channel's subscriptions.
-    client: redis::Client,
+    /// Opens pub/sub subscriptions: one client per node to try in turn.
+    pubsub: Vec<redis::Client>,
     /// Shared by every non-blocking command: requests from all tasks are
     /// pipelined on it, and it reconnects by itself.
-    commands: ConnectionManager,
+    commands: Commands,
     /// Exclusive connections for blocking reads, which would stall a shared one.
-    waits: Pool,
+    waits: WaitPool,
     config: RedisConfig,
     scripts: Scripts,
     keys: RwLock<HashMap<QueueName, Arc<QueueKeys>>>,
@@ -118,35 +120,14 @@ impl RedisBroker {
                 config.key_prefix
             )));
         }
-        let invalid_url = |e: RedisError| {
-            Error::Config(format!(
-                "invalid Redis URL {}: {e}",
-                redact_url(&config.url)
-            ))
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(invalid_url)?;
-        let shared = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let commands = ConnectionManager::new_with_config(client.clone(), shared)
-            .await
-            .map_err(map_redis)?;
-        let exclusive = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        let manager =
-            Manager::new_with_config(config.url.as_str(), exclusive).map_err(invalid_url)?;
-        let waits = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(config.connect_timeout))
-            .wait_timeout(Some(config.response_timeout))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let Connections {
+            commands,
+            waits,
+            pubsub,
+        } = Connections::open(&config).await?;
         let broker = Self {
             inner: Arc::new(Inner {
-                client,
+                pubsub,
                 commands,
                 waits,
                 config,
@@ -189,12 +170,22 @@ impl RedisBroker {
     where
         T: serde::de::DeserializeOwned + Send + 'static,
     {
-        let mut pubsub = self
-            .inner
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(map_redis)?;
+        // In a cluster any node will do: a classic PUBLISH reaches every
+        // node's subscribers. Try them in turn.
+        let mut failure = Error::Config("no Redis node to subscribe on".into());
+        let mut connected = None;
+        for client in &self.inner.pubsub {
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    connected = Some(pubsub);
+                    break;
+                }
+                Err(e) => failure = map_redis(e),
+            }
+        }
+        let Some(mut pubsub) = connected else {
+            return Err(failure);
+        };
         pubsub.subscribe(channel).await.map_err(map_redis)?;
         let messages = pubsub.into_on_message().filter_map(|message| async move {
             rmp_serde::from_slice(message.get_payload_bytes()).ok()
@@ -202,8 +193,30 @@ impl RedisBroker {
         Ok(Box::pin(messages))
     }
 
+    /// Sends independent commands: in one pipeline on a single server; on
+    /// a cluster one by one, all in flight at once, since their keys (and
+    /// `PUBLISH` channels, which the cluster client routes like keys) may
+    /// lie in different slots.
+    async fn send_all(&self, commands: Vec<redis::Cmd>) -> Result<()> {
+        if self.inner.commands.is_cluster() {
+            let sent = commands.into_iter().map(|command| {
+                let mut conn = self.conn();
+                async move { command.query_async::<()>(&mut conn).await }
+            });
+            futures_util::future::try_join_all(sent)
+                .await
+                .map_err(map_redis)?;
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command).ignore();
+        }
+        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+    }
+
     /// The shared connection (a cheap handle clone).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Commands {
         self.inner.commands.clone()
     }
 
@@ -269,7 +282,11 @@ impl Broker for RedisBroker {
         // connection in input order; encoding the next overlaps with Redis
         // running the ones in flight.
         let mut in_flight = FuturesOrdered::new();
-        for chunk in envelopes.chunks(ENQUEUE_CHUNK) {
+        // A cluster pipeline must stay in one slot, that is one queue: cut
+        // at every change of queue there (runs keep each queue's order).
+        let cluster = self.inner.commands.is_cluster();
+        let runs = envelopes.chunk_by(|a, b| !cluster || a.queue == b.queue);
+        for chunk in runs.flat_map(|run| run.chunks(ENQUEUE_CHUNK)) {
             let pipe = self.enqueue_pipeline(chunk, now)?;
             if in_flight.len() == ENQUEUE_IN_FLIGHT {
                 in_flight.next().await.unwrap_or(Ok(()))?;
@@ -298,8 +315,10 @@ impl Broker for RedisBroker {
         };
         let keys = self.keys(&envelope.queue);
         let (due, entry) = match envelope.eta {
-            Some(eta) if eta > Timestamp::now() => (eta.as_millis(), delayed_member(envelope)?),
-            _ => (0, envelope.encode()?),
+            Some(eta) if eta > Timestamp::now() => {
+                (eta.as_millis(), delayed_member(envelope, self.signing())?)
+            }
+            _ => (0, signing::wire(envelope, self.signing(), None)?),
         };
         let holder: Option<String> = self
             .inner
@@ -402,7 +421,7 @@ impl Broker for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        reply::reclaimed(queue, reply)
+        reply::reclaimed(queue, self.signing(), reply)
     }
 
     async fn renew(&self, consumer: &str, tags: &[DeliveryTag]) -> Result<Vec<DeliveryTag>> {
@@ -440,23 +459,30 @@ impl Broker for RedisBroker {
         if tags.is_empty() {
             return Ok(());
         }
-        let mut by_stream: HashMap<(&QueueName, Priority), Vec<&str>> = HashMap::new();
-        for tag in tags {
-            by_stream
-                .entry((&tag.queue, tag.priority))
-                .or_default()
-                .push(&tag.entry_id);
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for ((queue, priority), ids) in &by_stream {
-            let keys = self.keys(queue);
-            let stream = keys.stream(*priority);
-            pipe.xack(stream, GROUP, ids).ignore();
-            pipe.xdel(stream, ids).ignore();
-        }
-        let mut conn = self.conn();
-        let _: () = pipe.query_async(&mut conn).await.map_err(map_redis)?;
+        // Each stream's ids next to each other, a queue's streams too.
+        let mut sorted: Vec<&DeliveryTag> = tags.iter().collect();
+        sorted.sort_unstable_by(|a, b| (&a.queue, a.priority).cmp(&(&b.queue, b.priority)));
+        // One atomic pipeline for all on one server. On a cluster one per
+        // queue: a queue's streams share a slot, different queues may not.
+        let cluster = self.inner.commands.is_cluster();
+        let pipelines = sorted
+            .chunk_by(|a, b| !cluster || a.queue == b.queue)
+            .map(|run| {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for stream in run.chunk_by(|a, b| (&a.queue, a.priority) == (&b.queue, b.priority))
+                {
+                    let [first, ..] = stream else { continue };
+                    let keys = self.keys(&first.queue);
+                    let key = keys.stream(first.priority);
+                    let ids: Vec<&str> = stream.iter().map(|tag| tag.entry_id.as_str()).collect();
+                    pipe.xack(key, GROUP, &ids).ignore();
+                    pipe.xdel(key, &ids).ignore();
+                }
+                let mut conn = self.conn();
+                async move { pipe.query_async::<()>(&mut conn).await.map_err(map_redis) }
+            });
+        futures_util::future::try_join_all(pipelines).await?;
         Ok(())
     }
 
@@ -473,7 +499,7 @@ impl Broker for RedisBroker {
             .arg(GROUP)
             .arg(&tag.entry_id)
             .arg(due.as_millis())
-            .arg(delayed_member(next)?)
+            .arg(delayed_member(next, self.signing())?)
             .invoke_async(&mut conn)
             .await
             .map_err(map_redis)?;
@@ -520,11 +546,11 @@ impl Broker for RedisBroker {
     async fn revoke(&self, id: TaskId, ttl: Duration) -> Result<()> {
         let until = Timestamp::now().saturating_add(ttl).as_millis();
         let message = encode_message("control message", &ControlMessage::Revoke { id })?;
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.revoked_key(), id.to_string(), until)
-            .ignore();
-        pipe.publish(self.control_channel(), message).ignore();
-        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+        self.send_all(vec![
+            redis::Cmd::zadd(self.revoked_key(), id.to_string(), until),
+            redis::Cmd::publish(self.control_channel(), message),
+        ])
+        .await
     }
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {
@@ -549,13 +575,14 @@ impl Broker for RedisBroker {
         if events.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for event in events {
-            let payload = encode_message("task event", event)?;
-            pipe.publish(self.task_channel(event.id()), payload)
-                .ignore();
-        }
-        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+        let publishes = events
+            .iter()
+            .map(|event| {
+                let payload = encode_message("task event", event)?;
+                Ok(redis::Cmd::publish(self.task_channel(event.id()), payload))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.send_all(publishes).await
     }
 
     async fn task_events(&self, id: TaskId) -> Result<TaskEvents> {
@@ -564,10 +591,11 @@ impl Broker for RedisBroker {
 
     async fn server_warnings(&self) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
-        let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut self.conn())
+        // Server-wide questions go to one node: in a cluster every node is
+        // configured alike, and a fanned-out reply would not parse.
+        let policy: redis::RedisResult<Vec<String>> = self
+            .conn()
+            .query_one_node(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
             .await;
         match policy {
             Ok(pair) => match pair.get(1).map(String::as_str) {
@@ -583,9 +611,9 @@ impl Broker for RedisBroker {
                     .to_owned(),
             ),
         }
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.conn())
+        let info: String = self
+            .conn()
+            .query_one_node(redis::cmd("INFO").arg("server"))
             .await
             .map_err(map_redis)?;
         if let Some(version) = info.lines().find_map(|l| l.strip_prefix("redis_version:")) {
@@ -673,7 +701,7 @@ impl Broker for RedisBroker {
             };
             let full_page = page.len() == PAGE;
             for letter in &page {
-                let (priority, bytes) = letter.revived();
+                let (priority, bytes) = signing::revive(letter, self.signing())?;
                 let moved: i64 = self
                     .inner
                     .scripts

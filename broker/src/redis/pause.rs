@@ -18,8 +18,7 @@ impl RedisBroker {
     }
 
     /// Sets or clears `queue`'s flag, then its place in the index, then
-    /// tells the workers; one round trip, in that order, so a fetch obeys
-    /// the flag before any worker hears of it.
+    /// tells the workers, in that order.
     pub(crate) async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         let keys = self.keys(queue);
         let message = if paused {
@@ -32,17 +31,28 @@ impl RedisBroker {
             }
         };
         let message = encode_message("control message", &message)?;
-        let mut pipe = redis::pipe();
+        // The flag first, alone: it lives in the queue's slot, the index
+        // elsewhere (Redis Cluster). A fetch obeys the flag before any
+        // worker hears the news.
         if paused {
-            pipe.set(&keys.paused, Timestamp::now().as_millis())
-                .ignore();
-            pipe.sadd(self.paused_key(), queue.as_str()).ignore();
+            let _: () = self
+                .conn()
+                .set(&keys.paused, Timestamp::now().as_millis())
+                .await
+                .map_err(map_redis)?;
         } else {
-            pipe.del(&keys.paused).ignore();
-            pipe.srem(self.paused_key(), queue.as_str()).ignore();
+            let _: () = self.conn().del(&keys.paused).await.map_err(map_redis)?;
         }
-        pipe.publish(self.control_channel(), message).ignore();
-        pipe.query_async(&mut self.conn()).await.map_err(map_redis)
+        let index = if paused {
+            redis::Cmd::sadd(self.paused_key(), queue.as_str())
+        } else {
+            redis::Cmd::srem(self.paused_key(), queue.as_str())
+        };
+        self.send_all(vec![
+            index,
+            redis::Cmd::publish(self.control_channel(), message),
+        ])
+        .await
     }
 
     /// The paused queues, sorted: those of the index whose flag is set,
@@ -60,14 +70,13 @@ impl RedisBroker {
         if queues.is_empty() {
             return Ok(queues);
         }
-        let mut pipe = redis::pipe();
-        for queue in &queues {
-            pipe.exists(&self.keys(queue).paused);
-        }
-        let flags: Vec<bool> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(map_redis)?;
+        // One EXISTS each: the flags sit in as many slots as queues.
+        let checks = queues.iter().map(|queue| {
+            let key = self.keys(queue).paused.clone();
+            let mut conn = self.conn();
+            async move { conn.exists::<_, bool>(key).await.map_err(map_redis) }
+        });
+        let flags = futures_util::future::try_join_all(checks).await?;
         let mut flags = flags.into_iter();
         queues.retain(|_| flags.next().unwrap_or(false));
         queues.sort();

@@ -5,11 +5,13 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::broker::{
-    DeadLetterEntry, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats, Reclaimed,
+    DeadLetterEntry, DeadReason, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats,
+    Reclaimed,
 };
 use crate::envelope::{Envelope, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
+use crate::signing::{self, SigningKeys};
 
 fn unexpected(what: &str, value: &Value) -> Error {
     Error::Backend(format!("unexpected reply for {what}: {value:?}").into())
@@ -90,12 +92,13 @@ pub(crate) enum Claim {
     Paused,
 }
 
-/// Decodes one claimed entry into the batch: a delivery, or a malformed
-/// entry to dead-letter.
+/// Decodes one claimed entry into the batch: a delivery, or an entry to
+/// dead-letter (undecodable, or refused by `signing`).
 fn claim(
     batch: &mut FetchBatch,
     queue: &QueueName,
     priority: Priority,
+    signing: Option<&SigningKeys>,
     entry: Value,
 ) -> Result<()> {
     let (entry_id, fields, deliveries) = into_counted_entry(entry)?;
@@ -104,26 +107,42 @@ fn claim(
         priority,
         entry_id,
     };
-    match field(&fields, b"e").map(Envelope::decode) {
-        Some(Ok(envelope)) => batch.deliveries.push(Delivery {
+    let Some(bytes) = field(&fields, b"e") else {
+        batch.malformed.push(Malformed {
+            tag,
+            reason: DeadReason::Malformed,
+            error: "the entry has no 'e' (envelope) field".into(),
+        });
+        return Ok(());
+    };
+    // Verified before decoding: a forged envelope is never even parsed.
+    let decoded = signing::open(signing, bytes).and_then(|inner| {
+        Envelope::decode(inner).map_err(|e| signing::Refused {
+            reason: DeadReason::Malformed,
+            error: e.to_string(),
+        })
+    });
+    match decoded {
+        Ok(envelope) => batch.deliveries.push(Delivery {
             tag,
             envelope,
             deliveries,
         }),
-        Some(Err(e)) => batch.malformed.push(Malformed {
+        Err(refused) => batch.malformed.push(Malformed {
             tag,
-            reason: e.to_string(),
-        }),
-        None => batch.malformed.push(Malformed {
-            tag,
-            reason: "the entry has no 'e' (envelope) field".into(),
+            reason: refused.reason,
+            error: refused.error,
         }),
     }
     Ok(())
 }
 
-/// Parses the reply of `fetch.lua`.
-pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch, Claim)> {
+/// Parses the reply of `fetch.lua`, checking envelopes with `signing`.
+pub(crate) fn fetch_batch(
+    queue: &QueueName,
+    signing: Option<&SigningKeys>,
+    reply: Value,
+) -> Result<(FetchBatch, Claim)> {
     let mut parts = into_array(reply, "fetch")?.into_iter();
     let mut batch = FetchBatch::default();
     for priority in Priority::ALL {
@@ -133,7 +152,7 @@ pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch
             Some(other) => return Err(unexpected("fetch entries", &other)),
         };
         for entry in entries {
-            claim(&mut batch, queue, priority, entry)?;
+            claim(&mut batch, queue, priority, signing, entry)?;
         }
     }
     let idle = match parts.next() {
@@ -158,10 +177,12 @@ pub(crate) fn fetch_batch(queue: &QueueName, reply: Value) -> Result<(FetchBatch
 }
 
 /// Parses a blocking `XREADGROUP` reply over a queue's three streams
-/// (`[[key, entries], ...]`, or a map of key to entries under RESP3).
+/// (`[[key, entries], ...]`, or a map of key to entries under RESP3),
+/// checking envelopes with `signing`.
 pub(crate) fn read_group(
     queue: &QueueName,
     streams: &[String; 3],
+    signing: Option<&SigningKeys>,
     reply: Value,
 ) -> Result<FetchBatch> {
     let per_stream: Vec<(Value, Value)> = match reply {
@@ -193,15 +214,20 @@ pub(crate) fn read_group(
     let mut batch = FetchBatch::default();
     for (priority, entries) in Priority::ALL.into_iter().zip(by_priority) {
         for entry in entries {
-            claim(&mut batch, queue, priority, entry)?;
+            claim(&mut batch, queue, priority, signing, entry)?;
         }
     }
     Ok(batch)
 }
 
 /// Parses the reply of `reclaim.lua`: per priority, entries with their
-/// delivery counts, then how many suspects were left waiting.
-pub(crate) fn reclaimed(queue: &QueueName, reply: Value) -> Result<Reclaimed> {
+/// delivery counts, then how many suspects were left waiting. Envelopes
+/// are checked with `signing`.
+pub(crate) fn reclaimed(
+    queue: &QueueName,
+    signing: Option<&SigningKeys>,
+    reply: Value,
+) -> Result<Reclaimed> {
     let mut parts = into_array(reply, "reclaim")?.into_iter();
     let mut batch = FetchBatch::default();
     for priority in Priority::ALL {
@@ -210,7 +236,7 @@ pub(crate) fn reclaimed(queue: &QueueName, reply: Value) -> Result<Reclaimed> {
             _ => Vec::new(),
         };
         for entry in entries {
-            claim(&mut batch, queue, priority, entry)?;
+            claim(&mut batch, queue, priority, signing, entry)?;
         }
     }
     let suspects_waiting = match parts.next() {
@@ -262,7 +288,9 @@ pub(crate) fn queue_stats(reply: Value) -> Result<QueueStats> {
     })
 }
 
-/// Parses an `XRANGE` reply over a dead-letter stream.
+/// Parses an `XRANGE` reply over a dead-letter stream. A signed envelope
+/// is shown unverified (the reason says whether it was refused); whether
+/// it may run again is `requeue_dead`'s to check.
 pub(crate) fn dead_letters(queue: &QueueName, reply: Value) -> Result<Vec<DeadLetterEntry>> {
     let entries = match reply {
         Value::Nil => Vec::new(),
@@ -281,7 +309,7 @@ pub(crate) fn dead_letters(queue: &QueueName, reply: Value) -> Result<Vec<DeadLe
             Ok(DeadLetterEntry {
                 entry_id,
                 queue: queue.clone(),
-                envelope: Envelope::decode(&raw).ok(),
+                envelope: Envelope::decode(signing::strip(&raw)).ok(),
                 raw,
                 reason: text(b"reason"),
                 error: text(b"error"),

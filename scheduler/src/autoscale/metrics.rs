@@ -10,15 +10,21 @@
 //! | `spool_autoscaler_queue_backlog` | gauge | `queue` |
 //! | `spool_autoscaler_queue_in_flight` | gauge | `queue` |
 //! | `spool_autoscaler_queue_oldest_age_seconds` | gauge | `queue` |
+//! | `spool_autoscaler_queue_consumers` | gauge | `queue` |
+//! | `spool_autoscaler_queue_dead_letters` | gauge | `queue` |
+//! | `spool_autoscaler_queue_paused` | gauge | `queue` (1 while paused) |
 //! | `spool_autoscaler_gpus` | gauge | |
 //! | `spool_autoscaler_tick_errors_total` | counter | |
 //!
 //! The queue gauges are the same signals KEDA or an HPA could scale on
-//! instead (see `ops/autoscaler.md`).
+//! instead (see `ops/autoscaler.md`); consumers, dead letters and paused
+//! are there for alerts (`ops/prometheus/`). [`AutoscalerMetrics::metric_names`]
+//! lists them all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -45,6 +51,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct AutoscalerMetrics {
     registry: Registry,
+    /// The names of the families in `registry`, which cannot list them.
+    names: Vec<String>,
     desired: IntGaugeVec,
     current: IntGaugeVec,
     busy_slots: IntGaugeVec,
@@ -53,6 +61,9 @@ pub struct AutoscalerMetrics {
     backlog: IntGaugeVec,
     in_flight: IntGaugeVec,
     oldest_age: GaugeVec,
+    consumers: IntGaugeVec,
+    dead_letters: IntGaugeVec,
+    paused: IntGaugeVec,
     gpus: IntGauge,
     tick_errors: IntCounter,
 }
@@ -70,12 +81,15 @@ impl AutoscalerMetrics {
     /// only a programming error causes.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
-        let gauge_vec = |name: &str, help: &str, label: &str| -> Result<IntGaugeVec> {
+        let mut names = Vec::new();
+        let mut register = |collector: Box<dyn Collector>| -> Result<()> {
+            names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+            registry.register(collector).map_err(|e| metric_error(&e))
+        };
+        let mut gauge_vec = |name: &str, help: &str, label: &str| -> Result<IntGaugeVec> {
             let gauge =
                 IntGaugeVec::new(Opts::new(name, help), &[label]).map_err(|e| metric_error(&e))?;
-            registry
-                .register(Box::new(gauge.clone()))
-                .map_err(|e| metric_error(&e))?;
+            register(Box::new(gauge.clone()))?;
             Ok(gauge)
         };
         let desired = gauge_vec(
@@ -108,6 +122,21 @@ impl AutoscalerMetrics {
             "Tasks fetched by a worker and not yet settled, as read.",
             "queue",
         )?;
+        let consumers = gauge_vec(
+            "spool_autoscaler_queue_consumers",
+            "Worker processes that fetched from the queue lately or hold its tasks, as read.",
+            "queue",
+        )?;
+        let dead_letters = gauge_vec(
+            "spool_autoscaler_queue_dead_letters",
+            "Entries in the queue's dead-letter stream, as read.",
+            "queue",
+        )?;
+        let paused = gauge_vec(
+            "spool_autoscaler_queue_paused",
+            "1 while the queue is paused (workers do not fetch it), else 0.",
+            "queue",
+        )?;
         let decisions = IntCounterVec::new(
             Opts::new(
                 "spool_autoscaler_decisions_total",
@@ -116,9 +145,7 @@ impl AutoscalerMetrics {
             &["pool", "direction"],
         )
         .map_err(|e| metric_error(&e))?;
-        registry
-            .register(Box::new(decisions.clone()))
-            .map_err(|e| metric_error(&e))?;
+        register(Box::new(decisions.clone()))?;
         let oldest_age = GaugeVec::new(
             Opts::new(
                 "spool_autoscaler_queue_oldest_age_seconds",
@@ -127,24 +154,20 @@ impl AutoscalerMetrics {
             &["queue"],
         )
         .map_err(|e| metric_error(&e))?;
-        registry
-            .register(Box::new(oldest_age.clone()))
-            .map_err(|e| metric_error(&e))?;
+        register(Box::new(oldest_age.clone()))?;
         let gpus = IntGauge::new("spool_autoscaler_gpus", "GPUs the GPU pools are capped by.")
             .map_err(|e| metric_error(&e))?;
-        registry
-            .register(Box::new(gpus.clone()))
-            .map_err(|e| metric_error(&e))?;
+        register(Box::new(gpus.clone()))?;
         let tick_errors = IntCounter::new(
             "spool_autoscaler_tick_errors_total",
             "Ticks that failed to read the signals or to act.",
         )
         .map_err(|e| metric_error(&e))?;
-        registry
-            .register(Box::new(tick_errors.clone()))
-            .map_err(|e| metric_error(&e))?;
+        register(Box::new(tick_errors.clone()))?;
+        names.sort();
         Ok(Self {
             registry,
+            names,
             desired,
             current,
             busy_slots,
@@ -153,9 +176,19 @@ impl AutoscalerMetrics {
             backlog,
             in_flight,
             oldest_age,
+            consumers,
+            dead_letters,
+            paused,
             gpus,
             tick_errors,
         })
+    }
+
+    /// The name of every metric family exported, sorted, including those
+    /// without a series yet (a label vector appears at the first tick).
+    #[must_use]
+    pub fn metric_names(&self) -> Vec<String> {
+        self.names.clone()
     }
 
     /// Records one pool's signals, its decision, and the workers it has
@@ -189,6 +222,15 @@ impl AutoscalerMetrics {
             self.oldest_age
                 .with_label_values(&label)
                 .set(queue.oldest_age.map_or(0.0, |d| d.as_secs_f64()));
+            self.consumers
+                .with_label_values(&label)
+                .set(clamp(queue.consumers));
+            self.dead_letters
+                .with_label_values(&label)
+                .set(clamp(queue.dead_letters));
+            self.paused
+                .with_label_values(&label)
+                .set(i64::from(queue.paused));
         }
     }
 
@@ -284,6 +326,9 @@ mod tests {
         queue.delayed_due = 2;
         queue.in_flight = 8;
         queue.oldest_age = Some(Duration::from_millis(2500));
+        queue.consumers = 3;
+        queue.dead_letters = 9;
+        queue.paused = true;
         let signals = PoolSignals {
             queues: vec![queue],
             busy_slots: 8,
@@ -309,8 +354,40 @@ mod tests {
             "spool_autoscaler_queue_in_flight{queue=\"default\"} 8",
             "spool_autoscaler_queue_oldest_age_seconds{queue=\"default\"} 2.5",
             "spool_autoscaler_busy_slots{pool=\"cpu\"} 8",
+            "spool_autoscaler_queue_consumers{queue=\"default\"} 3",
+            "spool_autoscaler_queue_dead_letters{queue=\"default\"} 9",
+            "spool_autoscaler_queue_paused{queue=\"default\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Every family now has a series: the names listed are those rendered.
+        metrics.set_gpus(1);
+        metrics.tick_failed();
+        let text = metrics.render();
+        assert_eq!(text_families(&text), metrics.metric_names());
+    }
+
+    /// The family names in `# TYPE` lines, in order.
+    fn text_families(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect()
+    }
+
+    #[test]
+    fn names_are_known_before_the_first_tick() {
+        let metrics = AutoscalerMetrics::new().unwrap();
+        let names = metrics.metric_names();
+        // gather() leaves out label vectors without a series...
+        assert!(!metrics.render().contains("spool_autoscaler_queue_backlog"));
+        // ...the list does not.
+        for name in [
+            "spool_autoscaler_queue_backlog",
+            "spool_autoscaler_queue_consumers",
+            "spool_autoscaler_gpus",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct QueueSignals {
     /// Whether the queue is paused: workers do not fetch it, so its backlog
     /// asks for no worker.
     pub paused: bool,
+    /// Entries in its dead-letter stream: exported for alerts, never scaled
+    /// on.
+    pub dead_letters: u64,
 }
 
 fn opt_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -53,6 +56,7 @@ impl QueueSignals {
             oldest_age: None,
             consumers: 0,
             paused: false,
+            dead_letters: 0,
         }
     }
 
@@ -67,6 +71,7 @@ impl QueueSignals {
             oldest_age: stats.oldest_age,
             consumers: stats.consumers,
             paused: stats.paused,
+            dead_letters: stats.dead,
         }
     }
 
@@ -274,10 +279,13 @@ mod tests {
             delayed_due: 5,
             oldest_age: Some(Duration::from_millis(1500)),
             consumers: 2,
+            dead: 7,
+            paused: true,
             ..QueueStats::default()
         };
         let q = QueueSignals::from_stats(QueueName::GPU, &stats);
         assert_eq!((q.ready, q.delayed_due, q.in_flight), (6, 5, 4));
+        assert_eq!((q.consumers, q.dead_letters, q.paused), (2, 7, true));
         assert_eq!(q.backlog(), 11);
         let json = serde_json::to_value(&q).unwrap_or_default();
         assert_eq!(json["oldest_age_seconds"], 1.5);

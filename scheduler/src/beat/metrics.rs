@@ -110,6 +110,19 @@ impl BeatMetrics {
             .map_or(0, |(_, counts)| counts.enqueued.load(Ordering::Relaxed))
     }
 
+    /// The name of every metric family exported, in rendering order: the
+    /// families [`render`](Self::render) declares, which it does even
+    /// without an entry.
+    #[must_use]
+    pub fn metric_names(&self) -> Vec<String> {
+        self.render()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Everything in Prometheus' text exposition format.
     #[must_use]
     pub fn render(&self) -> String {
@@ -230,6 +243,15 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert_eq!(metrics.enqueued_total("a"), 2);
+        let names = metrics.metric_names();
+        assert_eq!(names.len(), 7, "{names:?}");
+        assert_eq!(BeatMetrics::new(Vec::<String>::new()).metric_names(), names);
+        for name in &names {
+            assert!(
+                text.lines().any(|l| l.starts_with(name.as_str())),
+                "{name} has no sample in\n{text}"
+            );
+        }
         metrics.lost();
         assert!(!metrics.is_leader());
         assert!(

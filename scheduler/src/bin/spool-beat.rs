@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
-use spool_broker::{RedisBroker, RedisConfig, Timestamp};
+use spool_broker::{RedisBroker, RedisConfig, SigningKeys, Timestamp};
 use spool_scheduler::beat::{Beat, BeatConfig, serve_metrics};
 
 /// Enqueue tasks on cron expressions and fixed intervals, each tick once
 /// across every replica.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "spool-beat", version)]
 struct Cli {
     /// The TOML file of entries (see the README's "Periodic tasks").
@@ -50,6 +50,11 @@ struct Cli {
     )]
     key_prefix: String,
 
+    /// The workers' file of HMAC signing keys, where they require signed
+    /// tasks: each tick is signed with its first line.
+    #[arg(long, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
+    signing_key_file: Option<PathBuf>,
+
     /// Serve Prometheus metrics (`spool_beat_*`) on this address.
     #[arg(long, env = "SPOOL_BEAT_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -62,6 +67,21 @@ struct Cli {
     /// without connecting to Redis.
     #[arg(long)]
     check: bool,
+}
+
+// By hand: the URL may hold a password.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("config", &self.config)
+            .field("redis_url", &RedisConfig::redact(&self.redis_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("log_format", &self.log_format)
+            .field("check", &self.check)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,9 +115,15 @@ async fn run(cli: Cli) -> Result<()> {
     if config.entries.is_empty() {
         tracing::warn!("the configuration has no entries: this replica will enqueue nothing");
     }
+    let signing = cli
+        .signing_key_file
+        .as_deref()
+        .map(SigningKeys::from_file)
+        .transpose()?;
     let broker = RedisBroker::connect(RedisConfig {
         url: cli.redis_url,
         key_prefix: cli.key_prefix,
+        signing,
         // The beat never blocks on a fetch.
         pool_size: 1,
         // A hung call must not outlive the lease it was made under.

@@ -22,13 +22,14 @@
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
 
 use std::io::{self, IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use spool_broker::store::{JobStatus, JobStore};
-use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, TaskId};
+use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, SigningKeys, TaskId};
 use spool_scheduler::ctl::{
     self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
     TasksFilter,
@@ -41,7 +42,7 @@ enum Outcome {
 }
 
 /// Inspect and drive Spool's task queues.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "spoolctl", version, propagate_version = true)]
 struct Cli {
     /// The Redis holding the queues; credentials in it are never printed.
@@ -65,6 +66,17 @@ struct Cli {
     )]
     key_prefix: String,
 
+    /// The workers' file of HMAC signing keys, where they require signed
+    /// tasks: `call` signs with its first line, `dead retry` signs the
+    /// next run of dead letters whose signature verifies.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_SIGNING_KEY_FILE",
+        value_name = "FILE"
+    )]
+    signing_key_file: Option<PathBuf>,
+
     /// The job store that `tasks` and `task show` read (sqlite://FILE or
     /// postgres://...); "none" for no store. Credentials in it are never
     /// printed.
@@ -84,6 +96,20 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+// By hand: the URLs may hold passwords.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("redis_url", &RedisConfig::redact(&self.redis_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("store_url", &RedisConfig::redact(&self.store_url))
+            .field("json", &self.json)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,9 +428,14 @@ async fn top(args: TopArgs, broker: &RedisBroker, format: Format) -> Result<()> 
 /// connecting, so a typo is reported at once, Redis up or not.
 async fn run(cli: Cli) -> Result<Outcome> {
     let format = if cli.json { Format::Json } else { Format::Text };
+    let access = Access {
+        redis_url: cli.redis_url,
+        key_prefix: cli.key_prefix,
+        signing_key_file: cli.signing_key_file,
+    };
     let output = match cli.command {
         Command::Queues { mut queues, sample } => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             // The queues the live workers serve, besides those asked for.
             let records = broker.workers().await?;
             for record in records.iter().filter(|r| r.is_live()) {
@@ -413,49 +444,49 @@ async fn run(cli: Cli) -> Result<Outcome> {
             ctl::render(&ctl::queues(&broker, &queues, sample).await?, format)?
         }
         Command::Pause { queue } => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::pause(&broker, &queue).await?, format)?
         }
         Command::Resume { queue } => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::resume(&broker, &queue).await?, format)?
         }
         Command::Top(args) => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             return Ok(Outcome::Top(args, broker, format));
         }
         Command::Call(args) => {
             let request = args.into_request();
             request.validate()?;
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::call(&broker, &request).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::List { queue, limit },
         } => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::dead_list(&broker, &queue, limit).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::Retry { queue, ids },
         } => {
             ctl::check_entry_ids(&ids)?;
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::dead_retry(&broker, &queue, &ids).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::Purge { queue, yes },
         } => {
             ctl::check_dead_purge_confirmed(&queue, yes)?;
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::dead_purge(&broker, &queue, yes).await?, format)?
         }
         Command::Revoke { id, ttl } => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::revoke(&broker, id, ttl).await?, format)?
         }
         Command::Workers => {
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::workers(&broker).await?, format)?
         }
         Command::Tasks(args) => {
@@ -476,21 +507,34 @@ async fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Purge { queue, yes } => {
             ctl::check_purge_confirmed(&queue, yes)?;
-            let broker = connect(cli.redis_url, cli.key_prefix).await?;
+            let broker = connect(&access).await?;
             ctl::render(&ctl::purge(&broker, &queue, yes).await?, format)?
         }
     };
     Ok(Outcome::Print(output))
 }
 
+/// What `connect` needs from the command line.
+struct Access {
+    redis_url: String,
+    key_prefix: String,
+    signing_key_file: Option<PathBuf>,
+}
+
 /// Connects to Redis. The URL is never part of the error: it may hold a
-/// password (the broker redacts it where it names it).
-async fn connect(url: String, key_prefix: String) -> Result<RedisBroker> {
+/// password (the broker redacts it where it names it). Nor are the keys.
+async fn connect(access: &Access) -> Result<RedisBroker> {
+    let signing = access
+        .signing_key_file
+        .as_deref()
+        .map(SigningKeys::from_file)
+        .transpose()?;
     let config = RedisConfig {
-        url,
-        key_prefix,
+        url: access.redis_url.clone(),
+        key_prefix: access.key_prefix.clone(),
         // One-shot commands never block on a fetch.
         pool_size: 1,
+        signing,
         ..RedisConfig::default()
     };
     RedisBroker::connect(config)

@@ -171,8 +171,8 @@ mod tests {
         broker.push_raw(&Q, Priority::Normal, b"garbage".to_vec());
         let batch = broker.fetch(&Q, "w", 1, Duration::ZERO).await.unwrap();
         let letter = DeadLetter {
-            reason: DeadReason::Malformed,
-            error: batch.malformed[0].reason.clone(),
+            reason: batch.malformed[0].reason,
+            error: batch.malformed[0].error.clone(),
             attempts: 0,
         };
         broker

@@ -62,6 +62,11 @@ pub fn check_entry_ids(entry_ids: &[String]) -> Result<()> {
 /// shows them) back to the queue, or all of them when `entry_ids` is
 /// empty.
 ///
+/// Where workers require signed tasks, the broker must hold the signing
+/// keys: it signs the next run of each dead letter whose own signature
+/// verifies, and sends the others (`unsigned`, `bad_signature`) back
+/// unchanged, so the workers refuse them again.
+///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a malformed entry id (nothing is requeued),

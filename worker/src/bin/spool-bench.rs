@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use deadpool_redis::{Manager, Pool, Runtime};
 use hdrhistogram::Histogram;
-use redis::{AsyncCommands, AsyncConnectionConfig};
+use redis::AsyncConnectionConfig;
 use serde::{Deserialize, Serialize};
 use spool_broker::store::{Finished, JobStatus, JobStore, Started, WorkerId};
 use spool_broker::{
@@ -62,6 +62,10 @@ struct Args {
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Sign every envelope with a random HMAC key (and verify on fetch), to
+    /// measure what signing costs; the raw XADD baseline stays unsigned.
+    #[arg(long)]
+    sign: bool,
     /// Also measure the job store (phase e). `none` keeps the broker's
     /// figures comparable with earlier runs.
     #[arg(long, value_enum, default_value_t = StoreKind::None)]
@@ -137,6 +141,7 @@ fn nanos_since_epoch() -> u64 {
 #[derive(Debug, Serialize)]
 struct Figures {
     n: usize,
+    signed: bool,
     raw_xadd_per_s: f64,
     enqueue_per_s: f64,
     enqueue_vs_raw: f64,
@@ -180,8 +185,17 @@ async fn bench(args: &Args) -> Result<Figures> {
         bail!("--n and --batch must be positive");
     }
     let prefix = format!("spool-bench-{:08x}", fastrand::u32(..));
+    let signing = if args.sign {
+        let key: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(32)
+            .collect();
+        Some(spool_broker::SigningKeys::new(key)?)
+    } else {
+        None
+    };
     let config = RedisConfig {
         key_prefix: prefix.clone(),
+        signing,
         ..RedisConfig::from_url(&args.redis_url)
     };
     let broker = RedisBroker::connect(config.clone())
@@ -243,6 +257,7 @@ async fn phases(
     let (drain_per_s, latency, store) = store_result?;
     Ok(Figures {
         n: args.n,
+        signed: args.sign,
         raw_xadd_per_s,
         enqueue_per_s,
         enqueue_vs_raw: enqueue_per_s / raw_xadd_per_s,
@@ -397,7 +412,7 @@ async fn store_phases(args: &Args, store: &JobStore, n: usize) -> Result<(f64, f
     Ok((outcomes_per_s, lifecycle_per_s))
 }
 
-/// A pool built exactly as `RedisBroker` builds its own.
+/// A pool built exactly as `RedisBroker` builds its own for one server.
 fn raw_pool(config: &RedisConfig) -> Result<Pool> {
     let connection = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
@@ -409,10 +424,35 @@ fn raw_pool(config: &RedisConfig) -> Result<Pool> {
         .build()?)
 }
 
-/// (a) Pipelined XADDs of a real envelope's bytes, `batch` per round trip.
+/// A cluster connection to the seeds of `config`'s cluster URL, if it is
+/// one.
+async fn raw_cluster(
+    config: &RedisConfig,
+) -> Result<Option<redis::cluster_async::ClusterConnection>> {
+    let Some(nodes) = config.cluster_nodes()? else {
+        return Ok(None);
+    };
+    let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .build()?;
+    Ok(Some(client.get_async_connection().await?))
+}
+
+/// (a) Pipelined XADDs of a real envelope's bytes, `batch` per round trip;
+/// on a cluster, to the one node that holds the key.
 async fn raw_xadd(args: &Args, config: &RedisConfig) -> Result<f64> {
-    let pool = raw_pool(config)?;
-    let mut conn = pool.get().await?;
+    match raw_cluster(config).await? {
+        Some(mut conn) => raw_xadd_on(args, config, &mut conn).await,
+        None => raw_xadd_on(args, config, &mut *raw_pool(config)?.get().await?).await,
+    }
+}
+
+async fn raw_xadd_on(
+    args: &Args,
+    config: &RedisConfig,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<f64> {
     let payload = Envelope::for_task(&Noop { seq: 0 })?.encode()?;
     let key = format!("{}:{{raw}}:normal", config.key_prefix);
     let started = Instant::now();
@@ -423,11 +463,11 @@ async fn raw_xadd(args: &Args, config: &RedisConfig) -> Result<f64> {
         for _ in 0..count {
             pipe.xadd(&key, "*", &[("e", payload.as_slice())]).ignore();
         }
-        let () = pipe.query_async(&mut *conn).await?;
+        let () = pipe.query_async(conn).await?;
         sent += count;
     }
     let rate = per_second(args.n, started.elapsed());
-    let () = conn.del(&key).await?;
+    let () = redis::cmd("DEL").arg(&key).query_async(conn).await?;
     Ok(rate)
 }
 
@@ -601,11 +641,21 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 async fn cleanup(config: &RedisConfig, prefix: &str) -> Result<()> {
-    let pool = raw_pool(config)?;
-    let mut conn = pool.get().await?;
-    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await?;
-    if !keys.is_empty() {
-        let () = conn.del(keys).await?;
+    match raw_cluster(config).await? {
+        Some(mut conn) => delete_matching(&mut conn, prefix).await,
+        None => delete_matching(&mut *raw_pool(config)?.get().await?, prefix).await,
+    }
+}
+
+/// Deletes the keys under `prefix`, one `DEL` each: on a cluster they
+/// span slots.
+async fn delete_matching(conn: &mut impl redis::aio::ConnectionLike, prefix: &str) -> Result<()> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(conn)
+        .await?;
+    for key in keys {
+        let () = redis::cmd("DEL").arg(key).query_async(conn).await?;
     }
     Ok(())
 }
@@ -616,8 +666,8 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
 
 fn print_table(args: &Args, f: &Figures) {
     println!(
-        "spool-bench  n={}  rounds={}  batch={}  concurrency={}  prefetch={}",
-        f.n, args.rounds, args.batch, args.concurrency, args.prefetch
+        "spool-bench  n={}  rounds={}  batch={}  concurrency={}  prefetch={}  signed={}",
+        f.n, args.rounds, args.batch, args.concurrency, args.prefetch, f.signed
     );
     println!("{:<34} {:>14}", "measure", "result");
     println!(

@@ -27,7 +27,7 @@ use clap::Parser;
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use spool_broker::store::JobStore;
-use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, Task, TaskId};
+use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, SigningKeys, Task, TaskId};
 use spool_sdk::Client;
 use spool_sdk::video::{
     AnalysisReport, Analyze, Codec, Package, PackageOutput, Preset, RateControl, Transcode,
@@ -50,6 +50,10 @@ struct Args {
         default_value = "redis://127.0.0.1:6379/"
     )]
     redis_url: String,
+    /// Sign and verify the demo's tasks with the keys of this file (first
+    /// line signs; see spool-worker --help).
+    #[arg(long, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
+    signing_key_file: Option<PathBuf>,
     /// Where the clip, the encodes, the streams and the job store go.
     #[arg(long, default_value = "spool-demo-output")]
     workdir: PathBuf,
@@ -134,8 +138,14 @@ async fn main() -> Result<()> {
         .canonicalize()
         .with_context(|| format!("resolving {}", args.workdir.display()))?;
 
+    let signing = args
+        .signing_key_file
+        .as_deref()
+        .map(SigningKeys::from_file)
+        .transpose()?;
     let config = RedisConfig {
         key_prefix: format!("spool-demo-{}", TaskId::new()),
+        signing,
         ..RedisConfig::from_url(&args.redis_url)
     };
     let broker = RedisBroker::connect(config)

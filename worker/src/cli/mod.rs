@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-use spool_broker::QueueName;
+use spool_broker::{QueueName, RedisConfig, SigningKeys};
 
 pub use self::video::video_tasks;
 use crate::{Error, Result, WorkerConfig};
@@ -34,7 +34,9 @@ pub const CHILD_SPEC_ENV: &str = "SPOOL_CHILD_SPEC";
 
 /// The flags of `spool-worker`, before merging with the environment and
 /// the configuration file; see [`resolve`].
-#[derive(Debug, Clone, Parser)]
+// (Its `Debug` output leaves the URLs out: they may hold passwords. Not in
+// the doc comment, which clap would print as the long about.)
+#[derive(Clone, Parser)]
 #[command(
     name = "spool-worker",
     version,
@@ -46,24 +48,41 @@ pub struct Args {
     #[arg(long, env = "SPOOL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// The Redis holding the queues (redis://, rediss:// for TLS; credentials
-    /// in the URL).
+    /// The Redis holding the queues (redis://, rediss:// for TLS,
+    /// redis+cluster://host:port,host:port/ for a cluster; credentials in
+    /// the URL, never printed).
     #[arg(
         long,
         env = "SPOOL_REDIS_URL",
+        hide_env_values = true,
         value_name = "URL",
         default_value = "redis://127.0.0.1:6379/"
     )]
     pub redis_url: String,
 
-    /// The job store: a sqlite: or postgres:// URL, or none.
+    /// The job store: a sqlite: or postgres:// URL, or none (credentials in
+    /// it are never printed).
     #[arg(
         long,
         env = "SPOOL_STORE_URL",
+        hide_env_values = true,
         value_name = "URL",
         default_value = "none"
     )]
     pub store_url: String,
+
+    /// A file of HMAC keys: tasks must be signed with one of them, and
+    /// unsigned or forged ones are dead-lettered unrun. Its first line
+    /// signs (retries, requeues); further lines are older keys still
+    /// accepted. Each key is at least 32 bytes (openssl rand -hex 32).
+    /// none: no signing, unsigned and signed tasks are accepted.
+    #[arg(
+        long,
+        env = "SPOOL_SIGNING_KEY_FILE",
+        value_name = "FILE",
+        default_value = "none"
+    )]
+    pub signing_key_file: String,
 
     /// How long finished records stay in the job store; older ones are
     /// pruned in batches. `none` keeps them all.
@@ -273,6 +292,19 @@ pub struct Args {
     pub child: bool,
 }
 
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("config", &self.config)
+            .field("key_prefix", &self.key_prefix)
+            .field("queues", &self.queues)
+            .field("processes", &self.processes)
+            .field("name", &self.name)
+            .field("child", &self.child)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The number of CPUs, the default concurrency.
 fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -310,7 +342,11 @@ pub enum LogFormat {
 }
 
 /// Everything a `spool-worker` runs with, merged and validated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` output (and [`Settings::redacted`], which `--print-config`
+/// prints) hides the passwords in the URLs. The signing keys are never in
+/// it: only their file's path, which each process reads itself.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Settings {
     /// The Redis URL.
@@ -318,6 +354,9 @@ pub struct Settings {
     /// The job store URL (`sqlite://…` or `postgres://…`), or `none`: every
     /// task's start, progress and outcome are recorded there.
     pub store_url: String,
+    /// The file of HMAC keys that sign and verify envelopes, if any.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
     /// How long finished records are kept, if not forever.
     #[serde(with = "opt_duration")]
     pub store_retention: Option<Duration>,
@@ -378,7 +417,52 @@ pub struct Settings {
     pub no_probe: bool,
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The field list stays in one place (serde's), redacted.
+        let shown = serde_json::to_string(&self.redacted()).unwrap_or_default();
+        write!(f, "Settings {shown}")
+    }
+}
+
 impl Settings {
+    /// These settings with the passwords in the Redis and store URLs
+    /// replaced by `***`, for printing.
+    #[must_use]
+    pub fn redacted(&self) -> Self {
+        Self {
+            redis_url: RedisConfig::redact(&self.redis_url),
+            store_url: RedisConfig::redact(&self.store_url),
+            ..self.clone()
+        }
+    }
+
+    /// How to reach Redis with these settings: the URL, the key prefix and
+    /// the signing keys, read from their file now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the key file cannot be read or holds a bad
+    /// key (the message names the file and the line, never a key).
+    pub fn redis_config(&self) -> Result<RedisConfig> {
+        let signing = self
+            .signing_key_file
+            .as_deref()
+            .map(SigningKeys::from_file)
+            .transpose()
+            .map_err(|e| match e {
+                spool_broker::Error::Config(problem) => {
+                    Error::Config(format!("--signing-key-file: {problem}"))
+                }
+                other => Error::Broker(other),
+            })?;
+        Ok(RedisConfig {
+            key_prefix: self.key_prefix.clone(),
+            signing,
+            ..RedisConfig::from_url(&self.redis_url)
+        })
+    }
+
     /// How often leases are renewed and the registry record is refreshed: a
     /// third of the visibility timeout.
     #[must_use]
@@ -429,9 +513,11 @@ impl Settings {
         } else if !store_url_ok(&self.store_url) {
             format!(
                 "--store-url {:?} must be none, a sqlite: URL or a postgres:// URL",
-                self.store_url
+                RedisConfig::redact(&self.store_url)
             )
         } else {
+            // Read the keys once now, so a bad file stops the start.
+            self.redis_config()?;
             return Ok(());
         };
         Err(Error::Config(problem))
@@ -506,6 +592,7 @@ fn env_name(id: &str) -> String {
 const FILE_KEYS: &[&str] = &[
     "redis_url",
     "store_url",
+    "signing_key_file",
     "store_retention",
     "key_prefix",
     "queues",
@@ -671,6 +758,7 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
     let settings = Settings {
         redis_url: m.get("redis_url", |t| Ok(t.trim().to_owned()))?,
         store_url: m.get("store_url", |t| Ok(t.trim().to_owned()))?,
+        signing_key_file: m.get("signing_key_file", none_path)?,
         store_retention: m.get("store_retention", parse::optional_duration)?,
         key_prefix: m.get("key_prefix", |t| Ok(t.trim().to_owned()))?,
         queues: m.get("queues", parse::queues)?,
@@ -726,6 +814,12 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
     } else {
         Invocation::Run(settings)
     })
+}
+
+/// A path, or `None` for `none` (or nothing).
+fn none_path(text: &str) -> Result<Option<PathBuf>, String> {
+    let text = text.trim();
+    Ok((!text.is_empty() && !text.eq_ignore_ascii_case("none")).then(|| PathBuf::from(text)))
 }
 
 /// A path, or `None` for `auto` (or nothing).
@@ -880,6 +974,64 @@ mod tests {
         assert_eq!(d.output_root, PathBuf::from("spool-output"));
         // (The default ffprobe follows SPOOL_FFPROBE, which set-up exports.)
         assert!(!d.no_video);
+    }
+
+    #[test]
+    fn signing_key_files_are_read_and_bad_ones_named_without_their_keys() {
+        let dir = std::env::temp_dir().join(format!("spool-cli-keys-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let good = dir.join("good.keys");
+        std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").expect("written");
+        let short = dir.join("short.keys");
+        std::fs::write(&short, "tiny-secret\n").expect("written");
+
+        let none = resolve_args(&["--signing-key-file", "none"]).expect("valid");
+        assert_eq!(none.signing_key_file, None);
+        assert!(none.redis_config().expect("no keys").signing.is_none());
+        let path = good.to_str().expect("utf-8");
+        let s = resolve_args(&["--signing-key-file", path]).expect("valid");
+        assert_eq!(s.signing_key_file.as_deref(), Some(good.as_path()));
+        let keys = s.redis_config().expect("keys").signing.expect("signing");
+        assert_eq!(keys.accepted(), 1);
+
+        let e = resolve_args(&["--signing-key-file", short.to_str().expect("utf-8")])
+            .expect_err("too short");
+        let text = e.to_string();
+        assert!(
+            text.contains("--signing-key-file") && text.contains("short.keys"),
+            "{text}"
+        );
+        assert!(!text.contains("tiny-secret"), "{text}");
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
+
+    #[test]
+    fn printed_settings_hide_passwords() {
+        let s = resolve_args(&[
+            "--redis-url",
+            "redis://spool:hunter2-redis@10.0.0.1:6379/",
+            "--store-url",
+            "postgres://spool:hunter2-store@db/spool",
+        ])
+        .expect("valid");
+        let shown = format!(
+            "{s:?} {}",
+            serde_json::to_string(&s.redacted()).expect("json")
+        );
+        assert!(
+            shown.contains("10.0.0.1:6379") && shown.contains("@db/spool"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // What travels to a child keeps the real URL.
+        assert!(
+            serde_json::to_string(&s)
+                .expect("json")
+                .contains("hunter2-redis")
+        );
+        let e = resolve_args(&["--store-url", "mysql://spool:hunter2-store@db/spool"])
+            .expect_err("unsupported");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

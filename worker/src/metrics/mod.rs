@@ -23,6 +23,10 @@
 //! The supervisor adds what only it knows: child restarts, live children,
 //! and GPU utilization and memory, sampled through NVML at scrape time.
 //!
+//! [`MetricsHub::metric_names`] lists every family the hub can export,
+//! those without a series yet included: the ops checks hold the alert
+//! rules and dashboards to it.
+//!
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `spool_tasks_total` | counter | `queue`, `name`, `outcome` |
@@ -44,6 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
@@ -378,13 +383,17 @@ pub struct MetricsHub {
     gauges: Mutex<BTreeMap<u32, Gauges>>,
     local: Option<Arc<TaskMetrics>>,
     registry: Registry,
+    /// The names of the families in `registry`, which cannot list them.
+    registered: Vec<String>,
     child_restarts: IntCounter,
     children: IntGauge,
-    gpu: Option<GpuGauges>,
+    gpu: GpuGauges,
+    telemetry: Option<GpuTelemetry>,
 }
 
+/// Always registered, so their names are known on hosts without a GPU too;
+/// a vector without series is not rendered.
 struct GpuGauges {
-    telemetry: GpuTelemetry,
     utilization: GaugeVec,
     memory_used: GaugeVec,
     memory_total: GaugeVec,
@@ -396,7 +405,7 @@ impl std::fmt::Debug for MetricsHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsHub")
             .field("local", &self.local.is_some())
-            .field("gpu", &self.gpu.is_some())
+            .field("gpu", &self.telemetry.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -411,7 +420,12 @@ impl MetricsHub {
     /// registered (a bug).
     pub fn new(local: Option<Arc<TaskMetrics>>, gpu: Option<GpuTelemetry>) -> crate::Result<Self> {
         let registry = Registry::new();
+        let mut registered = Vec::new();
         let bad = |e: prometheus::Error| crate::Error::Config(format!("metrics: {e}"));
+        let mut register = |collector: Box<dyn Collector>| -> crate::Result<()> {
+            registered.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+            registry.register(collector).map_err(bad)
+        };
         let child_restarts = IntCounter::new(
             "spool_child_restarts_total",
             "Child processes restarted after they crashed.",
@@ -419,43 +433,55 @@ impl MetricsHub {
         .map_err(bad)?;
         let children =
             IntGauge::new("spool_children", "Child processes running now.").map_err(bad)?;
-        registry
-            .register(Box::new(child_restarts.clone()))
-            .map_err(bad)?;
-        registry.register(Box::new(children.clone())).map_err(bad)?;
-        let gpu = match gpu {
-            Some(telemetry) => {
-                let vec = |name: &str, help: &str| -> crate::Result<GaugeVec> {
-                    let g = GaugeVec::new(Opts::new(name, help), &["gpu"]).map_err(bad)?;
-                    registry.register(Box::new(g.clone())).map_err(bad)?;
-                    Ok(g)
-                };
-                Some(GpuGauges {
-                    telemetry,
-                    utilization: vec("spool_gpu_utilization_ratio", "GPU busy time, 0 to 1.")?,
-                    memory_used: vec("spool_gpu_memory_used_bytes", "GPU memory in use.")?,
-                    memory_total: vec("spool_gpu_memory_total_bytes", "GPU memory installed.")?,
-                    encoder: vec(
-                        "spool_gpu_encoder_utilization_ratio",
-                        "Video encoder (NVENC) busy time, 0 to 1.",
-                    )?,
-                    decoder: vec(
-                        "spool_gpu_decoder_utilization_ratio",
-                        "Video decoder (NVDEC) busy time, 0 to 1.",
-                    )?,
-                })
-            }
-            None => None,
+        register(Box::new(child_restarts.clone()))?;
+        register(Box::new(children.clone()))?;
+        let mut vec = |name: &str, help: &str| -> crate::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), &["gpu"]).map_err(bad)?;
+            register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let gpu_gauges = GpuGauges {
+            utilization: vec("spool_gpu_utilization_ratio", "GPU busy time, 0 to 1.")?,
+            memory_used: vec("spool_gpu_memory_used_bytes", "GPU memory in use.")?,
+            memory_total: vec("spool_gpu_memory_total_bytes", "GPU memory installed.")?,
+            encoder: vec(
+                "spool_gpu_encoder_utilization_ratio",
+                "Video encoder (NVENC) busy time, 0 to 1.",
+            )?,
+            decoder: vec(
+                "spool_gpu_decoder_utilization_ratio",
+                "Video decoder (NVDEC) busy time, 0 to 1.",
+            )?,
         };
         Ok(Self {
             totals: Mutex::new(TaskTotals::default()),
             gauges: Mutex::new(BTreeMap::new()),
             local,
             registry,
+            registered,
             child_restarts,
             children,
-            gpu,
+            gpu: gpu_gauges,
+            telemetry: gpu,
         })
+    }
+
+    /// The name of every metric family this hub can export, sorted: those
+    /// without a series yet and the GPU ones (exported only where NVML
+    /// works) included. Histograms are named without their `_bucket`,
+    /// `_sum` and `_count` suffixes.
+    #[must_use]
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = TaskTotals::default()
+            .families()
+            .into_iter()
+            .chain(gauge_families(Gauges::default()))
+            .map(|family| family.name().to_owned())
+            .chain(self.registered.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Adds a child's increments and records its gauges.
@@ -516,22 +542,11 @@ impl MetricsHub {
                 in_flight: sum.in_flight + g.in_flight,
                 prefetched: sum.prefetched + g.prefetched,
             });
-        if let Some(gpu) = &self.gpu {
-            gpu.sample();
+        if let Some(telemetry) = &self.telemetry {
+            self.gpu.sample(telemetry);
         }
         let mut families = totals.families();
-        #[allow(clippy::cast_precision_loss)]
-        families.push(gauge_family(
-            "spool_tasks_in_flight",
-            "Handlers running now.",
-            gauges.in_flight as f64,
-        ));
-        #[allow(clippy::cast_precision_loss)]
-        families.push(gauge_family(
-            "spool_tasks_prefetched",
-            "Tasks fetched and not yet acknowledged, running ones included.",
-            gauges.prefetched as f64,
-        ));
+        families.extend(gauge_families(gauges));
         families.extend(self.registry.gather());
         // The text format has no way to say "a family with no series yet".
         families.retain(|family| !family.get_metric().is_empty());
@@ -545,8 +560,8 @@ impl MetricsHub {
 }
 
 impl GpuGauges {
-    fn sample(&self) {
-        for sample in self.telemetry.sample() {
+    fn sample(&self, telemetry: &GpuTelemetry) {
+        for sample in telemetry.sample() {
             let gpu = sample.index.to_string();
             let set = |g: &GaugeVec, v: Option<f64>| {
                 if let Some(v) = v {
@@ -560,6 +575,23 @@ impl GpuGauges {
             set(&self.decoder, sample.decoder_utilization);
         }
     }
+}
+
+/// The families of the summed process gauges.
+#[allow(clippy::cast_precision_loss)]
+fn gauge_families(gauges: Gauges) -> [MetricFamily; 2] {
+    [
+        gauge_family(
+            "spool_tasks_in_flight",
+            "Handlers running now.",
+            gauges.in_flight as f64,
+        ),
+        gauge_family(
+            "spool_tasks_prefetched",
+            "Tasks fetched and not yet acknowledged, running ones included.",
+            gauges.prefetched as f64,
+        ),
+    ]
 }
 
 fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
@@ -647,6 +679,43 @@ mod tests {
         assert!(
             !text.contains(r#"spool_task_duration_seconds_count{queue="default",name="nope"}"#)
         );
+    }
+
+    /// The names listed are exactly those rendered once every family has a
+    /// series (GPU gauges set by hand: there is no NVML here).
+    #[test]
+    fn metric_names_cover_every_rendered_family() {
+        let hub = MetricsHub::new(None, None).expect("hub");
+        let names = hub.metric_names();
+        let q = QueueName::DEFAULT;
+        let mut totals = TaskTotals::default();
+        let info = info(TaskId::new(), "t", &q);
+        totals.record(
+            info.queue.as_str(),
+            info.name,
+            Outcome::DeadLettered(DeadReason::Malformed),
+            Some(Duration::from_millis(1)),
+        );
+        hub.push(1, totals, Gauges::default());
+        hub.child_restarted();
+        for g in [
+            &hub.gpu.utilization,
+            &hub.gpu.memory_used,
+            &hub.gpu.memory_total,
+            &hub.gpu.encoder,
+            &hub.gpu.decoder,
+        ] {
+            g.with_label_values(&["0"]).set(1.0);
+        }
+        let rendered: Vec<String> = hub
+            .render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(rendered, names);
+        assert!(names.iter().any(|n| n == "spool_gpu_memory_used_bytes"));
     }
 
     #[test]

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spool_broker::{
-    Broker, DeadLetter, DeadReason, Delivery, FetchBatch, QueueName, ReclaimRequest, TaskId,
-};
+use spool_broker::{Broker, DeadLetter, Delivery, FetchBatch, QueueName, ReclaimRequest, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -127,7 +125,8 @@ impl<B: Broker> Fetcher<B> {
     }
 
     /// Passes a claimed batch on, each entry with one slot of `permit`:
-    /// malformed entries to the settler (dead letters), tasks to the
+    /// malformed, unsigned or forged entries to the settler (dead letters,
+    /// with their reason), tasks to the
     /// dispatcher. Slots left over go back. `false` when the worker is
     /// going down.
     async fn hand_over(&self, batch: FetchBatch, mut permit: OwnedSemaphorePermit) -> bool {
@@ -143,19 +142,20 @@ impl<B: Broker> Fetcher<B> {
         self.leases.hold(held.chain(malformed));
         for malformed in batch.malformed {
             let Some(slot) = permit.split(1) else { break };
-            error!(queue = %self.queue, entry = malformed.tag.entry_id(), reason = %malformed.reason,
-                "undecodable entry moved to the dead-letter stream");
+            error!(queue = %self.queue, entry = malformed.tag.entry_id(),
+                reason = %malformed.reason, error = %malformed.error,
+                "entry refused before running (undecodable or not authentic); moved to the dead-letter stream");
             let unknown = TaskInfo {
                 id: TaskId::NIL,
                 name: "",
                 queue: &self.queue,
                 attempt: 0,
             };
-            let outcome = Outcome::DeadLettered(DeadReason::Malformed);
+            let outcome = Outcome::DeadLettered(malformed.reason);
             self.observers.finished(&unknown, outcome, Duration::ZERO);
             let letter = DeadLetter {
-                reason: DeadReason::Malformed,
-                error: malformed.reason,
+                reason: malformed.reason,
+                error: malformed.error,
                 attempts: 0,
             };
             let settlement = Settlement {

@@ -145,7 +145,7 @@ impl<B: Broker> Worker<B> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an unusable configuration. Broker failures while
+    /// [`Error::Config`](crate::Error::Config) for an unusable configuration. Broker failures while
     /// running are logged and ridden out with backoff, not returned.
     ///
     /// # Cancel safety

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use spool_broker::store::JobStore;
-use spool_broker::{QueueName, RedisBroker, RedisConfig, WorkerState};
+use spool_broker::{QueueName, RedisBroker, WorkerState};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc};
@@ -210,11 +210,7 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         status,
         telemetry,
     } = options;
-    let config = RedisConfig {
-        key_prefix: settings.key_prefix.clone(),
-        ..RedisConfig::from_url(&settings.redis_url)
-    };
-    let broker = RedisBroker::connect(config).await?;
+    let broker = RedisBroker::connect(settings.redis_config()?).await?;
     let pid = std::process::id();
     let id = format!("{}-{pid}-{:04x}", settings.name, fastrand::u16(..));
     let worker_config = settings.worker_config(queues.clone(), id.clone());

@@ -69,7 +69,8 @@ pub fn cold_exit_status(signal: i32) -> u8 {
 pub fn run(invocation: Invocation) -> Result<ExitCode> {
     match invocation {
         Invocation::PrintConfig(settings) => {
-            let text = serde_json::to_string_pretty(&settings)
+            // Passwords stay out of what is printed; the keys never are in.
+            let text = serde_json::to_string_pretty(&settings.redacted())
                 .map_err(|e| Error::Config(format!("cannot print the settings: {e}")))?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -106,7 +107,8 @@ pub fn run(invocation: Invocation) -> Result<ExitCode> {
                 processes = served.processes,
                 concurrency = served.concurrency,
                 prefetch = served.prefetch,
-                store = %served.store_url,
+                store = %spool_broker::RedisConfig::redact(&served.store_url),
+                signing = served.signing_key_file.is_some(),
                 "spool-worker starting",
             );
             if served.processes == 0 {

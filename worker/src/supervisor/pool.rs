@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use spool_broker::{RedisBroker, RedisConfig};
+use spool_broker::RedisBroker;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::signal::unix::{SignalKind, signal};
@@ -114,11 +114,7 @@ impl Supervisor {
         settings
             .worker_config(settings.queues.clone(), "check".to_owned())
             .validate()?;
-        let broker = RedisBroker::connect(RedisConfig {
-            key_prefix: settings.key_prefix.clone(),
-            ..RedisConfig::from_url(&settings.redis_url)
-        })
-        .await?;
+        let broker = RedisBroker::connect(settings.redis_config()?).await?;
         let exe = std::env::current_exe()
             .map_err(|e| Error::Config(format!("cannot find this program to run children: {e}")))?;
         let hub = Arc::new(MetricsHub::new(None, telemetry)?);

@@ -11,6 +11,7 @@ use crate::envelope::{Envelope, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::QueueName;
 use crate::redis::{RedisBroker, map_redis};
+use crate::signing;
 
 static FENCE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/beat_fence.lua")));
@@ -109,7 +110,8 @@ impl LeaderLock {
     /// stream are one atomic script on the queue's slot.
     ///
     /// The envelope goes to its queue and priority ready to run, encoded as
-    /// every other enqueue encodes it.
+    /// every other enqueue encodes it (signed, when the broker has signing
+    /// keys).
     ///
     /// # Errors
     ///
@@ -147,7 +149,7 @@ impl LeaderLock {
             .key(keys.stream(envelope.priority))
             .arg(token.0)
             .arg(scheduled.as_millis())
-            .arg(envelope.encode()?)
+            .arg(signing::wire(envelope, self.broker.signing(), None)?)
             .invoke_async(&mut self.broker.conn())
             .await
             .map_err(map_redis)?;

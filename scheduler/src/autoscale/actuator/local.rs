@@ -3,6 +3,10 @@
 //! retired with SIGTERM, their warm shutdown: a retiring worker stops
 //! fetching, gives back what it prefetched, finishes and acknowledges what
 //! runs, and exits. Nothing is lost.
+//!
+//! Workers inherit the autoscaler's environment, so `SPOOL_SIGNING_KEY_FILE`
+//! set for the autoscaler makes every worker it starts require signed
+//! tasks (the autoscaler itself enqueues nothing and needs no key).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -171,7 +175,6 @@ impl Fleet {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct LocalActuator {
     worker_bin: PathBuf,
     redis_url: String,
@@ -179,6 +182,23 @@ pub struct LocalActuator {
     log_dir: Option<PathBuf>,
     pools: BTreeMap<String, Fleet>,
     started: u64,
+}
+
+impl std::fmt::Debug for LocalActuator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("LocalActuator")
+            .field("worker_bin", &self.worker_bin)
+            .field(
+                "redis_url",
+                &spool_broker::RedisConfig::redact(&self.redis_url),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("log_dir", &self.log_dir)
+            .field("pools", &self.pools)
+            .field("started", &self.started)
+            .finish()
+    }
 }
 
 impl LocalActuator {

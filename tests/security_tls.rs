@@ -1,0 +1,240 @@
+//! TLS (`rediss://`): a `redis-server` with a TLS port and a certificate
+//! from a throw-away CA (made with `openssl` per test), and the real
+//! `spool-worker` and `spoolctl` trusting that CA through `SSL_CERT_FILE`,
+//! as a deployment would. The harness watches through the server's plain
+//! port; every Spool process speaks TLS only.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use spool_broker::QueueName;
+use spool_tests::{RedisServer, TestRedis, bins, free_port, wait_until};
+
+const PASSWORD: &str = "tls-pw-31c5";
+
+/// A CA, and a server certificate it signed for `localhost`.
+struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("spool-tls-{:08x}", fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl(
+            &dir,
+            &[
+                &["req", "-x509", "-nodes", "-days", "1"],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+                &["-subj", "/CN=Spool test CA"],
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                &["req", "-nodes"],
+                &ec[..],
+                &["-keyout", "server.key", "-out", "server.csr"],
+                &["-subj", "/CN=localhost"],
+            ],
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(
+            &dir,
+            &[
+                &["x509", "-req", "-days", "1", "-in", "server.csr"],
+                &["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"],
+                &["-extfile", "san.ext", "-out", "server.crt"],
+            ],
+        );
+        // A second CA that signed nothing here: trusting it alone must fail.
+        openssl(
+            &dir,
+            &[
+                &["req", "-x509", "-nodes", "-days", "1"],
+                &ec[..],
+                &["-keyout", "other.key", "-out", "other.crt"],
+                &["-subj", "/CN=Someone else"],
+            ],
+        );
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&[&str]]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args.concat())
+        .output()
+        .expect("openssl must be installed: run `bash ops/scripts/setup.sh`");
+    assert!(
+        out.status.success(),
+        "openssl {:?}: {}",
+        args.concat(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A password-protected redis-server with a TLS port beside its plain one.
+struct TlsRedis {
+    certs: Certificates,
+    server: RedisServer,
+    tls_port: u16,
+}
+
+impl TlsRedis {
+    fn start() -> Self {
+        let certs = Certificates::new();
+        let tls_port = free_port().to_string();
+        let (cert, key, ca) = (
+            certs.path("server.crt"),
+            certs.path("server.key"),
+            certs.path("ca.crt"),
+        );
+        let server = RedisServer::start(&[
+            "--requirepass",
+            PASSWORD,
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]);
+        Self {
+            certs,
+            server,
+            tls_port: tls_port.parse().unwrap(),
+        }
+    }
+
+    /// The URL Spool's processes get.
+    fn tls_url(&self) -> String {
+        format!("rediss://:{PASSWORD}@localhost:{}/", self.tls_port)
+    }
+
+    /// The harness' own door: the plain port.
+    fn plain_url(&self) -> String {
+        format!("redis://:{PASSWORD}@127.0.0.1:{}/", self.server.port)
+    }
+
+    /// `spoolctl` over TLS, trusting `ca` (a file in the certificate dir).
+    fn spoolctl(&self, ca: &str, url: &str, prefix: &str, args: &[&str]) -> Output {
+        Command::new(bins::spoolctl())
+            .env("SSL_CERT_FILE", self.certs.path(ca))
+            .env("SPOOL_REDIS_URL", url)
+            .args(["--key-prefix", prefix])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout_of(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_spoolctl_speak_tls() {
+    let tls = TlsRedis::start();
+    let harness = TestRedis::at(&tls.plain_url()).await;
+    let prefix = harness.prefix.clone();
+    let worker = Command::new(bins::spool_worker())
+        .env("SSL_CERT_FILE", tls.certs.path("ca.crt"))
+        .env("SPOOL_REDIS_URL", tls.tls_url())
+        .env("SPOOL_KEY_PREFIX", &prefix)
+        .env("SPOOL_QUEUES", "default")
+        .args(["--no-video", "--no-probe", "--metrics-addr", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let url = tls.tls_url();
+    stdout_of(
+        "spoolctl call",
+        &tls.spoolctl(
+            "ca.crt",
+            &url,
+            &prefix,
+            &["call", "spool.echo", "--count", "4"],
+        ),
+    );
+    wait_until(
+        "the TLS worker to run 4 tasks",
+        Duration::from_secs(20),
+        || async { harness.stats(&QueueName::DEFAULT).await.completed_total == 4 },
+    )
+    .await;
+    let queues: serde_json::Value = serde_json::from_str(&stdout_of(
+        "spoolctl queues",
+        &tls.spoolctl("ca.crt", &url, &prefix, &["queues", "--json"]),
+    ))
+    .unwrap();
+    let default = queues
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["queue"] == "default"))
+        .unwrap_or_else(|| panic!("no default row: {queues}"));
+    assert_eq!(default["completed_total"], 4, "{queues}");
+    let workers = stdout_of(
+        "spoolctl workers",
+        &tls.spoolctl("ca.crt", &url, &prefix, &["workers", "--json"]),
+    );
+    assert!(workers.contains("\"default\""), "{workers}");
+
+    let stderr = bins::stop_warm(worker);
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_or_a_plain_client_is_refused() {
+    let tls = TlsRedis::start();
+    let prefix = format!("spool-test-{:016x}", fastrand::u64(..));
+
+    // Trusting only another CA: the server's certificate does not verify.
+    let out = tls.spoolctl("other.crt", &tls.tls_url(), &prefix, &["queues"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "connected to an unverified server");
+    assert!(
+        stderr.contains("certificate") || stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+
+    // Plain text to the TLS port gets nowhere either.
+    let plain_to_tls = format!("redis://:{PASSWORD}@localhost:{}/", tls.tls_port);
+    let out = tls.spoolctl("ca.crt", &plain_to_tls, &prefix, &["queues"]);
+    assert!(!out.status.success(), "a plain client reached the TLS port");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(PASSWORD),
+        "the password leaked"
+    );
+
+    // And with the right CA the same command works.
+    let out = tls.spoolctl("ca.crt", &tls.tls_url(), &prefix, &["queues", "--json"]);
+    stdout_of("spoolctl queues", &out);
+}
