@@ -3,7 +3,8 @@
 //! kills FFmpeg) and a worker's soft time limit. Each time the task ends
 //! with the right status, no FFmpeg process is left (checked by scanning
 //! `/proc` for command lines naming the test's directory) and the partial
-//! output is gone.
+//! output is gone. Last, a worker child killed mid-encode: its supervisor
+//! kills the FFmpeg it left behind, and the task runs again.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -12,8 +13,9 @@ use std::time::Duration;
 use spool_broker::JobStatus;
 use spool_sdk::Error;
 use spool_sdk::video::{Audio, Codec, Preset, Transcode};
+use spool_tests::bins::{spool_worker, stop_warm};
 use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning, worker_config};
-use spool_tests::{TestRedis, wait_until};
+use spool_tests::{TestRedis, redis_url, wait_until};
 use spool_worker::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -139,5 +141,93 @@ async fn time_limits_stop_ffmpeg_and_remove_its_output() {
     assert!(!output.exists(), "the partial output is removed");
 
     worker.stop().await;
+    redis.cleanup().await;
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat` (the field after the state,
+/// which follows the parenthesised command name).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A child that dies hard (SIGKILL here; the OOM killer or a crash alike)
+/// cannot stop its encode. FFmpeg shares the child's process group, and
+/// the supervisor kills what is left of it; the task, never acknowledged,
+/// runs again in the replacement child once its lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_child_takes_its_ffmpeg_with_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_killed_child_takes_its_ffmpeg_with_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("long.mp4", long_clip()).await;
+    let worker = std::process::Command::new(spool_worker())
+        .env("SPOOL_REDIS_URL", redis_url())
+        .env("SPOOL_KEY_PREFIX", &redis.prefix)
+        .env("SPOOL_FFMPEG", &env.ffmpeg)
+        .env("SPOOL_INPUT_ROOT", &env.inputs)
+        .env("SPOOL_OUTPUT_ROOT", &env.outputs)
+        .env("SPOOL_LOG", "warn")
+        .args(["--processes", "1", "--concurrency", "1", "--no-probe"])
+        .args(["--visibility-timeout", "2s", "--metrics-addr", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let id = redis
+        .client()
+        .enqueue(slow_encode("orphan.mp4"))
+        .await
+        .unwrap();
+    let output = env.outputs.join("orphan.mp4");
+    let first = ffmpeg_running(&env, &output).await;
+    let child = parent_of(first[0]);
+    assert_ne!(
+        child,
+        worker.id(),
+        "FFmpeg runs under a child, not the supervisor"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    wait_until(
+        "the killed child's FFmpeg to be gone",
+        Duration::from_secs(20),
+        || {
+            let gone = first
+                .iter()
+                .all(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            async move { gone }
+        },
+    )
+    .await;
+    wait_until("the task to run again in the new child", WAIT, || {
+        let again = processes_mentioning(&env.marker())
+            .iter()
+            .any(|pid| !first.contains(pid) && parent_of(*pid) != child);
+        async move { again }
+    })
+    .await;
+
+    redis.client().revoke(id).await.unwrap();
+    let second = processes_mentioning(&env.marker());
+    ffmpeg_gone(&env, &second).await;
+    let stderr = stop_warm(worker);
+    assert!(
+        stderr.contains("killed the processes the dead child left running"),
+        "{stderr}"
+    );
     redis.cleanup().await;
 }

@@ -14,7 +14,11 @@
 //!   with its supervisor, however the supervisor ends; the supervisor
 //!   forks from its single runtime thread, the thread that death signal is
 //!   tied to. Children run in their own process group, so a terminal's
-//!   Ctrl-C reaches the supervisor only and is not counted twice.
+//!   Ctrl-C reaches the supervisor only and is not counted twice. The
+//!   FFmpeg a child starts joins that group, and once the child is gone
+//!   the supervisor kills whatever is left in it: a child killed
+//!   mid-encode (SIGKILL, the OOM killer, a crash) leaves no orphan
+//!   encode behind.
 //! - **Recycling.** A child that has fetched `--max-tasks-per-child` tasks,
 //!   or whose resident memory (read from `/proc/self/status` every 500 ms)
 //!   is above `--max-memory-per-child`, stops fetching and says `retiring`

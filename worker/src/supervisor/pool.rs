@@ -10,7 +10,8 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use spool_broker::RedisBroker;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -241,6 +242,9 @@ impl Supervisor {
                 }
             }
             let status = child.wait().await;
+            if kill_process_group(pid) {
+                warn!(pid, "killed the processes the dead child left running");
+            }
             let _ = events.send(Event::Exited(pid, status));
         });
         self.children.insert(
@@ -396,9 +400,7 @@ impl Supervisor {
             "cold shutdown: killing the children; their unacknowledged tasks stay pending and will be reclaimed"
         );
         for pid in self.children.keys() {
-            if let Ok(raw) = i32::try_from(*pid) {
-                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
-            }
+            kill_process_group(*pid);
         }
         let ids: Vec<String> = self
             .children
@@ -431,6 +433,28 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Kills what is left of a child's process group: the child itself in a
+/// cold shutdown, and afterwards any FFmpeg it started. FFmpeg joins its
+/// child's group, so when a child dies without stopping its encodes (a
+/// SIGKILL, the OOM killer, a crash) they would run on as orphans.
+///
+/// After the child is reaped the group id stays reserved while any member
+/// lives, so this cannot reach a stranger's group. Returns whether the
+/// group still had members.
+fn kill_process_group(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(e) => {
+            warn!(pgid, error = %e, "cannot kill the child's process group");
+            false
+        }
     }
 }
 
