@@ -2,7 +2,9 @@
 //! from a throw-away CA (made with `openssl` per test), and the real
 //! `spool-worker` and `spoolctl` trusting that CA through `SSL_CERT_FILE`,
 //! as a deployment would. The harness watches through the server's plain
-//! port; every Spool process speaks TLS only.
+//! port; every Spool process speaks TLS only. The same holds for a
+//! three-master Redis Cluster whose nodes also talk TLS among themselves
+//! (`rediss+cluster://`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -10,11 +12,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use spool_broker::QueueName;
-use spool_tests::{RedisServer, TestRedis, bins, free_port, wait_until};
+use spool_tests::{RedisCluster, RedisServer, TestRedis, bins, free_port, wait_until};
 
 const PASSWORD: &str = "tls-pw-31c5";
 
-/// A CA, and a server certificate it signed for `localhost`.
+/// A CA, and a server certificate it signed for `localhost` and 127.0.0.1.
 struct Certificates {
     dir: PathBuf,
 }
@@ -42,7 +44,12 @@ impl Certificates {
                 &["-subj", "/CN=localhost"],
             ],
         );
-        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        // Cluster nodes are reached at the IP address they announce.
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
         openssl(
             &dir,
             &[
@@ -237,4 +244,89 @@ async fn an_untrusted_certificate_or_a_plain_client_is_refused() {
     // And with the right CA the same command works.
     let out = tls.spoolctl("ca.crt", &tls.tls_url(), &prefix, &["queues", "--json"]);
     stdout_of("spoolctl queues", &out);
+}
+
+/// A cluster whose nodes speak TLS to clients and to each other
+/// (`tls-cluster yes`): Spool reaches the seeds over TLS and every node it
+/// discovers (`CLUSTER SLOTS` gives a TLS client the TLS ports) the same
+/// way. Each node keeps a plain port for the harness and `redis-cli`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_spoolctl_speak_tls_to_a_cluster() {
+    let certs = Certificates::new();
+    let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster = RedisCluster::start_each(|node| {
+        [
+            "--tls-port",
+            &tls_ports[node].to_string(),
+            "--tls-cluster",
+            "yes",
+            "--tls-cert-file",
+            &certs.path("server.crt"),
+            "--tls-key-file",
+            &certs.path("server.key"),
+            "--tls-ca-cert-file",
+            &certs.path("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    });
+    let harness = TestRedis::at(&cluster.url()).await;
+    let prefix = harness.prefix.clone();
+    let seeds: Vec<String> = tls_ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let url = format!("rediss+cluster://{}/", seeds.join(","));
+
+    let worker = Command::new(bins::spool_worker())
+        .env("SSL_CERT_FILE", certs.path("ca.crt"))
+        .env("SPOOL_REDIS_URL", &url)
+        .env("SPOOL_KEY_PREFIX", &prefix)
+        .env("SPOOL_QUEUES", "default,analysis,streaming")
+        .args(["--no-video", "--no-probe", "--metrics-addr", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let spoolctl = |args: &[&str]| {
+        Command::new(bins::spoolctl())
+            .env("SSL_CERT_FILE", certs.path("ca.crt"))
+            .env("SPOOL_REDIS_URL", &url)
+            .args(["--key-prefix", &prefix])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Three queues, so the tasks land on more than one node.
+    for queue in ["default", "analysis", "streaming"] {
+        let args = ["call", "spool.echo", "--queue", queue, "--count", "3"];
+        stdout_of("spoolctl call", &spoolctl(&args));
+    }
+    wait_until(
+        "the TLS worker to run 3 tasks on each queue",
+        Duration::from_secs(30),
+        || async {
+            let mut done = true;
+            for queue in ["default", "analysis", "streaming"] {
+                let queue = QueueName::new(queue).unwrap();
+                done &= harness.stats(&queue).await.completed_total == 3;
+            }
+            done
+        },
+    )
+    .await;
+    let queues = stdout_of("spoolctl queues", &spoolctl(&["queues", "--json"]));
+    let queues: serde_json::Value = serde_json::from_str(&queues).unwrap();
+    for queue in ["default", "analysis", "streaming"] {
+        let row = queues
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["queue"] == queue))
+            .unwrap_or_else(|| panic!("no {queue} row: {queues}"));
+        assert_eq!(row["completed_total"], 3, "{queues}");
+    }
+
+    bins::stop_warm(worker);
+    harness.cleanup().await;
 }

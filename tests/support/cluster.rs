@@ -17,16 +17,27 @@ impl RedisCluster {
     /// waits until every node reports `cluster_state:ok`. `args` go to
     /// every `redis-server`.
     pub fn start(args: &[&str]) -> Self {
-        let mut node_args = vec![
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "5000",
-        ];
-        node_args.extend_from_slice(args);
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&node_args)).collect();
+        Self::start_each(|_| args.iter().map(|arg| (*arg).to_owned()).collect())
+    }
+
+    /// Like [`RedisCluster::start`], with each node's own arguments (such
+    /// as a TLS port), given its index 0, 1 or 2.
+    pub fn start_each(args: impl Fn(usize) -> Vec<String>) -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|node| {
+                let mut node_args = vec![
+                    "--cluster-enabled".to_owned(),
+                    "yes".to_owned(),
+                    "--cluster-config-file".to_owned(),
+                    "nodes.conf".to_owned(),
+                    "--cluster-node-timeout".to_owned(),
+                    "5000".to_owned(),
+                ];
+                node_args.extend(args(node));
+                let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+                RedisServer::start(&node_args)
+            })
+            .collect();
         let cluster = Self { nodes };
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
