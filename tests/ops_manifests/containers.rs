@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 use spool_broker::QueueName;
+use spool_broker::store::{JobStatus, JobStore};
 use spool_tests::{TestRedis, bins};
 
 use crate::binaries::{binary, check_command_line, clean_command, has_env, help, workspace_bins};
@@ -507,7 +508,12 @@ async fn the_prestop_hook_stops_a_real_worker_warmly_and_waits() {
     let script = text(&seq(&c.spec["lifecycle"]["preStop"]["exec"]["command"])[2]);
     let redis = TestRedis::new().await;
     let queue = QueueName::DEFAULT;
-    redis
+    // The worker's job store tells when the task has started: a task only
+    // fetched (pending) goes back unstarted in a warm shutdown instead.
+    let store_dir = std::env::temp_dir().join(format!("spool-prestop-{}", redis.prefix));
+    let store_url = format!("sqlite://{}", store_dir.join("jobs.db").display());
+    let store = JobStore::connect(&store_url).await.unwrap();
+    let id = redis
         .client()
         .enqueue(spool_worker::builtin::Sleep { ms: 1500 })
         .queue(queue.clone())
@@ -520,6 +526,7 @@ async fn the_prestop_hook_stops_a_real_worker_warmly_and_waits() {
             "--no-video",
             "--metrics-addr=none",
         ])
+        .args(["--store-url", &store_url])
         .args(["--poll-interval=100ms", "--queues", queue.as_str()])
         .args([
             "--key-prefix",
@@ -531,11 +538,11 @@ async fn the_prestop_hook_stops_a_real_worker_warmly_and_waits() {
         .spawn()
         .unwrap();
     let pid = worker.id().to_string();
-    let (r, q) = (&redis, &queue);
+    let store_ref = &store;
     spool_tests::wait_until(
         "the worker to start the task",
         Duration::from_secs(20),
-        || async move { r.stats(q).await.pending == 1 },
+        || async move { store_ref.status(id).await.unwrap() == Some(JobStatus::Running) },
     )
     .await;
     let script = script
@@ -586,10 +593,13 @@ async fn the_prestop_hook_stops_a_real_worker_warmly_and_waits() {
     // The task ran to its end and was acknowledged, nothing requeued.
     let stats = redis.stats(&queue).await;
     assert!(stats.is_drained() && stats.dead == 0, "{stats:?}");
+    assert_eq!(store.status(id).await.unwrap(), Some(JobStatus::Succeeded));
     assert!(
         hook_done - started >= Duration::from_millis(500),
         "the worker cannot have finished a 1.5 s task already"
     );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&store_dir);
     redis.cleanup().await;
 }
 

@@ -47,115 +47,37 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod connect;
+mod db_error;
 mod json;
+mod row;
 mod sql;
 mod types;
 
-use std::fmt;
-use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
-use uuid::Uuid;
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 
+pub use self::connect::{StoreBackend, StoreOptions};
+use self::connect::{connect_postgres, connect_sqlite, migrator};
+use self::db_error::{StoreError, db_error};
+pub(crate) use self::row::millis;
+use self::row::{attempt_code, decode_record, pid_code, priority_code};
 use self::sql::{Arg, Write};
 pub use self::types::{
     Cursor, DEFAULT_PAGE_SIZE, Finished, JobQuery, JobRecord, JobStatus, MAX_PAGE_SIZE, NewJob,
     Page, Progress, ProgressUpdate, RecordPolicy, Started, WorkerId,
 };
 use crate::envelope::{TaskId, Timestamp};
-use crate::error::{BoxError, Error, Result};
-use crate::queue::{Priority, QueueName};
+use crate::error::{Error, Result};
+use crate::queue::QueueName;
 
 /// The store the worker and the CLI use when none is configured: a SQLite
 /// file in the working directory.
 pub const DEFAULT_STORE_URL: &str = "sqlite://spool.db";
-
-/// The table that tracks which of Spool's migrations a database has, kept
-/// apart from sqlx's default so that Spool can share a database with an
-/// application that runs its own sqlx migrations.
-const MIGRATIONS_TABLE: &str = "spool_migrations";
-
-/// Spool's migrations: version, description, SQLite and PostgreSQL SQL.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "jobs",
-    include_str!("../../migrations/sqlite/0001_jobs.sql"),
-    include_str!("../../migrations/postgres/0001_jobs.sql"),
-)];
-
-/// Which database a [`JobStore`] writes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StoreBackend {
-    /// A SQLite file (or memory).
-    Sqlite,
-    /// A PostgreSQL database.
-    Postgres,
-}
-
-impl StoreBackend {
-    /// The backend's lowercase name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
-
-    /// The backend a store URL selects: `sqlite:…` or `postgres://…`
-    /// (also `postgresql://…`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for any other scheme.
-    pub fn of_url(url: &str) -> Result<Self> {
-        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-        match scheme.to_ascii_lowercase().as_str() {
-            "sqlite" => Ok(Self::Sqlite),
-            "postgres" | "postgresql" => Ok(Self::Postgres),
-            _ => Err(Error::Config(format!(
-                "job store URL {:?} must start with sqlite: or postgres://",
-                redact(url)
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for StoreBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How [`JobStore::connect_with`] sets up its connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// The most connections the pool opens (one for an in-memory SQLite
-    /// database, which lives in its only connection).
-    pub max_connections: u32,
-    /// How long a SQLite writer waits for another process's write
-    /// transaction before it fails with a transient error.
-    pub busy_timeout: Duration,
-    /// How long to wait for a connection, including the first one.
-    pub acquire_timeout: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 4,
-            busy_timeout: Duration::from_secs(10),
-            acquire_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// The job store: a cheap-to-clone handle on a SQLite or PostgreSQL pool.
 ///
@@ -570,7 +492,7 @@ impl JobStore {
                 .await
                 .map_err(|e| db_error("read a task's status", e))?
         });
-        status.as_deref().map(JobStatus::from_str).transpose()
+        status.as_deref().map(str::parse).transpose()
     }
 
     /// One page of the records that match `query`; pass its
@@ -724,315 +646,9 @@ impl JobStore {
     }
 }
 
-async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Inner> {
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    let connect = SqliteConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(options.busy_timeout)
-        // 32 MiB of page cache: the five indexes stay in memory.
-        .pragma("cache_size", "-32768");
-    if !in_memory
-        && let Some(parent) = connect.get_filename().parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Error::Config(format!(
-                "cannot create the directory {}: {e}",
-                parent.display()
-            ))
-        })?;
-    }
-    let pool = if in_memory {
-        // The database lives as long as its connection: keep exactly one.
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    } else {
-        SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
-    }
-    .acquire_timeout(options.acquire_timeout);
-    // Processes that open a new file at once race to switch it to WAL,
-    // which takes an exclusive lock that SQLite's busy handler does not
-    // wait for (it could deadlock): the losers see "database is locked"
-    // and try again, within the busy timeout.
-    let deadline = tokio::time::Instant::now() + options.busy_timeout;
-    let pool = loop {
-        match pool.clone().connect_with(connect.clone()).await {
-            Ok(pool) => break pool,
-            Err(e) => {
-                let error = db_error("open the SQLite database", e);
-                if !error.is_transient() || tokio::time::Instant::now() >= deadline {
-                    return Err(error);
-                }
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
-            }
-        }
-    };
-    Ok(Inner::Sqlite {
-        pool,
-        write_lock: tokio::sync::Mutex::new(()),
-    })
-}
-
-async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Inner> {
-    let connect = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?;
-    let pool = PgPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout);
-    let pool = match pool.clone().connect_with(connect.clone()).await {
-        // Like a SQLite file, the database is created on first use (which
-        // takes the CREATEDB privilege); racing creators are fine.
-        Err(e) if has_code(&e, "3D000") => {
-            match <sqlx::Postgres as MigrateDatabase>::create_database(url).await {
-                // duplicate_database, or the unique index of pg_database
-                // when another creator commits at the same moment.
-                Err(e) if !has_code(&e, "42P04") && !has_code(&e, "23505") => {
-                    return Err(db_error("create the PostgreSQL database", e));
-                }
-                _ => pool.connect_with(connect).await,
-            }
-        }
-        connected => connected,
-    }
-    .map_err(|e| db_error("connect to PostgreSQL", e))?;
-    Ok(Inner::Postgres { pool })
-}
-
-/// The migrator of a backend, built once from the embedded SQL.
-fn migrator(backend: StoreBackend) -> &'static Migrator {
-    static SQLITE: OnceLock<Migrator> = OnceLock::new();
-    static POSTGRES: OnceLock<Migrator> = OnceLock::new();
-    let cell = match backend {
-        StoreBackend::Sqlite => &SQLITE,
-        StoreBackend::Postgres => &POSTGRES,
-    };
-    cell.get_or_init(|| {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|&(version, description, sqlite, postgres)| {
-                let sql = match backend {
-                    StoreBackend::Sqlite => sqlite,
-                    StoreBackend::Postgres => postgres,
-                };
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect();
-        let mut migrator = Migrator::with_migrations(migrations);
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator
-    })
-}
-
-/// Decodes one row of the columns `sql::record_columns!` lists.
-fn decode_record<R>(row: &R) -> Result<JobRecord>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> f32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let bad = |e: sqlx::Error| Error::decode("job record", e);
-    let id: Uuid = row.try_get(0).map_err(bad)?;
-    let queue: String = row.try_get(2).map_err(bad)?;
-    let priority: i16 = row.try_get(3).map_err(bad)?;
-    let status: String = row.try_get(5).map_err(bad)?;
-    let attempts: i32 = row.try_get(6).map_err(bad)?;
-    let host: Option<String> = row.try_get(7).map_err(bad)?;
-    let pid: Option<i32> = row.try_get(8).map_err(bad)?;
-    let percent: Option<f32> = row.try_get(9).map_err(bad)?;
-    let progress = match percent {
-        Some(percent) => Some(Progress {
-            percent,
-            stage: row.try_get(10).map_err(bad)?,
-            message: row.try_get(11).map_err(bad)?,
-            fps: row.try_get(12).map_err(bad)?,
-            eta_seconds: row.try_get(13).map_err(bad)?,
-            // Not stored: speed lives on the progress stream only.
-            speed: None,
-        }),
-        None => None,
-    };
-    let time = |i: usize| -> Result<Option<Timestamp>> {
-        let millis: Option<i64> = row.try_get(i).map_err(bad)?;
-        Ok(millis.map(timestamp))
-    };
-    Ok(JobRecord {
-        id: TaskId::from(id),
-        name: row.try_get(1).map_err(bad)?,
-        queue: QueueName::new(queue)?,
-        priority: Priority::from_index(usize::try_from(priority).unwrap_or(usize::MAX))
-            .unwrap_or_default(),
-        tenant: row.try_get(4).map_err(bad)?,
-        status: status.parse()?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        worker: host.map(|host| WorkerId {
-            host,
-            pid: pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
-        }),
-        progress,
-        created_at: time(14)?.unwrap_or(Timestamp::from_millis(0)),
-        started_at: time(15)?,
-        finished_at: time(16)?,
-        result: row.try_get(17).map_err(bad)?,
-        error: row.try_get(18).map_err(bad)?,
-    })
-}
-
-/// A time as stored: milliseconds since the epoch, as a signed integer.
-pub(crate) fn millis(time: Timestamp) -> i64 {
-    i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn timestamp(millis: i64) -> Timestamp {
-    Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
-}
-
-fn priority_code(priority: Priority) -> i16 {
-    i16::try_from(priority.index()).unwrap_or(1)
-}
-
-fn attempt_code(attempt: u32) -> i32 {
-    i32::try_from(attempt).unwrap_or(i32::MAX)
-}
-
-fn pid_code(pid: u32) -> i32 {
-    i32::try_from(pid).unwrap_or(i32::MAX)
-}
-
-/// A URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A database error with what the store was doing.
-#[derive(Debug)]
-struct StoreError {
-    what: &'static str,
-    source: sqlx::Error,
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job store could not {}: {}", self.what, self.source)
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// Maps a sqlx error into Spool's: whatever may pass if the batch is
-/// retried (an unreachable server, a busy SQLite file, a PostgreSQL
-/// deadlock or serialization failure) is a transient
-/// [`Error::Connection`].
-fn db_error(what: &'static str, source: sqlx::Error) -> Error {
-    let transient = match &source {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::PoolClosed => return Error::Closed,
-        sqlx::Error::Configuration(e) => {
-            return Error::Config(format!("job store: {e}"));
-        }
-        sqlx::Error::Database(db) => {
-            let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
-            db.code()
-                .is_some_and(|code| is_transient_code(&code, sqlite))
-        }
-        _ => false,
-    };
-    let error: BoxError = Box::new(StoreError { what, source });
-    if transient {
-        Error::Connection(error)
-    } else {
-        Error::Backend(error)
-    }
-}
-
-/// Whether `error` is a database error with this code.
-fn has_code(error: &sqlx::Error, code: &str) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
-}
-
-/// SQLite's extended result codes are numbers (`SQLITE_BUSY` = 5 and
-/// `SQLITE_LOCKED` = 6 in the low byte); PostgreSQL's are SQLSTATEs.
-fn is_transient_code(code: &str, sqlite: bool) -> bool {
-    if sqlite {
-        return code
-            .parse::<i32>()
-            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
-    }
-    // serialization_failure, deadlock_detected, connection exceptions,
-    // admin/crash shutdown, cannot_connect_now, too_many_connections.
-    matches!(
-        code,
-        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
-    ) || code.starts_with("08")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_pick_their_backend() {
-        assert_eq!(
-            StoreBackend::of_url("sqlite://spool.db").unwrap(),
-            StoreBackend::Sqlite
-        );
-        assert_eq!(
-            StoreBackend::of_url("sqlite::memory:").unwrap(),
-            StoreBackend::Sqlite
-        );
-        assert_eq!(
-            StoreBackend::of_url("postgresql://u@h/db").unwrap(),
-            StoreBackend::Postgres
-        );
-        let err = StoreBackend::of_url("mysql://u:secret@h/db").unwrap_err();
-        assert!(matches!(err, Error::Config(_)));
-        assert!(!err.to_string().contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn transient_codes_are_recognised() {
-        assert!(is_transient_code("5", true));
-        assert!(is_transient_code("517", true)); // SQLITE_BUSY_SNAPSHOT
-        assert!(!is_transient_code("19", true)); // SQLITE_CONSTRAINT
-        assert!(is_transient_code("40P01", false));
-        assert!(is_transient_code("08006", false));
-        assert!(!is_transient_code("23505", false));
-    }
 
     #[tokio::test]
     async fn outcomes_must_end_an_attempt() {
