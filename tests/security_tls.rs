@@ -4,7 +4,8 @@
 //! as a deployment would. The harness watches through the server's plain
 //! port; every Spool process speaks TLS only. The same holds for a
 //! three-master Redis Cluster whose nodes also talk TLS among themselves
-//! (`rediss+cluster://`).
+//! (`rediss+cluster://`), and for a server that demands client
+//! certificates (mutual TLS), given with the `--tls-*-file` flags.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use spool_tests::{RedisCluster, RedisServer, TestRedis, bins, free_port, wait_un
 
 const PASSWORD: &str = "tls-pw-31c5";
 
-/// A CA, and a server certificate it signed for `localhost` and 127.0.0.1.
+/// A CA, a server certificate it signed for `localhost` and 127.0.0.1,
+/// and a client certificate.
 struct Certificates {
     dir: PathBuf,
 }
@@ -56,6 +58,26 @@ impl Certificates {
                 &["x509", "-req", "-days", "1", "-in", "server.csr"],
                 &["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"],
                 &["-extfile", "san.ext", "-out", "server.crt"],
+            ],
+        );
+        // A client certificate from the same CA, for servers that demand
+        // one (tls-auth-clients yes).
+        openssl(
+            &dir,
+            &[
+                &["req", "-nodes"],
+                &ec[..],
+                &["-keyout", "client.key", "-out", "client.csr"],
+                &["-subj", "/CN=spool-worker"],
+            ],
+        );
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(
+            &dir,
+            &[
+                &["x509", "-req", "-days", "1", "-in", "client.csr"],
+                &["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"],
+                &["-extfile", "client.ext", "-out", "client.crt"],
             ],
         );
         // A second CA that signed nothing here: trusting it alone must fail.
@@ -105,6 +127,11 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start() -> Self {
+        Self::start_with("no")
+    }
+
+    /// `tls-auth-clients`: `yes` demands a client certificate.
+    fn start_with(auth_clients: &str) -> Self {
         let certs = Certificates::new();
         let tls_port = free_port().to_string();
         let (cert, key, ca) = (
@@ -124,7 +151,7 @@ impl TlsRedis {
             "--tls-ca-cert-file",
             &ca,
             "--tls-auth-clients",
-            "no",
+            auth_clients,
         ]);
         Self {
             certs,
@@ -326,6 +353,80 @@ async fn the_worker_and_spoolctl_speak_tls_to_a_cluster() {
             .unwrap_or_else(|| panic!("no {queue} row: {queues}"));
         assert_eq!(row["completed_total"], 3, "{queues}");
     }
+
+    bins::stop_warm(worker);
+    harness.cleanup().await;
+}
+
+/// Mutual TLS: the server demands a client certificate. The worker gets
+/// its certificate, key and CA by flags and spoolctl by environment, with
+/// no `SSL_CERT_FILE`; without a client certificate the server refuses,
+/// and a certificate without its key is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_reach_a_server_that_demands_them() {
+    let tls = TlsRedis::start_with("yes");
+    let harness = TestRedis::at(&tls.plain_url()).await;
+    let prefix = harness.prefix.clone();
+    let url = tls.tls_url();
+    let (ca, cert, key) = (
+        tls.certs.path("ca.crt"),
+        tls.certs.path("client.crt"),
+        tls.certs.path("client.key"),
+    );
+    let worker = Command::new(bins::spool_worker())
+        .env_remove("SSL_CERT_FILE")
+        .env("SPOOL_REDIS_URL", &url)
+        .env("SPOOL_KEY_PREFIX", &prefix)
+        .args(["--tls-ca-cert-file", &ca, "--tls-cert-file", &cert])
+        .args(["--tls-key-file", &key])
+        .args(["--no-video", "--no-probe", "--metrics-addr", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let spoolctl = |with_client_cert: bool, args: &[&str]| {
+        let mut command = Command::new(bins::spoolctl());
+        command
+            .env_remove("SSL_CERT_FILE")
+            .env("SPOOL_REDIS_URL", &url)
+            .env("SPOOL_TLS_CA_CERT_FILE", &ca)
+            .args(["--key-prefix", &prefix])
+            .args(args);
+        if with_client_cert {
+            command
+                .env("SPOOL_TLS_CERT_FILE", &cert)
+                .env("SPOOL_TLS_KEY_FILE", &key);
+        }
+        command.output().unwrap()
+    };
+
+    stdout_of(
+        "spoolctl call",
+        &spoolctl(true, &["call", "spool.echo", "--count", "3"]),
+    );
+    wait_until(
+        "the worker to run 3 tasks over mutual TLS",
+        Duration::from_secs(20),
+        || async { harness.stats(&QueueName::DEFAULT).await.completed_total == 3 },
+    )
+    .await;
+
+    let refused = spoolctl(false, &["queues"]);
+    assert!(
+        !refused.status.success(),
+        "connected without a client certificate"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("cannot connect to Redis"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+
+    let half = Command::new(bins::spoolctl())
+        .args(["queues", "--tls-cert-file", &cert])
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(stderr.contains("--tls-key-file"), "{stderr}");
 
     bins::stop_warm(worker);
     harness.cleanup().await;

@@ -80,6 +80,7 @@ pub use crate::handle::{ProgressStream, TaskHandle};
 #[cfg(feature = "store")]
 pub use spool_broker::store::{JobRecord, JobStore};
 pub use spool_broker::{
-    Backoff, Broker, JobStatus, MemoryBroker, Priority, Progress, QueueName, RateLimit,
-    RecordPolicy, RedisBroker, RedisConfig, SigningKeys, Task, TaskId, TaskOptions, Timestamp,
+    Backoff, Broker, ClientCertificate, JobStatus, MemoryBroker, Priority, Progress, QueueName,
+    RateLimit, RecordPolicy, RedisBroker, RedisConfig, SigningKeys, Task, TaskId, TaskOptions,
+    Timestamp, TlsConfig,
 };

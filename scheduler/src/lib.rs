@@ -19,11 +19,14 @@
 //! [`beat`] is the library behind `spool-beat`, the periodic scheduler:
 //! entries from TOML, cron and interval schedules, the missed-tick policy,
 //! and the replica that leads through a fenced lock in Redis.
+//!
+//! [`tls`] holds the certificate flags the three binaries share.
 
 pub mod autoscale;
 pub mod beat;
 pub mod ctl;
 mod error;
 pub mod table;
+pub mod tls;
 
 pub use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::TlsConfig;
 use crate::signing::SigningKeys;
 
 /// How to reach Redis and lay out Spool's keys.
@@ -15,7 +16,8 @@ pub struct RedisConfig {
     /// its nodes, `redis+cluster://user:pass@host1:7000,host2:7000/`
     /// (`rediss+cluster://` with TLS). A TLS server's certificate must
     /// verify against the system roots or the CA file `SSL_CERT_FILE`
-    /// names. Default: `redis://127.0.0.1:6379/`.
+    /// names, unless [`tls`](Self::tls) gives a CA. Default:
+    /// `redis://127.0.0.1:6379/`.
     pub url: String,
     /// The first part of every key, so several deployments (or tests) can
     /// share one Redis. Must not contain braces or spaces. Default: `spool`.
@@ -37,6 +39,9 @@ pub struct RedisConfig {
     /// signing: plain envelopes are written, and signed ones are accepted
     /// without verification.
     pub signing: Option<SigningKeys>,
+    /// A CA to trust and a client certificate to present on `rediss://`
+    /// connections. Default: empty (system roots, no client certificate).
+    pub tls: TlsConfig,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -49,6 +54,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("promote_batch", &self.promote_batch)
             .field("signing", &self.signing)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +69,7 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_secs(30),
             promote_batch: 1000,
             signing: None,
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -80,6 +80,14 @@ impl Topology {
         Ok(Self::Cluster(nodes))
     }
 
+    /// Whether every connection is TLS (`rediss://`).
+    fn is_tls(&self) -> bool {
+        match self {
+            Self::Single(url) => url.starts_with("rediss://"),
+            Self::Cluster(nodes) => nodes.iter().all(|node| node.starts_with("rediss://")),
+        }
+    }
+
     /// The URLs a pub/sub connection may use, in order of preference. In a
     /// cluster a classic `PUBLISH` reaches subscribers on every node, so
     /// any seed will do.
@@ -113,10 +121,21 @@ impl Connections {
                 redact_url(&config.url)
             ))
         };
+        let certificates = config.tls.certificates();
+        if certificates.is_some() && !topology.is_tls() {
+            return Err(Error::Config(format!(
+                "TLS certificates are configured but {} is not a rediss:// URL",
+                redact_url(&config.url)
+            )));
+        }
+        let client = |url: &str| match &certificates {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates.clone()),
+            None => redis::Client::open(url),
+        };
         let pubsub = topology
             .pubsub_urls()
             .iter()
-            .map(|url| redis::Client::open(url.as_str()))
+            .map(|url| client(url))
             .collect::<redis::RedisResult<Vec<_>>>()
             .map_err(invalid_url)?;
         let max_size = config.pool_size.max(1);
@@ -124,7 +143,7 @@ impl Connections {
         let wait_timeout = Some(config.response_timeout);
         match topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(invalid_url)?;
+                let client = client(&url).map_err(invalid_url)?;
                 let exclusive = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout));
@@ -143,11 +162,15 @@ impl Connections {
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout))
                     .set_max_delay(Duration::from_secs(2));
-                let commands = ConnectionManager::new_with_config(client, shared)
+                let commands = ConnectionManager::new_with_config(client.clone(), shared)
                     .await
                     .map_err(super::map_redis)?;
-                let manager = deadpool_redis::Manager::new_with_config(url.as_str(), exclusive)
-                    .map_err(invalid_url)?;
+                // The connection info carries the certificates too.
+                let manager = deadpool_redis::Manager::new_with_config(
+                    client.get_connection_info().clone(),
+                    exclusive,
+                )
+                .map_err(invalid_url)?;
                 let waits = deadpool_redis::Pool::builder(manager)
                     .max_size(max_size)
                     .runtime(deadpool_redis::Runtime::Tokio1)
@@ -162,11 +185,13 @@ impl Connections {
                 })
             }
             Topology::Cluster(nodes) => {
-                let client = ClusterClientBuilder::new(nodes)
+                let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .build()
-                    .map_err(invalid_url)?;
+                    .response_timeout(config.response_timeout);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder.build().map_err(invalid_url)?;
                 let commands = client
                     .get_async_connection()
                     .await

@@ -9,9 +9,11 @@ mod pause;
 mod registry;
 mod reply;
 mod scripts;
+mod tls;
 
 pub use self::config::RedisConfig;
 pub use self::leader::{FencingToken, LeaderLock, LockHolder, TickOutcome};
+pub use self::tls::{ClientCertificate, TlsConfig};
 
 use std::collections::HashMap;
 use std::fmt;

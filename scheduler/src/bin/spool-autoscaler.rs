@@ -27,6 +27,7 @@ use spool_scheduler::autoscale::{
     LocalActuator, SignalReader, TickReport, gpus_for, parse_optional_addr, serve_metrics,
     simulate,
 };
+use spool_scheduler::tls::TlsArgs;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -81,6 +82,9 @@ struct RunArgs {
     /// the file's, else spool].
     #[arg(long, env = "SPOOL_KEY_PREFIX", value_name = "PREFIX")]
     key_prefix: Option<String>,
+
+    #[command(flatten)]
+    tls: TlsArgs,
 
     /// How often to read the signals and decide, such as 1s or 500ms
     /// [default: the file's, else 1s].
@@ -265,6 +269,7 @@ fn run_daemon(args: &RunArgs) -> Result<()> {
     runtime.block_on(async {
         let broker = RedisBroker::connect(RedisConfig {
             key_prefix: config.key_prefix.clone(),
+            tls: args.tls.load()?,
             ..RedisConfig::from_url(&config.redis_url)
         })
         .await

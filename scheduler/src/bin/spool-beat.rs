@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use spool_broker::{RedisBroker, RedisConfig, SigningKeys, Timestamp};
 use spool_scheduler::beat::{Beat, BeatConfig, serve_metrics};
+use spool_scheduler::tls::TlsArgs;
 
 /// Enqueue tasks on cron expressions and fixed intervals, each tick once
 /// across every replica.
@@ -55,6 +56,9 @@ struct Cli {
     #[arg(long, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
     signing_key_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     /// Serve Prometheus metrics (`spool_beat_*`) on this address.
     #[arg(long, env = "SPOOL_BEAT_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -77,6 +81,7 @@ impl std::fmt::Debug for Cli {
             .field("redis_url", &RedisConfig::redact(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("signing_key_file", &self.signing_key_file)
+            .field("tls", &self.tls)
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
             .field("check", &self.check)
@@ -124,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
         url: cli.redis_url,
         key_prefix: cli.key_prefix,
         signing,
+        tls: cli.tls.load()?,
         // The beat never blocks on a fetch.
         pool_size: 1,
         // A hung call must not outlive the lease it was made under.

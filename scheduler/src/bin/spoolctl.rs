@@ -34,6 +34,7 @@ use spool_scheduler::ctl::{
     self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
     TasksFilter,
 };
+use spool_scheduler::tls::TlsArgs;
 
 /// What `main` does after parsing: print a report once, or run `top`.
 enum Outcome {
@@ -77,6 +78,9 @@ struct Cli {
     )]
     signing_key_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     /// The job store that `tasks` and `task show` read (sqlite://FILE or
     /// postgres://...); "none" for no store. Credentials in it are never
     /// printed.
@@ -105,6 +109,7 @@ impl std::fmt::Debug for Cli {
             .field("redis_url", &RedisConfig::redact(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("signing_key_file", &self.signing_key_file)
+            .field("tls", &self.tls)
             .field("store_url", &RedisConfig::redact(&self.store_url))
             .field("json", &self.json)
             .field("command", &self.command)
@@ -432,6 +437,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
         redis_url: cli.redis_url,
         key_prefix: cli.key_prefix,
         signing_key_file: cli.signing_key_file,
+        tls: cli.tls,
     };
     let output = match cli.command {
         Command::Queues { mut queues, sample } => {
@@ -519,6 +525,7 @@ struct Access {
     redis_url: String,
     key_prefix: String,
     signing_key_file: Option<PathBuf>,
+    tls: TlsArgs,
 }
 
 /// Connects to Redis. The URL is never part of the error: it may hold a
@@ -535,6 +542,7 @@ async fn connect(access: &Access) -> Result<RedisBroker> {
         // One-shot commands never block on a fetch.
         pool_size: 1,
         signing,
+        tls: access.tls.load()?,
         ..RedisConfig::default()
     };
     RedisBroker::connect(config)

@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-use spool_broker::{QueueName, RedisConfig, SigningKeys};
+use spool_broker::{QueueName, RedisConfig, SigningKeys, TlsConfig};
 
 pub use self::video::video_tasks;
 use crate::{Error, Result, WorkerConfig};
@@ -83,6 +83,36 @@ pub struct Args {
         default_value = "none"
     )]
     pub signing_key_file: String,
+
+    /// A PEM file of CA certificates to trust for rediss:// instead of the
+    /// system roots; none: the system roots (or SSL_CERT_FILE).
+    #[arg(
+        long,
+        env = "SPOOL_TLS_CA_CERT_FILE",
+        value_name = "FILE",
+        default_value = "none"
+    )]
+    pub tls_ca_cert_file: String,
+
+    /// A PEM client certificate for rediss:// servers that require one
+    /// (tls-auth-clients yes), with --tls-key-file; none: no client
+    /// certificate.
+    #[arg(
+        long,
+        env = "SPOOL_TLS_CERT_FILE",
+        value_name = "FILE",
+        default_value = "none"
+    )]
+    pub tls_cert_file: String,
+
+    /// The PEM private key of --tls-cert-file; none: no client certificate.
+    #[arg(
+        long,
+        env = "SPOOL_TLS_KEY_FILE",
+        value_name = "FILE",
+        default_value = "none"
+    )]
+    pub tls_key_file: String,
 
     /// How long finished records stay in the job store; older ones are
     /// pruned in batches. `none` keeps them all.
@@ -357,6 +387,15 @@ pub struct Settings {
     /// The file of HMAC keys that sign and verify envelopes, if any.
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+    /// The CA certificates trusted for `rediss://`, if not the system's.
+    #[serde(default)]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// The client certificate presented on `rediss://`, if any.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// How long finished records are kept, if not forever.
     #[serde(with = "opt_duration")]
     pub store_retention: Option<Duration>,
@@ -437,13 +476,15 @@ impl Settings {
         }
     }
 
-    /// How to reach Redis with these settings: the URL, the key prefix and
-    /// the signing keys, read from their file now.
+    /// How to reach Redis with these settings: the URL, the key prefix,
+    /// the signing keys and the TLS certificates, read from their files
+    /// now.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the key file cannot be read or holds a bad
-    /// key (the message names the file and the line, never a key).
+    /// [`Error::Config`] when a file cannot be read, the key file holds a
+    /// bad key (the message names the file and the line, never a key), or
+    /// a client certificate comes without its key.
     pub fn redis_config(&self) -> Result<RedisConfig> {
         let signing = self
             .signing_key_file
@@ -456,9 +497,19 @@ impl Settings {
                 }
                 other => Error::Broker(other),
             })?;
+        let tls = TlsConfig::from_files(
+            self.tls_ca_cert_file.as_deref(),
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+        )
+        .map_err(|e| match e {
+            spool_broker::Error::Config(problem) => Error::Config(problem),
+            other => Error::Broker(other),
+        })?;
         Ok(RedisConfig {
             key_prefix: self.key_prefix.clone(),
             signing,
+            tls,
             ..RedisConfig::from_url(&self.redis_url)
         })
     }
@@ -593,6 +644,9 @@ const FILE_KEYS: &[&str] = &[
     "redis_url",
     "store_url",
     "signing_key_file",
+    "tls_ca_cert_file",
+    "tls_cert_file",
+    "tls_key_file",
     "store_retention",
     "key_prefix",
     "queues",
@@ -759,6 +813,9 @@ pub fn resolve(matches: &ArgMatches) -> Result<Invocation> {
         redis_url: m.get("redis_url", |t| Ok(t.trim().to_owned()))?,
         store_url: m.get("store_url", |t| Ok(t.trim().to_owned()))?,
         signing_key_file: m.get("signing_key_file", none_path)?,
+        tls_ca_cert_file: m.get("tls_ca_cert_file", none_path)?,
+        tls_cert_file: m.get("tls_cert_file", none_path)?,
+        tls_key_file: m.get("tls_key_file", none_path)?,
         store_retention: m.get("store_retention", parse::optional_duration)?,
         key_prefix: m.get("key_prefix", |t| Ok(t.trim().to_owned()))?,
         queues: m.get("queues", parse::queues)?,

@@ -1,0 +1,78 @@
+//! The TLS flags every control-plane binary takes, beside its Redis URL.
+
+use std::path::PathBuf;
+
+use spool_broker::TlsConfig;
+
+use crate::Result;
+
+/// Certificates for a `rediss://` URL: a CA to trust instead of the
+/// system roots, and a client certificate for servers that require one.
+/// Flatten it into a binary's arguments.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use spool_scheduler::tls::TlsArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     tls: TlsArgs,
+/// }
+///
+/// let cli = Cli::parse_from(["tool"]);
+/// assert!(cli.tls.load()?.is_empty());
+/// assert!(Cli::try_parse_from(["tool", "--tls-cert-file", "c.pem"]).is_err());
+/// # Ok::<(), spool_scheduler::Error>(())
+/// ```
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// A PEM file of CA certificates to trust for rediss:// instead of the
+    /// system roots (or SSL_CERT_FILE).
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_TLS_CA_CERT_FILE",
+        value_name = "FILE"
+    )]
+    pub tls_ca_cert_file: Option<PathBuf>,
+
+    /// A PEM client certificate for rediss:// servers that require one
+    /// (tls-auth-clients yes); needs --tls-key-file.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Reads the files given.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broker`](crate::Error::Broker) naming a file that cannot
+    /// be read.
+    pub fn load(&self) -> Result<TlsConfig> {
+        Ok(TlsConfig::from_files(
+            self.tls_ca_cert_file.as_deref(),
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+        )?)
+    }
+}
