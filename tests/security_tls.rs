@@ -373,15 +373,19 @@ async fn client_certificates_reach_a_server_that_demands_them() {
         tls.certs.path("client.crt"),
         tls.certs.path("client.key"),
     );
-    let worker = Command::new(bins::spool_worker())
+    // At trace level, so the check below covers every log line; into a
+    // file, which never fills up as a pipe would.
+    let log_path = tls.certs.dir.join("worker.log");
+    let mut worker = Command::new(bins::spool_worker())
         .env_remove("SSL_CERT_FILE")
         .env("SPOOL_REDIS_URL", &url)
         .env("SPOOL_KEY_PREFIX", &prefix)
+        .env("SPOOL_LOG", "trace")
         .args(["--tls-ca-cert-file", &ca, "--tls-cert-file", &cert])
         .args(["--tls-key-file", &key])
         .args(["--no-video", "--no-probe", "--metrics-addr", "none"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let spoolctl = |with_client_cert: bool, args: &[&str]| {
@@ -428,6 +432,17 @@ async fn client_certificates_reach_a_server_that_demands_them() {
     let stderr = String::from_utf8_lossy(&half.stderr);
     assert!(stderr.contains("--tls-key-file"), "{stderr}");
 
-    bins::stop_warm(worker);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(worker.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(worker.wait().unwrap().success(), "a warm shutdown");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("TRACE"), "the worker logged at trace level");
+    let private_key = std::fs::read_to_string(&key).unwrap();
+    for line in private_key
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+    {
+        assert!(!log.contains(line), "the client key leaked into the log");
+    }
     harness.cleanup().await;
 }
