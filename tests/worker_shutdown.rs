@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spool_broker::{Priority, QueueName, Task, decode_payload};
-use spool_tests::{TestRedis, spawn_worker};
+use spool_tests::{TestRedis, spawn_worker, wait_until};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -297,5 +297,43 @@ async fn a_cold_shutdown_leaves_claimed_tasks_unacknowledged() {
     assert_eq!(stats.pending, 4, "{stats:?}");
     assert_eq!(stats.ready_total(), 2, "{stats:?}");
     assert_eq!(stats.delayed, 0, "{stats:?}");
+    redis.cleanup().await;
+}
+
+/// Prefetched tasks go back once, even when the queue is otherwise empty
+/// and a fetcher is still waiting on it as the shutdown begins: given back
+/// too early, they would come straight back to that fetcher, to be given
+/// back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_shutdown_gives_prefetched_tasks_back_exactly_once() {
+    let redis = TestRedis::new().await;
+    redis
+        .client()
+        .enqueue_many((0..6).map(|seq| Encode { seq, millis: 300 }))
+        .await
+        .unwrap();
+    let log = Arc::new(Log::default());
+    let worker = spawn_worker(
+        Worker::new(redis.broker.clone(), config(1, 16))
+            .register::<Encode, _>(encoder(log.clone())),
+    );
+    // All six fetched, one running: the fetchers now wait on an empty queue.
+    let (r, q) = (&redis, &QueueName::DEFAULT);
+    wait_until(
+        "all six to be fetched",
+        Duration::from_secs(5),
+        || async move { r.stats(q).await.pending == 6 },
+    )
+    .await;
+    worker
+        .wait_for("one to start", Duration::from_secs(5), |c| c.started == 1)
+        .await;
+    let report = worker.stop().await;
+
+    assert_eq!((report.started, report.succeeded), (1, 1), "{report:?}");
+    assert_eq!(report.requeued, 5, "{report:?}");
+    let stats = redis.stats(&QueueName::DEFAULT).await;
+    assert_eq!((stats.ready_total(), stats.pending), (5, 0), "{stats:?}");
+    assert_eq!(stats.enqueued_total, 6 + 5, "{stats:?}");
     redis.cleanup().await;
 }

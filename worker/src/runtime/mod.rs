@@ -366,13 +366,15 @@ struct Dispatcher<B> {
 
 impl<B: Broker> Dispatcher<B> {
     async fn run(self, mut batches: mpsc::Receiver<Vec<Claimed>>) {
+        let mut unstarted: Vec<Claimed> = Vec::new();
         'dispatch: while let Some(batch) = batches.recv().await {
             let mut claimed = batch.into_iter();
             while let Some((delivery, slot)) = claimed.next() {
                 let run_slot = tokio::select! {
                     biased;
                     () = self.stop.cancelled() => {
-                        self.requeue(std::iter::once((delivery, slot)).chain(claimed));
+                        unstarted.push((delivery, slot));
+                        unstarted.extend(claimed);
                         break 'dispatch;
                     }
                     run_slot = Arc::clone(&self.running).acquire_owned() => match run_slot {
@@ -404,10 +406,13 @@ impl<B: Broker> Dispatcher<B> {
                 });
             }
         }
-        // Stopping: whatever the fetchers still deliver goes back unstarted.
+        // Stopping: whatever the fetchers still deliver goes back unstarted,
+        // but only once they have all returned. Given back while one still
+        // waits on its queue, a task would come straight back to it.
         while let Some(batch) = batches.recv().await {
-            self.requeue(batch);
+            unstarted.extend(batch);
         }
+        self.requeue(unstarted);
         // Wait for the runs in flight: each holds one of these permits.
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
         let _ = self.running.acquire_many(all).await;
