@@ -210,6 +210,11 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         status,
         telemetry,
     } = options;
+    // Signals are handled from the start: a SIGTERM that lands while the
+    // worker is still starting is a warm shutdown once it has started, not
+    // a death by signal (a second one still stops it at once).
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Stop>();
+    spawn_signal_handler(stop_tx.clone())?;
     let broker = RedisBroker::connect(settings.redis_config()?).await?;
     let pid = std::process::id();
     let id = format!("{}-{pid}-{:04x}", settings.name, fastrand::u16(..));
@@ -232,7 +237,6 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     );
     let stop = CancellationToken::new();
     let helpers = CancellationToken::new();
-    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Stop>();
 
     // Metrics: served here when there is no supervisor, else reported to it.
     let mut server = None;
@@ -313,7 +317,6 @@ async fn serve(options: Serve) -> Result<ExitCode> {
             }
         });
     }
-    spawn_signal_handler(stop_tx.clone())?;
     if status.is_some() {
         watch_stdin(stop_tx.clone());
     }
