@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use spool_broker::QueueName;
-use spool_tests::{RedisCluster, RedisServer, TestRedis, bins, free_port, wait_until};
+use spool_tests::{RedisCluster, RedisServer, TestRedis, bins, wait_until};
 
 const PASSWORD: &str = "tls-pw-31c5";
 
@@ -133,30 +133,33 @@ impl TlsRedis {
     /// `tls-auth-clients`: `yes` demands a client certificate.
     fn start_with(auth_clients: &str) -> Self {
         let certs = Certificates::new();
-        let tls_port = free_port().to_string();
         let (cert, key, ca) = (
             certs.path("server.crt"),
             certs.path("server.key"),
             certs.path("ca.crt"),
         );
-        let server = RedisServer::start(&[
-            "--requirepass",
-            PASSWORD,
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            auth_clients,
-        ]);
+        let server = RedisServer::start_with_ports(1, |ports| {
+            [
+                "--requirepass",
+                PASSWORD,
+                "--tls-port",
+                &ports[0].to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                auth_clients,
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        });
         Self {
+            tls_port: server.extra_ports[0],
             certs,
             server,
-            tls_port: tls_port.parse().unwrap(),
         }
     }
 
@@ -280,11 +283,10 @@ async fn an_untrusted_certificate_or_a_plain_client_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_and_spoolctl_speak_tls_to_a_cluster() {
     let certs = Certificates::new();
-    let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster = RedisCluster::start_each(|node| {
+    let cluster = RedisCluster::start_each(1, |ports| {
         [
             "--tls-port",
-            &tls_ports[node].to_string(),
+            &ports[0].to_string(),
             "--tls-cluster",
             "yes",
             "--tls-cert-file",
@@ -301,9 +303,10 @@ async fn the_worker_and_spoolctl_speak_tls_to_a_cluster() {
     });
     let harness = TestRedis::at(&cluster.url()).await;
     let prefix = harness.prefix.clone();
-    let seeds: Vec<String> = tls_ports
+    let seeds: Vec<String> = cluster
+        .nodes()
         .iter()
-        .map(|port| format!("127.0.0.1:{port}"))
+        .map(|node| format!("127.0.0.1:{}", node.extra_ports[0]))
         .collect();
     let url = format!("rediss+cluster://{}/", seeds.join(","));
 

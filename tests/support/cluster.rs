@@ -17,25 +17,33 @@ impl RedisCluster {
     /// waits until every node reports `cluster_state:ok`. `args` go to
     /// every `redis-server`.
     pub fn start(args: &[&str]) -> Self {
-        Self::start_each(|_| args.iter().map(|arg| (*arg).to_owned()).collect())
+        Self::start_each(0, |_| args.iter().map(|arg| (*arg).to_owned()).collect())
     }
 
-    /// Like [`RedisCluster::start`], with each node's own arguments (such
-    /// as a TLS port), given its index 0, 1 or 2.
-    pub fn start_each(args: impl Fn(usize) -> Vec<String>) -> Self {
+    /// Like [`RedisCluster::start`], with `extra` free ports of each node's
+    /// own handed to `args` (such as a TLS port); the node keeps them in
+    /// [`RedisServer::extra_ports`], first.
+    pub fn start_each(extra: usize, args: impl Fn(&[u16]) -> Vec<String>) -> Self {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|node| {
-                let mut node_args = vec![
-                    "--cluster-enabled".to_owned(),
-                    "yes".to_owned(),
-                    "--cluster-config-file".to_owned(),
-                    "nodes.conf".to_owned(),
-                    "--cluster-node-timeout".to_owned(),
-                    "5000".to_owned(),
-                ];
-                node_args.extend(args(node));
-                let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
-                RedisServer::start(&node_args)
+            .map(|_| {
+                // The bus port is chosen too: the default, port + 10000,
+                // may be another test's port.
+                RedisServer::start_with_ports(extra + 1, |ports| {
+                    let mut node_args: Vec<String> = [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                        "--cluster-port",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec();
+                    node_args.push(ports[extra].to_string());
+                    node_args.extend(args(&ports[..extra]));
+                    node_args
+                })
             })
             .collect();
         let cluster = Self { nodes };
@@ -61,6 +69,11 @@ impl RedisCluster {
     /// The seed URL Spool takes: `redis+cluster://host:port,host:port/`.
     pub fn url(&self) -> String {
         self.url_as("")
+    }
+
+    /// The nodes, in the order they were started.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
     }
 
     /// Like [`RedisCluster::url`], with `user:password@` (or nothing).

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     pub port: u16,
+    /// More ports of its own, from [`RedisServer::start_with_ports`].
+    pub extra_ports: Vec<u16>,
     dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -20,25 +22,50 @@ impl RedisServer {
     /// Starts `redis-server` on a free loopback port with `args` (such as
     /// `["--appendonly", "yes"]`), its files in a fresh directory.
     pub fn start(args: &[&str]) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("spool-redis-{port}-{:08x}", fastrand::u32(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self {
-            port,
-            dir,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            child: None,
-        };
-        server.spawn();
-        server
+        Self::start_with_ports(0, |_| args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    /// Like [`RedisServer::start`], with `extra` more free ports handed to
+    /// `args` (for a TLS port or a cluster bus port). A port is only free
+    /// when chosen: one taken in the meantime by another test's server
+    /// makes this one exit at once, and it starts again on fresh ports.
+    pub fn start_with_ports(extra: usize, args: impl Fn(&[u16]) -> Vec<String>) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let extra_ports: Vec<u16> = (0..extra).map(|_| free_port()).collect();
+            let mut all = extra_ports.clone();
+            all.push(port);
+            all.sort_unstable();
+            all.dedup();
+            if all.len() != extra + 1 {
+                continue;
+            }
+            let dir =
+                std::env::temp_dir().join(format!("spool-redis-{port}-{:08x}", fastrand::u32(..)));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut server = Self {
+                port,
+                args: args(&extra_ports),
+                extra_ports,
+                dir,
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-server did not start: {failures:?}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it answers; `Err` if it exits
+    /// first (a port taken, say).
+    fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args([
                 "--bind",
@@ -56,10 +83,10 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed: run `bash ops/scripts/setup.sh`");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let client = redis::Client::open(self.url()).unwrap();
         loop {
@@ -67,12 +94,18 @@ impl RedisServer {
             // the password (`--requirepass`, ACL files).
             match client.get_connection() {
                 Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
-                    Ok(_) => return,
-                    Err(e) if e.to_string().contains("NOAUTH") => return,
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
                     Err(_) => {}
                 },
-                Err(e) if e.to_string().contains("NOAUTH") => return,
+                Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
                 Err(_) => {}
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!("redis-server on {} exited: {status}", self.port));
             }
             assert!(
                 Instant::now() < deadline,
@@ -95,7 +128,9 @@ impl RedisServer {
     /// Starts it again on the same port and directory (reloading its AOF).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(failure) = self.spawn() {
+            panic!("{failure}");
+        }
     }
 }
 
