@@ -449,3 +449,80 @@ async fn client_certificates_reach_a_server_that_demands_them() {
     }
     harness.cleanup().await;
 }
+
+/// The autoscaler, given the TLS files by flags only, reaches a server
+/// that demands client certificates, and so do the workers it starts: it
+/// hands them the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaled_workers_get_the_autoscalers_client_certificate() {
+    let tls = TlsRedis::start_with("yes");
+    let harness = TestRedis::at(&tls.plain_url()).await;
+    let config = tls.certs.dir.join("autoscaler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "key_prefix = \"{}\"\nmetrics_addr = \"none\"\ninterval = \"200ms\"\n\
+             [local]\nworker_bin = \"{}\"\n\
+             [[pools]]\nname = \"mtls\"\nqueues = [\"default\"]\nconcurrency = 2\n\
+             worker_args = [\"--no-video\", \"--no-probe\"]\n\
+             [pools.policy]\nmin_workers = 1\nmax_workers = 1\n",
+            harness.prefix,
+            bins::spool_worker().display()
+        ),
+    )
+    .unwrap();
+    let mut autoscaler = Command::new(bins::spool_autoscaler());
+    for var in [
+        "SSL_CERT_FILE",
+        "SPOOL_TLS_CA_CERT_FILE",
+        "SPOOL_TLS_CERT_FILE",
+    ] {
+        autoscaler.env_remove(var);
+    }
+    let autoscaler = autoscaler
+        .env_remove("SPOOL_TLS_KEY_FILE")
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--redis-url",
+            &tls.tls_url(),
+        ])
+        .args(["--tls-ca-cert-file", &tls.certs.path("ca.crt")])
+        .args(["--tls-cert-file", &tls.certs.path("client.crt")])
+        .args(["--tls-key-file", &tls.certs.path("client.key")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tls.certs.dir.join("autoscaler.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut autoscaler = KillOnDrop(autoscaler);
+
+    harness
+        .client()
+        .enqueue_many((0..3).map(|_| spool_worker::builtin::Sleep { ms: 1 }))
+        .await
+        .unwrap();
+    wait_until(
+        "the autoscaled worker to run 3 tasks over mutual TLS",
+        Duration::from_secs(30),
+        || async { harness.stats(&QueueName::DEFAULT).await.completed_total == 3 },
+    )
+    .await;
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(autoscaler.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = autoscaler.0.wait().unwrap();
+    let log = std::fs::read_to_string(tls.certs.dir.join("autoscaler.log")).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    harness.cleanup().await;
+}
+
+/// A process killed (with the workers it started, which die with it) if
+/// the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,6 +1,6 @@
 //! The TLS flags every control-plane binary takes, beside its Redis URL.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use spool_broker::TlsConfig;
 
@@ -23,7 +23,12 @@ use crate::Result;
 /// }
 ///
 /// let cli = Cli::parse_from(["tool"]);
-/// assert!(cli.tls.load()?.is_empty());
+/// assert!(cli.tls.load()?.is_empty() && cli.tls.env().is_empty());
+/// let cli = Cli::parse_from(["tool", "--tls-ca-cert-file", "ca.pem"]);
+/// assert_eq!(
+///     cli.tls.env(),
+///     [("SPOOL_TLS_CA_CERT_FILE", std::path::Path::new("ca.pem"))]
+/// );
 /// assert!(Cli::try_parse_from(["tool", "--tls-cert-file", "c.pem"]).is_err());
 /// # Ok::<(), spool_scheduler::Error>(())
 /// ```
@@ -74,5 +79,19 @@ impl TlsArgs {
             self.tls_cert_file.as_deref(),
             self.tls_key_file.as_deref(),
         )?)
+    }
+
+    /// The files given, as the environment variables that set them: for
+    /// processes started with the same access.
+    #[must_use]
+    pub fn env(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("SPOOL_TLS_CA_CERT_FILE", &self.tls_ca_cert_file),
+            ("SPOOL_TLS_CERT_FILE", &self.tls_cert_file),
+            ("SPOOL_TLS_KEY_FILE", &self.tls_key_file),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| Some((name, path.as_deref()?)))
+        .collect()
     }
 }

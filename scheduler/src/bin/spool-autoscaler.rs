@@ -278,7 +278,7 @@ fn run_daemon(args: &RunArgs) -> Result<()> {
         let gpus = gpus_for(&config);
         match config.actuator {
             ActuatorKind::Local => {
-                let local = LocalActuator::new(&config);
+                let local = LocalActuator::new(&config).with_tls(&args.tls);
                 if !args.dry_run {
                     let version = local.check().await?;
                     info!(bin = %local.worker_bin().display(), %version, "local actuator ready");

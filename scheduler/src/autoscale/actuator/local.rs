@@ -6,7 +6,9 @@
 //!
 //! Workers inherit the autoscaler's environment, so `SPOOL_SIGNING_KEY_FILE`
 //! set for the autoscaler makes every worker it starts require signed
-//! tasks (the autoscaler itself enqueues nothing and needs no key).
+//! tasks (the autoscaler itself enqueues nothing and needs no key). They
+//! get its Redis URL and TLS files too, however the autoscaler was given
+//! them ([`LocalActuator::with_tls`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use super::Actuator;
 use super::spawn::terminate_with_parent;
 use crate::autoscale::config::{AutoscalerConfig, PoolConfig};
 use crate::error::{Error, Result};
+use crate::tls::TlsArgs;
 
 /// The executable name of the worker.
 const WORKER_BIN: &str = "spool-worker";
@@ -179,6 +182,7 @@ pub struct LocalActuator {
     worker_bin: PathBuf,
     redis_url: String,
     key_prefix: String,
+    tls: TlsArgs,
     log_dir: Option<PathBuf>,
     pools: BTreeMap<String, Fleet>,
     started: u64,
@@ -194,6 +198,7 @@ impl std::fmt::Debug for LocalActuator {
                 &spool_broker::RedisConfig::redact(&self.redis_url),
             )
             .field("key_prefix", &self.key_prefix)
+            .field("tls", &self.tls)
             .field("log_dir", &self.log_dir)
             .field("pools", &self.pools)
             .field("started", &self.started)
@@ -210,10 +215,19 @@ impl LocalActuator {
             worker_bin: resolve_worker_bin(config.local.worker_bin.as_deref()),
             redis_url: config.redis_url.clone(),
             key_prefix: config.key_prefix.clone(),
+            tls: TlsArgs::default(),
             log_dir: config.local.log_dir.clone(),
             pools: BTreeMap::new(),
             started: 0,
         }
+    }
+
+    /// Hands the workers these TLS files (as `SPOOL_TLS_*` variables), so
+    /// that they reach the Redis the autoscaler reaches.
+    #[must_use]
+    pub fn with_tls(mut self, tls: &TlsArgs) -> Self {
+        self.tls = tls.clone();
+        self
     }
 
     /// The worker executable in use.
@@ -270,6 +284,7 @@ impl LocalActuator {
         command
             .args(worker_args(pool, &self.key_prefix))
             .env("SPOOL_REDIS_URL", &self.redis_url)
+            .envs(self.tls.env())
             .stdin(Stdio::null())
             .process_group(0);
         match &self.log_dir {
