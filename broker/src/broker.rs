@@ -227,28 +227,10 @@ pub struct DeadLetterEntry {
 }
 
 impl DeadLetterEntry {
-    /// What to enqueue when this dead letter is requeued, and at which
-    /// priority: the envelope for its next run, or the raw bytes when they
-    /// are not an envelope.
-    ///
-    /// The next run keeps counting attempts (so the job store, which orders
-    /// writes by attempt, records it over the dead outcome) and gets a
-    /// fresh budget of as many attempts as the task had.
-    ///
-    /// The bytes are never signed: a signing broker signs them itself, and
-    /// only for a dead letter whose own signature verifies.
-    #[must_use]
-    pub fn revived(&self) -> (Priority, Vec<u8>) {
-        match self.next_run() {
-            Some(next) => {
-                let bytes = next.encode().unwrap_or_else(|_| self.raw.clone());
-                (next.priority, bytes)
-            }
-            None => (Priority::Normal, self.raw.clone()),
-        }
-    }
-
-    /// The envelope of the next run, when the dead letter holds one.
+    /// The envelope of the next run, when the dead letter holds one: it
+    /// keeps counting attempts (so the job store, which orders writes by
+    /// attempt, records it over the dead outcome) and gets a fresh budget
+    /// of as many attempts as the task had.
     pub(crate) fn next_run(&self) -> Option<Envelope> {
         self.envelope.as_ref().map(|envelope| {
             let budget = envelope.max_attempts.max(1);

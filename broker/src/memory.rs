@@ -17,6 +17,7 @@ use crate::broker::{
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
+use crate::signing;
 use crate::task::RateLimit;
 
 use self::state::{Ids, Pending, QueueState, State, id_order};
@@ -527,15 +528,20 @@ impl Broker for MemoryBroker {
     async fn requeue_dead(&self, queue: &QueueName, entry_ids: Option<&[String]>) -> Result<u64> {
         let mut state = self.lock();
         let (q, ids) = state.queue(queue);
-        let (revive, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut q.dead)
-            .into_iter()
-            .partition(|d| entry_ids.is_none_or(|wanted| wanted.contains(&d.entry_id)));
-        q.dead = keep;
-        for letter in &revive {
-            let (priority, bytes) = letter.revived();
+        let wanted = |d: &DeadLetterEntry| entry_ids.is_none_or(|ids| ids.contains(&d.entry_id));
+        // Every next run is built before any letter leaves the dead list.
+        let revived = q
+            .dead
+            .iter()
+            .filter(|d| wanted(d))
+            .map(|letter| signing::revive(letter, None))
+            .collect::<Result<Vec<_>>>()?;
+        q.dead.retain(|d| !wanted(d));
+        let count = u64::try_from(revived.len()).unwrap_or(u64::MAX);
+        for (priority, bytes) in revived {
             q.push(priority, ids.next(), bytes);
         }
-        Ok(u64::try_from(revive.len()).unwrap_or(u64::MAX))
+        Ok(count)
     }
 
     async fn purge_dead(&self, queue: &QueueName) -> Result<u64> {
