@@ -577,9 +577,10 @@ pub trait Broker: Clone + Send + Sync + 'static {
     fn purge(&self, queue: &QueueName) -> impl Future<Output = Result<u64>> + Send;
 
     /// Moves dead letters back to their queue for another round of
-    /// attempts (same id; see [`DeadLetterEntry::revived`]): those with the
-    /// given dead-letter entry ids, or all of them
-    /// when `entry_ids` is `None`. Entries that are not valid envelopes go
+    /// attempts: those with the given dead-letter entry ids, or all of them
+    /// when `entry_ids` is `None`. Each keeps its id and its attempt count
+    /// (so the job store records the new run over the dead outcome) and
+    /// gets a fresh budget of as many attempts as it had. Entries that are not valid envelopes go
     /// back as they are (a fixed worker may read them now). With signing
     /// keys, only dead letters whose signature verifies are revived and
     /// signed again; the others go back as they are, and a signing worker
