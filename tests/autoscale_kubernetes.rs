@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use spool_broker::{Broker, QueueName};
-use spool_scheduler::autoscale::{
+use spool_autoscaler::{
     ActuatorKind, Autoscaler, AutoscalerConfig, Direction, GpuCount, KubernetesActuator,
     KubernetesConfig, Policy, PoolConfig, SignalReader,
 };
+use spool_broker::{Broker, QueueName};
 use spool_sdk::Client;
 use spool_tests::{TestRedis, redis_url};
 use spool_worker::builtin::Sleep;

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spool_broker::store::{JobStatus, JobStore};
-use spool_broker::{QueueName, WorkerState};
-use spool_scheduler::autoscale::{
+use spool_autoscaler::{
     Autoscaler, AutoscalerConfig, Direction, GpuCount, LocalActuator, LocalConfig, Policy,
     PoolConfig, SignalReader, TickReport,
 };
+use spool_broker::store::{JobStatus, JobStore};
+use spool_broker::{QueueName, WorkerState};
 use spool_sdk::Client;
 use spool_tests::{TestRedis, bins, redis_url, wait_until};
 use spool_worker::builtin::Sleep;

@@ -12,7 +12,7 @@ use spool_sdk::video::{
 };
 use spool_tests::TestRedis;
 use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, ffmpeg_without_libvmaf};
-use spool_worker::video::{PSNR_CAP, VideoConfig};
+use spool_video::{PSNR_CAP, VideoConfig};
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -17,7 +17,7 @@ use spool_sdk::Error;
 use spool_sdk::video::{Codec, Formats, Package, PackageOutput, Preset, Rendition};
 use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, processes_mentioning};
 use spool_tests::{TestRedis, wait_until};
-use spool_worker::video::manifest::{dash, hls};
+use spool_video::manifest::{dash, hls};
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -16,7 +16,7 @@ use spool_sdk::video::{
 };
 use spool_tests::TestRedis;
 use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip};
-use spool_worker::video::{Ffprobe, MediaInfo, VideoConfig};
+use spool_video::{Ffprobe, MediaInfo, VideoConfig};
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -20,7 +20,6 @@ mod queue;
 mod redis;
 pub mod registry;
 mod signing;
-#[cfg(feature = "store")]
 pub mod store;
 mod task;
 

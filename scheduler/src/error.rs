@@ -67,30 +67,6 @@ pub enum Error {
     /// A report could not be encoded as JSON.
     #[error("cannot encode the output as JSON: {0}")]
     Output(#[source] serde_json::Error),
-
-    /// The autoscaler's configuration, a load profile or a setting is not
-    /// usable; the message names the file or key and what is wrong.
-    #[error("{0}")]
-    AutoscaleConfig(String),
-
-    /// The autoscaler could not read or write a file, start or signal a
-    /// worker process, or serve its metrics.
-    #[error("{context}: {source}")]
-    AutoscaleIo {
-        /// What was being done.
-        context: String,
-        /// The system's error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// The Kubernetes API could not be reached, or refused a request.
-    #[error("Kubernetes API: {0}")]
-    Kubernetes(String),
-
-    /// The simulation's plot could not be drawn.
-    #[error("cannot draw the plot: {0}")]
-    Plot(String),
 }
 
 /// The result type of `spool-scheduler`.

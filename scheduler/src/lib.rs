@@ -12,21 +12,17 @@
 //! Every command returns a report that renders either as a table for people
 //! or as JSON for scripts ([`ctl::render`]).
 //!
-//! [`autoscale`] is the library behind `spool-autoscaler`: the scaling
-//! policy, the signals it reads, the local and Kubernetes actuators, its
-//! metrics and the policy simulation.
-//!
 //! [`beat`] is the library behind `spool-beat`, the periodic scheduler:
 //! entries from TOML, cron and interval schedules, the missed-tick policy,
 //! and the replica that leads through a fenced lock in Redis.
 //!
-//! [`tls`] holds the certificate flags the three binaries share.
+//! `spool-autoscaler` is a crate of its own (`scheduler/autoscaler/`), so
+//! that `spoolctl` and `spool-beat` compile none of its NVML, Kubernetes
+//! client or plotting code.
 
-pub mod autoscale;
 pub mod beat;
 pub mod ctl;
 mod error;
 pub mod table;
-pub mod tls;
 
 pub use crate::error::{Error, Result};

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use spool_scheduler::autoscale::AutoscalerMetrics;
+use spool_autoscaler::AutoscalerMetrics;
 use spool_scheduler::beat::BeatMetrics;
-use spool_worker::metrics::MetricsHub;
+use spool_worker_cli::metrics::MetricsHub;
 
 /// Every metric family the three daemons export, from the code.
 pub(crate) fn exported_metrics() -> BTreeSet<String> {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use spool_broker::RedisBroker;
 use spool_broker::store::JobStore;
 use spool_sdk::Client;
-use spool_worker::probe::FfmpegReport;
-use spool_worker::video::{FfmpegRunner, VideoConfig, VideoTasks};
+use spool_video::probe::FfmpegReport;
+use spool_video::{FfmpegRunner, VideoConfig, VideoTasks, WithVideoTasks};
 use spool_worker::{Worker, WorkerConfig};
 
 use crate::{RunningWorker, TestRedis, spawn_worker};
@@ -26,7 +26,7 @@ pub fn ffmpeg() -> Option<PathBuf> {
     let from_env = std::env::var_os("SPOOL_FFMPEG")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    spool_worker::probe::locate_ffmpeg(from_env.as_deref()).filter(|p| p.is_file())
+    spool_video::probe::locate_ffmpeg(from_env.as_deref()).filter(|p| p.is_file())
 }
 
 /// [`ffmpeg`], or `None` after printing why `test` is skipped.
@@ -61,12 +61,12 @@ pub fn report(ffmpeg: &Path) -> FfmpegReport {
     let mut reports = reports.lock().unwrap();
     reports
         .entry(ffmpeg.to_owned())
-        .or_insert_with(|| spool_worker::probe::probe_ffmpeg(ffmpeg))
+        .or_insert_with(|| spool_video::probe::probe_ffmpeg(ffmpeg))
         .clone()
 }
 
 /// The test clip: the worker's own lavfi generator.
-pub use spool_worker::video::TestClip as Clip;
+pub use spool_video::TestClip as Clip;
 
 /// A scratch directory for one test: `inputs/` and `outputs/` roots, a
 /// SQLite job store, and the FFmpeg to use. Removed on drop.

@@ -67,7 +67,18 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub(crate) fn validate(&self) -> crate::Result<()> {
+    /// Checks that the settings can work together; [`Worker::run`] does the
+    /// same before it fetches anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first setting that cannot work: no
+    /// queue, zero concurrency or prefetch, a heartbeat that does not fit
+    /// twice in the visibility timeout...
+    ///
+    /// [`Worker::run`]: crate::Worker::run
+    /// [`Error::Config`]: crate::Error::Config
+    pub fn validate(&self) -> crate::Result<()> {
         let problem = if self.queues.is_empty() {
             "at least one queue is needed"
         } else if self.concurrency == 0 {

@@ -6,6 +6,13 @@
 //! tracing span carrying the task's name, id, queue and attempt, retries
 //! failures with exponential backoff and jitter, dead-letters what cannot
 //! run, and acknowledges each task only after its outcome is recorded.
+//!
+//! This is the runtime an application embeds: it depends on the broker,
+//! the SDK, tokio, serde and tracing only. With the `store` feature, a
+//! [`Worker`] also records every task's life in the job store
+//! (`Worker::with_store`). The `spool-worker` binary (prefork supervisor,
+//! settings, `/metrics`) lives in `spool-worker-cli`, and the video tasks
+//! and hardware probe in `spool-video`, both under `worker/`.
 
 pub mod builtin;
 mod config;
@@ -21,10 +28,3 @@ pub use crate::error::{Error, Result};
 pub use crate::handler::{Handler, TaskContext, TaskError, TaskErrorKind};
 pub use crate::observer::{Observer, Outcome, TaskInfo};
 pub use crate::runtime::Worker;
-
-pub mod cli;
-pub mod metrics;
-pub mod probe;
-pub mod registry;
-pub mod supervisor;
-pub mod video;

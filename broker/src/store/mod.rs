@@ -1,6 +1,10 @@
 //! The job store: every task's life recorded in SQL, for the inspection CLI,
 //! dashboards and `TaskHandle`s.
 //!
+//! The record types ([`Finished`], [`Started`], [`JobRecord`]...) are
+//! always here, so the runtime can build them; the store itself, behind
+//! the `store` feature, is what compiles sqlx.
+//!
 //! Redis stays the source of truth for delivery; the store is the history
 //! and the queryable view. SQLite (one file, created on first use) is the
 //! embedded default; PostgreSQL is chosen by URL. Both run the same SQL
@@ -47,46 +51,65 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "store")]
 mod connect;
+#[cfg(feature = "store")]
 mod db_error;
 mod json;
+#[cfg(feature = "store")]
 mod row;
+#[cfg(feature = "store")]
 mod sql;
 mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "store")]
 use sqlx::AssertSqlSafe;
+#[cfg(feature = "store")]
 use sqlx::postgres::PgPool;
+#[cfg(feature = "store")]
 use sqlx::sqlite::SqlitePool;
 
+#[cfg(feature = "store")]
 pub use self::connect::{StoreBackend, StoreOptions};
+#[cfg(feature = "store")]
 use self::connect::{connect_postgres, connect_sqlite, migrator};
+#[cfg(feature = "store")]
 use self::db_error::{StoreError, db_error};
+#[cfg(feature = "store")]
 pub(crate) use self::row::millis;
+#[cfg(feature = "store")]
 use self::row::{attempt_code, decode_record, pid_code, priority_code};
+#[cfg(feature = "store")]
 use self::sql::{Arg, Write};
 pub use self::types::{
     Cursor, DEFAULT_PAGE_SIZE, Finished, JobQuery, JobRecord, JobStatus, MAX_PAGE_SIZE, NewJob,
     Page, Progress, ProgressUpdate, RecordPolicy, Started, WorkerId,
 };
+#[cfg(feature = "store")]
 use crate::envelope::{TaskId, Timestamp};
+#[cfg(feature = "store")]
 use crate::error::{Error, Result};
+#[cfg(feature = "store")]
 use crate::queue::QueueName;
 
 /// The store the worker and the CLI use when none is configured: a SQLite
 /// file in the working directory.
+#[cfg(feature = "store")]
 pub const DEFAULT_STORE_URL: &str = "sqlite://spool.db";
 
 /// The job store: a cheap-to-clone handle on a SQLite or PostgreSQL pool.
 ///
 /// See the [module documentation](self) for how writes stay idempotent.
+#[cfg(feature = "store")]
 #[derive(Clone, Debug)]
 pub struct JobStore {
     inner: Arc<Inner>,
 }
 
+#[cfg(feature = "store")]
 #[derive(Debug)]
 enum Inner {
     Sqlite {
@@ -106,6 +129,7 @@ enum Inner {
 /// SQLite `BEGIN IMMEDIATE` (the write lock up front, so waiting happens in
 /// the busy handler rather than failing on a lock upgrade), on PostgreSQL a
 /// plain `BEGIN`. `$body` is compiled once per backend.
+#[cfg(feature = "store")]
 macro_rules! write_tx {
     ($store:expr, $what:literal, |$tx:ident| $body:block) => {
         match &*$store.inner {
@@ -129,6 +153,7 @@ macro_rules! write_tx {
 
 /// Evaluates `$body` with `$pool` bound to the backend's pool; `$body` is
 /// compiled once per backend.
+#[cfg(feature = "store")]
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.inner {
@@ -138,6 +163,7 @@ macro_rules! with_pool {
     };
 }
 
+#[cfg(feature = "store")]
 impl JobStore {
     /// Connects to the store at `url` with default [`StoreOptions`] and
     /// applies the migrations it lacks.
@@ -646,7 +672,7 @@ impl JobStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod tests {
     use super::*;
 

@@ -34,7 +34,7 @@ pub async fn serve_metrics<F>(addr: SocketAddr, render: F) -> Result<(SocketAddr
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
-    spool_worker::metrics::serve_fn(addr, render)
+    spool_cli_common::serve_metrics(addr, render)
         .await
         .map_err(|e| Error::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))
 }

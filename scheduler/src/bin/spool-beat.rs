@@ -20,8 +20,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use spool_broker::{RedisBroker, RedisConfig, SigningKeys, Timestamp};
+use spool_cli_common::TlsArgs;
 use spool_scheduler::beat::{Beat, BeatConfig, serve_metrics};
-use spool_scheduler::tls::TlsArgs;
 
 /// Enqueue tasks on cron expressions and fixed intervals, each tick once
 /// across every replica.

@@ -30,11 +30,11 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use spool_broker::store::{JobStatus, JobStore};
 use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, SigningKeys, TaskId};
+use spool_cli_common::TlsArgs;
 use spool_scheduler::ctl::{
     self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
     TasksFilter,
 };
-use spool_scheduler::tls::TlsArgs;
 
 /// What `main` does after parsing: print a report once, or run `top`.
 enum Outcome {

@@ -13,6 +13,7 @@ mod lease;
 mod report;
 mod running;
 mod settle;
+mod store;
 
 pub(crate) use self::report::ProgressSink;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use spool_broker::store::{JobStore, WorkerId};
+use spool_broker::store::WorkerId;
 use spool_broker::{Broker, Task};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -35,6 +36,7 @@ use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
 use self::running::Running;
 use self::settle::{Action, Settlement, UniqueLock};
+use self::store::Store;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
@@ -90,7 +92,7 @@ pub struct Worker<B> {
     registry: Registry,
     counters: Counters,
     observers: Observers,
-    store: Option<JobStore>,
+    store: Option<Store>,
 }
 
 impl<B: Broker> Worker<B> {
@@ -119,8 +121,9 @@ impl<B: Broker> Worker<B> {
     /// policy.
     ///
     /// [`TaskOptions::record`]: spool_broker::TaskOptions::record
+    #[cfg(feature = "store")]
     #[must_use]
-    pub fn with_store(mut self, store: JobStore) -> Self {
+    pub fn with_store(mut self, store: spool_broker::store::JobStore) -> Self {
         self.store = Some(store);
         self
     }

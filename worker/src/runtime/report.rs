@@ -9,10 +9,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use spool_broker::store::{JobStore, ProgressUpdate, Started};
+use spool_broker::store::{ProgressUpdate, Started};
 use spool_broker::{Broker, Progress, TaskEvent, TaskId};
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use super::store::Store;
 
 /// The most notes written in one batch.
 const BATCH: usize = 1024;
@@ -32,7 +34,7 @@ pub(crate) enum Note {
 /// Writes notes in batches until every sender is gone.
 pub(crate) async fn keep<B: Broker>(
     broker: B,
-    store: Option<JobStore>,
+    store: Option<Store>,
     mut notes: mpsc::UnboundedReceiver<Note>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);

@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use spool_broker::store::{Finished, JobStore};
+use spool_broker::store::Finished;
 use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{error, warn};
 
 use super::lease::Leases;
+use super::store::Store;
 use crate::observer::Observers;
 
 /// The most outcomes settled in one round trip.
@@ -71,7 +72,7 @@ impl Action {
 /// Settles outcomes until every sender is gone.
 pub(crate) async fn run<B: Broker>(
     broker: B,
-    store: Option<JobStore>,
+    store: Option<Store>,
     mut outcomes: mpsc::UnboundedReceiver<Settlement>,
     observers: Observers,
     leases: Leases,

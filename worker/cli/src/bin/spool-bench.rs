@@ -1,0 +1,713 @@
+//! `spool-bench`: measures Spool's broker and worker against a real Redis.
+//!
+//! In one run: (a) the raw pipelined `XADD` rate with redis-rs on the same
+//! connection setup, (b) Spool's bulk enqueue rate, (c) the drain rate of
+//! the tasks from (b) by one worker, (d) enqueue-to-start latency at a fixed
+//! open-loop rate. Prints a table, or with `--json` one JSON object on the
+//! last line. Keys live under a random prefix and are deleted afterwards.
+//!
+//! With `--store sqlite|postgres`, (e) measures the job store: outcomes
+//! recorded with `JobStore::record_outcomes` in batches of the settler's
+//! group commit (4096), and a start plus an outcome per task.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use deadpool_redis::{Manager, Pool, Runtime};
+use hdrhistogram::Histogram;
+use redis::AsyncConnectionConfig;
+use serde::{Deserialize, Serialize};
+use spool_broker::store::{Finished, JobStatus, JobStore, Started, WorkerId};
+use spool_broker::{
+    Broker, Envelope, QueueName, RedisBroker, RedisConfig, Task, TaskId, Timestamp, encode_payload,
+};
+use spool_sdk::Client;
+use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig};
+
+/// Measure Spool against a real Redis and print the figures.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The Redis to measure against.
+    #[arg(
+        long,
+        env = "SPOOL_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    redis_url: String,
+    /// Tasks per throughput phase (raw XADD, enqueue, drain).
+    #[arg(short, long, default_value_t = 200_000)]
+    n: usize,
+    /// Rounds of the two enqueue phases, alternated so both see the same
+    /// machine; their medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tasks per pipelined round trip in the enqueue phases.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// The worker's concurrency.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// The worker's prefetch bound.
+    #[arg(long, default_value_t = 4_096)]
+    prefetch: usize,
+    /// The open-loop arrival rate of the latency phase, in tasks/s.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u32,
+    /// How long the latency phase sends, after a warm-up second.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    latency_for: Duration,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Sign every envelope with a random HMAC key (and verify on fetch), to
+    /// measure what signing costs; the raw XADD baseline stays unsigned.
+    #[arg(long)]
+    sign: bool,
+    /// Also measure the job store (phase e). `none` keeps the broker's
+    /// figures comparable with earlier runs.
+    #[arg(long, value_enum, default_value_t = StoreKind::None)]
+    store: StoreKind,
+    /// The store to measure. By default a fresh SQLite file in the temporary
+    /// directory (deleted afterwards), or the PostgreSQL database
+    /// `postgres://postgres@127.0.0.1:5432/spool_bench` (created if missing,
+    /// emptied before and after). A URL given here should name a scratch
+    /// database: the bench's records are left in it.
+    #[arg(long, env = "SPOOL_BENCH_STORE_URL")]
+    store_url: Option<String>,
+    /// Tasks recorded per store measurement (default: `--n`).
+    #[arg(long)]
+    store_n: Option<usize>,
+    /// Outcomes per `record_outcomes` call: the settler's group commit.
+    #[arg(long, default_value_t = 4_096)]
+    store_batch: usize,
+}
+
+/// Which job store phase (e) measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    None,
+    Sqlite,
+    Postgres,
+}
+
+/// The drain phase's task: does nothing.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    seq: u64,
+}
+
+impl Task for Noop {
+    const NAME: &'static str = "bench.noop";
+    type Output = ();
+}
+
+/// The latency phase's task: carries when it was enqueued.
+#[derive(Serialize, Deserialize)]
+struct Stamp {
+    /// Nanoseconds since [`epoch`] when `enqueue` was called.
+    sent_ns: u64,
+    /// Whether to record it (warm-up tasks are not).
+    record: bool,
+}
+
+impl Task for Stamp {
+    const NAME: &'static str = "bench.stamp";
+    type Output = ();
+
+    fn options() -> spool_broker::TaskOptions {
+        spool_broker::TaskOptions {
+            queue: latency_queue(),
+            ..Default::default()
+        }
+    }
+}
+
+fn latency_queue() -> QueueName {
+    QueueName::new("bench-latency").unwrap_or_default()
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    n: usize,
+    signed: bool,
+    raw_xadd_per_s: f64,
+    enqueue_per_s: f64,
+    enqueue_vs_raw: f64,
+    drain_per_s: f64,
+    latency_rate_per_s: f64,
+    latency_samples: u64,
+    latency_p50_us: u64,
+    latency_p99_us: u64,
+    latency_max_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_n: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_batch: Option<usize>,
+    /// Outcomes of new tasks recorded per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_per_s: Option<f64>,
+    /// Tasks per second recorded as a start batch then an outcome batch
+    /// (the outcome updates the started row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_lifecycle_per_s: Option<f64>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    spool_worker_cli::cli::init_logging(spool_worker_cli::cli::LogFormat::Human, "warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(bench(&args))?;
+    print_table(&args, &figures);
+    if args.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    }
+    Ok(())
+}
+
+async fn bench(args: &Args) -> Result<Figures> {
+    if args.n == 0 || args.batch == 0 {
+        bail!("--n and --batch must be positive");
+    }
+    let prefix = format!("spool-bench-{:08x}", fastrand::u32(..));
+    let signing = if args.sign {
+        let key: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(32)
+            .collect();
+        Some(spool_broker::SigningKeys::new(key)?)
+    } else {
+        None
+    };
+    let config = RedisConfig {
+        key_prefix: prefix.clone(),
+        signing,
+        ..RedisConfig::from_url(&args.redis_url)
+    };
+    let broker = RedisBroker::connect(config.clone())
+        .await
+        .context("connecting to Redis")?;
+    let client = Client::new(broker.clone());
+    let result = phases(args, &config, &broker, &client).await;
+    cleanup(&config, &prefix).await?;
+    result
+}
+
+async fn phases(
+    args: &Args,
+    config: &RedisConfig,
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+) -> Result<Figures> {
+    let mut raw_rates = Vec::new();
+    let mut enqueue_rates = Vec::new();
+    let scratch = QueueName::new("bench-scratch")?;
+    for round in 1..=args.rounds.max(1) {
+        raw_rates.push(raw_xadd(args, config).await?);
+        // The last round's tasks stay in `default` for the drain phase.
+        let queue = if round == args.rounds.max(1) {
+            QueueName::DEFAULT
+        } else {
+            scratch.clone()
+        };
+        enqueue_rates.push(enqueue(args, client, &queue).await?);
+        purge(config, &scratch).await?;
+        eprintln!(
+            "round {round}: raw XADD {:.0}/s, enqueue {:.0}/s",
+            raw_rates[round - 1],
+            enqueue_rates[round - 1]
+        );
+    }
+    let raw_xadd_per_s = median(&mut raw_rates);
+    let enqueue_per_s = median(&mut enqueue_rates);
+    let opened = match args.store {
+        StoreKind::None => None,
+        kind => Some(open_store(args, kind).await?),
+    };
+    let store_result = async {
+        // With a store, the drain records every outcome before acking it,
+        // exactly as a worker with `--store-url` does.
+        let drain_per_s = drain(args, broker, opened.as_ref().map(|o| &o.store)).await?;
+        eprintln!("drain: {drain_per_s:.0}/s");
+        let latency = latency(args, broker, client).await?;
+        let store = match &opened {
+            Some(opened) => Some(store(args, opened).await?),
+            None => None,
+        };
+        Ok::<_, anyhow::Error>((drain_per_s, latency, store))
+    }
+    .await;
+    if let Some(opened) = opened {
+        close_store(opened).await?;
+    }
+    let (drain_per_s, latency, store) = store_result?;
+    Ok(Figures {
+        n: args.n,
+        signed: args.sign,
+        raw_xadd_per_s,
+        enqueue_per_s,
+        enqueue_vs_raw: enqueue_per_s / raw_xadd_per_s,
+        drain_per_s,
+        latency_rate_per_s: latency.rate,
+        latency_samples: latency.histogram.len(),
+        latency_p50_us: latency.histogram.value_at_quantile(0.50),
+        latency_p99_us: latency.histogram.value_at_quantile(0.99),
+        latency_max_us: latency.histogram.max(),
+        store: store.as_ref().map(|s| s.backend),
+        store_n: store.as_ref().map(|s| s.n),
+        store_batch: store.as_ref().map(|_| args.store_batch),
+        store_per_s: store.as_ref().map(|s| s.outcomes_per_s),
+        store_lifecycle_per_s: store.as_ref().map(|s| s.lifecycle_per_s),
+    })
+}
+
+struct StoreFigures {
+    backend: &'static str,
+    n: usize,
+    outcomes_per_s: f64,
+    lifecycle_per_s: f64,
+}
+
+/// The default PostgreSQL store of phase (e).
+const BENCH_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/spool_bench";
+
+/// A job store opened for the bench, and what to clean up after it.
+struct OpenedStore {
+    store: JobStore,
+    scratch_file: Option<std::path::PathBuf>,
+    own_database: bool,
+}
+
+/// Opens the store `--store` names: a fresh SQLite file in the temporary
+/// directory, or the bench's own PostgreSQL database, emptied first.
+async fn open_store(args: &Args, kind: StoreKind) -> Result<OpenedStore> {
+    let scratch_file = (kind == StoreKind::Sqlite && args.store_url.is_none())
+        .then(|| std::env::temp_dir().join(format!("spool-bench-{:08x}.db", fastrand::u32(..))));
+    let url = match (&args.store_url, &scratch_file) {
+        (Some(url), _) => url.clone(),
+        (None, Some(file)) => format!("sqlite://{}", file.display()),
+        (None, None) => BENCH_POSTGRES_URL.to_owned(),
+    };
+    let store = JobStore::connect(&url)
+        .await
+        .with_context(|| format!("connecting to the job store {url}"))?;
+    let own_database = args.store_url.is_none() && kind == StoreKind::Postgres;
+    if own_database {
+        empty(&store).await?;
+    }
+    Ok(OpenedStore {
+        store,
+        scratch_file,
+        own_database,
+    })
+}
+
+async fn close_store(opened: OpenedStore) -> Result<()> {
+    if opened.own_database {
+        empty(&opened.store).await?;
+    }
+    opened.store.close().await;
+    if let Some(file) = opened.scratch_file {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// (e) The job store's own write rate, through the calls the worker's
+/// settler makes: `record_outcomes` for a group commit of `store_batch`
+/// outcomes, and `record_started` then `record_outcomes` per group.
+async fn store(args: &Args, opened: &OpenedStore) -> Result<StoreFigures> {
+    let n = args.store_n.unwrap_or(args.n);
+    if n == 0 || args.store_batch == 0 {
+        bail!("--store-n and --store-batch must be positive");
+    }
+    let (outcomes_per_s, lifecycle_per_s) = store_phases(args, &opened.store, n).await?;
+    Ok(StoreFigures {
+        backend: opened.store.backend().as_str(),
+        n,
+        outcomes_per_s,
+        lifecycle_per_s,
+    })
+}
+
+/// Deletes every (finished) record of the bench's own database.
+async fn empty(store: &JobStore) -> Result<()> {
+    store
+        .prune_finished_before(Timestamp::from_millis(u64::MAX), 50_000)
+        .await?;
+    Ok(())
+}
+
+async fn store_phases(args: &Args, store: &JobStore, n: usize) -> Result<(f64, f64)> {
+    let worker = WorkerId::new(
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id(),
+    );
+    let template = Envelope::for_task(&Noop { seq: 0 })?;
+    let output = encode_payload(&())?;
+    let outcomes = |envelopes: &[Envelope]| -> Vec<Finished> {
+        envelopes
+            .iter()
+            .map(|e| {
+                let mut f = Finished::from_envelope(e, JobStatus::Succeeded, Timestamp::now());
+                f.result = Some(output.clone());
+                f.worker = Some(worker.clone());
+                f
+            })
+            .collect()
+    };
+    let fresh = || -> Vec<Envelope> {
+        (0..n)
+            .map(|_| Envelope {
+                id: TaskId::new(),
+                ..template.clone()
+            })
+            .collect()
+    };
+
+    // Outcomes of tasks with no record yet: every row is an insert.
+    let finished = outcomes(&fresh());
+    let started_at = Instant::now();
+    for batch in finished.chunks(args.store_batch) {
+        store.record_outcomes(batch).await?;
+    }
+    let outcomes_per_s = per_second(n, started_at.elapsed());
+    eprintln!("store outcomes: {outcomes_per_s:.0}/s");
+
+    // A start, then an outcome that updates the started row.
+    let envelopes = fresh();
+    let starts: Vec<Started> = envelopes
+        .iter()
+        .map(|e| Started::from_envelope(e, &worker, Timestamp::now()))
+        .collect();
+    let finished = outcomes(&envelopes);
+    let started_at = Instant::now();
+    for (starts, finished) in starts
+        .chunks(args.store_batch)
+        .zip(finished.chunks(args.store_batch))
+    {
+        store.record_started(starts).await?;
+        store.record_outcomes(finished).await?;
+    }
+    let lifecycle_per_s = per_second(n, started_at.elapsed());
+    eprintln!("store start + outcome: {lifecycle_per_s:.0}/s");
+    Ok((outcomes_per_s, lifecycle_per_s))
+}
+
+/// A pool built exactly as `RedisBroker` builds its own for one server.
+fn raw_pool(config: &RedisConfig) -> Result<Pool> {
+    let connection = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let manager = Manager::new_with_config(config.url.as_str(), connection)?;
+    Ok(Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// A cluster connection to the seeds of `config`'s cluster URL, if it is
+/// one.
+async fn raw_cluster(
+    config: &RedisConfig,
+) -> Result<Option<redis::cluster_async::ClusterConnection>> {
+    let Some(nodes) = config.cluster_nodes()? else {
+        return Ok(None);
+    };
+    let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .build()?;
+    Ok(Some(client.get_async_connection().await?))
+}
+
+/// (a) Pipelined XADDs of a real envelope's bytes, `batch` per round trip;
+/// on a cluster, to the one node that holds the key.
+async fn raw_xadd(args: &Args, config: &RedisConfig) -> Result<f64> {
+    match raw_cluster(config).await? {
+        Some(mut conn) => raw_xadd_on(args, config, &mut conn).await,
+        None => raw_xadd_on(args, config, &mut *raw_pool(config)?.get().await?).await,
+    }
+}
+
+async fn raw_xadd_on(
+    args: &Args,
+    config: &RedisConfig,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> Result<f64> {
+    let payload = Envelope::for_task(&Noop { seq: 0 })?.encode()?;
+    let key = format!("{}:{{raw}}:normal", config.key_prefix);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < args.n {
+        let count = args.batch.min(args.n - sent);
+        let mut pipe = redis::pipe();
+        for _ in 0..count {
+            pipe.xadd(&key, "*", &[("e", payload.as_slice())]).ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+        sent += count;
+    }
+    let rate = per_second(args.n, started.elapsed());
+    let () = redis::cmd("DEL").arg(&key).query_async(conn).await?;
+    Ok(rate)
+}
+
+/// (b) `enqueue_many` through the SDK, `batch` per call.
+async fn enqueue(args: &Args, client: &Client<RedisBroker>, queue: &QueueName) -> Result<f64> {
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < args.n {
+        let count = args.batch.min(args.n - sent);
+        let first = sent as u64;
+        client
+            .enqueue_many((first..first + count as u64).map(|seq| Noop { seq }))
+            .queue(queue.clone())
+            .await?;
+        sent += count;
+    }
+    Ok(per_second(args.n, started.elapsed()))
+}
+
+/// (c) One worker drains the `n` tasks enqueued by (b), recording each
+/// outcome in `store` first when one is given.
+async fn drain(args: &Args, broker: &RedisBroker, store: Option<&JobStore>) -> Result<f64> {
+    let config = WorkerConfig {
+        concurrency: args.concurrency,
+        prefetch: args.prefetch,
+        ..WorkerConfig::default()
+    };
+    let mut worker = Worker::new(broker.clone(), config)
+        .register::<Noop, _>(|_task: Noop, _ctx: TaskContext| async { Ok::<_, TaskError>(()) });
+    if let Some(store) = store {
+        worker = worker.with_store(store.clone());
+    }
+    let counters = worker.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let n = args.n as u64;
+    // Drained means every outcome is acknowledged, not just run.
+    wait_for(Duration::from_secs(600), || async {
+        counters.snapshot().succeeded >= n
+            && broker
+                .stats(&QueueName::DEFAULT)
+                .await
+                .is_ok_and(|s| s.is_drained())
+    })
+    .await
+    .context("the drain did not finish")?;
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let report: CounterSnapshot = running.await??;
+    if report.succeeded != n {
+        bail!("drained {} tasks, expected {n}", report.succeeded);
+    }
+    Ok(per_second(args.n, elapsed))
+}
+
+struct Latency {
+    rate: f64,
+    histogram: Histogram<u64>,
+}
+
+/// (d) Open-loop arrivals at `rate`/s; records enqueue-to-start latency.
+async fn latency(
+    args: &Args,
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+) -> Result<Latency> {
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let recorded = Arc::clone(&histogram);
+    let config = WorkerConfig {
+        queues: vec![latency_queue()],
+        concurrency: args.concurrency,
+        prefetch: args.prefetch,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(broker.clone(), config).register::<Stamp, _>(
+        move |task: Stamp, _ctx: TaskContext| {
+            if task.record {
+                let micros = nanos_since_epoch().saturating_sub(task.sent_ns) / 1_000;
+                if let Ok(mut h) = recorded.lock() {
+                    h.saturating_record(micros.max(1));
+                }
+            }
+            async { Ok::<_, TaskError>(()) }
+        },
+    );
+    let counters = worker.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Pace from an OS thread: tokio's timer ticks in milliseconds, far too
+    // coarse for 50 µs gaps. Each arrival is enqueued on the runtime at once.
+    let interval = Duration::from_secs(1) / args.rate.max(1);
+    let warmup = Duration::from_secs(1);
+    let total = warmup + args.latency_for;
+    let handle = tokio::runtime::Handle::current();
+    let client = client.clone();
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut recorded = 0u64;
+        let mut next = start;
+        while next.duration_since(start) < total {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            let record = next.duration_since(start) >= warmup;
+            recorded += u64::from(record);
+            let client = client.clone();
+            let sent_ns = nanos_since_epoch();
+            handle.spawn(async move { client.enqueue(Stamp { sent_ns, record }).await });
+            sent += 1;
+            next += interval;
+        }
+        let rate = per_second(usize::try_from(sent).unwrap_or(usize::MAX), start.elapsed());
+        (sent, recorded, rate)
+    });
+    let (sent, recorded, rate) = tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
+    wait_for(Duration::from_secs(120), || async {
+        counters.snapshot().succeeded >= sent
+    })
+    .await
+    .context("the latency phase did not finish")?;
+    let _ = stop.send(());
+    running.await??;
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?
+        .clone();
+    if histogram.len() != recorded {
+        bail!(
+            "recorded {} latencies, expected {recorded}",
+            histogram.len()
+        );
+    }
+    Ok(Latency { rate, histogram })
+}
+
+async fn wait_for<F, Fut>(timeout: Duration, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Deletes a queue's keys.
+async fn purge(config: &RedisConfig, queue: &QueueName) -> Result<()> {
+    cleanup(config, &format!("{}:{{{queue}}}", config.key_prefix)).await
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn cleanup(config: &RedisConfig, prefix: &str) -> Result<()> {
+    match raw_cluster(config).await? {
+        Some(mut conn) => delete_matching(&mut conn, prefix).await,
+        None => delete_matching(&mut *raw_pool(config)?.get().await?, prefix).await,
+    }
+}
+
+/// Deletes the keys under `prefix`, one `DEL` each: on a cluster they
+/// span slots.
+async fn delete_matching(conn: &mut impl redis::aio::ConnectionLike, prefix: &str) -> Result<()> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(conn)
+        .await?;
+    for key in keys {
+        let () = redis::cmd("DEL").arg(key).query_async(conn).await?;
+    }
+    Ok(())
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+}
+
+fn print_table(args: &Args, f: &Figures) {
+    println!(
+        "spool-bench  n={}  rounds={}  batch={}  concurrency={}  prefetch={}  signed={}",
+        f.n, args.rounds, args.batch, args.concurrency, args.prefetch, f.signed
+    );
+    println!("{:<34} {:>14}", "measure", "result");
+    println!(
+        "{:<34} {:>12.0}/s  (median)",
+        "(a) raw pipelined XADD", f.raw_xadd_per_s
+    );
+    println!(
+        "{:<34} {:>12.0}/s  (median, {:.2}x raw)",
+        "(b) Spool bulk enqueue", f.enqueue_per_s, f.enqueue_vs_raw
+    );
+    println!(
+        "{:<34} {:>12.0}/s",
+        "(c) drain, one worker process", f.drain_per_s
+    );
+    println!(
+        "{:<34} {:>12.0}/s  ({} samples)",
+        "(d) open-loop arrival rate", f.latency_rate_per_s, f.latency_samples
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start p50", f.latency_p50_us
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start p99", f.latency_p99_us
+    );
+    println!(
+        "{:<34} {:>11} us",
+        "    enqueue-to-start max", f.latency_max_us
+    );
+    if let (Some(store), Some(outcomes), Some(lifecycle)) =
+        (f.store, f.store_per_s, f.store_lifecycle_per_s)
+    {
+        println!(
+            "{:<34} {:>12.0}/s  ({store}, batches of {})",
+            "(e) store: record outcomes", outcomes, args.store_batch
+        );
+        println!(
+            "{:<34} {:>12.0}/s  ({store})",
+            "    start + outcome per task", lifecycle
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! `spool-worker`: runs Spool workers. A supervisor process with prefork
+//! children; see `spool-worker --help` and the `spool_worker_cli::supervisor`
+//! module for the model.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let matches = spool_worker_cli::cli::command().get_matches();
+    let invocation = match spool_worker_cli::cli::resolve(&matches) {
+        Ok(invocation) => invocation,
+        Err(e) => {
+            eprintln!("spool-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = invocation.settings();
+    spool_worker_cli::cli::init_logging(settings.log_format, &settings.log_level);
+    match spool_worker_cli::supervisor::run(invocation) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("spool-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! What can go wrong in a video task, and whether retrying can help.
+
+use std::path::PathBuf;
+
+use spool_worker::TaskError;
+
+/// What the libvmaf error tells an operator to do.
+pub const LIBVMAF_HINT: &str = "install an FFmpeg built with libvmaf: the imageio-ffmpeg wheel \
+     from PyPI ships one, and `bash ops/scripts/setup.sh` installs it and writes SPOOL_FFMPEG \
+     into ~/.spool/env";
+
+/// What the missing-FFmpeg error tells an operator to do.
+pub const FFMPEG_HINT: &str = "run `bash ops/scripts/setup.sh` (it installs a static FFmpeg with \
+     libvmaf from the imageio-ffmpeg wheel and writes SPOOL_FFMPEG into ~/.spool/env), or point \
+     --ffmpeg / SPOOL_FFMPEG at an FFmpeg";
+
+/// What the missing-ffprobe error tells an operator to do.
+pub const FFPROBE_HINT: &str = "install ffprobe (Debian: `apt-get install ffmpeg`; \
+     `bash ops/scripts/setup.sh` does it and writes SPOOL_FFPROBE into ~/.spool/env), \
+     or point --ffprobe / SPOOL_FFPROBE at one";
+
+/// A video task's error.
+///
+/// [`VideoError::is_transient`] says whether a retry may succeed; the
+/// conversion into [`TaskError`] follows it, so bad input fails the task at
+/// once and a passing fault is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VideoError {
+    /// The task asks for something that cannot work (a CRF out of range,
+    /// an odd frame size, an unknown container).
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    /// A path in the task is outside the worker's roots, or otherwise not
+    /// acceptable.
+    #[error("{path:?} is rejected: {reason} (root: {root})")]
+    Path {
+        /// The path as the task gave it.
+        path: String,
+        /// Why it is rejected.
+        reason: String,
+        /// The root it was checked against, or the roots' list.
+        root: String,
+    },
+    /// An input file does not exist inside any root.
+    #[error("{path:?} not found in {roots}")]
+    NotFound {
+        /// The path as the task gave it.
+        path: String,
+        /// The roots searched.
+        roots: String,
+    },
+    /// FFmpeg (or ffprobe) cannot be found or started.
+    #[error("{what} is not available: {detail}; {hint}")]
+    Missing {
+        /// `ffmpeg`, `ffprobe` or `libvmaf`.
+        what: &'static str,
+        /// What was looked for.
+        detail: String,
+        /// What to install.
+        hint: &'static str,
+    },
+    /// FFmpeg exited with an error.
+    #[error("FFmpeg failed ({status}): {message}")]
+    Ffmpeg {
+        /// Its exit status, in words.
+        status: String,
+        /// FFmpeg's first error lines, without its log prefixes.
+        message: String,
+    },
+    /// ffprobe could not read a file (not a video, corrupt).
+    #[error("ffprobe cannot read {path}: {message}")]
+    Probe {
+        /// The file probed.
+        path: PathBuf,
+        /// ffprobe's words, or what was missing from its answer.
+        message: String,
+    },
+    /// The output was written but is not what was asked for.
+    #[error("the output {path} failed validation: {message}")]
+    Validation {
+        /// The output checked.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// FFmpeg's per-frame logs could not be read back.
+    #[error("cannot read the {what} log: {message}")]
+    Log {
+        /// Which log (`libvmaf`, `psnr`, `ssim`).
+        what: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The run was cancelled (revoked, a time limit) and FFmpeg stopped.
+    #[error("cancelled; FFmpeg was stopped and partial outputs removed")]
+    Cancelled,
+    /// A file-system or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl VideoError {
+    /// An I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether a retry may succeed: I/O faults (a full disk, a file
+    /// system hiccup) and cancellations are transient; bad input, FFmpeg
+    /// rejecting a file and missing tools are not.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::Cancelled)
+    }
+
+    /// The task error this becomes: [`TaskError::retry`] when
+    /// [transient](Self::is_transient), else [`TaskError::fail`]. (Plain
+    /// `?` would make every error retryable.)
+    #[must_use]
+    pub fn into_task_error(self) -> TaskError {
+        if self.is_transient() {
+            TaskError::retry(self)
+        } else {
+            TaskError::fail(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spool_worker::TaskErrorKind;
+
+    #[test]
+    fn bad_input_fails_and_faults_retry() {
+        let bad = VideoError::InvalidTask("crf 70 is above 51".into()).into_task_error();
+        assert_eq!(bad.kind(), TaskErrorKind::Fail);
+        let ffmpeg = VideoError::Ffmpeg {
+            status: "exit status: 1".into(),
+            message: "moov atom not found".into(),
+        }
+        .into_task_error();
+        assert_eq!(ffmpeg.kind(), TaskErrorKind::Fail);
+        assert!(ffmpeg.message().contains("moov atom not found"));
+        let disk =
+            VideoError::io("write out.mp4", std::io::Error::other("disk full")).into_task_error();
+        assert_eq!(disk.kind(), TaskErrorKind::Retry(None));
+        let missing = VideoError::Missing {
+            what: "libvmaf",
+            detail: "/usr/bin/ffmpeg has no libvmaf filter".into(),
+            hint: LIBVMAF_HINT,
+        };
+        assert!(missing.to_string().contains("imageio-ffmpeg"));
+    }
+}
