@@ -14,9 +14,11 @@
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
 //! spoolctl top                         # queues and workers, live
+//! spoolctl store migrate               # create the job store, or upgrade it
 //! ```
 //!
-//! `tasks` and `task show` read the job store (`--store-url`).
+//! `tasks` and `task show` read the job store (`--store-url`); only `store
+//! migrate` creates one or changes its schema.
 //!
 //! Every command takes `--json` for scripts. The commands themselves live in
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
@@ -201,6 +203,21 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+
+    /// Manage the job store itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the job store at --store-url if it does not exist (a SQLite
+    /// file in an existing directory, or a PostgreSQL database) and apply
+    /// the schema migrations it lacks. Workers and the other commands only
+    /// open a store created so. Safe to run again.
+    Migrate,
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +527,12 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let report = ctl::task_show(&store, id).await;
             store.close().await;
             ctl::render(&report?, format)?
+        }
+        Command::Store {
+            command: StoreCommand::Migrate,
+        } => {
+            let url = ctl::require_store(&cli.store_url)?;
+            ctl::render(&ctl::store_migrate(url).await?, format)?
         }
         Command::Purge { queue, yes } => {
             ctl::check_purge_confirmed(&queue, yes)?;
