@@ -13,6 +13,7 @@ mod lease;
 mod report;
 mod running;
 mod settle;
+mod store_gate;
 
 pub(crate) use self::report::ProgressSink;
 
@@ -35,6 +36,7 @@ use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
 use self::running::Running;
 use self::settle::{Action, Settlement, UniqueLock};
+use self::store_gate::StoreGate;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
@@ -254,6 +256,9 @@ impl<B: Broker> Worker<B> {
         ));
 
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
+        // Closed by the settler while outcomes cannot be recorded: the
+        // fetchers take no new work until the store is back.
+        let store_gate = StoreGate::default();
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = AbortOnDropHandle::new(tokio::spawn(
             settle::run(
@@ -262,6 +267,7 @@ impl<B: Broker> Worker<B> {
                 settle_rx,
                 observers.clone(),
                 leases.clone(),
+                (store_gate.clone(), stop.clone()),
             )
             .in_current_span(),
         ));
@@ -282,6 +288,7 @@ impl<B: Broker> Worker<B> {
                     .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
                 paused: paused.clone(),
+                store_gate: store_gate.clone(),
                 observers: observers.clone(),
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),
