@@ -482,7 +482,28 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let request = args.into_request();
             request.validate()?;
             let broker = connect(&access).await?;
-            ctl::render(&ctl::call(&broker, &request).await?, format)?
+            match ctl::call(&broker, &request).await {
+                Ok(report) => ctl::render(&report, format)?,
+                // Part of the batch made it: say which, then why the rest
+                // did not, once.
+                Err(spool_scheduler::Error::Broker(spool_broker::Error::PartialEnqueue {
+                    enqueued,
+                    refused,
+                    source,
+                })) => {
+                    let report = ctl::CallReport {
+                        ids: enqueued.clone(),
+                    };
+                    write_out(&ctl::render(&report, format)?)?;
+                    return Err(spool_broker::Error::PartialEnqueue {
+                        enqueued,
+                        refused,
+                        source,
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Command::Dead {
             command: DeadCommand::List { queue, limit },
