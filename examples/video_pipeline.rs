@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! mkdir -p /tmp/spool-media && cp upload.mp4 /tmp/spool-media/
+//! spoolctl store migrate --store-url sqlite:///tmp/spool-media/jobs.db
 //! spool-worker --queues default,analysis,streaming \
 //!     --input-root /tmp/spool-media --output-root /tmp/spool-media \
 //!     --store-url sqlite:///tmp/spool-media/jobs.db

@@ -54,7 +54,7 @@ async fn a_pool_scales_up_under_load_and_back_to_its_minimum_without_losing_a_ta
     let queue = QueueName::new("autoscaled").unwrap();
     let dir = temp_dir();
     let store_url = format!("sqlite://{}/jobs.db", dir.display());
-    let store = JobStore::connect(&store_url).await.unwrap();
+    let store = JobStore::create(&store_url).await.unwrap();
     let client = Client::new(test.broker.clone()).with_store(store.clone());
 
     let mut pool = PoolConfig::new(POOL, vec![queue.clone()]);

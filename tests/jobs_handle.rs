@@ -130,7 +130,7 @@ impl TestStore {
         let dir = std::env::temp_dir().join(format!("spool-handle-{}", tag()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("jobs.db").display());
-        let store = JobStore::connect(&url).await.unwrap();
+        let store = JobStore::create(&url).await.unwrap();
         Self {
             store,
             cleanup: Cleanup::Dir(dir),
@@ -144,7 +144,7 @@ impl TestStore {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let name = format!("spool_handle_{}", tag());
         let url = with_database(&admin_url, &name);
-        match JobStore::connect(&url).await {
+        match JobStore::create(&url).await {
             Ok(store) => Some(Self {
                 store,
                 cleanup: Cleanup::Database { admin_url, name },

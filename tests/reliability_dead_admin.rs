@@ -123,7 +123,8 @@ async fn a_requeued_dead_letter_that_succeeds_is_recorded_as_succeeded() {
 
     let redis = TestRedis::new().await;
     let dir = std::env::temp_dir().join(format!("spool-revive-{:08x}", fastrand::u32(..)));
-    let store = JobStore::connect(&format!("sqlite://{}/jobs.db", dir.display()))
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = JobStore::create(&format!("sqlite://{}/jobs.db", dir.display()))
         .await
         .unwrap();
     let id = redis

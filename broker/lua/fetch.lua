@@ -22,10 +22,16 @@
 -- caller can block on XREAD from exactly where the streams stand now.
 -- A paused queue returns { {}, {}, {}, false, 1 }.
 
-redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[4]) - 3600000)
+-- A Redis full under `noeviction` must still be drained: it refuses a
+-- script's first command that may grow memory (ZADD, XADD, XGROUP CREATE)
+-- until the script has written something, but not XREADGROUP, XACK or
+-- XDEL. So every write that only adds (promotion, group creation, the
+-- consumers' bookkeeping) is best-effort, through pcall, and the claim does
+-- not depend on it: under OOM due tasks wait in the delayed set and ready
+-- ones are still claimed, run and acknowledged, which frees memory.
 
 if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.pcall('ZADD', KEYS[6], ARGV[4], ARGV[2])
   return { {}, {}, {}, false, 1 }
 end
 
@@ -33,26 +39,37 @@ local group, consumer = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+
 local due = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
 for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1))
+  local added
   if level ~= nil and level >= 0 and level <= 2 then
-    redis.call('XADD', KEYS[level + 1], '*', 'e', string.sub(member, 2))
+    added = redis.pcall('XADD', KEYS[level + 1], '*', 'e', string.sub(member, 2))
   else
     -- A member we did not write: keep it visible as a normal-priority entry,
     -- where the worker dead-letters it as malformed instead of losing it.
-    redis.call('XADD', KEYS[2], '*', 'e', member)
+    added = redis.pcall('XADD', KEYS[2], '*', 'e', member)
+  end
+  if failed(added) then
+    break -- out of memory: the rest stay delayed until there is room
   end
   redis.call('ZREM', KEYS[4], member)
 end
 
 local function read(stream, count)
   local reply = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
-  if type(reply) == 'table' and reply.err then
+  if failed(reply) then
     if string.find(reply.err, 'NOGROUP', 1, true) then
       -- First use of this queue, or a Redis that lost its data: create the
-      -- group from the start of the stream so nothing already queued is skipped.
-      redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+      -- group from the start of the stream so nothing already queued is
+      -- skipped. Refused when memory is full: then nothing is claimed here.
+      if failed(redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')) then
+        return {}
+      end
       reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
     else
       return redis.error_reply(reply.err)
@@ -74,6 +91,10 @@ for level = 1, 3 do
   out[level] = entries
   claimed = claimed + #entries
 end
+
+-- Who fetched last, for stats.lua; best-effort (see above).
+redis.pcall('ZADD', KEYS[6], ARGV[4], ARGV[2])
+redis.pcall('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - 3600000)
 
 if claimed > 0 then
   out[4] = false

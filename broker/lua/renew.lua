@@ -29,9 +29,17 @@ for i = 3, #ARGV do
     lost[#lost + 1] = ARGV[i]
   end
 end
--- unpack is bounded by Lua's stack: claim in slices.
+-- unpack is bounded by Lua's stack: claim in slices. Every argument goes
+-- in one table, expanded last: Lua cuts an expansion that is followed by
+-- another argument (as `unpack(ids), 'JUSTID'` was) to its first value,
+-- which renewed only the first lease of each slice and let the others
+-- lapse under a live worker.
 for i = 1, #mine, 1000 do
-  redis.call('XCLAIM', KEYS[1], group, consumer, 0,
-    unpack(mine, i, math.min(i + 999, #mine)), 'JUSTID')
+  local args = { 'XCLAIM', KEYS[1], group, consumer, 0 }
+  for j = i, math.min(i + 999, #mine) do
+    args[#args + 1] = mine[j]
+  end
+  args[#args + 1] = 'JUSTID'
+  redis.call(unpack(args))
 end
 return lost

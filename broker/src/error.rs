@@ -54,6 +54,24 @@ pub enum Error {
     /// The broker has been closed.
     #[error("broker is closed")]
     Closed,
+
+    /// Part of a batch was enqueued and the rest refused (Redis out of
+    /// memory, say): which tasks made it, and why the others did not.
+    #[error(
+        "enqueued {} of {} tasks; the other {} were refused: {source}",
+        enqueued.len(),
+        enqueued.len() + refused,
+        refused
+    )]
+    PartialEnqueue {
+        /// The ids of the tasks enqueued, in input order.
+        enqueued: Vec<crate::envelope::TaskId>,
+        /// How many were not.
+        refused: usize,
+        /// The first refusal; the others are alike as a rule.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -27,7 +27,7 @@ store_suite!(
     prune_deletes_only_old_finished_records,
     large_batches_with_duplicates,
     reconnecting_keeps_records,
-    connecting_creates_what_is_missing,
+    only_create_creates_a_store,
     requeued_dead_letter_starts_a_fresh_life,
     several_processes_write_at_once,
     several_processes_create_the_database_at_once,
@@ -673,7 +673,7 @@ async fn reconnecting_keeps_records(store: JobStore, url: String) {
         .record_outcomes(&[finished(&e, JobStatus::Succeeded, 1)])
         .await
         .unwrap();
-    // A second process connecting runs the migrations again: a no-op.
+    // A second process opening the store finds what the first wrote.
     let again = JobStore::connect(&url).await.unwrap();
     assert_eq!(get(&again, e.id).await.status, JobStatus::Succeeded);
     again.close().await;
@@ -683,14 +683,31 @@ async fn reconnecting_keeps_records(store: JobStore, url: String) {
     ));
 }
 
-async fn connecting_creates_what_is_missing(_store: JobStore, url: String) {
-    // A SQLite file in directories that do not exist yet; a PostgreSQL
-    // database that does not exist yet.
+async fn only_create_creates_a_store(_store: JobStore, url: String) {
+    // A SQLite file that does not exist yet; a PostgreSQL database that
+    // does not exist yet.
     let fresh = match url.strip_suffix("spool.db") {
-        Some(dir) => format!("{dir}nested/deeper/other.db"),
+        Some(dir) => format!("{dir}other.db"),
         None => format!("{url}_fresh"),
     };
-    let store = JobStore::connect(&fresh).await.unwrap();
+    // Opening names the store and creates nothing.
+    let err = JobStore::connect(&fresh).await.unwrap_err().to_string();
+    assert!(
+        err.contains("does not exist") && err.contains("spoolctl store migrate"),
+        "{err}"
+    );
+    if let Some(dir) = url.strip_suffix("spool.db") {
+        assert!(!std::path::Path::new(&fresh["sqlite://".len()..]).exists());
+        // Nor are directories made for a path that has none.
+        let nested = format!("{dir}nested/deeper/other.db");
+        let err = JobStore::create(&nested).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}nested", &dir["sqlite://".len()..])),
+            "{err}"
+        );
+        assert!(!std::path::Path::new(&format!("{}nested", &dir["sqlite://".len()..])).exists());
+    }
+    let store = JobStore::create(&fresh).await.unwrap();
     let e = envelope("video.fresh");
     store
         .record_outcomes(&[finished(&e, JobStatus::Succeeded, 1)])
@@ -698,6 +715,10 @@ async fn connecting_creates_what_is_missing(_store: JobStore, url: String) {
         .unwrap();
     assert_eq!(get(&store, e.id).await.status, JobStatus::Succeeded);
     store.close().await;
+    // Once created, it opens.
+    let again = JobStore::connect(&fresh).await.unwrap();
+    assert_eq!(get(&again, e.id).await.status, JobStatus::Succeeded);
+    again.close().await;
     if fresh.starts_with("postgres") {
         use sqlx::migrate::MigrateDatabase;
         sqlx::Postgres::force_drop_database(&fresh).await.unwrap();
@@ -878,7 +899,7 @@ fn writer_process() {
 async fn write_as_process(index: u32, url: &str, start: u64, shared: &[TaskId]) {
     let wait = start.saturating_sub(Timestamp::now().as_millis());
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let store = JobStore::connect(url).await.unwrap();
+    let store = JobStore::create(url).await.unwrap();
     let me = WorkerId::new("writer-host", std::process::id());
 
     let attempt = index + 1;

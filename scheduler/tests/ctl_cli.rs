@@ -182,7 +182,7 @@ fn bad_args_json_fails_naming_the_problem() {
 /// Seeds a store with a queued task created an hour ago and a succeeded
 /// one created a minute ago; returns them oldest first.
 async fn seed_store(url: &str) -> (Envelope, Envelope) {
-    let store = JobStore::connect(url).await.expect("the store opens");
+    let store = JobStore::create(url).await.expect("the store opens");
     let now = Timestamp::now().as_millis();
     let mut queued = Envelope::new("video.probe", QueueName::GPU, vec![]);
     queued.created_at = Timestamp::from_millis(now - 3_600_000);

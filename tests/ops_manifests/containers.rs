@@ -511,8 +511,9 @@ async fn the_prestop_hook_stops_a_real_worker_warmly_and_waits() {
     // The worker's job store tells when the task has started: a task only
     // fetched (pending) goes back unstarted in a warm shutdown instead.
     let store_dir = std::env::temp_dir().join(format!("spool-prestop-{}", redis.prefix));
+    std::fs::create_dir_all(&store_dir).unwrap();
     let store_url = format!("sqlite://{}", store_dir.join("jobs.db").display());
-    let store = JobStore::connect(&store_url).await.unwrap();
+    let store = JobStore::create(&store_url).await.unwrap();
     let id = redis
         .client()
         .enqueue(spool_worker::builtin::Sleep { ms: 1500 })

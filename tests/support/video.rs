@@ -92,7 +92,7 @@ impl VideoEnv {
         std::fs::create_dir_all(&inputs).unwrap();
         std::fs::create_dir_all(&outputs).unwrap();
         let url = format!("sqlite://{}", dir.join("jobs.db").display());
-        let store = JobStore::connect(&url).await.unwrap();
+        let store = JobStore::create(&url).await.unwrap();
         Self {
             dir,
             inputs,

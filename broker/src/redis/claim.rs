@@ -19,13 +19,16 @@ use crate::signing::{self, SigningKeys};
 
 impl RedisBroker {
     /// One pipeline enqueueing `envelopes`: due ones `XADD`ed to their
-    /// stream, later ones `ZADD`ed to their queue's delayed set.
+    /// stream, later ones `ZADD`ed to their queue's delayed set. Its replies
+    /// come back one per envelope, errors included, so that a batch Redis
+    /// refuses in part says which tasks made it.
     pub(crate) fn enqueue_pipeline(
         &self,
         envelopes: &[Envelope],
         now: Timestamp,
     ) -> Result<redis::Pipeline> {
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         let mut keys: Option<Arc<QueueKeys>> = None;
         let signing = self.signing();
         for envelope in envelopes {
@@ -40,16 +43,14 @@ impl RedisBroker {
                         &keys.delayed,
                         delayed_member(envelope, signing)?,
                         eta.as_millis(),
-                    )
-                    .ignore();
+                    );
                 }
                 _ => {
                     pipe.xadd(
                         keys.stream(envelope.priority),
                         "*",
                         &[("e", signing::wire(envelope, signing, None)?)],
-                    )
-                    .ignore();
+                    );
                 }
             }
         }

@@ -243,6 +243,61 @@ impl RedisBroker {
     }
 }
 
+/// What a bulk enqueue's pipelines did, envelope by envelope.
+#[derive(Default)]
+struct EnqueueTally {
+    enqueued: Vec<TaskId>,
+    refused: usize,
+    first_refusal: Option<Error>,
+}
+
+impl EnqueueTally {
+    /// Adds one pipeline's replies. A pipeline that failed as a whole (the
+    /// connection broke) ends the enqueue: what it did is unknown.
+    fn add(
+        &mut self,
+        (chunk, replies): (
+            &[Envelope],
+            redis::RedisResult<Vec<redis::RedisResult<Value>>>,
+        ),
+    ) -> Result<()> {
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) if self.enqueued.is_empty() => return Err(map_redis(e)),
+            Err(e) => {
+                return Err(Error::PartialEnqueue {
+                    enqueued: std::mem::take(&mut self.enqueued),
+                    refused: 0,
+                    source: Box::new(map_redis(e)),
+                });
+            }
+        };
+        for (envelope, reply) in chunk.iter().zip(replies) {
+            match reply {
+                Ok(_) => self.enqueued.push(envelope.id),
+                Err(e) => {
+                    self.refused += 1;
+                    self.first_refusal.get_or_insert_with(|| map_redis(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.first_refusal {
+            None => Ok(()),
+            // Nothing made it: the refusal says it all.
+            Some(refusal) if self.enqueued.is_empty() => Err(refusal),
+            Some(refusal) => Err(Error::PartialEnqueue {
+                enqueued: self.enqueued,
+                refused: self.refused,
+                source: Box::new(refusal),
+            }),
+        }
+    }
+}
+
 /// Encodes a pub/sub message, as [`RedisBroker::subscribe`] decodes it.
 fn encode_message<T: serde::Serialize>(what: &'static str, message: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec(message).map_err(|e| Error::encode(what, e))
@@ -288,25 +343,31 @@ impl Broker for RedisBroker {
         // at every change of queue there (runs keep each queue's order).
         let cluster = self.inner.commands.is_cluster();
         let runs = envelopes.chunk_by(|a, b| !cluster || a.queue == b.queue);
+        let mut tally = EnqueueTally::default();
         for chunk in runs.flat_map(|run| run.chunks(ENQUEUE_CHUNK)) {
             let pipe = self.enqueue_pipeline(chunk, now)?;
-            if in_flight.len() == ENQUEUE_IN_FLIGHT {
-                in_flight.next().await.unwrap_or(Ok(()))?;
+            if in_flight.len() == ENQUEUE_IN_FLIGHT
+                && let Some(sent) = in_flight.next().await
+            {
+                tally.add(sent)?;
             }
             let mut conn = self.conn();
             in_flight.push_back(async move {
-                pipe.query_async::<()>(&mut conn).await.map_err(map_redis)
+                let replies = pipe
+                    .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
+                    .await;
+                (chunk, replies)
             });
             // Poll once now, so this pipeline is written before the next one
             // is encoded rather than after.
             if let Poll::Ready(Some(sent)) = futures_util::poll!(in_flight.next()) {
-                sent?;
+                tally.add(sent)?;
             }
         }
         while let Some(sent) = in_flight.next().await {
-            sent?;
+            tally.add(sent)?;
         }
-        Ok(())
+        tally.finish()
     }
 
     async fn enqueue_unique(&self, envelope: &Envelope, ttl: Duration) -> Result<Option<TaskId>> {
@@ -461,30 +522,31 @@ impl Broker for RedisBroker {
         if tags.is_empty() {
             return Ok(());
         }
-        // Each stream's ids next to each other, a queue's streams too.
+        // Each stream's ids next to each other.
         let mut sorted: Vec<&DeliveryTag> = tags.iter().collect();
         sorted.sort_unstable_by(|a, b| (&a.queue, a.priority).cmp(&(&b.queue, b.priority)));
-        // One atomic pipeline for all on one server. On a cluster one per
-        // queue: a queue's streams share a slot, different queues may not.
-        let cluster = self.inner.commands.is_cluster();
-        let pipelines = sorted
-            .chunk_by(|a, b| !cluster || a.queue == b.queue)
-            .map(|run| {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                for stream in run.chunk_by(|a, b| (&a.queue, a.priority) == (&b.queue, b.priority))
-                {
-                    let [first, ..] = stream else { continue };
-                    let keys = self.keys(&first.queue);
-                    let key = keys.stream(first.priority);
-                    let ids: Vec<&str> = stream.iter().map(|tag| tag.entry_id.as_str()).collect();
-                    pipe.xack(key, GROUP, &ids).ignore();
-                    pipe.xdel(key, &ids).ignore();
+        // One script per stream (XACK and XDEL of its ids together), all
+        // in flight at once: a script, unlike MULTI, runs on a Redis out of
+        // memory, and acknowledging is what frees it.
+        let streams = sorted
+            .chunk_by(|a, b| (&a.queue, a.priority) == (&b.queue, b.priority))
+            .filter_map(|stream| {
+                let first = stream.first()?;
+                let keys = self.keys(&first.queue);
+                let mut invocation = self.inner.scripts.ack.key(keys.stream(first.priority));
+                invocation.arg(GROUP);
+                for tag in stream {
+                    invocation.arg(&tag.entry_id);
                 }
                 let mut conn = self.conn();
-                async move { pipe.query_async::<()>(&mut conn).await.map_err(map_redis) }
+                Some(async move {
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map_err(map_redis)
+                })
             });
-        futures_util::future::try_join_all(pipelines).await?;
+        futures_util::future::try_join_all(streams).await?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use super::keys::QueueKeys;
 /// The scripts, each loaded once per connection by its SHA1.
 pub(crate) struct Scripts {
     pub(crate) fetch: Script,
+    pub(crate) ack: Script,
     pub(crate) retry: Script,
     pub(crate) dead_letter: Script,
     pub(crate) requeue: Script,
@@ -24,6 +25,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             fetch: Script::new(include_str!("../../lua/fetch.lua")),
+            ack: Script::new(include_str!("../../lua/ack.lua")),
             retry: Script::new(include_str!("../../lua/retry.lua")),
             dead_letter: Script::new(include_str!("../../lua/dead_letter.lua")),
             requeue: Script::new(include_str!("../../lua/requeue.lua")),

@@ -95,27 +95,54 @@ impl Default for StoreOptions {
     }
 }
 
-pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Inner> {
+/// Whether opening a store may create it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Open {
+    /// Only an existing database, with Spool's schema.
+    Existing,
+    /// Create the database (SQLite: the file, in an existing directory) if
+    /// it is missing; the caller then applies the migrations.
+    Create,
+}
+
+/// Where a SQLite URL's file is, for messages; `None` in memory.
+fn sqlite_path(connect: &SqliteConnectOptions, in_memory: bool) -> Option<&std::path::Path> {
+    (!in_memory).then(|| connect.get_filename())
+}
+
+pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions, open: Open) -> Result<Inner> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?
-        .create_if_missing(true)
+        // A private in-memory database never exists beforehand.
+        .create_if_missing(in_memory || open == Open::Create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
         // 32 MiB of page cache: the five indexes stay in memory.
         .pragma("cache_size", "-32768");
-    if !in_memory
-        && let Some(parent) = connect.get_filename().parent()
-        && !parent.as_os_str().is_empty()
-        && !parent.exists()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Error::Config(format!(
-                "cannot create the directory {}: {e}",
+    // SQLite's own message ("unable to open database file") names nothing:
+    // say which file, and why, before it tries. Directories are never
+    // created: a typo in a path must not leave new directories behind.
+    if let Some(path) = sqlite_path(&connect, in_memory) {
+        let parent = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty());
+        if let Some(parent) = parent.filter(|parent| !parent.is_dir()) {
+            return Err(Error::Config(format!(
+                "job store {}: the directory {} does not exist (Spool does not create it)",
+                redact(url),
                 parent.display()
-            ))
-        })?;
+            )));
+        }
+        if open == Open::Existing && !path.exists() {
+            return Err(Error::Config(format!(
+                "job store {}: the SQLite file {} does not exist; create the store with \
+                 `spoolctl store migrate --store-url URL`",
+                redact(url),
+                path.display()
+            )));
+        }
     }
     let pool = if in_memory {
         // The database lives as long as its connection: keep exactly one.
@@ -133,13 +160,21 @@ pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<
     // wait for (it could deadlock): the losers see "database is locked"
     // and try again, within the busy timeout.
     let deadline = tokio::time::Instant::now() + options.busy_timeout;
+    let what = "open the SQLite database";
     let pool = loop {
         match pool.clone().connect_with(connect.clone()).await {
             Ok(pool) => break pool,
             Err(e) => {
-                let error = db_error("open the SQLite database", e);
+                let error = db_error(what, e);
                 if !error.is_transient() || tokio::time::Instant::now() >= deadline {
-                    return Err(error);
+                    return Err(match sqlite_path(&connect, in_memory) {
+                        Some(path) => Error::Config(format!(
+                            "job store {}: cannot open the SQLite file {}: {error}",
+                            redact(url),
+                            path.display()
+                        )),
+                        None => error,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
             }
@@ -151,15 +186,27 @@ pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<
     })
 }
 
-pub(super) async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Inner> {
+pub(super) async fn connect_postgres(
+    url: &str,
+    options: &StoreOptions,
+    open: Open,
+) -> Result<Inner> {
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("job store URL {:?}: {e}", redact(url))))?;
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout);
     let pool = match pool.clone().connect_with(connect.clone()).await {
-        // Like a SQLite file, the database is created on first use (which
-        // takes the CREATEDB privilege); racing creators are fine.
+        // invalid_catalog_name: the database does not exist.
+        Err(e) if has_code(&e, "3D000") && open == Open::Existing => {
+            return Err(Error::Config(format!(
+                "job store {}: the PostgreSQL database {:?} does not exist; create the store \
+                 with `spoolctl store migrate --store-url URL`",
+                redact(url),
+                connect.get_database().unwrap_or_default()
+            )));
+        }
+        // Creating takes the CREATEDB privilege; racing creators are fine.
         Err(e) if has_code(&e, "3D000") => {
             match <sqlx::Postgres as MigrateDatabase>::create_database(url).await {
                 // duplicate_database, or the unique index of pg_database

@@ -6,11 +6,12 @@
 //! the `store` feature, is what compiles sqlx.
 //!
 //! Redis stays the source of truth for delivery; the store is the history
-//! and the queryable view. SQLite (one file, created on first use) is the
+//! and the queryable view. SQLite (one file) is the
 //! embedded default; PostgreSQL is chosen by URL. Both run the same SQL
 //! and pass the same tests; the schema ships with this crate as migrations
-//! (`migrations/sqlite`, `migrations/postgres`) that [`JobStore::connect`]
-//! applies.
+//! (`migrations/sqlite`, `migrations/postgres`) that [`JobStore::create`]
+//! applies (`spoolctl store migrate`); [`JobStore::connect`] opens only a
+//! store created so.
 //!
 //! # Writing
 //!
@@ -62,7 +63,9 @@ mod row;
 mod sql;
 mod types;
 
+#[cfg(feature = "store")]
 use std::sync::Arc;
+#[cfg(feature = "store")]
 use std::time::Duration;
 
 #[cfg(feature = "store")]
@@ -73,9 +76,9 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
 #[cfg(feature = "store")]
-pub use self::connect::{StoreBackend, StoreOptions};
+use self::connect::{Open, connect_postgres, connect_sqlite, migrator, redact};
 #[cfg(feature = "store")]
-use self::connect::{connect_postgres, connect_sqlite, migrator};
+pub use self::connect::{StoreBackend, StoreOptions};
 #[cfg(feature = "store")]
 use self::db_error::{StoreError, db_error};
 #[cfg(feature = "store")]
@@ -165,22 +168,26 @@ macro_rules! with_pool {
 
 #[cfg(feature = "store")]
 impl JobStore {
-    /// Connects to the store at `url` with default [`StoreOptions`] and
-    /// applies the migrations it lacks.
+    /// Opens the existing store at `url` with default [`StoreOptions`].
+    /// Nothing is created or migrated: a store is created, and upgraded to
+    /// a newer schema, only by [`JobStore::create`] (`spoolctl store
+    /// migrate`), so a mistyped URL is an error rather than a new, empty
+    /// store.
     ///
-    /// - `sqlite://path/to/spool.db` (or `sqlite:path`): a file, created
-    ///   with its parent directories if missing, in WAL mode with
-    ///   `synchronous=NORMAL` and a busy timeout, so that several worker
-    ///   processes can write to it at once.
-    /// - `sqlite::memory:`: a private in-memory database, for tests.
-    /// - `postgres://user@host/database` (or `postgresql://…`): the
-    ///   database is created if it does not exist and the role may.
+    /// - `sqlite://path/to/spool.db` (or `sqlite:path`): an existing file,
+    ///   opened in WAL mode with `synchronous=NORMAL` and a busy timeout,
+    ///   so that several worker processes can write to it at once.
+    /// - `sqlite::memory:`: a private in-memory database, for tests; it is
+    ///   always created with the schema.
+    /// - `postgres://user@host/database` (or `postgresql://…`): an existing
+    ///   database.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a malformed URL, [`Error::Connection`] when
-    /// the database cannot be reached (transient), and [`Error::Backend`]
-    /// when a migration fails.
+    /// [`Error::Config`] for a malformed URL, a database or SQLite file
+    /// (or its directory) that does not exist, or a database without
+    /// Spool's current schema; [`Error::Connection`] when the database
+    /// cannot be reached (transient); [`Error::Backend`] otherwise.
     ///
     /// # Examples
     ///
@@ -190,6 +197,7 @@ impl JobStore {
     ///
     /// let store = JobStore::connect("sqlite::memory:").await?;
     /// assert_eq!(store.backend(), StoreBackend::Sqlite);
+    /// assert!(JobStore::connect("sqlite:///no/such/dir/spool.db").await.is_err());
     /// # Ok::<(), spool_broker::Error>(())
     /// # })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -204,15 +212,90 @@ impl JobStore {
     ///
     /// As [`JobStore::connect`].
     pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self> {
-        let inner = match StoreBackend::of_url(url)? {
-            StoreBackend::Sqlite => connect_sqlite(url, options).await?,
-            StoreBackend::Postgres => connect_postgres(url, options).await?,
-        };
-        let store = Self {
-            inner: Arc::new(inner),
-        };
+        let store = Self::open(url, options, Open::Existing).await?;
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            store.migrate().await?;
+        } else {
+            store.check_schema(url).await?;
+        }
+        Ok(store)
+    }
+
+    /// Creates the store at `url` if it does not exist (a SQLite file, in
+    /// a directory that must exist; a PostgreSQL database, which takes the
+    /// CREATEDB privilege) and applies the migrations it lacks. This is
+    /// what `spoolctl store migrate` runs; it is safe to run again, and
+    /// from several processes at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL or a missing directory,
+    /// [`Error::Connection`] when the database cannot be reached
+    /// (transient), and [`Error::Backend`] when a migration fails.
+    pub async fn create(url: &str) -> Result<Self> {
+        Self::create_with(url, &StoreOptions::default()).await
+    }
+
+    /// Like [`JobStore::create`], with explicit pool settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::create`].
+    pub async fn create_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        let store = Self::open(url, options, Open::Create).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    async fn open(url: &str, options: &StoreOptions, open: Open) -> Result<Self> {
+        let inner = match StoreBackend::of_url(url)? {
+            StoreBackend::Sqlite => connect_sqlite(url, options, open).await?,
+            StoreBackend::Postgres => connect_postgres(url, options, open).await?,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Fails unless the database has every migration this build ships.
+    async fn check_schema(&self, url: &str) -> Result<()> {
+        let latest = migrator(self.backend())
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        let exists_sql = match self.backend() {
+            StoreBackend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spool_migrations'"
+            }
+            StoreBackend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'spool_migrations'"
+            }
+        };
+        let what = "read the schema version";
+        let tables: i64 = with_pool!(self, |pool| sqlx::query_scalar(exists_sql)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| db_error(what, e)))?;
+        let applied: Option<i64> = if tables == 0 {
+            None
+        } else {
+            let sql = "SELECT MAX(version) FROM spool_migrations WHERE success";
+            with_pool!(self, |pool| sqlx::query_scalar(sql)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| db_error(what, e)))?
+        };
+        let problem = match applied {
+            Some(version) if version >= latest => return Ok(()),
+            Some(version) => format!("has schema version {version}, this Spool needs {latest}"),
+            None => "has no Spool schema".to_owned(),
+        };
+        Err(Error::Config(format!(
+            "job store {} {problem}; run `spoolctl store migrate --store-url URL` first",
+            redact(url)
+        )))
     }
 
     /// Which database this store writes to.

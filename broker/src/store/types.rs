@@ -14,6 +14,7 @@ use crate::queue::{Priority, QueueName};
 /// is at least the stored one, so a stale attempt never overwrites a newer
 /// outcome and a final status is never replaced by a live one of the same
 /// attempt.
+#[cfg(feature = "store")]
 pub(crate) fn revision(attempt: u32, status: JobStatus) -> i64 {
     i64::from(attempt) * 4 + status.rank()
 }
@@ -474,6 +475,7 @@ impl JobQuery {
         self
     }
 
+    #[cfg(feature = "store")]
     pub(crate) fn page_size(&self) -> usize {
         self.limit.clamp(1, MAX_PAGE_SIZE)
     }
@@ -490,7 +492,7 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod tests {
     use super::*;
 

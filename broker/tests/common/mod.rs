@@ -151,7 +151,7 @@ where
         return;
     };
     let outcome = AssertUnwindSafe(async {
-        let store = JobStore::connect(&db.url)
+        let store = JobStore::create(&db.url)
             .await
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", db.url));
         test(store.clone(), db.url.clone()).await;

@@ -14,9 +14,11 @@
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
 //! spoolctl top                         # queues and workers, live
+//! spoolctl store migrate               # create the job store, or upgrade it
 //! ```
 //!
-//! `tasks` and `task show` read the job store (`--store-url`).
+//! `tasks` and `task show` read the job store (`--store-url`); only `store
+//! migrate` creates one or changes its schema.
 //!
 //! Every command takes `--json` for scripts. The commands themselves live in
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
@@ -201,6 +203,21 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+
+    /// Manage the job store itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the job store at --store-url if it does not exist (a SQLite
+    /// file in an existing directory, or a PostgreSQL database) and apply
+    /// the schema migrations it lacks. Workers and the other commands only
+    /// open a store created so. Safe to run again.
+    Migrate,
 }
 
 #[derive(Debug, Args)]
@@ -465,7 +482,28 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let request = args.into_request();
             request.validate()?;
             let broker = connect(&access).await?;
-            ctl::render(&ctl::call(&broker, &request).await?, format)?
+            match ctl::call(&broker, &request).await {
+                Ok(report) => ctl::render(&report, format)?,
+                // Part of the batch made it: say which, then why the rest
+                // did not, once.
+                Err(spool_scheduler::Error::Broker(spool_broker::Error::PartialEnqueue {
+                    enqueued,
+                    refused,
+                    source,
+                })) => {
+                    let report = ctl::CallReport {
+                        ids: enqueued.clone(),
+                    };
+                    write_out(&ctl::render(&report, format)?)?;
+                    return Err(spool_broker::Error::PartialEnqueue {
+                        enqueued,
+                        refused,
+                        source,
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Command::Dead {
             command: DeadCommand::List { queue, limit },
@@ -510,6 +548,12 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let report = ctl::task_show(&store, id).await;
             store.close().await;
             ctl::render(&report?, format)?
+        }
+        Command::Store {
+            command: StoreCommand::Migrate,
+        } => {
+            let url = ctl::require_store(&cli.store_url)?;
+            ctl::render(&ctl::store_migrate(url).await?, format)?
         }
         Command::Purge { queue, yes } => {
             ctl::check_purge_confirmed(&queue, yes)?;

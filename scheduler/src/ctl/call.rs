@@ -161,8 +161,9 @@ impl Report for CallReport {
 /// # Errors
 ///
 /// As [`CallRequest::validate`] for bad input, in which case nothing is
-/// enqueued; [`Error::Broker`] when the broker fails, in which case some of
-/// the copies may have been enqueued.
+/// enqueued; [`Error::Broker`] when the broker fails. When it took some of
+/// the copies and refused the others, that is
+/// [`spool_broker::Error::PartialEnqueue`], with the ids of those it took.
 pub async fn call(broker: &impl Broker, request: &CallRequest) -> Result<CallReport> {
     let envelopes = request.envelopes()?;
     broker.enqueue(&envelopes).await?;

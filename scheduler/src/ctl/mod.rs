@@ -27,6 +27,7 @@ mod pause;
 mod purge;
 mod queues;
 mod revoke;
+mod store;
 mod task;
 mod tasks;
 mod top;
@@ -49,6 +50,7 @@ pub use self::queues::{
     queues_to_show, queues_with_paused,
 };
 pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, revoke};
+pub use self::store::{StoreMigrateReport, store_migrate};
 pub use self::task::{TaskReport, task_show};
 pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
 pub use self::top::{CLEAR_SCREEN, DEFAULT_TOP_INTERVAL, Top, TopFrame, render_frame};

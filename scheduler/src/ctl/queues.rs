@@ -7,6 +7,7 @@
 //! and `top` between refreshes, as Sidekiq's dashboard polls its processed
 //! and failed counters. Nothing is kept in Redis for it.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -63,6 +64,10 @@ pub struct QueueRow {
     pub rate_in: Option<f64>,
     /// Tasks settled per second over the sample; null when not sampled.
     pub rate_out: Option<f64>,
+    /// Why this queue could not be read (one of its keys holds something
+    /// else, say), its counts then zero; absent when it was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl QueueRow {
@@ -92,6 +97,16 @@ impl QueueRow {
             completed_total: stats.completed_total,
             rate_in: None,
             rate_out: None,
+            error: None,
+        }
+    }
+
+    /// The row of a queue that could not be read, saying why.
+    #[must_use]
+    pub fn unreadable(queue: QueueName, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::new(queue, &QueueStats::default())
         }
     }
 
@@ -159,7 +174,16 @@ impl Report for QueuesReport {
             ("OUT/S", Align::Right),
             ("PAUSED", Align::Left),
         ]);
+        let mut errors = String::new();
         for r in &self.rows {
+            if let Some(error) = &r.error {
+                let mut row = vec![r.queue.to_string()];
+                row.extend(std::iter::repeat_n(NONE.to_owned(), 8));
+                row.push("ERROR".to_owned());
+                table.row(row);
+                let _ = writeln!(errors, "queue {}: {error}", r.queue);
+                continue;
+            }
             table.row([
                 r.queue.to_string(),
                 r.backlog.to_string(),
@@ -173,7 +197,7 @@ impl Report for QueuesReport {
                 if r.paused { "yes" } else { "no" }.to_owned(),
             ]);
         }
-        table.to_string()
+        table.to_string() + &errors
     }
 }
 
@@ -220,21 +244,35 @@ pub struct QueuesSample {
     pub at: Instant,
     /// Each queue's stats, in the order asked.
     pub stats: Vec<(QueueName, QueueStats)>,
+    /// The queues that could not be read, and why: their rows follow.
+    pub unreadable: Vec<(QueueName, String)>,
 }
 
 impl QueuesSample {
-    /// Reads the stats of `queues`, one round trip each.
+    /// Reads the stats of `queues`, one round trip each. A queue Redis
+    /// refuses to read (a key of the wrong type) is set aside with its
+    /// error, so that one bad key does not hide the other queues.
     ///
     /// # Errors
     ///
-    /// [`Error::Broker`](crate::Error::Broker) when the broker fails.
+    /// [`Error::Broker`](crate::Error::Broker) when the broker cannot be
+    /// reached.
     pub async fn read(broker: &impl Broker, queues: &[QueueName]) -> Result<Self> {
         let at = Instant::now();
         let mut stats = Vec::with_capacity(queues.len());
+        let mut unreadable = Vec::new();
         for queue in queues {
-            stats.push((queue.clone(), broker.stats(queue).await?));
+            match broker.stats(queue).await {
+                Ok(read) => stats.push((queue.clone(), read)),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => unreadable.push((queue.clone(), e.to_string())),
+            }
         }
-        Ok(Self { at, stats })
+        Ok(Self {
+            at,
+            stats,
+            unreadable,
+        })
     }
 
     /// The report of this sample, with rates since `earlier` for the queues
@@ -256,6 +294,11 @@ impl QueuesSample {
                     None => row,
                 }
             })
+            .chain(
+                self.unreadable
+                    .iter()
+                    .map(|(queue, error)| QueueRow::unreadable(queue.clone(), error.clone())),
+            )
             .collect();
         QueuesReport { rows }
     }

@@ -761,8 +761,9 @@ async fn finished_records_past_their_retention_are_pruned() {
 
     let redis = TestRedis::new().await;
     let dir = std::env::temp_dir().join(format!("spool-retention-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}/jobs.db", dir.display());
-    let store = JobStore::connect(&url).await.unwrap();
+    let store = JobStore::create(&url).await.unwrap();
     let record = |age: Duration| {
         let envelope = Envelope::new("spool.ping", QueueName::DEFAULT, Vec::new());
         let finished_at =

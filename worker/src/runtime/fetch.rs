@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use super::control::Paused;
 use super::lease::Leases;
 use super::settle::{Action, Settlement};
+use super::store_gate::StoreGate;
 use crate::observer::{Observers, Outcome, TaskInfo};
 
 /// The delivery count from which a reclaimed task is a suspect: it was in
@@ -42,6 +43,8 @@ pub(crate) struct Fetcher<B> {
     pub(crate) budget: Option<Arc<AtomicU64>>,
     /// While the queue is in it, nothing is fetched or reclaimed from it.
     pub(crate) paused: Paused,
+    /// Closed while outcomes cannot be recorded: no new work meanwhile.
+    pub(crate) store_gate: StoreGate,
     pub(crate) observers: Observers,
     pub(crate) stop: CancellationToken,
     pub(crate) tasks: mpsc::Sender<Vec<Claimed>>,
@@ -67,6 +70,16 @@ impl<B: Broker> Fetcher<B> {
                 info!(queue = %self.queue, "queue resumed: fetching it again");
                 continue;
             }
+            if !self.store_gate.is_open() {
+                warn!(queue = %self.queue,
+                    "the job store cannot record outcomes: not fetching until it takes writes again");
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = self.store_gate.opened() => {}
+                }
+                info!(queue = %self.queue, "the job store is back: fetching again");
+                continue;
+            }
             if std::mem::take(&mut suspects_waiting) {
                 match self.run_suspect_alone().await {
                     Some(more) => suspects_waiting = more,
@@ -81,8 +94,8 @@ impl<B: Broker> Fetcher<B> {
                     Err(_closed) => return,
                 },
             };
-            // Paused while this waited for a slot.
-            if self.paused.contains(&self.queue) {
+            // Paused, or the store gone, while this waited for a slot.
+            if self.paused.contains(&self.queue) || !self.store_gate.is_open() {
                 continue;
             }
             let Some(mut permit) = self.reserve_budget(self.widen(permit)) else {

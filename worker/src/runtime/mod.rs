@@ -14,6 +14,7 @@ mod report;
 mod running;
 mod settle;
 mod store;
+mod store_gate;
 
 pub(crate) use self::report::ProgressSink;
 
@@ -37,6 +38,7 @@ use self::lease::Leases;
 use self::running::Running;
 use self::settle::{Action, Settlement, UniqueLock};
 use self::store::Store;
+use self::store_gate::StoreGate;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
@@ -257,6 +259,9 @@ impl<B: Broker> Worker<B> {
         ));
 
         let prefetch = Arc::new(Semaphore::new(config.prefetch));
+        // Closed by the settler while outcomes cannot be recorded: the
+        // fetchers take no new work until the store is back.
+        let store_gate = StoreGate::default();
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let settler = AbortOnDropHandle::new(tokio::spawn(
             settle::run(
@@ -265,6 +270,7 @@ impl<B: Broker> Worker<B> {
                 settle_rx,
                 observers.clone(),
                 leases.clone(),
+                (store_gate.clone(), stop.clone()),
             )
             .in_current_span(),
         ));
@@ -285,6 +291,7 @@ impl<B: Broker> Worker<B> {
                     .then(|| (config.prefetch / config.queues.len()).max(1)),
                 budget: budget.clone(),
                 paused: paused.clone(),
+                store_gate: store_gate.clone(),
                 observers: observers.clone(),
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),

@@ -11,10 +11,12 @@ use std::time::Duration;
 use spool_broker::store::Finished;
 use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::lease::Leases;
 use super::store::Store;
+use super::store_gate::{self, StoreGate};
 use crate::observer::Observers;
 
 /// The most outcomes settled in one round trip.
@@ -76,6 +78,7 @@ pub(crate) async fn run<B: Broker>(
     mut outcomes: mpsc::UnboundedReceiver<Settlement>,
     observers: Observers,
     leases: Leases,
+    (gate, stop): (StoreGate, CancellationToken),
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
@@ -88,14 +91,10 @@ pub(crate) async fn run<B: Broker>(
             .collect();
         if let Some(store) = &store
             && !records.is_empty()
-            && !patiently("record the outcomes of", || store.record_outcomes(&records)).await
+            && !store_gate::record_outcomes(store, &records, &gate, &stop).await
         {
             // Never acknowledge what the store has not got: left unsettled,
             // with their leases let go, these tasks are redelivered.
-            error!(
-                "the job store is unavailable; {} tasks will be redelivered",
-                batch.len()
-            );
             leases.release(batch.iter().map(|s| &s.tag));
             observers.settled(batch.len());
             batch.clear();

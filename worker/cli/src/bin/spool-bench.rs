@@ -302,7 +302,7 @@ async fn open_store(args: &Args, kind: StoreKind) -> Result<OpenedStore> {
         (None, Some(file)) => format!("sqlite://{}", file.display()),
         (None, None) => BENCH_POSTGRES_URL.to_owned(),
     };
-    let store = JobStore::connect(&url)
+    let store = JobStore::create(&url)
         .await
         .with_context(|| format!("connecting to the job store {url}"))?;
     let own_database = args.store_url.is_none() && kind == StoreKind::Postgres;

@@ -152,7 +152,7 @@ async fn main() -> Result<()> {
         .await
         .context("connecting to Redis (is it running? ops/scripts/setup.sh starts one)")?;
     let store_url = format!("sqlite://{}", workdir.join("jobs.db").display());
-    let store = JobStore::connect(&store_url)
+    let store = JobStore::create(&store_url)
         .await
         .with_context(|| format!("opening the job store {store_url}"))?;
 

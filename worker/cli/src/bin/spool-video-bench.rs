@@ -136,7 +136,7 @@ async fn run(args: &Args, ffmpeg: &Path, dir: &Path, prefix: &str) -> Result<Fig
         ..RedisConfig::from_url(&args.redis_url)
     })
     .await?;
-    let store = JobStore::connect(&format!("sqlite://{}", dir.join("jobs.db").display())).await?;
+    let store = JobStore::create(&format!("sqlite://{}", dir.join("jobs.db").display())).await?;
     let client = Client::new(broker.clone()).with_store(store.clone());
     let worker = Worker::new(
         broker,

@@ -276,7 +276,8 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         worker = worker.with_video_tasks(video);
     }
     if settings.store_url != "none" {
-        // Connecting runs the store's migrations: a bad URL fails the start.
+        // Only an existing store opens (`spoolctl store migrate` creates
+        // it): a mistyped URL fails the start instead of making a new one.
         let store = JobStore::connect(&settings.store_url).await?;
         if let Some(retention) = settings.store_retention {
             spawn(prune_forever(store.clone(), retention, helpers.clone()));
