@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use spool_broker::{QueueName, Task};
 use spool_tests::{TestRedis, spawn_worker};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Package {
@@ -72,7 +73,10 @@ async fn duplicates_return_the_queued_tasks_id_until_it_finishes() {
 async fn an_explicit_key_and_its_expiry() {
     let redis = TestRedis::new().await;
     let client = redis.client();
-    let ttl = Duration::from_millis(300);
+    // Long enough that the duplicate below comes within it even on a
+    // loaded machine; the expiry itself is waited for, not slept.
+    let ttl = Duration::from_secs(1);
+    let taken = Instant::now();
     let a = client
         .enqueue(Package {
             video: "a.mp4".into(),
@@ -89,15 +93,25 @@ async fn an_explicit_key_and_its_expiry() {
         .await
         .unwrap();
     assert_eq!(a, b);
-    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-    let c = client
-        .enqueue(Package {
-            video: "c.mp4".into(),
-        })
-        .unique_key("video-42", ttl)
-        .await
-        .unwrap();
-    assert_ne!(a, c, "the key expired");
+    // Once the key expires, the same key enqueues a new task.
+    let mut c = a;
+    let deadline = Instant::now() + ttl + Duration::from_secs(10);
+    while c == a {
+        assert!(Instant::now() < deadline, "the key never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        c = client
+            .enqueue(Package {
+                video: "c.mp4".into(),
+            })
+            .unique_key("video-42", ttl)
+            .await
+            .unwrap();
+    }
+    // Not before its time to live (less Redis' millisecond).
+    assert!(
+        taken.elapsed() + Duration::from_millis(2) >= ttl,
+        "expired early"
+    );
     // A delayed unique task holds its key too.
     let d = client
         .enqueue(Package {

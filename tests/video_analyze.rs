@@ -11,7 +11,9 @@ use spool_sdk::video::{
     AnalysisReport, Analyze, Codec, Metrics, Preset, RateControl, Size, Transcode, VmafModel,
 };
 use spool_tests::TestRedis;
-use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, ffmpeg_without_libvmaf};
+use spool_tests::video::{
+    Clip, VideoEnv, failure, ffmpeg_or_skip, ffmpeg_without_libvmaf, no_ffmpeg,
+};
 use spool_video::{PSNR_CAP, VideoConfig};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -27,7 +29,8 @@ async fn identical_and_degraded_videos_score_as_they_should() {
     env.clip("ref.mp4", clip).await;
     let tasks = env.tasks(env.config());
     if !tasks.report().libvmaf {
-        eprintln!("skipping: {} has no libvmaf", env.ffmpeg.display());
+        let what = format!("an FFmpeg with libvmaf ({} has none)", env.ffmpeg.display());
+        no_ffmpeg("identical_and_degraded_videos_score_as_they_should", &what);
         return;
     }
     let client = env.client(&redis);
@@ -156,9 +159,10 @@ async fn without_libvmaf_vmaf_fails_clearly_and_psnr_ssim_work() {
         return;
     };
     let Some(plain) = ffmpeg_without_libvmaf() else {
-        eprintln!(
-            "skipping without_libvmaf_vmaf_fails_clearly_and_psnr_ssim_work: no FFmpeg without \
-             libvmaf (set-up installs Debian's /usr/bin/ffmpeg; or set SPOOL_TEST_FFMPEG_NO_VMAF)"
+        no_ffmpeg(
+            "without_libvmaf_vmaf_fails_clearly_and_psnr_ssim_work",
+            "an FFmpeg without libvmaf (set-up installs Debian's /usr/bin/ffmpeg; or set \
+             SPOOL_TEST_FFMPEG_NO_VMAF)",
         );
         return;
     };

@@ -235,10 +235,8 @@ impl DeadLetterEntry {
         self.envelope.as_ref().map(|envelope| {
             let budget = envelope.max_attempts.max(1);
             Envelope {
-                attempt: envelope.attempt.saturating_add(1),
                 max_attempts: envelope.attempt.saturating_add(budget),
-                eta: None,
-                ..envelope.clone()
+                ..envelope.next_attempt(None)
             }
         })
     }

@@ -258,18 +258,14 @@ impl Envelope {
         self.expires_at.is_some_and(|at| at < now)
     }
 
-    /// Whether this run is the last one allowed.
+    /// The envelope of the next run, not before `eta` (at once if `None`).
+    /// The one definition of the next attempt's number: the worker's
+    /// retries and the broker's revived dead letters both count with it.
     #[must_use]
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempt >= self.max_attempts
-    }
-
-    /// The envelope of the next run, not before `eta`.
-    #[must_use]
-    pub fn next_attempt(&self, eta: Timestamp) -> Self {
+    pub fn next_attempt(&self, eta: impl Into<Option<Timestamp>>) -> Self {
         Self {
             attempt: self.attempt.saturating_add(1),
-            eta: Some(eta),
+            eta: eta.into(),
             ..self.clone()
         }
     }

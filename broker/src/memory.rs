@@ -180,6 +180,9 @@ impl MemoryBroker {
 
         let mut batch = FetchBatch::default();
         let want = max.max(1);
+        // One claim, one instant, as in Redis where one script claims them
+        // all: entries claimed together lapse together.
+        let claimed_at = Instant::now();
         for priority in Priority::ALL {
             while batch.len() < want {
                 let Some((entry_id, bytes)) = q.ready[priority.index()].pop_front() else {
@@ -195,7 +198,7 @@ impl MemoryBroker {
                     bytes,
                     priority,
                     consumer: consumer.to_owned(),
-                    since: Instant::now(),
+                    since: claimed_at,
                     deliveries: 1,
                 };
                 q.pending.insert(entry_id, pending);
@@ -353,10 +356,11 @@ impl Broker for MemoryBroker {
                 }
             }
         }
+        let claimed_at = Instant::now();
         for entry_id in claimed {
             if let Some(pending) = q.pending.get_mut(&entry_id) {
                 pending.consumer = consumer.to_owned();
-                pending.since = Instant::now();
+                pending.since = claimed_at;
                 pending.deliveries += 1;
                 let tag = DeliveryTag {
                     queue: queue.clone(),
@@ -512,15 +516,15 @@ impl Broker for MemoryBroker {
     async fn purge(&self, queue: &QueueName) -> Result<u64> {
         let stats = self.stats(queue).await?;
         if let Some(q) = self.lock().queues.get_mut(queue) {
-            // Keep the queue's `notify` (fetches may be waiting on it) and its
-            // pause; forget the streams' counters and consumers, as deleting
-            // the streams does in Redis.
+            // Keep the queue's `notify` (fetches may be waiting on it), its
+            // pause and its consumers (the workers serving it still do, as
+            // Redis keeps its consumers' set); forget the streams' counter, as
+            // deleting the streams does in Redis.
             q.ready.iter_mut().for_each(VecDeque::clear);
             q.pending.clear();
             q.delayed.clear();
             q.dead.clear();
             q.added = 0;
-            q.consumers.clear();
         }
         Ok(stats.ready_total() + stats.pending + stats.delayed + stats.dead)
     }

@@ -23,8 +23,10 @@ log "cargo: $(command -v cargo)"
 # ---------------------------------------------------------------- packages
 # python3-venv brings ensurepip, so the venv below gets its own pip.
 # openssl makes the TLS tests' throw-away certificates; redis-tools brings
-# redis-cli, which the cluster tests use to create their three-master cluster.
-packages=(ca-certificates openssl pkg-config procps redis-server redis-tools python3-venv)
+# redis-cli, which the cluster tests use to create their three-master cluster;
+# prometheus brings promtool, which checks the alert rules and the dashboard's
+# queries (the server it also installs is not started here).
+packages=(ca-certificates openssl pkg-config procps redis-server redis-tools python3-venv prometheus)
 if [[ ${SPOOL_WITH_POSTGRES:-0} == 1 ]]; then
     packages+=(postgresql postgresql-client)
 fi
@@ -114,8 +116,9 @@ fi
 
 # ---------------------------------------------------------------- ffmpeg
 # A static FFmpeg build (with libvmaf) comes from the imageio-ffmpeg wheel on
-# PyPI; Debian's ffmpeg package is built without libvmaf. Non-fatal for now:
-# the core tests do not need FFmpeg.
+# PyPI; Debian's ffmpeg package is built without libvmaf. Non-fatal here:
+# the core tests do not need FFmpeg; the video suites then fail, unless
+# SPOOL_SKIP_FFMPEG=1 asks them to skip.
 venv="$SPOOL_HOME/venv"
 
 install_ffmpeg() {

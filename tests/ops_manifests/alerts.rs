@@ -85,9 +85,15 @@ fn promtool() -> Option<PathBuf> {
 }
 
 #[test]
-fn promtool_accepts_the_rules_and_their_tests_where_installed() {
+fn promtool_accepts_the_rules_and_their_tests() {
     let Some(promtool) = promtool() else {
-        eprintln!("skipping: no promtool (set PROMTOOL or install it)");
+        spool_tests::missing_tool(
+            "promtool_accepts_the_rules_and_their_tests",
+            "promtool",
+            "install Debian's prometheus package (`bash ops/scripts/setup.sh` does), or set \
+             PROMTOOL",
+            "SPOOL_SKIP_PROMTOOL",
+        );
         return;
     };
     let dir = repo().join("ops/prometheus");

@@ -30,6 +30,23 @@ pub fn redis_url() -> String {
     std::env::var("SPOOL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
+/// Called when a tool `test` needs is missing: fails the test, saying how
+/// to get `what`, unless `skip_var` is set to `1`, in which case it prints
+/// why the test skips and returns (the caller then returns too). A suite
+/// that passes without running is only ever asked for, as with
+/// `SPOOL_SKIP_POSTGRES`.
+///
+/// # Panics
+///
+/// Unless `skip_var` is `1`.
+pub fn missing_tool(test: &str, what: &str, remedy: &str, skip_var: &str) {
+    if std::env::var(skip_var).is_ok_and(|v| v == "1") {
+        eprintln!("skipping {test}: {what} ({skip_var}=1)");
+        return;
+    }
+    panic!("{test} needs {what}: {remedy}, or set {skip_var}=1 to skip it");
+}
+
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

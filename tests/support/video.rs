@@ -4,8 +4,8 @@
 //! tasks against the test's Redis prefix.
 //!
 //! The suites need a real FFmpeg (`bash ops/scripts/setup.sh` installs one
-//! and writes `SPOOL_FFMPEG` into `~/.spool/env`); without one they skip
-//! with a message saying so.
+//! and writes `SPOOL_FFMPEG` into `~/.spool/env`); without one they fail,
+//! unless `SPOOL_SKIP_FFMPEG=1` asks them to skip.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,15 +29,25 @@ pub fn ffmpeg() -> Option<PathBuf> {
     spool_video::probe::locate_ffmpeg(from_env.as_deref()).filter(|p| p.is_file())
 }
 
-/// [`ffmpeg`], or `None` after printing why `test` is skipped.
+/// [`ffmpeg`]; without one `test` fails, or with `SPOOL_SKIP_FFMPEG=1`
+/// this prints why it skips and returns `None`.
 pub fn ffmpeg_or_skip(test: &str) -> Option<PathBuf> {
     let found = ffmpeg();
     if found.is_none() {
-        eprintln!(
-            "skipping {test}: no FFmpeg (run `bash ops/scripts/setup.sh`, or set SPOOL_FFMPEG)"
-        );
+        no_ffmpeg(test, "an FFmpeg");
     }
     found
+}
+
+/// Fails `test`, which needs `what` (an FFmpeg, one with libvmaf...), or
+/// with `SPOOL_SKIP_FFMPEG=1` prints why it skips.
+pub fn no_ffmpeg(test: &str, what: &str) {
+    crate::missing_tool(
+        test,
+        what,
+        "run `bash ops/scripts/setup.sh`, or set SPOOL_FFMPEG",
+        "SPOOL_SKIP_FFMPEG",
+    );
 }
 
 /// An FFmpeg built without libvmaf (Debian's, which set-up installs for

@@ -449,16 +449,26 @@ impl Broker for RedisBroker {
                 return Ok(batch);
             }
         };
-        let wait = match idle.next_due {
-            Some(due) => wait.min(due.saturating_since(Timestamp::now())),
-            None => wait,
-        };
+        let until_due = idle
+            .next_due
+            .map(|due| due.saturating_since(Timestamp::now()));
+        let due_first = until_due.is_some_and(|until_due| until_due < wait);
+        let wait = until_due.map_or(wait, |until_due| wait.min(until_due));
         // `BLOCK 0` would wait forever: a zero wait returns at once instead.
         if wait < Duration::from_millis(1) {
             return Ok(batch);
         }
         if max >= Priority::ALL.len() {
-            self.claim_blocking(queue, &keys, consumer, max, wait).await
+            let batch = self
+                .claim_blocking(queue, &keys, consumer, max, wait)
+                .await?;
+            if !batch.is_empty() || !due_first {
+                return Ok(batch);
+            }
+            // The wait ended because a delayed task fell due: promote and
+            // claim it now, as a waiting fetch with fewer slots does, rather
+            // than hand the caller nothing.
+            Ok(self.claim_ready(queue, &keys, consumer, max).await?.0)
         } else {
             self.wait_then_claim(queue, &keys, consumer, max, wait, &idle)
                 .await

@@ -135,11 +135,6 @@ async fn report<B: Broker>(client: &Client<B>, id: TaskId, percent: f32) {
         .unwrap();
 }
 
-/// Lets spawned tasks run up to their next wait.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(20)).await;
-}
-
 #[tokio::test]
 async fn a_client_without_a_store_hands_out_no_handles() {
     let client = Client::new(MemoryBroker::new());
@@ -239,11 +234,12 @@ async fn policies_that_skip_queued_record_nothing() {
 
 #[tokio::test]
 async fn wait_wakes_on_the_finished_event_with_the_typed_output() {
-    let client = client(MemoryBroker::new()).await;
+    let broker = Breaking::new();
+    let client = client(broker.clone()).await;
     let id = client.enqueue(probe()).await.unwrap();
     let handle = client.task::<Probe>(id).unwrap();
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
-    settle().await;
+    broker.wait_for_listening(1).await;
     assert!(!waiting.is_finished());
 
     let info = Info {
@@ -284,11 +280,12 @@ async fn wait_on_a_finished_task_returns_at_once() {
 
 #[tokio::test]
 async fn wait_reports_a_failure_with_its_error() {
-    let client = client(MemoryBroker::new()).await;
+    let broker = Breaking::new();
+    let client = client(broker.clone()).await;
     let id = client.enqueue(probe()).await.unwrap();
     let handle = client.task::<Probe>(id).unwrap();
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
-    settle().await;
+    broker.wait_for_listening(1).await;
     finish(
         &client,
         id,
@@ -370,12 +367,14 @@ async fn wait_times_out_promptly() {
 
 #[tokio::test]
 async fn a_finished_event_without_a_record_is_not_found() {
-    let client = client(MemoryBroker::new()).await;
+    let broker = Breaking::new();
+    let client = client(broker.clone()).await;
     let id = TaskId::new();
     let handle = client.task::<Probe>(id).unwrap();
     assert_eq!(handle.status().await.unwrap(), None);
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
-    settle().await;
+    // Listening before the event is sent: it is not replayed.
+    broker.wait_for_listening(1).await;
     client
         .broker()
         .publish_events(&[TaskEvent::Finished {
@@ -393,14 +392,15 @@ async fn a_finished_event_without_a_record_is_not_found() {
 
 #[tokio::test]
 async fn other_tasks_events_do_not_end_a_wait() {
-    let client = client(MemoryBroker::new()).await;
+    let broker = Breaking::new();
+    let client = client(broker.clone()).await;
     let ids = client.enqueue_many([Ping, Ping]).await.unwrap();
     let handle = client.task::<Ping>(ids[0]).unwrap();
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
-    settle().await;
+    broker.wait_for_listening(1).await;
+    // Had the other task's event reached the wait, it would come first and
+    // end it with the other task's success, not this one's death.
     finish(&client, ids[1], JobStatus::Succeeded, None, None, true).await;
-    settle().await;
-    assert!(!waiting.is_finished());
     finish(&client, ids[0], JobStatus::Dead, None, Some("poison"), true).await;
     let err = waiting.await.unwrap().unwrap_err();
     assert!(
@@ -459,6 +459,11 @@ struct Breaking {
     inner: MemoryBroker,
     cut: broadcast::Sender<()>,
     subscriptions: Arc<AtomicUsize>,
+    /// Subscriptions whose subscriber has started reading events: past
+    /// whatever it did between subscribing and listening.
+    listening: Arc<AtomicUsize>,
+    /// Events handed to subscribers.
+    delivered: Arc<AtomicUsize>,
 }
 
 impl Breaking {
@@ -467,6 +472,8 @@ impl Breaking {
             inner: MemoryBroker::new(),
             cut: broadcast::channel(16).0,
             subscriptions: Arc::default(),
+            listening: Arc::default(),
+            delivered: Arc::default(),
         }
     }
 
@@ -480,13 +487,33 @@ impl Breaking {
     }
 
     async fn wait_for_subscriptions(&self, n: usize) {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while self.subscriptions() < n {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
+        wait_for("subscriptions", &self.subscriptions, n).await;
+    }
+
+    async fn wait_for_listening(&self, n: usize) {
+        wait_for("listening subscribers", &self.listening, n).await;
+    }
+
+    async fn wait_for_delivered(&self, n: usize) {
+        wait_for("delivered events", &self.delivered, n).await;
+    }
+}
+
+/// Waits (at most 5 s) until `counter` reaches `n`.
+async fn wait_for(what: &str, counter: &AtomicUsize, n: usize) {
+    let reached = async {
+        while counter.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), reached)
         .await
-        .unwrap();
+        .is_err()
+    {
+        panic!(
+            "waited 5 s for {n} {what}, saw {}",
+            counter.load(Ordering::SeqCst)
+        );
     }
 }
 
@@ -553,8 +580,20 @@ impl Broker for Breaking {
         let mut cut = self.cut.subscribe();
         let events = self.inner.task_events(id).await?;
         self.subscriptions.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::pin(events.take_until(async move {
+        let (listening, delivered) = (Arc::clone(&self.listening), Arc::clone(&self.delivered));
+        let mut events = Box::pin(events.take_until(async move {
             let _ = cut.recv().await;
+        }));
+        let mut first = true;
+        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            if std::mem::take(&mut first) {
+                listening.fetch_add(1, Ordering::SeqCst);
+            }
+            let next = events.poll_next_unpin(cx);
+            if let std::task::Poll::Ready(Some(_)) = &next {
+                delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            next
         })))
     }
     async fn server_warnings(&self) -> R<Vec<String>> {
@@ -593,8 +632,8 @@ async fn wait_subscribes_again_and_reads_what_it_missed() {
     let id = client.enqueue(Ping).await.unwrap();
     let handle = client.task::<Ping>(id).unwrap();
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
-    broker.wait_for_subscriptions(1).await;
-    settle().await;
+    // Past its first read of the store: only the resubscription's reads it.
+    broker.wait_for_listening(1).await;
 
     // The outcome is recorded but its event is lost with the connection.
     finish(&client, id, JobStatus::Succeeded, None, None, false).await;
@@ -616,8 +655,7 @@ async fn wait_keeps_waiting_after_a_resubscription() {
     let waiting = tokio::spawn(async move { handle.wait(Duration::from_secs(10)).await });
     broker.wait_for_subscriptions(1).await;
     broker.cut();
-    broker.wait_for_subscriptions(2).await;
-    settle().await;
+    broker.wait_for_listening(2).await;
     assert!(!waiting.is_finished());
     finish(&client, id, JobStatus::Revoked, None, None, true).await;
     let err = tokio::time::timeout(Duration::from_secs(2), waiting)
@@ -647,10 +685,10 @@ async fn progress_subscribes_again_after_a_break() {
         tokio::time::timeout(Duration::from_secs(5), progress.collect::<Vec<_>>()).await
     });
     report(&client, id, 10.0).await;
-    settle().await;
+    // The report is in before the break, the next one after it.
+    broker.wait_for_delivered(1).await;
     broker.cut();
-    broker.wait_for_subscriptions(2).await;
-    settle().await;
+    broker.wait_for_listening(2).await;
     report(&client, id, 50.0).await;
     finish(&client, id, JobStatus::Succeeded, None, None, true).await;
     let percents: Vec<f32> = collected
@@ -672,7 +710,7 @@ async fn progress_ends_when_the_task_finished_during_a_break() {
     let collected = tokio::spawn(async move {
         tokio::time::timeout(Duration::from_secs(5), progress.collect::<Vec<_>>()).await
     });
-    settle().await;
+    broker.wait_for_listening(1).await;
     finish(&client, id, JobStatus::Succeeded, None, None, false).await;
     broker.cut();
     let reports = collected.await.unwrap().unwrap();

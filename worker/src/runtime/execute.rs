@@ -6,21 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use spool_broker::{
-    Backoff, Broker, DeadLetter, DeadReason, Delivery, Envelope, RateLimit, Timestamp,
-};
+use spool_broker::{Broker, DeadReason, Delivery, Envelope, RateLimit, Timestamp};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use spool_broker::store::{Finished, Started, WorkerId};
 use spool_broker::{JobStatus, RecordPolicy};
 use tokio::sync::mpsc;
 
 use super::control::Revoked;
+use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
-use super::settle::Action;
-use crate::handler::{ErasedRun, Registry, TaskContext, TaskErrorKind};
+use crate::handler::{ErasedRun, Registry, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
 /// The worker-wide limits on runs.
@@ -53,49 +51,23 @@ pub(crate) struct Executor<B> {
     pub(crate) reporting: Reporting,
 }
 
-/// What became of a delivery.
+/// What became of a delivery, with what the job store records of it.
 struct Decision {
-    action: Action,
-    outcome: Outcome,
+    verdict: Verdict,
     /// When the handler started, if it ran.
     started_at: Option<Timestamp>,
-    /// The encoded output of a success.
-    output: Option<Vec<u8>>,
-    /// What went wrong.
-    error: Option<String>,
     /// What the job store records of this task type.
     policy: RecordPolicy,
 }
 
-impl Decision {
-    fn new(action: Action, outcome: Outcome) -> Self {
+impl From<Verdict> for Decision {
+    fn from(verdict: Verdict) -> Self {
         Self {
-            action,
-            outcome,
+            verdict,
             started_at: None,
-            output: None,
-            error: None,
             policy: RecordPolicy::Full,
         }
     }
-
-    fn with_error(mut self, error: String) -> Self {
-        self.error = Some(error);
-        self
-    }
-}
-
-/// How a handler's run ended.
-enum RunEnd {
-    Succeeded(Vec<u8>),
-    Error {
-        kind: TaskErrorKind,
-        message: String,
-    },
-    TimedOut(Duration),
-    Panicked(String),
-    /// Stopped by a revocation or because another worker took the task over.
-    Cancelled(CancelReason),
 }
 
 impl<B: Broker> Executor<B> {
@@ -110,11 +82,7 @@ impl<B: Broker> Executor<B> {
             deliveries,
             ..
         } = delivery;
-        // A redelivery (its worker died mid-run) counts as an attempt: the
-        // handler sees how many runs this really is.
-        envelope.attempt = envelope
-            .attempt
-            .saturating_add(deliveries.saturating_sub(1));
+        envelope.attempt = outcome::attempt_of(envelope.attempt, deliveries);
         let span = info_span!(
             "task",
             name = %envelope.name,
@@ -135,9 +103,10 @@ impl<B: Broker> Executor<B> {
                 Some(_) => started.elapsed(),
                 None => Duration::ZERO,
             };
-            self.observers.finished(&info, decision.outcome, ran_for);
+            self.observers
+                .finished(&info, decision.verdict.outcome, ran_for);
             let record = self.record_of(&envelope, &mut decision);
-            (decision.action, record)
+            (decision.verdict.action, record)
         }
         .instrument(span)
         .await
@@ -149,7 +118,7 @@ impl<B: Broker> Executor<B> {
         if !self.reporting.recording {
             return None;
         }
-        let status = match decision.outcome {
+        let status = match decision.verdict.outcome {
             Outcome::Succeeded => JobStatus::Succeeded,
             Outcome::Failed => JobStatus::Failed,
             Outcome::Retried => JobStatus::Retrying,
@@ -163,8 +132,8 @@ impl<B: Broker> Executor<B> {
             return None;
         }
         let mut record = Finished::from_envelope(envelope, status, Timestamp::now());
-        record.result = decision.output.take();
-        record.error = decision.error.take();
+        record.result = decision.verdict.output.take();
+        record.error = decision.verdict.error.take();
         record.started_at = decision.started_at;
         record.worker = Some(self.reporting.worker.clone());
         Some(Box::new(record))
@@ -173,42 +142,25 @@ impl<B: Broker> Executor<B> {
     /// Decides and, when it should run, runs the task; says whether the
     /// handler ran.
     async fn decide(&self, envelope: &mut Envelope, deliveries: u32) -> Decision {
-        if deliveries > self.limits.max_deliveries {
-            let error = format!(
-                "delivered {deliveries} times without an outcome: its workers keep dying \
-                 (max_deliveries is {})",
-                self.limits.max_deliveries
-            );
-            return dead(envelope, DeadReason::TooManyDeliveries, error);
-        }
-        if envelope.attempt > envelope.max_attempts {
-            let error = "its worker died during the last allowed attempt".to_owned();
-            return dead(envelope, DeadReason::AttemptsExhausted, error);
-        }
-        if self.revoked.contains(envelope.id) {
-            info!("revoked before it started; skipped");
-            return Decision::new(Action::Ack, Outcome::Revoked);
-        }
-        if envelope.is_expired_at(Timestamp::now()) {
-            debug!("expired before it could start; skipped");
-            return Decision::new(Action::Ack, Outcome::Expired);
+        let revoked = self.revoked.contains(envelope.id);
+        let max_deliveries = self.limits.max_deliveries;
+        let now = Timestamp::now();
+        if let Some(verdict) =
+            outcome::before_run(envelope, deliveries, max_deliveries, revoked, now)
+        {
+            return verdict.into();
         }
         let Some(handler) = self.registry.get(&envelope.name) else {
             let error = format!(
                 "no handler is registered for task {:?} on this worker",
                 envelope.name
             );
-            return dead(envelope, DeadReason::UnknownTask, error);
+            return Verdict::dead(DeadReason::UnknownTask, error, envelope.attempt).into();
         };
         if let Some(limit) = handler.rate_limit()
             && let Some(wait) = self.take_rate_token(&envelope.name, limit).await
         {
-            debug!("rate limited; deferred by {wait:?}");
-            let deferred = Envelope {
-                eta: Some(Timestamp::now().saturating_add(wait)),
-                ..envelope.clone()
-            };
-            return Decision::new(Action::Retry(Box::new(deferred)), Outcome::Deferred);
+            return Verdict::deferred(envelope, wait, Timestamp::now()).into();
         }
         let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
@@ -220,7 +172,10 @@ impl<B: Broker> Executor<B> {
         envelope.payload = payload;
         let run = match started {
             Ok(run) => run,
-            Err(e) => return dead(envelope, DeadReason::BadPayload, e.to_string()),
+            Err(e) => {
+                let error = e.to_string();
+                return Verdict::dead(DeadReason::BadPayload, error, envelope.attempt).into();
+            }
         };
         let started_at = Timestamp::now();
         if self.reporting.recording && policy.records_attempt(JobStatus::Running, envelope.attempt)
@@ -241,10 +196,12 @@ impl<B: Broker> Executor<B> {
         });
         let hard = envelope.time_limit().or(self.limits.time_limit);
         let end = supervise(run, &control, hard, self.limits).await;
-        let mut decision = conclude(envelope, handler.backoff(), end);
-        decision.started_at = Some(started_at);
-        decision.policy = policy;
-        decision
+        let verdict = outcome::after_run(envelope, handler.backoff(), end, Timestamp::now());
+        Decision {
+            verdict,
+            started_at: Some(started_at),
+            policy,
+        }
     }
 }
 
@@ -338,66 +295,368 @@ impl RunEnd {
     }
 }
 
-/// Turns how a run ended into what to tell the broker.
-fn conclude(envelope: &Envelope, backoff: &Backoff, end: RunEnd) -> Decision {
-    let (retry_after, message) = match end {
-        RunEnd::Succeeded(output) => {
-            debug!("succeeded");
-            let mut decision = Decision::new(Action::Ack, Outcome::Succeeded);
-            decision.output = Some(output);
-            return decision;
-        }
-        RunEnd::TimedOut(limit) => {
-            let error = format!("exceeded its time limit of {limit:?}");
-            warn!("{error}; failed without retry");
-            return Decision::new(Action::Ack, Outcome::Failed).with_error(error);
-        }
-        RunEnd::Cancelled(CancelReason::Revoked) => {
-            info!("revoked while running; stopped");
-            return Decision::new(Action::Ack, Outcome::Revoked)
-                .with_error("revoked while running".to_owned());
-        }
-        RunEnd::Cancelled(CancelReason::LeaseLost | CancelReason::SoftTimeLimit) => {
-            // Another worker holds the task now: its outcome is theirs to tell.
-            return Decision::new(Action::Abandon, Outcome::Abandoned);
-        }
-        RunEnd::Error {
-            kind: TaskErrorKind::Fail,
-            message,
-        } => {
-            warn!(error = %message, "failed; not retried");
-            return Decision::new(Action::Ack, Outcome::Failed).with_error(message);
-        }
-        RunEnd::Error {
-            kind: TaskErrorKind::Retry(after),
-            message,
-        } => (after, message),
-        RunEnd::Panicked(message) => (None, format!("the handler panicked: {message}")),
-    };
-    if envelope.is_last_attempt() {
-        return dead(envelope, DeadReason::AttemptsExhausted, message);
-    }
-    let delay = retry_after.unwrap_or_else(|| backoff.delay(envelope.attempt));
-    warn!(error = %message, "failed; retrying in {delay:?}");
-    let eta = Timestamp::now().saturating_add(delay);
-    let next = Box::new(envelope.next_attempt(eta));
-    Decision::new(Action::Retry(next), Outcome::Retried).with_error(message)
-}
-
-fn dead(envelope: &Envelope, reason: DeadReason, error: String) -> Decision {
-    error!(%reason, %error, "moved to the dead-letter stream");
-    let letter = DeadLetter {
-        reason,
-        error: error.clone(),
-        attempts: envelope.attempt,
-    };
-    Decision::new(Action::DeadLetter(letter), Outcome::DeadLettered(reason)).with_error(error)
-}
-
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use serde::{Deserialize, Serialize};
+    use spool_broker::{Backoff, MemoryBroker, QueueName, Task, TaskOptions};
+
+    use super::*;
+    use crate::TaskError;
+
+    /// What the test handler does.
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+    enum Act {
+        Succeed,
+        Fail,
+        Retry,
+        Panic,
+        /// Sleeps an hour, or until cancelled when it heeds cancellation.
+        Hang {
+            heeds: bool,
+        },
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Job {
+        act: Act,
+    }
+
+    impl Task for Job {
+        const NAME: &'static str = "test.execute.job";
+        type Output = u32;
+
+        fn options() -> TaskOptions {
+            TaskOptions {
+                max_attempts: 2,
+                backoff: Backoff::fixed(Duration::from_secs(30)),
+                ..TaskOptions::default()
+            }
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Limited;
+
+    impl Task for Limited {
+        const NAME: &'static str = "test.execute.limited";
+        type Output = ();
+
+        fn options() -> TaskOptions {
+            TaskOptions {
+                rate_limit: Some(RateLimit {
+                    limit: 1,
+                    period: Duration::from_secs(3600),
+                }),
+                ..TaskOptions::default()
+            }
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        time_limit: None,
+        soft_time_limit: None,
+        cancel_grace: Duration::from_secs(5),
+        max_deliveries: 4,
+    };
+
+    struct Setup {
+        broker: MemoryBroker,
+        executor: Arc<Executor<MemoryBroker>>,
+        /// The attempt each run saw.
+        runs: Arc<std::sync::Mutex<Vec<u32>>>,
+        notes: mpsc::UnboundedReceiver<Note>,
+    }
+
+    fn setup(limits: Limits) -> Setup {
+        let broker = MemoryBroker::new();
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut registry = Registry::default();
+        let seen = Arc::clone(&runs);
+        registry.insert::<Job, _>(move |job: Job, ctx: TaskContext| {
+            seen.lock().unwrap().push(ctx.attempt());
+            async move {
+                match job.act {
+                    Act::Succeed => Ok(7),
+                    Act::Fail => Err(TaskError::fail("bad input")),
+                    Act::Retry => Err(TaskError::retry("flaky")),
+                    Act::Panic => panic!("oops"),
+                    Act::Hang { heeds } => {
+                        let hour = tokio::time::sleep(Duration::from_secs(3600));
+                        if heeds {
+                            tokio::select! {
+                                () = hour => {}
+                                () = ctx.cancellation().cancelled() => {}
+                            }
+                            Err(TaskError::retry("stopped"))
+                        } else {
+                            hour.await;
+                            Ok(0)
+                        }
+                    }
+                }
+            }
+        });
+        let limited = Arc::new(AtomicU32::new(0));
+        registry.insert::<Limited, _>(move |_: Limited, _ctx: TaskContext| {
+            limited.fetch_add(1, Ordering::Relaxed);
+            async { Ok(()) }
+        });
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        let executor = Arc::new(Executor {
+            broker: broker.clone(),
+            registry,
+            observers: Observers::default(),
+            limits,
+            revoked: Revoked::default(),
+            running: Running::default(),
+            reporting: Reporting {
+                notes: notes_tx,
+                worker: WorkerId::new("test-host", 1),
+                recording: true,
+            },
+        });
+        Setup {
+            broker,
+            executor,
+            runs,
+            notes,
+        }
+    }
+
+    impl Setup {
+        /// Enqueues `envelope` and fetches it back: a real delivery.
+        async fn deliver(&self, envelope: &Envelope) -> Delivery {
+            self.broker
+                .enqueue(std::slice::from_ref(envelope))
+                .await
+                .unwrap();
+            let mut batch = self
+                .broker
+                .fetch(&envelope.queue, "c", 1, Duration::ZERO)
+                .await
+                .unwrap();
+            batch.deliveries.remove(0)
+        }
+
+        async fn run(&self, envelope: &Envelope) -> (Action, Option<Box<Finished>>) {
+            let delivery = self.deliver(envelope).await;
+            Arc::clone(&self.executor).execute(delivery).await
+        }
+
+        fn runs(&self) -> Vec<u32> {
+            self.runs.lock().unwrap().clone()
+        }
+    }
+
+    fn job(act: Act) -> Envelope {
+        Envelope::for_task(&Job { act }).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_is_acknowledged_and_recorded_with_its_output() {
+        let mut setup = setup(LIMITS);
+        let envelope = job(Act::Succeed);
+        let (action, record) = setup.run(&envelope).await;
+        assert!(matches!(action, Action::Ack));
+        let record = record.unwrap();
+        assert_eq!(
+            (record.id, record.status),
+            (envelope.id, JobStatus::Succeeded)
+        );
+        assert_eq!(
+            spool_broker::decode_payload::<u32>(&record.result.unwrap()).unwrap(),
+            7
+        );
+        assert!(record.started_at.is_some() && record.error.is_none());
+        assert!(matches!(setup.notes.try_recv(), Ok(Note::Started(_))));
+        assert_eq!(setup.runs(), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_failure_schedules_the_next_attempt_then_dead_letters() {
+        let setup = setup(LIMITS);
+        let envelope = job(Act::Retry);
+        let before = Timestamp::now();
+        let (action, record) = setup.run(&envelope).await;
+        let Action::Retry(next) = action else {
+            panic!("not retried: {action:?}")
+        };
+        assert_eq!((next.id, next.attempt), (envelope.id, 2));
+        // The task type's backoff: 30 s.
+        let eta = next.eta.unwrap();
+        assert!(
+            eta >= before.saturating_add(Duration::from_secs(30)),
+            "{eta}"
+        );
+        assert!(eta <= Timestamp::now().saturating_add(Duration::from_secs(30)));
+        let record = record.unwrap();
+        assert_eq!(
+            (record.status, record.error.as_deref()),
+            (JobStatus::Retrying, Some("flaky"))
+        );
+
+        // The second of two attempts (run now) fails for good.
+        let now = Envelope { eta: None, ..*next };
+        let (action, record) = setup.run(&now).await;
+        let Action::DeadLetter(letter) = action else {
+            panic!("not dead-lettered: {action:?}")
+        };
+        assert_eq!(
+            (letter.reason, letter.attempts),
+            (DeadReason::AttemptsExhausted, 2)
+        );
+        assert_eq!(record.unwrap().status, JobStatus::Dead);
+        assert_eq!(setup.runs(), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_failure_and_a_panic() {
+        let setup = setup(LIMITS);
+        let (action, record) = setup.run(&job(Act::Fail)).await;
+        assert!(matches!(action, Action::Ack));
+        assert_eq!(record.unwrap().status, JobStatus::Failed);
+
+        let (action, record) = setup.run(&job(Act::Panic)).await;
+        assert!(matches!(action, Action::Retry(_)), "{action:?}");
+        let error = record.unwrap().error.unwrap();
+        assert_eq!(error, "the handler panicked: oops");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_past_its_time_limit_fails_without_retry() {
+        // The hour the handler sleeps passes at once under paused time; the
+        // limit stops it after 10 s of it.
+        let limits = Limits {
+            time_limit: Some(Duration::from_secs(10)),
+            ..LIMITS
+        };
+        let setup = setup(limits);
+        let started = Instant::now();
+        let (action, record) = setup.run(&job(Act::Hang { heeds: false })).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(matches!(action, Action::Ack));
+        let record = record.unwrap();
+        assert_eq!(record.status, JobStatus::Failed);
+        assert_eq!(
+            record.error.as_deref(),
+            Some("exceeded its time limit of 10s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_soft_limit_asks_first_and_drops_after_the_grace() {
+        let limits = Limits {
+            soft_time_limit: Some(Duration::from_secs(10)),
+            cancel_grace: Duration::from_secs(5),
+            ..LIMITS
+        };
+        let setup = setup(limits);
+        let started = Instant::now();
+        // A handler that heeds the request stops at the soft limit...
+        let (action, record) = setup.run(&job(Act::Hang { heeds: true })).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(matches!(action, Action::Ack));
+        assert_eq!(record.unwrap().status, JobStatus::Failed);
+        // ...one that does not is dropped when the grace is over.
+        let started = Instant::now();
+        let (action, _) = setup.run(&job(Act::Hang { heeds: false })).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        assert!(matches!(action, Action::Ack));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_redelivery_runs_as_a_later_attempt_until_none_is_left() {
+        let setup = setup(LIMITS);
+        let envelope = job(Act::Succeed);
+        // Its worker died once: this is its second (and last) attempt.
+        let mut delivery = setup.deliver(&envelope).await;
+        delivery.deliveries = 2;
+        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        assert!(matches!(action, Action::Ack));
+        assert_eq!(setup.runs(), [2]);
+
+        // Twice: the last allowed attempt is spent.
+        let mut delivery = setup.deliver(&envelope).await;
+        delivery.deliveries = 3;
+        let (action, record) = Arc::clone(&setup.executor).execute(delivery).await;
+        let Action::DeadLetter(letter) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(
+            (letter.reason, letter.attempts),
+            (DeadReason::AttemptsExhausted, 3)
+        );
+        assert_eq!(record.unwrap().status, JobStatus::Dead);
+
+        // More than max_deliveries, whatever the attempts.
+        let mut many = job(Act::Succeed);
+        many.max_attempts = 100;
+        let mut delivery = setup.deliver(&many).await;
+        delivery.deliveries = 5;
+        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        let Action::DeadLetter(letter) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(letter.reason, DeadReason::TooManyDeliveries);
+        assert_eq!(setup.runs(), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_cannot_or_need_not_run_does_not() {
+        let setup = setup(LIMITS);
+        let revoked = job(Act::Succeed);
+        setup.executor.revoked.replace(vec![revoked.id]);
+        let (action, record) = setup.run(&revoked).await;
+        assert!(matches!(action, Action::Ack));
+        assert_eq!(record.unwrap().status, JobStatus::Revoked);
+
+        let mut expired = job(Act::Succeed);
+        expired.expires_at = Some(Timestamp::from_millis(1));
+        let (action, record) = setup.run(&expired).await;
+        assert!(matches!(action, Action::Ack));
+        assert_eq!(record.unwrap().status, JobStatus::Expired);
+
+        let unknown = Envelope::new("test.execute.nobody", QueueName::DEFAULT, vec![0x80]);
+        let (action, _) = setup.run(&unknown).await;
+        let Action::DeadLetter(letter) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(letter.reason, DeadReason::UnknownTask);
+
+        let garbled = Envelope::new(Job::NAME, QueueName::DEFAULT, b"not a job".to_vec());
+        let (action, _) = setup.run(&garbled).await;
+        let Action::DeadLetter(letter) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(letter.reason, DeadReason::BadPayload);
+        assert!(setup.runs().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_task_is_deferred_as_the_same_attempt() {
+        let setup = setup(LIMITS);
+        let first = Envelope::for_task(&Limited).unwrap();
+        let (action, _) = setup.run(&first).await;
+        assert!(matches!(action, Action::Ack));
+        let second = Envelope::for_task(&Limited).unwrap();
+        let (action, record) = setup.run(&second).await;
+        let Action::Retry(later) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!((later.id, later.attempt), (second.id, 1));
+        assert!(later.eta.unwrap() > Timestamp::now().saturating_add(Duration::from_secs(3000)));
+        // Deferred is no outcome of the task: nothing is recorded.
+        assert!(record.is_none());
+    }
 }

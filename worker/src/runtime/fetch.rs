@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spool_broker::{Broker, DeadLetter, Delivery, FetchBatch, QueueName, ReclaimRequest, TaskId};
+use spool_broker::{Broker, Delivery, FetchBatch, QueueName, ReclaimRequest, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::control::Paused;
 use super::lease::Leases;
-use super::settle::{Action, Settlement};
+use super::outcome::Verdict;
+use super::settle::Settlement;
 use super::store_gate::StoreGate;
-use crate::observer::{Observers, Outcome, TaskInfo};
+use crate::observer::{Observers, TaskInfo};
 
 /// The delivery count from which a reclaimed task is a suspect: it was in
 /// two workers that died, and may be what kills them. Suspects run alone.
@@ -164,16 +165,12 @@ impl<B: Broker> Fetcher<B> {
                 queue: &self.queue,
                 attempt: 0,
             };
-            let outcome = Outcome::DeadLettered(malformed.reason);
-            self.observers.finished(&unknown, outcome, Duration::ZERO);
-            let letter = DeadLetter {
-                reason: malformed.reason,
-                error: malformed.error,
-                attempts: 0,
-            };
+            let verdict = Verdict::refused(malformed.reason, malformed.error);
+            self.observers
+                .finished(&unknown, verdict.outcome, Duration::ZERO);
             let settlement = Settlement {
                 tag: malformed.tag,
-                action: Action::DeadLetter(letter),
+                action: verdict.action,
                 record: None,
                 unique: None,
                 permit: slot,
@@ -347,4 +344,103 @@ impl<B: Broker> Fetcher<B> {
 fn reconnect_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(6);
     Duration::from_millis(100 * (1 << exponent)).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use spool_broker::{DeadReason, Envelope, MemoryBroker, Priority};
+
+    use super::*;
+    use crate::runtime::outcome::Action;
+
+    const Q: QueueName = QueueName::DEFAULT;
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    struct Channels {
+        tasks: mpsc::Receiver<Vec<Claimed>>,
+        settle: mpsc::UnboundedReceiver<Settlement>,
+        prefetch: Arc<Semaphore>,
+        stop: CancellationToken,
+    }
+
+    fn fetcher(broker: &MemoryBroker, budget: Option<u64>) -> (Fetcher<MemoryBroker>, Channels) {
+        let prefetch = Arc::new(Semaphore::new(4));
+        let (tasks_tx, tasks) = mpsc::channel(4);
+        let (settle_tx, settle) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let fetcher = Fetcher {
+            broker: broker.clone(),
+            queue: Q,
+            consumer: "c".into(),
+            prefetch: Arc::clone(&prefetch),
+            poll_interval: Duration::from_millis(100),
+            prefetch_size: 4,
+            visibility_timeout: Duration::from_secs(60),
+            leases: Leases::default(),
+            fair_share: None,
+            budget: budget.map(|n| Arc::new(AtomicU64::new(n))),
+            paused: Paused::default(),
+            store_gate: StoreGate::default(),
+            observers: Observers::default(),
+            stop: stop.clone(),
+            tasks: tasks_tx,
+            settle: settle_tx,
+        };
+        let channels = Channels {
+            tasks,
+            settle,
+            prefetch,
+            stop,
+        };
+        (fetcher, channels)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_entries_are_dead_lettered_and_tasks_dispatched() {
+        let broker = MemoryBroker::new();
+        broker.push_raw(&Q, Priority::High, b"garbage".to_vec());
+        let task = Envelope::new("t", Q, vec![0x80]);
+        broker.enqueue(std::slice::from_ref(&task)).await.unwrap();
+        let (fetcher, mut channels) = fetcher(&broker, None);
+        let running = tokio::spawn(fetcher.run());
+
+        let refused = tokio::time::timeout(LIMIT, channels.settle.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let Action::DeadLetter(letter) = &refused.action else {
+            panic!("{:?}", refused.action)
+        };
+        assert_eq!((letter.reason, letter.attempts), (DeadReason::Malformed, 0));
+        assert!(refused.record.is_none() && refused.unique.is_none());
+        let claimed = tokio::time::timeout(LIMIT, channels.tasks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].0.envelope, task);
+        channels.stop.cancel();
+        tokio::time::timeout(LIMIT, running).await.unwrap().unwrap();
+        // Each holds one prefetch slot until it is settled.
+        assert_eq!(channels.prefetch.available_permits(), 2);
+        drop((refused, claimed));
+        assert_eq!(channels.prefetch.available_permits(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetching_stops_when_the_task_budget_is_spent() {
+        let broker = MemoryBroker::new();
+        let tasks = ["a", "b", "c"].map(|n| Envelope::new(n, Q, vec![0x80]));
+        broker.enqueue(&tasks).await.unwrap();
+        let (fetcher, mut channels) = fetcher(&broker, Some(2));
+        // It returns by itself, without being stopped.
+        tokio::time::timeout(LIMIT, fetcher.run()).await.unwrap();
+        let mut names = Vec::new();
+        while let Ok(batch) = channels.tasks.try_recv() {
+            names.extend(batch.into_iter().map(|(d, _)| d.envelope.name));
+        }
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(broker.stats(&Q).await.unwrap().ready_total(), 1);
+    }
 }

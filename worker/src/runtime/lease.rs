@@ -86,3 +86,71 @@ pub(crate) async fn keep<B: Broker>(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use spool_broker::{Envelope, MemoryBroker, QueueName, ReclaimRequest};
+
+    use super::*;
+    use crate::runtime::running::RunControl;
+
+    const Q: QueueName = QueueName::DEFAULT;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_over_cancels_only_its_run() {
+        let broker = MemoryBroker::new();
+        let tasks = ["first", "second"].map(|n| Envelope::new(n, Q, vec![0x80]));
+        broker.enqueue(&tasks).await.unwrap();
+        let batch = broker.fetch(&Q, "a", 10, Duration::ZERO).await.unwrap();
+        let (leases, running) = (Leases::default(), Running::default());
+        leases.hold(
+            batch
+                .deliveries
+                .iter()
+                .map(|d| (d.tag.clone(), d.envelope.id)),
+        );
+        let controls: Vec<RunControl> = batch
+            .deliveries
+            .iter()
+            .map(|_| RunControl::default())
+            .collect();
+        let _guards: Vec<_> = batch
+            .deliveries
+            .iter()
+            .zip(&controls)
+            .map(|(d, control)| running.enter(d.envelope.id, control.clone()))
+            .collect();
+        let stop = CancellationToken::new();
+        let keeper = tokio::spawn(keep(
+            broker.clone(),
+            "a".into(),
+            leases.clone(),
+            running.clone(),
+            Duration::from_secs(1),
+            stop.clone(),
+        ));
+
+        // Another worker takes the first over, as if `a` had looked dead.
+        let request = ReclaimRequest {
+            min_idle: Duration::ZERO,
+            max: 1,
+            suspect_at: 10,
+            alone: false,
+        };
+        let taken = broker.reclaim(&Q, "b", request).await.unwrap();
+        assert_eq!(taken.batch.deliveries[0].envelope.name, "first");
+        tokio::time::timeout(Duration::from_secs(10), controls[0].token().cancelled())
+            .await
+            .unwrap();
+        assert_eq!(controls[0].reason(), Some(CancelReason::LeaseLost));
+        assert_eq!(leases.snapshot(), [batch.deliveries[1].tag.clone()]);
+
+        // The other stays held, beat after beat (virtual time).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(controls[1].reason(), None);
+        assert_eq!(leases.snapshot(), [batch.deliveries[1].tag.clone()]);
+        stop.cancel();
+        keeper.await.unwrap();
+    }
+}

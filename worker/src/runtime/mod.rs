@@ -10,6 +10,7 @@ mod control;
 mod execute;
 mod fetch;
 mod lease;
+mod outcome;
 mod report;
 mod running;
 mod settle;
@@ -35,15 +36,16 @@ use self::control::{Paused, Revoked};
 use self::execute::{Executor, Limits, Reporting};
 use self::fetch::{Claimed, Fetcher};
 use self::lease::Leases;
+use self::outcome::Verdict;
 use self::running::Running;
-use self::settle::{Action, Settlement, UniqueLock};
+use self::settle::{Settlement, UniqueLock};
 use self::store::Store;
 use self::store_gate::StoreGate;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::handler::{Handler, Registry};
-use crate::observer::{Observer, Observers, Outcome, TaskInfo};
+use crate::observer::{Observer, Observers, TaskInfo};
 
 /// Fetches tasks from a broker and runs them with registered handlers.
 ///
@@ -437,11 +439,12 @@ impl<B: Broker> Dispatcher<B> {
                 queue: &envelope.queue,
                 attempt: envelope.attempt,
             };
+            let verdict = Verdict::requeued();
             self.observers
-                .finished(&info, Outcome::Requeued, Duration::ZERO);
+                .finished(&info, verdict.outcome, Duration::ZERO);
             let _ = self.settle.send(Settlement {
                 tag: delivery.tag,
-                action: Action::Requeue,
+                action: verdict.action,
                 record: None,
                 unique: None,
                 permit,

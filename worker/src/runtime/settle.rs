@@ -9,12 +9,13 @@
 use std::time::Duration;
 
 use spool_broker::store::Finished;
-use spool_broker::{Broker, DeadLetter, DeliveryTag, Envelope, TaskEvent, TaskId};
+use spool_broker::{Broker, DeliveryTag, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::lease::Leases;
+use super::outcome::Action;
 use super::store::Store;
 use super::store_gate::{self, StoreGate};
 use crate::observer::Observers;
@@ -25,21 +26,6 @@ const SETTLE_BATCH: usize = 4096;
 /// How long to keep retrying a settlement while the broker is unreachable;
 /// past it the entry stays pending and is redelivered later (at least once).
 const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
-
-/// What to tell the broker about one delivery.
-#[derive(Debug)]
-pub(crate) enum Action {
-    /// Done (succeeded, failed for good, or expired): acknowledge and delete.
-    Ack,
-    /// Schedule this next attempt.
-    Retry(Box<Envelope>),
-    /// Move to the dead-letter stream.
-    DeadLetter(DeadLetter),
-    /// Give back unstarted.
-    Requeue,
-    /// Nothing: another worker holds the entry now.
-    Abandon,
-}
 
 /// One outcome on its way to the broker.
 #[derive(Debug)]
@@ -62,13 +48,6 @@ pub(crate) struct Settlement {
 pub(crate) struct UniqueLock {
     pub(crate) key: String,
     pub(crate) holder: TaskId,
-}
-
-impl Action {
-    /// Whether the task is done with this outcome (no further run).
-    fn is_final(&self) -> bool {
-        matches!(self, Self::Ack | Self::DeadLetter(_))
-    }
 }
 
 /// Settles outcomes until every sender is gone.
@@ -176,5 +155,103 @@ where
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use spool_broker::{DeadLetter, DeadReason, Envelope, MemoryBroker, QueueName, Timestamp};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    const Q: QueueName = QueueName::DEFAULT;
+
+    fn unique(key: &str) -> Envelope {
+        let mut envelope = Envelope::new(key, Q, vec![0x80]);
+        envelope.unique_key = Some(key.to_owned());
+        envelope
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_action_reaches_the_broker_before_its_slot_is_freed() {
+        let broker = MemoryBroker::new();
+        let ttl = Duration::from_secs(3600);
+        let (acked, retried) = (unique("acked"), unique("retried"));
+        broker.enqueue_unique(&acked, ttl).await.unwrap();
+        broker.enqueue_unique(&retried, ttl).await.unwrap();
+        let others = ["dead", "requeued", "abandoned"].map(|n| Envelope::new(n, Q, vec![0x80]));
+        broker.enqueue(&others).await.unwrap();
+        let batch = broker.fetch(&Q, "c", 10, Duration::ZERO).await.unwrap();
+        assert_eq!(batch.deliveries.len(), 5);
+
+        let next = retried.next_attempt(Timestamp::now().saturating_add(ttl));
+        let letter = DeadLetter {
+            reason: DeadReason::BadPayload,
+            error: "bad".into(),
+            attempts: 1,
+        };
+        let actions = [
+            Action::Ack,
+            Action::Retry(Box::new(next)),
+            Action::DeadLetter(letter),
+            Action::Requeue,
+            Action::Abandon,
+        ];
+        let slots = Arc::new(Semaphore::new(5));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let leases = Leases::default();
+        let settler = tokio::spawn(run(
+            broker.clone(),
+            None,
+            rx,
+            Observers::default(),
+            leases.clone(),
+            (StoreGate::default(), CancellationToken::new()),
+        ));
+        for (delivery, action) in batch.deliveries.into_iter().zip(actions) {
+            let unique = delivery.envelope.unique_key.clone().map(|key| UniqueLock {
+                key,
+                holder: delivery.envelope.id,
+            });
+            let settlement = Settlement {
+                tag: delivery.tag,
+                action,
+                record: None,
+                unique,
+                permit: Arc::clone(&slots).try_acquire_owned().unwrap(),
+            };
+            tx.send(settlement).unwrap();
+        }
+        // Until settled, the slots stay taken.
+        assert_eq!(slots.available_permits(), 0);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), settler)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(slots.available_permits(), 5);
+
+        let stats = broker.stats(&Q).await.unwrap();
+        assert_eq!(
+            (stats.ready, stats.pending, stats.delayed, stats.dead),
+            ([0, 1, 0], 1, 1, 1),
+            "{stats:?}"
+        );
+        // A final outcome releases the unique key; a retry keeps it.
+        assert_eq!(
+            broker.enqueue_unique(&unique("acked"), ttl).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            broker
+                .enqueue_unique(&unique("retried"), ttl)
+                .await
+                .unwrap(),
+            Some(retried.id)
+        );
     }
 }
