@@ -37,8 +37,20 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
+# The library crates build without their optional job store, as an
+# application that needs none depends on them.
+log "cargo check of the library crates without the job store"
+cargo check -p spool-broker --no-default-features --all-targets "${locked[@]}"
+cargo check -p spool-worker -p spool-sdk --lib "${locked[@]}"
+
 log "cargo doc (broken links and bad markup are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${locked[@]}"
+
+# Suites run the workspace's binaries as processes. A test run builds a
+# package's binaries only when that package has integration tests of its
+# own, so build them all first.
+log "cargo build --workspace --bins"
+cargo build --workspace --bins "${locked[@]}"
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"

@@ -33,12 +33,12 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
 
 /// `spool-worker`.
 pub fn spool_worker() -> PathBuf {
-    workspace_bin("spool-worker", "spool-worker")
+    workspace_bin("spool-worker", "spool-worker-cli")
 }
 
 /// `spool-autoscaler`.
 pub fn spool_autoscaler() -> PathBuf {
-    workspace_bin("spool-autoscaler", "spool-scheduler")
+    workspace_bin("spool-autoscaler", "spool-autoscaler")
 }
 
 /// `spoolctl`.
