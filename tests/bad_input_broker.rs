@@ -1,13 +1,22 @@
-//! Bad input aimed at the broker: a Redis full under `noeviction`.
+//! Bad input aimed at the broker: a Redis full under `noeviction`,
+//! oversized envelopes and results.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
-use spool_broker::{Broker as _, Envelope, Error, QueueName, Task, encode_payload};
-use spool_tests::{RedisServer, TestRedis, bins, short_lease_config, spawn_worker};
-use spool_worker::{TaskContext, TaskError, Worker};
+use spool_broker::store::{JobStatus, JobStore};
+use spool_broker::{
+    Broker as _, DEFAULT_MAX_ENVELOPE_BYTES, DeadLetterEntry, Envelope, Error, Priority, QueueName,
+    RedisBroker, RedisConfig, Task, encode_payload,
+};
+use spool_tests::{
+    RedisServer, TestRedis, bins, redis_url, short_lease_config, spawn_worker, wait_until,
+};
+use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Blob {
@@ -158,4 +167,179 @@ async fn a_partial_enqueue_names_what_made_it() {
         .stream_envelopes(&queue, spool_broker::Priority::Normal)
         .await;
     assert_eq!(stream.len(), printed);
+}
+
+/// A broker on the test's Redis and prefix with its own envelope limit.
+async fn broker_with_limit(redis: &TestRedis, max_envelope_bytes: usize) -> RedisBroker {
+    RedisBroker::connect(RedisConfig {
+        key_prefix: redis.prefix.clone(),
+        max_envelope_bytes,
+        ..RedisConfig::from_url(redis_url())
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until `queue` holds `count` dead letters, and returns them.
+async fn dead_letters(redis: &TestRedis, queue: &QueueName, count: usize) -> Vec<DeadLetterEntry> {
+    wait_until("the dead letters", Duration::from_secs(10), || async {
+        redis.dead_letters(queue).await.len() >= count
+    })
+    .await;
+    redis.dead_letters(queue).await
+}
+
+/// An envelope over the limit written straight into a stream (not through
+/// a producer, which refuses it) is dead-lettered `oversized` with its
+/// size and the limit, without being decoded or run; its bytes are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_envelope_is_dead_lettered_unread() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let limit = 64 * 1024;
+    let broker = broker_with_limit(&redis, limit).await;
+    let big = Envelope::for_task(&Blob {
+        bytes: vec![1; 2 * limit],
+    })
+    .unwrap();
+    let bytes = big.encode().unwrap();
+    redis
+        .xadd_raw(&queue, Priority::Normal, &[("e", &bytes)])
+        .await;
+    let ran = Arc::new(AtomicU32::new(0));
+    let runs = Arc::clone(&ran);
+    let worker = Worker::new(broker, short_lease_config("oversized")).register::<Blob, _>(
+        move |_: Blob, _ctx: TaskContext| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, TaskError>(()) }
+        },
+    );
+    let running = spawn_worker(worker);
+    let dead = dead_letters(&redis, &queue, 1).await;
+    running.stop().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = &dead[0];
+    assert_eq!(letter.reason, "oversized", "{letter:?}");
+    assert!(
+        letter.error.contains(&format!("{} bytes", bytes.len()))
+            && letter.error.contains(&format!("limit of {limit} bytes")),
+        "{}",
+        letter.error
+    );
+    assert_eq!(letter.raw, bytes);
+    assert_eq!(ran.load(Ordering::Relaxed), 0);
+    redis.cleanup().await;
+}
+
+/// A producer refuses an envelope over the limit before sending anything,
+/// naming the task, its size and the limit; a batch holding one is refused
+/// whole.
+#[tokio::test]
+async fn an_oversized_enqueue_is_refused_before_sending() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let limit = 64 * 1024;
+    let broker = broker_with_limit(&redis, limit).await;
+    let client = spool_sdk::Client::new(broker.clone());
+    let err = client
+        .enqueue(Blob {
+            bytes: vec![1; 2 * limit],
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.full.blob") && err.contains(&format!("limit of {limit} bytes")),
+        "{err}"
+    );
+
+    let small = Envelope::for_task(&Blob { bytes: vec![1; 16] }).unwrap();
+    let big = Envelope::for_task(&Blob {
+        bytes: vec![1; limit],
+    })
+    .unwrap();
+    let err = broker.enqueue(&[small, big.clone()]).await.unwrap_err();
+    let Error::Oversized { size, limit: l, .. } = &err else {
+        panic!("not oversized: {err}");
+    };
+    assert_eq!((*size, *l), (big.encode().unwrap().len(), limit));
+    assert_eq!(redis.stats(&queue).await.ready_total(), 0);
+
+    // The default limit is 16 MiB: well above that is refused too.
+    let err = redis
+        .client()
+        .enqueue(Blob {
+            bytes: vec![1; DEFAULT_MAX_ENVELOPE_BYTES + 1],
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("over the limit of 16777216 bytes"), "{err}");
+    assert_eq!(redis.stats(&queue).await.ready_total(), 0);
+    redis.cleanup().await;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Inflate {
+    bytes: usize,
+}
+
+impl Task for Inflate {
+    const NAME: &'static str = "test.oversized.inflate";
+    type Output = Vec<u8>;
+}
+
+/// A result over the worker's limit is not stored: the task is
+/// dead-lettered `oversized` with the size, and its record in the job
+/// store holds no result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_result_is_dead_lettered_not_stored() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let dir = std::env::temp_dir().join(format!("spool-oversized-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = JobStore::create(&format!("sqlite://{}/jobs.db", dir.display()))
+        .await
+        .unwrap();
+    let client = redis.client().with_store(store.clone());
+    let fits = client.enqueue(Inflate { bytes: 100 }).await.unwrap();
+    let too_big = client.enqueue(Inflate { bytes: 100_000 }).await.unwrap();
+    let config = WorkerConfig {
+        max_result_bytes: 64 * 1024,
+        ..short_lease_config("big-results")
+    };
+    let worker = Worker::new(redis.broker.clone(), config)
+        .with_store(store.clone())
+        .register::<Inflate, _>(|task: Inflate, _ctx: TaskContext| async move {
+            Ok::<_, TaskError>(vec![7u8; task.bytes])
+        });
+    let running = spawn_worker(worker);
+    let dead = dead_letters(&redis, &queue, 1).await;
+    running
+        .wait_for("both outcomes", Duration::from_secs(10), |c| {
+            c.succeeded + c.dead_lettered >= 2
+        })
+        .await;
+    let report = running.stop().await;
+    assert_eq!(
+        (report.succeeded, report.dead_lettered),
+        (1, 1),
+        "{report:?}"
+    );
+    let letter = &dead[0];
+    assert_eq!(letter.reason, "oversized", "{letter:?}");
+    assert_eq!(letter.envelope.as_ref().unwrap().id, too_big);
+    assert!(
+        letter.error.contains("over the limit of 65536 bytes"),
+        "{}",
+        letter.error
+    );
+    let record = store.get(too_big).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Dead);
+    assert!(record.result.is_none(), "{record:?}");
+    let record = store.get(fits).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Succeeded);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    redis.cleanup().await;
 }

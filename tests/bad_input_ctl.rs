@@ -65,3 +65,61 @@ async fn one_bad_queue_key_does_not_hide_the_other_queues() {
     );
     redis.cleanup().await;
 }
+
+/// `spoolctl call --args` takes arguments larger than the shell passes in
+/// one word (a Linux argument is at most 128 KiB) from a file (`@FILE`)
+/// or from standard input (`-`); a file that cannot be read is named.
+#[tokio::test]
+async fn call_reads_large_args_from_a_file_or_stdin() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let big = "x".repeat(300 * 1024);
+    let json = format!("{{\"notes\": \"{big}\"}}");
+    let path = std::env::temp_dir().join(format!("spool-args-{:08x}.json", fastrand::u32(..)));
+    std::fs::write(&path, &json).unwrap();
+    let at = format!("@{}", path.display());
+    let (code, stdout, stderr) = spoolctl(&redis, &["call", "test.args", "--args", &at]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let from_file: spool_broker::TaskId = stdout.trim().parse().unwrap();
+
+    let mut child = std::process::Command::new(bins::spoolctl())
+        .args(["--redis-url", &redis_url(), "--key-prefix", &redis.prefix])
+        .args(["call", "test.args", "--args", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = {
+        let json = json.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, json.as_bytes()))
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_stdin: spool_broker::TaskId =
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+
+    let queued = redis.stream_envelopes(&queue, Priority::Normal).await;
+    let ids: Vec<_> = queued.iter().map(|(_, e)| e.id).collect();
+    assert_eq!(ids, [from_file, from_stdin]);
+    for (_, envelope) in &queued {
+        let args: serde_json::Value = spool_broker::decode_payload(&envelope.payload).unwrap();
+        assert_eq!(args["notes"].as_str().map(str::len), Some(big.len()));
+    }
+
+    std::fs::remove_file(&path).unwrap();
+    let (code, _, stderr) = spoolctl(&redis, &["call", "test.args", "--args", &at]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("cannot read --args"),
+        "{stderr}"
+    );
+    redis.cleanup().await;
+}

@@ -75,7 +75,8 @@ pub struct Malformed {
     /// Where to settle it.
     pub tag: DeliveryTag,
     /// The reason to dead-letter it with: [`DeadReason::Malformed`],
-    /// [`DeadReason::Unsigned`] or [`DeadReason::BadSignature`].
+    /// [`DeadReason::Unsigned`], [`DeadReason::BadSignature`] or
+    /// [`DeadReason::Oversized`].
     pub reason: DeadReason,
     /// Why it was refused, in words that say what to do.
     pub error: String,
@@ -148,11 +149,14 @@ pub enum DeadReason {
     /// The entry is signed, but its signature does not verify with any
     /// accepted key (forged, altered, or signed with an unknown key).
     BadSignature,
+    /// The entry (or the result its run produced) is larger than the
+    /// configured limit; the error gives both sizes.
+    Oversized,
 }
 
 impl DeadReason {
     /// Every reason, in declaration order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Malformed,
         Self::UnknownTask,
         Self::BadPayload,
@@ -160,6 +164,7 @@ impl DeadReason {
         Self::TooManyDeliveries,
         Self::Unsigned,
         Self::BadSignature,
+        Self::Oversized,
     ];
 
     /// The short code stored with the dead letter.
@@ -173,6 +178,7 @@ impl DeadReason {
             Self::TooManyDeliveries => "too_many_deliveries",
             Self::Unsigned => "unsigned",
             Self::BadSignature => "bad_signature",
+            Self::Oversized => "oversized",
         }
     }
 

@@ -21,6 +21,28 @@ pub const FORMAT_VERSION: u8 = 1;
 /// (id, queue, times, counters), rounded up.
 const ENVELOPE_OVERHEAD: usize = 64;
 
+/// The most bytes an encoded envelope may take on the wire (the stream
+/// entry's value, a signed frame's header included) unless configured
+/// otherwise: 16 MiB. Spool's own tasks carry paths, codecs and rendition
+/// ladders in a few KiB; 16 MiB leaves room for generous inline arguments
+/// (a long keyframe list, an inline manifest) while keeping one entry from
+/// holding tens of MB of Redis memory per copy, per prefetch slot on every
+/// worker, and in the dead-letter stream. Larger data belongs in storage,
+/// passed by path or URL.
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why an envelope with `max_attempts = 0` is refused, at enqueue and
+/// when a worker reads one: no run would be allowed.
+pub(crate) const ZERO_ATTEMPTS: &str = "max_attempts must be at least 1";
+
+/// An upper bound on what the fixed fields of an envelope encode to
+/// (array header, version, id, priority, counters, times, and the headers
+/// of the variable-length fields).
+const FIXED_FIELDS_BOUND: usize = 128;
+
+/// An upper bound on what one string or binary field's header adds.
+const FIELD_HEADER_BOUND: usize = 5;
+
 /// A task's unique id: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -290,6 +312,24 @@ impl Envelope {
         rmp_serde::encode::write(out, self).map_err(|e| Error::encode("envelope", e))
     }
 
+    /// At least as many bytes as [`Envelope::encode`] writes: checking a
+    /// size limit against it needs no encoding, except near the limit.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| 2 * FIELD_HEADER_BOUND + k.len() + v.len())
+            .sum();
+        FIXED_FIELDS_BOUND
+            + self.name.len()
+            + self.queue.as_str().len()
+            + optional(&self.tenant)
+            + optional(&self.unique_key)
+            + headers
+            + self.payload.len()
+    }
+
     /// Roughly how many bytes [`Envelope::encode`] writes.
     pub(crate) fn encoded_len_hint(&self) -> usize {
         ENVELOPE_OVERHEAD + self.name.len() + self.payload.len()
@@ -302,8 +342,7 @@ impl Envelope {
     /// [`Error::Decode`] when the bytes are not an envelope, or when they are
     /// one of a newer format version than this build understands.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let version = peek_version(bytes)?;
-        if version > FORMAT_VERSION {
+        if let Some(version) = newer_version(bytes) {
             return Err(Error::decode(
                 "envelope",
                 format!(
@@ -312,20 +351,43 @@ impl Envelope {
                 ),
             ));
         }
-        rmp_serde::from_slice(bytes).map_err(|e| Error::decode("envelope", e))
+        let not_an_envelope =
+            |e: String| Error::decode("envelope", format!("not a Spool envelope: {e}"));
+        match rmp_serde::from_slice::<Self>(bytes) {
+            Ok(envelope) => Ok(envelope),
+            Err(e) => Err(not_an_envelope(match peek_version(bytes) {
+                Err(shape) => shape,
+                Ok(_) => e.to_string(),
+            })),
+        }
     }
 }
 
-/// Reads the leading version of an encoded envelope without decoding the rest.
-fn peek_version(mut bytes: &[u8]) -> Result<u8> {
-    let not_an_envelope = |what: String| Error::decode("envelope", what);
+/// The fewest fields an envelope of any version has: those of version 1
+/// before `unique_key`.
+const MIN_FIELDS: u32 = 14;
+
+/// The format version of `bytes` when they are an envelope of a format
+/// newer than this build's: a MessagePack array of at least
+/// [`MIN_FIELDS`] whose first field is the version and whose second is a
+/// 16-byte task id. Anything else is not judged by its first bytes: a
+/// signed frame wrapping garbage is garbage, not a newer worker's task.
+pub(crate) fn newer_version(mut bytes: &[u8]) -> Option<u8> {
+    let len = rmp::decode::read_array_len(&mut bytes).ok()?;
+    let version: u8 = rmp::decode::read_int(&mut bytes).ok()?;
+    let id_len = rmp::decode::read_bin_len(&mut bytes).ok()?;
+    (len >= MIN_FIELDS && id_len == 16 && bytes.len() >= 16 && version > FORMAT_VERSION)
+        .then_some(version)
+}
+
+/// Why `bytes` are not even the start of an envelope, if they are not.
+fn peek_version(mut bytes: &[u8]) -> Result<u8, String> {
     let len = rmp::decode::read_array_len(&mut bytes)
-        .map_err(|e| not_an_envelope(format!("not a MessagePack array: {e}")))?;
+        .map_err(|e| format!("not a MessagePack array: {e}"))?;
     if len == 0 {
-        return Err(not_an_envelope("empty array".into()));
+        return Err("empty array".into());
     }
-    rmp::decode::read_int(&mut bytes)
-        .map_err(|e| not_an_envelope(format!("no format version: {e}")))
+    rmp::decode::read_int(&mut bytes).map_err(|e| format!("no format version: {e}"))
 }
 
 /// Encodes a task or an output as a MessagePack map.
@@ -390,10 +452,42 @@ mod tests {
     }
 
     #[test]
+    fn only_an_envelope_shaped_array_is_called_a_newer_version() {
+        // A task id is 16 bytes of MessagePack binary.
+        let e = Envelope::new("x", QueueName::DEFAULT, vec![]);
+        let bytes = e.encode().unwrap();
+        assert_eq!(newer_version(&bytes), None);
+        assert_eq!(&bytes[2..4], &[0xc4, 16]);
+        // An array that merely starts with a large number is not.
+        let garbage = rmp_serde::to_vec(&(103u8, "garbage", 1, 2)).unwrap();
+        let err = Envelope::decode(&garbage).unwrap_err().to_string();
+        assert!(err.contains("not a Spool envelope"), "{err}");
+        assert!(!err.contains("newer"), "{err}");
+    }
+
+    #[test]
     fn garbage_is_a_decode_error() {
         for bytes in [&b"not msgpack"[..], &[0x90], &[]] {
             assert!(matches!(Envelope::decode(bytes), Err(Error::Decode { .. })));
         }
+    }
+
+    #[test]
+    fn the_length_bound_is_never_below_the_encoded_length() {
+        let mut e = Envelope::for_task(&Resize { width: u32::MAX }).unwrap();
+        assert!(e.encoded_len_bound() >= e.encode().unwrap().len());
+        e.tenant = Some("t".repeat(300));
+        e.unique_key = Some("u".repeat(70_000));
+        e.headers.insert("k".repeat(40), "v".repeat(300));
+        e.headers.insert(String::new(), String::new());
+        e.eta = Some(Timestamp::from_millis(u64::MAX));
+        e.expires_at = Some(Timestamp::from_millis(u64::MAX));
+        e.time_limit_ms = Some(u64::MAX);
+        e.attempt = u32::MAX;
+        e.max_attempts = u32::MAX;
+        e.payload = vec![0; 70_000];
+        e.priority = crate::queue::Priority::Low;
+        assert!(e.encoded_len_bound() >= e.encode().unwrap().len());
     }
 
     #[test]

@@ -55,6 +55,56 @@ pub enum Error {
     #[error("broker is closed")]
     Closed,
 
+    /// An envelope or a task's result larger than the configured limit
+    /// ([`RedisConfig::max_envelope_bytes`](crate::RedisConfig::max_envelope_bytes),
+    /// the worker's `max_result_bytes`): refused before it is sent or
+    /// stored.
+    #[error(
+        "{what} is {size} bytes, over the limit of {limit} bytes: pass large data by reference \
+         (a path or URL), or raise the limit"
+    )]
+    Oversized {
+        /// What was too large, such as `the envelope of task <id>
+        /// (video.transcode)`.
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// An envelope that must not be enqueued as it is (no attempt allowed).
+    #[error("{what} cannot be enqueued: {reason}")]
+    InvalidEnvelope {
+        /// The task, such as `task <id> (video.transcode)`.
+        what: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The server at the URL answered, but not in the Redis protocol (an
+    /// HTTP server on the Redis port, say).
+    #[error("{url} does not speak the Redis protocol (is another service on that port?): {detail}")]
+    NotRedis {
+        /// The URL, credentials redacted.
+        url: String,
+        /// The parser's complaint.
+        detail: String,
+    },
+
+    /// The Redis user lacks a permission Spool needs (`NOPERM`): retrying
+    /// cannot help, so a worker stops with it.
+    #[error(
+        "the Redis user may not run {command}: {detail} (grant it in the user's ACL; see \
+         ops/redis/users.acl)"
+    )]
+    Permission {
+        /// The command (and key or channel, when Redis names one) refused.
+        command: String,
+        /// Redis' words.
+        detail: String,
+    },
+
     /// Part of a batch was enqueued and the rest refused (Redis out of
     /// memory, say): which tasks made it, and why the others did not.
     #[error(
@@ -80,6 +130,14 @@ impl Error {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Connection(_))
+    }
+
+    /// Whether retrying cannot help until an operator changes something
+    /// (a permission, the service on the Redis port): a worker stops
+    /// rather than retry forever.
+    #[must_use]
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Permission { .. } | Self::NotRedis { .. })
     }
 
     pub(crate) fn encode(what: &'static str, source: impl Into<BoxError>) -> Self {

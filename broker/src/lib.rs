@@ -29,7 +29,8 @@ pub use crate::broker::{
     Reclaimed, TaskEvent, TaskEvents,
 };
 pub use crate::envelope::{
-    Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload, encode_payload,
+    DEFAULT_MAX_ENVELOPE_BYTES, Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload,
+    encode_payload,
 };
 pub use crate::error::{BoxError, Error, Result};
 pub use crate::job::{JobStatus, Progress, RecordPolicy};

@@ -14,7 +14,7 @@ use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag,
     FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
 };
-use crate::envelope::{Envelope, TaskId, Timestamp};
+use crate::envelope::{DEFAULT_MAX_ENVELOPE_BYTES, Envelope, TaskId, Timestamp};
 use crate::error::Result;
 use crate::queue::{Priority, QueueName};
 use crate::signing;
@@ -113,16 +113,16 @@ impl MemoryBroker {
 
 /// Decodes a claimed entry into the batch, as the Redis transport does.
 fn hand_out(batch: &mut FetchBatch, tag: DeliveryTag, bytes: &[u8], deliveries: u32) {
-    match Envelope::decode(bytes) {
+    match signing::admit(None, DEFAULT_MAX_ENVELOPE_BYTES, bytes) {
         Ok(envelope) => batch.deliveries.push(Delivery {
             tag,
             envelope,
             deliveries,
         }),
-        Err(e) => batch.malformed.push(Malformed {
+        Err(refused) => batch.malformed.push(Malformed {
             tag,
-            reason: crate::broker::DeadReason::Malformed,
-            error: e.to_string(),
+            reason: refused.reason,
+            error: refused.error,
         }),
     }
 }
@@ -225,7 +225,10 @@ impl Broker for MemoryBroker {
         // Encode everything first so a failure enqueues nothing.
         let encoded = envelopes
             .iter()
-            .map(|e| Ok((e, e.encode()?)))
+            .map(|e| {
+                signing::check_for_enqueue(e, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
+                Ok((e, e.encode()?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let now = Timestamp::now();
         let mut state = self.lock();
@@ -245,6 +248,7 @@ impl Broker for MemoryBroker {
                 "enqueue_unique needs an envelope with a unique key".into(),
             ));
         };
+        signing::check_for_enqueue(envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
         let now = Timestamp::now();
         let lock = (envelope.queue.clone(), unique_key.clone());
         {

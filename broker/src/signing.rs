@@ -302,6 +302,101 @@ pub(crate) fn wire(
     Ok(out)
 }
 
+/// Refuses what no broker may enqueue: an envelope allowing no attempt,
+/// or one over `limit` bytes on the wire (see [`check_wire_size`]).
+///
+/// # Errors
+///
+/// [`Error::InvalidEnvelope`] or [`Error::Oversized`].
+pub(crate) fn check_for_enqueue(
+    envelope: &Envelope,
+    keys: Option<&SigningKeys>,
+    limit: usize,
+) -> Result<()> {
+    if envelope.max_attempts == 0 {
+        return Err(Error::InvalidEnvelope {
+            what: format!("task {} ({})", envelope.id, envelope.name),
+            reason: crate::envelope::ZERO_ATTEMPTS,
+        });
+    }
+    check_wire_size(envelope, keys, limit)
+}
+
+/// Refuses `envelope` when its wire bytes (a signed frame's header
+/// included, when `keys` are set) would exceed `limit`; encodes it to know
+/// only when an upper bound says it might.
+///
+/// # Errors
+///
+/// [`Error::Oversized`] naming the task, its size and the limit.
+pub(crate) fn check_wire_size(
+    envelope: &Envelope,
+    keys: Option<&SigningKeys>,
+    limit: usize,
+) -> Result<()> {
+    let header = if keys.is_some() { HEADER_LEN } else { 0 };
+    if header + envelope.encoded_len_bound() <= limit {
+        return Ok(());
+    }
+    let size = header + envelope.encode()?.len();
+    if size <= limit {
+        return Ok(());
+    }
+    Err(Error::Oversized {
+        what: format!("the envelope of task {} ({})", envelope.id, envelope.name),
+        size,
+        limit,
+    })
+}
+
+/// Refuses an entry fetched from the broker whose bytes exceed `limit`,
+/// before anything parses them: the dead-letter reason and the error.
+pub(crate) fn check_entry_size(bytes: &[u8], limit: usize) -> Result<(), Refused> {
+    if bytes.len() <= limit {
+        return Ok(());
+    }
+    Err(Refused {
+        reason: DeadReason::Oversized,
+        error: format!(
+            "the entry is {} bytes, over the limit of {limit} bytes (max_envelope_bytes): not \
+             decoded; pass large data by reference (a path or URL)",
+            bytes.len()
+        ),
+    })
+}
+
+/// The envelope an entry's `bytes` hold, checked as a broker with `keys`
+/// (or none) and a limit of `max_bytes` must: measured, then verified,
+/// then decoded, so that an oversized or forged entry is never parsed.
+/// A verified frame whose payload does not decode is called what it is,
+/// not a newer format.
+pub(crate) fn admit(
+    keys: Option<&SigningKeys>,
+    max_bytes: usize,
+    bytes: &[u8],
+) -> Result<Envelope, Refused> {
+    check_entry_size(bytes, max_bytes)?;
+    let inner = open(keys, bytes)?;
+    Envelope::decode(inner).map_err(|e| {
+        let error = match e {
+            Error::Decode { source, .. }
+                if is_signed(bytes) && crate::envelope::newer_version(inner).is_none() =>
+            {
+                let detail = source.to_string();
+                let detail = detail
+                    .strip_prefix("not a Spool envelope: ")
+                    .unwrap_or(&detail);
+                format!("signed payload is not a Spool envelope: {detail}")
+            }
+            other => other.to_string(),
+        };
+        Refused {
+            reason: DeadReason::Malformed,
+            error,
+        }
+    })
+}
+
 /// What `requeue_dead` appends for `letter`, and at which priority.
 ///
 /// With keys, only a dead letter whose own signature verifies is revived

@@ -44,7 +44,20 @@ pub struct WorkerConfig {
     /// Stop fetching after this many tasks, finish them and return (the
     /// building block of max-tasks-per-child recycling). Default: `None`.
     pub max_tasks: Option<u64>,
+    /// The most bytes a task's encoded result may have. A larger result is
+    /// not stored: the task is dead-lettered `oversized` with the size (it
+    /// would produce the same again on a retry). Results are written to
+    /// the job store and published to every watcher, so they should stay
+    /// small; large outputs belong in storage, returned by path or URL.
+    /// Default: [`DEFAULT_MAX_RESULT_BYTES`], 16 MiB, the same as the
+    /// broker's envelope limit.
+    pub max_result_bytes: usize,
 }
+
+/// The default [`WorkerConfig::max_result_bytes`]: 16 MiB, as
+/// [`spool_broker::DEFAULT_MAX_ENVELOPE_BYTES`], so a result may be passed
+/// on as the next task's argument.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = spool_broker::DEFAULT_MAX_ENVELOPE_BYTES;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -62,6 +75,7 @@ impl Default for WorkerConfig {
             cancel_grace: Duration::from_secs(10),
             consumer_name: None,
             max_tasks: None,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -93,6 +107,8 @@ impl WorkerConfig {
             "heartbeat_interval must be positive and at most half of visibility_timeout"
         } else if self.max_deliveries == 0 {
             "max_deliveries must be at least 1"
+        } else if self.max_result_bytes == 0 {
+            "max_result_bytes must be at least 1"
         } else {
             return Ok(());
         };

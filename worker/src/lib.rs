@@ -22,7 +22,7 @@ mod handler;
 mod observer;
 mod runtime;
 
-pub use crate::config::WorkerConfig;
+pub use crate::config::{DEFAULT_MAX_RESULT_BYTES, WorkerConfig};
 pub use crate::counters::{CounterSnapshot, Counters};
 pub use crate::error::{Error, Result};
 pub use crate::handler::{Handler, TaskContext, TaskError, TaskErrorKind};

@@ -81,7 +81,7 @@ impl RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        reply::fetch_batch(queue, self.signing(), reply)
+        reply::fetch_batch(queue, self.admission(), reply)
     }
 
     /// Waits for and claims new entries in one blocking `XREADGROUP`. Its
@@ -105,7 +105,7 @@ impl RedisBroker {
             .await;
         drop(conn);
         let batch = match reply {
-            Ok(reply) => reply::read_group(queue, &keys.streams, self.signing(), reply)?,
+            Ok(reply) => reply::read_group(queue, &keys.streams, self.admission(), reply)?,
             // The group vanished (Redis restarted without persistence): the
             // next fetch's script recreates it.
             Err(e) if e.code() == Some("NOGROUP") => return Ok(FetchBatch::default()),

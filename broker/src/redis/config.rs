@@ -42,6 +42,14 @@ pub struct RedisConfig {
     /// A CA to trust and a client certificate to present on `rediss://`
     /// connections. Default: empty (system roots, no client certificate).
     pub tls: TlsConfig,
+    /// The most bytes one envelope may take in Redis (a signed frame's
+    /// header included). An enqueue of a larger one fails with
+    /// [`Error::Oversized`](crate::Error::Oversized) before anything is
+    /// sent; a larger entry found in a stream (written by something else)
+    /// is dead-lettered `oversized` without being decoded. Default:
+    /// [`DEFAULT_MAX_ENVELOPE_BYTES`](crate::DEFAULT_MAX_ENVELOPE_BYTES),
+    /// 16 MiB.
+    pub max_envelope_bytes: usize,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -55,6 +63,7 @@ impl fmt::Debug for RedisConfig {
             .field("promote_batch", &self.promote_batch)
             .field("signing", &self.signing)
             .field("tls", &self.tls)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +79,7 @@ impl Default for RedisConfig {
             promote_batch: 1000,
             signing: None,
             tls: TlsConfig::default(),
+            max_envelope_bytes: crate::envelope::DEFAULT_MAX_ENVELOPE_BYTES,
         }
     }
 }

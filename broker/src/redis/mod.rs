@@ -217,6 +217,24 @@ impl RedisBroker {
         pipe.query_async(&mut self.conn()).await.map_err(map_redis)
     }
 
+    /// Refuses an envelope allowing no attempt, or larger than
+    /// `max_envelope_bytes` on the wire.
+    fn check_size(&self, envelope: &Envelope) -> Result<()> {
+        signing::check_for_enqueue(
+            envelope,
+            self.signing(),
+            self.inner.config.max_envelope_bytes,
+        )
+    }
+
+    /// How fetched entries are checked before they are decoded.
+    fn admission(&self) -> reply::Admission<'_> {
+        reply::Admission {
+            signing: self.signing(),
+            max_bytes: self.inner.config.max_envelope_bytes,
+        }
+    }
+
     /// The shared connection (a cheap handle clone).
     fn conn(&self) -> Commands {
         self.inner.commands.clone()
@@ -334,6 +352,11 @@ fn millis(duration: Duration) -> usize {
 
 impl Broker for RedisBroker {
     async fn enqueue(&self, envelopes: &[Envelope]) -> Result<()> {
+        // Every envelope checked before any is sent: an oversized one
+        // refuses the whole batch, never half of it.
+        for envelope in envelopes {
+            self.check_size(envelope)?;
+        }
         let now = Timestamp::now();
         // Futures are first polled in push order, so pipelines reach the
         // connection in input order; encoding the next overlaps with Redis
@@ -376,6 +399,7 @@ impl Broker for RedisBroker {
                 "enqueue_unique needs an envelope with a unique key".into(),
             ));
         };
+        self.check_size(envelope)?;
         let keys = self.keys(&envelope.queue);
         let (due, entry) = match envelope.eta {
             Some(eta) if eta > Timestamp::now() => {
@@ -494,7 +518,7 @@ impl Broker for RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        reply::reclaimed(queue, self.signing(), reply)
+        reply::reclaimed(queue, self.admission(), reply)
     }
 
     async fn renew(&self, consumer: &str, tags: &[DeliveryTag]) -> Result<Vec<DeliveryTag>> {

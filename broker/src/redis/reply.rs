@@ -92,13 +92,22 @@ pub(crate) enum Claim {
     Paused,
 }
 
+/// How claimed entries are checked before they are decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission<'a> {
+    /// The keys that must have signed them, if signing is on.
+    pub(crate) signing: Option<&'a SigningKeys>,
+    /// The most bytes an entry may have.
+    pub(crate) max_bytes: usize,
+}
+
 /// Decodes one claimed entry into the batch: a delivery, or an entry to
-/// dead-letter (undecodable, or refused by `signing`).
+/// dead-letter (oversized, undecodable, or refused by the signing keys).
 fn claim(
     batch: &mut FetchBatch,
     queue: &QueueName,
     priority: Priority,
-    signing: Option<&SigningKeys>,
+    admission: Admission<'_>,
     entry: Value,
 ) -> Result<()> {
     let (entry_id, fields, deliveries) = into_counted_entry(entry)?;
@@ -115,13 +124,7 @@ fn claim(
         });
         return Ok(());
     };
-    // Verified before decoding: a forged envelope is never even parsed.
-    let decoded = signing::open(signing, bytes).and_then(|inner| {
-        Envelope::decode(inner).map_err(|e| signing::Refused {
-            reason: DeadReason::Malformed,
-            error: e.to_string(),
-        })
-    });
+    let decoded = signing::admit(admission.signing, admission.max_bytes, bytes);
     match decoded {
         Ok(envelope) => batch.deliveries.push(Delivery {
             tag,
@@ -140,7 +143,7 @@ fn claim(
 /// Parses the reply of `fetch.lua`, checking envelopes with `signing`.
 pub(crate) fn fetch_batch(
     queue: &QueueName,
-    signing: Option<&SigningKeys>,
+    admission: Admission<'_>,
     reply: Value,
 ) -> Result<(FetchBatch, Claim)> {
     let mut parts = into_array(reply, "fetch")?.into_iter();
@@ -152,7 +155,7 @@ pub(crate) fn fetch_batch(
             Some(other) => return Err(unexpected("fetch entries", &other)),
         };
         for entry in entries {
-            claim(&mut batch, queue, priority, signing, entry)?;
+            claim(&mut batch, queue, priority, admission, entry)?;
         }
     }
     let idle = match parts.next() {
@@ -182,7 +185,7 @@ pub(crate) fn fetch_batch(
 pub(crate) fn read_group(
     queue: &QueueName,
     streams: &[String; 3],
-    signing: Option<&SigningKeys>,
+    admission: Admission<'_>,
     reply: Value,
 ) -> Result<FetchBatch> {
     let per_stream: Vec<(Value, Value)> = match reply {
@@ -214,7 +217,7 @@ pub(crate) fn read_group(
     let mut batch = FetchBatch::default();
     for (priority, entries) in Priority::ALL.into_iter().zip(by_priority) {
         for entry in entries {
-            claim(&mut batch, queue, priority, signing, entry)?;
+            claim(&mut batch, queue, priority, admission, entry)?;
         }
     }
     Ok(batch)
@@ -225,7 +228,7 @@ pub(crate) fn read_group(
 /// are checked with `signing`.
 pub(crate) fn reclaimed(
     queue: &QueueName,
-    signing: Option<&SigningKeys>,
+    admission: Admission<'_>,
     reply: Value,
 ) -> Result<Reclaimed> {
     let mut parts = into_array(reply, "reclaim")?.into_iter();
@@ -236,7 +239,7 @@ pub(crate) fn reclaimed(
             _ => Vec::new(),
         };
         for entry in entries {
-            claim(&mut batch, queue, priority, signing, entry)?;
+            claim(&mut batch, queue, priority, admission, entry)?;
         }
     }
     let suspects_waiting = match parts.next() {

@@ -310,8 +310,9 @@ fn parse_status(text: &str) -> Result<JobStatus, String> {
 struct CallArgs {
     /// The task's name, such as spool.ping.
     name: String,
-    /// The task's fields as a JSON object.
-    #[arg(long, default_value = "{}", value_name = "JSON")]
+    /// The task's fields as a JSON object; @FILE reads it from a file and
+    /// - from standard input (for arguments past the shell's size limit).
+    #[arg(long, default_value = "{}", value_name = "JSON|@FILE|-")]
     args: String,
     /// The queue to enqueue to.
     #[arg(long, default_value_t = QueueName::DEFAULT)]
@@ -339,16 +340,16 @@ struct CallArgs {
 }
 
 impl CallArgs {
-    fn into_request(self) -> CallRequest {
+    fn into_request(self) -> Result<CallRequest> {
         let mut request = CallRequest::new(self.name);
-        request.args = self.args;
+        request.args = ctl::read_args(&self.args)?;
         request.queue = self.queue;
         request.priority = self.priority;
         request.countdown = self.countdown;
         request.max_attempts = self.max_attempts;
         request.tenant = self.tenant;
         request.count = self.count;
-        request
+        Ok(request)
     }
 }
 
@@ -479,7 +480,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
             return Ok(Outcome::Top(args, broker, format));
         }
         Command::Call(args) => {
-            let request = args.into_request();
+            let request = args.into_request()?;
             request.validate()?;
             let broker = connect(&access).await?;
             match ctl::call(&broker, &request).await {

@@ -127,6 +127,39 @@ impl CallRequest {
     }
 }
 
+/// The JSON text `--args VALUE` stands for: VALUE itself, the contents of
+/// a file for `@PATH`, or standard input for `-`. The file and stdin forms
+/// take arguments of any size, past the shell's limit on one argument.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming the file (or stdin) when it cannot be
+/// read or is not UTF-8.
+pub fn read_args(value: &str) -> Result<String> {
+    read_args_from(value, &mut std::io::stdin().lock())
+}
+
+/// [`read_args`], with `stdin` standing for standard input.
+///
+/// # Errors
+///
+/// As [`read_args`].
+pub fn read_args_from(value: &str, stdin: &mut impl std::io::Read) -> Result<String> {
+    if value == "-" {
+        let mut text = String::new();
+        stdin.read_to_string(&mut text).map_err(|e| {
+            Error::InvalidInput(format!("cannot read --args from standard input: {e}"))
+        })?;
+        return Ok(text);
+    }
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!("cannot read --args from the file {path:?}: {e}"))
+        }),
+        None => Ok(value.to_owned()),
+    }
+}
+
 fn printable(c: char) -> bool {
     !c.is_whitespace() && !c.is_control()
 }
@@ -287,6 +320,21 @@ mod tests {
         assert!(message.contains("line 1 column 2"), "{message}");
         let stats = broker.stats(&QueueName::ANALYSIS).await.unwrap();
         assert_eq!(stats.ready_total(), 0);
+    }
+
+    #[test]
+    fn args_come_inline_from_a_file_or_from_stdin() {
+        let mut no_stdin = std::io::empty();
+        assert_eq!(read_args_from("{}", &mut no_stdin).unwrap(), "{}");
+        let mut stdin = &b"{\"w\": 1}"[..];
+        assert_eq!(read_args_from("-", &mut stdin).unwrap(), "{\"w\": 1}");
+        let path = std::env::temp_dir().join(format!("spool-args-{:08x}.json", fastrand::u32(..)));
+        std::fs::write(&path, "{\"h\": 2}").unwrap();
+        let at = format!("@{}", path.display());
+        assert_eq!(read_args_from(&at, &mut no_stdin).unwrap(), "{\"h\": 2}");
+        std::fs::remove_file(&path).unwrap();
+        let err = read_args_from(&at, &mut no_stdin).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[test]

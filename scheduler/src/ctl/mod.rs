@@ -39,7 +39,9 @@ use serde::Serialize;
 use spool_broker::Timestamp;
 use spool_broker::store::JobRecord;
 
-pub use self::call::{CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call};
+pub use self::call::{
+    CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call, read_args, read_args_from,
+};
 pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
 pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry};

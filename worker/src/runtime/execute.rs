@@ -28,6 +28,7 @@ pub(crate) struct Limits {
     pub(crate) soft_time_limit: Option<Duration>,
     pub(crate) cancel_grace: Duration,
     pub(crate) max_deliveries: u32,
+    pub(crate) max_result_bytes: usize,
 }
 
 /// Where runs report beyond the broker.
@@ -196,7 +197,13 @@ impl<B: Broker> Executor<B> {
         });
         let hard = envelope.time_limit().or(self.limits.time_limit);
         let end = supervise(run, &control, hard, self.limits).await;
-        let verdict = outcome::after_run(envelope, handler.backoff(), end, Timestamp::now());
+        let verdict = outcome::after_run(
+            envelope,
+            handler.backoff(),
+            end,
+            self.limits.max_result_bytes,
+            Timestamp::now(),
+        );
         Decision {
             verdict,
             started_at: Some(started_at),
@@ -368,6 +375,7 @@ mod tests {
         soft_time_limit: None,
         cancel_grace: Duration::from_secs(5),
         max_deliveries: 4,
+        max_result_bytes: 1024,
     };
 
     struct Setup {

@@ -313,6 +313,7 @@ impl<B: Broker> Worker<B> {
                 soft_time_limit: config.soft_time_limit,
                 cancel_grace: config.cancel_grace,
                 max_deliveries: config.max_deliveries,
+                max_result_bytes: config.max_result_bytes,
             },
             revoked,
             running,

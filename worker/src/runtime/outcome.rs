@@ -217,6 +217,14 @@ pub(crate) fn before_run(
     revoked: bool,
     now: Timestamp,
 ) -> Option<Verdict> {
+    if envelope.max_attempts == 0 {
+        // Written by something other than Spool's producers, which refuse
+        // it: no run is allowed, and none was made.
+        return Some(Verdict::refused(
+            DeadReason::Malformed,
+            "max_attempts must be at least 1".to_owned(),
+        ));
+    }
     if deliveries > max_deliveries {
         let error = format!(
             "delivered {deliveries} times without an outcome: its workers keep dying \
@@ -247,14 +255,26 @@ pub(crate) fn before_run(
     None
 }
 
-/// What becomes of a delivery whose handler ran and ended with `end`.
+/// What becomes of a delivery whose handler ran and ended with `end`. A
+/// success whose encoded output exceeds `max_result_bytes` is dead-lettered
+/// `oversized`: it would run to the same size again, and storing it would
+/// put that much in the job store and every watcher's reply.
 pub(crate) fn after_run(
     envelope: &Envelope,
     backoff: &Backoff,
     end: RunEnd,
+    max_result_bytes: usize,
     now: Timestamp,
 ) -> Verdict {
     let (asked, error) = match end {
+        RunEnd::Succeeded(output) if output.len() > max_result_bytes => {
+            let error = format!(
+                "its result is {} bytes, over the limit of {max_result_bytes} bytes \
+                 (max_result_bytes): not stored; return large data by reference (a path or URL)",
+                output.len()
+            );
+            return Verdict::dead(DeadReason::Oversized, error, envelope.attempt);
+        }
         RunEnd::Succeeded(output) => {
             debug!("succeeded");
             return Verdict::succeeded(output);
@@ -436,6 +456,15 @@ mod tests {
         let fine = envelope(1, 3);
         assert!(before_run(&fine, 1, 5, false, NOW).is_none());
 
+        // No attempt allowed is not a worker that died: it is malformed,
+        // whatever else holds.
+        let verdict = before_run(&envelope(1, 0), 9, 5, true, NOW).unwrap();
+        let refused = self::letter(&verdict);
+        assert_eq!(
+            (refused.reason, &refused.error[..], refused.attempts),
+            (DeadReason::Malformed, "max_attempts must be at least 1", 0)
+        );
+
         // Too many deliveries comes first, even before a revocation.
         let verdict = before_run(&envelope(4, 3), 6, 5, true, NOW).unwrap();
         let letter = letter(&verdict);
@@ -474,7 +503,7 @@ mod tests {
     async fn how_a_run_ended_decides_its_outcome() {
         let running = envelope(1, 3);
         let backoff = Backoff::fixed(ms(10));
-        let after = |end| after_run(&running, &backoff, end, NOW);
+        let after = |end| after_run(&running, &backoff, end, 4, NOW);
 
         let verdict = after(RunEnd::Succeeded(vec![1, 2]));
         assert!(matches!(verdict.action, Action::Ack));
@@ -482,6 +511,21 @@ mod tests {
             (verdict.outcome, verdict.output, verdict.error),
             (Outcome::Succeeded, Some(vec![1, 2]), None)
         );
+
+        // A result over the limit (4 bytes here) is not stored.
+        let verdict = after(RunEnd::Succeeded(vec![0; 5]));
+        let oversized = letter(&verdict);
+        assert_eq!(
+            (oversized.reason, oversized.attempts),
+            (DeadReason::Oversized, 1)
+        );
+        assert!(oversized.error.contains("5 bytes"), "{}", oversized.error);
+        assert!(
+            oversized.error.contains("limit of 4 bytes"),
+            "{}",
+            oversized.error
+        );
+        assert!(verdict.output.is_none() && verdict.action.is_final());
 
         let verdict = after(RunEnd::TimedOut(Duration::from_secs(5)));
         assert!(matches!(verdict.action, Action::Ack));
