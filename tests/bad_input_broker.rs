@@ -343,3 +343,160 @@ async fn an_oversized_result_is_dead_lettered_not_stored() {
     let _ = std::fs::remove_dir_all(&dir);
     redis.cleanup().await;
 }
+
+/// Something other than Redis on the Redis port (an HTTP server) is named
+/// as such, URL redacted, instead of a parser's "Unexpected byte".
+#[tokio::test]
+async fn an_http_server_on_the_redis_port_is_named() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    let url = format!("redis://spool:s3cret@127.0.0.1:{port}/");
+    let err = RedisBroker::connect(RedisConfig {
+        connect_timeout: Duration::from_secs(3),
+        response_timeout: Duration::from_secs(3),
+        ..RedisConfig::from_url(&url)
+    })
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NotRedis { .. }), "{err:?}");
+    assert!(
+        text.starts_with(&format!(
+            "redis://***@127.0.0.1:{port}/ does not speak the Redis protocol (is another service \
+             on that port?)"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    server.abort();
+}
+
+/// Runs a worker with no handlers on `broker` until `queue` holds `count`
+/// dead letters, and returns them.
+async fn dead_letter_with(
+    redis: &TestRedis,
+    broker: RedisBroker,
+    queue: &QueueName,
+    count: usize,
+) -> Vec<DeadLetterEntry> {
+    let running = spawn_worker(Worker::new(broker, short_lease_config("refuser")));
+    let dead = dead_letters(redis, queue, count).await;
+    running.stop().await;
+    dead
+}
+
+/// An envelope allowing no attempt is refused at enqueue, and one written
+/// straight into a stream is dead-lettered `malformed` for what it is, not
+/// as "its worker died during the last allowed attempt".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_max_attempts_is_refused_and_dead_lettered_as_malformed() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let mut envelope = Envelope::for_task(&Blob { bytes: vec![] }).unwrap();
+    envelope.max_attempts = 0;
+    let err = redis
+        .broker
+        .enqueue(std::slice::from_ref(&envelope))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidEnvelope { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("max_attempts must be at least 1"),
+        "{err}"
+    );
+    assert_eq!(redis.stats(&queue).await.ready_total(), 0);
+
+    redis
+        .xadd_raw(
+            &queue,
+            Priority::Normal,
+            &[("e", &envelope.encode().unwrap())],
+        )
+        .await;
+    let dead = dead_letter_with(&redis, redis.broker.clone(), &queue, 1).await;
+    assert_eq!(dead[0].reason, "malformed", "{dead:?}");
+    assert_eq!(dead[0].error, "max_attempts must be at least 1");
+    assert_eq!(dead[0].attempts, 0);
+    redis.cleanup().await;
+}
+
+/// A frame whose signature verifies but whose payload is no envelope is
+/// `malformed` "signed payload is not a Spool envelope", even when its
+/// first bytes read like a large format version; only a real envelope of
+/// a newer version is called one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_frame_around_garbage_is_called_garbage() {
+    use hmac::{KeyInit as _, Mac as _};
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef-bad-input";
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let sign = |payload: &[u8]| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+        mac.update(&[0xC1, 1]);
+        mac.update(payload);
+        let mut frame = vec![0xC1, 1];
+        frame.extend_from_slice(&mac.finalize().into_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    };
+    // A MessagePack array led by 103, then text: the shape of the garbage
+    // once reported as "format version 103 is newer".
+    let garbage = rmp_serde::to_vec(&(103u8, "garbage", 7u8)).unwrap();
+    let mut newer = Envelope::for_task(&Blob { bytes: vec![] }).unwrap();
+    newer.version = spool_broker::FORMAT_VERSION + 1;
+    for payload in [
+        garbage,
+        b"not msgpack at all".to_vec(),
+        newer.encode().unwrap(),
+    ] {
+        redis
+            .xadd_raw(&queue, Priority::Normal, &[("e", &sign(&payload))])
+            .await;
+    }
+    let broker = RedisBroker::connect(RedisConfig {
+        key_prefix: redis.prefix.clone(),
+        signing: Some(spool_broker::SigningKeys::new(KEY).unwrap()),
+        ..RedisConfig::from_url(redis_url())
+    })
+    .await
+    .unwrap();
+    let dead = dead_letter_with(&redis, broker, &queue, 3).await;
+    assert!(dead.iter().all(|d| d.reason == "malformed"), "{dead:?}");
+    // Settled concurrently: in any order.
+    let (newer, garbled): (Vec<&str>, Vec<&str>) = dead
+        .iter()
+        .map(|d| d.error.as_str())
+        .partition(|e| e.contains("newer"));
+    assert_eq!(garbled.len(), 2, "{dead:?}");
+    for garbled in garbled {
+        assert!(
+            garbled.starts_with("signed payload is not a Spool envelope: "),
+            "{garbled}"
+        );
+    }
+    assert!(
+        newer[0].contains("format version 2 is newer") && newer[0].contains("upgrade the worker"),
+        "{}",
+        newer[0]
+    );
+    redis.cleanup().await;
+}

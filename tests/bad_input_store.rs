@@ -265,3 +265,42 @@ async fn spoolctl_does_not_create_a_postgres_database() {
         "{name} was created"
     );
 }
+
+/// A PostgreSQL job store on a port where nothing listens is reported as
+/// the job store, by its redacted URL, never as the broker; the error is
+/// transient (a worker waits for it to come back).
+#[tokio::test]
+async fn an_unreachable_postgres_store_is_named_as_the_job_store() {
+    let port = spool_tests::free_port();
+    let url = format!("postgres://spool:s3cret@127.0.0.1:{port}/spool");
+    let options = StoreOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let err = JobStore::connect_with(&url, &options).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "job store postgres://spool:***@127.0.0.1:{port}/spool could not"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("broker") && !text.contains("s3cret"),
+        "{text}"
+    );
+    assert!(err.is_transient(), "{err:?}");
+
+    let out = std::process::Command::new(spool_tests::bins::spoolctl())
+        .args(["--store-url", &url, "tasks"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "job store postgres://spool:***@127.0.0.1:{port}/spool"
+        )) && !stderr.contains("broker"),
+        "{stderr}"
+    );
+}

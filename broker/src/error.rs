@@ -51,6 +51,16 @@ pub enum Error {
     #[error("broker command failed: {0}")]
     Backend(#[source] BoxError),
 
+    /// The job store could not be reached, or refused for now (busy,
+    /// deadlocked): retrying the batch later may succeed. The message names
+    /// the store (its URL redacted) where it is known.
+    #[error("{0}")]
+    StoreUnavailable(#[source] BoxError),
+
+    /// The job store failed in a way retrying does not fix.
+    #[error("{0}")]
+    Store(#[source] BoxError),
+
     /// The broker has been closed.
     #[error("broker is closed")]
     Closed,
@@ -129,7 +139,7 @@ impl Error {
     /// connection, a restarting server), as opposed to a bug or bad input.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Connection(_))
+        matches!(self, Self::Connection(_) | Self::StoreUnavailable(_))
     }
 
     /// Whether retrying cannot help until an operator changes something

@@ -156,7 +156,7 @@ impl Connections {
                     .await
                     && !(e.is_connection_refusal() || e.is_timeout())
                 {
-                    return Err(super::map_redis(e));
+                    return Err(map_connect(e, &config.url));
                 }
                 let shared = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
@@ -164,7 +164,7 @@ impl Connections {
                     .set_max_delay(Duration::from_secs(2));
                 let commands = ConnectionManager::new_with_config(client.clone(), shared)
                     .await
-                    .map_err(super::map_redis)?;
+                    .map_err(|e| map_connect(e, &config.url))?;
                 // The connection info carries the certificates too.
                 let manager = deadpool_redis::Manager::new_with_config(
                     client.get_connection_info().clone(),
@@ -195,7 +195,7 @@ impl Connections {
                 let commands = client
                     .get_async_connection()
                     .await
-                    .map_err(super::map_redis)?;
+                    .map_err(|e| map_connect(e, &config.url))?;
                 let waits = managed::Pool::builder(ClusterManager { client })
                     .max_size(max_size)
                     .runtime(deadpool::Runtime::Tokio1)
@@ -210,6 +210,20 @@ impl Connections {
                 })
             }
         }
+    }
+}
+
+/// An error met while connecting to `url`: a reply that does not parse
+/// means something other than Redis listens there (an HTTP server answers
+/// `HTTP/1.1 400`), which a parser's "Unexpected byte" does not say.
+pub(crate) fn map_connect(e: RedisError, url: &str) -> Error {
+    if e.kind() == redis::ErrorKind::Parse {
+        Error::NotRedis {
+            url: redact_url(url),
+            detail: e.to_string(),
+        }
+    } else {
+        super::map_redis(e)
     }
 }
 

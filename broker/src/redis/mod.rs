@@ -140,7 +140,7 @@ impl RedisBroker {
         let _: () = redis::cmd("PING")
             .query_async(&mut broker.conn())
             .await
-            .map_err(map_redis)?;
+            .map_err(|e| conn::map_connect(e, &broker.inner.config.url))?;
         Ok(broker)
     }
 

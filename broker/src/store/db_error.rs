@@ -9,12 +9,40 @@ use crate::error::{BoxError, Error};
 #[derive(Debug)]
 pub(super) struct StoreError {
     pub(super) what: &'static str,
+    /// The store's URL, redacted, where the caller knows it.
+    pub(super) store: Option<String>,
     pub(super) source: sqlx::Error,
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job store could not {}: {}", self.what, self.source)
+        match &self.store {
+            Some(store) => write!(
+                f,
+                "job store {store} could not {}: {}",
+                self.what, self.source
+            ),
+            None => write!(f, "job store could not {}: {}", self.what, self.source),
+        }
+    }
+}
+
+/// Names the store (`url`, redacted) in a store error that does not name
+/// it yet; other errors pass unchanged.
+pub(super) fn name_store(error: Error, url: &str) -> Error {
+    let name = |source: BoxError| match source.downcast::<StoreError>() {
+        Ok(mut store_error) => {
+            store_error
+                .store
+                .get_or_insert_with(|| super::connect::redact(url));
+            store_error as BoxError
+        }
+        Err(other) => other,
+    };
+    match error {
+        Error::StoreUnavailable(source) => Error::StoreUnavailable(name(source)),
+        Error::Store(source) => Error::Store(name(source)),
+        other => other,
     }
 }
 
@@ -27,7 +55,8 @@ impl std::error::Error for StoreError {
 /// Maps a sqlx error into Spool's: whatever may pass if the batch is
 /// retried (an unreachable server, a busy SQLite file, a PostgreSQL
 /// deadlock or serialization failure) is a transient
-/// [`Error::Connection`].
+/// [`Error::StoreUnavailable`]; the rest is [`Error::Store`]. Neither
+/// says "broker": the message says "job store".
 pub(super) fn db_error(what: &'static str, source: sqlx::Error) -> Error {
     let transient = match &source {
         sqlx::Error::Io(_)
@@ -46,11 +75,15 @@ pub(super) fn db_error(what: &'static str, source: sqlx::Error) -> Error {
         }
         _ => false,
     };
-    let error: BoxError = Box::new(StoreError { what, source });
+    let error: BoxError = Box::new(StoreError {
+        what,
+        store: None,
+        source,
+    });
     if transient {
-        Error::Connection(error)
+        Error::StoreUnavailable(error)
     } else {
-        Error::Backend(error)
+        Error::Store(error)
     }
 }
 

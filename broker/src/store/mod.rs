@@ -80,7 +80,7 @@ use self::connect::{Open, connect_postgres, connect_sqlite, migrator, redact};
 #[cfg(feature = "store")]
 pub use self::connect::{StoreBackend, StoreOptions};
 #[cfg(feature = "store")]
-use self::db_error::{StoreError, db_error};
+use self::db_error::{StoreError, db_error, name_store};
 #[cfg(feature = "store")]
 pub(crate) use self::row::millis;
 #[cfg(feature = "store")]
@@ -186,8 +186,8 @@ impl JobStore {
     ///
     /// [`Error::Config`] for a malformed URL, a database or SQLite file
     /// (or its directory) that does not exist, or a database without
-    /// Spool's current schema; [`Error::Connection`] when the database
-    /// cannot be reached (transient); [`Error::Backend`] otherwise.
+    /// Spool's current schema; [`Error::StoreUnavailable`] when the database
+    /// cannot be reached (transient); [`Error::Store`] otherwise.
     ///
     /// # Examples
     ///
@@ -212,13 +212,16 @@ impl JobStore {
     ///
     /// As [`JobStore::connect`].
     pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Self> {
-        let store = Self::open(url, options, Open::Existing).await?;
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            store.migrate().await?;
-        } else {
-            store.check_schema(url).await?;
-        }
-        Ok(store)
+        let opened = async {
+            let store = Self::open(url, options, Open::Existing).await?;
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                store.migrate().await?;
+            } else {
+                store.check_schema(url).await?;
+            }
+            Ok(store)
+        };
+        opened.await.map_err(|e| name_store(e, url))
     }
 
     /// Creates the store at `url` if it does not exist (a SQLite file, in
@@ -230,8 +233,8 @@ impl JobStore {
     /// # Errors
     ///
     /// [`Error::Config`] for a malformed URL or a missing directory,
-    /// [`Error::Connection`] when the database cannot be reached
-    /// (transient), and [`Error::Backend`] when a migration fails.
+    /// [`Error::StoreUnavailable`] when the database cannot be reached
+    /// (transient), and [`Error::Store`] when a migration fails.
     pub async fn create(url: &str) -> Result<Self> {
         Self::create_with(url, &StoreOptions::default()).await
     }
@@ -242,9 +245,12 @@ impl JobStore {
     ///
     /// As [`JobStore::create`].
     pub async fn create_with(url: &str, options: &StoreOptions) -> Result<Self> {
-        let store = Self::open(url, options, Open::Create).await?;
-        store.migrate().await?;
-        Ok(store)
+        let created = async {
+            let store = Self::open(url, options, Open::Create).await?;
+            store.migrate().await?;
+            Ok(store)
+        };
+        created.await.map_err(|e| name_store(e, url))
     }
 
     async fn open(url: &str, options: &StoreOptions, open: Open) -> Result<Self> {
@@ -327,8 +333,9 @@ impl JobStore {
                     tokio::time::sleep(Duration::from_millis(20 * (1 << tries))).await;
                 }
                 Err(e) => {
-                    return Err(Error::Backend(Box::new(StoreError {
+                    return Err(Error::Store(Box::new(StoreError {
                         what: "migrate the database",
+                        store: None,
                         source: sqlx::Error::Migrate(Box::new(e)),
                     })));
                 }
@@ -341,8 +348,8 @@ impl JobStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] for a transient failure (unreachable, busy,
-    /// deadlocked: retry the whole batch), [`Error::Backend`] otherwise.
+    /// [`Error::StoreUnavailable`] for a transient failure (unreachable, busy,
+    /// deadlocked: retry the whole batch), [`Error::Store`] otherwise.
     /// Nothing of the batch is written then.
     pub async fn record_enqueued(&self, jobs: &[NewJob]) -> Result<()> {
         self.write_new(Write::Enqueued, jobs).await
@@ -574,7 +581,7 @@ impl JobStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] for a transient failure, [`Error::Backend`]
+    /// [`Error::StoreUnavailable`] for a transient failure, [`Error::Store`]
     /// otherwise, [`Error::Decode`] for a row this build cannot read.
     pub async fn get(&self, id: TaskId) -> Result<Option<JobRecord>> {
         with_pool!(self, |pool| {
