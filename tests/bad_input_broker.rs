@@ -500,3 +500,80 @@ async fn a_signed_frame_around_garbage_is_called_garbage() {
     );
     redis.cleanup().await;
 }
+
+/// Delayed members whose score is no due time (`+inf`, `-inf`, negative,
+/// past the year 9999) are dead-lettered `malformed` "due time is not a
+/// finite time" with their envelope intact, instead of staying in the
+/// delayed set forever (or being promoted as due); a sane one next to
+/// them is promoted and delivered.
+#[tokio::test]
+async fn delayed_members_with_no_finite_due_time_are_dead_lettered() {
+    let redis = TestRedis::new().await;
+    let queue = QueueName::DEFAULT;
+    let delayed = format!("{}:{{{queue}}}:delayed", redis.prefix);
+    let member = |envelope: &Envelope| {
+        let mut bytes = vec![b'1'];
+        bytes.extend(envelope.encode().unwrap());
+        bytes
+    };
+    let scores = ["+inf", "-inf", "1e300", "-5"];
+    let timeless: Vec<Envelope> = scores
+        .iter()
+        .map(|_| Envelope::for_task(&Blob { bytes: vec![] }).unwrap())
+        .collect();
+    for (score, envelope) in scores.iter().zip(&timeless) {
+        let _: () = redis::cmd("ZADD")
+            .arg(&delayed)
+            .arg(score)
+            .arg(member(envelope))
+            .query_async(&mut redis.raw())
+            .await
+            .unwrap();
+    }
+    // NaN is no score Redis takes at all.
+    let nan: redis::RedisResult<()> = redis::cmd("ZADD")
+        .arg(&delayed)
+        .arg("nan")
+        .arg("x")
+        .query_async(&mut redis.raw())
+        .await;
+    assert!(nan.is_err());
+    let sane = Envelope::for_task(&Blob { bytes: vec![1] }).unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(&delayed)
+        .arg(1)
+        .arg(member(&sane))
+        .query_async(&mut redis.raw())
+        .await
+        .unwrap();
+
+    let batch = redis
+        .broker
+        .fetch(&queue, "c", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let fetched: Vec<_> = batch.deliveries.iter().map(|d| d.envelope.id).collect();
+    assert_eq!(fetched, [sane.id]);
+    assert!(batch.malformed.is_empty());
+    let left: u64 = redis.raw().zcard(&delayed).await.unwrap();
+    assert_eq!(left, 0);
+    let dead = redis.dead_letters(&queue).await;
+    assert_eq!(dead.len(), scores.len(), "{dead:?}");
+    for letter in &dead {
+        assert_eq!(letter.reason, "malformed");
+        assert!(
+            letter.error.starts_with("due time is not a finite time"),
+            "{}",
+            letter.error
+        );
+    }
+    let mut buried: Vec<_> = dead
+        .iter()
+        .map(|d| d.envelope.as_ref().unwrap().id)
+        .collect();
+    let mut expected: Vec<_> = timeless.iter().map(|e| e.id).collect();
+    buried.sort();
+    expected.sort();
+    assert_eq!(buried, expected);
+    redis.cleanup().await;
+}

@@ -9,6 +9,8 @@
 --             or claimed
 -- KEYS[6]     the queue's consumers, scored by their last fetch (ms), for
 --             stats.lua; those silent for an hour are dropped
+-- KEYS[7]     the queue's dead-letter stream, for delayed members whose
+--             score is no time at all (see below)
 -- ARGV[1]     consumer group
 -- ARGV[2]     consumer name
 -- ARGV[3]     how many entries to claim at most
@@ -42,6 +44,33 @@ local now = tonumber(ARGV[4])
 local function failed(reply)
   return type(reply) == 'table' and reply.err ~= nil
 end
+
+-- A member Spool did not write may carry a score that is no due time:
+-- +inf would never fall due and -inf, a negative or a score past the year
+-- 9999 (253402300799999 ms) is no time either. Such a member is moved to
+-- the dead letters as malformed, bytes intact, rather than left in the
+-- delayed set forever (or promoted as if due). Best-effort, as promotion.
+local function bury_timeless(min, max)
+  local members = redis.call('ZRANGE', KEYS[4], min, max, 'BYSCORE', 'LIMIT', 0, 100, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local member, score = members[i], members[i + 1]
+    local level = tonumber(string.sub(member, 1, 1))
+    local envelope = member
+    if level ~= nil and level >= 0 and level <= 2 then
+      envelope = string.sub(member, 2)
+    end
+    local buried = redis.pcall('XADD', KEYS[7], '*',
+      'e', envelope, 'reason', 'malformed',
+      'error', 'due time is not a finite time (delayed-set score ' .. score .. ')',
+      'attempts', 0, 'at', ARGV[4], 'stream', KEYS[4])
+    if failed(buried) then
+      return -- out of memory: it waits, as due tasks do
+    end
+    redis.call('ZREM', KEYS[4], member)
+  end
+end
+bury_timeless('-inf', '(0')
+bury_timeless('(253402300799999', '+inf')
 
 local due = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
 for _, member in ipairs(due) do

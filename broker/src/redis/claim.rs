@@ -72,6 +72,7 @@ impl RedisBroker {
             .key(&keys.delayed)
             .key(&keys.paused)
             .key(&keys.consumers)
+            .key(&keys.dead)
             .arg(GROUP)
             .arg(consumer)
             .arg(max)
