@@ -123,3 +123,45 @@ async fn call_reads_large_args_from_a_file_or_stdin() {
     );
     redis.cleanup().await;
 }
+
+/// `spoolctl revoke` of an id no task has says so and exits non-zero,
+/// revoking nothing; `--force` revokes it ahead of time; a task that is
+/// there (delayed here) is found and revoked, saying where it was.
+#[tokio::test]
+async fn revoke_of_an_unknown_id_fails_unless_forced() {
+    let redis = TestRedis::new().await;
+    let unknown = spool_broker::TaskId::new();
+    let (code, stdout, stderr) = spoolctl(&redis, &["revoke", &unknown.to_string()]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "no task {unknown} in the queues default, analysis"
+        )) && stderr.contains("nothing revoked")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(
+        !spool_broker::Broker::revoked(&redis.broker)
+            .await
+            .unwrap()
+            .contains(&unknown)
+    );
+
+    let (code, stdout, stderr) = spoolctl(&redis, &["revoke", &unknown.to_string(), "--force"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("ahead of time"), "{stdout}");
+    assert!(
+        spool_broker::Broker::revoked(&redis.broker)
+            .await
+            .unwrap()
+            .contains(&unknown)
+    );
+
+    let (code, stdout, stderr) = spoolctl(&redis, &["call", "test.later", "--countdown", "1h"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let delayed = stdout.trim().to_owned();
+    let (code, stdout, stderr) = spoolctl(&redis, &["revoke", &delayed]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, format!("revoked {delayed} (delayed in default)\n"));
+    redis.cleanup().await;
+}

@@ -16,7 +16,7 @@ use spool_broker::JobStatus;
 use spool_broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadReason, Delivery, DeliveryTag, Envelope,
     Error, FetchBatch, MemoryBroker, Priority, QueueName, QueueStats, RateLimit, ReclaimRequest,
-    Reclaimed, TaskEvent, TaskId, Timestamp,
+    Reclaimed, TaskEvent, TaskId, TaskPlace, Timestamp,
 };
 use spool_tests::{TestRedis, wait_until};
 use tokio::time::Instant;
@@ -41,6 +41,7 @@ conformance!(
     rate_limits_keep_one_bucket_per_task_name,
     purge_deletes_every_state,
     task_events_reach_their_subscribers,
+    find_task_looks_in_every_state,
 );
 
 /// Runs every case once per transport, each in a test of its own.
@@ -980,4 +981,35 @@ async fn task_events_reach_their_subscribers<S: Subject>(s: &S) {
         .expect("no event came")
         .expect("the subscription ended");
     assert_eq!(event, finished(watched));
+}
+
+async fn find_task_looks_in_every_state<S: Subject>(s: &S) {
+    let other = QueueName::new("conformance-other").unwrap();
+    // More than a page (Redis reads 1000 entries a call) before the one
+    // looked for, and garbage that no id matches.
+    s.push_raw(&Q, Priority::Normal, b"garbage".to_vec()).await;
+    let backlog: Vec<Envelope> = (0..2100).map(|_| task("b", Priority::Normal)).collect();
+    enqueue(s, &backlog).await;
+    let last = task("last", Priority::Low);
+    let mut later = task("later", Priority::High);
+    later.eta = Some(in_ms(3_600_000));
+    enqueue(s, &[last.clone(), later.clone()]).await;
+    let find = |id| async move { s.broker().find_task(&Q, id).await.unwrap() };
+    assert_eq!(find(last.id).await, Some(TaskPlace::Queued));
+    assert_eq!(find(backlog[0].id).await, Some(TaskPlace::Queued));
+    assert_eq!(find(later.id).await, Some(TaskPlace::Delayed));
+    assert_eq!(find(TaskId::new()).await, None);
+    assert_eq!(s.broker().find_task(&other, last.id).await.unwrap(), None);
+
+    // Running (fetched, not settled) is still queued; dead is dead.
+    let running = fetch(s, &Q, "a", 2).await;
+    let held = &running.deliveries[0];
+    assert_eq!(find(held.envelope.id).await, Some(TaskPlace::Queued));
+    let letter = DeadLetter {
+        reason: DeadReason::Malformed,
+        error: "x".into(),
+        attempts: 0,
+    };
+    s.broker().dead_letter(&held.tag, &letter).await.unwrap();
+    assert_eq!(find(held.envelope.id).await, Some(TaskPlace::Dead));
 }

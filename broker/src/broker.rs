@@ -248,6 +248,37 @@ impl DeadLetterEntry {
     }
 }
 
+/// Where [`Broker::find_task`] found a task in its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskPlace {
+    /// In a priority stream: ready, or running (fetched and not settled).
+    Queued,
+    /// In the delayed set, not due yet.
+    Delayed,
+    /// In the dead-letter stream.
+    Dead,
+}
+
+impl TaskPlace {
+    /// The place in a word: `queued`, `delayed` or `dead`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delayed => "delayed",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for TaskPlace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message every worker receives on the control channel.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -473,6 +504,20 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the broker fails.
     fn revoke(&self, id: TaskId, ttl: Duration) -> impl Future<Output = Result<()>> + Send;
+
+    /// Looks for task `id` in `queue`: its priority streams (ready or
+    /// running), its delayed set and its dead letters, in that order. It
+    /// reads every entry of the queue (filtered server-side where it can),
+    /// so it is for operators' commands, not hot paths.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn find_task(
+        &self,
+        queue: &QueueName,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Option<TaskPlace>>> + Send;
 
     /// The tasks revoked and not yet forgotten, for a worker (re)joining the
     /// control channel.

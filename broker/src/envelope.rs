@@ -367,6 +367,25 @@ impl Envelope {
 /// before `unique_key`.
 const MIN_FIELDS: u32 = 14;
 
+/// What the encoded envelope of task `id` contains: the id as MessagePack
+/// binary (its 2-byte header, then its 16 bytes), to look for it in
+/// stored bytes without decoding them all.
+pub(crate) fn id_needle(id: TaskId) -> Vec<u8> {
+    let mut needle = vec![0xc4, 16];
+    needle.extend_from_slice(id.as_uuid().as_bytes());
+    needle
+}
+
+/// Whether `bytes` (a stream value or a delayed member, signed or not)
+/// hold the envelope of task `id`.
+pub(crate) fn holds_task(bytes: &[u8], id: TaskId) -> bool {
+    let unprefixed = match bytes.first() {
+        Some(b'0'..=b'2') => &bytes[1..],
+        _ => bytes,
+    };
+    Envelope::decode(crate::signing::strip(unprefixed)).is_ok_and(|e| e.id == id)
+}
+
 /// The format version of `bytes` when they are an envelope of a format
 /// newer than this build's: a MessagePack array of at least
 /// [`MIN_FIELDS`] whose first field is the version and whose second is a

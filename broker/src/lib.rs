@@ -26,7 +26,7 @@ mod task;
 pub use crate::broker::{
     ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,
     DeadReason, Delivery, DeliveryTag, FetchBatch, Malformed, QueueStats, ReclaimRequest,
-    Reclaimed, TaskEvent, TaskEvents,
+    Reclaimed, TaskEvent, TaskEvents, TaskPlace,
 };
 pub use crate::envelope::{
     DEFAULT_MAX_ENVELOPE_BYTES, Envelope, FORMAT_VERSION, TaskId, Timestamp, decode_payload,

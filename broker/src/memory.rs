@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::broker::{
     Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry, Delivery, DeliveryTag,
-    FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
+    FetchBatch, Malformed, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents, TaskPlace,
 };
 use crate::envelope::{DEFAULT_MAX_ENVELOPE_BYTES, Envelope, TaskId, Timestamp};
 use crate::error::Result;
@@ -442,6 +442,25 @@ impl Broker for MemoryBroker {
         // No subscriber is fine: nobody runs the task now.
         let _ = self.control.send(ControlMessage::Revoke { id });
         Ok(())
+    }
+
+    async fn find_task(&self, queue: &QueueName, id: TaskId) -> Result<Option<TaskPlace>> {
+        let holds = |bytes: &[u8]| crate::envelope::holds_task(bytes, id);
+        let state = self.lock();
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(None);
+        };
+        let queued = q.ready.iter().flatten().any(|(_, bytes)| holds(bytes))
+            || q.pending.values().any(|pending| holds(&pending.bytes));
+        Ok(if queued {
+            Some(TaskPlace::Queued)
+        } else if q.delayed.values().any(|(_, bytes)| holds(bytes)) {
+            Some(TaskPlace::Delayed)
+        } else if q.dead.iter().any(|letter| holds(&letter.raw)) {
+            Some(TaskPlace::Dead)
+        } else {
+            None
+        })
     }
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {

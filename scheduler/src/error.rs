@@ -60,6 +60,21 @@ pub enum Error {
         missing: u64,
     },
 
+    /// `revoke` found no task with this id (nothing was revoked).
+    #[error(
+        "no task {id} in the queues {searched} (ready, running, delayed or dead){}; nothing \
+         revoked (pass --force to revoke it ahead of its enqueue)",
+        if *store { " nor in the job store" } else { "" }
+    )]
+    TaskNotFound {
+        /// The id.
+        id: TaskId,
+        /// The queues searched, comma-separated.
+        searched: String,
+        /// Whether the job store was searched too.
+        store: bool,
+    },
+
     /// The job store has no record of the task.
     #[error("no task {0} in the job store")]
     UnknownTask(TaskId),

@@ -376,12 +376,28 @@ fn dead_retry_and_dead_purge_against_redis() {
 #[test]
 fn revoke_against_redis() {
     let ctl = Ctl::new();
-    let id = TaskId::new();
+    let id: TaskId = ctl
+        .ok(&["call", "spool.ping"])
+        .trim()
+        .parse()
+        .expect("an id");
     let text = ctl.ok(&["revoke", &id.to_string()]);
-    assert_eq!(text, format!("revoked {id}\n"));
+    assert_eq!(text, format!("revoked {id} (queued in default)\n"));
     let other = TaskId::new();
-    let json = ctl.json(&["revoke", &other.to_string(), "--ttl", "1h", "--json"]);
-    assert_eq!(json, json!({"id": other.to_string(), "ttl_seconds": 3600}));
+    let stderr = ctl.fails(&["revoke", &other.to_string()]);
+    assert!(stderr.contains(&format!("no task {other}")), "{stderr}");
+    let json = ctl.json(&[
+        "revoke",
+        &other.to_string(),
+        "--ttl",
+        "1h",
+        "--force",
+        "--json",
+    ]);
+    assert_eq!(
+        json,
+        json!({"id": other.to_string(), "ttl_seconds": 3600, "found": null})
+    );
     let revoked = runtime().block_on(async { ctl.broker().await.revoked().await.expect("read") });
     assert!(
         revoked.contains(&id) && revoked.contains(&other),

@@ -36,6 +36,7 @@ use self::scripts::{Scripts, on_streams};
 use crate::broker::{
     ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,
     DeliveryTag, FetchBatch, QueueStats, ReclaimRequest, Reclaimed, TaskEvent, TaskEvents,
+    TaskPlace,
 };
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
@@ -649,6 +650,53 @@ impl Broker for RedisBroker {
             redis::Cmd::publish(self.control_channel(), message),
         ])
         .await
+    }
+
+    async fn find_task(&self, queue: &QueueName, id: TaskId) -> Result<Option<TaskPlace>> {
+        const PAGE: usize = 1000;
+        let keys = self.keys(queue);
+        let needle = crate::envelope::id_needle(id);
+        let places = keys
+            .streams
+            .iter()
+            .map(|stream| (stream.as_str(), "stream", TaskPlace::Queued))
+            .chain([
+                (keys.delayed.as_str(), "zset", TaskPlace::Delayed),
+                (keys.dead.as_str(), "stream", TaskPlace::Dead),
+            ]);
+        for (key, kind, place) in places {
+            let mut start = if kind == "stream" { "-" } else { "0" }.to_owned();
+            loop {
+                let reply: Vec<Value> = self
+                    .inner
+                    .scripts
+                    .find
+                    .key(key)
+                    .arg(kind)
+                    .arg(&needle[..])
+                    .arg(&start)
+                    .arg(PAGE)
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(map_redis)?;
+                let mut reply = reply.into_iter();
+                let next = reply.next();
+                let found = reply.any(|value| match value {
+                    Value::BulkString(bytes) => crate::envelope::holds_task(&bytes, id),
+                    _ => false,
+                });
+                if found {
+                    return Ok(Some(place));
+                }
+                match next {
+                    Some(Value::BulkString(next)) => {
+                        start = String::from_utf8_lossy(&next).into_owned();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {

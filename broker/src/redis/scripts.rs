@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) enqueue_unique: Script,
     pub(crate) release_unique: Script,
     pub(crate) rate_limit: Script,
+    pub(crate) find: Script,
 }
 
 impl Scripts {
@@ -37,6 +38,7 @@ impl Scripts {
             enqueue_unique: Script::new(include_str!("../../lua/enqueue_unique.lua")),
             release_unique: Script::new(include_str!("../../lua/release_unique.lua")),
             rate_limit: Script::new(include_str!("../../lua/rate_limit.lua")),
+            find: Script::new(include_str!("../../lua/find.lua")),
         }
     }
 }

@@ -12,7 +12,8 @@ use spool_broker::store::{Finished, JobQuery, JobStore};
 use spool_broker::{
     Broker, ControlStream, DeadLetter, DeadLetterEntry, DeliveryTag, Envelope, FetchBatch,
     JobStatus, MemoryBroker, Progress, QueueName, QueueStats, RateLimit, ReclaimRequest, Reclaimed,
-    RecordPolicy, Task, TaskEvent, TaskEvents, TaskId, TaskOptions, Timestamp, encode_payload,
+    RecordPolicy, Task, TaskEvent, TaskEvents, TaskId, TaskOptions, TaskPlace, Timestamp,
+    encode_payload,
 };
 use tokio::sync::broadcast;
 
@@ -566,6 +567,9 @@ impl Broker for Breaking {
     }
     async fn revoke(&self, id: TaskId, ttl: Duration) -> R<()> {
         self.inner.revoke(id, ttl).await
+    }
+    async fn find_task(&self, queue: &QueueName, id: TaskId) -> R<Option<TaskPlace>> {
+        self.inner.find_task(queue, id).await
     }
     async fn revoked(&self) -> R<Vec<TaskId>> {
         self.inner.revoked().await

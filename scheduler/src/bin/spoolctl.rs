@@ -177,7 +177,10 @@ enum Command {
         yes: bool,
     },
 
-    /// Revoke a task: workers skip it, or cancel it if it runs.
+    /// Revoke a task: workers skip it, or cancel it if it runs. The task
+    /// must be in a queue (ready, running, delayed or dead: the routed
+    /// queues, the paused ones and those the workers serve) or in the job
+    /// store, unless --force.
     Revoke {
         /// The task's id.
         #[arg(value_parser = parse_task_id)]
@@ -190,6 +193,10 @@ enum Command {
             value_name = "DURATION"
         )]
         ttl: Duration,
+        /// Revoke even if no task has this id yet (ahead of its enqueue):
+        /// workers remember it for --ttl and skip the task when it comes.
+        #[arg(long)]
+        force: bool,
     },
 
     /// List the worker processes in the registry, with their load.
@@ -526,9 +533,28 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let broker = connect(&access).await?;
             ctl::render(&ctl::dead_purge(&broker, &queue, yes).await?, format)?
         }
-        Command::Revoke { id, ttl } => {
+        Command::Revoke { id, ttl, force } => {
             let broker = connect(&access).await?;
-            ctl::render(&ctl::revoke(&broker, id, ttl).await?, format)?
+            let mut request = ctl::RevokeRequest::new(id);
+            request.ttl = ttl;
+            request.force = force;
+            let served: Vec<QueueName> = broker
+                .workers()
+                .await?
+                .into_iter()
+                .filter(|r| r.is_live())
+                .flat_map(|r| r.queues)
+                .collect();
+            request.queues = ctl::queues_with_paused(&broker, &served).await?;
+            let store = match ctl::require_store(&cli.store_url) {
+                Ok(_) => Some(open_store(&cli.store_url).await?),
+                Err(_) => None,
+            };
+            let report = ctl::revoke(&broker, store.as_ref(), &request).await;
+            if let Some(store) = store {
+                store.close().await;
+            }
+            ctl::render(&report?, format)?
         }
         Command::Workers => {
             let broker = connect(&access).await?;

@@ -51,7 +51,7 @@ pub use self::queues::{
     DEFAULT_SAMPLE, QueueRow, QueuesReport, QueuesSample, humantime_rounded, queues,
     queues_to_show, queues_with_paused,
 };
-pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, revoke};
+pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, RevokeRequest, revoke};
 pub use self::store::{StoreMigrateReport, store_migrate};
 pub use self::task::{TaskReport, task_show};
 pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
