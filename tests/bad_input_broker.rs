@@ -577,3 +577,140 @@ async fn delayed_members_with_no_finite_due_time_are_dead_lettered() {
     assert_eq!(buried, expected);
     redis.cleanup().await;
 }
+
+/// A Redis user made for one test (random name), deleted when dropped.
+struct AclUser {
+    name: String,
+    password: String,
+}
+
+impl AclUser {
+    async fn create(redis: &TestRedis, rules: &[&str]) -> Self {
+        let name = format!("spool-test-user-{:08x}", fastrand::u32(..));
+        let password = format!("pw-{:016x}", fastrand::u64(..));
+        let mut setuser = redis::cmd("ACL");
+        setuser
+            .arg("SETUSER")
+            .arg(&name)
+            .arg("on")
+            .arg(format!(">{password}"));
+        for rule in rules {
+            setuser.arg(rule.replace("PREFIX", &redis.prefix));
+        }
+        let _: () = setuser.query_async(&mut redis.raw()).await.unwrap();
+        Self { name, password }
+    }
+
+    async fn broker(&self, redis: &TestRedis) -> RedisBroker {
+        let url = redis_url().replacen(
+            "redis://",
+            &format!("redis://{}:{}@", self.name, self.password),
+            1,
+        );
+        RedisBroker::connect(RedisConfig {
+            key_prefix: redis.prefix.clone(),
+            ..RedisConfig::from_url(url)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for AclUser {
+    /// Deleted even when the test fails.
+    fn drop(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let _: redis::RedisResult<i64> = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&self.name)
+                .query(&mut conn);
+        }
+    }
+}
+
+/// Runs a worker of the default queue on `broker` until it returns by
+/// itself, which it must within 10 s.
+async fn run_until_it_stops(
+    broker: RedisBroker,
+) -> spool_worker::Result<spool_worker::CounterSnapshot> {
+    let worker = Worker::new(broker, short_lease_config("denied"))
+        .register::<Blob, _>(|_: Blob, _ctx: TaskContext| async { Ok::<_, TaskError>(()) });
+    tokio::time::timeout(Duration::from_secs(10), worker.run(std::future::pending()))
+        .await
+        .expect("the worker kept retrying a refused command")
+}
+
+/// A Redis user lacking a command the worker needs is caught at start-up,
+/// the command named (`ACL DRYRUN`, where the user may run it): the worker
+/// does not start. A user allowed everything passes the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_at_start_up() {
+    let redis = TestRedis::new().await;
+    let user = AclUser::create(&redis, &["~PREFIX:*", "&PREFIX:*", "+@all", "-xclaim"]).await;
+    let broker = user.broker(&redis).await;
+    let err = broker
+        .check_permissions(&[QueueName::DEFAULT])
+        .await
+        .unwrap_err();
+    let Error::Permission { command, detail } = &err else {
+        panic!("not a permission error: {err:?}");
+    };
+    assert!(command.starts_with("XCLAIM (on "), "{command}");
+    assert!(detail.contains("xclaim"), "{detail}");
+    let stopped = run_until_it_stops(broker).await.unwrap_err();
+    assert!(
+        matches!(
+            stopped,
+            spool_worker::Error::Broker(Error::Permission { .. })
+        ),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.to_string().contains("may not run XCLAIM"),
+        "{stopped}"
+    );
+    drop(user);
+
+    let allowed = AclUser::create(&redis, &["~PREFIX:*", "&PREFIX:*", "+@all"]).await;
+    allowed
+        .broker(&redis)
+        .await
+        .check_permissions(&[QueueName::DEFAULT, QueueName::GPU])
+        .await
+        .unwrap();
+    drop(allowed);
+    redis.cleanup().await;
+}
+
+/// A user who may not check its own permissions (no `ACL DRYRUN`) and
+/// lacks a command that Spool's fetch script runs: the first fetch is
+/// refused, and the worker stops with the error instead of logging "fetch
+/// failed; retrying" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_fetch_stops_the_worker() {
+    let redis = TestRedis::new().await;
+    let user = AclUser::create(
+        &redis,
+        &["~PREFIX:*", "&PREFIX:*", "+@all", "-acl", "-xreadgroup"],
+    )
+    .await;
+    let broker = user.broker(&redis).await;
+    // The check cannot be made: skipped.
+    broker
+        .check_permissions(&[QueueName::DEFAULT])
+        .await
+        .unwrap();
+    redis
+        .client()
+        .enqueue(Blob { bytes: vec![] })
+        .await
+        .unwrap();
+    let stopped = run_until_it_stops(broker).await.unwrap_err();
+    let spool_worker::Error::Broker(Error::Permission { command, detail }) = &stopped else {
+        panic!("not a permission error: {stopped:?}");
+    };
+    assert!(command.contains("script"), "{command}");
+    assert!(detail.contains("can't run this command"), "{detail}");
+    drop(user);
+    redis.cleanup().await;
+}

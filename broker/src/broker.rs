@@ -519,6 +519,20 @@ pub trait Broker: Clone + Send + Sync + 'static {
         id: TaskId,
     ) -> impl Future<Output = Result<Option<TaskPlace>>> + Send;
 
+    /// Checks that the broker's credentials allow everything a worker of
+    /// `queues` does, so that a missing permission stops a worker at
+    /// start-up, named, instead of failing every fetch. The default (and
+    /// the in-memory broker) has nothing to check.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Permission`](crate::Error::Permission) naming what is
+    /// missing; otherwise when the broker fails.
+    fn check_permissions(&self, queues: &[QueueName]) -> impl Future<Output = Result<()>> + Send {
+        let _ = queues;
+        async { Ok(()) }
+    }
+
     /// The tasks revoked and not yet forgotten, for a worker (re)joining the
     /// control channel.
     ///

@@ -1,5 +1,6 @@
 //! The Redis Streams transport.
 
+mod acl;
 mod claim;
 mod config;
 mod conn;
@@ -323,11 +324,43 @@ fn encode_message<T: serde::Serialize>(what: &'static str, message: &T) -> Resul
 }
 
 fn map_redis(e: RedisError) -> Error {
+    if let Some(denied) = permission_error(&e) {
+        return denied;
+    }
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
         Error::Connection(Box::new(e))
     } else {
         Error::Backend(Box::new(e))
     }
+}
+
+/// A refusal by Redis' ACLs, whether of a command sent (`NOPERM`) or of
+/// one a script ran for the caller (`ERR The user executing the script
+/// can't run this command`): [`Error::Permission`], which no retry fixes.
+fn permission_error(e: &RedisError) -> Option<Error> {
+    let detail = e.detail().unwrap_or_default();
+    let noperm = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm);
+    let in_script =
+        detail.contains("can't run this command") || detail.contains("no permissions to access");
+    if !noperm && !in_script {
+        return None;
+    }
+    // "... no permissions to run the 'xadd' command" names it.
+    let named = detail
+        .split_once("to run the '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(command, _)| command.to_ascii_uppercase());
+    let command = match named {
+        Some(command) => command,
+        None if detail.contains("script") => {
+            "a command inside one of Spool's Lua scripts".to_owned()
+        }
+        None => "a command on Spool's keys or channels".to_owned(),
+    };
+    Some(Error::Permission {
+        command,
+        detail: format!("{} {detail}", e.code().unwrap_or("NOPERM")),
+    })
 }
 
 fn map_pool(e: PoolError) -> Error {
@@ -697,6 +730,10 @@ impl Broker for RedisBroker {
             }
         }
         Ok(None)
+    }
+
+    async fn check_permissions(&self, queues: &[QueueName]) -> Result<()> {
+        RedisBroker::check_permissions(self, queues).await
     }
 
     async fn revoked(&self) -> Result<Vec<TaskId>> {

@@ -50,6 +50,32 @@ pub(crate) struct Fetcher<B> {
     pub(crate) stop: CancellationToken,
     pub(crate) tasks: mpsc::Sender<Vec<Claimed>>,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
+    /// Where an error no retry can fix (a missing permission) is left for
+    /// `Worker::run` to return, after `stop` is fired.
+    pub(crate) fatal: Fatal,
+}
+
+/// The first error that stops the worker, if any.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fatal(Arc<std::sync::Mutex<Option<spool_broker::Error>>>);
+
+impl Fatal {
+    /// Keeps `error` unless one is kept already.
+    pub(crate) fn set(&self, error: spool_broker::Error) {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(error);
+    }
+
+    /// The error kept, if any.
+    pub(crate) fn take(&self) -> Option<spool_broker::Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl<B: Broker> Fetcher<B> {
@@ -114,6 +140,16 @@ impl<B: Broker> Fetcher<B> {
                 Ok((batch, suspects)) => {
                     suspects_waiting = suspects;
                     batch
+                }
+                Err(e) if e.is_fatal() => {
+                    // Retrying cannot help (a permission the Redis user
+                    // lacks): stop the worker, naming it, rather than log
+                    // the same refusal forever.
+                    drop(permit);
+                    error!(queue = %self.queue, error = %e, "fetch refused; stopping the worker");
+                    self.fatal.set(e);
+                    self.stop.cancel();
+                    return;
                 }
                 Err(e) => {
                     drop(permit);
@@ -386,6 +422,7 @@ mod tests {
             stop: stop.clone(),
             tasks: tasks_tx,
             settle: settle_tx,
+            fatal: Fatal::default(),
         };
         let channels = Channels {
             tasks,

@@ -34,7 +34,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use self::control::{Paused, Revoked};
 use self::execute::{Executor, Limits, Reporting};
-use self::fetch::{Claimed, Fetcher};
+use self::fetch::{Claimed, Fatal, Fetcher};
 use self::lease::Leases;
 use self::outcome::Verdict;
 use self::running::Running;
@@ -152,8 +152,14 @@ impl<B: Broker> Worker<B> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`](crate::Error::Config) for an unusable configuration. Broker failures while
-    /// running are logged and ridden out with backoff, not returned.
+    /// [`Error::Config`](crate::Error::Config) for an unusable
+    /// configuration. [`Error::Broker`](crate::Error::Broker) with
+    /// [`spool_broker::Error::Permission`] when the broker's credentials
+    /// lack a permission the worker needs: checked before anything is
+    /// fetched ([`Broker::check_permissions`]), and met later if a
+    /// command is refused all the same (the worker then stops warmly).
+    /// Other broker failures while running are logged and ridden out with
+    /// backoff, not returned.
     ///
     /// # Cancel safety
     ///
@@ -165,12 +171,26 @@ impl<B: Broker> Worker<B> {
         S: Future<Output = ()> + Send + 'static,
     {
         self.config.validate()?;
+        match self.broker.check_permissions(&self.config.queues).await {
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            // Unreachable for now: the fetchers ride that out.
+            Err(e) => warn!(error = %e, "cannot check the broker's permissions"),
+            Ok(()) => {}
+        }
         let consumer: Arc<str> = self.config.consumer_name().into();
         let span = info_span!("worker", consumer = %consumer);
-        Ok(self.serve(consumer, shutdown).instrument(span).await)
+        let fatal = Fatal::default();
+        let report = self
+            .serve(consumer, shutdown, fatal.clone())
+            .instrument(span)
+            .await;
+        match fatal.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
     }
 
-    async fn serve<S>(self, consumer: Arc<str>, shutdown: S) -> CounterSnapshot
+    async fn serve<S>(self, consumer: Arc<str>, shutdown: S, fatal: Fatal) -> CounterSnapshot
     where
         S: Future<Output = ()> + Send + 'static,
     {
@@ -298,6 +318,7 @@ impl<B: Broker> Worker<B> {
                 stop: stop.clone(),
                 tasks: tasks_tx.clone(),
                 settle: settle_tx.clone(),
+                fatal: fatal.clone(),
             };
             fetchers.spawn(fetcher.run().in_current_span());
         }
