@@ -11,6 +11,11 @@
 //! Applications enqueue through `spool-sdk` and run handlers with
 //! `spool-worker`; most never touch this crate's broker API directly.
 
+#[cfg(all(feature = "store", not(any(feature = "sqlite", feature = "postgres"))))]
+compile_error!(
+    "spool-broker's `store` feature needs a backend: enable `sqlite`, `postgres` or both"
+);
+
 mod broker;
 mod envelope;
 mod error;

@@ -37,7 +37,7 @@
     doc = r#"
 # Following tasks
 
-With a job store (feature `store`, on by default), the client records
+With a job store (feature `sqlite`, `postgres` or both), the client records
 what it enqueues, and a [`TaskHandle`] follows a task: its status, its
 progress as a stream, and [`TaskHandle::wait`] for its typed output,
 woken by the worker's notification rather than by polling:
