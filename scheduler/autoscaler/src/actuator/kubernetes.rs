@@ -84,7 +84,7 @@ struct Status {
 /// use spool_autoscaler::{KubernetesActuator, KubernetesConfig};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> spool_scheduler::Result<()> {
+/// # async fn main() -> spool_autoscaler::Result<()> {
 /// // In a pod: the service account's token, CA and namespace.
 /// let k8s = KubernetesActuator::new(&KubernetesConfig::default())?;
 /// let before = k8s.replicas("spool-worker-cpu").await?;
