@@ -65,6 +65,10 @@ let output: String = client.task::<Transcode>(id)?.wait(Duration::from_secs(600)
 //! The SDK depends only on `spool-broker`: embedding it pulls in no FFmpeg,
 //! CUDA, command-line or HTTP code.
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 mod client;
 mod enqueue;
 mod error;

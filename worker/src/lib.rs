@@ -14,6 +14,10 @@
 //! settings, `/metrics`) lives in `spool-worker-cli`, and the video tasks
 //! and hardware probe in `spool-video`, both under `worker/`.
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod builtin;
 mod config;
 mod counters;

@@ -28,7 +28,7 @@ use crate::config::{KubernetesConfig, PoolConfig};
 use crate::error::{Error, Result};
 
 /// Where a pod's service account credentials are mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
