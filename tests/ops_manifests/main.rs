@@ -17,6 +17,7 @@
 
 mod alerts;
 mod binaries;
+mod cargo_commands;
 mod containers;
 mod dashboard;
 mod dockerfile;
