@@ -50,6 +50,24 @@ pub enum VideoError {
         /// The roots searched.
         roots: String,
     },
+    /// An input is a playlist or a list of other files (HLS, concat,
+    /// DASH), or of another format FFmpeg may not read for a task: such a
+    /// demuxer would open paths of its own, outside the roots.
+    #[error(
+        "input {path:?} is refused: {}; video tasks read media files only ({})",
+        match .format {
+            Some(format) => format!("FFmpeg would read it as a playlist ({format}), which opens other files"),
+            None => "its format is not one video tasks may read".to_owned(),
+        },
+        crate::formats::INPUT_FORMATS
+    )]
+    Format {
+        /// The input, as the task named it (or as resolved, when FFmpeg
+        /// refused it).
+        path: String,
+        /// The playlist kind detected (`hls`, `concat`, `dash`), if known.
+        format: Option<String>,
+    },
     /// FFmpeg (or ffprobe) cannot be found or started.
     #[error("{what} is not available: {detail}; {hint}")]
     Missing {

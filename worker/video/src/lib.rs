@@ -51,6 +51,7 @@ mod config;
 pub mod encoder;
 mod error;
 mod ffmpeg_log;
+pub mod formats;
 pub mod ladder;
 pub mod manifest;
 pub mod media;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use spool_sdk::video::Fps;
 use tokio::io::AsyncReadExt;
 
+use super::formats::{INPUT_FORMATS, not_allowed};
 use super::{FFPROBE_HINT, VideoError};
 use crate::probe::strip_log_context;
 
@@ -91,6 +92,8 @@ impl Ffprobe {
     pub async fn probe(&self, file: &Path) -> Result<MediaInfo, VideoError> {
         let mut child = tokio::process::Command::new(&self.path)
             .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
+            // Media containers only: a playlist's demuxer opens other files.
+            .args(["-format_whitelist", INPUT_FORMATS])
             .args(["-show_format", "-show_streams"])
             .arg(file)
             .stdin(Stdio::null())
@@ -131,6 +134,12 @@ impl Ffprobe {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join("; ");
+            if not_allowed(&message) {
+                return Err(VideoError::Format {
+                    path: file.display().to_string(),
+                    format: None,
+                });
+            }
             return Err(VideoError::Probe {
                 path: file.to_owned(),
                 message: if message.is_empty() {

@@ -90,13 +90,15 @@ impl Roots {
         out
     }
 
-    /// Resolves an input: an existing file inside a readable root.
+    /// Resolves an input: an existing file inside a readable root, which
+    /// is not a playlist or a list of other files.
     ///
     /// # Errors
     ///
     /// [`VideoError::Path`] for a path that is empty, has `..` or NUL, or
     /// leads outside the roots (symlinks included); [`VideoError::NotFound`]
-    /// when no root holds it.
+    /// when no root holds it; [`VideoError::Format`] for an HLS playlist,
+    /// a concat list or a DASH manifest, whatever its name.
     pub fn input(&self, path: &str) -> Result<PathBuf, VideoError> {
         let candidate = lexical_check(path, &self.readable_list())?;
         if candidate.is_absolute() {
@@ -258,9 +260,11 @@ fn existing(candidate: &Path, path: &str, roots: &str) -> Result<PathBuf, VideoE
     })
 }
 
-/// Inputs must be files (FFmpeg would read a FIFO or device forever).
+/// Inputs must be files (FFmpeg would read a FIFO or device forever), and
+/// not playlists or lists whose demuxer would open other files.
 fn regular_file(real: PathBuf, path: &str) -> Result<PathBuf, VideoError> {
     if real.is_file() {
+        crate::formats::refuse_playlist(&real, path)?;
         Ok(real)
     } else {
         Err(VideoError::InvalidTask(format!(

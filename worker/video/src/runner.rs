@@ -306,6 +306,17 @@ impl FfmpegRunner {
         if !status.success() {
             let message = log.failure_message();
             debug!(parent: &span, %status, %message, "FFmpeg failed");
+            if crate::formats::not_allowed(&message) {
+                let inputs: Vec<String> = args
+                    .input_paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(VideoError::Format {
+                    path: inputs.join(" or "),
+                    format: None,
+                });
+            }
             return Err(VideoError::Ffmpeg {
                 status: status.to_string(),
                 message,

@@ -1,0 +1,185 @@
+//! The video tasks against hostile uploads and unlucky payloads, through a
+//! real worker on Redis and real FFmpeg: each class of bad input of the
+//! bad-input campaign (issue 19) that concerns the video tasks, kept as a
+//! test so it stays covered. docs/reliability.md lists the classes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use spool_sdk::video::{Analyze, Codec, Metrics, Package, Preset, Rendition, Transcode};
+use spool_tests::TestRedis;
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Writes a 1 s MPEG-TS clip at `path` with FFmpeg directly.
+fn write_ts(ffmpeg: &Path, path: &Path) {
+    let status = std::process::Command::new(ffmpeg)
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x120:rate=25:duration=1")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Sets `path`'s access time to the epoch, so any later read moves it
+/// (on `relatime` mounts an atime older than the mtime is always updated).
+fn reset_atime(path: &Path) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::UNIX_EPOCH))
+        .unwrap();
+}
+
+fn atime(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().accessed().unwrap()
+}
+
+/// Whether reads move access times on the file system under `dir` (not on
+/// `noatime` mounts): checked on a file of its own.
+fn reads_are_visible(dir: &Path) -> bool {
+    let control = dir.join("atime-control");
+    std::fs::write(&control, b"x").unwrap();
+    reset_atime(&control);
+    let _ = std::fs::read(&control).unwrap();
+    atime(&control) != SystemTime::UNIX_EPOCH
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Playlists and concat lists inside the input root that name files
+/// outside it (directly, or through a symlink the list names) are refused
+/// by transcode, analyze and package alike, with the input and the kind of
+/// playlist named, before FFmpeg opens anything: the outside files are
+/// never read and nothing is written. A file FFmpeg detects as another
+/// format outside the media containers (a PNG named `.mp4`) is refused by
+/// FFmpeg's own `-format_whitelist`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_and_concat_lists_cannot_read_outside_the_roots() {
+    let Some(ffmpeg) = ffmpeg_or_skip("playlists_and_concat_lists_cannot_read_outside_the_roots")
+    else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(160, 120).seconds(1.0).without_audio())
+        .await;
+    // The secrets: media files beside the roots, which no task may read.
+    let secret_ts = env.dir.join("secret.ts");
+    write_ts(&env.ffmpeg, &secret_ts);
+    let secret_mp4 = env.dir.join("secret.mp4");
+    std::fs::rename(
+        env.clip("tmp.mp4", Clip::new(160, 120).seconds(1.0).without_audio())
+            .await,
+        &secret_mp4,
+    )
+    .unwrap();
+    let hls = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
+        secret_ts.display()
+    );
+    std::fs::write(env.inputs.join("playlist.m3u8"), &hls).unwrap();
+    // FFmpeg probes content, not names.
+    std::fs::write(env.inputs.join("playlist.mp4"), &hls).unwrap();
+    // The concat demuxer's "safe" mode refuses absolute paths, not a
+    // relative link that leads out.
+    std::os::unix::fs::symlink(&secret_mp4, env.inputs.join("innocent.mp4")).unwrap();
+    std::fs::write(
+        env.inputs.join("list.mp4"),
+        "ffconcat version 1.0\nfile innocent.mp4\n",
+    )
+    .unwrap();
+    // A PNG named .mp4: FFmpeg would read it with its image demuxer.
+    let status = std::process::Command::new(&env.ffmpeg)
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48"])
+        .args(["-frames:v", "1", "-f", "image2", "-c:v", "png"])
+        .arg(env.inputs.join("picture.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let watch_reads = reads_are_visible(&env.dir);
+    reset_atime(&secret_ts);
+    reset_atime(&secret_mp4);
+
+    let tasks = env.tasks(env.config());
+    let worker = env.worker(&redis, &tasks);
+    let client = env.client(&redis);
+    let cases = [
+        ("playlist.m3u8", Some("hls")),
+        ("playlist.mp4", Some("hls")),
+        ("list.mp4", Some("concat")),
+        ("picture.mp4", None),
+    ];
+    for (n, (input, format)) in cases.into_iter().enumerate() {
+        let transcode = client
+            .enqueue(
+                Transcode::new(input, format!("t{n}.mp4"), Codec::H264).preset(Preset::UltraFast),
+            )
+            .await
+            .unwrap();
+        let analyze = client
+            .enqueue(Analyze::new("clip.mp4", input).metrics(Metrics {
+                vmaf: false,
+                psnr: true,
+                ssim: false,
+            }))
+            .await
+            .unwrap();
+        let package = client
+            .enqueue(
+                Package::new(input, format!("p{n}"))
+                    .preset(Preset::UltraFast)
+                    .ladder(vec![Rendition::new("low", 120, 200, 64)]),
+            )
+            .await
+            .unwrap();
+        let errors = [
+            failure(client.task::<Transcode>(transcode).unwrap().wait(WAIT).await),
+            failure(client.task::<Analyze>(analyze).unwrap().wait(WAIT).await),
+            failure(client.task::<Package>(package).unwrap().wait(WAIT).await),
+        ];
+        for error in errors {
+            assert!(
+                error.contains(input) && error.contains("is refused"),
+                "{input}: {error}"
+            );
+            match format {
+                Some(format) => assert!(
+                    error.contains(&format!("as a playlist ({format})")),
+                    "{input}: {error}"
+                ),
+                None => assert!(error.contains("format is not one"), "{input}: {error}"),
+            }
+        }
+    }
+    let written = files_under(&env.outputs);
+    assert!(written.is_empty(), "nothing is written: {written:?}");
+    if watch_reads {
+        assert_eq!(atime(&secret_ts), SystemTime::UNIX_EPOCH, "secret.ts was read");
+        assert_eq!(
+            atime(&secret_mp4),
+            SystemTime::UNIX_EPOCH,
+            "secret.mp4 was read"
+        );
+    }
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
