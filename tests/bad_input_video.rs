@@ -7,9 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use spool_sdk::video::{Analyze, Codec, Metrics, Package, Preset, Rendition, Transcode};
+use spool_sdk::video::{
+    Analyze, Codec, Metrics, Package, Preset, Rendition, Size, Transcode, TranscodeOutput,
+};
 use spool_tests::TestRedis;
-use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip};
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, temp_outputs};
+use spool_video::Ffprobe;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -179,6 +182,86 @@ async fn playlists_and_concat_lists_cannot_read_outside_the_roots() {
             "secret.mp4 was read"
         );
     }
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
+
+/// Two transcodes to one output path, run at once: each writes a file of
+/// its own and moves it into place only when it is whole and valid, so
+/// the file left is complete, decodes without an error and is exactly what
+/// one of the two results describes; no temporary file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_transcodes_to_one_output_do_not_clobber_each_other() {
+    let Some(ffmpeg) = ffmpeg_or_skip("two_transcodes_to_one_output_do_not_clobber_each_other")
+    else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(640, 360).seconds(4.0)).await;
+    let tasks = env.tasks(env.config());
+    let client = env.client(&redis);
+    // Both are fetched together (two slots) and encode at the same time.
+    let small = client
+        .enqueue(
+            Transcode::new("clip.mp4", "same.mp4", Codec::H264)
+                .size(Size::Height(180))
+                .preset(Preset::Medium),
+        )
+        .await
+        .unwrap();
+    let large = client
+        .enqueue(
+            Transcode::new("clip.mp4", "same.mp4", Codec::H264)
+                .size(Size::Height(360))
+                .preset(Preset::Medium),
+        )
+        .await
+        .unwrap();
+    let worker = env.worker(&redis, &tasks);
+    let small = client
+        .task::<Transcode>(small)
+        .unwrap()
+        .wait(WAIT)
+        .await
+        .unwrap();
+    let large = client
+        .task::<Transcode>(large)
+        .unwrap()
+        .wait(WAIT)
+        .await
+        .unwrap();
+
+    let output = env.outputs.canonicalize().unwrap().join("same.mp4");
+    let ffprobe = env
+        .config()
+        .locate_ffprobe(Some(&env.ffmpeg))
+        .map(Ffprobe::new)
+        .unwrap();
+    let media = ffprobe.probe(&output).await.unwrap();
+    let bytes = std::fs::metadata(&output).unwrap().len();
+    let matches = |result: &TranscodeOutput| {
+        (result.width, result.height, result.bytes)
+            == (media.video.width, media.video.height, bytes)
+    };
+    assert!(
+        matches(&small) != matches(&large),
+        "the file ({}x{}, {bytes} bytes) is exactly one result: {small:?} {large:?}",
+        media.video.width,
+        media.video.height
+    );
+    // Every frame decodes.
+    let decoded = std::process::Command::new(&env.ffmpeg)
+        .args(["-v", "error", "-i"])
+        .arg(&output)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decoded.status.success());
+    assert_eq!(String::from_utf8_lossy(&decoded.stderr), "", "decode errors");
+    assert_eq!(media.video.frames, Some(100));
+    assert_eq!(temp_outputs(&env.outputs), Vec::<PathBuf>::new());
 
     worker.stop().await;
     redis.cleanup().await;

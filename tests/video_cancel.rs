@@ -14,7 +14,9 @@ use spool_broker::JobStatus;
 use spool_sdk::Error;
 use spool_sdk::video::{Audio, Codec, Preset, Transcode};
 use spool_tests::bins::{spool_worker, stop_warm};
-use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning, worker_config};
+use spool_tests::video::{
+    Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning, temp_outputs, worker_config,
+};
 use spool_tests::{TestRedis, redis_url, wait_until};
 use spool_worker::WorkerConfig;
 
@@ -31,15 +33,17 @@ fn slow_encode(output: &str) -> Transcode {
         .audio(Audio::None)
 }
 
-/// Waits until FFmpeg runs for this test and has started writing `output`;
-/// returns its pids.
+/// Waits until FFmpeg runs for this test and has started writing `output`
+/// (into its run's temporary file beside it); returns its pids.
 async fn ffmpeg_running(env: &VideoEnv, output: &Path) -> Vec<u32> {
     let marker = env.marker();
+    let dir = output.parent().unwrap().to_owned();
     wait_until("FFmpeg to be encoding", WAIT, || {
-        let running = !processes_mentioning(&marker).is_empty() && output.exists();
+        let running = !processes_mentioning(&marker).is_empty() && !temp_outputs(&dir).is_empty();
         async move { running }
     })
     .await;
+    assert!(!output.exists(), "nothing is at the output before the run ends");
     processes_mentioning(&marker)
 }
 
@@ -85,6 +89,7 @@ async fn a_revoked_encode_stops_ffmpeg_and_removes_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
 
     worker.stop().await;
     redis.cleanup().await;
@@ -119,6 +124,7 @@ async fn time_limits_stop_ffmpeg_and_remove_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
     worker.stop().await;
 
     // The worker's soft limit: the run is asked to stop and FFmpeg quits.
@@ -139,6 +145,7 @@ async fn time_limits_stop_ffmpeg_and_remove_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
 
     worker.stop().await;
     redis.cleanup().await;

@@ -110,6 +110,12 @@ pub enum VideoError {
         /// What went wrong.
         message: String,
     },
+    /// The disk (or the quota) holding an output is full.
+    #[error("no space left on device writing {}", .path.display())]
+    NoSpace {
+        /// The output being written.
+        path: PathBuf,
+    },
     /// The run was cancelled (revoked, a time limit) and FFmpeg stopped.
     #[error("cancelled; FFmpeg was stopped and partial outputs removed")]
     Cancelled,
@@ -133,12 +139,28 @@ impl VideoError {
         }
     }
 
+    /// An I/O error writing `path`: [`VideoError::NoSpace`] when the disk
+    /// or the quota is full, else [`VideoError::Io`] with `context`.
+    pub(crate) fn from_io(
+        context: impl Into<String>,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        if is_no_space(&source) {
+            Self::NoSpace {
+                path: path.to_owned(),
+            }
+        } else {
+            Self::io(context, source)
+        }
+    }
+
     /// Whether a retry may succeed: I/O faults (a full disk, a file
     /// system hiccup) and cancellations are transient; bad input, FFmpeg
     /// rejecting a file and missing tools are not.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Cancelled)
+        matches!(self, Self::Io { .. } | Self::NoSpace { .. } | Self::Cancelled)
     }
 
     /// The task error this becomes: [`TaskError::retry`] when
@@ -152,6 +174,17 @@ impl VideoError {
             TaskError::fail(self)
         }
     }
+}
+
+/// Whether `error` is a full disk or quota (`ENOSPC`, `EDQUOT`).
+pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
+    // 28: ENOSPC, 122: EDQUOT (Linux).
+    error.kind() == std::io::ErrorKind::StorageFull || matches!(error.raw_os_error(), Some(28 | 122))
+}
+
+/// Whether FFmpeg's words say a write failed on a full disk.
+pub(crate) fn says_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
 #[cfg(test)]

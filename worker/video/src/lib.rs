@@ -59,6 +59,7 @@ pub mod package;
 pub mod paths;
 pub mod probe;
 pub mod progress;
+pub mod publish;
 pub mod runner;
 pub mod scores;
 mod tee;
