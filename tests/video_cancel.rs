@@ -165,9 +165,10 @@ fn parent_of(pid: u32) -> u32 {
 }
 
 /// A child that dies hard (SIGKILL here; the OOM killer or a crash alike)
-/// cannot stop its encode. FFmpeg shares the child's process group, and
-/// the supervisor kills what is left of it; the task, never acknowledged,
-/// runs again in the replacement child once its lease lapses.
+/// cannot stop its encode: its FFmpeg dies with it (`PR_SET_PDEATHSIG`),
+/// and the supervisor kills whatever else is left of its process group;
+/// the task, never acknowledged, runs again in the replacement child once
+/// its lease lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_child_takes_its_ffmpeg_with_it() {
     let Some(ffmpeg) = ffmpeg_or_skip("a_killed_child_takes_its_ffmpeg_with_it") else {
@@ -231,10 +232,104 @@ async fn a_killed_child_takes_its_ffmpeg_with_it() {
     redis.client().revoke(id).await.unwrap();
     let second = processes_mentioning(&env.marker());
     ffmpeg_gone(&env, &second).await;
-    let stderr = stop_warm(worker);
-    assert!(
-        stderr.contains("killed the processes the dead child left running"),
-        "{stderr}"
-    );
+    stop_warm(worker);
+    redis.cleanup().await;
+}
+
+/// `spool-worker` serving the video tasks of `env` under `redis`'s
+/// prefix with `processes` worker processes (0: in the supervisor's own).
+fn video_worker(redis: &TestRedis, env: &VideoEnv, processes: &str) -> std::process::Child {
+    std::process::Command::new(spool_worker())
+        .env("SPOOL_REDIS_URL", redis_url())
+        .env("SPOOL_KEY_PREFIX", &redis.prefix)
+        .env("SPOOL_FFMPEG", &env.ffmpeg)
+        .env("SPOOL_INPUT_ROOT", &env.inputs)
+        .env("SPOOL_OUTPUT_ROOT", &env.outputs)
+        .env("SPOOL_LOG", "warn")
+        .args(["--processes", processes, "--concurrency", "1", "--no-probe"])
+        .args(["--metrics-addr", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (polling `/proc`, 10 s at most) until none of `pids` lives.
+async fn all_gone(what: &str, pids: &[u32]) {
+    let pids = pids.to_vec();
+    wait_until(what, Duration::from_secs(10), || {
+        let gone = pids
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        async move { gone }
+    })
+    .await;
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// A worker without a supervisor (`--processes 0`) killed hard mid-encode
+/// takes its FFmpeg with it: FFmpeg is started with `PR_SET_PDEATHSIG`
+/// from a thread that lives as long as the worker, so it is not left
+/// encoding (reparented to PID 1) while the task's next run writes the
+/// same output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_takes_its_ffmpeg_with_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_killed_worker_takes_its_ffmpeg_with_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("long.mp4", long_clip()).await;
+    let mut worker = video_worker(&redis, &env, "0");
+    let id = redis
+        .client()
+        .enqueue(slow_encode("inline.mp4"))
+        .await
+        .unwrap();
+    let ffmpeg = ffmpeg_running(&env, &env.outputs.join("inline.mp4")).await;
+    assert_eq!(parent_of(ffmpeg[0]), worker.id(), "FFmpeg runs under the worker");
+
+    sigkill(worker.id());
+    worker.wait().unwrap();
+    all_gone("the killed worker's FFmpeg to be gone", &ffmpeg).await;
+
+    redis.client().revoke(id).await.unwrap();
+    redis.cleanup().await;
+}
+
+/// A supervisor killed hard: its child dies with it (its own
+/// `PR_SET_PDEATHSIG`), and the child's FFmpeg with the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_supervisor_takes_its_childs_ffmpeg_with_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_killed_supervisor_takes_its_childs_ffmpeg_with_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("long.mp4", long_clip()).await;
+    let mut supervisor = video_worker(&redis, &env, "1");
+    let id = redis
+        .client()
+        .enqueue(slow_encode("supervised.mp4"))
+        .await
+        .unwrap();
+    let ffmpeg = ffmpeg_running(&env, &env.outputs.join("supervised.mp4")).await;
+    let child = parent_of(ffmpeg[0]);
+    assert_eq!(parent_of(child), supervisor.id(), "FFmpeg runs under a child");
+
+    sigkill(supervisor.id());
+    supervisor.wait().unwrap();
+    let mut both = ffmpeg.clone();
+    both.push(child);
+    all_gone("the child and its FFmpeg to be gone", &both).await;
+
+    redis.client().revoke(id).await.unwrap();
     redis.cleanup().await;
 }

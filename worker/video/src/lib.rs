@@ -62,6 +62,7 @@ pub mod progress;
 pub mod publish;
 pub mod runner;
 pub mod scores;
+mod spawner;
 mod tee;
 mod transcode;
 

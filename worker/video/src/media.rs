@@ -90,7 +90,8 @@ impl Ffprobe {
     ///
     /// Dropping the future kills ffprobe.
     pub async fn probe(&self, file: &Path) -> Result<MediaInfo, VideoError> {
-        let mut child = tokio::process::Command::new(&self.path)
+        let mut command = tokio::process::Command::new(&self.path);
+        command
             .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
             // Media containers only: a playlist's demuxer opens other files.
             .args(["-format_whitelist", INPUT_FORMATS])
@@ -99,8 +100,12 @@ impl Ffprobe {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        // ffprobe dies with this process too, forked from the thread that
+        // forks FFmpeg (see `spawner`); a dropped probe's is killed on drop.
+        crate::spawner::die_with_parent_tokio(&mut command);
+        let mut child = crate::spawner::on_spawner(move || command.spawn(), drop)
+            .await?
             .map_err(|e| self.missing(&e))?;
         let (mut out, mut err) = (String::new(), String::new());
         let mut stdout = child.stdout.take();

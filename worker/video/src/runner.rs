@@ -235,8 +235,28 @@ impl FfmpegRunner {
         let mut command = FfmpegCommand::new_with_path(&self.ffmpeg);
         // The sidecar's constructor already set `-loglevel level+info`.
         command.args(line.iter().skip(2));
+        // FFmpeg dies with this process, however it dies.
+        crate::spawner::die_with_parent(command.as_inner_mut());
         let started = Instant::now();
-        let child = match command.spawn() {
+        let spawned = crate::spawner::on_spawner(
+            move || command.spawn(),
+            |spawned| {
+                // This run was dropped while FFmpeg started: stop it.
+                if let Ok(mut child) = spawned {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            },
+        )
+        .await;
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                remove_all(&outputs_to_clean);
+                return Err(e);
+            }
+        };
+        let child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 remove_all(&outputs_to_clean);
