@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use spool_broker::Broker as _;
 use spool_sdk::video::{
     Analyze, Codec, Metrics, Package, Preset, Rendition, Size, Transcode, TranscodeOutput,
 };
@@ -262,6 +263,76 @@ async fn two_transcodes_to_one_output_do_not_clobber_each_other() {
     assert_eq!(String::from_utf8_lossy(&decoded.stderr), "", "decode errors");
     assert_eq!(media.video.frames, Some(100));
     assert_eq!(temp_outputs(&env.outputs), Vec::<PathBuf>::new());
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
+
+/// Absurd payloads never reach FFmpeg: the SDK refuses them on enqueue
+/// (`Error::InvalidTask`, nothing enqueued), and a worker refuses those
+/// enqueued some other way before FFmpeg runs, failing the task for good
+/// with the reason on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_payloads_are_refused_before_ffmpeg_runs() {
+    let Some(ffmpeg) = ffmpeg_or_skip("absurd_payloads_are_refused_before_ffmpeg_runs") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(320, 240).seconds(1.0)).await;
+    let client = env.client(&redis);
+    let odd = Transcode::new("clip.mp4", "odd.mp4", Codec::H264).size(Size::Height(241));
+    let threads = Analyze::new("clip.mp4", "clip.mp4")
+        .metrics(Metrics {
+            vmaf: false,
+            psnr: true,
+            ssim: false,
+        })
+        .threads(2_000);
+    let ladder = Package::new("clip.mp4", "odd").ladder(vec![Rendition::new("odd", 241, 300, 64)]);
+
+    match client.enqueue(odd.clone()).await {
+        Err(spool_sdk::Error::InvalidTask { task, reason }) => {
+            assert_eq!(task, "video.transcode");
+            assert!(reason.contains("height 241 must be even"), "{reason}");
+        }
+        other => panic!("expected InvalidTask, got {other:?}"),
+    }
+    match client.enqueue(threads.clone()).await {
+        Err(spool_sdk::Error::InvalidTask { reason, .. }) => {
+            assert!(reason.contains("2000 threads"), "{reason}");
+        }
+        other => panic!("expected InvalidTask, got {other:?}"),
+    }
+    assert!(client.enqueue(ladder.clone()).await.is_err());
+    for queue in &spool_broker::QueueName::ROUTED {
+        let stats = redis.stats(queue).await;
+        assert_eq!(stats.ready, [0; 3], "nothing enqueued on {queue}");
+    }
+
+    // The same payloads put on the queues without the SDK's check.
+    let envelopes = vec![
+        spool_broker::Envelope::for_task(&odd).unwrap(),
+        spool_broker::Envelope::for_task(&threads).unwrap(),
+        spool_broker::Envelope::for_task(&ladder).unwrap(),
+    ];
+    let ids: Vec<_> = envelopes.iter().map(|e| e.id).collect();
+    redis.broker.enqueue(&envelopes).await.unwrap();
+    let tasks = env.tasks(env.config());
+    let worker = env.worker(&redis, &tasks);
+    let errors = [
+        failure(client.task::<Transcode>(ids[0]).unwrap().wait(WAIT).await),
+        failure(client.task::<Analyze>(ids[1]).unwrap().wait(WAIT).await),
+        failure(client.task::<Package>(ids[2]).unwrap().wait(WAIT).await),
+    ];
+    assert!(errors[0].contains("invalid task: height 241 must be even"), "{}", errors[0]);
+    assert!(errors[1].contains("2000 threads"), "{}", errors[1]);
+    assert!(errors[2].contains("height 241 must be even"), "{}", errors[2]);
+    for id in ids {
+        let record = env.store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.attempts, 1, "not retried: {record:?}");
+    }
+    assert!(files_under(&env.outputs).is_empty());
 
     worker.stop().await;
     redis.cleanup().await;

@@ -160,16 +160,8 @@ async fn analyze(
     task: &Analyze,
     ctx: &TaskContext,
 ) -> Result<AnalysisReport, VideoError> {
-    if task.metrics.is_empty() {
-        return Err(VideoError::InvalidTask(
-            "no metric asked for (vmaf, psnr, ssim)".to_owned(),
-        ));
-    }
-    if task.subsample == 0 || task.threads == Some(0) {
-        return Err(VideoError::InvalidTask(
-            "subsample and threads must be at least 1".to_owned(),
-        ));
-    }
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     if task.metrics.vmaf && !tasks.report().libvmaf {
         return Err(libvmaf_missing(tasks));
     }

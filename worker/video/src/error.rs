@@ -155,6 +155,17 @@ impl VideoError {
         }
     }
 
+    /// The worker's check of a task's payload
+    /// ([`Transcode::validate`](spool_sdk::video::Transcode::validate) and
+    /// its kin) failed: [`VideoError::InvalidTask`] with the reason, failed
+    /// for good.
+    pub(crate) fn from_validation(error: spool_sdk::Error) -> Self {
+        match error {
+            spool_sdk::Error::InvalidTask { reason, .. } => Self::InvalidTask(reason),
+            other => Self::InvalidTask(other.to_string()),
+        }
+    }
+
     /// Whether a retry may succeed: I/O faults (a full disk, a file
     /// system hiccup) and cancellations are transient; bad input, FFmpeg
     /// rejecting a file and missing tools are not.

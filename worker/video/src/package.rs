@@ -85,11 +85,8 @@ async fn package(
     task: &Package,
     ctx: &TaskContext,
 ) -> Result<PackageOutput, VideoError> {
-    if task.formats.is_empty() {
-        return Err(VideoError::InvalidTask(
-            "neither HLS nor DASH is asked for".to_owned(),
-        ));
-    }
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
     let roots = tasks.roots();

@@ -204,6 +204,8 @@ struct Prepared {
 
 /// Checks the task, resolves its paths and picks the encoders.
 fn prepare(tasks: &VideoTasks, task: &Transcode) -> Result<Prepared, VideoError> {
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     check(task)?;
     let roots = tasks.roots();
     let input = roots.input(&task.input)?;
