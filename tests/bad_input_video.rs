@@ -337,3 +337,133 @@ async fn absurd_payloads_are_refused_before_ffmpeg_runs() {
     worker.stop().await;
     redis.cleanup().await;
 }
+
+/// An analysis whose distorted file has no video stream (audio only) says
+/// so, naming the file, instead of FFmpeg's "Stream specifier ':v:0' ...
+/// Error binding filtergraph".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_of_a_file_without_video_names_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("an_analysis_of_a_file_without_video_names_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(160, 120).seconds(1.0)).await;
+    let status = std::process::Command::new(&env.ffmpeg)
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1"])
+        .args(["-c:a", "aac", "-f", "mp4"])
+        .arg(env.inputs.join("voice.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tasks = env.tasks(env.config());
+    let worker = env.worker(&redis, &tasks);
+    let client = env.client(&redis);
+
+    let id = client
+        .enqueue(Analyze::new("clip.mp4", "voice.mp4").metrics(Metrics::WITHOUT_VMAF))
+        .await
+        .unwrap();
+    let error = failure(client.task::<Analyze>(id).unwrap().wait(WAIT).await);
+    let voice = env.inputs.canonicalize().unwrap().join("voice.mp4");
+    assert!(
+        error.contains(&format!("{} has no video stream", voice.display())),
+        "{error}"
+    );
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts `size` (`256k`) of tmpfs at `path`; `None` when mounting is
+    /// not allowed here (not root).
+    fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Self {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A package that fills its disk says "no space left on device writing
+/// <output dir>" (it said its playlist "failed validation"), and leaves no
+/// staging files behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_on_a_full_disk_says_so() {
+    let test = "a_package_on_a_full_disk_says_so";
+    let Some(ffmpeg) = ffmpeg_or_skip(test) else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(640, 360).seconds(6.0)).await;
+    let Some(disk) = SmallDisk::mount(&env.dir.join("small"), "256k") else {
+        spool_tests::missing_tool(
+            test,
+            "permission to mount a small tmpfs (run as root)",
+            "run the suite as root",
+            "SPOOL_SKIP_MOUNT",
+        );
+        return;
+    };
+    let config = spool_video::VideoConfig {
+        output_root: disk.path.clone(),
+        ..env.config()
+    };
+    let tasks = env.tasks(config);
+    let worker = env.worker(&redis, &tasks);
+    let client = env.client(&redis);
+
+    let id = client
+        .enqueue(
+            Package::new("clip.mp4", "streams/full")
+                .preset(Preset::UltraFast)
+                .segment_duration(Duration::from_secs(2))
+                .ladder(vec![Rendition::new("hi", 360, 4_000, 128)]),
+        )
+        // A full disk is worth retrying later; one attempt here.
+        .max_attempts(1)
+        .await
+        .unwrap();
+    let error = match client.task::<Package>(id).unwrap().wait(WAIT).await {
+        Err(spool_sdk::Error::TaskFailed {
+            error: Some(error), ..
+        }) => error,
+        other => panic!("expected a failed task, got {other:?}"),
+    };
+    let output_dir = disk.path.canonicalize().unwrap().join("streams/full");
+    assert!(
+        error.ends_with(&format!(
+            "no space left on device writing {}",
+            output_dir.display()
+        )),
+        "{error}"
+    );
+    worker.stop().await;
+    assert!(
+        files_under(&disk.path).is_empty(),
+        "no staging left: {:?}",
+        files_under(&disk.path)
+    );
+    drop(disk);
+    redis.cleanup().await;
+}

@@ -171,9 +171,14 @@ async fn analyze(
     let reference = roots.input(&task.reference)?;
     let distorted = roots.input(&task.distorted)?;
     let ffprobe = tasks.ffprobe()?;
-    // The reference sets the size; the distorted file is read by FFmpeg
-    // alone, so a broken one fails the task with FFmpeg's own words.
-    let reference_info = ffprobe.probe(&reference).await?;
+    // The reference sets the size. Both are probed first, so a file
+    // without video is named ("x.mp4 has no video stream") instead of
+    // failing FFmpeg's filtergraph; a corrupt one fails with ffprobe's
+    // words.
+    let (reference_info, distorted_info) =
+        tokio::join!(ffprobe.probe(&reference), ffprobe.probe(&distorted));
+    let reference_info = reference_info?;
+    distorted_info?;
     let (width, height) = (reference_info.video.width, reference_info.video.height);
 
     let scratch = ScratchDir::new(tasks.config().scratch_dir.as_deref(), "analyze")?;

@@ -86,6 +86,12 @@ pub enum VideoError {
         /// FFmpeg's first error lines, without its log prefixes.
         message: String,
     },
+    /// A file has no video stream (audio only, or a picture).
+    #[error("{} has no video stream", .path.display())]
+    NoVideo {
+        /// The file probed.
+        path: PathBuf,
+    },
     /// ffprobe could not read a file (not a video, corrupt).
     #[error("ffprobe cannot read {path}: {message}")]
     Probe {

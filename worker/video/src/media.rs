@@ -83,8 +83,9 @@ impl Ffprobe {
     /// # Errors
     ///
     /// [`VideoError::Missing`] when ffprobe cannot be run,
-    /// [`VideoError::Probe`] when it cannot read the file or the file has
-    /// no video stream.
+    /// [`VideoError::Probe`] when it cannot read the file,
+    /// [`VideoError::NoVideo`] when the file has no video stream,
+    /// [`VideoError::Format`] when its format is not a media container.
     ///
     /// # Cancel safety
     ///
@@ -214,7 +215,9 @@ fn parse_probe(json: &str, file: &Path) -> Result<MediaInfo, VideoError> {
         .streams
         .iter()
         .find(|s| s.codec_type.as_deref() == Some("video") && s.disposition.attached_pic == 0)
-        .ok_or_else(|| bad("no video stream".to_owned()))?;
+        .ok_or_else(|| VideoError::NoVideo {
+            path: file.to_owned(),
+        })?;
     let (Some(width), Some(height)) = (video.width, video.height) else {
         return Err(bad("the video stream has no frame size".to_owned()));
     };

@@ -144,7 +144,15 @@ async fn package_into(
         );
     }
 
-    let staging = Staging::create(roots.output_root(), &ctx.id().to_string(), ctx.attempt())?;
+    let staging = Staging::create(roots.output_root(), &ctx.id().to_string(), ctx.attempt())
+        .map_err(|e| match e {
+            VideoError::Io { source, .. } if crate::error::is_no_space(&source) => {
+                VideoError::NoSpace {
+                    path: output_dir.to_owned(),
+                }
+            }
+            other => other,
+        })?;
     let args = package_command(
         task,
         &ladder,
@@ -157,10 +165,18 @@ async fn package_into(
     let options = RunOptions::new(band, ctx.cancellation().clone())
         .duration(media.duration)
         .clean(staging.path());
+    // A full disk is named as such, at the directory the task asked for.
+    let no_space = || VideoError::NoSpace {
+        path: output_dir.to_owned(),
+    };
     let summary = tasks
         .runner()
         .run(&args, options, |progress| reporter.run(&progress))
-        .await?;
+        .await
+        .map_err(|e| match e {
+            VideoError::NoSpace { .. } => no_space(),
+            other => other,
+        })?;
 
     reporter.stage(&StageBand::VALIDATING);
     let expected = Expected {
@@ -170,16 +186,28 @@ async fn package_into(
         audio: media.has_audio(),
         tolerance: tasks.config().tolerance_for(media.duration).as_secs_f64(),
     };
+    // The HLS muxer drops a failed write and exits cleanly: a package
+    // short of files because the disk filled up fails as a full disk, not
+    // as a bad playlist.
+    let checked = |e: VideoError| {
+        if summary.no_space || crate::publish::out_of_space(staging.path()) {
+            no_space()
+        } else {
+            e
+        }
+    };
     let hls = task
         .formats
         .hls
         .then(|| manifest::check_hls(&staging.path().join("hls").join(HLS_MASTER), &expected))
-        .transpose()?;
+        .transpose();
+    let hls = hls.map_err(checked)?;
     let dash = task
         .formats
         .dash
         .then(|| manifest::check_dash(&staging.path().join("dash").join(DASH_MPD), &expected))
-        .transpose()?;
+        .transpose();
+    let dash = dash.map_err(checked)?;
     let renditions = rendition_outputs(&ladder, hls.as_ref(), dash.as_ref())?;
     let duration = packaged_duration(hls.as_ref(), dash.as_ref());
 

@@ -109,6 +109,22 @@ impl Drop for TempOutput {
     }
 }
 
+/// Whether the file system holding `dir` is out of space: a run whose
+/// output came out short may have hit a full disk that FFmpeg never
+/// reported (the HLS muxer drops a failed segment write and exits
+/// cleanly). Tries to write and sync 64 KiB there; only a full disk
+/// (`ENOSPC`, `EDQUOT`) makes it true.
+pub(crate) fn out_of_space(dir: &Path) -> bool {
+    use std::io::Write as _;
+    let probe = dir.join(format!(".spool-space-check-{:016x}", fastrand::u64(..)));
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(&[0_u8; 64 * 1024])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.is_err_and(|e| crate::error::is_no_space(&e))
+}
+
 /// The first [`NAME_KEPT`] bytes of `name` (on a character boundary).
 fn short(name: &OsStr) -> String {
     let name = name.to_string_lossy();

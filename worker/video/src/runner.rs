@@ -140,6 +140,9 @@ pub struct RunSummary {
     pub fps: Option<f32>,
     /// Warnings FFmpeg logged (at most a few), without log prefixes.
     pub warnings: Vec<String>,
+    /// Whether FFmpeg logged a write that hit a full disk, though it
+    /// exited cleanly (some muxers go on after a failed segment write).
+    pub no_space: bool,
 }
 
 /// Runs FFmpeg commands.
@@ -204,6 +207,9 @@ impl FfmpegRunner {
     ///
     /// - [`VideoError::Ffmpeg`] when FFmpeg exits with an error, carrying
     ///   its first error lines;
+    /// - [`VideoError::NoSpace`] when FFmpeg failed writing to a full disk
+    ///   (naming the first output);
+    /// - [`VideoError::Format`] when FFmpeg refused an input's format;
     /// - [`VideoError::Cancelled`] when `options.cancel` fired;
     /// - [`VideoError::Missing`] when FFmpeg cannot be started;
     /// - [`VideoError::InvalidTask`] for relative paths or no input/output.
@@ -326,6 +332,12 @@ impl FfmpegRunner {
         if !status.success() {
             let message = log.failure_message();
             debug!(parent: &span, %status, %message, "FFmpeg failed");
+            if log.no_space || crate::error::says_no_space(&message) {
+                let written = args.output_paths();
+                return Err(VideoError::NoSpace {
+                    path: written.first().map_or_else(PathBuf::new, |p| p.to_path_buf()),
+                });
+            }
             if crate::formats::not_allowed(&message) {
                 let inputs: Vec<String> = args
                     .input_paths()
@@ -355,6 +367,7 @@ impl FfmpegRunner {
             frames,
             speed,
             fps,
+            no_space: log.no_space,
             warnings: log.warnings,
         })
     }

@@ -319,12 +319,26 @@ async fn transcode(
         encoder,
         summary,
         fallback,
-    } = encoded?;
+    } = encoded.map_err(|e| match e {
+        // Named at the output the task asked for, not the run's own file.
+        VideoError::NoSpace { .. } => VideoError::NoSpace {
+            path: output.clone(),
+        },
+        other => other,
+    })?;
 
     reporter.stage(&StageBand::VALIDATING);
     let size = output_size(task.size, media.video.width, media.video.height);
-    let written = ffprobe.probe(temp.path()).await?;
-    validate(tasks, task, &media, &written, size, output)?;
+    // An output cut short by a full disk FFmpeg did not report fails as
+    // a full disk.
+    let full = |e: VideoError| match output.parent() {
+        Some(dir) if crate::publish::out_of_space(dir) => VideoError::NoSpace {
+            path: output.clone(),
+        },
+        _ => e,
+    };
+    let written = ffprobe.probe(temp.path()).await.map_err(full)?;
+    validate(tasks, task, &media, &written, size, output).map_err(full)?;
     let bytes = std::fs::metadata(temp.path())
         .map(|m| m.len())
         .unwrap_or(written.bytes);
