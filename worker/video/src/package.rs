@@ -179,6 +179,11 @@ async fn package_into(
         })?;
 
     reporter.stage(&StageBand::VALIDATING);
+    let fps = media.video.frame_rate.map(spool_sdk::video::Fps::as_f64);
+    finish_manifests(staging.path(), task, fps).map_err(|e| match e {
+        VideoError::NoSpace { .. } => no_space(),
+        other => other,
+    })?;
     let expected = Expected {
         duration: media.duration.as_secs_f64(),
         segment_duration: task.segment_duration.as_secs_f64(),
@@ -545,15 +550,72 @@ pub fn tee_slaves(task: &Package, ladder: &Ladder, audio: bool, out_dir: &Path) 
         } else {
             "id=0,streams=v"
         };
+        let mut dash = TeeSlave::new("dash", out_dir.join("dash").join(DASH_MPD));
+        let distinct = distinct_audio(ladder);
+        if audio && distinct.len() < ladder.rungs.len() {
+            // Rungs at one audio bitrate carry byte-identical AAC streams:
+            // DASH lists each bitrate once (HLS variants keep their own).
+            let mut select = vec!["v".to_owned()];
+            select.extend(distinct.iter().map(|index| format!("a:{index}")));
+            dash = dash.option("select", select.join(","));
+        }
         slaves.push(
-            TeeSlave::new("dash", out_dir.join("dash").join(DASH_MPD))
-                .option("seg_duration", &segment)
+            dash.option("seg_duration", &segment)
                 .option("use_template", 1)
                 .option("use_timeline", 1)
                 .option("adaptation_sets", sets),
         );
     }
     slaves
+}
+
+/// The indices of the rungs whose audio bitrate no earlier rung has: the
+/// AAC streams DASH lists.
+fn distinct_audio(ladder: &Ladder) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    ladder
+        .rungs
+        .iter()
+        .enumerate()
+        .filter(|(_, rung)| seen.insert(rung.audio_kbps))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// Completes what FFmpeg wrote under `dir`: `FRAME-RATE` on the HLS
+/// master playlist's variants (the renditions keep the source's `fps`),
+/// no `bitstreamSwitching` in the MPD.
+fn finish_manifests(dir: &Path, task: &Package, fps: Option<f64>) -> Result<(), VideoError> {
+    if task.formats.hls
+        && let Some(fps) = fps
+    {
+        rewrite(&dir.join("hls").join(HLS_MASTER), |text| {
+            manifest::hls::with_frame_rate(text, fps)
+        })?;
+    }
+    if task.formats.dash {
+        rewrite(
+            &dir.join("dash").join(DASH_MPD),
+            manifest::dash::without_bitstream_switching,
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrites a text file through `change`, replacing it in one rename.
+fn rewrite(path: &Path, change: impl FnOnce(&str) -> String) -> Result<(), VideoError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        // Missing or unreadable: validation says which.
+        return Ok(());
+    };
+    let changed = change(&text);
+    if changed == text {
+        return Ok(());
+    }
+    let next = path.with_extension("next");
+    std::fs::write(&next, changed)
+        .and_then(|()| std::fs::rename(&next, path))
+        .map_err(|e| VideoError::from_io(format!("cannot rewrite {}", path.display()), path, e))
 }
 
 /// One entry per rung, with what the manifests say about it.
