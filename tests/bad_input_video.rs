@@ -112,7 +112,15 @@ async fn playlists_and_concat_lists_cannot_read_outside_the_roots() {
     .unwrap();
     // A PNG named .mp4: FFmpeg would read it with its image demuxer.
     let status = std::process::Command::new(&env.ffmpeg)
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48",
+        ])
         .args(["-frames:v", "1", "-f", "image2", "-c:v", "png"])
         .arg(env.inputs.join("picture.mp4"))
         .status()
@@ -155,7 +163,13 @@ async fn playlists_and_concat_lists_cannot_read_outside_the_roots() {
             .await
             .unwrap();
         let errors = [
-            failure(client.task::<Transcode>(transcode).unwrap().wait(WAIT).await),
+            failure(
+                client
+                    .task::<Transcode>(transcode)
+                    .unwrap()
+                    .wait(WAIT)
+                    .await,
+            ),
             failure(client.task::<Analyze>(analyze).unwrap().wait(WAIT).await),
             failure(client.task::<Package>(package).unwrap().wait(WAIT).await),
         ];
@@ -176,7 +190,11 @@ async fn playlists_and_concat_lists_cannot_read_outside_the_roots() {
     let written = files_under(&env.outputs);
     assert!(written.is_empty(), "nothing is written: {written:?}");
     if watch_reads {
-        assert_eq!(atime(&secret_ts), SystemTime::UNIX_EPOCH, "secret.ts was read");
+        assert_eq!(
+            atime(&secret_ts),
+            SystemTime::UNIX_EPOCH,
+            "secret.ts was read"
+        );
         assert_eq!(
             atime(&secret_mp4),
             SystemTime::UNIX_EPOCH,
@@ -260,7 +278,11 @@ async fn two_transcodes_to_one_output_do_not_clobber_each_other() {
         .output()
         .unwrap();
     assert!(decoded.status.success());
-    assert_eq!(String::from_utf8_lossy(&decoded.stderr), "", "decode errors");
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.stderr),
+        "",
+        "decode errors"
+    );
     assert_eq!(media.video.frames, Some(100));
     assert_eq!(temp_outputs(&env.outputs), Vec::<PathBuf>::new());
 
@@ -325,9 +347,17 @@ async fn absurd_payloads_are_refused_before_ffmpeg_runs() {
         failure(client.task::<Analyze>(ids[1]).unwrap().wait(WAIT).await),
         failure(client.task::<Package>(ids[2]).unwrap().wait(WAIT).await),
     ];
-    assert!(errors[0].contains("invalid task: height 241 must be even"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("invalid task: height 241 must be even"),
+        "{}",
+        errors[0]
+    );
     assert!(errors[1].contains("2000 threads"), "{}", errors[1]);
-    assert!(errors[2].contains("height 241 must be even"), "{}", errors[2]);
+    assert!(
+        errors[2].contains("height 241 must be even"),
+        "{}",
+        errors[2]
+    );
     for id in ids {
         let record = env.store.get(id).await.unwrap().unwrap();
         assert_eq!(record.attempts, 1, "not retried: {record:?}");
@@ -465,5 +495,190 @@ async fn a_package_on_a_full_disk_says_so() {
         files_under(&disk.path)
     );
     drop(disk);
+    redis.cleanup().await;
+}
+
+/// `spool-worker` against `redis`'s prefix, without probes or a metrics
+/// port, with `args` added; stdout and stderr piped.
+fn spool_worker(redis: &TestRedis, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(spool_tests::bins::spool_worker());
+    command
+        .env("SPOOL_REDIS_URL", spool_tests::redis_url())
+        .env("SPOOL_KEY_PREFIX", &redis.prefix)
+        .env("SPOOL_LOG", "info")
+        .args(["--no-probe", "--metrics-addr", "none", "--concurrency", "1"])
+        .args(["--poll-interval", "100ms"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Waits (30 s at most) for `child` to exit; returns whether it succeeded
+/// and its stderr.
+async fn exit_of(mut child: std::process::Child) -> (bool, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            return (status.success(), stderr);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("spool-worker did not exit within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker whose video settings were given but cannot work (an FFmpeg
+/// that does not exist, a missing input root, an output root that is a
+/// file) refuses to start, with or without a supervisor, naming what is
+/// wrong, instead of starting and dead-lettering every video task it
+/// takes as `unknown_task`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_broken_video_settings_refuses_to_start() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_worker_with_broken_video_settings_refuses_to_start")
+    else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    let a_file = env.dir.join("a-file");
+    std::fs::write(&a_file, b"x").unwrap();
+    let missing = env.dir.join("missing");
+    let ffmpeg = env.ffmpeg.to_str().unwrap();
+    let inputs = env.inputs.to_str().unwrap();
+    let outputs = env.outputs.to_str().unwrap();
+    let no_ffmpeg = missing.join("ffmpeg");
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec![
+                "--ffmpeg",
+                no_ffmpeg.to_str().unwrap(),
+                "--input-root",
+                inputs,
+                "--output-root",
+                outputs,
+            ],
+            "missing/ffmpeg",
+        ),
+        (
+            vec![
+                "--ffmpeg",
+                ffmpeg,
+                "--input-root",
+                missing.to_str().unwrap(),
+                "--output-root",
+                outputs,
+            ],
+            "input root",
+        ),
+        (
+            vec![
+                "--ffmpeg",
+                ffmpeg,
+                "--input-root",
+                inputs,
+                "--output-root",
+                a_file.to_str().unwrap(),
+            ],
+            "a-file",
+        ),
+    ];
+    for processes in ["0", "1"] {
+        for (args, named) in &cases {
+            let mut command = spool_worker(&redis, args);
+            command.args(["--processes", processes]);
+            let (succeeded, stderr) = exit_of(command.spawn().unwrap()).await;
+            assert!(
+                !succeeded,
+                "--processes {processes} {args:?} started: {stderr}"
+            );
+            assert!(
+                stderr.contains("video tasks cannot be served") && stderr.contains(named),
+                "--processes {processes} {args:?}: {stderr}"
+            );
+        }
+    }
+    redis.cleanup().await;
+}
+
+/// A worker that has no FFmpeg (none configured, none on `PATH`) starts
+/// without the video tasks and leaves each one it fetches for other
+/// workers: put back as the same attempt, not dead-lettered. A healthy
+/// worker then runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_video_leaves_video_tasks_for_others() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_worker_without_video_leaves_video_tasks_for_others")
+    else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("clip.mp4", Clip::new(160, 120).seconds(1.0)).await;
+    let client = env.client(&redis);
+    let id = client
+        .enqueue(Transcode::new("clip.mp4", "left.mp4", Codec::H264).preset(Preset::UltraFast))
+        .await
+        .unwrap();
+
+    // No FFmpeg anywhere, the default roots (in a directory of its own).
+    let empty = env.dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let blind = spool_worker(&redis, &["--processes", "0", "--queues", "default"])
+        .env("PATH", &empty)
+        .env_remove("SPOOL_FFMPEG")
+        .env_remove("SPOOL_FFPROBE")
+        .env_remove("SPOOL_INPUT_ROOT")
+        .env_remove("SPOOL_OUTPUT_ROOT")
+        .current_dir(&env.dir)
+        .spawn()
+        .unwrap();
+    let default = spool_broker::QueueName::DEFAULT;
+    spool_tests::wait_until("the task to be put back", WAIT, || async {
+        redis.stats(&default).await.delayed == 1
+    })
+    .await;
+    let stderr = spool_tests::bins::stop_warm(blind);
+    assert!(stderr.contains("video tasks disabled"), "{stderr}");
+    assert!(stderr.contains("left for other workers"), "{stderr}");
+    let stats = redis.stats(&default).await;
+    assert_eq!((stats.dead, stats.delayed), (0, 1), "{stats:?}");
+
+    // Due now rather than in 30 s, for a worker that serves video.
+    let delayed = redis.stream_key(&default, "delayed");
+    let mut raw = redis.raw();
+    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(&delayed)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for member in members {
+        let _: () = redis::cmd("ZADD")
+            .arg(&delayed)
+            .arg(0)
+            .arg(member)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let tasks = env.tasks(env.config());
+    let worker = env.worker(&redis, &tasks);
+    let output = client
+        .task::<Transcode>(id)
+        .unwrap()
+        .wait(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(output.encoder, "libx264");
+    let record = env.store.get(id).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 1, "{record:?}");
+    assert_eq!(redis.stats(&default).await.dead, 0);
+
+    worker.stop().await;
     redis.cleanup().await;
 }

@@ -43,7 +43,10 @@ async fn ffmpeg_running(env: &VideoEnv, output: &Path) -> Vec<u32> {
         async move { running }
     })
     .await;
-    assert!(!output.exists(), "nothing is at the output before the run ends");
+    assert!(
+        !output.exists(),
+        "nothing is at the output before the run ends"
+    );
     processes_mentioning(&marker)
 }
 
@@ -294,7 +297,11 @@ async fn a_killed_worker_takes_its_ffmpeg_with_it() {
         .await
         .unwrap();
     let ffmpeg = ffmpeg_running(&env, &env.outputs.join("inline.mp4")).await;
-    assert_eq!(parent_of(ffmpeg[0]), worker.id(), "FFmpeg runs under the worker");
+    assert_eq!(
+        parent_of(ffmpeg[0]),
+        worker.id(),
+        "FFmpeg runs under the worker"
+    );
 
     sigkill(worker.id());
     worker.wait().unwrap();
@@ -322,7 +329,11 @@ async fn a_killed_supervisor_takes_its_childs_ffmpeg_with_it() {
         .unwrap();
     let ffmpeg = ffmpeg_running(&env, &env.outputs.join("supervised.mp4")).await;
     let child = parent_of(ffmpeg[0]);
-    assert_eq!(parent_of(child), supervisor.id(), "FFmpeg runs under a child");
+    assert_eq!(
+        parent_of(child),
+        supervisor.id(),
+        "FFmpeg runs under a child"
+    );
 
     sigkill(supervisor.id());
     supervisor.wait().unwrap();

@@ -333,7 +333,9 @@ mod tests {
             Rendition::new("a", 360, 800, 64),
         ]);
         assert!(reason(twice.validate()).contains("repeated"));
-        let bad_name = ok.clone().ladder(vec![Rendition::new("../x", 240, 500, 64)]);
+        let bad_name = ok
+            .clone()
+            .ladder(vec![Rendition::new("../x", 240, 500, 64)]);
         assert!(bad_name.validate().is_err());
         let short = ok.clone().segment_duration(Duration::from_millis(100));
         assert!(short.validate().is_err());

@@ -177,7 +177,10 @@ impl VideoError {
     /// rejecting a file and missing tools are not.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::NoSpace { .. } | Self::Cancelled)
+        matches!(
+            self,
+            Self::Io { .. } | Self::NoSpace { .. } | Self::Cancelled
+        )
     }
 
     /// The task error this becomes: [`TaskError::retry`] when
@@ -196,7 +199,8 @@ impl VideoError {
 /// Whether `error` is a full disk or quota (`ENOSPC`, `EDQUOT`).
 pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
     // 28: ENOSPC, 122: EDQUOT (Linux).
-    error.kind() == std::io::ErrorKind::StorageFull || matches!(error.raw_os_error(), Some(28 | 122))
+    error.kind() == std::io::ErrorKind::StorageFull
+        || matches!(error.raw_os_error(), Some(28 | 122))
 }
 
 /// Whether FFmpeg's words say a write failed on a full disk.

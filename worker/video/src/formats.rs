@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn playlists_are_recognised() {
-        assert_eq!(playlist_kind(b"#EXTM3U\n#EXTINF:1,\n/etc/x.ts\n"), Some("hls"));
+        assert_eq!(
+            playlist_kind(b"#EXTM3U\n#EXTINF:1,\n/etc/x.ts\n"),
+            Some("hls")
+        );
         assert_eq!(playlist_kind(b"\xEF\xBB\xBF  #extm3u\n"), Some("hls"));
         assert_eq!(
             playlist_kind(b"ffconcat version 1.0\nfile /x.mp4\n"),

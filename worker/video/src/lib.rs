@@ -68,8 +68,9 @@ mod transcode;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use spool_broker::Broker;
+use spool_broker::{Broker, Task as _};
 use spool_sdk::video::{Analyze, Package, Transcode};
 
 pub use self::analyze::AnalyzeHandler;
@@ -239,6 +240,14 @@ impl VideoTasks {
     }
 }
 
+/// The wire names of the video tasks.
+pub const TASK_NAMES: [&str; 3] = [Transcode::NAME, Analyze::NAME, Package::NAME];
+
+/// How long a worker without video tasks puts back a video task it
+/// fetched, for a worker with them: 30 s, long enough not to spin on a
+/// queue only it serves, short next to an encode.
+pub const LEAVE_DELAY: Duration = Duration::from_secs(30);
+
 /// Registers the video tasks on a [`Worker`], as a builder step.
 pub trait WithVideoTasks: Sized {
     /// Registers the video tasks: `video.transcode` and `video.analyze`
@@ -246,6 +255,13 @@ pub trait WithVideoTasks: Sized {
     /// `analysis`, `streaming`, and `gpu` for hardware encodes).
     #[must_use]
     fn with_video_tasks(self, tasks: &VideoTasks) -> Self;
+
+    /// For a worker that cannot serve the video tasks (`--no-video`, no
+    /// FFmpeg) but shares queues with workers that do: each video task it
+    /// fetches is put back `delay` later, as the same attempt, instead of
+    /// dead-lettered as `unknown_task` ([`LEAVE_DELAY`] is a good delay).
+    #[must_use]
+    fn leave_video_tasks(self, delay: Duration) -> Self;
 }
 
 impl<B: Broker> WithVideoTasks for Worker<B> {
@@ -253,5 +269,9 @@ impl<B: Broker> WithVideoTasks for Worker<B> {
         self.register::<Transcode, _>(TranscodeHandler::new(tasks))
             .register::<Analyze, _>(AnalyzeHandler::new(tasks))
             .register::<Package, _>(PackageHandler::new(tasks))
+    }
+
+    fn leave_video_tasks(self, delay: Duration) -> Self {
+        self.leave_for_others(&TASK_NAMES, delay)
     }
 }

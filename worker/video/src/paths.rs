@@ -40,7 +40,7 @@ impl Roots {
     /// # Errors
     ///
     /// [`VideoError::Io`] when an input root does not exist or the output
-    /// root cannot be created.
+    /// root cannot be created or written.
     pub fn new(input_roots: &[PathBuf], output_root: &Path) -> Result<Self, VideoError> {
         std::fs::create_dir_all(output_root).map_err(|e| {
             VideoError::io(
@@ -49,6 +49,20 @@ impl Roots {
             )
         })?;
         let output = canonical(output_root, "output root")?;
+        // A root that exists but refuses writes would fail every task.
+        let check = output.join(format!(
+            ".spool-write-check-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::write(&check, b"")
+            .and_then(|()| std::fs::remove_file(&check))
+            .map_err(|e| {
+                VideoError::io(
+                    format!("cannot write in the output root {}", output.display()),
+                    e,
+                )
+            })?;
         let mut inputs = Vec::with_capacity(input_roots.len());
         for root in input_roots {
             let root = canonical(root, "input root")?;

@@ -335,7 +335,9 @@ impl FfmpegRunner {
             if log.no_space || crate::error::says_no_space(&message) {
                 let written = args.output_paths();
                 return Err(VideoError::NoSpace {
-                    path: written.first().map_or_else(PathBuf::new, |p| p.to_path_buf()),
+                    path: written
+                        .first()
+                        .map_or_else(PathBuf::new, |p| p.to_path_buf()),
                 });
             }
             if crate::formats::not_allowed(&message) {
