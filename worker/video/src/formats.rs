@@ -12,7 +12,7 @@
 //! given. Playlists and lists are refused before FFmpeg runs, with their
 //! kind named ([`refuse_playlist`]); whatever else FFmpeg would detect as a
 //! format outside the list fails in FFmpeg with "Format not on whitelist",
-//! which [`not_allowed`] turns into the same error.
+//! which the runner and ffprobe turn into the same error.
 
 use std::io::Read as _;
 use std::path::Path;

@@ -17,6 +17,10 @@
 //! - [`runner`]: the FFmpeg runner every task shares; typed arguments,
 //!   progress, graceful stop then kill, partial outputs removed.
 //! - [`paths`]: task paths confined to the configured roots.
+//! - [`formats`]: the demuxers a user input may be read with; playlists
+//!   and concat lists refused.
+//! - [`publish`]: outputs written to a file of the run's own and renamed
+//!   into place when whole and valid.
 //! - [`media`]: ffprobe, typed.
 //! - [`encoder`]: the encoder for a codec, from the probe's trial encodes,
 //!   with per-encoder presets and rate control, and software fallback.
