@@ -7,6 +7,10 @@
 //! not an application's: apps embed `spool-sdk` and `spool-worker`, which
 //! compile none of clap, hyper or NVML.
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 mod logging;
 mod metrics;
 #[cfg(feature = "nvml")]
