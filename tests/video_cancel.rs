@@ -14,7 +14,9 @@ use spool_broker::JobStatus;
 use spool_sdk::Error;
 use spool_sdk::video::{Audio, Codec, Preset, Transcode};
 use spool_tests::bins::{spool_worker, stop_warm};
-use spool_tests::video::{Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning, worker_config};
+use spool_tests::video::{
+    Clip, VideoEnv, ffmpeg_or_skip, processes_mentioning, temp_outputs, worker_config,
+};
 use spool_tests::{TestRedis, redis_url, wait_until};
 use spool_worker::WorkerConfig;
 
@@ -31,15 +33,20 @@ fn slow_encode(output: &str) -> Transcode {
         .audio(Audio::None)
 }
 
-/// Waits until FFmpeg runs for this test and has started writing `output`;
-/// returns its pids.
+/// Waits until FFmpeg runs for this test and has started writing `output`
+/// (into its run's temporary file beside it); returns its pids.
 async fn ffmpeg_running(env: &VideoEnv, output: &Path) -> Vec<u32> {
     let marker = env.marker();
+    let dir = output.parent().unwrap().to_owned();
     wait_until("FFmpeg to be encoding", WAIT, || {
-        let running = !processes_mentioning(&marker).is_empty() && output.exists();
+        let running = !processes_mentioning(&marker).is_empty() && !temp_outputs(&dir).is_empty();
         async move { running }
     })
     .await;
+    assert!(
+        !output.exists(),
+        "nothing is at the output before the run ends"
+    );
     processes_mentioning(&marker)
 }
 
@@ -85,6 +92,7 @@ async fn a_revoked_encode_stops_ffmpeg_and_removes_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
 
     worker.stop().await;
     redis.cleanup().await;
@@ -119,6 +127,7 @@ async fn time_limits_stop_ffmpeg_and_remove_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
     worker.stop().await;
 
     // The worker's soft limit: the run is asked to stop and FFmpeg quits.
@@ -139,6 +148,7 @@ async fn time_limits_stop_ffmpeg_and_remove_its_output() {
     }
     ffmpeg_gone(&env, &pids).await;
     assert!(!output.exists(), "the partial output is removed");
+    assert_eq!(temp_outputs(&env.outputs), Vec::<std::path::PathBuf>::new());
 
     worker.stop().await;
     redis.cleanup().await;
@@ -158,9 +168,10 @@ fn parent_of(pid: u32) -> u32 {
 }
 
 /// A child that dies hard (SIGKILL here; the OOM killer or a crash alike)
-/// cannot stop its encode. FFmpeg shares the child's process group, and
-/// the supervisor kills what is left of it; the task, never acknowledged,
-/// runs again in the replacement child once its lease lapses.
+/// cannot stop its encode: its FFmpeg dies with it (`PR_SET_PDEATHSIG`),
+/// and the supervisor kills whatever else is left of its process group;
+/// the task, never acknowledged, runs again in the replacement child once
+/// its lease lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_child_takes_its_ffmpeg_with_it() {
     let Some(ffmpeg) = ffmpeg_or_skip("a_killed_child_takes_its_ffmpeg_with_it") else {
@@ -224,10 +235,112 @@ async fn a_killed_child_takes_its_ffmpeg_with_it() {
     redis.client().revoke(id).await.unwrap();
     let second = processes_mentioning(&env.marker());
     ffmpeg_gone(&env, &second).await;
-    let stderr = stop_warm(worker);
-    assert!(
-        stderr.contains("killed the processes the dead child left running"),
-        "{stderr}"
+    stop_warm(worker);
+    redis.cleanup().await;
+}
+
+/// `spool-worker` serving the video tasks of `env` under `redis`'s
+/// prefix with `processes` worker processes (0: in the supervisor's own).
+fn video_worker(redis: &TestRedis, env: &VideoEnv, processes: &str) -> std::process::Child {
+    std::process::Command::new(spool_worker())
+        .env("SPOOL_REDIS_URL", redis_url())
+        .env("SPOOL_KEY_PREFIX", &redis.prefix)
+        .env("SPOOL_FFMPEG", &env.ffmpeg)
+        .env("SPOOL_INPUT_ROOT", &env.inputs)
+        .env("SPOOL_OUTPUT_ROOT", &env.outputs)
+        .env("SPOOL_LOG", "warn")
+        .args(["--processes", processes, "--concurrency", "1", "--no-probe"])
+        .args(["--metrics-addr", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (polling `/proc`, 10 s at most) until none of `pids` lives.
+async fn all_gone(what: &str, pids: &[u32]) {
+    let pids = pids.to_vec();
+    wait_until(what, Duration::from_secs(10), || {
+        let gone = pids
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        async move { gone }
+    })
+    .await;
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// A worker without a supervisor (`--processes 0`) killed hard mid-encode
+/// takes its FFmpeg with it: FFmpeg is started with `PR_SET_PDEATHSIG`
+/// from a thread that lives as long as the worker, so it is not left
+/// encoding (reparented to PID 1) while the task's next run writes the
+/// same output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_takes_its_ffmpeg_with_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_killed_worker_takes_its_ffmpeg_with_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("long.mp4", long_clip()).await;
+    let mut worker = video_worker(&redis, &env, "0");
+    let id = redis
+        .client()
+        .enqueue(slow_encode("inline.mp4"))
+        .await
+        .unwrap();
+    let ffmpeg = ffmpeg_running(&env, &env.outputs.join("inline.mp4")).await;
+    assert_eq!(
+        parent_of(ffmpeg[0]),
+        worker.id(),
+        "FFmpeg runs under the worker"
     );
+
+    sigkill(worker.id());
+    worker.wait().unwrap();
+    all_gone("the killed worker's FFmpeg to be gone", &ffmpeg).await;
+
+    redis.client().revoke(id).await.unwrap();
+    redis.cleanup().await;
+}
+
+/// A supervisor killed hard: its child dies with it (its own
+/// `PR_SET_PDEATHSIG`), and the child's FFmpeg with the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_supervisor_takes_its_childs_ffmpeg_with_it() {
+    let Some(ffmpeg) = ffmpeg_or_skip("a_killed_supervisor_takes_its_childs_ffmpeg_with_it") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("long.mp4", long_clip()).await;
+    let mut supervisor = video_worker(&redis, &env, "1");
+    let id = redis
+        .client()
+        .enqueue(slow_encode("supervised.mp4"))
+        .await
+        .unwrap();
+    let ffmpeg = ffmpeg_running(&env, &env.outputs.join("supervised.mp4")).await;
+    let child = parent_of(ffmpeg[0]);
+    assert_eq!(
+        parent_of(child),
+        supervisor.id(),
+        "FFmpeg runs under a child"
+    );
+
+    sigkill(supervisor.id());
+    supervisor.wait().unwrap();
+    let mut both = ffmpeg.clone();
+    both.push(child);
+    all_gone("the child and its FFmpeg to be gone", &both).await;
+
+    redis.client().revoke(id).await.unwrap();
     redis.cleanup().await;
 }

@@ -284,9 +284,10 @@ async fn a_720p_clip_gives_three_renditions_cut_at_the_same_instants() {
             .all(|r| r.segments == 2 && (r.duration - video[0].duration).abs() < 1e-9),
         "{video:?}"
     );
+    // 128, 96 and 96 kb/s: DASH lists each audio bitrate once.
     assert_eq!(
         representations.iter().filter(|r| r.kind == "audio").count(),
-        3
+        2
     );
     assert_no_staging(&env);
 
@@ -517,6 +518,92 @@ async fn a_revoked_package_stops_ffmpeg_and_leaves_no_partial_output() {
     .await;
     assert_no_staging(&env);
     assert!(!env.outputs.join("streams/long/hls").exists());
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
+
+/// What players read in the manifests: every HLS variant carries
+/// `FRAME-RATE` (the rendition's, 3 decimals); DASH lists each audio
+/// bitrate once (rungs at one bitrate had byte-identical representations)
+/// and no `bitstreamSwitching="true"` (each representation has its own
+/// initialisation segment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_carry_frame_rates_list_audio_once_and_no_bitstream_switching() {
+    let Some(ffmpeg) = ffmpeg_or_skip("manifests_carry_frame_rates") else {
+        return;
+    };
+    let redis = TestRedis::new().await;
+    let env = VideoEnv::new(ffmpeg).await;
+    env.clip("thirty.mp4", Clip::new(640, 360).fps(30).seconds(4.0))
+        .await;
+    let tasks = env.tasks(env.config());
+    let worker = env.worker(&redis, &tasks);
+    let client = env.client(&redis);
+
+    let task = quick("thirty.mp4", "streams/thirty").ladder(vec![
+        Rendition::new("360p", 360, 900, 96),
+        Rendition::new("240p", 240, 500, 96),
+        Rendition::new("180p", 180, 300, 64),
+    ]);
+    let id = client.enqueue(task).await.unwrap();
+    let out = client
+        .task::<Package>(id)
+        .unwrap()
+        .wait(WAIT)
+        .await
+        .unwrap();
+
+    let master = out.hls_master.unwrap();
+    let text = std::fs::read_to_string(&master).unwrap();
+    let parsed = hls::parse_master(&text).unwrap();
+    assert_eq!(parsed.variants.len(), 3);
+    for variant in &parsed.variants {
+        assert_eq!(variant.frame_rate, Some(30.0), "{text}");
+    }
+    assert_eq!(text.matches("FRAME-RATE=30.000").count(), 3, "{text}");
+    // Every HLS variant still carries its own audio.
+    assert!(
+        parsed
+            .variants
+            .iter()
+            .all(|v| v.codecs.as_deref().is_some_and(|c| c.contains("mp4a"))),
+        "{text}"
+    );
+
+    let mpd_path = out.dash_mpd.unwrap();
+    let mpd_text = std::fs::read_to_string(&mpd_path).unwrap();
+    assert!(!mpd_text.contains("bitstreamSwitching"), "{mpd_text}");
+    let mpd = dash::parse_mpd(&mpd_text).unwrap();
+    let audio: Vec<_> = mpd
+        .adaptation_sets
+        .iter()
+        .flat_map(|set| set.representations.iter())
+        .filter(|rep| rep.content_type.as_deref() == Some("audio"))
+        .collect();
+    let mut bandwidths: Vec<u64> = audio.iter().map(|rep| rep.bandwidth).collect();
+    bandwidths.sort_unstable();
+    assert_eq!(bandwidths, [64_000, 96_000], "{mpd_text}");
+    // No two audio representations hold the same bytes.
+    let dir = mpd_path.parent().unwrap();
+    let contents: Vec<Vec<u8>> = audio
+        .iter()
+        .map(|rep| {
+            let mut bytes = std::fs::read(dir.join(rep.initialization.as_ref().unwrap())).unwrap();
+            for segment in &rep.segments {
+                bytes.extend(std::fs::read(dir.join(segment)).unwrap());
+            }
+            bytes
+        })
+        .collect();
+    assert_ne!(contents[0], contents[1]);
+    // The representations read back whole, as before.
+    let representations = read_dash(&mpd_path);
+    assert_eq!(
+        representations.iter().filter(|r| r.kind == "video").count(),
+        3
+    );
+    assert_no_staging(&env);
 
     worker.stop().await;
     redis.cleanup().await;

@@ -270,14 +270,19 @@ async fn bad_input_fails_without_retry() {
             "no supported container",
         ),
         (
-            Transcode::new("clip.mp4", "x.mp4", Codec::H264).rate(RateControl::Crf(60)),
-            "above h264's maximum of 51",
-        ),
-        (
             Transcode::new("clip.mp4", "x.mp4", Codec::H264).hardware(HardwarePolicy::Require),
             "passed the trial encode",
         ),
     ];
+    // Refused before it is enqueued (a worker refuses it too:
+    // bad_input_video::absurd_payloads_are_refused_before_ffmpeg_runs).
+    let crf = Transcode::new("clip.mp4", "x.mp4", Codec::H264).rate(RateControl::Crf(60));
+    match client.enqueue(crf).await {
+        Err(Error::InvalidTask { reason, .. }) => {
+            assert!(reason.contains("CRF 60 is above 51"), "{reason}");
+        }
+        other => panic!("expected InvalidTask, got {other:?}"),
+    }
     for (task, expected) in cases {
         let id = client.enqueue(task).await.unwrap();
         let handle = client.task::<Transcode>(id).unwrap();

@@ -51,6 +51,8 @@ impl When {
 
 impl Overrides {
     fn envelope<T: Task>(&self, task: &T) -> Result<Envelope> {
+        // The SDK's own task types are checked before they reach a queue.
+        crate::video::validate_any(task)?;
         let mut envelope = Envelope::for_task(task)?;
         let now = envelope.created_at;
         if let Some(queue) = &self.queue {

@@ -13,6 +13,17 @@ pub enum Error {
     #[error(transparent)]
     Broker(#[from] spool_broker::Error),
 
+    /// A task whose payload cannot work (a video task with an odd frame
+    /// size, a CRF out of range, thousands of threads): refused before it
+    /// is enqueued, and by the worker before it runs.
+    #[error("invalid {task} task: {reason}")]
+    InvalidTask {
+        /// The task's wire name (`video.transcode`).
+        task: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An enqueue option that cannot be honoured.
     #[error("invalid enqueue option: {0}")]
     InvalidOption(String),

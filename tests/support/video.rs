@@ -215,6 +215,28 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// The runs' temporary outputs (`.<name>.<task>-<attempt>.spool-tmp`)
+/// under `dir`, recursively: where FFmpeg writes before the file is moved
+/// into place.
+pub fn temp_outputs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(temp_outputs(&path));
+        } else if path
+            .to_string_lossy()
+            .ends_with(spool_video::publish::TEMP_SUFFIX)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// The recorded error of a task that must fail for good; panics on any
 /// other outcome.
 pub fn failure<T: std::fmt::Debug>(result: Result<T, spool_sdk::Error>) -> String {

@@ -327,6 +327,9 @@ impl<T: Task, H: Handler<T>> ErasedHandler for Typed<T, H> {
 #[derive(Default, Clone)]
 pub(crate) struct Handlers {
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    /// Task types this worker has no handler for but others do: put back
+    /// after the delay instead of dead-lettered as unknown.
+    left_for_others: HashMap<String, Duration>,
 }
 
 impl Handlers {
@@ -348,6 +351,17 @@ impl Handlers {
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.handlers.keys().copied()
+    }
+
+    /// Leaves tasks named `name` (without a handler here) for other
+    /// workers, putting each back after `delay`.
+    pub(crate) fn leave_for_others(&mut self, name: &str, delay: Duration) {
+        self.left_for_others.insert(name.to_owned(), delay);
+    }
+
+    /// How long to put back a task of `name` this worker leaves for others.
+    pub(crate) fn left_for_others(&self, name: &str) -> Option<Duration> {
+        self.left_for_others.get(name).copied()
     }
 }
 

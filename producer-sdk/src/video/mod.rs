@@ -10,6 +10,12 @@
 //! | [`Analyze`] | `video.analyze` | `analysis` | [`AnalysisReport`] |
 //! | `Package` | `video.package` | `streaming` | HLS/DASH outputs |
 //!
+//! Each type's `validate` checks its numbers against [`limits`] (even frame
+//! sizes, CRF and bitrate ranges, thread counts…); the client calls it on
+//! enqueue and the worker again before FFmpeg runs, so an absurd payload
+//! fails with its reason ([`Error::InvalidTask`](crate::Error::InvalidTask))
+//! instead of reaching FFmpeg.
+//!
 //! Paths in tasks are relative to the worker's roots (`--input-root`,
 //! `--output-root`) or absolute inside them; the worker rejects anything
 //! else (`..`, symlinks that leave a root) with an error naming the root.
@@ -36,7 +42,10 @@
 mod analyze;
 mod package;
 mod transcode;
+mod validate;
 
 pub use analyze::*;
 pub use package::*;
 pub use transcode::*;
+pub use validate::limits;
+pub(crate) use validate::validate_any;

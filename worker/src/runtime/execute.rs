@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use spool_broker::{Broker, DeadReason, Delivery, Envelope, RateLimit, Timestamp};
 use tokio::time::Instant;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use spool_broker::store::{Finished, Started, WorkerId};
 use spool_broker::{JobStatus, RecordPolicy};
@@ -152,6 +152,10 @@ impl<B: Broker> Executor<B> {
             return verdict.into();
         }
         let Some(handler) = self.handlers.get(&envelope.name) else {
+            if let Some(delay) = self.handlers.left_for_others(&envelope.name) {
+                info!("no handler here; left for other workers, back in {delay:?}");
+                return Verdict::deferred(envelope, delay, Timestamp::now()).into();
+            }
             let error = format!(
                 "no handler is registered for task {:?} on this worker",
                 envelope.name

@@ -119,6 +119,19 @@ impl<B: Broker> Worker<B> {
         self
     }
 
+    /// Leaves tasks named `names` for other workers: a worker that cannot
+    /// serve a task type others serve (video tasks without a usable FFmpeg)
+    /// puts each one it fetches back, as the same attempt, `delay` later,
+    /// instead of dead-lettering it as `unknown_task`. A handler registered
+    /// for a name takes precedence.
+    #[must_use]
+    pub fn leave_for_others(mut self, names: &[&str], delay: Duration) -> Self {
+        for name in names {
+            self.handlers.leave_for_others(name, delay);
+        }
+        self
+    }
+
     /// Records every task's life in `store`: its start, its progress, and its
     /// outcome, which is committed before the task is acknowledged. What is
     /// recorded of each task type follows its [`TaskOptions::record`]

@@ -160,16 +160,8 @@ async fn analyze(
     task: &Analyze,
     ctx: &TaskContext,
 ) -> Result<AnalysisReport, VideoError> {
-    if task.metrics.is_empty() {
-        return Err(VideoError::InvalidTask(
-            "no metric asked for (vmaf, psnr, ssim)".to_owned(),
-        ));
-    }
-    if task.subsample == 0 || task.threads == Some(0) {
-        return Err(VideoError::InvalidTask(
-            "subsample and threads must be at least 1".to_owned(),
-        ));
-    }
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     if task.metrics.vmaf && !tasks.report().libvmaf {
         return Err(libvmaf_missing(tasks));
     }
@@ -179,9 +171,14 @@ async fn analyze(
     let reference = roots.input(&task.reference)?;
     let distorted = roots.input(&task.distorted)?;
     let ffprobe = tasks.ffprobe()?;
-    // The reference sets the size; the distorted file is read by FFmpeg
-    // alone, so a broken one fails the task with FFmpeg's own words.
-    let reference_info = ffprobe.probe(&reference).await?;
+    // The reference sets the size. Both are probed first, so a file
+    // without video is named ("x.mp4 has no video stream") instead of
+    // failing FFmpeg's filtergraph; a corrupt one fails with ffprobe's
+    // words.
+    let (reference_info, distorted_info) =
+        tokio::join!(ffprobe.probe(&reference), ffprobe.probe(&distorted));
+    let reference_info = reference_info?;
+    distorted_info?;
     let (width, height) = (reference_info.video.width, reference_info.video.height);
 
     let scratch = ScratchDir::new(tasks.config().scratch_dir.as_deref(), "analyze")?;

@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::VideoError;
+use super::formats::INPUT_FORMATS;
 use super::tee::{TeeSlave, tee_target};
 
 /// One FFmpeg input: its options, then `-i` and the source.
@@ -27,12 +28,19 @@ enum Source {
 
 impl Input {
     /// A file, read through the `file` protocol only
-    /// (`-protocol_whitelist file`). The path must be absolute: resolve it
-    /// with [`Roots`](super::Roots).
+    /// (`-protocol_whitelist file`) and by a media container's demuxer
+    /// only (`-format_whitelist`, [`INPUT_FORMATS`]), so neither a URL nor
+    /// a playlist naming other files gets FFmpeg past the roots. The path
+    /// must be absolute: resolve it with [`Roots`](super::Roots).
     #[must_use]
     pub fn file(path: impl Into<PathBuf>) -> Self {
         Self {
-            options: vec!["-protocol_whitelist".into(), "file".into()],
+            options: vec![
+                "-protocol_whitelist".into(),
+                "file".into(),
+                "-format_whitelist".into(),
+                INPUT_FORMATS.into(),
+            ],
             source: Source::File(path.into()),
         }
     }
@@ -203,6 +211,18 @@ impl FfmpegArgs {
         self
     }
 
+    /// The input files, in order (generated inputs left out).
+    #[must_use]
+    pub fn input_paths(&self) -> Vec<&Path> {
+        self.inputs
+            .iter()
+            .filter_map(|i| match &i.source {
+                Source::File(path) => Some(path.as_path()),
+                Source::Lavfi(_) => None,
+            })
+            .collect()
+    }
+
     /// The output files, in order.
     #[must_use]
     pub fn output_paths(&self) -> Vec<&Path> {
@@ -331,6 +351,8 @@ mod tests {
             "2",
             "-protocol_whitelist",
             "file",
+            "-format_whitelist",
+            INPUT_FORMATS,
             "-ss",
             "1.5",
             "-i",

@@ -50,6 +50,24 @@ pub enum VideoError {
         /// The roots searched.
         roots: String,
     },
+    /// An input is a playlist or a list of other files (HLS, concat,
+    /// DASH), or of another format FFmpeg may not read for a task: such a
+    /// demuxer would open paths of its own, outside the roots.
+    #[error(
+        "input {path:?} is refused: {}; video tasks read media files only ({})",
+        match .format {
+            Some(format) => format!("FFmpeg would read it as a playlist ({format}), which opens other files"),
+            None => "its format is not one video tasks may read".to_owned(),
+        },
+        crate::formats::INPUT_FORMATS
+    )]
+    Format {
+        /// The input, as the task named it (or as resolved, when FFmpeg
+        /// refused it).
+        path: String,
+        /// The playlist kind detected (`hls`, `concat`, `dash`), if known.
+        format: Option<String>,
+    },
     /// FFmpeg (or ffprobe) cannot be found or started.
     #[error("{what} is not available: {detail}; {hint}")]
     Missing {
@@ -67,6 +85,12 @@ pub enum VideoError {
         status: String,
         /// FFmpeg's first error lines, without its log prefixes.
         message: String,
+    },
+    /// A file has no video stream (audio only, or a picture).
+    #[error("{} has no video stream", .path.display())]
+    NoVideo {
+        /// The file probed.
+        path: PathBuf,
     },
     /// ffprobe could not read a file (not a video, corrupt).
     #[error("ffprobe cannot read {path}: {message}")]
@@ -92,6 +116,12 @@ pub enum VideoError {
         /// What went wrong.
         message: String,
     },
+    /// The disk (or the quota) holding an output is full.
+    #[error("no space left on device writing {}", .path.display())]
+    NoSpace {
+        /// The output being written.
+        path: PathBuf,
+    },
     /// The run was cancelled (revoked, a time limit) and FFmpeg stopped.
     #[error("cancelled; FFmpeg was stopped and partial outputs removed")]
     Cancelled,
@@ -115,12 +145,42 @@ impl VideoError {
         }
     }
 
+    /// An I/O error writing `path`: [`VideoError::NoSpace`] when the disk
+    /// or the quota is full, else [`VideoError::Io`] with `context`.
+    pub(crate) fn from_io(
+        context: impl Into<String>,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        if is_no_space(&source) {
+            Self::NoSpace {
+                path: path.to_owned(),
+            }
+        } else {
+            Self::io(context, source)
+        }
+    }
+
+    /// The worker's check of a task's payload
+    /// ([`Transcode::validate`](spool_sdk::video::Transcode::validate) and
+    /// its kin) failed: [`VideoError::InvalidTask`] with the reason, failed
+    /// for good.
+    pub(crate) fn from_validation(error: spool_sdk::Error) -> Self {
+        match error {
+            spool_sdk::Error::InvalidTask { reason, .. } => Self::InvalidTask(reason),
+            other => Self::InvalidTask(other.to_string()),
+        }
+    }
+
     /// Whether a retry may succeed: I/O faults (a full disk, a file
     /// system hiccup) and cancellations are transient; bad input, FFmpeg
     /// rejecting a file and missing tools are not.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Cancelled)
+        matches!(
+            self,
+            Self::Io { .. } | Self::NoSpace { .. } | Self::Cancelled
+        )
     }
 
     /// The task error this becomes: [`TaskError::retry`] when
@@ -134,6 +194,18 @@ impl VideoError {
             TaskError::fail(self)
         }
     }
+}
+
+/// Whether `error` is a full disk or quota (`ENOSPC`, `EDQUOT`).
+pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
+    // 28: ENOSPC, 122: EDQUOT (Linux).
+    error.kind() == std::io::ErrorKind::StorageFull
+        || matches!(error.raw_os_error(), Some(28 | 122))
+}
+
+/// Whether FFmpeg's words say a write failed on a full disk.
+pub(crate) fn says_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
 #[cfg(test)]

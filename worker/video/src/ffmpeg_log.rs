@@ -24,11 +24,19 @@ pub(crate) struct LogState {
     errors: Vec<String>,
     pub(crate) warnings: Vec<String>,
     tail: VecDeque<String>,
+    /// Whether any line said a write hit a full disk (some muxers log it
+    /// and go on, leaving files short or missing).
+    pub(crate) no_space: bool,
 }
 
 impl LogState {
     /// Takes in one event; returns the stats line it carries, if any.
     pub(crate) fn handle(&mut self, event: FfmpegEvent) -> Option<Stats> {
+        if let FfmpegEvent::Log(_, line) = &event
+            && crate::error::says_no_space(line)
+        {
+            self.no_space = true;
+        }
         match event {
             FfmpegEvent::Progress(p) => Some(Stats {
                 time: parse_ffmpeg_time(&p.time),

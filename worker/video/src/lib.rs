@@ -17,6 +17,10 @@
 //! - [`runner`]: the FFmpeg runner every task shares; typed arguments,
 //!   progress, graceful stop then kill, partial outputs removed.
 //! - [`paths`]: task paths confined to the configured roots.
+//! - [`formats`]: the demuxers a user input may be read with; playlists
+//!   and concat lists refused.
+//! - [`publish`]: outputs written to a file of the run's own and renamed
+//!   into place when whole and valid.
 //! - [`media`]: ffprobe, typed.
 //! - [`encoder`]: the encoder for a codec, from the probe's trial encodes,
 //!   with per-encoder presets and rate control, and software fallback.
@@ -55,6 +59,7 @@ mod config;
 pub mod encoder;
 mod error;
 mod ffmpeg_log;
+pub mod formats;
 pub mod ladder;
 pub mod manifest;
 pub mod media;
@@ -62,15 +67,18 @@ pub mod package;
 pub mod paths;
 pub mod probe;
 pub mod progress;
+pub mod publish;
 pub mod runner;
 pub mod scores;
+mod spawner;
 mod tee;
 mod transcode;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use spool_broker::Broker;
+use spool_broker::{Broker, Task as _};
 use spool_sdk::video::{Analyze, Package, Transcode};
 
 pub use self::analyze::AnalyzeHandler;
@@ -240,6 +248,14 @@ impl VideoTasks {
     }
 }
 
+/// The wire names of the video tasks.
+pub const TASK_NAMES: [&str; 3] = [Transcode::NAME, Analyze::NAME, Package::NAME];
+
+/// How long a worker without video tasks puts back a video task it
+/// fetched, for a worker with them: 30 s, long enough not to spin on a
+/// queue only it serves, short next to an encode.
+pub const LEAVE_DELAY: Duration = Duration::from_secs(30);
+
 /// Registers the video tasks on a [`Worker`], as a builder step.
 pub trait WithVideoTasks: Sized {
     /// Registers the video tasks: `video.transcode` and `video.analyze`
@@ -247,6 +263,13 @@ pub trait WithVideoTasks: Sized {
     /// `analysis`, `streaming`, and `gpu` for hardware encodes).
     #[must_use]
     fn with_video_tasks(self, tasks: &VideoTasks) -> Self;
+
+    /// For a worker that cannot serve the video tasks (`--no-video`, no
+    /// FFmpeg) but shares queues with workers that do: each video task it
+    /// fetches is put back `delay` later, as the same attempt, instead of
+    /// dead-lettered as `unknown_task` ([`LEAVE_DELAY`] is a good delay).
+    #[must_use]
+    fn leave_video_tasks(self, delay: Duration) -> Self;
 }
 
 impl<B: Broker> WithVideoTasks for Worker<B> {
@@ -254,5 +277,9 @@ impl<B: Broker> WithVideoTasks for Worker<B> {
         self.register::<Transcode, _>(TranscodeHandler::new(tasks))
             .register::<Analyze, _>(AnalyzeHandler::new(tasks))
             .register::<Package, _>(PackageHandler::new(tasks))
+    }
+
+    fn leave_video_tasks(self, delay: Duration) -> Self {
+        self.leave_for_others(&TASK_NAMES, delay)
     }
 }

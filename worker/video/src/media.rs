@@ -8,6 +8,7 @@ use serde::Deserialize;
 use spool_sdk::video::Fps;
 use tokio::io::AsyncReadExt;
 
+use super::formats::{INPUT_FORMATS, not_allowed};
 use super::{FFPROBE_HINT, VideoError};
 use crate::probe::strip_log_context;
 
@@ -82,22 +83,30 @@ impl Ffprobe {
     /// # Errors
     ///
     /// [`VideoError::Missing`] when ffprobe cannot be run,
-    /// [`VideoError::Probe`] when it cannot read the file or the file has
-    /// no video stream.
+    /// [`VideoError::Probe`] when it cannot read the file,
+    /// [`VideoError::NoVideo`] when the file has no video stream,
+    /// [`VideoError::Format`] when its format is not a media container.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future kills ffprobe.
     pub async fn probe(&self, file: &Path) -> Result<MediaInfo, VideoError> {
-        let mut child = tokio::process::Command::new(&self.path)
+        let mut command = tokio::process::Command::new(&self.path);
+        command
             .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
+            // Media containers only: a playlist's demuxer opens other files.
+            .args(["-format_whitelist", INPUT_FORMATS])
             .args(["-show_format", "-show_streams"])
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        // ffprobe dies with this process too, forked from the thread that
+        // forks FFmpeg (see `spawner`); a dropped probe's is killed on drop.
+        crate::spawner::die_with_parent_tokio(&mut command);
+        let mut child = crate::spawner::on_spawner(move || command.spawn(), drop)
+            .await?
             .map_err(|e| self.missing(&e))?;
         let (mut out, mut err) = (String::new(), String::new());
         let mut stdout = child.stdout.take();
@@ -131,6 +140,12 @@ impl Ffprobe {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join("; ");
+            if not_allowed(&message) {
+                return Err(VideoError::Format {
+                    path: file.display().to_string(),
+                    format: None,
+                });
+            }
             return Err(VideoError::Probe {
                 path: file.to_owned(),
                 message: if message.is_empty() {
@@ -200,7 +215,9 @@ fn parse_probe(json: &str, file: &Path) -> Result<MediaInfo, VideoError> {
         .streams
         .iter()
         .find(|s| s.codec_type.as_deref() == Some("video") && s.disposition.attached_pic == 0)
-        .ok_or_else(|| bad("no video stream".to_owned()))?;
+        .ok_or_else(|| VideoError::NoVideo {
+            path: file.to_owned(),
+        })?;
     let (Some(width), Some(height)) = (video.width, video.height) else {
         return Err(bad("the video stream has no frame size".to_owned()));
     };

@@ -85,11 +85,8 @@ async fn package(
     task: &Package,
     ctx: &TaskContext,
 ) -> Result<PackageOutput, VideoError> {
-    if task.formats.is_empty() {
-        return Err(VideoError::InvalidTask(
-            "neither HLS nor DASH is asked for".to_owned(),
-        ));
-    }
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
     let roots = tasks.roots();
@@ -147,7 +144,15 @@ async fn package_into(
         );
     }
 
-    let staging = Staging::create(roots.output_root(), &ctx.id().to_string(), ctx.attempt())?;
+    let staging = Staging::create(roots.output_root(), &ctx.id().to_string(), ctx.attempt())
+        .map_err(|e| match e {
+            VideoError::Io { source, .. } if crate::error::is_no_space(&source) => {
+                VideoError::NoSpace {
+                    path: output_dir.to_owned(),
+                }
+            }
+            other => other,
+        })?;
     let args = package_command(
         task,
         &ladder,
@@ -160,12 +165,25 @@ async fn package_into(
     let options = RunOptions::new(band, ctx.cancellation().clone())
         .duration(media.duration)
         .clean(staging.path());
+    // A full disk is named as such, at the directory the task asked for.
+    let no_space = || VideoError::NoSpace {
+        path: output_dir.to_owned(),
+    };
     let summary = tasks
         .runner()
         .run(&args, options, |progress| reporter.run(&progress))
-        .await?;
+        .await
+        .map_err(|e| match e {
+            VideoError::NoSpace { .. } => no_space(),
+            other => other,
+        })?;
 
     reporter.stage(&StageBand::VALIDATING);
+    let fps = media.video.frame_rate.map(spool_sdk::video::Fps::as_f64);
+    finish_manifests(staging.path(), task, fps).map_err(|e| match e {
+        VideoError::NoSpace { .. } => no_space(),
+        other => other,
+    })?;
     let expected = Expected {
         duration: media.duration.as_secs_f64(),
         segment_duration: task.segment_duration.as_secs_f64(),
@@ -173,16 +191,28 @@ async fn package_into(
         audio: media.has_audio(),
         tolerance: tasks.config().tolerance_for(media.duration).as_secs_f64(),
     };
+    // The HLS muxer drops a failed write and exits cleanly: a package
+    // short of files because the disk filled up fails as a full disk, not
+    // as a bad playlist.
+    let checked = |e: VideoError| {
+        if summary.no_space || crate::publish::out_of_space(staging.path()) {
+            no_space()
+        } else {
+            e
+        }
+    };
     let hls = task
         .formats
         .hls
         .then(|| manifest::check_hls(&staging.path().join("hls").join(HLS_MASTER), &expected))
-        .transpose()?;
+        .transpose();
+    let hls = hls.map_err(checked)?;
     let dash = task
         .formats
         .dash
         .then(|| manifest::check_dash(&staging.path().join("dash").join(DASH_MPD), &expected))
-        .transpose()?;
+        .transpose();
+    let dash = dash.map_err(checked)?;
     let renditions = rendition_outputs(&ladder, hls.as_ref(), dash.as_ref())?;
     let duration = packaged_duration(hls.as_ref(), dash.as_ref());
 
@@ -520,15 +550,72 @@ pub fn tee_slaves(task: &Package, ladder: &Ladder, audio: bool, out_dir: &Path) 
         } else {
             "id=0,streams=v"
         };
+        let mut dash = TeeSlave::new("dash", out_dir.join("dash").join(DASH_MPD));
+        let distinct = distinct_audio(ladder);
+        if audio && distinct.len() < ladder.rungs.len() {
+            // Rungs at one audio bitrate carry byte-identical AAC streams:
+            // DASH lists each bitrate once (HLS variants keep their own).
+            let mut select = vec!["v".to_owned()];
+            select.extend(distinct.iter().map(|index| format!("a:{index}")));
+            dash = dash.option("select", select.join(","));
+        }
         slaves.push(
-            TeeSlave::new("dash", out_dir.join("dash").join(DASH_MPD))
-                .option("seg_duration", &segment)
+            dash.option("seg_duration", &segment)
                 .option("use_template", 1)
                 .option("use_timeline", 1)
                 .option("adaptation_sets", sets),
         );
     }
     slaves
+}
+
+/// The indices of the rungs whose audio bitrate no earlier rung has: the
+/// AAC streams DASH lists.
+fn distinct_audio(ladder: &Ladder) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    ladder
+        .rungs
+        .iter()
+        .enumerate()
+        .filter(|(_, rung)| seen.insert(rung.audio_kbps))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// Completes what FFmpeg wrote under `dir`: `FRAME-RATE` on the HLS
+/// master playlist's variants (the renditions keep the source's `fps`),
+/// no `bitstreamSwitching` in the MPD.
+fn finish_manifests(dir: &Path, task: &Package, fps: Option<f64>) -> Result<(), VideoError> {
+    if task.formats.hls
+        && let Some(fps) = fps
+    {
+        rewrite(&dir.join("hls").join(HLS_MASTER), |text| {
+            manifest::hls::with_frame_rate(text, fps)
+        })?;
+    }
+    if task.formats.dash {
+        rewrite(
+            &dir.join("dash").join(DASH_MPD),
+            manifest::dash::without_bitstream_switching,
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrites a text file through `change`, replacing it in one rename.
+fn rewrite(path: &Path, change: impl FnOnce(&str) -> String) -> Result<(), VideoError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        // Missing or unreadable: validation says which.
+        return Ok(());
+    };
+    let changed = change(&text);
+    if changed == text {
+        return Ok(());
+    }
+    let next = path.with_extension("next");
+    std::fs::write(&next, changed)
+        .and_then(|()| std::fs::rename(&next, path))
+        .map_err(|e| VideoError::from_io(format!("cannot rewrite {}", path.display()), path, e))
 }
 
 /// One entry per rung, with what the manifests say about it.

@@ -40,7 +40,7 @@ impl Roots {
     /// # Errors
     ///
     /// [`VideoError::Io`] when an input root does not exist or the output
-    /// root cannot be created.
+    /// root cannot be created or written.
     pub fn new(input_roots: &[PathBuf], output_root: &Path) -> Result<Self, VideoError> {
         std::fs::create_dir_all(output_root).map_err(|e| {
             VideoError::io(
@@ -49,6 +49,20 @@ impl Roots {
             )
         })?;
         let output = canonical(output_root, "output root")?;
+        // A root that exists but refuses writes would fail every task.
+        let check = output.join(format!(
+            ".spool-write-check-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::write(&check, b"")
+            .and_then(|()| std::fs::remove_file(&check))
+            .map_err(|e| {
+                VideoError::io(
+                    format!("cannot write in the output root {}", output.display()),
+                    e,
+                )
+            })?;
         let mut inputs = Vec::with_capacity(input_roots.len());
         for root in input_roots {
             let root = canonical(root, "input root")?;
@@ -90,13 +104,15 @@ impl Roots {
         out
     }
 
-    /// Resolves an input: an existing file inside a readable root.
+    /// Resolves an input: an existing file inside a readable root, which
+    /// is not a playlist or a list of other files.
     ///
     /// # Errors
     ///
     /// [`VideoError::Path`] for a path that is empty, has `..` or NUL, or
     /// leads outside the roots (symlinks included); [`VideoError::NotFound`]
-    /// when no root holds it.
+    /// when no root holds it; [`VideoError::Format`] for an HLS playlist,
+    /// a concat list or a DASH manifest, whatever its name.
     pub fn input(&self, path: &str) -> Result<PathBuf, VideoError> {
         let candidate = lexical_check(path, &self.readable_list())?;
         if candidate.is_absolute() {
@@ -258,9 +274,11 @@ fn existing(candidate: &Path, path: &str, roots: &str) -> Result<PathBuf, VideoE
     })
 }
 
-/// Inputs must be files (FFmpeg would read a FIFO or device forever).
+/// Inputs must be files (FFmpeg would read a FIFO or device forever), and
+/// not playlists or lists whose demuxer would open other files.
 fn regular_file(real: PathBuf, path: &str) -> Result<PathBuf, VideoError> {
     if real.is_file() {
+        crate::formats::refuse_playlist(&real, path)?;
         Ok(real)
     } else {
         Err(VideoError::InvalidTask(format!(

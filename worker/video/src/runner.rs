@@ -140,6 +140,9 @@ pub struct RunSummary {
     pub fps: Option<f32>,
     /// Warnings FFmpeg logged (at most a few), without log prefixes.
     pub warnings: Vec<String>,
+    /// Whether FFmpeg logged a write that hit a full disk, though it
+    /// exited cleanly (some muxers go on after a failed segment write).
+    pub no_space: bool,
 }
 
 /// Runs FFmpeg commands.
@@ -204,6 +207,9 @@ impl FfmpegRunner {
     ///
     /// - [`VideoError::Ffmpeg`] when FFmpeg exits with an error, carrying
     ///   its first error lines;
+    /// - [`VideoError::NoSpace`] when FFmpeg failed writing to a full disk
+    ///   (naming the first output);
+    /// - [`VideoError::Format`] when FFmpeg refused an input's format;
     /// - [`VideoError::Cancelled`] when `options.cancel` fired;
     /// - [`VideoError::Missing`] when FFmpeg cannot be started;
     /// - [`VideoError::InvalidTask`] for relative paths or no input/output.
@@ -235,8 +241,28 @@ impl FfmpegRunner {
         let mut command = FfmpegCommand::new_with_path(&self.ffmpeg);
         // The sidecar's constructor already set `-loglevel level+info`.
         command.args(line.iter().skip(2));
+        // FFmpeg dies with this process, however it dies.
+        crate::spawner::die_with_parent(command.as_inner_mut());
         let started = Instant::now();
-        let child = match command.spawn() {
+        let spawned = crate::spawner::on_spawner(
+            move || command.spawn(),
+            |spawned| {
+                // This run was dropped while FFmpeg started: stop it.
+                if let Ok(mut child) = spawned {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            },
+        )
+        .await;
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                remove_all(&outputs_to_clean);
+                return Err(e);
+            }
+        };
+        let child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 remove_all(&outputs_to_clean);
@@ -306,6 +332,25 @@ impl FfmpegRunner {
         if !status.success() {
             let message = log.failure_message();
             debug!(parent: &span, %status, %message, "FFmpeg failed");
+            if log.no_space || crate::error::says_no_space(&message) {
+                let written = args.output_paths();
+                return Err(VideoError::NoSpace {
+                    path: written
+                        .first()
+                        .map_or_else(PathBuf::new, |p| p.to_path_buf()),
+                });
+            }
+            if crate::formats::not_allowed(&message) {
+                let inputs: Vec<String> = args
+                    .input_paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(VideoError::Format {
+                    path: inputs.join(" or "),
+                    format: None,
+                });
+            }
             return Err(VideoError::Ffmpeg {
                 status: status.to_string(),
                 message,
@@ -324,6 +369,7 @@ impl FfmpegRunner {
             frames,
             speed,
             fps,
+            no_space: log.no_space,
             warnings: log.warnings,
         })
     }

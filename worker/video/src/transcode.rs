@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::encoder::{self, Encoder};
 use super::media::MediaInfo;
 use super::progress::{Reporter, StageBand};
+use super::publish::TempOutput;
 use super::runner::{FfmpegArgs, Input, Output, RunOptions, RunSummary};
 use super::{VideoError, VideoTasks};
 use spool_worker::{Handler, TaskContext, TaskError};
@@ -137,6 +138,7 @@ fn encode_args(
     encoder: &Encoder,
     input: &Path,
     output: &Path,
+    muxer: &'static str,
 ) -> Result<FfmpegArgs, VideoError> {
     let setup = encoder::setup(encoder, task.rate, task.preset)?;
     let mut args = FfmpegArgs::new();
@@ -156,7 +158,8 @@ fn encode_args(
             .option("-c:a", "aac")
             .option("-b:a", format!("{kbps}k")),
     };
-    let out = out.option("-f", container(output)?);
+    // Named, not guessed from the extension: a run writes a temporary file.
+    let out = out.option("-f", muxer);
     Ok(args
         .input(Input::file(input))
         .filter_complex(video_filter(task.size, task.fps, setup.pixel_filter))
@@ -179,7 +182,13 @@ impl TranscodeHandler {
             .plan
             .first()
             .ok_or_else(|| VideoError::InvalidTask("no encoder to run".to_owned()))?;
-        let args = encode_args(task, encoder, &prepared.input, &prepared.output)?;
+        let args = encode_args(
+            task,
+            encoder,
+            &prepared.input,
+            &prepared.output,
+            prepared.muxer,
+        )?;
         Ok(self.tasks.runner().command_line(&args))
     }
 }
@@ -188,16 +197,20 @@ impl TranscodeHandler {
 struct Prepared {
     input: PathBuf,
     output: PathBuf,
+    /// The output's muxer, from its extension.
+    muxer: &'static str,
     plan: Vec<Encoder>,
 }
 
 /// Checks the task, resolves its paths and picks the encoders.
 fn prepare(tasks: &VideoTasks, task: &Transcode) -> Result<Prepared, VideoError> {
+    // The SDK checked it on enqueue; anything else may have enqueued it.
+    task.validate().map_err(VideoError::from_validation)?;
     check(task)?;
     let roots = tasks.roots();
     let input = roots.input(&task.input)?;
     let output = roots.output(&task.output)?;
-    container(&output)?;
+    let muxer = container(&output)?;
     if input == output {
         return Err(VideoError::InvalidTask(
             "the output would overwrite the input".to_owned(),
@@ -207,6 +220,7 @@ fn prepare(tasks: &VideoTasks, task: &Transcode) -> Result<Prepared, VideoError>
     Ok(Prepared {
         input,
         output,
+        muxer,
         plan,
     })
 }
@@ -225,17 +239,16 @@ async fn encode(
     tasks: &VideoTasks,
     task: &Transcode,
     prepared: &Prepared,
+    output: &Path,
     cancel: &CancellationToken,
     reporter: &Reporter,
 ) -> Result<Encoded, VideoError> {
     let Prepared {
-        input,
-        output,
-        plan,
+        input, muxer, plan, ..
     } = prepared;
     let mut fallback: Option<(String, String)> = None;
     for (attempt, encoder) in plan.iter().enumerate() {
-        let args = encode_args(task, encoder, input, output)?;
+        let args = encode_args(task, encoder, input, output, muxer)?;
         // The duration comes from FFmpeg's own reading of the input.
         let options = RunOptions::new(
             StageBand::PROCESSING.named(format!("encode {encoder}")),
@@ -283,6 +296,10 @@ async fn transcode(
     reporter.stage(&StageBand::PROBING);
     let prepared = prepare(tasks, task)?;
     let ffprobe = tasks.ffprobe()?;
+    // FFmpeg writes a file of this run's own, moved over the output only
+    // once it is whole and valid: a concurrent run to the same output (or
+    // this task's redelivery) can neither clobber it nor be clobbered.
+    let temp = TempOutput::new(&prepared.output, &ctx.id().to_string(), ctx.attempt())?;
     // ffprobe reads the input while FFmpeg starts encoding it: its start-up
     // is off the critical path. A probe failure stops the encode.
     let stop = ctx.cancellation().child_token();
@@ -293,37 +310,39 @@ async fn transcode(
         }
         probed
     };
-    let (media, encoded) = tokio::join!(probe, encode(tasks, task, &prepared, &stop, &reporter));
+    let encoding = encode(tasks, task, &prepared, temp.path(), &stop, &reporter);
+    let (media, encoded) = tokio::join!(probe, encoding);
     let output = &prepared.output;
-    let media = match media {
-        Ok(media) => media,
-        Err(e) => {
-            let _ = std::fs::remove_file(output);
-            return Err(e);
-        }
-    };
+    // On any error below, dropping `temp` removes what FFmpeg wrote.
+    let media = media?;
     let Encoded {
         encoder,
         summary,
         fallback,
-    } = encoded?;
+    } = encoded.map_err(|e| match e {
+        // Named at the output the task asked for, not the run's own file.
+        VideoError::NoSpace { .. } => VideoError::NoSpace {
+            path: output.clone(),
+        },
+        other => other,
+    })?;
 
     reporter.stage(&StageBand::VALIDATING);
     let size = output_size(task.size, media.video.width, media.video.height);
-    let written = match ffprobe.probe(output).await {
-        Ok(written) => written,
-        Err(e) => {
-            let _ = std::fs::remove_file(output);
-            return Err(e);
-        }
+    // An output cut short by a full disk FFmpeg did not report fails as
+    // a full disk.
+    let full = |e: VideoError| match output.parent() {
+        Some(dir) if crate::publish::out_of_space(dir) => VideoError::NoSpace {
+            path: output.clone(),
+        },
+        _ => e,
     };
-    if let Err(e) = validate(tasks, task, &media, &written, size, output) {
-        let _ = std::fs::remove_file(output);
-        return Err(e);
-    }
-    let bytes = std::fs::metadata(output)
+    let written = ffprobe.probe(temp.path()).await.map_err(full)?;
+    validate(tasks, task, &media, &written, size, output).map_err(full)?;
+    let bytes = std::fs::metadata(temp.path())
         .map(|m| m.len())
         .unwrap_or(written.bytes);
+    temp.commit()?;
     let speed = speed_of(media.duration, summary.elapsed).or(summary.speed);
     info!(
         encoder = %encoder,

@@ -1,23 +1,62 @@
 //! The video tasks a `spool-worker` process serves.
+//!
+//! A worker that cannot serve them must not take them: when the video
+//! settings were given (`--ffmpeg`, `--ffprobe`, `--input-root`,
+//! `--output-root`, or their environment variables) and cannot work, the
+//! worker refuses to start, naming what is wrong; when they were left at
+//! their defaults and no usable FFmpeg is found, or with `--no-video`, it
+//! starts without them and leaves every video task it fetches for other
+//! workers (put back, as the same attempt, 30 s later) instead of
+//! dead-lettering it as `unknown_task`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::Settings;
+use crate::error::{Error, Result};
 use spool_video::probe::{FfmpegReport, locate_ffmpeg};
 use spool_video::{VideoConfig, VideoTasks};
 
-/// The video tasks a worker process serves with `settings`, or `None`
-/// with `--no-video` or when FFmpeg is unusable (logged as a warning).
-/// Reuses the supervisor's FFmpeg probe when its `capabilities` labels
-/// carry one, and probes FFmpeg (blocking, off the runtime's threads)
-/// otherwise: without trial encodes under `--no-probe`.
+/// The default input root, `--input-root`'s.
+const DEFAULT_INPUT_ROOT: &str = ".";
+
+/// The default output root, `--output-root`'s.
+const DEFAULT_OUTPUT_ROOT: &str = "spool-output";
+
+/// Whether `settings` ask for the video tasks in particular: an FFmpeg,
+/// an ffprobe or roots other than the defaults.
+#[must_use]
+pub fn video_configured(settings: &Settings) -> bool {
+    settings.ffmpeg.is_some()
+        || settings.ffprobe.is_some()
+        || settings
+            .input_roots
+            .iter()
+            .map(|r| r.as_path())
+            .ne([Path::new(DEFAULT_INPUT_ROOT)])
+        || settings.output_root != Path::new(DEFAULT_OUTPUT_ROOT)
+}
+
+/// The video tasks a worker process serves with `settings`: `None` with
+/// `--no-video`, or when the video settings are the defaults and no
+/// usable FFmpeg is found (logged as a warning: the worker then leaves
+/// video tasks for others). Reuses the supervisor's FFmpeg probe when its
+/// `capabilities` labels carry one, and probes FFmpeg (blocking, off the
+/// runtime's threads) otherwise: without trial encodes under
+/// `--no-probe`.
+///
+/// # Errors
+///
+/// [`Error::Config`] when video settings were given and cannot work (an
+/// FFmpeg that does not run, a missing input root, an output root that
+/// cannot be created or written): the worker must not start.
 pub async fn video_tasks(
     settings: &Settings,
     capabilities: &BTreeMap<String, String>,
-) -> Option<spool_video::VideoTasks> {
+) -> Result<Option<VideoTasks>> {
     if settings.no_video {
-        tracing::info!("video tasks not served (--no-video)");
-        return None;
+        tracing::info!("video tasks not served (--no-video); left for other workers");
+        return Ok(None);
     }
     let config = VideoConfig {
         ffmpeg: locate_ffmpeg(settings.ffmpeg.as_deref()),
@@ -42,7 +81,7 @@ pub async fn video_tasks(
         (None, _) => VideoTasks::new(config),
     })
     .await;
-    match built {
+    let error = match built {
         Ok(Ok(tasks)) => {
             let ffprobe = tasks
                 .ffprobe()
@@ -56,15 +95,17 @@ pub async fn video_tasks(
                 output_root = %tasks.roots().output_root().display(),
                 "serving the video tasks"
             );
-            Some(tasks)
+            return Ok(Some(tasks));
         }
-        Ok(Err(e)) => {
-            tracing::warn!("video tasks disabled: {e}");
-            None
-        }
-        Err(e) => {
-            tracing::warn!("video tasks disabled: the FFmpeg probe failed: {e}");
-            None
-        }
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("the FFmpeg probe failed: {e}"),
+    };
+    if video_configured(settings) {
+        return Err(Error::Config(format!(
+            "video tasks cannot be served: {error}; fix --ffmpeg, --ffprobe, --input-root and \
+             --output-root, or pass --no-video"
+        )));
     }
+    tracing::warn!("video tasks disabled: {error}; video tasks are left for other workers");
+    Ok(None)
 }

@@ -223,7 +223,9 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     let id = format!("{}-{pid}-{:04x}", settings.name, fastrand::u16(..));
     let worker_config = settings.worker_config(queues.clone(), id.clone());
     worker_config.validate()?;
-    let video = crate::cli::video_tasks(&settings, &capabilities).await;
+    // Broken video settings stop the start; without video, video tasks
+    // are left for other workers.
+    let video = crate::cli::video_tasks(&settings, &capabilities).await?;
 
     let metrics = TaskMetrics::new();
     let heartbeat = Heartbeat::new(
@@ -272,9 +274,10 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         .with_builtin_tasks()
         .observe(Arc::clone(&metrics) as Arc<dyn Observer>)
         .observe(heartbeat.observer() as Arc<dyn Observer>);
-    if let Some(video) = &video {
-        worker = worker.with_video_tasks(video);
-    }
+    worker = match &video {
+        Some(video) => worker.with_video_tasks(video),
+        None => worker.leave_video_tasks(spool_video::LEAVE_DELAY),
+    };
     if settings.store_url != "none" {
         // Only an existing store opens (`spoolctl store migrate` creates
         // it): a mistyped URL fails the start instead of making a new one.

@@ -115,6 +115,11 @@ pub fn run(invocation: Invocation) -> Result<ExitCode> {
                 signing = served.signing_key_file.is_some(),
                 "spool-worker starting",
             );
+            if served.processes > 0 {
+                // Each child would fail on broken video settings: refuse
+                // once, here, before any starts.
+                refuse_broken_video(&served, &capabilities.labels())?;
+            }
             if served.processes == 0 {
                 child::run_inline(served, capabilities.labels(), telemetry)
             } else {
@@ -122,6 +127,20 @@ pub fn run(invocation: Invocation) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// Fails when video settings were given and cannot work, as a child
+/// would at its start (`cli::video_tasks`).
+fn refuse_broken_video(
+    settings: &Settings,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the tokio runtime: {e}")))?;
+    runtime.block_on(crate::cli::video_tasks(settings, labels))?;
+    Ok(())
 }
 
 /// Probes the hardware (or not) and logs the summary.

@@ -45,6 +45,27 @@ pub struct Representation {
     pub duration: f64,
 }
 
+/// `text`, an MPD, without `bitstreamSwitching="true"`: FFmpeg's DASH
+/// muxer writes it on every adaptation set, though each representation
+/// has its own initialisation segment, so a player may not switch
+/// representations without reinitialising.
+///
+/// # Examples
+///
+/// ```
+/// use spool_video::manifest::dash::without_bitstream_switching;
+///
+/// let set = r#"<AdaptationSet id="0" segmentAlignment="true" bitstreamSwitching="true" par="16:9">"#;
+/// assert_eq!(
+///     without_bitstream_switching(set),
+///     r#"<AdaptationSet id="0" segmentAlignment="true" par="16:9">"#
+/// );
+/// ```
+#[must_use]
+pub fn without_bitstream_switching(text: &str) -> String {
+    text.replace(" bitstreamSwitching=\"true\"", "")
+}
+
 /// Parses an MPD and resolves every representation's segment URLs.
 ///
 /// Only what FFmpeg's `dash` muxer writes is addressed: segments described

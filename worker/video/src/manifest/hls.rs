@@ -21,6 +21,8 @@ pub struct VariantStream {
     pub resolution: Option<(u32, u32)>,
     /// `CODECS`, if given.
     pub codecs: Option<String>,
+    /// `FRAME-RATE`, if given.
+    pub frame_rate: Option<f64>,
 }
 
 /// A media playlist: the segments of one variant.
@@ -131,6 +133,7 @@ pub fn parse_master(text: &str) -> Result<MasterPlaylist, String> {
                 bandwidth,
                 resolution,
                 codecs: attribute(&attributes, "CODECS").map(str::to_owned),
+                frame_rate: attribute(&attributes, "FRAME-RATE").and_then(|v| v.parse().ok()),
             });
         }
     }
@@ -143,6 +146,39 @@ pub fn parse_master(text: &str) -> Result<MasterPlaylist, String> {
         return Err("no #EXT-X-STREAM-INF variant".to_owned());
     }
     Ok(playlist)
+}
+
+/// `text`, a master playlist, with `FRAME-RATE` (3 decimals, as RFC 8216
+/// asks) added to every `#EXT-X-STREAM-INF` that lacks it: FFmpeg's HLS
+/// muxer leaves it out when its streams come through `tee`, and players
+/// then guess (one guessed 10 fps for 360p).
+///
+/// # Examples
+///
+/// ```
+/// use spool_video::manifest::hls::with_frame_rate;
+///
+/// let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000,RESOLUTION=640x360\n360p.m3u8\n";
+/// assert_eq!(
+///     with_frame_rate(master, 30000.0 / 1001.0),
+///     "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000,RESOLUTION=640x360,FRAME-RATE=29.970\n360p.m3u8\n"
+/// );
+/// ```
+#[must_use]
+pub fn with_frame_rate(text: &str, fps: f64) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = &line[body.len()..];
+        if body.starts_with("#EXT-X-STREAM-INF:") && !body.contains("FRAME-RATE=") {
+            out.push_str(body);
+            out.push_str(&format!(",FRAME-RATE={fps:.3}"));
+            out.push_str(end);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Parses a media playlist.
@@ -300,6 +336,7 @@ mod tests {
                 bandwidth: 3_056_504,
                 resolution: Some((1280, 720)),
                 codecs: Some("avc1.64001f,mp4a.40.2".into()),
+                frame_rate: None,
             }
         );
         assert_eq!(master.variants[1].uri, "360p.m3u8");
