@@ -29,6 +29,9 @@ pub fn name_env_source(e: clap::Error, command: &clap::Command) -> clap::Error {
     ) else {
         return e;
     };
+    // An argument renders (`--flag <VALUE>`) only once its command is built.
+    let mut command = command.clone();
+    command.build();
     let given_on_command_line = std::env::args_os()
         .skip(1)
         .any(|a| a.to_str().is_some_and(|a| a == value || a.ends_with(&format!("={value}"))));
@@ -51,7 +54,7 @@ pub fn name_env_source(e: clap::Error, command: &clap::Command) -> clap::Error {
                 &format!("'{arg}' (from ${})", env.to_string_lossy()),
                 1,
             );
-            clap::Error::raw(e.kind(), text).with_cmd(command)
+            clap::Error::raw(e.kind(), text).with_cmd(&command)
         }
         _ => e,
     }

@@ -90,13 +90,13 @@ crate::layered! {
 
         /// How long to wait for Redis to accept a connection before failing
         /// with an error naming this flag [default: 5s]
-        #[arg(long, global = true, env = "SPOOL_REDIS_CONNECT_TIMEOUT", value_name = "DURATION")]
+        #[arg(long, global = true, env = "SPOOL_REDIS_CONNECT_TIMEOUT", value_name = "TIME")]
         redis_connect_timeout: HumanDuration,
 
         /// How long a Redis command may go unanswered before it fails with an
         /// error naming this flag [default: 5s; spool-worker: 30s, above its
         /// blocking fetches; spool-beat: a third of lock_ttl]
-        #[arg(long, global = true, env = "SPOOL_REDIS_COMMAND_TIMEOUT", value_name = "DURATION")]
+        #[arg(long, global = true, env = "SPOOL_REDIS_COMMAND_TIMEOUT", value_name = "TIME")]
         redis_command_timeout: HumanDuration,
     }
 }

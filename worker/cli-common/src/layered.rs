@@ -69,7 +69,7 @@ macro_rules! count_from_text {
             fn from_text(text: &str) -> Result<Self, String> {
                 text.trim()
                     .parse()
-                    .map_err(|_| format!("{text:?} is not a whole number (at most {})", <$t>::MAX))
+                    .map_err(|_| format!("{text:?} is not a whole number"))
             }
         }
     )*};

@@ -275,10 +275,10 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     if let Some(video) = &video {
         worker = worker.with_video_tasks(video);
     }
-    if settings.store_url != "none" {
+    if settings.connection.store_url != "none" {
         // Only an existing store opens (`spoolctl store migrate` creates
         // it): a mistyped URL fails the start instead of making a new one.
-        let store = JobStore::connect(&settings.store_url).await?;
+        let store = JobStore::connect(&settings.connection.store_url).await?;
         if let Some(retention) = settings.store_retention {
             spawn(prune_forever(store.clone(), retention, helpers.clone()));
         }
