@@ -154,14 +154,18 @@ pub mod optional_duration {
         }
     }
 
-    /// Reads humantime text, `"none"` or null.
+    /// Reads humantime text, `"none"` or null. (Unlike a flag's `0`, a
+    /// zero duration stays a duration: files mean what they write.)
     ///
     /// # Errors
     ///
     /// A message showing the expected form.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(text) => super::parse_optional_duration(&text).map_err(serde::de::Error::custom),
+            Some(text) if super::is_none_word(&text) => Ok(None),
+            Some(text) => super::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }
