@@ -235,10 +235,10 @@ impl BeatConfig {
     /// [`Error::InvalidInput`] naming the file, and then as
     /// [`BeatConfig::from_toml`]: the key and the problem.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidInput(format!("cannot read {}: {e}", path.display()))
-        })?;
-        Self::from_toml(&text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+            .map_err(|e| Error::InvalidInput(format!("in {}: {e}", path.display())))
     }
 
     /// Checks the lease and every entry, and that names are unique.

@@ -566,3 +566,24 @@ fn describe(err: &anyhow::Error, connection: &Connection) -> String {
 fn init_tracing() {
     spool_cli_common::init_logging(spool_cli_common::LogFormat::Human, "warn");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_timeout_names_its_flag() {
+        let connection = Connection::default();
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let broker = spool_broker::Error::Connection(Box::new(redis::RedisError::from(io)));
+        assert!(broker.is_timeout());
+        let err = anyhow::Error::from(spool_scheduler::Error::Broker(broker)).context("queues");
+        let shown = describe(&err, &connection);
+        assert!(
+            shown.contains("5s command timeout (--redis-command-timeout)"),
+            "{shown}"
+        );
+        let other = anyhow::anyhow!("something else");
+        assert!(!describe(&other, &connection).contains("timeout"));
+    }
+}

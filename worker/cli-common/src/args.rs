@@ -20,7 +20,10 @@ pub fn parse<P: clap::Parser>() -> P {
 /// came from one and not from the command line.
 #[must_use]
 pub fn name_env_source(e: clap::Error, command: &clap::Command) -> clap::Error {
-    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
         return e;
     }
     let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
@@ -32,9 +35,10 @@ pub fn name_env_source(e: clap::Error, command: &clap::Command) -> clap::Error {
     // An argument renders (`--flag <VALUE>`) only once its command is built.
     let mut command = command.clone();
     command.build();
-    let given_on_command_line = std::env::args_os()
-        .skip(1)
-        .any(|a| a.to_str().is_some_and(|a| a == value || a.ends_with(&format!("={value}"))));
+    let given_on_command_line = std::env::args_os().skip(1).any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == value || a.ends_with(&format!("={value}")))
+    });
     let env = command
         .get_arguments()
         .chain(

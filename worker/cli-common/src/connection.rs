@@ -314,8 +314,7 @@ impl Connection {
     /// neither holds the URL's password.
     pub async fn connect(&self, config: RedisConfig) -> Result<RedisBroker> {
         let timeout = Error::ConnectTimeout(self.redis_connect_timeout);
-        match tokio::time::timeout(self.redis_connect_timeout, RedisBroker::connect(config)).await
-        {
+        match tokio::time::timeout(self.redis_connect_timeout, RedisBroker::connect(config)).await {
             Ok(Ok(broker)) => Ok(broker),
             Ok(Err(e)) if e.is_timeout() => Err(timeout),
             Ok(Err(e)) => Err(Error::Broker(e)),
@@ -362,16 +361,22 @@ mod tests {
         };
         assert_eq!(defaults, expected);
         let file: ConnectionFile = toml::from_str(
-            "key_prefix = \"file\"\nredis_url = \"redis://file:1/\"\nredis_command_timeout = \"9s\"",
+            "key_prefix = \"file\"\ntls_ca_cert_file = \"ca.pem\"\nredis_command_timeout = \"9s\"",
         )
         .unwrap();
         let cli = Cli::try_parse_from(["tool", "--key-prefix", "flag"]).unwrap();
-        let merged = cli.connection.over(file).resolve(Duration::from_secs(30)).unwrap();
+        let merged = cli
+            .connection
+            .over(file)
+            .resolve(Duration::from_secs(30))
+            .unwrap();
         assert_eq!(merged.key_prefix, "flag");
-        assert_eq!(merged.redis_url, "redis://file:1/");
+        assert_eq!(merged.tls_ca_cert_file, Some(PathBuf::from("ca.pem")));
         assert_eq!(merged.redis_command_timeout, Duration::from_secs(9));
         assert_eq!(merged.redis_connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        let merged = ConnectionFile::default().resolve(Duration::from_secs(30)).unwrap();
+        let merged = ConnectionFile::default()
+            .resolve(Duration::from_secs(30))
+            .unwrap();
         assert_eq!(merged.redis_command_timeout, Duration::from_secs(30));
     }
 
@@ -379,8 +384,14 @@ mod tests {
     fn bad_values_name_their_flag() {
         for (args, flag) in [
             (&["--key-prefix", "a b"][..], "--key-prefix"),
-            (&["--redis-connect-timeout", "0s"], "--redis-connect-timeout"),
-            (&["--redis-command-timeout", "soon"], "--redis-command-timeout"),
+            (
+                &["--redis-connect-timeout", "0s"],
+                "--redis-connect-timeout",
+            ),
+            (
+                &["--redis-command-timeout", "soon"],
+                "--redis-command-timeout",
+            ),
             (&["--tls-cert-file", "c.pem"], "--tls-key-file"),
         ] {
             let e = resolve(args).unwrap_err().to_string();
@@ -403,6 +414,9 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         let flags = Cli::try_parse_from(["tool", "--redis-url", "redis://u:hunter2@h:1/"]).unwrap();
         let shown = format!("{:?}", flags.connection);
-        assert!(shown.contains("redis_url") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis_url") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

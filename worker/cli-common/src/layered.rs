@@ -292,13 +292,18 @@ mod tests {
     fn lenient_values_read_like_flags() {
         let one: One = toml::from_str("n = \"4\"\nroots = [\"a\", \"b\"]\non = \"yes\"").unwrap();
         assert_eq!(one.n, Some(4));
-        assert_eq!(one.roots, Some(vec![PathBuf::from("a"), PathBuf::from("b")]));
+        assert_eq!(
+            one.roots,
+            Some(vec![PathBuf::from("a"), PathBuf::from("b")])
+        );
         assert_eq!(one.on, Some(true));
         let one: One = toml::from_str("n = 4\non = true").unwrap();
         assert_eq!((one.n, one.on), (Some(4), Some(true)));
         let e = toml::from_str::<One>("n = true").unwrap_err().to_string();
         assert!(e.contains("\"true\" is not a whole number"), "{e}");
-        let e = toml::from_str::<One>("n = { a = 1 }").unwrap_err().to_string();
+        let e = toml::from_str::<One>("n = { a = 1 }")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid type"), "{e}");
     }
 }

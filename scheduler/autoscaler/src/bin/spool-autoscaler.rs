@@ -26,7 +26,9 @@ use spool_autoscaler::{
     LocalActuator, SignalReader, TickReport, gpus_for, parse_optional_addr, serve_metrics,
     simulate,
 };
-use spool_cli_common::{Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT, LogFormat, init_logging};
+use spool_cli_common::{
+    Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT, LogFormat, init_logging,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -107,7 +109,13 @@ struct RunArgs {
     print_config: bool,
 
     /// Log format (logs go to standard error).
-    #[arg(long, env = "SPOOL_LOG_FORMAT", value_enum, default_value = "human", hide_possible_values = true)]
+    #[arg(
+        long,
+        env = "SPOOL_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        hide_possible_values = true
+    )]
     log_format: LogFormat,
 
     /// Log filter (tracing EnvFilter syntax: info, spool_autoscaler=debug).

@@ -18,10 +18,9 @@ use crate::{Error, Result};
 /// (the message lists the known ones), or a bad value (naming its key).
 pub(super) fn load(path: &Path) -> Result<(ConnectionFile, WorkerFile)> {
     let mut table = read_toml_table(path).map_err(Error::Config)?;
-    if let Some(unknown) = table
-        .keys()
-        .find(|k| !ConnectionFile::KEYS.contains(&k.as_str()) && !WorkerFile::KEYS.contains(&k.as_str()))
-    {
+    if let Some(unknown) = table.keys().find(|k| {
+        !ConnectionFile::KEYS.contains(&k.as_str()) && !WorkerFile::KEYS.contains(&k.as_str())
+    }) {
         let known: Vec<&str> = ConnectionFile::KEYS
             .iter()
             .chain(WorkerFile::KEYS)

@@ -98,10 +98,8 @@ impl Args {
             Some(path) => file::load(path)?,
             None => Default::default(),
         };
-        let settings = Settings::resolve(
-            self.connection.over(connection),
-            self.worker.over(worker),
-        )?;
+        let settings =
+            Settings::resolve(self.connection.over(connection), self.worker.over(worker))?;
         Ok(if self.probe_only {
             Invocation::Probe(settings)
         } else if self.print_config {

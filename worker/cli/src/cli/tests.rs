@@ -82,8 +82,7 @@ fn flags_parse_into_settings() {
 fn bad_values_name_their_flag() {
     let e = resolve_args(&["--max-memory-per-child", "lots"]).expect_err("invalid");
     assert!(e.to_string().contains("--max-memory-per-child"), "{e}");
-    let e =
-        resolve_args(&["--time-limit", "1m", "--soft-time-limit", "2m"]).expect_err("invalid");
+    let e = resolve_args(&["--time-limit", "1m", "--soft-time-limit", "2m"]).expect_err("invalid");
     assert!(e.to_string().contains("--soft-time-limit"), "{e}");
 }
 
@@ -127,7 +126,10 @@ fn signing_key_files_are_read_and_bad_ones_named_without_their_keys() {
     assert!(none.redis_config().expect("no keys").signing.is_none());
     let path = good.to_str().expect("utf-8");
     let s = resolve_args(&["--signing-key-file", path]).expect("valid");
-    assert_eq!(s.connection.signing_key_file.as_deref(), Some(good.as_path()));
+    assert_eq!(
+        s.connection.signing_key_file.as_deref(),
+        Some(good.as_path())
+    );
     let keys = s.redis_config().expect("keys").signing.expect("signing");
     assert_eq!(keys.accepted(), 1);
 
@@ -197,8 +199,14 @@ redis-command-timeout = "20s"
 input_root = ["/srv/a", "/srv/b"]
 "#,
     );
-    let s = resolve_args(&["--config", &config, "--concurrency", "5", "--no-probe=false"])
-        .expect("valid");
+    let s = resolve_args(&[
+        "--config",
+        &config,
+        "--concurrency",
+        "5",
+        "--no-probe=false",
+    ])
+    .expect("valid");
     assert_eq!(s.queues, vec![QueueName::ANALYSIS, QueueName::DEFAULT]);
     assert_eq!((s.concurrency, s.prefetch), (5, 20));
     assert_eq!(s.max_memory_per_child, Some(512 << 20));
@@ -206,7 +214,10 @@ input_root = ["/srv/a", "/srv/b"]
     assert!(s.force_gpu && !s.no_probe);
     assert_eq!(s.connection.key_prefix, "from-file");
     assert_eq!(s.connection.redis_command_timeout, Duration::from_secs(20));
-    assert_eq!(s.input_roots, ["/srv/a", "/srv/b"].map(PathBuf::from).to_vec());
+    assert_eq!(
+        s.input_roots,
+        ["/srv/a", "/srv/b"].map(PathBuf::from).to_vec()
+    );
     let d = resolve_args(&[]).expect("valid");
     assert_eq!(d.connection.redis_command_timeout, WORKER_COMMAND_TIMEOUT);
     assert_eq!(d.store_retention, Some(Duration::from_secs(30 * 86_400)));
@@ -219,10 +230,18 @@ fn a_bad_file_names_the_file_and_the_key() {
     for (text, key, problem) in [
         ("no_such_setting = 1\n", "no_such_setting", "unknown key"),
         ("concurrency = true\n", "concurrency", "not a whole number"),
-        ("visibility_timeout = \"soon\"\n", "visibility_timeout", "not a duration"),
+        (
+            "visibility_timeout = \"soon\"\n",
+            "visibility_timeout",
+            "not a duration",
+        ),
         ("queues = { a = 1 }\n", "queues", "invalid type"),
         ("redis_url = 6379\n", "redis_url", ""),
-        ("tls-ca-cert-file = [1]\n", "tls_ca_cert_file", "invalid type"),
+        (
+            "tls-ca-cert-file = [1]\n",
+            "tls_ca_cert_file",
+            "invalid type",
+        ),
     ] {
         let path = dir.file("worker.toml", text);
         match resolve_args(&["--config", &path]) {
@@ -231,20 +250,30 @@ fn a_bad_file_names_the_file_and_the_key() {
             Ok(s) => panic!("{text:?} was accepted: {s:?}"),
             Err(e) => {
                 let e = e.to_string();
-                assert!(e.contains(&path) && e.contains(key) && e.contains(problem), "{text:?}: {e}");
+                assert!(
+                    e.contains(&path) && e.contains(key) && e.contains(problem),
+                    "{text:?}: {e}"
+                );
             }
         }
     }
     let path = dir.file("worker.toml", "concurrency = 1\nconcurrency = 2\n");
-    let e = resolve_args(&["--config", &path]).expect_err("not TOML").to_string();
+    let e = resolve_args(&["--config", &path])
+        .expect_err("not TOML")
+        .to_string();
     assert!(e.contains(&path) && e.contains("not valid TOML"), "{e}");
 }
 
 #[test]
 fn a_memory_limit_below_the_floor_is_refused_with_the_flag_and_the_floor() {
     for limit in ["512", "1MiB", "63MiB"] {
-        let e = resolve_args(&["--max-memory-per-child", limit]).expect_err("too low").to_string();
-        assert!(e.contains("--max-memory-per-child") && e.contains("64MiB"), "{limit}: {e}");
+        let e = resolve_args(&["--max-memory-per-child", limit])
+            .expect_err("too low")
+            .to_string();
+        assert!(
+            e.contains("--max-memory-per-child") && e.contains("64MiB"),
+            "{limit}: {e}"
+        );
     }
     let s = resolve_args(&["--max-memory-per-child", "64MiB"]).expect("the floor itself");
     assert_eq!(s.max_memory_per_child, Some(MIN_MEMORY_PER_CHILD));
@@ -257,9 +286,17 @@ fn the_command_timeout_must_exceed_the_poll_interval() {
     let e = resolve_args(&["--redis-command-timeout", "2s", "--poll-interval", "5s"])
         .expect_err("fetches would time out")
         .to_string();
-    assert!(e.contains("--redis-command-timeout") && e.contains("--poll-interval"), "{e}");
-    let s = resolve_args(&["--redis-command-timeout", "10s", "--redis-connect-timeout", "2s"])
-        .expect("valid");
+    assert!(
+        e.contains("--redis-command-timeout") && e.contains("--poll-interval"),
+        "{e}"
+    );
+    let s = resolve_args(&[
+        "--redis-command-timeout",
+        "10s",
+        "--redis-connect-timeout",
+        "2s",
+    ])
+    .expect("valid");
     let config = s.redis_config().expect("config");
     assert_eq!(config.response_timeout, Duration::from_secs(10));
     assert_eq!(config.connect_timeout, Duration::from_secs(2));
@@ -270,17 +307,29 @@ fn every_flag_is_a_file_key_and_shows_its_default() {
     let help = command().render_long_help().to_string();
     for key in ConnectionFile::KEYS.iter().chain(WorkerFile::KEYS) {
         let flag = format!("--{}", key.replace('_', "-"));
-        let at = help.find(&format!("{flag} ")).or_else(|| help.find(&format!("{flag}[")));
+        let at = help
+            .find(&format!("{flag} "))
+            .or_else(|| help.find(&format!("{flag}[")));
         assert!(at.is_some(), "{flag} missing from --help");
     }
     let short = command().render_help().to_string();
     for line in short.lines().filter(|l| l.trim_start().starts_with("--")) {
         let flag = line.split_whitespace().next().unwrap_or_default();
-        if ["--help", "--version", "--config", "--probe-only", "--print-config"].contains(&flag)
+        if [
+            "--help",
+            "--version",
+            "--config",
+            "--probe-only",
+            "--print-config",
+        ]
+        .contains(&flag)
             || flag.ends_with("[=<BOOL>]")
         {
             continue;
         }
-        assert!(line.contains("[default: "), "{flag} shows no default: {line}");
+        assert!(
+            line.contains("[default: "),
+            "{flag} shows no default: {line}"
+        );
     }
 }
