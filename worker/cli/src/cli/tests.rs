@@ -333,3 +333,43 @@ fn every_flag_is_a_file_key_and_shows_its_default() {
         );
     }
 }
+
+/// The defaults `--help` shows are the ones applied: each written in a
+/// flag's help once, beside the code that applies it, so this keeps them
+/// together.
+#[test]
+fn the_defaults_help_shows_are_the_defaults_applied() {
+    let defaults = resolve_args(&[]).expect("the defaults are valid");
+    let help = command().render_help().to_string();
+    let mut checked = 0;
+    for line in help.lines().map(str::trim_start) {
+        let Some(flag) = line.split_whitespace().next().filter(|f| f.starts_with("--")) else {
+            continue;
+        };
+        let Some(default) = line
+            .split("[default: ")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+        else {
+            continue;
+        };
+        // Computed ones ("the number of CPUs") and ones that differ per
+        // binary are described, not spelled.
+        if default.contains(' ') {
+            continue;
+        }
+        // A variable set for the tests (SPOOL_REDIS_URL) beats the default.
+        let env = line
+            .split("[env: ")
+            .nth(1)
+            .and_then(|rest| rest.split(['=', ']']).next());
+        if env.is_some_and(|name| std::env::var_os(name).is_some()) {
+            continue;
+        }
+        let given = resolve_args(&[flag, default])
+            .unwrap_or_else(|e| panic!("{flag} {default} is refused: {e}"));
+        assert_eq!(given, defaults, "{flag}'s help says {default}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} defaults checked");
+}
