@@ -343,7 +343,11 @@ fn the_defaults_help_shows_are_the_defaults_applied() {
     let help = command().render_help().to_string();
     let mut checked = 0;
     for line in help.lines().map(str::trim_start) {
-        let Some(flag) = line.split_whitespace().next().filter(|f| f.starts_with("--")) else {
+        let Some(flag) = line
+            .split_whitespace()
+            .next()
+            .filter(|f| f.starts_with("--"))
+        else {
             continue;
         };
         let Some(default) = line
