@@ -3,7 +3,7 @@
 //! gets a clear error and a non-zero exit.
 //!
 //! Needs the `spool-autoscaler` binary: a workspace test run builds it; run
-//! alone, `cargo build -p spool-scheduler --bin spool-autoscaler` first.
+//! alone, `cargo build -p spool-autoscaler --bin spool-autoscaler` first.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! workers with their warm shutdown, and every task succeeds.
 //!
 //! Needs the `spool-worker` binary: a workspace test run builds it; run
-//! alone, `cargo build -p spool-worker --bin spool-worker` first.
+//! alone, `cargo build -p spool-worker-cli --bin spool-worker` first.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;

@@ -11,6 +11,15 @@
 //! Applications enqueue through `spool-sdk` and run handlers with
 //! `spool-worker`; most never touch this crate's broker API directly.
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
+#[cfg(all(feature = "store", not(any(feature = "sqlite", feature = "postgres"))))]
+compile_error!(
+    "spool-broker's `store` feature needs a backend: enable `sqlite`, `postgres` or both"
+);
+
 mod broker;
 mod envelope;
 mod error;

@@ -18,5 +18,5 @@ cd "$SPOOL_ROOT"
 
 mapfile -t locked < <(cargo_locked_flag)
 
-log "cargo run --release -p spool-worker --bin spool-demo"
-exec cargo run --release "${locked[@]}" -p spool-worker --bin spool-demo -- "$@"
+log "cargo run --release -p spool-worker-cli --bin spool-demo"
+exec cargo run --release "${locked[@]}" -p spool-worker-cli --bin spool-demo -- "$@"

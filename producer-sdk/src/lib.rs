@@ -37,7 +37,7 @@
     doc = r#"
 # Following tasks
 
-With a job store (feature `store`, on by default), the client records
+With a job store (feature `sqlite`, `postgres` or both), the client records
 what it enqueues, and a [`TaskHandle`] follows a task: its status, its
 progress as a stream, and [`TaskHandle::wait`] for its typed output,
 woken by the worker's notification rather than by polling:
@@ -64,6 +64,10 @@ let output: String = client.task::<Transcode>(id)?.wait(Duration::from_secs(600)
 )]
 //! The SDK depends only on `spool-broker`: embedding it pulls in no FFmpeg,
 //! CUDA, command-line or HTTP code.
+
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
 
 mod client;
 mod enqueue;

@@ -9,7 +9,7 @@
 //!
 //! Needs the workspace binaries (`spool-worker`, `spool-autoscaler`,
 //! `spool-beat`, `spoolctl`): a workspace test run builds them; run alone,
-//! `cargo build -p spool-worker --bin spool-worker -p spool-scheduler --bins`
+//! `cargo build -p spool-worker-cli --bin spool-worker -p spool-scheduler -p spool-autoscaler --bins`
 //! first. Runs `promtool` (`PROMTOOL` names one outside `PATH`; without
 //! one the check fails, unless `SPOOL_SKIP_PROMTOOL=1`), and
 //! `systemd-analyze verify` where installed.
@@ -17,6 +17,7 @@
 
 mod alerts;
 mod binaries;
+mod cargo_commands;
 mod containers;
 mod dashboard;
 mod dockerfile;

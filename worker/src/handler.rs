@@ -325,11 +325,11 @@ impl<T: Task, H: Handler<T>> ErasedHandler for Typed<T, H> {
 
 /// The handlers of a worker, by task name.
 #[derive(Default, Clone)]
-pub(crate) struct Registry {
+pub(crate) struct Handlers {
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
 }
 
-impl Registry {
+impl Handlers {
     pub(crate) fn insert<T: Task, H: Handler<T>>(&mut self, handler: H) {
         let options = T::options();
         let typed = Typed::<T, H> {
@@ -351,7 +351,7 @@ impl Registry {
     }
 }
 
-impl fmt::Debug for Registry {
+impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.handlers.keys()).finish()
     }

@@ -8,11 +8,15 @@
 //! run, and acknowledges each task only after its outcome is recorded.
 //!
 //! This is the runtime an application embeds: it depends on the broker,
-//! the SDK, tokio, serde and tracing only. With the `store` feature, a
-//! [`Worker`] also records every task's life in the job store
-//! (`Worker::with_store`). The `spool-worker` binary (prefork supervisor,
+//! the SDK, tokio, serde and tracing only. With the `sqlite` or `postgres`
+//! feature (or both), a [`Worker`] also records every task's life in the
+//! job store on that backend (`Worker::with_store`). The `spool-worker` binary (prefork supervisor,
 //! settings, `/metrics`) lives in `spool-worker-cli`, and the video tasks
 //! and hardware probe in `spool-video`, both under `worker/`.
+
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod builtin;
 mod config;

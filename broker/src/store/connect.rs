@@ -7,12 +7,18 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::SqlSafeStr;
-use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
+#[cfg(feature = "postgres")]
+use sqlx::migrate::MigrateDatabase;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::Inner;
-use super::db_error::{db_error, has_code};
+use super::db_error::db_error;
+#[cfg(feature = "postgres")]
+use super::db_error::has_code;
 use crate::error::{Error, Result};
 
 /// The table that tracks which of Spool's migrations a database has, kept
@@ -106,10 +112,12 @@ pub(super) enum Open {
 }
 
 /// Where a SQLite URL's file is, for messages; `None` in memory.
+#[cfg(feature = "sqlite")]
 fn sqlite_path(connect: &SqliteConnectOptions, in_memory: bool) -> Option<&std::path::Path> {
     (!in_memory).then(|| connect.get_filename())
 }
 
+#[cfg(feature = "sqlite")]
 pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions, open: Open) -> Result<Inner> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let connect = SqliteConnectOptions::from_str(url)
@@ -186,6 +194,7 @@ pub(super) async fn connect_sqlite(url: &str, options: &StoreOptions, open: Open
     })
 }
 
+#[cfg(feature = "postgres")]
 pub(super) async fn connect_postgres(
     url: &str,
     options: &StoreOptions,

@@ -40,7 +40,10 @@ pub(super) fn db_error(what: &'static str, source: sqlx::Error) -> Error {
             return Error::Config(format!("job store: {e}"));
         }
         sqlx::Error::Database(db) => {
+            #[cfg(feature = "sqlite")]
             let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+            #[cfg(not(feature = "sqlite"))]
+            let sqlite = false;
             db.code()
                 .is_some_and(|code| is_transient_code(&code, sqlite))
         }
@@ -55,6 +58,7 @@ pub(super) fn db_error(what: &'static str, source: sqlx::Error) -> Error {
 }
 
 /// Whether `error` is a database error with this code.
+#[cfg(feature = "postgres")]
 pub(super) fn has_code(error: &sqlx::Error, code: &str) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }

@@ -2,8 +2,9 @@
 //! dashboards and `TaskHandle`s.
 //!
 //! The record types ([`Finished`], [`Started`], [`JobRecord`]...) are
-//! always here, so the runtime can build them; the store itself, behind
-//! the `store` feature, is what compiles sqlx.
+//! always here, so the runtime can build them; the store itself is what
+//! compiles sqlx, behind a feature per backend: `sqlite` (a bundled C
+//! SQLite) and `postgres`, both on by default.
 //!
 //! Redis stays the source of truth for delivery; the store is the history
 //! and the queryable view. SQLite (one file) is the
@@ -70,13 +71,17 @@ use std::time::Duration;
 
 #[cfg(feature = "store")]
 use sqlx::AssertSqlSafe;
-#[cfg(feature = "store")]
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgPool;
-#[cfg(feature = "store")]
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqlitePool;
 
+#[cfg(feature = "postgres")]
+use self::connect::connect_postgres;
+#[cfg(feature = "sqlite")]
+use self::connect::connect_sqlite;
 #[cfg(feature = "store")]
-use self::connect::{Open, connect_postgres, connect_sqlite, migrator, redact};
+use self::connect::{Open, migrator, redact};
 #[cfg(feature = "store")]
 pub use self::connect::{StoreBackend, StoreOptions};
 #[cfg(feature = "store")]
@@ -115,6 +120,7 @@ pub struct JobStore {
 #[cfg(feature = "store")]
 #[derive(Debug)]
 enum Inner {
+    #[cfg(feature = "sqlite")]
     Sqlite {
         pool: SqlitePool,
         /// SQLite takes one writer at a time. Queuing this process's writers
@@ -123,9 +129,8 @@ enum Inner {
         /// there.
         write_lock: tokio::sync::Mutex<()>,
     },
-    Postgres {
-        pool: PgPool,
-    },
+    #[cfg(feature = "postgres")]
+    Postgres { pool: PgPool },
 }
 
 /// Runs `$body` in one write transaction `$tx`, committed at its end: on
@@ -136,6 +141,7 @@ enum Inner {
 macro_rules! write_tx {
     ($store:expr, $what:literal, |$tx:ident| $body:block) => {
         match &*$store.inner {
+            #[cfg(feature = "sqlite")]
             Inner::Sqlite { pool, write_lock } => {
                 let _serialized = write_lock.lock().await;
                 let mut $tx = pool
@@ -145,6 +151,7 @@ macro_rules! write_tx {
                 $body
                 $tx.commit().await.map_err(|e| db_error($what, e))?;
             }
+            #[cfg(feature = "postgres")]
             Inner::Postgres { pool } => {
                 let mut $tx = pool.begin().await.map_err(|e| db_error($what, e))?;
                 $body
@@ -160,7 +167,9 @@ macro_rules! write_tx {
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.inner {
+            #[cfg(feature = "sqlite")]
             Inner::Sqlite { pool: $pool, .. } => $body,
+            #[cfg(feature = "postgres")]
             Inner::Postgres { pool: $pool } => $body,
         }
     };
@@ -249,8 +258,18 @@ impl JobStore {
 
     async fn open(url: &str, options: &StoreOptions, open: Open) -> Result<Self> {
         let inner = match StoreBackend::of_url(url)? {
+            #[cfg(feature = "sqlite")]
             StoreBackend::Sqlite => connect_sqlite(url, options, open).await?,
+            #[cfg(feature = "postgres")]
             StoreBackend::Postgres => connect_postgres(url, options, open).await?,
+            #[allow(unreachable_patterns, reason = "reachable only without a backend")]
+            missing => {
+                return Err(Error::Config(format!(
+                    "job store {}: this build has no {missing} support (spool-broker's `{missing}` \
+                     feature)",
+                    redact(url)
+                )));
+            }
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -302,7 +321,9 @@ impl JobStore {
     #[must_use]
     pub fn backend(&self) -> StoreBackend {
         match &*self.inner {
+            #[cfg(feature = "sqlite")]
             Inner::Sqlite { .. } => StoreBackend::Sqlite,
+            #[cfg(feature = "postgres")]
             Inner::Postgres { .. } => StoreBackend::Postgres,
         }
     }
@@ -729,6 +750,7 @@ impl JobStore {
         let mut total = 0;
         loop {
             let deleted = match &*self.inner {
+                #[cfg(feature = "sqlite")]
                 Inner::Sqlite { pool, write_lock } => {
                     let _serialized = write_lock.lock().await;
                     sqlx::query(sql::PRUNE)
@@ -739,6 +761,7 @@ impl JobStore {
                         .map_err(|e| db_error("prune tasks", e))?
                         .rows_affected()
                 }
+                #[cfg(feature = "postgres")]
                 Inner::Postgres { pool } => sqlx::query(sql::PRUNE)
                     .bind(millis(cutoff))
                     .bind(limit)

@@ -147,7 +147,7 @@ pub fn gpus_for(config: &AutoscalerConfig) -> GpuCount {
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> spool_scheduler::Result<()> {
+/// # async fn main() -> spool_autoscaler::Result<()> {
 /// let config = AutoscalerConfig::example().validated()?;
 /// let broker = RedisBroker::connect(RedisConfig::from_url(&config.redis_url)).await?;
 /// let actuator = LocalActuator::new(&config);

@@ -50,6 +50,10 @@
 //! # Ok::<(), spool_autoscaler::Error>(())
 //! ```
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 mod actuator;
 mod config;
 mod daemon;

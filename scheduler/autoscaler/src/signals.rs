@@ -205,7 +205,7 @@ pub struct Snapshot {
 /// use spool_autoscaler::{AutoscalerConfig, SignalReader};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> spool_scheduler::Result<()> {
+/// # async fn main() -> spool_autoscaler::Result<()> {
 /// let config = AutoscalerConfig::example().validated()?;
 /// let broker = RedisBroker::connect(RedisConfig::from_url(&config.redis_url)).await?;
 /// let snapshot = SignalReader::new(broker).read(&config.pools).await?;

@@ -12,6 +12,10 @@
 //! not an application's: apps embed `spool-sdk` and `spool-worker`, which
 //! compile none of clap, hyper or NVML.
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 // The `layered!` macro names this crate by path, from here too.
 extern crate self as spool_cli_common;
 

@@ -4,7 +4,7 @@
 //! [`RedisBroker::write_worker`]: once at start, on every change of state
 //! (retiring, stopping) at once, at most once a second while tasks come and
 //! go, and at least every heartbeat interval otherwise, with a time to
-//! live of three intervals. Its [`RegistryObserver`] tracks the slots in
+//! live of three intervals. Its [`HeartbeatObserver`] tracks the slots in
 //! use, the running task ids and the counts. On a clean exit it writes a
 //! last record in state `stopped` with the final counts, which expires like
 //! the others; a crashed child's record is removed by its supervisor, or
@@ -26,7 +26,7 @@ const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Live counts of one worker process, for its registry record.
 #[derive(Debug, Default)]
-pub struct RegistryObserver {
+pub struct HeartbeatObserver {
     live: Mutex<Live>,
     dirty: AtomicBool,
 }
@@ -42,7 +42,7 @@ struct Live {
     retried: u64,
 }
 
-impl Observer for RegistryObserver {
+impl Observer for HeartbeatObserver {
     fn started(&self, task: &TaskInfo<'_>) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         match live.running.iter_mut().find(|(id, _)| *id == task.id) {
@@ -76,7 +76,7 @@ impl Observer for RegistryObserver {
     }
 }
 
-impl RegistryObserver {
+impl HeartbeatObserver {
     /// Copies the live counts into `record`.
     fn fill(&self, record: &mut WorkerRecord) {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -94,7 +94,7 @@ impl RegistryObserver {
 pub struct Heartbeat {
     broker: RedisBroker,
     record: Mutex<WorkerRecord>,
-    observer: Arc<RegistryObserver>,
+    observer: Arc<HeartbeatObserver>,
     interval: Duration,
     changed: Notify,
 }
@@ -107,7 +107,7 @@ impl Heartbeat {
         Arc::new(Self {
             broker,
             record: Mutex::new(record),
-            observer: Arc::new(RegistryObserver::default()),
+            observer: Arc::new(HeartbeatObserver::default()),
             interval: interval.max(Duration::from_millis(100)),
             changed: Notify::new(),
         })
@@ -115,7 +115,7 @@ impl Heartbeat {
 
     /// The observer to register on the worker.
     #[must_use]
-    pub fn observer(&self) -> Arc<RegistryObserver> {
+    pub fn observer(&self) -> Arc<HeartbeatObserver> {
         Arc::clone(&self.observer)
     }
 
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_observer_tracks_slots_and_counts() {
-        let observer = RegistryObserver::default();
+        let observer = HeartbeatObserver::default();
         let q = QueueName::DEFAULT;
         let (a, b) = (TaskId::new(), TaskId::new());
         let info = |id| TaskInfo {

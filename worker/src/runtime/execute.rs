@@ -18,7 +18,7 @@ use super::control::Revoked;
 use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
-use crate::handler::{ErasedRun, Registry, TaskContext};
+use crate::handler::{ErasedRun, Handlers, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
 /// The worker-wide limits on runs.
@@ -43,7 +43,7 @@ pub(crate) struct Reporting {
 /// What the runtime needs to run tasks, shared by all of them.
 pub(crate) struct Executor<B> {
     pub(crate) broker: B,
-    pub(crate) registry: Registry,
+    pub(crate) handlers: Handlers,
     pub(crate) observers: Observers,
     pub(crate) limits: Limits,
     pub(crate) revoked: Revoked,
@@ -150,7 +150,7 @@ impl<B: Broker> Executor<B> {
         {
             return verdict.into();
         }
-        let Some(handler) = self.registry.get(&envelope.name) else {
+        let Some(handler) = self.handlers.get(&envelope.name) else {
             let error = format!(
                 "no handler is registered for task {:?} on this worker",
                 envelope.name
@@ -381,9 +381,9 @@ mod tests {
     fn setup(limits: Limits) -> Setup {
         let broker = MemoryBroker::new();
         let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut registry = Registry::default();
+        let mut handlers = Handlers::default();
         let seen = Arc::clone(&runs);
-        registry.insert::<Job, _>(move |job: Job, ctx: TaskContext| {
+        handlers.insert::<Job, _>(move |job: Job, ctx: TaskContext| {
             seen.lock().unwrap().push(ctx.attempt());
             async move {
                 match job.act {
@@ -408,14 +408,14 @@ mod tests {
             }
         });
         let limited = Arc::new(AtomicU32::new(0));
-        registry.insert::<Limited, _>(move |_: Limited, _ctx: TaskContext| {
+        handlers.insert::<Limited, _>(move |_: Limited, _ctx: TaskContext| {
             limited.fetch_add(1, Ordering::Relaxed);
             async { Ok(()) }
         });
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let executor = Arc::new(Executor {
             broker: broker.clone(),
-            registry,
+            handlers,
             observers: Observers::default(),
             limits,
             revoked: Revoked::default(),

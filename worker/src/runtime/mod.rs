@@ -44,7 +44,7 @@ use self::store_gate::StoreGate;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
-use crate::handler::{Handler, Registry};
+use crate::handler::{Handler, Handlers};
 use crate::observer::{Observer, Observers, TaskInfo};
 
 /// Fetches tasks from a broker and runs them with registered handlers.
@@ -93,7 +93,7 @@ use crate::observer::{Observer, Observers, TaskInfo};
 pub struct Worker<B> {
     broker: B,
     config: WorkerConfig,
-    registry: Registry,
+    handlers: Handlers,
     counters: Counters,
     observers: Observers,
     store: Option<Store>,
@@ -105,7 +105,7 @@ impl<B: Broker> Worker<B> {
         Self {
             broker,
             config,
-            registry: Registry::default(),
+            handlers: Handlers::default(),
             counters: Counters::default(),
             observers: Observers::default(),
             store: None,
@@ -115,7 +115,7 @@ impl<B: Broker> Worker<B> {
     /// Registers the handler of task type `T`, replacing any earlier one.
     #[must_use]
     pub fn register<T: Task, H: Handler<T>>(mut self, handler: H) -> Self {
-        self.registry.insert::<T, H>(handler);
+        self.handlers.insert::<T, H>(handler);
         self
     }
 
@@ -132,7 +132,7 @@ impl<B: Broker> Worker<B> {
         self
     }
 
-    /// Adds an observer of the runtime's events (metrics, a registry).
+    /// Adds an observer of the runtime's events (metrics, the worker registry's heartbeat).
     #[must_use]
     pub fn observe(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
@@ -179,7 +179,7 @@ impl<B: Broker> Worker<B> {
             queues = ?config.queues,
             concurrency = config.concurrency,
             prefetch = config.prefetch,
-            tasks = ?self.registry.names().collect::<Vec<_>>(),
+            tasks = ?self.handlers.names().collect::<Vec<_>>(),
             "worker started",
         );
 
@@ -306,7 +306,7 @@ impl<B: Broker> Worker<B> {
 
         let executor = Arc::new(Executor {
             broker: self.broker.clone(),
-            registry: self.registry,
+            handlers: self.handlers,
             observers: observers.clone(),
             limits: Limits {
                 time_limit: config.time_limit,
@@ -359,7 +359,7 @@ impl<B> std::fmt::Debug for Worker<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("config", &self.config)
-            .field("handlers", &self.registry)
+            .field("handlers", &self.handlers)
             .finish_non_exhaustive()
     }
 }

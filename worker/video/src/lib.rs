@@ -44,6 +44,10 @@
 //! # Ok(()) }
 //! ```
 
+// Library crates: every public item documented, and nothing `pub` that the
+// crate does not export.
+#![warn(missing_docs, unreachable_pub)]
+
 mod analyze;
 pub mod args;
 mod clip;

@@ -84,7 +84,7 @@ impl TeeSlave {
 
 /// The `tee` muxer's target argument: every slave's spec, joined by `|`.
 #[must_use]
-pub fn tee_target(slaves: &[TeeSlave]) -> OsString {
+pub(crate) fn tee_target(slaves: &[TeeSlave]) -> OsString {
     slaves
         .iter()
         .map(TeeSlave::spec)

@@ -28,7 +28,7 @@ use crate::config::{KubernetesConfig, PoolConfig};
 use crate::error::{Error, Result};
 
 /// Where a pod's service account credentials are mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ struct Status {
 /// use spool_autoscaler::{KubernetesActuator, KubernetesConfig};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> spool_scheduler::Result<()> {
+/// # async fn main() -> spool_autoscaler::Result<()> {
 /// // In a pod: the service account's token, CA and namespace.
 /// let k8s = KubernetesActuator::new(&KubernetesConfig::default())?;
 /// let before = k8s.replicas("spool-worker-cpu").await?;

@@ -167,7 +167,7 @@ impl Fleet {
 /// use spool_autoscaler::{Actuator, AutoscalerConfig, LocalActuator};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> spool_scheduler::Result<()> {
+/// # async fn main() -> spool_autoscaler::Result<()> {
 /// let config = AutoscalerConfig::example().validated()?;
 /// let mut local = LocalActuator::new(&config);
 /// println!("using {}", local.check().await?);

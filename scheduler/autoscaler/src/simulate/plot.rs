@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 static FONT: &[u8] = include_bytes!("../../../assets/DejaVuSansMono.ttf");
 
 /// The plot's size in pixels.
-pub const PLOT_SIZE: (u32, u32) = (1200, 900);
+pub(crate) const PLOT_SIZE: (u32, u32) = (1200, 900);
 
 /// Registers the embedded font as plotters' `sans-serif`, once.
 fn font_ready() -> Result<()> {

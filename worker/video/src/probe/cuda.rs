@@ -75,7 +75,7 @@ fn libraries() -> Result<(), String> {
 
 /// Runs the self-test on GPU 0; never panics.
 #[must_use]
-pub fn self_test() -> CudaReport {
+pub(crate) fn self_test() -> CudaReport {
     if let Err(why) = libraries() {
         return CudaReport::failed(why);
     }

@@ -165,7 +165,7 @@ impl GpuTelemetry {
 
 /// Inventories the GPUs; never fails (the report says why none).
 #[must_use]
-pub fn inventory() -> (GpuReport, Option<GpuTelemetry>) {
+pub(crate) fn inventory() -> (GpuReport, Option<GpuTelemetry>) {
     match GpuTelemetry::init() {
         Ok(telemetry) => (telemetry.report(), Some(telemetry)),
         Err(error) => (
