@@ -150,6 +150,20 @@ impl Error {
         matches!(self, Self::Permission { .. } | Self::NotRedis { .. })
     }
 
+    /// Whether Redis did not answer in time: no connection within
+    /// `connect_timeout`, or no reply within `response_timeout`. Lets a
+    /// tool say which of its timeouts expired.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Connection(e) | Self::Backend(e) => e
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(redis::RedisError::is_timeout),
+            Self::PartialEnqueue { source, .. } => source.is_timeout(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn encode(what: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Encode {
             what,

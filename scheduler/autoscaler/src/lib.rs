@@ -57,7 +57,6 @@
 mod actuator;
 mod config;
 mod daemon;
-pub(crate) mod duration_text;
 mod error;
 mod gpu;
 mod metrics;

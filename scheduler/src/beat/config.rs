@@ -187,8 +187,32 @@ impl BeatConfig {
     /// an unknown key, a bad duration, cron expression, queue, priority or
     /// task name, arguments that are not a JSON object, or a repeated name.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("invalid beat configuration: {e}")))?;
+        // Through a table, so a bad value's error names its key on one
+        // line (`in `entry.0.every``) rather than quoting the file.
+        let raw: RawConfig = toml::from_str::<toml::Table>(text)
+            .and_then(|table| toml::Value::Table(table).try_into())
+            .map_err(|e| {
+                let message: Vec<&str> = e
+                    .message()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let shown = e.to_string();
+                let key = shown.lines().find_map(|l| l.trim().strip_prefix("in "));
+                let at = match (key, e.span()) {
+                    (Some(key), _) => format!(" in {key}"),
+                    (None, Some(span)) => {
+                        let line = text[..span.start.min(text.len())].lines().count().max(1);
+                        format!(" at line {line}")
+                    }
+                    (None, None) => String::new(),
+                };
+                Error::InvalidInput(format!(
+                    "invalid beat configuration: {}{at}",
+                    message.join(" ")
+                ))
+            })?;
         let defaults = Self::default();
         let config = Self {
             lock_ttl: optional_duration("lock_ttl", raw.lock_ttl.as_deref())?
@@ -202,6 +226,19 @@ impl BeatConfig {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads, parses and checks the configuration file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the file, and then as
+    /// [`BeatConfig::from_toml`]: the key and the problem.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+            .map_err(|e| Error::InvalidInput(format!("in {}: {e}", path.display())))
     }
 
     /// Checks the lease and every entry, and that names are unique.
@@ -461,5 +498,13 @@ mod tests {
                 .contains("invalid task name")
         );
         assert!(error("lock_ttl = 3").contains("invalid beat configuration"));
+        let e = error("lock_ttl = 3");
+        assert!(e.contains("lock_ttl") && !e.contains('\n'), "{e}");
+        let e = error("[[entry]]\nname = \"e\"\ntask = \"t\"\nevery = 5\n");
+        assert!(e.contains("every") && e.contains("invalid type"), "{e}");
+        let e = error("[[entry]]\nname = \"e\"\ntask = \"t\"\nevery = \"1s\"\nschedule = 1\n");
+        assert!(e.contains("unknown field `schedule`"), "{e}");
+        let e = error("lock_ttl = \"1s\"\nlock_ttl = \"2s\"\n");
+        assert!(e.contains("duplicate key") && e.contains("line"), "{e}");
     }
 }

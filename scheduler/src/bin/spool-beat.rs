@@ -11,60 +11,38 @@
 //! the lead so a standby takes over at once. The library side is
 //! `spool_scheduler::beat`.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, ValueEnum};
-use spool_broker::{RedisBroker, RedisConfig, SigningKeys, Timestamp};
-use spool_cli_common::TlsArgs;
+use clap::Parser;
+use spool_broker::{RedisConfig, Timestamp};
+use spool_cli_common::{ConnectionArgs, ConnectionFile, LogFormat, init_logging};
 use spool_scheduler::beat::{Beat, BeatConfig, serve_metrics};
 
 /// Enqueue tasks on cron expressions and fixed intervals, each tick once
 /// across every replica.
-#[derive(Parser)]
+#[derive(Debug, Parser)]
 #[command(name = "spool-beat", version)]
 struct Cli {
     /// The TOML file of entries (see the README's "Periodic tasks").
     #[arg(long, env = "SPOOL_BEAT_CONFIG", value_name = "FILE")]
     config: PathBuf,
 
-    /// The Redis holding the queues; credentials in it are never printed.
-    #[arg(
-        long,
-        env = "SPOOL_REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379/",
-        value_name = "URL"
-    )]
-    redis_url: String,
-
-    /// The first part of every Spool key, as the workers were configured.
-    #[arg(
-        long,
-        env = "SPOOL_KEY_PREFIX",
-        default_value = "spool",
-        value_name = "PREFIX"
-    )]
-    key_prefix: String,
-
-    /// The workers' file of HMAC signing keys, where they require signed
-    /// tasks: each tick is signed with its first line.
-    #[arg(long, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
-    signing_key_file: Option<PathBuf>,
-
+    // Redis, the key prefix, the signing keys (each tick is signed with the
+    // first line), TLS and the Redis timeouts, as every binary takes them.
+    // (No doc comment: clap would take it for the about.)
     #[command(flatten)]
-    tls: TlsArgs,
+    connection: ConnectionArgs,
 
     /// Serve Prometheus metrics (`spool_beat_*`) on this address.
     #[arg(long, env = "SPOOL_BEAT_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
 
     /// Log lines for people, or one JSON object per line.
-    #[arg(long, env = "SPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, env = "SPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, hide_possible_values = true)]
     log_format: LogFormat,
 
     /// Check the configuration, print each entry's next ticks and exit,
@@ -73,32 +51,10 @@ struct Cli {
     check: bool,
 }
 
-// By hand: the URL may hold a password.
-impl std::fmt::Debug for Cli {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cli")
-            .field("config", &self.config)
-            .field("redis_url", &RedisConfig::redact(&self.redis_url))
-            .field("key_prefix", &self.key_prefix)
-            .field("signing_key_file", &self.signing_key_file)
-            .field("tls", &self.tls)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("log_format", &self.log_format)
-            .field("check", &self.check)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let cli: Cli = spool_cli_common::parse_args();
+    init_logging(cli.log_format, "info");
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -109,10 +65,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let text = std::fs::read_to_string(&cli.config)
-        .with_context(|| format!("cannot read {}", cli.config.display()))?;
-    let config =
-        BeatConfig::from_toml(&text).with_context(|| format!("in {}", cli.config.display()))?;
+    let config = BeatConfig::load(&cli.config)?;
     if cli.check {
         print!("{}", describe(&config));
         return Ok(());
@@ -120,24 +73,17 @@ async fn run(cli: Cli) -> Result<()> {
     if config.entries.is_empty() {
         tracing::warn!("the configuration has no entries: this replica will enqueue nothing");
     }
-    let signing = cli
-        .signing_key_file
-        .as_deref()
-        .map(SigningKeys::from_file)
-        .transpose()?;
-    let broker = RedisBroker::connect(RedisConfig {
-        url: cli.redis_url,
-        key_prefix: cli.key_prefix,
-        signing,
-        tls: cli.tls.load()?,
-        // The beat never blocks on a fetch.
-        pool_size: 1,
-        // A hung call must not outlive the lease it was made under.
-        response_timeout: (config.lock_ttl / 3).max(Duration::from_secs(1)),
-        ..RedisConfig::default()
-    })
-    .await
-    .context("cannot connect to Redis")?;
+    // A hung call must not outlive the lease it was made under.
+    let command_timeout = (config.lock_ttl / 3).max(Duration::from_secs(1));
+    let connection = ConnectionFile::from(cli.connection).resolve(command_timeout)?;
+    let broker = connection
+        .connect(RedisConfig {
+            // The beat never blocks on a fetch.
+            pool_size: 1,
+            ..connection.redis_config()?
+        })
+        .await
+        .context("cannot connect to Redis")?;
     let beat = Beat::new(broker, config)?;
     let server = match cli.metrics_addr {
         Some(addr) => {
@@ -196,17 +142,4 @@ async fn shutdown_signal() {
             }
         } => {}
     }
-}
-
-/// Logs to stderr at info unless `RUST_LOG` says otherwise.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

@@ -24,15 +24,14 @@
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
 
 use std::io::{self, IsTerminal as _, Write as _};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use spool_broker::store::{JobStatus, JobStore};
-use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, SigningKeys, TaskId};
-use spool_cli_common::TlsArgs;
+use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, TaskId};
+use spool_cli_common::{Connection, ConnectionArgs};
 use spool_scheduler::ctl::{
     self, CallRequest, DEFAULT_DEAD_LIMIT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASKS_LIMIT, Format,
     TasksFilter,
@@ -45,56 +44,15 @@ enum Outcome {
 }
 
 /// Inspect and drive Spool's task queues.
-#[derive(Parser)]
+#[derive(Debug, Parser)]
 #[command(name = "spoolctl", version, propagate_version = true)]
 struct Cli {
-    /// The Redis holding the queues; credentials in it are never printed.
-    #[arg(
-        long,
-        global = true,
-        env = "SPOOL_REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379/",
-        value_name = "URL"
-    )]
-    redis_url: String,
-
-    /// The first part of every Spool key, as the workers were configured.
-    #[arg(
-        long,
-        global = true,
-        env = "SPOOL_KEY_PREFIX",
-        default_value = "spool",
-        value_name = "PREFIX"
-    )]
-    key_prefix: String,
-
-    /// The workers' file of HMAC signing keys, where they require signed
-    /// tasks: `call` signs with its first line, `dead retry` signs the
-    /// next run of dead letters whose signature verifies.
-    #[arg(
-        long,
-        global = true,
-        env = "SPOOL_SIGNING_KEY_FILE",
-        value_name = "FILE"
-    )]
-    signing_key_file: Option<PathBuf>,
-
+    // Redis, the key prefix, the signing keys (`call` signs with the first
+    // line, `dead retry` signs the next run of dead letters whose signature
+    // verifies), TLS, the job store `tasks` and `task show` read, and the
+    // Redis timeouts. (No doc comment: clap would take it for the about.)
     #[command(flatten)]
-    tls: TlsArgs,
-
-    /// The job store that `tasks` and `task show` read (sqlite://FILE or
-    /// postgres://...); "none" for no store. Credentials in it are never
-    /// printed.
-    #[arg(
-        long,
-        global = true,
-        env = "SPOOL_STORE_URL",
-        hide_env_values = true,
-        default_value = ctl::NO_STORE,
-        value_name = "URL"
-    )]
-    store_url: String,
+    connection: ConnectionArgs,
 
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
@@ -102,21 +60,6 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-// By hand: the URLs may hold passwords.
-impl std::fmt::Debug for Cli {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cli")
-            .field("redis_url", &RedisConfig::redact(&self.redis_url))
-            .field("key_prefix", &self.key_prefix)
-            .field("signing_key_file", &self.signing_key_file)
-            .field("tls", &self.tls)
-            .field("store_url", &RedisConfig::redact(&self.store_url))
-            .field("json", &self.json)
-            .field("command", &self.command)
-            .finish()
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,9 +340,16 @@ enum DeadCommand {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = spool_cli_common::parse_args();
     init_tracing();
-    let written = match run(cli).await {
+    let connection = match cli.connection.resolve() {
+        Ok(connection) => connection,
+        Err(err) => {
+            eprintln!("spoolctl: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let written = match run(cli, &connection).await {
         Ok(Outcome::Print(output)) => write_out(&output),
         Ok(Outcome::Top(args, broker, format)) => top(args, &broker, format).await,
         Err(err) => Err(err),
@@ -415,7 +365,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("spoolctl: error: {}", describe(&err));
+            eprintln!("spoolctl: error: {}", describe(&err, &connection));
             ExitCode::FAILURE
         }
     }
@@ -456,17 +406,11 @@ async fn top(args: TopArgs, broker: &RedisBroker, format: Format) -> Result<()> 
 
 /// Runs the command and returns what to print. Input is checked before
 /// connecting, so a typo is reported at once, Redis up or not.
-async fn run(cli: Cli) -> Result<Outcome> {
+async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
     let format = if cli.json { Format::Json } else { Format::Text };
-    let access = Access {
-        redis_url: cli.redis_url,
-        key_prefix: cli.key_prefix,
-        signing_key_file: cli.signing_key_file,
-        tls: cli.tls,
-    };
     let output = match cli.command {
         Command::Queues { mut queues, sample } => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             // The queues the live workers serve, besides those asked for.
             let records = broker.workers().await?;
             for record in records.iter().filter(|r| r.is_live()) {
@@ -475,21 +419,21 @@ async fn run(cli: Cli) -> Result<Outcome> {
             ctl::render(&ctl::queues(&broker, &queues, sample).await?, format)?
         }
         Command::Pause { queue } => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::pause(&broker, &queue).await?, format)?
         }
         Command::Resume { queue } => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::resume(&broker, &queue).await?, format)?
         }
         Command::Top(args) => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             return Ok(Outcome::Top(args, broker, format));
         }
         Command::Call(args) => {
             let request = args.into_request()?;
             request.validate()?;
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             match ctl::call(&broker, &request).await {
                 Ok(report) => ctl::render(&report, format)?,
                 // Part of the batch made it: say which, then why the rest
@@ -516,25 +460,25 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::Dead {
             command: DeadCommand::List { queue, limit },
         } => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::dead_list(&broker, &queue, limit).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::Retry { queue, ids },
         } => {
             ctl::check_entry_ids(&ids)?;
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::dead_retry(&broker, &queue, &ids).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::Purge { queue, yes },
         } => {
             ctl::check_dead_purge_confirmed(&queue, yes)?;
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::dead_purge(&broker, &queue, yes).await?, format)?
         }
         Command::Revoke { id, ttl, force } => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             let mut request = ctl::RevokeRequest::new(id);
             request.ttl = ttl;
             request.force = force;
@@ -546,8 +490,8 @@ async fn run(cli: Cli) -> Result<Outcome> {
                 .flat_map(|r| r.queues)
                 .collect();
             request.queues = ctl::queues_with_paused(&broker, &served).await?;
-            let store = match ctl::require_store(&cli.store_url) {
-                Ok(_) => Some(open_store(&cli.store_url).await?),
+            let store = match ctl::require_store(&access.store_url) {
+                Ok(_) => Some(open_store(&access.store_url).await?),
                 Err(_) => None,
             };
             let report = ctl::revoke(&broker, store.as_ref(), &request).await;
@@ -557,13 +501,13 @@ async fn run(cli: Cli) -> Result<Outcome> {
             ctl::render(&report?, format)?
         }
         Command::Workers => {
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::workers(&broker).await?, format)?
         }
         Command::Tasks(args) => {
             let filter = args.into_filter();
             filter.validate()?;
-            let store = open_store(&cli.store_url).await?;
+            let store = open_store(&access.store_url).await?;
             let report = ctl::tasks(&store, &filter).await;
             store.close().await;
             ctl::render(&report?, format)?
@@ -571,7 +515,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::Task {
             command: TaskCommand::Show { id },
         } => {
-            let store = open_store(&cli.store_url).await?;
+            let store = open_store(&access.store_url).await?;
             let report = ctl::task_show(&store, id).await;
             store.close().await;
             ctl::render(&report?, format)?
@@ -579,44 +523,29 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::Store {
             command: StoreCommand::Migrate,
         } => {
-            let url = ctl::require_store(&cli.store_url)?;
+            let url = ctl::require_store(&access.store_url)?;
             ctl::render(&ctl::store_migrate(url).await?, format)?
         }
         Command::Purge { queue, yes } => {
             ctl::check_purge_confirmed(&queue, yes)?;
-            let broker = connect(&access).await?;
+            let broker = connect(access).await?;
             ctl::render(&ctl::purge(&broker, &queue, yes).await?, format)?
         }
     };
     Ok(Outcome::Print(output))
 }
 
-/// What `connect` needs from the command line.
-struct Access {
-    redis_url: String,
-    key_prefix: String,
-    signing_key_file: Option<PathBuf>,
-    tls: TlsArgs,
-}
-
-/// Connects to Redis. The URL is never part of the error: it may hold a
-/// password (the broker redacts it where it names it). Nor are the keys.
-async fn connect(access: &Access) -> Result<RedisBroker> {
-    let signing = access
-        .signing_key_file
-        .as_deref()
-        .map(SigningKeys::from_file)
-        .transpose()?;
+/// Connects to Redis, within the connect timeout. The URL is never part
+/// of the error: it may hold a password (the broker redacts it where it
+/// names it). Nor are the keys.
+async fn connect(access: &Connection) -> Result<RedisBroker> {
     let config = RedisConfig {
-        url: access.redis_url.clone(),
-        key_prefix: access.key_prefix.clone(),
         // One-shot commands never block on a fetch.
         pool_size: 1,
-        signing,
-        tls: access.tls.load()?,
-        ..RedisConfig::default()
+        ..access.redis_config()?
     };
-    RedisBroker::connect(config)
+    access
+        .connect(config)
         .await
         .context("cannot connect to Redis")
 }
@@ -632,7 +561,8 @@ async fn open_store(url: &str) -> Result<JobStore> {
 
 /// The error and its causes on one line, each cause once: errors that
 /// already quote their source are not repeated.
-fn describe(err: &anyhow::Error) -> String {
+/// A Redis reply that did not come in time says which timeout that was.
+fn describe(err: &anyhow::Error, connection: &Connection) -> String {
     let mut message = err.to_string();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
@@ -641,15 +571,46 @@ fn describe(err: &anyhow::Error) -> String {
             message.push_str(&cause);
         }
     }
+    let timed_out = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<spool_broker::Error>()
+            .or_else(|| match cause.downcast_ref::<spool_scheduler::Error>() {
+                Some(spool_scheduler::Error::Broker(e)) => Some(e),
+                _ => None,
+            })
+            .is_some_and(spool_broker::Error::is_timeout)
+    });
+    if timed_out {
+        message.push_str(&format!(
+            " ({})",
+            spool_cli_common::Error::CommandTimeout(connection.redis_command_timeout)
+        ));
+    }
     message
 }
 
 /// Logs to stderr, warnings and errors only unless `RUST_LOG` says more.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
+    spool_cli_common::init_logging(spool_cli_common::LogFormat::Human, "warn");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_timeout_names_its_flag() {
+        let connection = Connection::default();
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let broker = spool_broker::Error::Connection(Box::new(redis::RedisError::from(io)));
+        assert!(broker.is_timeout());
+        let err = anyhow::Error::from(spool_scheduler::Error::Broker(broker)).context("queues");
+        let shown = describe(&err, &connection);
+        assert!(
+            shown.contains("5s command timeout (--redis-command-timeout)"),
+            "{shown}"
+        );
+        let other = anyhow::anyhow!("something else");
+        assert!(!describe(&other, &connection).contains("timeout"));
+    }
 }

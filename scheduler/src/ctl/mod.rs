@@ -92,8 +92,9 @@ pub fn render<R: Report + ?Sized>(report: &R, format: Format) -> Result<String> 
     }
 }
 
-/// The value of `--store-url` that means "no job store".
-pub const NO_STORE: &str = "none";
+/// The value of `--store-url` that means "no job store", as every binary
+/// spells it.
+pub use spool_cli_common::NO_STORE;
 
 /// The job store URL to connect to, or [`Error::NoStore`] when `url` is
 /// empty or [`NO_STORE`].

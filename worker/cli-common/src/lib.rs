@@ -1,7 +1,12 @@
 //! `spool-cli-common`: what every Spool binary shares, so each is spelled
-//! once: the connection flags ([`TlsArgs`]), the logging set-up
-//! ([`init_logging`]), the `/metrics` endpoint ([`serve_metrics`]) and,
-//! with the `nvml` feature, the words for NVML's errors.
+//! once: the connection flags ([`ConnectionArgs`], resolved into a
+//! [`Connection`]), settings in layers ([`layered!`]: flags over the
+//! environment over a TOML file over defaults), the spellings of
+//! durations, addresses and `none` ([`text`]), the logging set-up
+//! ([`init_logging`]), flag parsing that names the environment variable a
+//! bad value came from ([`parse_args`]), the `/metrics` endpoint
+//! ([`serve_metrics`]) and, with the `nvml` feature, the words for NVML's
+//! errors.
 //!
 //! This is the binaries' crate (and `spool-video`'s, for the NVML words),
 //! not an application's: apps embed `spool-sdk` and `spool-worker`, which
@@ -11,12 +16,26 @@
 // crate does not export.
 #![warn(missing_docs, unreachable_pub)]
 
+// The `layered!` macro names this crate by path, from here too.
+extern crate self as spool_cli_common;
+
+mod args;
+mod connection;
+mod error;
+pub mod layered;
 mod logging;
 mod metrics;
 #[cfg(feature = "nvml")]
 mod nvml;
+pub mod text;
 mod tls;
 
+pub use crate::args::{name_env_source, parse as parse_args};
+pub use crate::connection::{
+    Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, NO_STORE,
+};
+pub use crate::error::{Error, Result};
 pub use crate::logging::{LogFormat, init_logging};
 pub use crate::metrics::serve_fn as serve_metrics;
 #[cfg(feature = "nvml")]

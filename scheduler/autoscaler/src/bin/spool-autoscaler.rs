@@ -20,14 +20,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use spool_autoscaler::{
     Actuator, ActuatorKind, Autoscaler, AutoscalerConfig, KubernetesActuator, LoadProfile,
     LocalActuator, SignalReader, TickReport, gpus_for, parse_optional_addr, serve_metrics,
     simulate,
 };
-use spool_broker::{RedisBroker, RedisConfig};
-use spool_cli_common::TlsArgs;
+use spool_cli_common::{
+    Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT, LogFormat, init_logging,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -54,37 +55,17 @@ enum Command {
     Simulate(SimulateArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The configuration file (TOML): pools, policies, actuator.
     #[arg(long, env = "SPOOL_AUTOSCALER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The Redis holding the queues [default: the file's, else
-    /// redis://127.0.0.1:6379/]; credentials in it are never printed.
-    #[arg(
-        long,
-        env = "SPOOL_REDIS_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    redis_url: Option<String>,
-
-    /// The first part of every Spool key, as the workers use it [default:
-    /// the file's, else spool].
-    #[arg(long, env = "SPOOL_KEY_PREFIX", value_name = "PREFIX")]
-    key_prefix: Option<String>,
-
+    // Redis (its URL and key prefix over the file's), TLS and the Redis
+    // timeouts, as every binary takes them. (No doc comment: clap would
+    // take it for the about.)
     #[command(flatten)]
-    tls: TlsArgs,
+    connection: ConnectionArgs,
 
     /// How often to read the signals and decide, such as 1s or 500ms
     /// [default: the file's, else 1s].
@@ -128,7 +109,13 @@ struct RunArgs {
     print_config: bool,
 
     /// Log format (logs go to standard error).
-    #[arg(long, env = "SPOOL_LOG_FORMAT", value_enum, default_value = "human")]
+    #[arg(
+        long,
+        env = "SPOOL_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        hide_possible_values = true
+    )]
     log_format: LogFormat,
 
     /// Log filter (tracing EnvFilter syntax: info, spool_autoscaler=debug).
@@ -179,7 +166,7 @@ fn parse_actuator(text: &str) -> Result<ActuatorKind, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = spool_cli_common::parse_args();
     let outcome = match cli.command {
         Some(Command::Simulate(args)) => run_simulation(&args),
         None => {
@@ -196,29 +183,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// The file's settings with the flags' (and environment's) on top.
 fn merged_config(args: &RunArgs) -> Result<AutoscalerConfig> {
     let mut config = match &args.config {
         Some(path) => AutoscalerConfig::load(path)?,
         None => AutoscalerConfig::default(),
     };
-    if let Some(url) = &args.redis_url {
+    if let Some(url) = &args.connection.redis_url {
         config.redis_url.clone_from(url);
     }
-    if let Some(prefix) = &args.key_prefix {
+    if let Some(prefix) = &args.connection.key_prefix {
         config.key_prefix.clone_from(prefix);
     }
     if let Some(interval) = args.interval {
@@ -266,19 +240,17 @@ fn run_daemon(args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let connection = connection(args, &config)?;
     runtime.block_on(async {
-        let broker = RedisBroker::connect(RedisConfig {
-            key_prefix: config.key_prefix.clone(),
-            tls: args.tls.load()?,
-            ..RedisConfig::from_url(&config.redis_url)
-        })
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", redact(&config.redis_url)))?;
+        let broker = connection
+            .connect(connection.redis_config()?)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", redact(&config.redis_url)))?;
         let reader = SignalReader::new(broker);
         let gpus = gpus_for(&config);
         match config.actuator {
             ActuatorKind::Local => {
-                let local = LocalActuator::new(&config).with_tls(&args.tls);
+                let local = LocalActuator::new(&config).with_tls(&connection.tls_args());
                 if !args.dry_run {
                     let version = local.check().await?;
                     info!(bin = %local.worker_bin().display(), %version, "local actuator ready");
@@ -296,6 +268,20 @@ fn run_daemon(args: &RunArgs) -> Result<()> {
             }
         }
     })
+}
+
+/// The connection flags over the configuration's Redis URL and key prefix.
+fn connection(args: &RunArgs, config: &AutoscalerConfig) -> Result<Connection> {
+    let file = ConnectionFile {
+        redis_url: Some(config.redis_url.clone()),
+        key_prefix: Some(config.key_prefix.clone()),
+        ..ConnectionFile::default()
+    };
+    Ok(args
+        .connection
+        .clone()
+        .over(file)
+        .resolve(DEFAULT_COMMAND_TIMEOUT)?)
 }
 
 /// Runs the autoscaler (or one tick) and prints what `--dry-run`,

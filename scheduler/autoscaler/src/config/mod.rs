@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spool_broker::{QueueName, WorkerRecord, WorkerState};
 
-use super::duration_text;
 use super::policy::Policy;
 use crate::error::{Error, Result};
 
@@ -71,11 +70,11 @@ pub struct AutoscalerConfig {
     /// `spool`.
     pub key_prefix: String,
     /// How often the signals are read and a decision made. Default: 1 s.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub interval: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`), or `"none"`.
     /// Default: `127.0.0.1:9466` (spool-worker uses 9464, spool-beat examples 9465).
-    #[serde(with = "optional_addr")]
+    #[serde(with = "spool_cli_common::text::optional_addr")]
     pub metrics_addr: Option<SocketAddr>,
     /// Which actuator acts. Default: `local`.
     pub actuator: ActuatorKind,
@@ -395,44 +394,9 @@ impl AutoscalerConfig {
     }
 }
 
-/// Serde for an optional socket address written as text, `"none"` for none.
-mod optional_addr {
-    use std::net::SocketAddr;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        a: &Option<SocketAddr>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match a {
-            Some(addr) => s.collect_str(addr),
-            None => s.serialize_str("none"),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SocketAddr>, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_optional_addr(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses `host:port` (IP literal), or `none`.
-///
-/// # Errors
-///
-/// A message saying what was expected.
-pub fn parse_optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("none") || text.is_empty() {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:9466 (or none)"))
-}
+/// Parses `host:port` (IP literal), or `none`: the spelling every Spool
+/// binary shares.
+pub use spool_cli_common::text::parse_optional_addr;
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration_text;
 use super::signals::PoolSignals;
 
 /// How one pool scales. Every field has a default, so a pool's `[policy]`
@@ -46,12 +45,12 @@ pub struct Policy {
     /// are retired: the pool scales down to the highest need seen over this
     /// window, and only by retiring idle workers. Scaling up never waits.
     /// Default: 60 s.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub scale_down_cooldown: Duration,
     /// When the oldest runnable task has waited longer than this, one more
     /// worker is added even though the backlog is within target (tasks
     /// slower than expected). Default: none.
-    #[serde(with = "duration_text::optional")]
+    #[serde(with = "spool_cli_common::text::optional_duration")]
     pub max_wait: Option<Duration>,
     /// GPUs each worker needs: the pool is capped at the GPUs present
     /// divided by this. 0 means the pool does not need GPUs. Default: 1

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration_text;
 use crate::error::{Error, Result};
 
 /// The shape of task durations.
@@ -30,16 +29,16 @@ pub struct Durations {
     /// The shape. Default: constant.
     pub distribution: Distribution,
     /// The mean. Default: 1 s.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub mean: Duration,
     /// The standard deviation (log-normal). Default: 0.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub stddev: Duration,
     /// The shortest (uniform; a floor for the others). Default: 1 ms.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub min: Duration,
     /// The longest (uniform; a ceiling for the others). Default: 24 h.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub max: Duration,
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::durations::Durations;
-use crate::duration_text;
 use crate::error::{Error, Result};
 
 /// The most tasks one simulation may generate.
@@ -51,7 +50,7 @@ pub struct LoadProfile {
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// How much time to simulate. Required.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub duration: Duration,
     /// The fleet the policy drives.
     #[serde(default)]
@@ -82,7 +81,7 @@ pub struct Fleet {
     /// From the decision to start a worker to its first fetch: process
     /// start and Redis connection locally, image pull and pod scheduling
     /// on Kubernetes. Default: 2 s.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub start_delay: Duration,
     /// Workers running when the simulation starts. Default: the pool's
     /// `min_workers`.
@@ -111,10 +110,10 @@ impl Default for Fleet {
 #[serde(deny_unknown_fields)]
 pub struct Phase {
     /// When it begins.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub start: Duration,
     /// When it ends.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub end: Duration,
     /// Tasks per second, on average.
     pub rate: f64,
@@ -125,7 +124,7 @@ pub struct Phase {
 #[serde(deny_unknown_fields)]
 pub struct Burst {
     /// When.
-    #[serde(with = "duration_text")]
+    #[serde(with = "spool_cli_common::text::duration")]
     pub at: Duration,
     /// How many.
     pub count: u64,

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let matches = spool_worker_cli::cli::command().get_matches();
-    let invocation = match spool_worker_cli::cli::resolve(&matches) {
+    let args: spool_worker_cli::cli::Args = spool_cli_common::parse_args();
+    let invocation = match args.resolve() {
         Ok(invocation) => invocation,
         Err(e) => {
             eprintln!("spool-worker: {e}");

@@ -1,19 +1,15 @@
-//! Parsers for setting values: sizes, durations, queue lists, addresses.
-//! Each takes the text as it came from a flag, an environment variable or
-//! the TOML file, so every source accepts the same spellings.
+//! The worker's setting values: sizes, counts, queue lists, names. Each
+//! type reads the text as it came from a flag, an environment variable or
+//! the TOML file ([`FromText`], and `FromStr` for clap), so every source
+//! accepts the same spellings. Durations, addresses and paths are
+//! `spool_cli_common::text`'s, shared with the other binaries.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use spool_broker::QueueName;
-
-/// Words that switch an optional setting off.
-fn is_none(text: &str) -> bool {
-    matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "" | "none" | "off" | "unlimited"
-    )
-}
+use spool_cli_common::layered::FromText;
+use spool_cli_common::text::is_none_word as is_none;
 
 /// A byte size: `2GiB`, `512MiB`, `1.5G`, `64kB`, `1048576`. Binary
 /// suffixes (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024; decimal ones
@@ -78,28 +74,6 @@ pub fn optional_size(text: &str) -> Result<Option<u64>, String> {
     size(text).map(|bytes| (bytes > 0).then_some(bytes))
 }
 
-/// A human-readable duration (`30s`, `1h 30m`, `250ms`).
-///
-/// # Errors
-///
-/// A message for text that is not a duration.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration such as 30s, 55m or 1h: {e}"))
-}
-
-/// An optional duration: [`duration`], or `none`/`off`/`0` for none.
-///
-/// # Errors
-///
-/// A message for text that is not a duration.
-pub fn optional_duration(text: &str) -> Result<Option<Duration>, String> {
-    if is_none(text) || text.trim() == "0" {
-        return Ok(None);
-    }
-    duration(text).map(|d| (!d.is_zero()).then_some(d))
-}
-
 /// A count of at least `min`.
 ///
 /// # Errors
@@ -159,35 +133,6 @@ pub fn queues(text: &str) -> Result<Vec<QueueName>, String> {
     Ok(out)
 }
 
-/// A listen address (`127.0.0.1:9464`, `[::]:9464`), or `none`/`off` to
-/// serve no metrics.
-///
-/// # Errors
-///
-/// A message for text that is not a socket address.
-pub fn optional_addr(text: &str) -> Result<Option<SocketAddr>, String> {
-    if is_none(text) {
-        return Ok(None);
-    }
-    text.trim()
-        .parse()
-        .map(Some)
-        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:9464 (or none)"))
-}
-
-/// A boolean: `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`.
-///
-/// # Errors
-///
-/// A message for anything else.
-pub fn boolean(text: &str) -> Result<bool, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" | "" => Ok(false),
-        other => Err(format!("{other:?} is not true or false")),
-    }
-}
-
 /// A worker name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`, since it
 /// becomes part of consumer names and registry keys.
 ///
@@ -209,6 +154,69 @@ pub fn name(text: &str) -> Result<String, String> {
     }
     Ok(text.to_owned())
 }
+
+/// A switch's value: `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`
+/// (`--no-video` alone is `true`).
+///
+/// # Errors
+///
+/// A message for anything else.
+pub fn switch(text: &str) -> Result<bool, String> {
+    bool::from_text(text)
+}
+
+/// Implements `FromStr` (for clap) and [`FromText`] (for the file) with
+/// one parser.
+macro_rules! value_type {
+    ($(#[$meta:meta])* $name:ident($inner:ty) = $parse:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub $inner);
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                let parse: fn(&str) -> Result<$inner, String> = $parse;
+                parse(text).map(Self)
+            }
+        }
+
+        impl FromText for $name {
+            fn from_text(text: &str) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+    };
+}
+
+value_type!(
+    /// The queues to serve: a comma-separated list (or a TOML array).
+    QueueList(Vec<QueueName>) = queues
+);
+value_type!(
+    /// A count, or `auto` for the computed default.
+    AutoCount(Option<u64>) = |t| auto_count(t, 1)
+);
+value_type!(
+    /// A count, or `none` (or `0`) for no limit.
+    OptionalCount(Option<u64>) = optional_count
+);
+value_type!(
+    /// A byte size such as `2GiB`, or `none` (or `0`) for no limit.
+    OptionalSize(Option<u64>) = optional_size
+);
+value_type!(
+    /// A worker name.
+    WorkerName(String) = name
+);
+value_type!(
+    /// A path, or `auto` to search for it.
+    AutoPath(Option<std::path::PathBuf>) = |t| {
+        let t = t.trim();
+        Ok((!t.is_empty() && !t.eq_ignore_ascii_case("auto")).then(|| PathBuf::from(t)))
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -232,20 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(
-            optional_duration("55m"),
-            Ok(Some(Duration::from_secs(3300)))
-        );
-        assert_eq!(optional_duration("none"), Ok(None));
-        assert_eq!(optional_duration("0"), Ok(None));
-        assert!(duration("soon").is_err());
-    }
-
-    #[test]
-    fn counts_queues_and_addresses() {
+    fn counts_queues_and_names() {
         assert_eq!(count("4", 1), Ok(4));
         assert!(count("0", 1).is_err());
         assert_eq!(optional_count("0"), Ok(None));
@@ -255,11 +250,6 @@ mod tests {
         assert_eq!(q, vec![QueueName::DEFAULT, QueueName::ANALYSIS]);
         assert!(queues(" , ").is_err());
         assert!(queues("bad queue").is_err());
-        assert!(optional_addr("off").expect("valid").is_none());
-        assert!(optional_addr("127.0.0.1:9464").expect("valid").is_some());
-        assert!(optional_addr("localhost").is_err());
-        assert_eq!(boolean("yes"), Ok(true));
-        assert!(boolean("maybe").is_err());
         assert!(name("gpu-node.1").is_ok());
         assert!(name("gpu node").is_err());
     }

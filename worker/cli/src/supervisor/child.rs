@@ -278,10 +278,10 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         Some(video) => worker.with_video_tasks(video),
         None => worker.leave_video_tasks(spool_video::LEAVE_DELAY),
     };
-    if settings.store_url != "none" {
+    if settings.connection.store_url != "none" {
         // Only an existing store opens (`spoolctl store migrate` creates
         // it): a mistyped URL fails the start instead of making a new one.
-        let store = JobStore::connect(&settings.store_url).await?;
+        let store = JobStore::connect(&settings.connection.store_url).await?;
         if let Some(retention) = settings.store_retention {
             spawn(prune_forever(store.clone(), retention, helpers.clone()));
         }

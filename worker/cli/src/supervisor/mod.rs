@@ -111,8 +111,8 @@ pub fn run(invocation: Invocation) -> Result<ExitCode> {
                 processes = served.processes,
                 concurrency = served.concurrency,
                 prefetch = served.prefetch,
-                store = %spool_broker::RedisConfig::redact(&served.store_url),
-                signing = served.signing_key_file.is_some(),
+                store = %spool_broker::RedisConfig::redact(&served.connection.store_url),
+                signing = served.connection.signing_key_file.is_some(),
                 "spool-worker starting",
             );
             if served.processes > 0 {
