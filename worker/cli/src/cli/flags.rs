@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use spool_cli_common::LogFormat;
 use spool_cli_common::text::{HumanDuration, OptionalAddr, OptionalDuration};
 
-use super::parse::{AutoCount, AutoPath, OptionalCount, OptionalSize, QueueList, WorkerName};
+use super::parse::{
+    AutoCount, AutoPath, ByteSize, OptionalCount, OptionalSize, QueueList, WorkerName,
+};
 
 spool_cli_common::layered! {
     /// The worker's flags, each also an environment variable and a key of
@@ -74,6 +76,16 @@ spool_cli_common::layered! {
         /// warm shutdown takes to stop fetching [default: 1s]
         #[arg(long, env = "SPOOL_POLL_INTERVAL", value_name = "DURATION")]
         poll_interval: HumanDuration,
+
+        /// The largest task envelope this worker runs: a bigger one is
+        /// dead-lettered `oversized` unread [default: 16MiB]
+        #[arg(long, env = "SPOOL_MAX_ENVELOPE_SIZE", value_name = "SIZE")]
+        max_envelope_size: ByteSize,
+
+        /// The largest result a task may return: a bigger one is not stored
+        /// and the task is dead-lettered `oversized` [default: 16MiB]
+        #[arg(long, env = "SPOOL_MAX_RESULT_SIZE", value_name = "SIZE")]
+        max_result_size: ByteSize,
 
         /// Serve Prometheus metrics on this address (GET /metrics), or none
         /// [default: 127.0.0.1:9464]

@@ -207,6 +207,10 @@ value_type!(
     OptionalSize(Option<u64>) = optional_size
 );
 value_type!(
+    /// A byte size such as `16MiB`.
+    ByteSize(u64) = size
+);
+value_type!(
     /// A worker name.
     WorkerName(String) = name
 );

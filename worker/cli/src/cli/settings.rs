@@ -12,13 +12,19 @@ use spool_cli_common::{Connection, ConnectionFile, LogFormat};
 use spool_worker::WorkerConfig;
 
 use super::flags::WorkerFile;
-use super::parse::{AutoCount, AutoPath, OptionalCount, OptionalSize, QueueList, WorkerName};
+use super::parse::{
+    AutoCount, AutoPath, ByteSize, OptionalCount, OptionalSize, QueueList, WorkerName,
+};
 use crate::{Error, Result};
 
 /// The lowest `--max-memory-per-child`: a limit below what a child needs
 /// to start would recycle it as soon as it reports its memory, again and
 /// again.
 pub const MIN_MEMORY_PER_CHILD: u64 = 64 << 20;
+
+/// The smallest `--max-envelope-size` and `--max-result-size`: below it no
+/// real task or result fits, which is a typo rather than a policy.
+const MIN_PAYLOAD_LIMIT: u64 = 1 << 10;
 
 /// The worker's default command timeout: above its blocking fetches
 /// (`--poll-interval`), as the broker's own default.
@@ -65,6 +71,10 @@ pub struct Settings {
     /// The longest wait of one fetch.
     #[serde(with = "duration")]
     pub poll_interval: Duration,
+    /// The largest envelope run, in bytes.
+    pub max_envelope_bytes: u64,
+    /// The largest result stored, in bytes.
+    pub max_result_bytes: u64,
     /// Where to serve metrics.
     pub metrics_addr: Option<SocketAddr>,
     /// The worker's name.
@@ -168,6 +178,14 @@ impl Settings {
                 .map_or(Duration::from_secs(30), |d| d.0),
             max_deliveries: worker.max_deliveries.unwrap_or(5),
             poll_interval: worker.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
+            max_envelope_bytes: worker.max_envelope_size.map_or(
+                spool_broker::DEFAULT_MAX_ENVELOPE_BYTES as u64,
+                |ByteSize(n)| n,
+            ),
+            max_result_bytes: worker.max_result_size.map_or(
+                spool_worker::DEFAULT_MAX_RESULT_BYTES as u64,
+                |ByteSize(n)| n,
+            ),
             metrics_addr: worker
                 .metrics_addr
                 .map_or(Some(SocketAddr::from(([127, 0, 0, 1], 9464))), |a| a.0),
@@ -211,10 +229,12 @@ impl Settings {
     /// [`Error::Config`] when a file cannot be read or the key file holds a
     /// bad key (the message names the file and the line, never a key).
     pub fn redis_config(&self) -> Result<RedisConfig> {
-        self.connection.redis_config().map_err(|e| match e {
+        let mut config = self.connection.redis_config().map_err(|e| match e {
             spool_cli_common::Error::Broker(e) => Error::Broker(e),
             other => Error::Config(other.to_string()),
-        })
+        })?;
+        config.max_envelope_bytes = to_usize(self.max_envelope_bytes);
+        Ok(config)
     }
 
     /// How often leases are renewed and the registry record is refreshed: a
@@ -240,6 +260,7 @@ impl Settings {
             max_deliveries: self.max_deliveries,
             consumer_name: Some(consumer_name),
             max_tasks: self.max_tasks_per_child,
+            max_result_bytes: to_usize(self.max_result_bytes),
             ..WorkerConfig::default()
         }
     }
@@ -265,6 +286,16 @@ impl Settings {
                 "--soft-time-limit ({}) must be below --time-limit ({})",
                 humantime::format_duration(soft),
                 humantime::format_duration(hard)
+            )
+        } else if self.max_envelope_bytes < MIN_PAYLOAD_LIMIT {
+            format!(
+                "--max-envelope-size {} bytes is below the floor of 1KiB: no task would fit",
+                self.max_envelope_bytes
+            )
+        } else if self.max_result_bytes < MIN_PAYLOAD_LIMIT {
+            format!(
+                "--max-result-size {} bytes is below the floor of 1KiB: no result would fit",
+                self.max_result_bytes
             )
         } else if self.visibility_timeout < Duration::from_secs(1) {
             "--visibility-timeout must be at least 1s".to_owned()

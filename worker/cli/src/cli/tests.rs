@@ -377,3 +377,34 @@ fn the_defaults_help_shows_are_the_defaults_applied() {
     }
     assert!(checked >= 20, "only {checked} defaults checked");
 }
+
+#[test]
+fn payload_limits_reach_the_broker_and_the_runtime() {
+    let s = resolve_args(&[]).expect("defaults");
+    assert_eq!(
+        s.redis_config().expect("config").max_envelope_bytes,
+        spool_broker::DEFAULT_MAX_ENVELOPE_BYTES
+    );
+    assert_eq!(
+        s.worker_config(vec![QueueName::DEFAULT], "w".into())
+            .max_result_bytes,
+        spool_worker::DEFAULT_MAX_RESULT_BYTES
+    );
+    let s = resolve_args(&["--max-envelope-size", "2MiB", "--max-result-size", "64KiB"])
+        .expect("valid");
+    assert_eq!(
+        s.redis_config().expect("config").max_envelope_bytes,
+        2 << 20
+    );
+    assert_eq!(
+        s.worker_config(vec![QueueName::DEFAULT], "w".into())
+            .max_result_bytes,
+        64 << 10
+    );
+    for flag in ["--max-envelope-size", "--max-result-size"] {
+        let e = resolve_args(&[flag, "100"])
+            .expect_err("below the floor")
+            .to_string();
+        assert!(e.contains(flag) && e.contains("1KiB"), "{e}");
+    }
+}
