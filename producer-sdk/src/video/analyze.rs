@@ -20,6 +20,7 @@ use spool_broker::{QueueName, Task, TaskOptions};
 /// use spool_sdk::Client;
 /// use spool_sdk::video::{Analyze, VmafModel};
 ///
+/// # #[cfg(feature = "store")] // the handle reads the job store
 /// # async fn demo() -> Result<(), spool_sdk::Error> {
 /// let client =
 ///     Client::connect_with_store("redis://127.0.0.1:6379/", "sqlite://spool.db").await?;

@@ -38,6 +38,7 @@ use super::{Codec, Preset};
 /// use spool_sdk::Client;
 /// use spool_sdk::video::{Package, Rendition};
 ///
+/// # #[cfg(feature = "store")] // the handle reads the job store
 /// # async fn demo() -> Result<(), spool_sdk::Error> {
 /// let client =
 ///     Client::connect_with_store("redis://127.0.0.1:6379/", "sqlite://spool.db").await?;
