@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use spool_broker::{Broker, DeadReason, Delivery, Envelope, RateLimit, Timestamp};
 use tokio::time::Instant;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use spool_broker::store::{Finished, Started, WorkerId};
 use spool_broker::{JobStatus, RecordPolicy};
@@ -165,6 +165,7 @@ impl<B: Broker> Executor<B> {
         if let Some(limit) = handler.rate_limit()
             && let Some(wait) = self.take_rate_token(&envelope.name, limit).await
         {
+            debug!("rate limited; deferred by {wait:?}");
             return Verdict::deferred(envelope, wait, Timestamp::now()).into();
         }
         let control = RunControl::default();

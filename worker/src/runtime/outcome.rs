@@ -149,9 +149,9 @@ impl Verdict {
         Self::new(Action::Abandon, Outcome::Abandoned)
     }
 
-    /// A rate limit puts the task back for `wait`: the same attempt, later.
+    /// Puts the task back for `wait`, the same attempt later: a rate limit,
+    /// or a task this worker leaves for others.
     pub(crate) fn deferred(envelope: &Envelope, wait: Duration, now: Timestamp) -> Self {
-        debug!("rate limited; deferred by {wait:?}");
         let deferred = Envelope {
             eta: Some(now.saturating_add(wait)),
             ..envelope.clone()
