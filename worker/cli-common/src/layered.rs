@@ -1,6 +1,6 @@
 //! Settings in layers: flags over environment variables (clap reads
 //! both) over a TOML file over defaults, each setting declared once with
-//! [`layered!`](crate::layered).
+//! [`layered!`](crate::layered!).
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -171,7 +171,7 @@ pub mod optional_duration {
     }
 }
 
-/// Serde for an optional [`SocketAddr`](std::net::SocketAddr): text,
+/// Serde for an optional [`SocketAddr`]: text,
 /// `"none"` for none; null reads as none too.
 pub mod optional_addr {
     use std::net::SocketAddr;
