@@ -12,7 +12,7 @@ use spool_sdk::video::{
     Analyze, Codec, Metrics, Package, Preset, Rendition, Size, Transcode, TranscodeOutput,
 };
 use spool_tests::TestRedis;
-use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, temp_outputs};
+use spool_tests::video::{Clip, VideoEnv, failure, ffmpeg_or_skip, files_under, temp_outputs};
 use spool_video::Ffprobe;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -49,23 +49,6 @@ fn reads_are_visible(dir: &Path) -> bool {
     reset_atime(&control);
     let _ = std::fs::read(&control).unwrap();
     atime(&control) != SystemTime::UNIX_EPOCH
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Playlists and concat lists inside the input root that name files

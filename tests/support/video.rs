@@ -215,10 +215,8 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// The runs' temporary outputs (`.<name>.<task>-<attempt>.spool-tmp`)
-/// under `dir`, recursively: where FFmpeg writes before the file is moved
-/// into place.
-pub fn temp_outputs(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively; none when it does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
@@ -226,15 +224,25 @@ pub fn temp_outputs(dir: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            found.extend(temp_outputs(&path));
-        } else if path
-            .to_string_lossy()
-            .ends_with(spool_video::publish::TEMP_SUFFIX)
-        {
+            found.extend(files_under(&path));
+        } else {
             found.push(path);
         }
     }
     found
+}
+
+/// The runs' temporary outputs (`.<name>.<task>-<attempt>.spool-tmp`)
+/// under `dir`, recursively: where FFmpeg writes before the file is moved
+/// into place.
+pub fn temp_outputs(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            path.to_string_lossy()
+                .ends_with(spool_video::publish::TEMP_SUFFIX)
+        })
+        .collect()
 }
 
 /// The recorded error of a task that must fail for good; panics on any

@@ -2,7 +2,6 @@
 //! before FFmpeg runs.
 
 use std::any::Any;
-use std::collections::HashSet;
 
 use spool_broker::Task;
 
@@ -12,7 +11,10 @@ use crate::error::{Error, Result};
 /// The bounds [`Transcode::validate`], [`Analyze::validate`] and
 /// [`Package::validate`] check.
 pub mod limits {
+    use std::collections::HashSet;
     use std::time::Duration;
+
+    use super::super::Rendition;
 
     /// The largest frame side, in pixels (16K; FFmpeg's encoders stop
     /// around there).
@@ -41,6 +43,87 @@ pub mod limits {
     pub const MIN_SEGMENT: Duration = Duration::from_millis(500);
     /// The longest segment a package may ask for.
     pub const MAX_SEGMENT: Duration = Duration::from_secs(60);
+
+    /// Checks a package's ladder: a segment duration from [`MIN_SEGMENT`]
+    /// to [`MAX_SEGMENT`]; AAC in [`AUDIO_KBPS`]; 1 to [`MAX_RUNGS`] rungs
+    /// with unique names (1 to [`MAX_NAME_LEN`] of `A-Z a-z 0-9 _ -`), unique
+    /// even heights from [`MIN_RUNG_HEIGHT`] to [`MAX_RUNG_HEIGHT`] and
+    /// video bitrates in [`VIDEO_KBPS`]. `audio_kbps` is the package's one
+    /// audio bitrate, if it sets one for every rung.
+    ///
+    /// # Errors
+    ///
+    /// The reason, naming the rung.
+    pub fn check_ladder(
+        rungs: &[Rendition],
+        segment: Duration,
+        audio_kbps: Option<u32>,
+    ) -> Result<(), String> {
+        if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&segment) {
+            return Err(format!(
+                "segment duration {segment:?} is outside {MIN_SEGMENT:?} to {MAX_SEGMENT:?}"
+            ));
+        }
+        let audio = |kbps: u32, what: &str| {
+            if AUDIO_KBPS.contains(&kbps) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: AAC at {kbps} kb/s is outside {}–{} kb/s",
+                    AUDIO_KBPS.start(),
+                    AUDIO_KBPS.end()
+                ))
+            }
+        };
+        if let Some(kbps) = audio_kbps {
+            audio(kbps, "audio_kbps")?;
+        }
+        if rungs.is_empty() || rungs.len() > MAX_RUNGS {
+            return Err(format!(
+                "the ladder has {} rungs; 1 to {MAX_RUNGS} are allowed",
+                rungs.len()
+            ));
+        }
+        let (mut names, mut heights) = (HashSet::new(), HashSet::new());
+        for rung in rungs {
+            let name = &rung.name;
+            let name_ok = !name.is_empty()
+                && name.len() <= MAX_NAME_LEN
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "rendition name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ -"
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(format!("rendition name {name:?} is repeated"));
+            }
+            let height = rung.height;
+            if height % 2 == 1 || !(MIN_RUNG_HEIGHT..=MAX_RUNG_HEIGHT).contains(&height) {
+                return Err(format!(
+                    "rendition {name}: height {height} must be even, from {MIN_RUNG_HEIGHT} \
+                     to {MAX_RUNG_HEIGHT}"
+                ));
+            }
+            if !heights.insert(height) {
+                return Err(format!("rendition {name}: height {height} is repeated"));
+            }
+            if !VIDEO_KBPS.contains(&rung.video_kbps) {
+                return Err(format!(
+                    "rendition {name}: a video bitrate of {} kb/s is outside {}–{} kb/s",
+                    rung.video_kbps,
+                    VIDEO_KBPS.start(),
+                    VIDEO_KBPS.end()
+                ));
+            }
+            if audio_kbps.is_none() {
+                audio(rung.audio_kbps, &format!("rendition {name}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 use limits::*;
@@ -195,72 +278,8 @@ impl Package {
         if self.formats.is_empty() {
             return invalid::<Self>("neither HLS nor DASH is asked for");
         }
-        if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&self.segment_duration) {
-            return invalid::<Self>(format!(
-                "segment duration {:?} is outside {MIN_SEGMENT:?} to {MAX_SEGMENT:?}",
-                self.segment_duration
-            ));
-        }
-        let audio = |kbps: u32, what: &str| {
-            if AUDIO_KBPS.contains(&kbps) {
-                Ok(())
-            } else {
-                invalid::<Self>(format!(
-                    "{what}: AAC at {kbps} kb/s is outside {}–{} kb/s",
-                    AUDIO_KBPS.start(),
-                    AUDIO_KBPS.end()
-                ))
-            }
-        };
-        if let Some(kbps) = self.audio_kbps {
-            audio(kbps, "audio_kbps")?;
-        }
-        let rungs = self.rungs();
-        if rungs.is_empty() || rungs.len() > MAX_RUNGS {
-            return invalid::<Self>(format!(
-                "the ladder has {} rungs; 1 to {MAX_RUNGS} are allowed",
-                rungs.len()
-            ));
-        }
-        let (mut names, mut heights) = (HashSet::new(), HashSet::new());
-        for rung in &rungs {
-            let name = &rung.name;
-            let name_ok = !name.is_empty()
-                && name.len() <= MAX_NAME_LEN
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !name_ok {
-                return invalid::<Self>(format!(
-                    "rendition name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ -"
-                ));
-            }
-            if !names.insert(name.as_str()) {
-                return invalid::<Self>(format!("rendition name {name:?} is repeated"));
-            }
-            let height = rung.height;
-            if height % 2 == 1 || !(MIN_RUNG_HEIGHT..=MAX_RUNG_HEIGHT).contains(&height) {
-                return invalid::<Self>(format!(
-                    "rendition {name}: height {height} must be even, from {MIN_RUNG_HEIGHT} \
-                     to {MAX_RUNG_HEIGHT}"
-                ));
-            }
-            if !heights.insert(height) {
-                return invalid::<Self>(format!("rendition {name}: height {height} is repeated"));
-            }
-            if !VIDEO_KBPS.contains(&rung.video_kbps) {
-                return invalid::<Self>(format!(
-                    "rendition {name}: a video bitrate of {} kb/s is outside {}–{} kb/s",
-                    rung.video_kbps,
-                    VIDEO_KBPS.start(),
-                    VIDEO_KBPS.end()
-                ));
-            }
-            if self.audio_kbps.is_none() {
-                audio(rung.audio_kbps, &format!("rendition {name}"))?;
-            }
-        }
-        Ok(())
+        limits::check_ladder(&self.rungs(), self.segment_duration, self.audio_kbps)
+            .or_else(invalid::<Self>)
     }
 }
 

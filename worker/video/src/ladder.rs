@@ -14,24 +14,15 @@
 //!   renditions are split from the same decoded frames, so the segmenters
 //!   cut every rendition at the same frame.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use spool_sdk::video::{Fps, Rendition};
 
 use super::VideoError;
 
-/// The shortest segment duration accepted.
-pub const MIN_SEGMENT: Duration = Duration::from_millis(500);
-
-/// The longest segment duration accepted.
-pub const MAX_SEGMENT: Duration = Duration::from_secs(60);
-
-/// The most rungs a ladder may have.
-pub const MAX_RUNGS: usize = 10;
-
-/// The longest rendition name (names become file names).
-pub const MAX_NAME_LEN: usize = 32;
+/// The ladder's bounds, spelled once in the SDK that checks them on
+/// enqueue.
+pub use spool_sdk::video::limits::{MAX_NAME_LEN, MAX_RUNGS, MAX_SEGMENT, MIN_SEGMENT};
 
 /// The peak bitrate allowed over a rung's target, for HLS `BANDWIDTH` and
 /// DASH `bandwidth` to mean something: 110 %.
@@ -173,7 +164,10 @@ pub fn plan(
     segment: Duration,
     audio_kbps: Option<u32>,
 ) -> Result<Ladder, VideoError> {
-    check_request(requested, segment, audio_kbps)?;
+    // The worker checked the task already; a ladder built by other callers
+    // (the benches) meets the same rules.
+    spool_sdk::video::limits::check_ladder(requested, segment, audio_kbps)
+        .map_err(VideoError::InvalidTask)?;
     if width < 2 || height < 2 {
         return Err(VideoError::InvalidTask(format!(
             "the source's frame size {width}x{height} is too small to package"
@@ -215,67 +209,6 @@ pub fn plan(
         keyframes: Keyframes::new(segment, fps),
         dropped: dropped.into_iter().map(|r| r.name).collect(),
     })
-}
-
-/// Rejects a ladder FFmpeg could not run or whose names could not be file
-/// names.
-fn check_request(
-    requested: &[Rendition],
-    segment: Duration,
-    audio_kbps: Option<u32>,
-) -> Result<(), VideoError> {
-    let invalid = |message: String| Err(VideoError::InvalidTask(message));
-    if requested.is_empty() {
-        return invalid("the ladder has no rungs".to_owned());
-    }
-    if requested.len() > MAX_RUNGS {
-        return invalid(format!(
-            "the ladder has {} rungs; at most {MAX_RUNGS} are allowed",
-            requested.len()
-        ));
-    }
-    if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&segment) {
-        return invalid(format!(
-            "segment duration {segment:?} is outside {MIN_SEGMENT:?} to {MAX_SEGMENT:?}"
-        ));
-    }
-    if audio_kbps == Some(0) {
-        return invalid("audio bitrate 0 kb/s".to_owned());
-    }
-    let mut names = HashSet::new();
-    let mut heights = HashSet::new();
-    for rung in requested {
-        let name = &rung.name;
-        let name_ok = !name.is_empty()
-            && name.len() <= MAX_NAME_LEN
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok {
-            return invalid(format!(
-                "rendition name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ -"
-            ));
-        }
-        if !names.insert(name.as_str()) {
-            return invalid(format!("rendition name {name:?} is repeated"));
-        }
-        if rung.height < 16 || rung.height % 2 == 1 {
-            return invalid(format!(
-                "rendition {name}: height {} must be even and at least 16",
-                rung.height
-            ));
-        }
-        if !heights.insert(rung.height) {
-            return invalid(format!(
-                "rendition {name}: height {} is repeated",
-                rung.height
-            ));
-        }
-        if rung.video_kbps == 0 || (rung.audio_kbps == 0 && audio_kbps.is_none()) {
-            return invalid(format!("rendition {name}: a bitrate is 0 kb/s"));
-        }
-    }
-    Ok(())
 }
 
 /// The even width of a frame `height` tall with the source's shape.
@@ -426,7 +359,7 @@ mod tests {
             other => panic!("expected an invalid task, got {other:?}"),
         };
         let four = Duration::from_secs(4);
-        assert!(reason(vec![], four).contains("no rungs"));
+        assert!(reason(vec![], four).contains("the ladder has 0 rungs"));
         let r = |name: &str, height| Rendition::new(name, height, 1000, 96);
         assert!(reason(vec![r("../x", 720)], four).contains("A-Z a-z 0-9 _ -"));
         assert!(reason(vec![r("a b", 720)], four).contains("A-Z a-z 0-9 _ -"));
@@ -434,11 +367,11 @@ mod tests {
         assert!(reason(vec![r("a", 720), r("a", 480)], four).contains("repeated"));
         assert!(reason(vec![r("a", 720), r("b", 720)], four).contains("height 720 is repeated"));
         assert!(reason(vec![r("a", 721)], four).contains("must be even"));
-        assert!(reason(vec![r("a", 8)], four).contains("at least 16"));
+        assert!(reason(vec![r("a", 8)], four).contains("must be even, from 16"));
         assert!(reason(vec![Rendition::new("a", 720, 0, 96)], four).contains("0 kb/s"));
         assert!(reason(vec![r("a", 720)], Duration::from_millis(100)).contains("segment duration"));
         assert!(reason(vec![r("a", 720)], Duration::from_secs(61)).contains("segment duration"));
         let many = (0..11).map(|i| r(&format!("r{i}"), 100 + 2 * i)).collect();
-        assert!(reason(many, four).contains("at most 10"));
+        assert!(reason(many, four).contains("1 to 10 are allowed"));
     }
 }
