@@ -586,6 +586,13 @@ struct AclUser {
 
 impl AclUser {
     async fn create(redis: &TestRedis, rules: &[&str]) -> Self {
+        // The user's credentials go into a redis:// URL; a cluster keeps
+        // ACL users per node, so these tests run on a single server.
+        assert!(
+            redis_url().starts_with("redis://"),
+            "the permission tests need a single Redis at a redis:// URL, not {}",
+            redis_url()
+        );
         let name = format!("spool-test-user-{:08x}", fastrand::u32(..));
         let password = format!("pw-{:016x}", fastrand::u64(..));
         let mut setuser = redis::cmd("ACL");

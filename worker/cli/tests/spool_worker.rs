@@ -501,7 +501,14 @@ async fn the_probe_reports_what_this_host_can_do() {
             assert!(report["ffmpeg"]["libvmaf"].is_boolean());
         }
         None => {
-            eprintln!("no FFmpeg here (set SPOOL_FFMPEG): skipping the FFmpeg checks");
+            // As the spool-tests suites: a missing FFmpeg fails the test
+            // unless skipping was asked for.
+            assert!(
+                std::env::var_os("SPOOL_SKIP_FFMPEG").is_some(),
+                "no FFmpeg here: run ops/scripts/setup.sh or set SPOOL_FFMPEG \
+                 (SPOOL_SKIP_FFMPEG=1 skips the FFmpeg checks)"
+            );
+            eprintln!("no FFmpeg here and SPOOL_SKIP_FFMPEG set: skipping the FFmpeg checks");
             assert!(report["ffmpeg"]["error"].is_string());
         }
     }
