@@ -142,3 +142,45 @@ fn build_and_run_commands_name_real_packages_and_binaries() {
     // that finds nothing must not pass.
     assert!(checked >= 10, "only {checked} cargo commands found");
 }
+
+/// The README's table of binaries names every binary the workspace builds
+/// (examples' and tests' helpers aside), with the crate that builds it.
+#[test]
+fn the_readme_lists_every_binary_with_its_crate() {
+    let readme = read("README.md");
+    let table: Vec<&str> = readme
+        .split("## The binaries")
+        .nth(1)
+        .expect("a section \"The binaries\"")
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    for (package, bins) in packages() {
+        // spool-tests' helper processes are not for users.
+        if package == "spool-tests" {
+            continue;
+        }
+        for bin in bins {
+            let row = table
+                .iter()
+                .find(|row| row.contains(&format!("`{bin}`")))
+                .unwrap_or_else(|| panic!("README's table of binaries lacks {bin} ({package})"));
+            assert!(
+                row.contains(&format!("`{package}`")),
+                "README says {bin} is not built by {package}: {row}"
+            );
+        }
+    }
+}
+
+/// `Cargo.toml` says `MIT OR Apache-2.0`: both license texts are there.
+#[test]
+fn both_licenses_the_manifest_names_are_in_the_repository() {
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains("license = \"MIT OR Apache-2.0\""));
+    assert!(read("LICENSE-MIT").starts_with("MIT License"));
+    assert!(
+        read("LICENSE-APACHE").contains("Apache License\n                           Version 2.0")
+    );
+}
