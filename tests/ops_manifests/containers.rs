@@ -716,3 +716,29 @@ fn the_beat_entries_agree_between_kubernetes_and_systemd() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Every daemon that serves metrics is probed on the same port: liveness
+/// on `/healthz`, readiness on `/readyz` (the endpoints
+/// `spool_cli_common::serve_with_readiness` answers).
+#[test]
+fn daemons_are_probed_for_health_and_readiness_on_their_metrics_port() {
+    let objects = k8s_objects();
+    let mut probed = 0;
+    for container in containers(&objects) {
+        let what = format!("{} in {}", container.deployment, container.file);
+        let serves_metrics = seq(&container.spec["ports"])
+            .iter()
+            .any(|port| port["name"].as_str() == Some("metrics"));
+        if !serves_metrics {
+            continue;
+        }
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let get = &container.spec[probe]["httpGet"];
+            assert_eq!(get["path"].as_str(), Some(path), "{what}: {probe}");
+            assert_eq!(get["port"].as_str(), Some("metrics"), "{what}: {probe}");
+        }
+        probed += 1;
+    }
+    // Two worker pools, the beat, the autoscaler and the KEDA exporter.
+    assert!(probed >= 5, "only {probed} daemons probed");
+}

@@ -14,7 +14,9 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use spool_broker::{QueueName, Task, WorkerState};
 use spool_worker::builtin::{Alloc, Echo, Fail, Ping, Sleep};
-use support::{Deadline, Exposition, Records, TestRedis, free_port, run_to_end, scrape, wait_for};
+use support::{
+    Deadline, Exposition, Records, TestRedis, free_port, http_get, run_to_end, scrape, wait_for,
+};
 use tokio::time::Instant;
 
 /// Item 8: 100 tasks with `--max-tasks-per-child 10` leave at least 10
@@ -426,6 +428,36 @@ async fn crashed_children_restart_and_metrics_are_served() {
         metrics.value("spool_gpu_utilization_ratio", &[]).is_none(),
         "no GPU here, so no GPU metrics"
     );
+
+    worker.signal(Signal::SIGTERM);
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+    redis.cleanup().await;
+}
+
+/// `/healthz` answers while the supervisor runs, and `/readyz` turns ready
+/// once a child serves: the probes Kubernetes uses (ops/k8s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_are_served_beside_the_metrics() {
+    let redis = TestRedis::new().await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = redis.spawn(&["--processes", "1", "--metrics-addr", &addr]);
+    let ready = wait_for("/readyz to say ready", Duration::from_secs(10), || async {
+        http_get(port, "/readyz")
+            .await
+            .filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(ready.1, "ready\n");
+    // A child serves: its heartbeat is in the registry.
+    assert_eq!(redis.workers().await.len(), 1);
+    assert_eq!(
+        http_get(port, "/healthz").await,
+        Some((200, "ok\n".to_owned()))
+    );
+    let (status, body) = http_get(port, "/nowhere").await.expect("an answer");
+    assert_eq!(status, 404);
+    assert!(body.contains("/readyz"), "{body}");
 
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait_exit(Duration::from_secs(10)).await.success());

@@ -599,9 +599,10 @@ fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
     family(name, help, MetricType::GAUGE, vec![Metric::from_gauge(g)])
 }
 
-/// Binds `addr` and serves `hub` on `GET /metrics` (anything else: 404)
-/// until the returned task is aborted. Returns the bound address (useful
-/// with port 0) and the serving task.
+/// Binds `addr` and serves `hub` on `GET /metrics`, with `/healthz` and
+/// `/readyz` (ready while `readiness` says so; anything else: 404), until
+/// the returned task is aborted. Returns the bound address (useful with
+/// port 0) and the serving task.
 ///
 /// # Errors
 ///
@@ -610,8 +611,9 @@ fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
 pub async fn serve(
     addr: SocketAddr,
     hub: Arc<MetricsHub>,
+    readiness: spool_cli_common::Readiness,
 ) -> crate::Result<(SocketAddr, JoinHandle<()>)> {
-    spool_cli_common::serve_metrics(addr, move || hub.render())
+    spool_cli_common::serve_with_readiness(addr, move || hub.render(), readiness)
         .await
         .map_err(|e| crate::Error::Config(format!("cannot serve metrics on {addr}: {e}")))
 }

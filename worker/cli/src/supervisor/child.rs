@@ -245,11 +245,12 @@ async fn serve(options: Serve) -> Result<ExitCode> {
 
     // Metrics: served here when there is no supervisor, else reported to it.
     let mut server = None;
+    let readiness = spool_cli_common::Readiness::not_yet("starting");
     if status.is_none()
         && let Some(addr) = settings.metrics_addr
     {
         let hub = Arc::new(MetricsHub::new(Some(Arc::clone(&metrics)), telemetry)?);
-        server = Some(metrics::serve(addr, hub).await?.1);
+        server = Some(metrics::serve(addr, hub, readiness.clone()).await?.1);
     }
     let reporter = status.clone().map(|status| {
         let metrics = Arc::clone(&metrics);
@@ -375,8 +376,10 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     if let Some(status) = &status {
         status.send(ChildMessage::Ready { id: id.clone() });
     }
+    readiness.set_ready();
     info!(worker = %id, "serving");
     let report = worker.run(stop.clone().cancelled_owned()).await;
+    readiness.set_not_ready("stopping");
 
     helpers.cancel();
     stopper.abort();

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use spool_broker::RedisBroker;
+use spool_cli_common::Readiness;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::signal::unix::{SignalKind, signal};
@@ -103,6 +104,8 @@ struct Supervisor {
     events: mpsc::UnboundedReceiver<Event>,
     stopping: bool,
     clean: bool,
+    /// `/readyz`: ready while at least one child serves.
+    readiness: Readiness,
 }
 
 impl Supervisor {
@@ -119,8 +122,9 @@ impl Supervisor {
         let exe = std::env::current_exe()
             .map_err(|e| Error::Config(format!("cannot find this program to run children: {e}")))?;
         let hub = Arc::new(MetricsHub::new(None, telemetry)?);
+        let readiness = Readiness::not_yet("no child is serving yet");
         if let Some(addr) = settings.metrics_addr {
-            metrics::serve(addr, Arc::clone(&hub)).await?;
+            metrics::serve(addr, Arc::clone(&hub), readiness.clone()).await?;
         }
         let (events_tx, events) = mpsc::unbounded_channel();
         let slots = (0..settings.processes).map(|_| Slot::default()).collect();
@@ -130,6 +134,7 @@ impl Supervisor {
             exe,
             broker,
             hub,
+            readiness,
             slots,
             children: HashMap::new(),
             events_tx,
@@ -266,12 +271,28 @@ impl Supervisor {
                 if let Some(child) = self.children.get_mut(&pid) {
                     child.id = Some(id);
                 }
+                self.update_readiness();
             }
             Event::Message(pid, ChildMessage::Retiring { reason }) => self.retiring(pid, &reason),
             Event::Message(pid, ChildMessage::Metrics { increments, gauges }) => {
                 self.hub.push(pid, increments, gauges);
             }
-            Event::Exited(pid, status) => self.exited(pid, status),
+            Event::Exited(pid, status) => {
+                self.exited(pid, status);
+                self.update_readiness();
+            }
+        }
+    }
+
+    /// Ready while a child that said it serves is alive and not stopping.
+    fn update_readiness(&self) {
+        if self.stopping {
+            self.readiness.set_not_ready("stopping");
+        } else if self.children.values().any(|child| child.id.is_some()) {
+            self.readiness.set_ready();
+        } else {
+            self.readiness
+                .set_not_ready("no child is serving (starting or restarting)");
         }
     }
 
@@ -368,6 +389,7 @@ impl Supervisor {
     /// First signal: tell every child to stop, then wait for them.
     async fn warm(&mut self, signal: Signal) {
         self.stopping = true;
+        self.update_readiness();
         info!(
             %signal,
             children = self.children.len(),
