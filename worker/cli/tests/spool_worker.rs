@@ -435,10 +435,18 @@ async fn crashed_children_restart_and_metrics_are_served() {
 }
 
 /// `/healthz` answers while the supervisor runs, and `/readyz` turns ready
-/// once a child serves: the probes Kubernetes uses (ops/k8s).
+/// once a child serves: the probes Kubernetes uses (ops/k8s). The served
+/// queue's own signals (read from Redis) are on `/metrics` beside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness_are_served_beside_the_metrics() {
+async fn health_readiness_and_queue_signals_are_served_beside_the_metrics() {
     let redis = TestRedis::new().await;
+    // Waits an hour in the delayed set: a signal no worker consumes.
+    redis
+        .client
+        .enqueue(Ping {})
+        .countdown(Duration::from_secs(3600))
+        .await
+        .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut worker = redis.spawn(&["--processes", "1", "--metrics-addr", &addr]);
@@ -458,6 +466,22 @@ async fn health_and_readiness_are_served_beside_the_metrics() {
     let (status, body) = http_get(port, "/nowhere").await.expect("an answer");
     assert_eq!(status, 404);
     assert!(body.contains("/readyz"), "{body}");
+
+    let default = [("queue", "default")];
+    let metrics = wait_for(
+        "the queue's signals on /metrics",
+        Duration::from_secs(15),
+        || async {
+            let metrics = Exposition::parse(&scrape(port).await?);
+            (metrics.value("spool_queue_consumers", &default) >= Some(1.0)).then_some(metrics)
+        },
+    )
+    .await;
+    assert_eq!(metrics.value("spool_queue_delayed", &default), Some(1.0));
+    assert_eq!(metrics.value("spool_queue_ready", &default), Some(0.0));
+    assert_eq!(metrics.value("spool_queue_paused", &default), Some(0.0));
+    assert_eq!(metrics.value("spool_queue_dead_letters", &default), Some(0.0));
+    assert!(metrics.value("spool_queue_enqueued_total", &default).is_some());
 
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait_exit(Duration::from_secs(10)).await.success());

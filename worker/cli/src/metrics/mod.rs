@@ -40,6 +40,11 @@
 //! | `spool_gpu_utilization_ratio` | gauge | `gpu` |
 //! | `spool_gpu_memory_used_bytes`, `spool_gpu_memory_total_bytes` | gauge | `gpu` |
 //! | `spool_gpu_encoder_utilization_ratio`, `spool_gpu_decoder_utilization_ratio` | gauge | `gpu` |
+//! | `spool_queue_ready`, `_delayed`, `_delayed_due`, `_in_flight`, `_dead_letters`, `_oldest_age_seconds`, `_consumers`, `_paused` | gauge | `queue` |
+//! | `spool_queue_enqueued_total`, `spool_queue_completed_total` | counter | `queue` |
+//!
+//! The `spool_queue_*` families are the served queues' own signals, read
+//! from Redis ([`queues`]): every worker of a queue exports the same values.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -56,6 +61,10 @@ use tokio::task::JoinHandle;
 
 use spool_video::probe::GpuTelemetry;
 use spool_worker::{Observer, Outcome, TaskInfo};
+
+pub mod queues;
+
+pub use self::queues::QueueGauges;
 
 /// Upper bounds of the task-duration histogram, in seconds: from 5 ms
 /// no-ops to two-hour encodes.
@@ -388,6 +397,7 @@ pub struct MetricsHub {
     children: IntGauge,
     gpu: GpuGauges,
     telemetry: Option<GpuTelemetry>,
+    queues: Arc<QueueGauges>,
 }
 
 /// Always registered, so their names are known on hosts without a GPU too;
@@ -462,6 +472,7 @@ impl MetricsHub {
             children,
             gpu: gpu_gauges,
             telemetry: gpu,
+            queues: Arc::default(),
         })
     }
 
@@ -477,6 +488,7 @@ impl MetricsHub {
             .chain(gauge_families(Gauges::default()))
             .map(|family| family.name().to_owned())
             .chain(self.registered.iter().cloned())
+            .chain(QueueGauges::names().map(str::to_owned))
             .collect();
         names.sort();
         names.dedup();
@@ -503,6 +515,12 @@ impl MetricsHub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&pid);
+    }
+
+    /// Where the served queues' signals are recorded ([`queues::sample`]).
+    #[must_use]
+    pub fn queues(&self) -> Arc<QueueGauges> {
+        Arc::clone(&self.queues)
     }
 
     /// Counts a child restart.
@@ -547,6 +565,7 @@ impl MetricsHub {
         let mut families = totals.families();
         families.extend(gauge_families(gauges));
         families.extend(self.registry.gather());
+        families.extend(self.queues.families());
         // The text format has no way to say "a family with no series yet".
         families.retain(|family| !family.get_metric().is_empty());
         families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -716,6 +735,15 @@ mod tests {
         );
         hub.push(1, totals, Gauges::default());
         hub.child_restarted();
+        hub.queues().record(
+            &q,
+            spool_broker::QueueStats {
+                ready: [1, 2, 3],
+                oldest_age: Some(Duration::from_millis(1500)),
+                enqueued_total: 9,
+                ..spool_broker::QueueStats::default()
+            },
+        );
         for g in [
             &hub.gpu.utilization,
             &hub.gpu.memory_used,
@@ -734,6 +762,14 @@ mod tests {
             .collect();
         assert_eq!(rendered, names);
         assert!(names.iter().any(|n| n == "spool_gpu_memory_used_bytes"));
+        let text = hub.render();
+        for line in [
+            r#"spool_queue_ready{queue="default"} 6"#,
+            r#"spool_queue_oldest_age_seconds{queue="default"} 1.5"#,
+            r#"spool_queue_enqueued_total{queue="default"} 9"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 
     #[test]

@@ -221,6 +221,7 @@ async fn serve(options: Serve) -> Result<ExitCode> {
     let broker = RedisBroker::connect(settings.redis_config()?).await?;
     let pid = std::process::id();
     let id = format!("{}-{pid}-{:04x}", settings.name, fastrand::u16(..));
+    let served = queues.clone();
     let worker_config = settings.worker_config(queues.clone(), id.clone());
     worker_config.validate()?;
     // Broken video settings stop the start; without video, video tasks
@@ -250,6 +251,13 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         && let Some(addr) = settings.metrics_addr
     {
         let hub = Arc::new(MetricsHub::new(Some(Arc::clone(&metrics)), telemetry)?);
+        spawn(metrics::queues::sample(
+            broker.clone(),
+            served,
+            hub.queues(),
+            metrics::queues::SAMPLE_INTERVAL,
+            helpers.clone(),
+        ));
         server = Some(metrics::serve(addr, hub, readiness.clone()).await?.1);
     }
     let reporter = status.clone().map(|status| {

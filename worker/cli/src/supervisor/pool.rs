@@ -20,6 +20,7 @@ use tokio::process::{ChildStdin, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
 use super::cold_exit_status;
@@ -106,6 +107,8 @@ struct Supervisor {
     clean: bool,
     /// `/readyz`: ready while at least one child serves.
     readiness: Readiness,
+    /// Stops the queue signals' sampling when the supervisor ends.
+    _sampling: DropGuard,
 }
 
 impl Supervisor {
@@ -123,7 +126,15 @@ impl Supervisor {
             .map_err(|e| Error::Config(format!("cannot find this program to run children: {e}")))?;
         let hub = Arc::new(MetricsHub::new(None, telemetry)?);
         let readiness = Readiness::not_yet("no child is serving yet");
+        let sampling = CancellationToken::new();
         if let Some(addr) = settings.metrics_addr {
+            tokio::spawn(metrics::queues::sample(
+                broker.clone(),
+                settings.queues.clone(),
+                hub.queues(),
+                metrics::queues::SAMPLE_INTERVAL,
+                sampling.clone(),
+            ));
             metrics::serve(addr, Arc::clone(&hub), readiness.clone()).await?;
         }
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -135,6 +146,7 @@ impl Supervisor {
             broker,
             hub,
             readiness,
+            _sampling: sampling.drop_guard(),
             slots,
             children: HashMap::new(),
             events_tx,
