@@ -480,8 +480,15 @@ async fn health_readiness_and_queue_signals_are_served_beside_the_metrics() {
     assert_eq!(metrics.value("spool_queue_delayed", &default), Some(1.0));
     assert_eq!(metrics.value("spool_queue_ready", &default), Some(0.0));
     assert_eq!(metrics.value("spool_queue_paused", &default), Some(0.0));
-    assert_eq!(metrics.value("spool_queue_dead_letters", &default), Some(0.0));
-    assert!(metrics.value("spool_queue_enqueued_total", &default).is_some());
+    assert_eq!(
+        metrics.value("spool_queue_dead_letters", &default),
+        Some(0.0)
+    );
+    assert!(
+        metrics
+            .value("spool_queue_enqueued_total", &default)
+            .is_some()
+    );
 
     worker.signal(Signal::SIGTERM);
     assert!(worker.wait_exit(Duration::from_secs(10)).await.success());

@@ -768,7 +768,10 @@ mod tests {
             r#"spool_queue_oldest_age_seconds{queue="default"} 1.5"#,
             r#"spool_queue_enqueued_total{queue="default"} 9"#,
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
     }
 

@@ -68,11 +68,9 @@ const GAUGES: [GaugeSpec; 8] = [
         "Worker processes serving the queue now.",
         |s| s.consumers as f64,
     ),
-    (
-        "spool_queue_paused",
-        "1 while the queue is paused.",
-        |s| f64::from(u8::from(s.paused)),
-    ),
+    ("spool_queue_paused", "1 while the queue is paused.", |s| {
+        f64::from(u8::from(s.paused))
+    }),
 ];
 
 /// The counter families: cumulative counts Redis keeps per queue (they
