@@ -212,15 +212,21 @@ impl Default for RateControl {
 
 /// Encoding speed against compression, in x264's words; each encoder
 /// gets its closest equivalent (NVENC `p1`–`p7`, SVT-AV1 `12`–`2`).
+///
+/// On the wire a preset is written `very_fast`; FFmpeg's own spelling
+/// (`veryfast`) is read too, so a payload written by hand can use either.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Preset {
     /// The fastest, largest output.
+    #[serde(alias = "ultrafast")]
     UltraFast,
     /// Very fast.
+    #[serde(alias = "superfast")]
     SuperFast,
     /// Fast.
+    #[serde(alias = "veryfast")]
     VeryFast,
     /// Faster than the default.
     Faster,
@@ -234,6 +240,7 @@ pub enum Preset {
     /// Slower still.
     Slower,
     /// The slowest, smallest output.
+    #[serde(alias = "veryslow")]
     VerySlow,
 }
 
@@ -429,6 +436,21 @@ mod tests {
         assert_eq!(task.suggested_queue(), QueueName::GPU);
         assert_eq!(Transcode::NAME, "video.transcode");
         assert_eq!(Transcode::options().queue, QueueName::DEFAULT);
+    }
+
+    #[test]
+    fn presets_read_ffmpegs_names_too() {
+        for preset in Preset::ALL {
+            let ffmpeg = spool_broker::encode_payload(&preset.as_str()).expect("encodes");
+            let read: Preset = spool_broker::decode_payload(&ffmpeg).expect("FFmpeg's name");
+            assert_eq!(read, preset, "{}", preset.as_str());
+            let wire = spool_broker::encode_payload(&preset).expect("encodes");
+            let back: Preset = spool_broker::decode_payload(&wire).expect("the wire name");
+            assert_eq!(back, preset);
+        }
+        let wire = spool_broker::encode_payload(&Preset::VeryFast).expect("encodes");
+        let name: String = spool_broker::decode_payload(&wire).expect("a string");
+        assert_eq!(name, "very_fast", "the wire form stays");
     }
 
     #[test]
