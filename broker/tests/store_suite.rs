@@ -320,7 +320,9 @@ async fn progress_follows_the_latest_attempt(store: JobStore, _url: String) {
         Some(Progress::percent(20.0))
     );
 
-    // A finished task keeps its last progress.
+    // A success ends at 100 % "done", whatever the last report said (a
+    // throttled or late one is not left showing 15 %); a report after
+    // the outcome changes nothing.
     store
         .record_outcomes(&[finished(&second, JobStatus::Succeeded, 9)])
         .await
@@ -331,7 +333,19 @@ async fn progress_follows_the_latest_attempt(store: JobStore, _url: String) {
         .unwrap();
     assert_eq!(
         get(&store, first.id).await.progress,
-        Some(Progress::percent(15.0))
+        Some(Progress {
+            stage: Some("done".into()),
+            ..Progress::percent(100.0)
+        })
+    );
+    // A failure keeps the last progress: where it stopped.
+    store
+        .record_outcomes(&[finished(&other, JobStatus::Failed, 9)])
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&store, other.id).await.progress,
+        Some(Progress::percent(20.0))
     );
 }
 

@@ -79,6 +79,10 @@ pub enum Error {
     #[error("no task {0} in the job store")]
     UnknownTask(TaskId),
 
+    /// The output could not be written (a closed pipe, say).
+    #[error("cannot write the output: {0}")]
+    Write(#[from] std::io::Error),
+
     /// A report could not be encoded as JSON.
     #[error("cannot encode the output as JSON: {0}")]
     Output(#[source] serde_json::Error),

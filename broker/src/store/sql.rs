@@ -134,8 +134,18 @@ impl Write {
                  WHERE excluded.revision >= spool_jobs.revision"
             }
             // What the outcome does not know is kept from the start record.
+            // A success ends at 100 % "done": the handler's last report may
+            // have been throttled, or have lost the race with the outcome.
             Self::Finished => {
                 " ON CONFLICT (id) DO UPDATE SET \
+                 progress_percent = CASE WHEN excluded.status = 'succeeded' THEN 100 \
+                   ELSE spool_jobs.progress_percent END, \
+                 progress_stage = CASE WHEN excluded.status = 'succeeded' THEN 'done' \
+                   ELSE spool_jobs.progress_stage END, \
+                 progress_fps = CASE WHEN excluded.status = 'succeeded' THEN NULL \
+                   ELSE spool_jobs.progress_fps END, \
+                 progress_eta_s = CASE WHEN excluded.status = 'succeeded' THEN NULL \
+                   ELSE spool_jobs.progress_eta_s END, \
                  status = excluded.status, \
                  attempts = excluded.attempts, \
                  revision = excluded.revision, \

@@ -41,6 +41,7 @@ use spool_scheduler::ctl::{
 enum Outcome {
     Print(String),
     Top(TopArgs, RedisBroker, Format),
+    Follow(TaskId, RedisBroker, JobStore, Format),
 }
 
 /// Inspect and drive Spool's task queues.
@@ -204,6 +205,12 @@ enum TaskCommand {
         /// The task's id.
         #[arg(value_parser = parse_task_id)]
         id: TaskId,
+        /// Follow the task live: a line per state change and progress report
+        /// (a JSON object each with --json) until it ends, then its record.
+        /// The exit status is its outcome: 0 succeeded, 1 failed, 3 dead,
+        /// 4 revoked, 5 expired (2 stays clap's usage error)
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -352,6 +359,23 @@ async fn main() -> ExitCode {
     let written = match run(cli, &connection).await {
         Ok(Outcome::Print(output)) => write_out(&output),
         Ok(Outcome::Top(args, broker, format)) => top(args, &broker, format).await,
+        Ok(Outcome::Follow(id, broker, store, format)) => {
+            let mut stdout = io::stdout();
+            let followed = ctl::task_follow(
+                &broker,
+                &store,
+                id,
+                ctl::DEFAULT_FOLLOW_POLL,
+                format == Format::Json,
+                &mut stdout,
+            )
+            .await;
+            store.close().await;
+            match followed {
+                Ok(status) => return outcome_exit_code(status),
+                Err(err) => Err(err.into()),
+            }
+        }
         Err(err) => Err(err),
     };
     match written {
@@ -369,6 +393,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `task show --follow`'s exit status: the task's outcome (2 is clap's).
+fn outcome_exit_code(status: JobStatus) -> ExitCode {
+    ExitCode::from(match status {
+        JobStatus::Succeeded => 0,
+        JobStatus::Dead => 3,
+        JobStatus::Revoked => 4,
+        JobStatus::Expired => 5,
+        _ => 1,
+    })
 }
 
 /// Writes `output` to stdout at once.
@@ -513,7 +548,14 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             ctl::render(&report?, format)?
         }
         Command::Task {
-            command: TaskCommand::Show { id },
+            command: TaskCommand::Show { id, follow: true },
+        } => {
+            let broker = connect(access).await?;
+            let store = open_store(&access.store_url).await?;
+            return Ok(Outcome::Follow(id, broker, store, format));
+        }
+        Command::Task {
+            command: TaskCommand::Show { id, follow: false },
         } => {
             let store = open_store(&access.store_url).await?;
             let report = ctl::task_show(&store, id).await;
