@@ -23,6 +23,7 @@ mod call;
 mod dead;
 mod dead_purge;
 mod dead_retry;
+mod inspect;
 mod pause;
 mod purge;
 mod queues;
@@ -45,6 +46,7 @@ pub use self::call::{
 pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
 pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry};
+pub use self::inspect::{RegisteredReport, RegisteredRow, registered, registered_report};
 pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
 pub use self::queues::{
