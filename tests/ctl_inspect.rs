@@ -265,6 +265,14 @@ fn spoolctl_prints_completions_and_a_man_page() {
         "{bash}"
     );
     assert!(bash.contains("registered") && bash.contains("--redis-url"));
+    // Made from the flags alone: a bad connection setting does not stop it.
+    let out = Command::new(&ctl)
+        .env("SPOOL_KEY_PREFIX", "two words")
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), bash);
     let zsh = run_ok(&ctl, &["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef spoolctl"), "{zsh}");
     for shell in ["fish", "elvish", "powershell"] {

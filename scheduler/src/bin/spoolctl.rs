@@ -373,6 +373,15 @@ enum DeadCommand {
 async fn main() -> ExitCode {
     let cli: Cli = spool_cli_common::parse_args();
     init_tracing();
+    if let Some(output) = generated(&cli.command) {
+        return match output.and_then(|text| write_out(&text)) {
+            Err(err) if !is_broken_pipe(&err) => {
+                eprintln!("spoolctl: error: {err:#}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
+    }
     let connection = match cli.connection.resolve() {
         Ok(connection) => connection,
         Err(err) => {
@@ -388,18 +397,18 @@ async fn main() -> ExitCode {
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that stops early (`| head`) is not an error.
-        Err(err)
-            if err
-                .downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("spoolctl: error: {}", describe(&err, &connection));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `err` is a closed stdout: a reader that stopped early.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 /// Writes `output` to stdout at once.
@@ -549,17 +558,9 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             let broker = connect(access).await?;
             ctl::render(&ctl::registered(&broker).await?, format)?
         }
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "spoolctl", &mut out);
-            String::from_utf8(out).context("shell completions are not UTF-8")?
-        }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
-                .context("cannot render the man page")?;
-            String::from_utf8(out).context("the man page is not UTF-8")?
+        // Handled in `main` before the connection flags are read.
+        command @ (Command::Completions { .. } | Command::Man) => {
+            generated(&command).unwrap_or_else(|| Ok(String::new()))?
         }
         Command::Tasks(args) => {
             let filter = args.into_filter();
@@ -590,6 +591,27 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         }
     };
     Ok(Outcome::Print(output))
+}
+
+/// The shell completions or the man page, for those commands: made from
+/// the flags' definitions alone, so they print even where the
+/// connection flags' environment variables hold bad values.
+fn generated(command: &Command) -> Option<Result<String>> {
+    let mut out = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "spoolctl", &mut out);
+        }
+        Command::Man => {
+            if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                return Some(Err(
+                    anyhow::Error::new(e).context("cannot render the man page")
+                ));
+            }
+        }
+        _ => return None,
+    }
+    Some(String::from_utf8(out).context("the generated text is not UTF-8"))
 }
 
 /// Connects to Redis, within the connect timeout. The URL is never part
