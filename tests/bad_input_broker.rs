@@ -146,7 +146,7 @@ async fn a_partial_enqueue_names_what_made_it() {
         .unwrap();
     let out = std::process::Command::new(bins::spoolctl())
         .args(["--redis-url", &server.url(), "--key-prefix", &redis.prefix])
-        .args(["call", "test.full.blob", "--count", "500"])
+        .args(["call", "--force", "test.full.blob", "--count", "500"])
         .args([
             "--args",
             &format!("{{\"bytes\": \"{}\"}}", "x".repeat(4096)),

@@ -78,13 +78,13 @@ async fn call_reads_large_args_from_a_file_or_stdin() {
     let path = std::env::temp_dir().join(format!("spool-args-{:08x}.json", fastrand::u32(..)));
     std::fs::write(&path, &json).unwrap();
     let at = format!("@{}", path.display());
-    let (code, stdout, stderr) = spoolctl(&redis, &["call", "test.args", "--args", &at]);
+    let (code, stdout, stderr) = spoolctl(&redis, &["call", "--force", "test.args", "--args", &at]);
     assert_eq!(code, Some(0), "{stderr}");
     let from_file: spool_broker::TaskId = stdout.trim().parse().unwrap();
 
     let mut child = std::process::Command::new(bins::spoolctl())
         .args(["--redis-url", &redis_url(), "--key-prefix", &redis.prefix])
-        .args(["call", "test.args", "--args", "-"])
+        .args(["call", "--force", "test.args", "--args", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -115,7 +115,7 @@ async fn call_reads_large_args_from_a_file_or_stdin() {
     }
 
     std::fs::remove_file(&path).unwrap();
-    let (code, _, stderr) = spoolctl(&redis, &["call", "test.args", "--args", &at]);
+    let (code, _, stderr) = spoolctl(&redis, &["call", "--force", "test.args", "--args", &at]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&path.display().to_string()) && stderr.contains("cannot read --args"),
@@ -157,7 +157,10 @@ async fn revoke_of_an_unknown_id_fails_unless_forced() {
             .contains(&unknown)
     );
 
-    let (code, stdout, stderr) = spoolctl(&redis, &["call", "test.later", "--countdown", "1h"]);
+    let (code, stdout, stderr) = spoolctl(
+        &redis,
+        &["call", "--force", "test.later", "--countdown", "1h"],
+    );
     assert_eq!(code, Some(0), "{stderr}");
     let delayed = stdout.trim().to_owned();
     let (code, stdout, stderr) = spoolctl(&redis, &["revoke", &delayed]);

@@ -398,16 +398,28 @@ async fn spool_worker_and_spoolctl_run_against_a_cluster() {
         .spawn()
         .unwrap();
 
-    spoolctl(&url, &prefix, &["call", "spool.echo", "--count", "3"]);
     spoolctl(
         &url,
         &prefix,
-        &["call", "spool.ping", "--queue", "gpu", "--count", "2"],
+        &["call", "--force", "spool.echo", "--count", "3"],
     );
     spoolctl(
         &url,
         &prefix,
-        &["call", "spool.nope", "--max-attempts", "1"],
+        &[
+            "call",
+            "--force",
+            "spool.ping",
+            "--queue",
+            "gpu",
+            "--count",
+            "2",
+        ],
+    );
+    spoolctl(
+        &url,
+        &prefix,
+        &["call", "--force", "spool.nope", "--max-attempts", "1"],
     );
     wait_until(
         "the worker to finish 5 tasks and dead-letter one",

@@ -284,9 +284,17 @@ async fn no_binary_prints_a_password_or_a_key() {
         .env("SPOOL_SIGNING_KEY_FILE", &keys);
     let beat = Daemon::start("spool-beat", beat, scratch.0.join("beat.log"));
 
-    let (output, text) = spoolctl(&["call", "spool.echo", "--count", "2"], &url, &keys);
+    let (output, text) = spoolctl(
+        &["call", "--force", "spool.echo", "--count", "2"],
+        &url,
+        &keys,
+    );
     assert!(output.status.success(), "{text}");
-    let (output, text) = spoolctl(&["call", "spool.nope", "--max-attempts", "1"], &url, &keys);
+    let (output, text) = spoolctl(
+        &["call", "--force", "spool.nope", "--max-attempts", "1"],
+        &url,
+        &keys,
+    );
     assert!(output.status.success(), "{text}");
     // The worker's child read the key file itself: it refuses what is not
     // signed.
@@ -328,7 +336,7 @@ async fn no_binary_prints_a_password_or_a_key() {
     // Failures: a wrong password, a key too short, a store that is down.
     let (output, text) = spoolctl(&["queues"], &wrong_url, &keys);
     assert!(!output.status.success(), "{text}");
-    let (output, text) = spoolctl(&["call", "spool.echo"], &url, &short_keys);
+    let (output, text) = spoolctl(&["call", "--force", "spool.echo"], &url, &short_keys);
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("short.keys"), "{text}");
     let (output, text) = run(

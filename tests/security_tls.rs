@@ -217,7 +217,7 @@ async fn the_worker_and_spoolctl_speak_tls() {
             "ca.crt",
             &url,
             &prefix,
-            &["call", "spool.echo", "--count", "4"],
+            &["call", "--force", "spool.echo", "--count", "4"],
         ),
     );
     wait_until(
@@ -331,7 +331,15 @@ async fn the_worker_and_spoolctl_speak_tls_to_a_cluster() {
     };
     // Three queues, so the tasks land on more than one node.
     for queue in ["default", "analysis", "streaming"] {
-        let args = ["call", "spool.echo", "--queue", queue, "--count", "3"];
+        let args = [
+            "call",
+            "--force",
+            "spool.echo",
+            "--queue",
+            queue,
+            "--count",
+            "3",
+        ];
         stdout_of("spoolctl call", &spoolctl(&args));
     }
     wait_until(
@@ -409,7 +417,7 @@ async fn client_certificates_reach_a_server_that_demands_them() {
 
     stdout_of(
         "spoolctl call",
-        &spoolctl(true, &["call", "spool.echo", "--count", "3"]),
+        &spoolctl(true, &["call", "--force", "spool.echo", "--count", "3"]),
     );
     wait_until(
         "the worker to run 3 tasks over mutual TLS",

@@ -73,6 +73,11 @@ pub struct WorkerRecord {
     pub supervisor_pid: Option<u32>,
     /// The queues it fetches from.
     pub queues: Vec<QueueName>,
+    /// The task names it has a handler for, sorted (`spoolctl inspect
+    /// registered`, and `spoolctl call`'s check). Empty in records of
+    /// workers older than this field, which did not say.
+    #[serde(default)]
+    pub tasks: Vec<String>,
     /// Where it is in its life.
     pub state: WorkerState,
     /// Why it is retiring, stopping or stopped: `max-tasks`, `memory`
@@ -130,6 +135,7 @@ impl WorkerRecord {
             pid,
             supervisor_pid: None,
             queues: Vec::new(),
+            tasks: Vec::new(),
             state: WorkerState::Running,
             reason: None,
             busy: 0,
@@ -183,6 +189,7 @@ mod tests {
     fn records_round_trip() {
         let mut record = WorkerRecord::new("w-1-abcd", "w", "host", 1);
         record.queues = vec![QueueName::DEFAULT, QueueName::GPU];
+        record.tasks = vec!["spool.ping".into(), "video.transcode".into()];
         record.running = vec![TaskId::new()];
         record.capabilities.insert("gpus".into(), "0".into());
         record.state = WorkerState::Retiring;
@@ -191,5 +198,52 @@ mod tests {
         assert_eq!(WorkerRecord::decode(&bytes).expect("decodes"), record);
         assert!(record.is_live());
         assert!(WorkerRecord::decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn records_without_task_names_still_decode() {
+        // A record as a worker older than the `tasks` field writes it.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            id: &'a str,
+            name: &'a str,
+            host: &'a str,
+            pid: u32,
+            queues: Vec<QueueName>,
+            state: WorkerState,
+            busy: u32,
+            slots: u32,
+            running: Vec<TaskId>,
+            processed: u64,
+            succeeded: u64,
+            failed: u64,
+            retried: u64,
+            version: &'a str,
+            started_at: Timestamp,
+            last_seen: Timestamp,
+        }
+        let now = Timestamp::now();
+        let old = Old {
+            id: "w-1-abcd",
+            name: "w",
+            host: "host",
+            pid: 1,
+            queues: vec![QueueName::DEFAULT],
+            state: WorkerState::Running,
+            busy: 0,
+            slots: 2,
+            running: Vec::new(),
+            processed: 0,
+            succeeded: 0,
+            failed: 0,
+            retried: 0,
+            version: "0.1.0",
+            started_at: now,
+            last_seen: now,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).expect("encodes");
+        let record = WorkerRecord::decode(&bytes).expect("decodes");
+        assert!(record.tasks.is_empty());
+        assert_eq!(record.slots, 2);
     }
 }

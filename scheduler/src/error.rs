@@ -83,6 +83,28 @@ pub enum Error {
     #[error("cannot write the output: {0}")]
     Write(#[from] std::io::Error),
 
+    /// `call` of a task name that no live worker serves.
+    #[error(
+        "no live worker serves task {name:?}; the live workers serve: {registered} (pass --force \
+         to enqueue it all the same)"
+    )]
+    UnregisteredTask {
+        /// The name given.
+        name: String,
+        /// The names the live workers serve, comma-separated.
+        registered: String,
+    },
+
+    /// `call` while no live worker is in the registry.
+    #[error(
+        "no live worker is registered, so none would run task {name:?} (pass --force to enqueue \
+         it all the same, for workers to come)"
+    )]
+    NoLiveWorker {
+        /// The name given.
+        name: String,
+    },
+
     /// A report could not be encoded as JSON.
     #[error("cannot encode the output as JSON: {0}")]
     Output(#[source] serde_json::Error),

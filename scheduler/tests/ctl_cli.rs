@@ -20,7 +20,7 @@ use self::ctl_support::{Ctl, TempStore, queue, runtime};
 fn call_queues_and_purge_against_redis() {
     let ctl = Ctl::new();
 
-    let ids = ctl.json(&["call", "spool.ping", "--count", "3", "--json"]);
+    let ids = ctl.json(&["call", "--force", "spool.ping", "--count", "3", "--json"]);
     let ids = ids.as_array().expect("an array of ids");
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert!(
@@ -30,6 +30,7 @@ fn call_queues_and_purge_against_redis() {
     );
     let text = ctl.ok(&[
         "call",
+        "--force",
         "spool.echo",
         "--args",
         r#"{"value": 1}"#,
@@ -40,7 +41,15 @@ fn call_queues_and_purge_against_redis() {
         text.trim().parse::<TaskId>().is_ok(),
         "one id per line: {text}"
     );
-    let later = ctl.ok(&["call", "spool.ping", "--countdown", "1h", "--queue", "gpu"]);
+    let later = ctl.ok(&[
+        "call",
+        "--force",
+        "spool.ping",
+        "--countdown",
+        "1h",
+        "--queue",
+        "gpu",
+    ]);
     assert_eq!(later.lines().count(), 1, "{later}");
 
     let rows = ctl.queues();
@@ -377,7 +386,7 @@ fn dead_retry_and_dead_purge_against_redis() {
 fn revoke_against_redis() {
     let ctl = Ctl::new();
     let id: TaskId = ctl
-        .ok(&["call", "spool.ping"])
+        .ok(&["call", "--force", "spool.ping"])
         .trim()
         .parse()
         .expect("an id");

@@ -128,7 +128,10 @@ fn a_paused_queue_is_not_fetched_until_resumed_and_nothing_is_lost() {
     let any = |_: &Event| true;
 
     // A task running when its queue is paused finishes and is acknowledged.
-    let long = ids(&ctl, &["call", "spool.sleep", "--args", r#"{"ms": 300}"#])[0];
+    let long = ids(
+        &ctl,
+        &["call", "--force", "spool.sleep", "--args", r#"{"ms": 300}"#],
+    )[0];
     seen.until("the long task to start", any, |e| {
         e.contains(&Event::Started(long))
     });
@@ -138,8 +141,11 @@ fn a_paused_queue_is_not_fetched_until_resumed_and_nothing_is_lost() {
     });
 
     // Tasks enqueued while paused, one of them delayed, are not started.
-    let mut held = ids(&ctl, &["call", "spool.ping", "--count", "3"]);
-    held.extend(ids(&ctl, &["call", "spool.ping", "--countdown", "100ms"]));
+    let mut held = ids(&ctl, &["call", "--force", "spool.ping", "--count", "3"]);
+    held.extend(ids(
+        &ctl,
+        &["call", "--force", "spool.ping", "--countdown", "100ms"],
+    ));
     // (A held task fetched in a race may be given back: that is no start.)
     let not_held = |event: &Event| match event {
         Event::Started(id) => !held.contains(id),
@@ -148,7 +154,7 @@ fn a_paused_queue_is_not_fetched_until_resumed_and_nothing_is_lost() {
     // Meanwhile the worker keeps serving its other queue: several rounds
     // of it, each a full fetch cycle, start none of the held tasks.
     for round in 0..3 {
-        let id = ids(&ctl, &["call", "spool.ping", "--queue", "probe"])[0];
+        let id = ids(&ctl, &["call", "--force", "spool.ping", "--queue", "probe"])[0];
         let what = format!("probe task {round} to finish");
         seen.until(&what, not_held, |e| {
             e.contains(&Event::Finished(id, Outcome::Succeeded))
@@ -260,7 +266,7 @@ fn a_fetch_waiting_when_its_queue_is_paused_claims_nothing() {
             .any(|&id| id > newer_than)
     });
     ctl.ok(&["pause", "default"]);
-    let id = ids(&ctl, &["call", "spool.ping"])[0];
+    let id = ids(&ctl, &["call", "--force", "spool.ping"])[0];
     let batch = rt
         .block_on(waiting)
         .expect("the fetch task")
@@ -314,7 +320,15 @@ fn pause_and_resume_against_redis() {
     assert_eq!(json, json!({"queue": "uploads", "paused": true}));
     // Pausing twice changes nothing.
     ctl.ok(&["pause", "uploads"]);
-    ctl.ok(&["call", "spool.ping", "--queue", "uploads", "--count", "2"]);
+    ctl.ok(&[
+        "call",
+        "--force",
+        "spool.ping",
+        "--queue",
+        "uploads",
+        "--count",
+        "2",
+    ]);
 
     let rows = ctl.queues();
     let names: Vec<&str> = rows

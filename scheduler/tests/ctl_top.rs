@@ -10,7 +10,7 @@ use self::ctl_support::{Ctl, queue};
 #[test]
 fn top_refreshes_in_text_and_json() {
     let ctl = Ctl::new();
-    ctl.ok(&["call", "spool.ping", "--count", "2"]);
+    ctl.ok(&["call", "--force", "spool.ping", "--count", "2"]);
     let text = ctl.ok(&["top", "--iterations", "2", "--interval", "100ms"]);
     // Not a terminal: frames follow each other instead of clearing it.
     assert!(!text.contains('\x1b'), "{text}");

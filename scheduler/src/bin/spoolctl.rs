@@ -9,12 +9,15 @@
 //! spoolctl dead purge gpu --yes        # delete a queue's dead letters
 //! spoolctl revoke <ID>                 # tell the workers not to run a task
 //! spoolctl workers                     # the worker processes and their load
+//! spoolctl inspect registered          # the task names the live workers serve
 //! spoolctl tasks --status failed       # the job store's records, newest first
 //! spoolctl task show <ID>              # one task's record
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
 //! spoolctl top                         # queues and workers, live
 //! spoolctl store migrate               # create the job store, or upgrade it
+//! spoolctl completions bash            # shell completions
+//! spoolctl man                         # the man page (roff)
 //! ```
 //!
 //! `tasks` and `task show` read the job store (`--store-url`); only `store
@@ -28,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use spool_broker::store::{JobStatus, JobStore};
 use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, TaskId};
 use spool_cli_common::{Connection, ConnectionArgs};
@@ -146,6 +149,12 @@ enum Command {
     /// List the worker processes in the registry, with their load.
     Workers,
 
+    /// Ask the live workers, through their registry records.
+    Inspect {
+        #[command(subcommand)]
+        command: InspectCommand,
+    },
+
     /// List the job store's task records, newest first.
     Tasks(TasksArgs),
 
@@ -160,6 +169,24 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+
+    /// Print shell completions for spoolctl to standard output, such as
+    /// `spoolctl completions bash > /etc/bash_completion.d/spoolctl`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print spoolctl's man page (roff) to standard output, such as
+    /// `spoolctl man > spoolctl.1`.
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// List the task names the live workers serve (have a handler for),
+    /// with how many workers serve each and from which queues.
+    Registered,
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +321,10 @@ struct CallArgs {
     /// Enqueue this many copies, each with its own id.
     #[arg(long, default_value_t = 1, value_name = "N")]
     count: usize,
+    /// Enqueue even if no live worker serves the task's name (see `inspect
+    /// registered`), or none is registered: for workers still to come.
+    #[arg(long)]
+    force: bool,
 }
 
 impl CallArgs {
@@ -349,6 +380,15 @@ enum DeadCommand {
 async fn main() -> ExitCode {
     let cli: Cli = spool_cli_common::parse_args();
     init_tracing();
+    if let Some(output) = generated(&cli.command) {
+        return match output.and_then(|text| write_out(&text)) {
+            Err(err) if !is_broken_pipe(&err) => {
+                eprintln!("spoolctl: error: {err:#}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
+    }
     let connection = match cli.connection.resolve() {
         Ok(connection) => connection,
         Err(err) => {
@@ -381,13 +421,7 @@ async fn main() -> ExitCode {
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that stops early (`| head`) is not an error.
-        Err(err)
-            if err
-                .downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("spoolctl: error: {}", describe(&err, &connection));
             ExitCode::FAILURE
@@ -404,6 +438,12 @@ fn outcome_exit_code(status: JobStatus) -> ExitCode {
         JobStatus::Expired => 5,
         _ => 1,
     })
+}
+
+/// Whether `err` is a closed stdout: a reader that stopped early.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 /// Writes `output` to stdout at once.
@@ -466,9 +506,17 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             return Ok(Outcome::Top(args, broker, format));
         }
         Command::Call(args) => {
+            let force = args.force;
             let request = args.into_request()?;
             request.validate()?;
             let broker = connect(access).await?;
+            // A name no worker serves would be dead-lettered as
+            // `unknown_task` later: refused now, where the typo is seen.
+            if !force {
+                ctl::registered(&broker)
+                    .await?
+                    .check_callable(&request.name)?;
+            }
             match ctl::call(&broker, &request).await {
                 Ok(report) => ctl::render(&report, format)?,
                 // Part of the batch made it: say which, then why the rest
@@ -539,6 +587,16 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             let broker = connect(access).await?;
             ctl::render(&ctl::workers(&broker).await?, format)?
         }
+        Command::Inspect {
+            command: InspectCommand::Registered,
+        } => {
+            let broker = connect(access).await?;
+            ctl::render(&ctl::registered(&broker).await?, format)?
+        }
+        // Handled in `main` before the connection flags are read.
+        command @ (Command::Completions { .. } | Command::Man) => {
+            generated(&command).unwrap_or_else(|| Ok(String::new()))?
+        }
         Command::Tasks(args) => {
             let filter = args.into_filter();
             filter.validate()?;
@@ -575,6 +633,27 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         }
     };
     Ok(Outcome::Print(output))
+}
+
+/// The shell completions or the man page, for those commands: made from
+/// the flags' definitions alone, so they print even where the
+/// connection flags' environment variables hold bad values.
+fn generated(command: &Command) -> Option<Result<String>> {
+    let mut out = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "spoolctl", &mut out);
+        }
+        Command::Man => {
+            if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                return Some(Err(
+                    anyhow::Error::new(e).context("cannot render the man page")
+                ));
+            }
+        }
+        _ => return None,
+    }
+    Some(String::from_utf8(out).context("the generated text is not UTF-8"))
 }
 
 /// Connects to Redis, within the connect timeout. The URL is never part

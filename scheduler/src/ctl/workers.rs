@@ -20,6 +20,8 @@ pub struct WorkerRow {
     pub pid: u32,
     /// The queues it fetches from.
     pub queues: Vec<QueueName>,
+    /// The task names it serves (empty for workers that do not say).
+    pub tasks: Vec<String>,
     /// Slots running a task now.
     pub busy: u32,
     /// Slots in all.
@@ -57,6 +59,7 @@ impl WorkerRow {
             host: record.host,
             pid: record.pid,
             queues: record.queues,
+            tasks: record.tasks,
             busy: record.busy,
             slots: record.slots,
             processed: record.processed,
@@ -159,6 +162,7 @@ mod tests {
         let now = Timestamp::now();
         let mut gpu = WorkerRecord::new("gpu-7-ab", "gpu", "node-b", 7);
         gpu.queues = vec![QueueName::GPU];
+        gpu.tasks = vec!["video.transcode".into()];
         gpu.slots = 2;
         gpu.busy = 1;
         gpu.running = vec![TaskId::new()];
@@ -206,6 +210,7 @@ mod tests {
             (&json!(1), &json!(3723))
         );
         assert_eq!(gpu["state"], "running");
+        assert_eq!(gpu["tasks"], json!(["video.transcode"]));
         assert_eq!(gpu["running_tasks"], json!([records_running.to_string()]));
         assert_eq!(gpu["started_at"], started.to_string());
         assert_eq!(rows[0]["state"], "stopped");

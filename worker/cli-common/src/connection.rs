@@ -12,6 +12,10 @@ use crate::TlsArgs;
 use crate::error::{Error, Result};
 use crate::text::{HumanDuration, OptionalPath, duration};
 
+/// The `--help` heading of the connection flags: set on each flag, not
+/// on the struct, since a struct's `next_help_heading` would carry over
+/// to the flags declared after it.
+pub const CONNECTION_HEADING: &str = "Connection";
 /// The Redis URL when none is given.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
 /// The key prefix when none is given.
@@ -48,55 +52,57 @@ crate::layered! {
     /// assert_eq!(connection.redis_command_timeout, std::time::Duration::from_secs(2));
     /// # Ok::<(), spool_cli_common::Error>(())
     /// ```
+    ///
+    /// `--help` lists them under their own heading, [`CONNECTION_HEADING`].
     pub struct ConnectionArgs / ConnectionFile {
         /// The Redis holding the queues (redis://, rediss:// for TLS,
         /// redis+cluster://host:port,host:port/ for a cluster); credentials in it
         /// are never printed [default: redis://127.0.0.1:6379/]
-        #[arg(long, global = true, env = "SPOOL_REDIS_URL", hide_env_values = true, value_name = "URL")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_REDIS_URL", hide_env_values = true, value_name = "URL")]
         redis_url: String,
 
         /// The first part of every Redis key; workers, producers and tools must
         /// agree [default: spool]
-        #[arg(long, global = true, env = "SPOOL_KEY_PREFIX", value_name = "PREFIX")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_KEY_PREFIX", value_name = "PREFIX")]
         key_prefix: String,
 
         /// A file of HMAC keys, one a line, each at least 32 bytes (openssl rand
         /// -hex 32): its first line signs what this binary enqueues; a worker
         /// dead-letters unsigned or forged tasks unrun and accepts the further
         /// lines as older keys. none: no signing [default: none]
-        #[arg(long, global = true, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_SIGNING_KEY_FILE", value_name = "FILE")]
         signing_key_file: OptionalPath,
 
         /// A PEM file of CA certificates to trust for rediss:// instead of the
         /// system roots (or SSL_CERT_FILE); none: the system roots [default: none]
-        #[arg(long, global = true, env = "SPOOL_TLS_CA_CERT_FILE", value_name = "FILE")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_TLS_CA_CERT_FILE", value_name = "FILE")]
         tls_ca_cert_file: OptionalPath,
 
         /// A PEM client certificate for rediss:// servers that require one
         /// (tls-auth-clients yes), with --tls-key-file; none: no client
         /// certificate [default: none]
-        #[arg(long, global = true, env = "SPOOL_TLS_CERT_FILE", value_name = "FILE")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_TLS_CERT_FILE", value_name = "FILE")]
         tls_cert_file: OptionalPath,
 
         /// The PEM private key of --tls-cert-file; none: no client certificate
         /// [default: none]
-        #[arg(long, global = true, env = "SPOOL_TLS_KEY_FILE", value_name = "FILE")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_TLS_KEY_FILE", value_name = "FILE")]
         tls_key_file: OptionalPath,
 
         /// The job store: a sqlite: or postgres:// URL, or none (credentials in
         /// it are never printed) [default: none]
-        #[arg(long, global = true, env = "SPOOL_STORE_URL", hide_env_values = true, value_name = "URL")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_STORE_URL", hide_env_values = true, value_name = "URL")]
         store_url: String,
 
         /// How long to wait for Redis to accept a connection before failing
         /// with an error naming this flag [default: 5s]
-        #[arg(long, global = true, env = "SPOOL_REDIS_CONNECT_TIMEOUT", value_name = "TIME")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_REDIS_CONNECT_TIMEOUT", value_name = "TIME")]
         redis_connect_timeout: HumanDuration,
 
         /// How long a Redis command may go unanswered before it fails with an
         /// error naming this flag [default: 5s; spool-worker: 30s, above its
         /// blocking fetches; spool-beat: a third of lock_ttl]
-        #[arg(long, global = true, env = "SPOOL_REDIS_COMMAND_TIMEOUT", value_name = "TIME")]
+        #[arg(long, global = true, help_heading = CONNECTION_HEADING, env = "SPOOL_REDIS_COMMAND_TIMEOUT", value_name = "TIME")]
         redis_command_timeout: HumanDuration,
     }
 }

@@ -32,8 +32,8 @@ mod tls;
 
 pub use crate::args::{name_env_source, parse as parse_args};
 pub use crate::connection::{
-    Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, NO_STORE,
+    CONNECTION_HEADING, Connection, ConnectionArgs, ConnectionFile, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, NO_STORE,
 };
 pub use crate::error::{Error, Result};
 pub use crate::logging::{LogFormat, init_logging};

@@ -154,6 +154,15 @@ impl Heartbeat {
         self.changed.notify_one();
     }
 
+    /// Sets the task names the worker serves (its handlers), for the
+    /// records written from now on.
+    pub fn set_tasks<S: Into<String>>(&self, tasks: impl IntoIterator<Item = S>) {
+        let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        record.tasks = tasks.into_iter().map(Into::into).collect();
+        record.tasks.sort_unstable();
+        record.tasks.dedup();
+    }
+
     /// The record as it would be written now.
     #[must_use]
     pub fn snapshot(&self) -> WorkerRecord {

@@ -152,6 +152,17 @@ impl<B: Broker> Worker<B> {
         self
     }
 
+    /// The names of the task types this worker has a handler for, sorted:
+    /// what it tells the worker registry it serves. Names it only leaves
+    /// for others ([`leave_for_others`](Self::leave_for_others)) are not
+    /// among them.
+    #[must_use]
+    pub fn task_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.handlers.names().collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The worker's live counters; read them while it runs.
     #[must_use]
     pub fn counters(&self) -> Counters {

@@ -28,7 +28,7 @@ use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig
 
 /// Measure Spool against a real Redis and print the figures.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// The Redis to measure against.
     #[arg(

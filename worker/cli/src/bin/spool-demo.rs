@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 /// Run Spool's main job: generate a clip, then transcode, analyze and
 /// package it through Redis and a local worker.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// The Redis to use; credentials in it are never printed.
     #[arg(

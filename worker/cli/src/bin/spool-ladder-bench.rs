@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Time the one-pass HLS/DASH ladder against its alternatives.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// The FFmpeg to run (default: `SPOOL_FFMPEG`, then `PATH`).
     #[arg(long)]

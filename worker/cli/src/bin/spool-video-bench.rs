@@ -35,7 +35,7 @@ use spool_worker::{Worker, WorkerConfig};
 
 /// Measure FFmpeg through Spool against FFmpeg alone.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// The Redis to run through.
     #[arg(

@@ -296,6 +296,9 @@ async fn serve(options: Serve) -> Result<ExitCode> {
         }
         worker = worker.with_store(store);
     }
+    // Written before the first heartbeat: `spoolctl call` checks a task's
+    // name against what the live workers serve.
+    heartbeat.set_tasks(worker.task_names());
     if let Some(max) = settings.max_tasks_per_child {
         let watch = Arc::new(BudgetWatch {
             left: AtomicU64::new(max),
