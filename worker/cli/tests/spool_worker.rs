@@ -531,6 +531,8 @@ async fn the_probe_reports_what_this_host_can_do() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Logs into a pipe are plain text: colour is for terminals.
+    assert!(!out.stderr.is_empty() && !out.stderr.contains(&0x1b));
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("the capabilities are JSON");
 
