@@ -424,9 +424,31 @@ pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 ///
 /// # Errors
 ///
-/// [`Error::Decode`] when the bytes do not hold a `T`.
+/// [`Error::Decode`] when the bytes do not hold a `T`, naming the field
+/// that does not decode and what it expected (`height: invalid type:
+/// string "720p", expected u32`).
 pub fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::decode("payload", e))
+    rmp_serde::from_slice(bytes).map_err(|plain| {
+        // Decoded again only when it failed, to say which field and what
+        // it expected: the common path pays nothing for it. Through a
+        // generic value, serde words it ("invalid type: string "720p",
+        // expected u32"); MessagePack's own error only names a marker.
+        let described = rmp_serde::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(
+                |value| match serde_path_to_error::deserialize::<_, T>(value) {
+                    Err(e) if e.path().iter().next().is_some() => {
+                        let path = e.path().to_string();
+                        Some(format!("{path}: {}", e.into_inner()))
+                    }
+                    _ => None,
+                },
+            );
+        match described {
+            Some(described) => Error::decode("payload", described),
+            None => Error::decode("payload", plain),
+        }
+    })
 }
 
 pub(crate) fn duration_millis(duration: Duration) -> u64 {
@@ -460,6 +482,23 @@ mod tests {
             decode_payload::<Resize>(&decoded.payload).unwrap(),
             Resize { width: 640 }
         );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_names_the_field_and_the_type() {
+        #[derive(Debug, Serialize)]
+        struct Typo {
+            width: &'static str,
+        }
+        let bytes = encode_payload(&Typo { width: "720p" }).unwrap();
+        let err = decode_payload::<Resize>(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("width") && err.contains("\"720p\"") && err.contains("u32"),
+            "{err}"
+        );
+        // Bytes that are no map at all: the decoder's own words.
+        let err = decode_payload::<Resize>(&[0xc1]).unwrap_err().to_string();
+        assert!(err.starts_with("cannot decode payload: "), "{err}");
     }
 
     #[test]
