@@ -249,3 +249,61 @@ impl Progress {
         }
     }
 }
+
+/// One line for people: ` 42.0 % encode 720p, 118 fps, 3.9x, 12 s left`,
+/// each part only when reported, the message last in parentheses.
+///
+/// # Examples
+///
+/// ```
+/// use spool_broker::Progress;
+///
+/// let progress = Progress {
+///     stage: Some("encode 720p".into()),
+///     fps: Some(118.4),
+///     ..Progress::percent(42.0)
+/// };
+/// assert_eq!(progress.to_string(), " 42.0 % encode 720p, 118 fps");
+/// ```
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:5.1} %", self.percent)?;
+        if let Some(stage) = &self.stage {
+            write!(f, " {stage}")?;
+        }
+        if let Some(fps) = self.fps {
+            write!(f, ", {fps:.0} fps")?;
+        }
+        if let Some(speed) = self.speed {
+            write!(f, ", {speed:.1}x")?;
+        }
+        if let Some(eta) = self.eta_seconds {
+            write!(f, ", {eta:.0} s left")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, " ({message})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_like_the_demo() {
+        let progress = Progress {
+            percent: 42.0,
+            stage: Some("encode 720p".into()),
+            fps: Some(118.4),
+            speed: Some(3.94),
+            eta_seconds: Some(12.2),
+            ..Progress::default()
+        };
+        assert_eq!(
+            progress.to_string(),
+            " 42.0 % encode 720p, 118 fps, 3.9x, 12 s left"
+        );
+    }
+}

@@ -9,7 +9,6 @@
 //! from the store: the last progress is never left at what the last event
 //! said.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
 
@@ -117,50 +116,8 @@ fn write_progress(
         let line = json!({ "event": "progress", "attempt": attempt, "progress": progress });
         writeln!(out, "{line}")?;
     } else {
-        writeln!(out, "  {}", progress_text(progress))?;
+        writeln!(out, "  {progress}")?;
     }
     out.flush()?;
     Ok(())
-}
-
-/// `42.0 % encode 720p, 118 fps, 3.9x, 12 s left`.
-fn progress_text(progress: &Progress) -> String {
-    let mut text = format!("{:5.1} %", progress.percent);
-    if let Some(stage) = &progress.stage {
-        let _ = write!(text, " {stage}");
-    }
-    if let Some(fps) = progress.fps {
-        let _ = write!(text, ", {fps:.0} fps");
-    }
-    if let Some(speed) = progress.speed {
-        let _ = write!(text, ", {speed:.1}x");
-    }
-    if let Some(eta) = progress.eta_seconds {
-        let _ = write!(text, ", {eta:.0} s left");
-    }
-    if let Some(message) = &progress.message {
-        let _ = write!(text, " ({message})");
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_reads_like_the_demo() {
-        let progress = Progress {
-            percent: 42.0,
-            stage: Some("encode 720p".into()),
-            fps: Some(118.4),
-            speed: Some(3.94),
-            eta_seconds: Some(12.2),
-            ..Progress::default()
-        };
-        assert_eq!(
-            progress_text(&progress),
-            " 42.0 % encode 720p, 118 fps, 3.9x, 12 s left"
-        );
-    }
 }

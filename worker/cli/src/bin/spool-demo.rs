@@ -311,17 +311,7 @@ async fn run_step<T: Task>(
     let mut progress = handle.progress().await?;
     let printer = tokio::spawn(async move {
         while let Some(report) = progress.next().await {
-            let mut line = format!("{}: {:5.1} %", T::NAME, report.percent);
-            if let Some(stage) = &report.stage {
-                line.push_str(&format!(" {stage}"));
-            }
-            if let Some(fps) = report.fps {
-                line.push_str(&format!(", {fps:.0} fps"));
-            }
-            if let Some(eta) = report.eta_seconds {
-                line.push_str(&format!(", {eta:.0} s left"));
-            }
-            eprintln!("{line}");
+            eprintln!("{}: {report}", T::NAME);
         }
     });
     let output = handle.wait(timeout).await;
