@@ -14,7 +14,7 @@
 //! spoolctl task show <ID>              # one task's record
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
-//! spoolctl top                         # queues and workers, live
+//! spoolctl top                         # queues, workers, running tasks, failures, live
 //! spoolctl store migrate               # create the job store, or upgrade it
 //! spoolctl completions bash            # shell completions
 //! spoolctl man                         # the man page (roff)
@@ -43,7 +43,7 @@ use spool_scheduler::ctl::{
 /// What `main` does after parsing: print a report once, or run `top`.
 enum Outcome {
     Print(String),
-    Top(TopArgs, RedisBroker, Format),
+    Top(TopArgs, RedisBroker, Option<JobStore>, Format),
     Follow(TaskId, RedisBroker, JobStore, Format),
 }
 
@@ -101,8 +101,11 @@ enum Command {
         queue: QueueName,
     },
 
-    /// A live view of the queues and the workers, refreshed in place
-    /// (with --json: one JSON object per line and refresh).
+    /// A live view of the queues (with sparklines of their rates), the
+    /// workers, the tasks running now and the recent failures, refreshed
+    /// in place; keys select, show a task's detail, pause or resume a queue
+    /// and revoke a task. --once prints one frame; --json one JSON object
+    /// per line and refresh.
     Top(TopArgs),
 
     /// Enqueue a task by name, like `celery call`, and print its id.
@@ -211,9 +214,19 @@ struct TopArgs {
         value_name = "DURATION"
     )]
     interval: Duration,
-    /// Stop after this many refreshes; without it, run until interrupted.
+    /// Print one frame and exit (read twice, --interval apart, for the
+    /// rates): for scripts and screenshots.
+    #[arg(long, conflicts_with = "iterations")]
+    once: bool,
+    /// Stop after this many refreshes, printed one after another instead of
+    /// drawn in place; without it (or --once), run until q or Ctrl-C.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     iterations: Option<u64>,
+    /// The width to render at, in columns; by default the terminal's, else
+    /// $COLUMNS, else 80. Below about 80, columns are dropped in a set
+    /// order and long names cut; no line wraps.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(20..), value_name = "COLUMNS")]
+    width: Option<u16>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -398,7 +411,13 @@ async fn main() -> ExitCode {
     };
     let written = match run(cli, &connection).await {
         Ok(Outcome::Print(output)) => write_out(&output),
-        Ok(Outcome::Top(args, broker, format)) => top(args, &broker, format).await,
+        Ok(Outcome::Top(args, broker, store, format)) => {
+            let shown = top(args, &broker, store.as_ref(), format).await;
+            if let Some(store) = store {
+                store.close().await;
+            }
+            shown
+        }
         Ok(Outcome::Follow(id, broker, store, format)) => {
             let mut stdout = io::stdout();
             let followed = ctl::task_follow(
@@ -458,25 +477,66 @@ fn write_out(output: &str) -> Result<()> {
         })
 }
 
-/// Prints a frame every interval, until `--iterations` or an interrupt.
-/// A failed read is shown and retried at the next refresh, as `top` does,
-/// unless nothing was shown yet.
-async fn top(args: TopArgs, broker: &RedisBroker, format: Format) -> Result<()> {
-    let clear = format == Format::Text && io::stdout().is_terminal();
-    let mut view = ctl::Top::new(broker, args.queues, args.interval);
+/// Runs `top`: one frame with `--once`; on a terminal without
+/// `--iterations` or `--json`, interactively; otherwise a frame every
+/// interval, one after another, until `--iterations` or an interrupt. A
+/// failed read is shown and retried at the next refresh, unless nothing
+/// was shown yet.
+async fn top(
+    args: TopArgs,
+    broker: &RedisBroker,
+    store: Option<&JobStore>,
+    format: Format,
+) -> Result<()> {
+    let width = top_width(args.width);
+    let mut view = ctl::Top::new(broker, store, args.queues, args.interval);
+    if args.once {
+        // Two readings make the rates.
+        view.next_frame().await?;
+        tokio::time::sleep(args.interval).await;
+        let frame = view.next_frame().await?;
+        return write_out(&ctl::render_frame(&frame, format, width)?);
+    }
+    if format == Format::Text && args.iterations.is_none() && io::stdout().is_terminal() {
+        return Ok(ctl::run_interactive(&mut view).await?);
+    }
     let mut ticks = tokio::time::interval(args.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = 0u64;
     while args.iterations.is_none_or(|n| shown < n) {
         ticks.tick().await;
         match view.next_frame().await {
-            Ok(frame) => write_out(&ctl::render_frame(&frame, format, clear)?)?,
+            Ok(frame) => {
+                let mut text = ctl::render_frame(&frame, format, width)?;
+                if format == Format::Text {
+                    // Frames one after another, a blank line apart.
+                    text.push('\n');
+                }
+                write_out(&text)?;
+            }
             Err(err) if shown == 0 => return Err(err.into()),
             Err(err) => eprintln!("spoolctl: cannot refresh: {err}"),
         }
         shown += 1;
     }
     Ok(())
+}
+
+/// `top`'s width: `--width`, else the terminal's, else `$COLUMNS`, else
+/// [`ctl::DEFAULT_TOP_WIDTH`].
+fn top_width(flag: Option<u16>) -> u16 {
+    let terminal = || {
+        io::stdout()
+            .is_terminal()
+            .then(ratatui::crossterm::terminal::size)
+            .and_then(Result::ok)
+            .map(|(columns, _)| columns)
+    };
+    let columns = || std::env::var("COLUMNS").ok()?.trim().parse::<u16>().ok();
+    flag.or_else(terminal)
+        .or_else(columns)
+        .filter(|w| *w > 0)
+        .unwrap_or(ctl::DEFAULT_TOP_WIDTH)
 }
 
 /// Runs the command and returns what to print. Input is checked before
@@ -503,7 +563,13 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         }
         Command::Top(args) => {
             let broker = connect(access).await?;
-            return Ok(Outcome::Top(args, broker, format));
+            // The store, when configured, names the running tasks and
+            // lists the failures.
+            let store = match ctl::require_store(&access.store_url) {
+                Ok(_) => Some(open_store(&access.store_url).await?),
+                Err(_) => None,
+            };
+            return Ok(Outcome::Top(args, broker, store, format));
         }
         Command::Call(args) => {
             let force = args.force;

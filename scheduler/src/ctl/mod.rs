@@ -59,7 +59,11 @@ pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, RevokeRequest, revoke};
 pub use self::store::{StoreMigrateReport, store_migrate};
 pub use self::task::{TaskReport, task_show};
 pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
-pub use self::top::{CLEAR_SCREEN, DEFAULT_TOP_INTERVAL, Top, TopFrame, render_frame};
+pub use self::top::{
+    DEFAULT_TOP_INTERVAL, DEFAULT_TOP_WIDTH, FailureRow, Focus, KEYS_HELP, MAX_FAILURES,
+    MAX_RUNNING, RATE_HISTORY, RateHistory, RunningTask, Top, TopFrame, View, draw, frame_height,
+    render_frame, render_text, run_interactive,
+};
 pub use self::workers::{WorkerRow, WorkersReport, workers, workers_report};
 use crate::error::{Error, Result};
 
