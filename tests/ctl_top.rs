@@ -1,0 +1,275 @@
+//! `spoolctl top --once` against a real Redis and SQLite job store, with a
+//! backlog on a queue nobody serves, a live worker, a task running with
+//! progress and a task that failed: the frame fits 60 and 200 columns
+//! (and `$COLUMNS`) without a line too wide, and shows those facts; the
+//! JSON frame has them too, its times in RFC 3339.
+//!
+//! Build the binaries first: `cargo build -p spool-scheduler --bins`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spool_broker::store::{JobStatus, JobStore};
+use spool_broker::{Progress, QueueName, Task, TaskOptions};
+use spool_tests::{TestRedis, bins, redis_url, spawn_worker, wait_until};
+use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+use spool_worker_cli::heartbeat::{self, Heartbeat};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until released, after one progress report.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hold;
+
+impl Task for Hold {
+    const NAME: &'static str = "test.top.hold";
+    type Output = ();
+}
+
+/// Fails for good at once.
+#[derive(Debug, Serialize, Deserialize)]
+struct Broken;
+
+impl Task for Broken {
+    const NAME: &'static str = "test.top.broken";
+    type Output = ();
+
+    fn options() -> TaskOptions {
+        TaskOptions {
+            max_attempts: 1,
+            ..TaskOptions::default()
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `spoolctl top --once` with `args` on the test's Redis and store.
+fn top(redis: &TestRedis, store_url: &str, args: &[&str], columns: Option<&str>) -> Output {
+    let mut command = Command::new(bins::spoolctl());
+    command
+        .args(["--redis-url", &redis_url(), "--key-prefix", &redis.prefix])
+        .args(["--store-url", store_url])
+        .args(["top", "--once", "--interval", "200ms"])
+        .args(args)
+        .env_remove("COLUMNS");
+    if let Some(columns) = columns {
+        command.env("COLUMNS", columns);
+    }
+    command.output().unwrap()
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Checks that no line of `frame` is wider than `width`.
+fn assert_fits(frame: &str, width: usize) {
+    for line in frame.lines() {
+        let chars = line.chars().count();
+        assert!(
+            chars <= width,
+            "a line of {chars} > {width}: {line:?}\n{frame}"
+        );
+    }
+}
+
+/// The line of `frame` that holds `needle`.
+fn line_with<'a>(frame: &'a str, needle: &str) -> &'a str {
+    frame
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in\n{frame}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
+    let redis = TestRedis::new().await;
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "spool-top-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store_url = format!("sqlite://{}", dir.join("jobs.db").display());
+    let store = JobStore::create(&store_url).await.unwrap();
+    let client = redis.client().with_store(store.clone());
+
+    // A backlog on gpu, which no worker serves.
+    for _ in 0..5 {
+        client.enqueue(Hold).queue(QueueName::GPU).await.unwrap();
+    }
+
+    let release = Arc::new(Notify::new());
+    let held = release.clone();
+    let worker = Worker::new(
+        redis.broker.clone(),
+        WorkerConfig {
+            concurrency: 2,
+            poll_interval: Duration::from_millis(50),
+            queues: vec![QueueName::DEFAULT],
+            ..WorkerConfig::default()
+        },
+    )
+    .with_store(store.clone())
+    .register::<Hold, _>(move |_: Hold, ctx: TaskContext| {
+        let held = held.clone();
+        async move {
+            ctx.progress(Progress {
+                stage: Some("encode 720p".into()),
+                fps: Some(118.0),
+                eta_seconds: Some(90.0),
+                ..Progress::percent(37.0)
+            });
+            held.notified().await;
+            Ok(())
+        }
+    })
+    .register::<Broken, _>(|_: Broken, _: TaskContext| async {
+        Err::<(), _>(TaskError::fail("disk on fire"))
+    });
+    // Its registry record, kept by the worker binary's own heartbeat.
+    let record = heartbeat::initial_record(
+        "top-worker-1",
+        "top-worker",
+        vec![QueueName::DEFAULT],
+        2,
+        None,
+        Default::default(),
+    );
+    let heartbeat = Heartbeat::new(redis.broker.clone(), record, Duration::from_millis(200));
+    let worker = spawn_worker(worker.observe(heartbeat.observer()));
+    let beating = CancellationToken::new();
+    let beat = tokio::spawn(heartbeat.clone().run(beating.clone()));
+
+    let broken = client.enqueue(Broken).await.unwrap();
+    let running = client.enqueue(Hold).await.unwrap();
+    wait_until(
+        "the failure and the running task's progress in the store",
+        WAIT,
+        || {
+            let store = store.clone();
+            async move {
+                let failed = store.get(broken).await.unwrap().map(|r| r.status);
+                let held = store.get(running).await.unwrap();
+                failed == Some(JobStatus::Failed)
+                    && held.is_some_and(|r| r.status == JobStatus::Running && r.progress.is_some())
+            }
+        },
+    )
+    .await;
+    wait_until(
+        "the worker's record naming the running task",
+        WAIT,
+        || async {
+            redis
+                .broker
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.is_live() && r.running.contains(&running))
+        },
+    )
+    .await;
+    let host = redis.broker.workers().await.unwrap()[0].host.clone();
+
+    for width in [60, 200] {
+        let out = top(&redis, &store_url, &["--width", &width.to_string()], None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let frame = text(&out.stdout);
+        assert_fits(&frame, width);
+        // The backlog on the queue nobody serves.
+        let gpu = line_with(&frame, "gpu ");
+        assert_eq!(gpu.split_whitespace().nth(1), Some("5"), "{gpu}\n{frame}");
+        // The live worker.
+        assert!(frame.contains("Workers (1)"), "{frame}");
+        let busy = line_with(&frame, &host[..host.len().min(6)]);
+        assert!(
+            busy.contains("1/2"),
+            "one slot of two busy: {busy}\n{frame}"
+        );
+        // The running task: name, percent and ETA.
+        let task = line_with(&frame, "test.top.hold");
+        assert!(
+            task.contains("37%") && task.contains("1m 30s"),
+            "{task}\n{frame}"
+        );
+        assert!(frame.contains("Running (1)"), "{frame}");
+        // The failure.
+        let failure = line_with(&frame, "test.top.broken");
+        assert!(
+            failure.contains("failed") && failure.contains("disk on fire"),
+            "{failure}"
+        );
+        if width == 200 {
+            assert!(task.contains(&running.to_string()), "the whole id: {task}");
+            assert!(
+                task.contains("encode 720p") && task.contains("118"),
+                "{task}"
+            );
+            for header in ["CONSUMERS", "IN~", "OUT~", "ELAPSED", "PROCESSED"] {
+                assert!(frame.contains(header), "{header} at 200:\n{frame}");
+            }
+        } else {
+            assert!(!frame.contains("CONSUMERS"), "dropped at 60:\n{frame}");
+        }
+    }
+
+    // Without --width, a pipe: $COLUMNS.
+    let out = top(&redis, &store_url, &[], Some("72"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let frame = text(&out.stdout);
+    assert_fits(&frame, 72);
+    assert!(
+        frame.lines().any(|l| l.chars().count() == 72),
+        "the rules span $COLUMNS:\n{frame}"
+    );
+
+    // JSON: the running task, the failure, RFC 3339 times.
+    let out = top(&redis, &store_url, &["--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpu = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "gpu")
+        .unwrap();
+    assert_eq!(gpu["backlog"], 5);
+    assert!(
+        gpu["rate_in"].is_number(),
+        "two readings make the rates: {gpu}"
+    );
+    assert_eq!(json["workers"].as_array().unwrap().len(), 1);
+    let task = &json["running"][0];
+    assert_eq!(task["id"], running.to_string());
+    assert_eq!(task["name"], "test.top.hold");
+    assert_eq!(task["progress"]["percent"], 37.0);
+    assert_eq!(task["eta_seconds"], 90.0);
+    assert_eq!(json["failures"][0]["name"], "test.top.broken");
+    assert_eq!(json["failures"][0]["error"], "disk on fire");
+    for time in [&json["at"], &task["started_at"], &json["failures"][0]["at"]] {
+        let time = time.as_str().unwrap();
+        humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+    }
+
+    release.notify_one();
+    wait_until("the held task to succeed", WAIT, || {
+        let store = store.clone();
+        async move {
+            store.get(running).await.unwrap().map(|r| r.status) == Some(JobStatus::Succeeded)
+        }
+    })
+    .await;
+    worker.stop().await;
+    beating.cancel();
+    beat.await.unwrap();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    redis.cleanup().await;
+}
