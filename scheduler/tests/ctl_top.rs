@@ -1,5 +1,6 @@
 //! `spoolctl top` against the real Redis under a test prefix: frames in
-//! text (not a terminal: one after another) and in JSON, one per line.
+//! text (not a terminal: one after another, as wide as --width) and in
+//! JSON, one per line.
 
 mod ctl_support;
 
@@ -11,7 +12,15 @@ use self::ctl_support::{Ctl, queue};
 fn top_refreshes_in_text_and_json() {
     let ctl = Ctl::new();
     ctl.ok(&["call", "--force", "spool.ping", "--count", "2"]);
-    let text = ctl.ok(&["top", "--iterations", "2", "--interval", "100ms"]);
+    let text = ctl.ok(&[
+        "top",
+        "--iterations",
+        "2",
+        "--interval",
+        "100ms",
+        "--width",
+        "200",
+    ]);
     // Not a terminal: frames follow each other instead of clearing it.
     assert!(!text.contains('\x1b'), "{text}");
     let headers: Vec<&str> = text
@@ -31,12 +40,15 @@ fn top_refreshes_in_text_and_json() {
     let first: Vec<&str> = default_rows[0].split_whitespace().collect();
     let second: Vec<&str> = default_rows[1].split_whitespace().collect();
     assert_eq!(first[1], "2", "{text}");
+    // Rates in, out: none before a second frame, then with a sparkline
+    // each between them.
     assert_eq!(
         first[7..9],
         ["-", "-"],
         "no rates before a second frame: {text}"
     );
-    assert_eq!(second[7..9], ["0.0", "0.0"], "{text}");
+    assert_eq!(second[7..10], ["0.0", "▁", "0.0"], "{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 200), "{text}");
 
     let json = ctl.ok(&["top", "--iterations", "2", "--interval", "100ms", "--json"]);
     let frames: Vec<Value> = json
@@ -57,6 +69,8 @@ fn top_refreshes_in_text_and_json() {
         (&["top", "--iterations", "0"][..], "--iterations"),
         (&["top", "--interval", "1ms"], "at least 10ms"),
         (&["top", "--interval", "often"], "--interval"),
+        (&["top", "--width", "10"], "--width"),
+        (&["top", "--once", "--iterations", "2"], "--iterations"),
     ] {
         let stderr = ctl.fails(args);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");

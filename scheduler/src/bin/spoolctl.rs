@@ -11,6 +11,7 @@
 //! spoolctl workers                     # the worker processes and their load
 //! spoolctl inspect registered          # the task names the live workers serve
 //! spoolctl tasks --status failed       # the job store's records, newest first
+//! spoolctl tasks --status running --follow  # their progress, live
 //! spoolctl task show <ID>              # one task's record
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
@@ -45,6 +46,7 @@ enum Outcome {
     Print(String),
     Top(TopArgs, RedisBroker, Option<JobStore>, Format),
     Follow(TaskId, RedisBroker, JobStore, Format),
+    FollowTasks(Box<TasksArgs>, RedisBroker, JobStore, Format),
 }
 
 /// Inspect and drive Spool's task queues.
@@ -272,18 +274,31 @@ struct TasksArgs {
     /// Only tasks created at most this long ago, such as 1h or 2d.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     since: Option<Duration>,
-    /// Show at most this many.
+    /// Show at most this many (with --follow: follow at most this many at
+    /// once, up to 100).
     #[arg(long, default_value_t = DEFAULT_TASKS_LIMIT, value_name = "N")]
     limit: usize,
+    /// Follow the matching tasks live: a line for each, then one per state
+    /// change and progress report (percent, stage, fps, speed, ETA), led by
+    /// the task's id (a JSON object each with --json), new matches
+    /// included, until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: stop once every task followed has ended. The exit
+    /// status is then 0 when each succeeded, else that of the first that
+    /// did not, as for `task show --follow` (tasks already finished when
+    /// first seen are shown, not counted).
+    #[arg(long, requires = "follow")]
+    until_done: bool,
 }
 
 impl TasksArgs {
-    fn into_filter(self) -> TasksFilter {
+    fn to_filter(&self) -> TasksFilter {
         TasksFilter {
-            statuses: self.statuses,
-            queue: self.queue,
-            tenant: self.tenant,
-            name: self.name,
+            statuses: self.statuses.clone(),
+            queue: self.queue.clone(),
+            tenant: self.tenant.clone(),
+            name: self.name.clone(),
             since: self.since,
             limit: self.limit,
         }
@@ -432,6 +447,28 @@ async fn main() -> ExitCode {
             store.close().await;
             match followed {
                 Ok(status) => return outcome_exit_code(status),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Ok(Outcome::FollowTasks(args, broker, store, format)) => {
+            let mut stdout = io::stdout();
+            let followed = ctl::tasks_follow(
+                &broker,
+                &store,
+                &args.to_filter(),
+                ctl::DEFAULT_FOLLOW_POLL,
+                args.until_done,
+                format == Format::Json,
+                &mut stdout,
+            )
+            .await;
+            store.close().await;
+            match followed {
+                Ok(outcome) => {
+                    return outcome
+                        .first_unsuccessful()
+                        .map_or(ExitCode::SUCCESS, outcome_exit_code);
+                }
                 Err(err) => Err(err.into()),
             }
         }
@@ -663,8 +700,14 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         command @ (Command::Completions { .. } | Command::Man) => {
             generated(&command).unwrap_or_else(|| Ok(String::new()))?
         }
+        Command::Tasks(args) if args.follow => {
+            args.to_filter().validate()?;
+            let broker = connect(access).await?;
+            let store = open_store(&access.store_url).await?;
+            return Ok(Outcome::FollowTasks(Box::new(args), broker, store, format));
+        }
         Command::Tasks(args) => {
-            let filter = args.into_filter();
+            let filter = args.to_filter();
             filter.validate()?;
             let store = open_store(&access.store_url).await?;
             let report = ctl::tasks(&store, &filter).await;

@@ -47,7 +47,9 @@ pub use self::call::{
 pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
 pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry};
-pub use self::follow::{DEFAULT_FOLLOW_POLL, task_follow};
+pub use self::follow::{
+    DEFAULT_FOLLOW_POLL, FollowOutcome, MAX_FOLLOWED, task_follow, tasks_follow,
+};
 pub use self::inspect::{RegisteredReport, RegisteredRow, registered, registered_report};
 pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
