@@ -173,18 +173,20 @@ async fn following_waits_only_for_unfinished_tasks_and_picks_up_new_matches() {
     .register::<Step, _>(move |step: Step, ctx: TaskContext| {
         let held = held.clone();
         async move {
-            while step.hold {
+            if !step.hold {
+                return Ok(());
+            }
+            loop {
                 ctx.progress(Progress {
                     stage: Some("halfway".into()),
                     eta_seconds: Some(5.0),
                     ..Progress::percent(50.0)
                 });
                 tokio::select! {
-                    () = held.notified() => break,
+                    () = held.notified() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
-            Ok(())
         }
     });
     let worker = spawn_worker(worker);

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spool_broker::store::{JobStatus, JobStore};
-use spool_broker::{Progress, QueueName, Task, TaskOptions};
-use spool_tests::{TestRedis, bins, redis_url, spawn_worker, wait_until};
+use spool_broker::{Broker as _, Progress, QueueName, Task, TaskId, TaskOptions};
+use spool_tests::{RunningWorker, TestRedis, bins, redis_url, spawn_worker, wait_until};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 use spool_worker_cli::heartbeat::{self, Heartbeat};
 use tokio::sync::Notify;
@@ -86,100 +86,160 @@ fn line_with<'a>(frame: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line with {needle:?} in\n{frame}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
-    let redis = TestRedis::new().await;
-    let dir: PathBuf = std::env::temp_dir().join(format!(
-        "spool-top-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store_url = format!("sqlite://{}", dir.join("jobs.db").display());
-    let store = JobStore::create(&store_url).await.unwrap();
-    let client = redis.client().with_store(store.clone());
+/// Real Redis and a SQLite store with: a backlog of 5 on gpu, which no
+/// worker serves; a live worker (its registry record kept by the worker
+/// binary's heartbeat) running a task that reported progress and holds
+/// until released or revoked; a task that failed for good.
+struct Scene {
+    redis: TestRedis,
+    dir: PathBuf,
+    store_url: String,
+    store: JobStore,
+    running: TaskId,
+    release: Arc<Notify>,
+    worker: RunningWorker,
+    beating: CancellationToken,
+    beat: tokio::task::JoinHandle<()>,
+    host: String,
+}
 
-    // A backlog on gpu, which no worker serves.
-    for _ in 0..5 {
-        client.enqueue(Hold).queue(QueueName::GPU).await.unwrap();
+impl Scene {
+    async fn new() -> Self {
+        let redis = TestRedis::new().await;
+        let dir: PathBuf = std::env::temp_dir().join(format!(
+            "spool-top-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store_url = format!("sqlite://{}", dir.join("jobs.db").display());
+        let store = JobStore::create(&store_url).await.unwrap();
+        let client = redis.client().with_store(store.clone());
+        for _ in 0..5 {
+            client.enqueue(Hold).queue(QueueName::GPU).await.unwrap();
+        }
+
+        let release = Arc::new(Notify::new());
+        let held = release.clone();
+        let worker = Worker::new(
+            redis.broker.clone(),
+            WorkerConfig {
+                concurrency: 2,
+                poll_interval: Duration::from_millis(50),
+                queues: vec![QueueName::DEFAULT],
+                ..WorkerConfig::default()
+            },
+        )
+        .with_store(store.clone())
+        .register::<Hold, _>(move |_: Hold, ctx: TaskContext| {
+            let held = held.clone();
+            async move {
+                ctx.progress(Progress {
+                    stage: Some("encode 720p".into()),
+                    fps: Some(118.0),
+                    eta_seconds: Some(90.0),
+                    ..Progress::percent(37.0)
+                });
+                tokio::select! {
+                    () = held.notified() => Ok(()),
+                    () = ctx.cancellation().cancelled() => Err(TaskError::fail("revoked")),
+                }
+            }
+        })
+        .register::<Broken, _>(|_: Broken, _: TaskContext| async {
+            Err::<(), _>(TaskError::fail("disk on fire"))
+        });
+        let record = heartbeat::initial_record(
+            "top-worker-1",
+            "top-worker",
+            vec![QueueName::DEFAULT],
+            2,
+            None,
+            Default::default(),
+        );
+        let heartbeat = Heartbeat::new(redis.broker.clone(), record, Duration::from_millis(200));
+        let worker = spawn_worker(worker.observe(heartbeat.observer()));
+        let beating = CancellationToken::new();
+        let beat = tokio::spawn(heartbeat.clone().run(beating.clone()));
+
+        let broken = client.enqueue(Broken).await.unwrap();
+        let running = client.enqueue(Hold).await.unwrap();
+        wait_until(
+            "the failure and the running task's progress in the store",
+            WAIT,
+            || {
+                let store = store.clone();
+                async move {
+                    let failed = store.get(broken).await.unwrap().map(|r| r.status);
+                    let held = store.get(running).await.unwrap();
+                    failed == Some(JobStatus::Failed)
+                        && held
+                            .is_some_and(|r| r.status == JobStatus::Running && r.progress.is_some())
+                }
+            },
+        )
+        .await;
+        wait_until(
+            "the worker's record naming the running task",
+            WAIT,
+            || async {
+                redis
+                    .broker
+                    .workers()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.is_live() && r.running.contains(&running))
+            },
+        )
+        .await;
+        let host = redis.broker.workers().await.unwrap()[0].host.clone();
+        Self {
+            redis,
+            dir,
+            store_url,
+            store,
+            running,
+            release,
+            worker,
+            beating,
+            beat,
+            host,
+        }
     }
 
-    let release = Arc::new(Notify::new());
-    let held = release.clone();
-    let worker = Worker::new(
-        redis.broker.clone(),
-        WorkerConfig {
-            concurrency: 2,
-            poll_interval: Duration::from_millis(50),
-            queues: vec![QueueName::DEFAULT],
-            ..WorkerConfig::default()
-        },
-    )
-    .with_store(store.clone())
-    .register::<Hold, _>(move |_: Hold, ctx: TaskContext| {
-        let held = held.clone();
-        async move {
-            ctx.progress(Progress {
-                stage: Some("encode 720p".into()),
-                fps: Some(118.0),
-                eta_seconds: Some(90.0),
-                ..Progress::percent(37.0)
-            });
-            held.notified().await;
-            Ok(())
-        }
-    })
-    .register::<Broken, _>(|_: Broken, _: TaskContext| async {
-        Err::<(), _>(TaskError::fail("disk on fire"))
-    });
-    // Its registry record, kept by the worker binary's own heartbeat.
-    let record = heartbeat::initial_record(
-        "top-worker-1",
-        "top-worker",
-        vec![QueueName::DEFAULT],
-        2,
-        None,
-        Default::default(),
-    );
-    let heartbeat = Heartbeat::new(redis.broker.clone(), record, Duration::from_millis(200));
-    let worker = spawn_worker(worker.observe(heartbeat.observer()));
-    let beating = CancellationToken::new();
-    let beat = tokio::spawn(heartbeat.clone().run(beating.clone()));
+    /// Waits for the held task to reach `status` in the store.
+    async fn wait_for(&self, status: JobStatus) {
+        wait_until(&format!("the held task to be {status}"), WAIT, || {
+            let store = self.store.clone();
+            let running = self.running;
+            async move { store.get(running).await.unwrap().map(|r| r.status) == Some(status) }
+        })
+        .await;
+    }
 
-    let broken = client.enqueue(Broken).await.unwrap();
-    let running = client.enqueue(Hold).await.unwrap();
-    wait_until(
-        "the failure and the running task's progress in the store",
-        WAIT,
-        || {
-            let store = store.clone();
-            async move {
-                let failed = store.get(broken).await.unwrap().map(|r| r.status);
-                let held = store.get(running).await.unwrap();
-                failed == Some(JobStatus::Failed)
-                    && held.is_some_and(|r| r.status == JobStatus::Running && r.progress.is_some())
-            }
-        },
-    )
-    .await;
-    wait_until(
-        "the worker's record naming the running task",
-        WAIT,
-        || async {
-            redis
-                .broker
-                .workers()
-                .await
-                .unwrap()
-                .iter()
-                .any(|r| r.is_live() && r.running.contains(&running))
-        },
-    )
-    .await;
-    let host = redis.broker.workers().await.unwrap()[0].host.clone();
+    async fn cleanup(self) {
+        self.worker.stop().await;
+        self.beating.cancel();
+        self.beat.await.unwrap();
+        self.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.redis.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
+    let scene = Scene::new().await;
+    let (redis, store_url, running, host) = (
+        &scene.redis,
+        scene.store_url.as_str(),
+        scene.running,
+        scene.host.as_str(),
+    );
 
     for width in [60, 200] {
-        let out = top(&redis, &store_url, &["--width", &width.to_string()], None);
+        let out = top(redis, store_url, &["--width", &width.to_string()], None);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let frame = text(&out.stdout);
         assert_fits(&frame, width);
@@ -221,7 +281,7 @@ async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
     }
 
     // Without --width, a pipe: $COLUMNS.
-    let out = top(&redis, &store_url, &[], Some("72"));
+    let out = top(redis, store_url, &[], Some("72"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let frame = text(&out.stdout);
     assert_fits(&frame, 72);
@@ -231,7 +291,7 @@ async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
     );
 
     // JSON: the running task, the failure, RFC 3339 times.
-    let out = top(&redis, &store_url, &["--json"], None);
+    let out = top(redis, store_url, &["--json"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let gpu = json["queues"]
@@ -258,18 +318,183 @@ async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
         humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
     }
 
-    release.notify_one();
-    wait_until("the held task to succeed", WAIT, || {
-        let store = store.clone();
-        async move {
-            store.get(running).await.unwrap().map(|r| r.status) == Some(JobStatus::Succeeded)
+    scene.release.notify_one();
+    scene.wait_for(JobStatus::Succeeded).await;
+    scene.cleanup().await;
+}
+
+/// `spoolctl top` on a pseudo-terminal of 40 rows and 160 columns: what
+/// it drew, and the keys to send it.
+struct Terminal {
+    child: std::process::Child,
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+    screen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn spawn(scene: &Scene) -> Self {
+        use std::os::fd::AsFd as _;
+        let size = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 160,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(&size, None).unwrap();
+        let stdio = || std::process::Stdio::from(pty.slave.as_fd().try_clone_to_owned().unwrap());
+        let child = Command::new(bins::spoolctl())
+            .args([
+                "--redis-url",
+                &redis_url(),
+                "--key-prefix",
+                &scene.redis.prefix,
+            ])
+            .args(["--store-url", &scene.store_url])
+            .args(["top", "--interval", "200ms"])
+            .env("TERM", "xterm")
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(pty.master);
+        let screen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let drawn = screen.clone();
+        // The terminal must be read, or the child blocks on its output.
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buffer = [0u8; 65536];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                drawn.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Self {
+            child,
+            master,
+            slave: pty.slave,
+            screen,
         }
+    }
+
+    /// Everything drawn so far, as text (escape sequences included).
+    fn drawn(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    async fn wait_for_text(&self, text: &str) {
+        wait_until(&format!("{text:?} on the terminal"), WAIT, || {
+            let found = self.drawn().contains(text);
+            async move { found }
+        })
+        .await;
+    }
+
+    fn send(&mut self, keys: &[u8]) {
+        use std::io::Write as _;
+        self.master.write_all(keys).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// Waits for spoolctl to exit, and checks it restored the terminal:
+    /// out of the alternate screen, cooked mode (canonical input, echo,
+    /// signals) back.
+    async fn assert_exits_restored(mut self) {
+        let status = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("spoolctl top to exit");
+        assert!(status.success(), "{status:?}: {}", self.drawn());
+        let drawn = self.drawn();
+        let entered = drawn.find("\x1b[?1049h").expect("the alternate screen");
+        let left = drawn
+            .rfind("\x1b[?1049l")
+            .expect("the alternate screen left");
+        assert!(left > entered, "{drawn:?}");
+        use nix::sys::termios::{LocalFlags, tcgetattr};
+        let modes = tcgetattr(&self.slave).unwrap();
+        for flag in [LocalFlags::ICANON, LocalFlags::ECHO, LocalFlags::ISIG] {
+            assert!(modes.local_flags.contains(flag), "{flag:?} restored");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_on_a_terminal_drills_in_pauses_revokes_and_restores_the_terminal() {
+    let scene = Scene::new().await;
+    let queues = || async { scene.redis.broker.paused().await.unwrap() };
+
+    let mut terminal = Terminal::spawn(&scene);
+    terminal.wait_for_text("Running (1)").await;
+    terminal.wait_for_text("test.top.hold").await;
+    // The running task is selected: Enter shows its record.
+    terminal.send(b"\r");
+    terminal.wait_for_text("(Esc closes)").await;
+    terminal.wait_for_text("encode 720p").await;
+    terminal.send(b"\x1b");
+    // x asks before revoking; n answers no.
+    terminal.send(b"x");
+    terminal.wait_for_text("y revokes").await;
+    terminal.send(b"n");
+    // Tab twice: to the failures, then the queues; the first is default.
+    terminal.send(b"\t\t");
+    terminal.send(b"p");
+    wait_until("default paused", WAIT, || async {
+        queues().await == [QueueName::DEFAULT]
     })
     .await;
-    worker.stop().await;
-    beating.cancel();
-    beat.await.unwrap();
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    redis.cleanup().await;
+    // The keys run in order: the n came before, and revoked nothing.
+    assert!(
+        !scene
+            .redis
+            .broker
+            .revoked()
+            .await
+            .unwrap()
+            .contains(&scene.running)
+    );
+    terminal.send(b"p");
+    wait_until("default resumed", WAIT, || async {
+        queues().await.is_empty()
+    })
+    .await;
+    // Back to the running task: x and y revoke it.
+    terminal.send(b"\t");
+    terminal.send(b"x");
+    terminal.send(b"y");
+    wait_until("the task revoked", WAIT, || async {
+        scene
+            .redis
+            .broker
+            .revoked()
+            .await
+            .unwrap()
+            .contains(&scene.running)
+    })
+    .await;
+    scene.wait_for(JobStatus::Revoked).await;
+    terminal.send(b"q");
+    terminal.assert_exits_restored().await;
+
+    // Ctrl-C, a key in raw mode, quits too.
+    let mut terminal = Terminal::spawn(&scene);
+    terminal.wait_for_text("Queues (").await;
+    terminal.send(b"\x03");
+    terminal.assert_exits_restored().await;
+
+    // And SIGTERM from elsewhere.
+    let terminal = Terminal::spawn(&scene);
+    terminal.wait_for_text("Queues (").await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(terminal.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    terminal.assert_exits_restored().await;
+
+    scene.cleanup().await;
 }

@@ -89,6 +89,9 @@ pub async fn run_interactive(top: &mut Top<'_>) -> Result<()> {
     // Read once before touching the terminal: a Redis that cannot be
     // reached is reported on a normal screen.
     let first = top.next_frame().await?;
+    // Listening before the first frame is drawn: a signal from then on
+    // restores the terminal.
+    let mut interrupts = Interrupts::listen()?;
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
     let mut keys = spawn_key_reader();
@@ -105,8 +108,6 @@ pub async fn run_interactive(top: &mut Top<'_>) -> Result<()> {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    let interrupted = interrupted();
-    tokio::pin!(interrupted);
     while !app.quit {
         paint(&mut terminal, &app)?;
         tokio::select! {
@@ -116,26 +117,44 @@ pub async fn run_interactive(top: &mut Top<'_>) -> Result<()> {
                 Some(Input::Resize) => {}
                 None => app.quit = true,
             },
-            () = &mut interrupted => app.quit = true,
+            () = interrupts.next() => app.quit = true,
         }
     }
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
+/// SIGINT and SIGTERM, listened to from creation on.
+struct Interrupts {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn paint(terminal: &mut DefaultTerminal, app: &App) -> Result<()> {

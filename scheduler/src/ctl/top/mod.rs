@@ -409,7 +409,7 @@ impl<'a> Top<'a> {
                 let entries = self.broker.dead_letters(&row.queue, MAX_FAILURES).await?;
                 failures.extend(entries.into_iter().map(FailureRow::from_dead_letter));
             }
-            failures.sort_by(|a, b| b.at.cmp(&a.at));
+            failures.sort_by_key(|f| std::cmp::Reverse(f.at));
             failures.truncate(MAX_FAILURES);
         }
         // Tasks a live worker runs that the store does not list as running
