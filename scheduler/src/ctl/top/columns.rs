@@ -8,6 +8,9 @@
 //! 2. the droppable columns go, highest [`Column::drop`] rank first (the
 //!    order each table documents in `render.rs`);
 //! 3. the flexible columns shrink to their minimum, cut with `…`.
+//!
+//! Room left over after a drop goes back to the flexible columns, first
+//! to last, up to their natural width.
 
 use ratatui::layout::Alignment;
 use ratatui::text::Span;
@@ -129,6 +132,15 @@ pub(super) fn fit(columns: &[Column], rows: &[Vec<String>], width: u16) -> Vec<O
     if total(&widths) > width {
         shrink_flex(columns, &mut widths, width, total, |(_, min)| min);
     }
+    // 4. What a drop freed, back to the flexible columns.
+    for (i, column) in columns.iter().enumerate() {
+        let (Some(_), Some(current)) = (column.flex, widths[i]) else {
+            continue;
+        };
+        let room = width.saturating_sub(total(&widths));
+        let grow = u16::try_from(room).unwrap_or(u16::MAX).min(natural[i] - current);
+        widths[i] = Some(current + grow);
+    }
     widths
 }
 
@@ -243,9 +255,10 @@ mod tests {
             fit(&columns, &rows, 23),
             [Some(8), Some(4), Some(4), Some(4)]
         );
-        // Then B (rank 2) goes, then A.
-        assert_eq!(fit(&columns, &rows, 22), [Some(8), Some(4), None, Some(4)]);
-        assert_eq!(fit(&columns, &rows, 17), [Some(8), None, None, Some(4)]);
+        // Then B (rank 2) goes, then A; the name takes back what is left.
+        assert_eq!(fit(&columns, &rows, 22), [Some(12), Some(4), None, Some(4)]);
+        assert_eq!(fit(&columns, &rows, 17), [Some(12), None, None, Some(4)]);
+        assert_eq!(fit(&columns, &rows, 13), [Some(8), None, None, Some(4)]);
         // Then the name shrinks to its minimum, and no further.
         assert_eq!(fit(&columns, &rows, 10), [Some(5), None, None, Some(4)]);
         assert_eq!(fit(&columns, &rows, 3), [Some(4), None, None, Some(4)]);

@@ -9,7 +9,7 @@
 //!   OUT/S, IN/S, PAUSED; QUEUE, BACKLOG, IN-FLIGHT and DEAD stay;
 //! - workers: AGE, QUEUES, PID, RUNNING, PROCESSED, FAILED, STATE; HOST
 //!   and BUSY stay;
-//! - running tasks: ELAPSED, BAR, WORKER, QUEUE, SPEED, FPS, STAGE; ID
+//! - running tasks: BAR, ELAPSED, WORKER, QUEUE, SPEED, FPS, STAGE; ID
 //!   (cut to its end), NAME, PROGRESS and ETA stay;
 //! - failures: ID, QUEUE, TRIES; WHEN, NAME, STATUS and ERROR stay.
 //!
@@ -397,11 +397,11 @@ fn running(frame: &TopFrame, selected: Option<usize>, area: Rect, buffer: &mut B
         Column::text("QUEUE", 6),
         Column::flex("WORKER", 7, 16, 8),
         Column::number("PROGRESS", 0),
-        Column::text("BAR", 8),
+        Column::text("BAR", 9),
         Column::flex("STAGE", 3, 16, 8),
         Column::number("FPS", 4),
         Column::number("SPEED", 5),
-        Column::number("ELAPSED", 9),
+        Column::number("ELAPSED", 8),
         Column::number("ETA", 0),
     ];
     let rows = frame
