@@ -348,3 +348,121 @@ pub async fn tasks_follow<B: Broker>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use spool_broker::store::Finished;
+    use spool_broker::{MemoryBroker, Progress};
+
+    use super::*;
+    use crate::ctl::task::tests::seeded_store;
+
+    /// Output shared with the test while `tasks_follow` writes it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        async fn wait_for(&self, needle: &str) {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !self.text().contains(needle) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} in {}", self.text()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_matching_tasks_are_followed_to_their_end() {
+        let seeded = seeded_store().await;
+        let broker = MemoryBroker::new();
+        let filter = TasksFilter {
+            statuses: vec![JobStatus::Running, JobStatus::Succeeded],
+            ..TasksFilter::default()
+        };
+        let out = Shared::default();
+        let following = {
+            let (broker, store, mut out) = (broker.clone(), seeded.store.clone(), out.clone());
+            tokio::spawn(async move {
+                let poll = Duration::from_millis(20);
+                tasks_follow(&broker, &store, &filter, poll, true, false, &mut out).await
+            })
+        };
+        let (done, running) = (seeded.done.id, seeded.running.id);
+        // The finished one first (oldest first), then the running one.
+        out.wait_for(&format!("{running} video.probe running (attempt 1)\n"))
+            .await;
+        assert!(
+            out.text()
+                .starts_with(&format!("{done} video.transcode succeeded (attempt 2)\n")),
+            "{}",
+            out.text()
+        );
+        let progress = Progress {
+            fps: Some(118.0),
+            ..Progress::percent(75.0)
+        };
+        broker
+            .publish_events(&[TaskEvent::Progress {
+                id: running,
+                attempt: 1,
+                progress,
+            }])
+            .await
+            .unwrap();
+        out.wait_for(&format!("{running}    75.0 %, 118 fps\n"))
+            .await;
+
+        let finished =
+            Finished::from_envelope(&seeded.running, JobStatus::Succeeded, Timestamp::now());
+        seeded.store.record_outcomes(&[finished]).await.unwrap();
+        let outcome = following.await.unwrap().unwrap();
+        assert_eq!(outcome.ended, [(running, JobStatus::Succeeded)]);
+        assert_eq!(outcome.first_unsuccessful(), None);
+        let last = out.text().lines().last().unwrap().to_owned();
+        assert_eq!(
+            last,
+            format!("{running} video.probe succeeded (attempt 1)  100.0 % done")
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_at_once_are_refused() {
+        let seeded = seeded_store().await;
+        let filter = TasksFilter {
+            limit: MAX_FOLLOWED + 1,
+            ..TasksFilter::default()
+        };
+        let mut out = Vec::new();
+        let err = tasks_follow(
+            &MemoryBroker::new(),
+            &seeded.store,
+            &filter,
+            DEFAULT_FOLLOW_POLL,
+            true,
+            false,
+            &mut out,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("--limit"), "{err}");
+        assert!(out.is_empty());
+    }
+}

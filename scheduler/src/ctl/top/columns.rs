@@ -138,7 +138,9 @@ pub(super) fn fit(columns: &[Column], rows: &[Vec<String>], width: u16) -> Vec<O
             continue;
         };
         let room = width.saturating_sub(total(&widths));
-        let grow = u16::try_from(room).unwrap_or(u16::MAX).min(natural[i] - current);
+        let grow = u16::try_from(room)
+            .unwrap_or(u16::MAX)
+            .min(natural[i] - current);
         widths[i] = Some(current + grow);
     }
     widths
