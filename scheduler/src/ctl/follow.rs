@@ -187,7 +187,7 @@ impl Lines {
 pub const MAX_FOLLOWED: usize = 100;
 
 /// A followed task's events, then `None` when its subscription ends.
-type Events = Pin<Box<dyn Stream<Item = (TaskId, Option<TaskEvent>)> + Send>>;
+pub(super) type Events = Pin<Box<dyn Stream<Item = (TaskId, Option<TaskEvent>)> + Send>>;
 
 /// A task followed by [`tasks_follow`].
 struct Followed {
@@ -198,7 +198,7 @@ struct Followed {
 
 /// Subscribes to task `id`'s events, tagged with its id and ended by
 /// `None`, abortable.
-async fn subscribe<B: Broker>(broker: &B, id: TaskId) -> Result<(Events, AbortHandle)> {
+pub(super) async fn subscribe<B: Broker>(broker: &B, id: TaskId) -> Result<(Events, AbortHandle)> {
     let events = broker
         .task_events(id)
         .await?

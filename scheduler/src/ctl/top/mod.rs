@@ -6,7 +6,9 @@
 //! previous refresh and keeping their recent history for the sparklines;
 //! the job store's running and failed records when a store is configured
 //! (else the running task ids from the workers' records and the queues'
-//! dead letters). A [`TopFrame`] holds one refresh.
+//! dead letters); and the running tasks' progress events, for what the
+//! store does not keep (FFmpeg's speed) and reports newer than its own.
+//! A [`TopFrame`] holds one refresh.
 //!
 //! Rendering is a pure function of a frame, a width and the interactive
 //! [`View`] ([`render_text`], [`draw`]), on ratatui; the interactive mode
@@ -16,15 +18,21 @@ mod app;
 mod columns;
 mod render;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
+use futures_util::stream::{AbortHandle, SelectAll};
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde::{Serialize, Serializer};
 use spool_broker::store::{JobQuery, JobRecord, JobStatus, JobStore};
-use spool_broker::{Broker, DeadLetterEntry, Progress, QueueName, RedisBroker, TaskId, Timestamp};
+use spool_broker::{
+    Broker, DeadLetterEntry, Progress, QueueName, RedisBroker, TaskEvent, TaskId, Timestamp,
+};
 
 pub use self::app::run_interactive;
 pub use self::render::{Focus, KEYS_HELP, View, draw, frame_height, render_text};
+use super::follow::{Events, subscribe};
 use super::queues::{QueuesReport, QueuesSample, queues_with_paused};
 use super::workers::{WorkersReport, workers_report};
 use super::{Format, Report};
@@ -319,7 +327,6 @@ pub fn render_frame(frame: &TopFrame, format: Format, width: u16) -> Result<Stri
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Top<'a> {
     broker: &'a RedisBroker,
     store: Option<&'a JobStore>,
@@ -327,6 +334,22 @@ pub struct Top<'a> {
     interval: Duration,
     previous: Option<QueuesSample>,
     history: BTreeMap<QueueName, VecDeque<(f64, f64)>>,
+    /// The running tasks' progress events: FFmpeg's speed, which the store
+    /// does not keep, and reports newer than the store's.
+    events: SelectAll<Events>,
+    /// The running tasks subscribed to, and the latest report of each.
+    subscribed: HashMap<TaskId, (AbortHandle, Option<Progress>)>,
+}
+
+impl fmt::Debug for Top<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Top")
+            .field("extra", &self.extra)
+            .field("interval", &self.interval)
+            .field("store", &self.store.is_some())
+            .field("subscribed", &self.subscribed.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Top<'a> {
@@ -348,6 +371,8 @@ impl<'a> Top<'a> {
             interval,
             previous: None,
             history: BTreeMap::new(),
+            events: SelectAll::new(),
+            subscribed: HashMap::new(),
         }
     }
 
@@ -422,6 +447,7 @@ impl<'a> Top<'a> {
             }
         }
         running.sort_by_key(|t| (t.started_at.map_or(u64::MAX, |s| s.as_millis()), t.id));
+        self.follow_progress(&mut running, now).await?;
 
         let frame = TopFrame {
             at: now,
@@ -445,6 +471,47 @@ impl<'a> Top<'a> {
         };
         self.previous = Some(sample);
         Ok(frame)
+    }
+
+    /// Brings the running tasks' progress up to their latest events, and
+    /// follows the events of the tasks that started since the last frame
+    /// (and no longer those that ended).
+    async fn follow_progress(&mut self, running: &mut [RunningTask], now: Timestamp) -> Result<()> {
+        while let Some(Some((id, event))) = self.events.next().now_or_never() {
+            match (event, self.subscribed.get_mut(&id)) {
+                (Some(TaskEvent::Progress { progress, .. }), Some((_, latest))) => {
+                    *latest = Some(progress);
+                }
+                // The subscription broke: subscribed again below.
+                (None, Some(_)) => {
+                    self.subscribed.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        self.subscribed.retain(|id, (subscription, _)| {
+            let runs = running.iter().any(|t| t.id == *id);
+            if !runs {
+                subscription.abort();
+            }
+            runs
+        });
+        for task in running.iter_mut() {
+            match self.subscribed.get(&task.id) {
+                Some((_, Some(latest))) => {
+                    task.progress = Some(latest.clone());
+                    task.eta_seconds = eta(task.progress.as_ref(), task.started_at, now);
+                }
+                Some((_, None)) => {}
+                None if self.subscribed.len() < MAX_RUNNING => {
+                    let (events, subscription) = subscribe(self.broker, task.id).await?;
+                    self.events.push(events);
+                    self.subscribed.insert(task.id, (subscription, None));
+                }
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     /// Adds this refresh's rates to each queue's history.
