@@ -85,7 +85,7 @@ struct App {
 ///
 /// Cancelling it restores the terminal; nothing is changed.
 pub async fn run_interactive(top: &mut Top<'_>) -> Result<()> {
-    let interval = top.interval;
+    let interval = top.interval();
     // Read once before touching the terminal: a Redis that cannot be
     // reached is reported on a normal screen.
     let first = top.next_frame().await?;
