@@ -110,7 +110,7 @@ impl<'a> Top<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Broker`] when Redis or the store fails.
+    /// [`Error::Broker`](crate::Error::Broker) when Redis or the store fails.
     pub async fn next_frame(&mut self) -> Result<TopFrame> {
         let records = self.broker.workers().await?;
         let mut extra = self.extra.clone();
