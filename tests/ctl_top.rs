@@ -46,6 +46,15 @@ impl Task for Broken {
     }
 }
 
+/// Served by no worker: dead-lettered as an unknown task.
+#[derive(Debug, Serialize, Deserialize)]
+struct Orphan;
+
+impl Task for Orphan {
+    const NAME: &'static str = "test.top.orphan";
+    type Output = ();
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// `spoolctl top --once` with `args` (and `--interval 200ms` unless they
@@ -171,6 +180,7 @@ impl Scene {
         let beating = CancellationToken::new();
         let beat = tokio::spawn(heartbeat.clone().run(beating.clone()));
 
+        let orphan = client.enqueue(Orphan).await.unwrap();
         let broken = client.enqueue(Broken).await.unwrap();
         let running = client.enqueue(Hold).await.unwrap();
         wait_until(
@@ -180,8 +190,10 @@ impl Scene {
                 let store = store.clone();
                 async move {
                     let failed = store.get(broken).await.unwrap().map(|r| r.status);
+                    let dead = store.get(orphan).await.unwrap().map(|r| r.status);
                     let held = store.get(running).await.unwrap();
                     failed == Some(JobStatus::Failed)
+                        && dead == Some(JobStatus::Dead)
                         && held
                             .is_some_and(|r| r.status == JobStatus::Running && r.progress.is_some())
                 }
@@ -327,12 +339,47 @@ async fn top_once_fits_60_and_200_columns_and_shows_what_runs() {
     assert_eq!(task["name"], "test.top.hold");
     assert_eq!(task["progress"]["percent"], 37.0);
     assert_eq!(task["eta_seconds"], 90.0);
-    assert_eq!(json["failures"][0]["name"], "test.top.broken");
-    assert_eq!(json["failures"][0]["error"], "disk on fire");
-    for time in [&json["at"], &task["started_at"], &json["failures"][0]["at"]] {
+    let failure = |name: &str| {
+        json["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {}", json["failures"]))
+            .clone()
+    };
+    let broken = failure("test.top.broken");
+    assert_eq!(broken["error"], "disk on fire");
+    assert_eq!(broken["status"], "failed");
+    assert_eq!(failure("test.top.orphan")["status"], "dead");
+    for time in [&json["at"], &task["started_at"], &broken["at"]] {
         let time = time.as_str().unwrap();
         humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
     }
+
+    // Without a job store: the running task by id from the worker's
+    // record, the failures from the dead letters, and a line saying so.
+    let out = Command::new(bins::spoolctl())
+        .args(["--redis-url", &redis_url(), "--key-prefix", &redis.prefix])
+        .args(["--store-url", "none"])
+        .args(["top", "--once", "--interval", "200ms", "--width", "120"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let frame = text(&out.stdout);
+    assert_fits(&frame, 120);
+    assert!(frame.contains("no job store"), "{frame}");
+    let task = line_with(&frame, &running.to_string());
+    assert!(task.contains('?'), "no name without the store: {task}");
+    let dead = line_with(&frame, "test.top.orphan");
+    assert!(
+        dead.contains("dead") && dead.contains("unknown_task"),
+        "{dead}\n{frame}"
+    );
+    assert!(
+        !frame.contains("test.top.broken"),
+        "failed, not dead-lettered: {frame}"
+    );
 
     scene.release.notify_one();
     scene.wait_for(JobStatus::Succeeded).await;
