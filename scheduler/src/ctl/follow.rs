@@ -233,7 +233,7 @@ impl FollowOutcome {
 /// state change and progress report of the unfinished ones and of those
 /// that start matching later, each line led by the task's id (one JSON
 /// object a line with `json`, as [`task_follow`] writes them), at most
-/// [`MAX_FOLLOWED`] at once. The records are read every `poll` and at each
+/// the filter's limit (itself at most [`MAX_FOLLOWED`]) at once. The records are read every `poll` and at each
 /// task's end. Runs until cancelled or, with `until_done`, until every
 /// task it followed has ended (at once when none was unfinished).
 ///
@@ -302,7 +302,7 @@ pub async fn tasks_follow<B: Broker>(
                 } else if seen.insert(id) {
                     if record.status.is_finished() {
                         lines.finished(out, record)?;
-                    } else if followed.len() < MAX_FOLLOWED {
+                    } else if followed.len() < filter.limit {
                         let (stream, subscription) = subscribe(broker, id).await?;
                         events.push(stream);
                         lines.state(out, &record)?;
