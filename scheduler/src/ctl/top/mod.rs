@@ -18,6 +18,7 @@ mod app;
 mod columns;
 mod read;
 mod render;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
