@@ -112,6 +112,15 @@ pub fn publish_span(queue: &QueueName, count: usize) -> tracing::Span {
     span
 }
 
+/// Makes `span` (not yet entered) the root of a trace of its own rather
+/// than a child of the span it was created in: for work that a long-lived
+/// span (a beat's, a worker's) starts on its own schedule.
+pub fn start_new_trace(span: &tracing::Span) {
+    if !span.is_disabled() {
+        let _ = span.set_parent(opentelemetry::Context::new());
+    }
+}
+
 /// Records the id of the one task a [`publish_span`] sends.
 pub fn record_message_id(span: &tracing::Span, envelope: &Envelope) {
     if !span.is_disabled() {
@@ -119,6 +128,32 @@ pub fn record_message_id(span: &tracing::Span, envelope: &Envelope) {
             "messaging.message.id",
             tracing::field::display(&envelope.id),
         );
+    }
+}
+
+/// Writes the trace context of `span` (a [`publish_span`]) into the
+/// headers of each of `envelopes` but those that carry a `traceparent`
+/// already (given by the caller, or kept from an earlier run), and records
+/// the task id on `span` when there is one envelope.
+pub fn inject_into(span: &tracing::Span, envelopes: &mut [Envelope]) {
+    if span.is_disabled() {
+        return;
+    }
+    if let [one] = &*envelopes {
+        record_message_id(span, one);
+    }
+    // Propagated once and copied: the context is the same for all.
+    let mut context = BTreeMap::new();
+    inject(span, &mut context);
+    if context.is_empty() {
+        return;
+    }
+    for envelope in envelopes {
+        if !envelope.headers.contains_key("traceparent") {
+            envelope
+                .headers
+                .extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
     }
 }
 

@@ -121,24 +121,7 @@ impl Overrides {
 /// `envelopes`' headers, unless the caller gave a `traceparent` of its own.
 #[cfg(feature = "otel")]
 fn inject(span: &tracing::Span, envelopes: &mut [Envelope]) {
-    use spool_broker::trace_context;
-
-    if let [one] = &*envelopes {
-        trace_context::record_message_id(span, one);
-    }
-    // Propagated once, copied into each: the context is the same.
-    let mut context = std::collections::BTreeMap::new();
-    trace_context::inject(span, &mut context);
-    if context.is_empty() {
-        return;
-    }
-    for envelope in envelopes {
-        if !envelope.headers.contains_key("traceparent") {
-            envelope
-                .headers
-                .extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-    }
+    spool_broker::trace_context::inject_into(span, envelopes);
 }
 
 /// Without the `otel` feature, no trace context.
