@@ -31,6 +31,8 @@ pub mod registry;
 mod signing;
 pub mod store;
 mod task;
+#[cfg(feature = "otel")]
+pub mod trace_context;
 
 pub use crate::broker::{
     ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use spool_broker::{Broker, Envelope, Priority, QueueName, Task, TaskId, Timestamp};
+use tracing::Instrument as _;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -98,6 +99,34 @@ impl Overrides {
         Ok(envelope)
     }
 }
+
+impl Overrides {
+    /// The `publish` span of `count` tasks of type `T` (one span for a
+    /// bulk enqueue); a disabled one without the `otel` feature.
+    fn publish_span<T: Task>(&self, count: usize) -> tracing::Span {
+        #[cfg(feature = "otel")]
+        {
+            let queue = self.queue.clone().unwrap_or_else(|| T::options().queue);
+            spool_broker::trace_context::publish_span(&queue, count)
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = count;
+            tracing::Span::none()
+        }
+    }
+}
+
+/// Writes the trace context of `span` (the `publish` span) into each of
+/// `envelopes`' headers, unless the caller gave a `traceparent` of its own.
+#[cfg(feature = "otel")]
+fn inject(span: &tracing::Span, envelopes: &mut [Envelope]) {
+    spool_broker::trace_context::inject_into(span, envelopes);
+}
+
+/// Without the `otel` feature, no trace context.
+#[cfg(not(feature = "otel"))]
+fn inject(_span: &tracing::Span, _envelopes: &mut [Envelope]) {}
 
 /// Enqueues one envelope, through the unique lock when asked; returns the
 /// id of the task that will run.
@@ -287,8 +316,11 @@ impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let envelope = self.overrides.envelope(&self.task)?;
+        let span = self.overrides.publish_span::<T>(1);
+        let publish = span.clone();
+        let future = async move {
+            let mut envelope = self.overrides.envelope(&self.task)?;
+            inject(&publish, std::slice::from_mut(&mut envelope));
             let id = enqueue_one(
                 self.client.broker(),
                 &envelope,
@@ -300,7 +332,8 @@ impl<'a, B: Broker, T: Task> IntoFuture for Enqueue<'a, B, T> {
                 record_enqueued::<B, T>(self.client, &[&envelope]).await?;
             }
             Ok(id)
-        })
+        };
+        Box::pin(future.instrument(span))
     }
 }
 
@@ -348,12 +381,15 @@ impl<'a, B: Broker, T: Task> IntoFuture for EnqueueMany<'a, B, T> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let envelopes = self
+        let span = self.overrides.publish_span::<T>(self.tasks.len());
+        let publish = span.clone();
+        let future = async move {
+            let mut envelopes = self
                 .tasks
                 .iter()
                 .map(|task| self.overrides.envelope(task))
                 .collect::<Result<Vec<_>>>()?;
+            inject(&publish, &mut envelopes);
             let broker = self.client.broker();
             if let Some(unique) = &self.overrides.unique {
                 // Each needs its own lock check: no pipelined fast path.
@@ -382,6 +418,7 @@ impl<'a, B: Broker, T: Task> IntoFuture for EnqueueMany<'a, B, T> {
             let all: Vec<&Envelope> = envelopes.iter().collect();
             record_enqueued::<B, T>(self.client, &all).await?;
             Ok(envelopes.iter().map(|e| e.id).collect())
-        })
+        };
+        Box::pin(future.instrument(span))
     }
 }

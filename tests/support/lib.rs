@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod chaos;
 mod cluster;
+pub mod otlp;
 mod server;
 pub mod video;
 pub use cluster::RedisCluster;

@@ -5,7 +5,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spool_broker::{FencingToken, LeaderLock, RedisBroker, TaskId, TickOutcome, Timestamp};
+use spool_broker::{
+    FencingToken, LeaderLock, RedisBroker, TaskId, TickOutcome, Timestamp, trace_context,
+};
 use tokio::time::Instant;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
@@ -373,10 +375,15 @@ impl Leader<'_> {
                     pass.deposed = true;
                     return Ok(pass);
                 }
-                let envelope = entry.envelope(scheduled)?;
+                let mut envelope = entry.envelope(scheduled)?;
+                // Each tick starts a trace that its task continues.
+                let publish = trace_context::publish_span(&envelope.queue, 1);
+                trace_context::start_new_trace(&publish);
+                trace_context::inject_into(&publish, std::slice::from_mut(&mut envelope));
                 let outcome = beat
                     .lock
                     .enqueue_tick(token, &entry.name, scheduled, &envelope)
+                    .instrument(publish)
                     .await?;
                 match outcome {
                     TickOutcome::Enqueued => {

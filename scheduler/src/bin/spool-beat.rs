@@ -54,7 +54,7 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli: Cli = spool_cli_common::parse_args();
-    init_logging(cli.log_format, "info");
+    let _telemetry = init_logging(cli.log_format, "info");
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

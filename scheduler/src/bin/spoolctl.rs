@@ -407,7 +407,7 @@ enum DeadCommand {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli: Cli = spool_cli_common::parse_args();
-    init_tracing();
+    let _telemetry = init_tracing();
     if let Some(output) = generated(&cli.command) {
         return match output.and_then(|text| write_out(&text)) {
             Err(err) if !is_broken_pipe(&err) => {
@@ -819,9 +819,10 @@ fn describe(err: &anyhow::Error, connection: &Connection) -> String {
     message
 }
 
-/// Logs to stderr, warnings and errors only unless `RUST_LOG` says more.
-fn init_tracing() {
-    spool_cli_common::init_logging(spool_cli_common::LogFormat::Human, "warn");
+/// Logs to stderr, warnings and errors only unless `RUST_LOG` says more;
+/// exports spans when `OTEL_*` asks. Hold the guard to the end.
+fn init_tracing() -> spool_cli_common::Telemetry {
+    spool_cli_common::init_logging(spool_cli_common::LogFormat::Human, "warn")
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use spool_broker::{Broker, Envelope, Priority, QueueName, TaskId, encode_payload};
+use spool_broker::{Broker, Envelope, Priority, QueueName, TaskId, encode_payload, trace_context};
+use tracing::Instrument as _;
 
 use super::Report;
 use crate::error::{Error, Result};
@@ -198,8 +199,11 @@ impl Report for CallReport {
 /// the copies and refused the others, that is
 /// [`spool_broker::Error::PartialEnqueue`], with the ids of those it took.
 pub async fn call(broker: &impl Broker, request: &CallRequest) -> Result<CallReport> {
-    let envelopes = request.envelopes()?;
-    broker.enqueue(&envelopes).await?;
+    let mut envelopes = request.envelopes()?;
+    // A trace of its own, or the caller's when it has one (issue 18).
+    let publish = trace_context::publish_span(&request.queue, envelopes.len());
+    trace_context::inject_into(&publish, &mut envelopes);
+    broker.enqueue(&envelopes).instrument(publish).await?;
     Ok(CallReport {
         ids: envelopes.iter().map(|e| e.id).collect(),
     })

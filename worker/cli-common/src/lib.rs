@@ -3,7 +3,8 @@
 //! [`Connection`]), settings in layers ([`layered!`]: flags over the
 //! environment over a TOML file over defaults), the spellings of
 //! durations, addresses and `none` ([`text`]), the logging set-up
-//! ([`init_logging`]), flag parsing that names the environment variable a
+//! ([`init_logging`], with span export over OTLP when the standard
+//! `OTEL_*` variables ask for it: [`telemetry`]), flag parsing that names the environment variable a
 //! bad value came from ([`parse_args`]), the `/metrics` endpoint
 //! ([`serve_metrics`]) and, with the `nvml` feature, the words for NVML's
 //! errors.
@@ -27,6 +28,7 @@ mod logging;
 mod metrics;
 #[cfg(feature = "nvml")]
 mod nvml;
+pub mod telemetry;
 pub mod text;
 mod tls;
 
@@ -36,8 +38,9 @@ pub use crate::connection::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL, NO_STORE,
 };
 pub use crate::error::{Error, Result};
-pub use crate::logging::{LogFormat, init_logging};
+pub use crate::logging::{LogFormat, init_logging, init_logging_with};
 pub use crate::metrics::{Readiness, serve_fn as serve_metrics, serve_with_readiness};
 #[cfg(feature = "nvml")]
 pub use crate::nvml::explain_nvml_error;
+pub use crate::telemetry::{ExportSwitch, OtlpProtocol, OtlpSettings, Telemetry};
 pub use crate::tls::TlsArgs;

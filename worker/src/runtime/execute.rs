@@ -18,6 +18,7 @@ use super::control::Revoked;
 use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
+use super::trace::{self, TaskTrace};
 use crate::handler::{ErasedRun, Handlers, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
@@ -72,12 +73,23 @@ impl From<Verdict> for Decision {
 }
 
 impl<B: Broker> Executor<B> {
-    /// Runs a delivery inside its task span and returns what to tell the
-    /// broker, and what to record in the job store before that.
+    /// [`execute_traced`](Self::execute_traced) without the trace.
+    #[cfg(test)]
     pub(crate) async fn execute(
         self: Arc<Self>,
         delivery: Delivery,
     ) -> (Action, Option<Box<Finished>>) {
+        let (action, record, _) = self.execute_traced(delivery).await;
+        (action, record)
+    }
+
+    /// Runs a delivery inside its task span and returns what to tell the
+    /// broker, what to record in the job store before that, and what the
+    /// settlement's span needs.
+    pub(crate) async fn execute_traced(
+        self: Arc<Self>,
+        delivery: Delivery,
+    ) -> (Action, Option<Box<Finished>>, TaskTrace) {
         let Delivery {
             mut envelope,
             deliveries,
@@ -90,7 +102,11 @@ impl<B: Broker> Executor<B> {
             id = %envelope.id,
             queue = %envelope.queue,
             attempt = envelope.attempt,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
         );
+        let trace = trace::continue_trace(&span, &envelope);
+        let recorded = span.clone();
         async {
             let started = Instant::now();
             let mut decision = self.decide(&mut envelope, deliveries).await;
@@ -106,8 +122,14 @@ impl<B: Broker> Executor<B> {
             };
             self.observers
                 .finished(&info, decision.verdict.outcome, ran_for);
+            trace::record_outcome(
+                &recorded,
+                &trace,
+                decision.verdict.outcome,
+                decision.verdict.error.as_deref(),
+            );
             let record = self.record_of(&envelope, &mut decision);
-            (decision.verdict.action, record)
+            (decision.verdict.action, record, trace)
         }
         .instrument(span)
         .await

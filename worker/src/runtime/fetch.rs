@@ -209,6 +209,7 @@ impl<B: Broker> Fetcher<B> {
                 action: verdict.action,
                 record: None,
                 unique: None,
+                trace: super::trace::TaskTrace::default(),
                 permit: slot,
             };
             // The settler outlives every fetcher; a send error means the

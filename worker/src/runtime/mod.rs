@@ -16,6 +16,7 @@ mod running;
 mod settle;
 mod store;
 mod store_gate;
+mod trace;
 
 pub(crate) use self::report::ProgressSink;
 
@@ -41,6 +42,7 @@ use self::running::Running;
 use self::settle::{Settlement, UniqueLock};
 use self::store::Store;
 use self::store_gate::StoreGate;
+use self::trace::TaskTrace;
 use crate::Result;
 use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
@@ -452,13 +454,14 @@ impl<B: Broker> Dispatcher<B> {
                         key,
                         holder: delivery.envelope.id,
                     });
-                    let (action, record) = executor.execute(delivery).await;
+                    let (action, record, trace) = executor.execute_traced(delivery).await;
                     drop(run_slot);
                     let _ = settle.send(Settlement {
                         tag,
                         action,
                         record,
                         unique,
+                        trace,
                         permit: slot,
                     });
                 });
@@ -493,6 +496,7 @@ impl<B: Broker> Dispatcher<B> {
                 action: verdict.action,
                 record: None,
                 unique: None,
+                trace: TaskTrace::default(),
                 permit,
             });
         }

@@ -18,6 +18,7 @@ use super::lease::Leases;
 use super::outcome::Action;
 use super::store::Store;
 use super::store_gate::{self, StoreGate};
+use super::trace::TaskTrace;
 use crate::observer::Observers;
 
 /// The most outcomes settled in one round trip.
@@ -37,6 +38,8 @@ pub(crate) struct Settlement {
     pub(crate) record: Option<Box<Finished>>,
     /// The unique lock the task holds, released with a final outcome.
     pub(crate) unique: Option<UniqueLock>,
+    /// The task's trace, for the `settle` span under it.
+    pub(crate) trace: TaskTrace,
     /// The delivery's prefetch slot, freed when this is dropped: after the
     /// broker has the outcome.
     #[expect(dead_code, reason = "held only to be dropped at the right time")]
@@ -62,6 +65,13 @@ pub(crate) async fn run<B: Broker>(
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        // Each traced task's `settle` span covers its whole group commit;
+        // they end when this group is settled.
+        let _settle_spans: Vec<tracing::Span> = batch
+            .iter()
+            .map(|s| s.trace.settle_span(s.tag.queue(), &s.action, batch.len()))
+            .filter(|span| !span.is_disabled())
+            .collect();
         // Late ack means: the outcome is stored before the broker forgets
         // the task. One batched write for the whole group.
         let records: Vec<Finished> = batch
@@ -222,6 +232,7 @@ mod tests {
                 action,
                 record: None,
                 unique,
+                trace: TaskTrace::default(),
                 permit: Arc::clone(&slots).try_acquire_owned().unwrap(),
             };
             tx.send(settlement).unwrap();

@@ -277,6 +277,25 @@ async fn analyze(
         "analyzed"
     );
     reporter.done(format!("{} frames scored", report.frames));
+    crate::trace::record(
+        [
+            Some(opentelemetry::KeyValue::new(
+                "spool.video.frames",
+                i64::from(report.frames),
+            )),
+            report
+                .vmaf
+                .map(|s| opentelemetry::KeyValue::new("spool.video.vmaf", s.mean)),
+            report
+                .psnr
+                .map(|s| opentelemetry::KeyValue::new("spool.video.psnr", s.mean)),
+            report
+                .ssim
+                .map(|s| opentelemetry::KeyValue::new("spool.video.ssim", s.mean)),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     Ok(report)
 }
 

@@ -72,6 +72,7 @@ pub mod runner;
 pub mod scores;
 mod spawner;
 mod tee;
+mod trace;
 mod transcode;
 
 use std::path::Path;

@@ -240,6 +240,10 @@ async fn package_into(
         elapsed = ?summary.elapsed,
         "packaged"
     );
+    crate::trace::record([opentelemetry::KeyValue::new(
+        "spool.video.renditions",
+        i64::try_from(output.renditions.len()).unwrap_or(i64::MAX),
+    )]);
     reporter.done(format!(
         "{} renditions in {}",
         output.renditions.len(),

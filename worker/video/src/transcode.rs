@@ -352,6 +352,28 @@ async fn transcode(
         "transcoded"
     );
     reporter.done(format!("{} via {encoder}", output.display()));
+    crate::trace::record(
+        [
+            Some(opentelemetry::KeyValue::new(
+                "spool.video.encoder",
+                encoder.name.clone(),
+            )),
+            Some(opentelemetry::KeyValue::new(
+                "spool.video.bytes",
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            )),
+            written
+                .video
+                .frame_rate
+                .map(|fps| opentelemetry::KeyValue::new("spool.video.fps", fps.as_f64())),
+            speed.map(|speed| opentelemetry::KeyValue::new("spool.video.speed", f64::from(speed))),
+            fallback.as_ref().map(|(from, _)| {
+                opentelemetry::KeyValue::new("spool.video.fell_back_from", from.clone())
+            }),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     let (fell_back_from, fallback_reason) = fallback.unzip();
     Ok(TranscodeOutput {
         output: output.to_string_lossy().into_owned(),

@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::Simulate(args)) => run_simulation(&args),
         None => {
-            init_logging(cli.run.log_format, &cli.run.log_level);
+            let _telemetry = init_logging(cli.run.log_format, &cli.run.log_level);
             run_daemon(&cli.run)
         }
     };

@@ -9,6 +9,10 @@
 //! With `--store sqlite|postgres`, (e) measures the job store: outcomes
 //! recorded with `JobStore::record_outcomes` in batches of the settler's
 //! group commit (4096), and a start plus an outcome per task.
+//!
+//! With `--trace-export`, only the drain (c) runs: `--rounds` times with
+//! span export off and as often on, alternated, to an OTLP/HTTP receiver
+//! in this process (`spool_bench_parts/trace_export.rs`).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -25,6 +29,9 @@ use spool_broker::{
 };
 use spool_sdk::Client;
 use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig};
+
+#[path = "spool_bench_parts/trace_export.rs"]
+mod trace_export;
 
 /// Measure Spool against a real Redis and print the figures.
 #[derive(Debug, Parser)]
@@ -83,6 +90,12 @@ struct Args {
     /// Outcomes per `record_outcomes` call: the settler's group commit.
     #[arg(long, default_value_t = 4_096)]
     store_batch: usize,
+    /// Measure only the drain, `--rounds` times with span export off and
+    /// as often with it on (to an OTLP/HTTP receiver in this process),
+    /// alternated. The sampler and batch limits follow `OTEL_TRACES_SAMPLER`
+    /// and `OTEL_BSP_*`.
+    #[arg(long)]
+    trace_export: bool,
 }
 
 /// Which job store phase (e) measures.
@@ -168,10 +181,14 @@ struct Figures {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    spool_worker_cli::cli::init_logging(spool_worker_cli::cli::LogFormat::Human, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.trace_export {
+        return trace_main(&args, &runtime);
+    }
+    let _telemetry =
+        spool_worker_cli::cli::init_logging(spool_worker_cli::cli::LogFormat::Human, "warn");
     let figures = runtime.block_on(bench(&args))?;
     print_table(&args, &figures);
     if args.json {
@@ -180,10 +197,51 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn bench(args: &Args) -> Result<Figures> {
+/// `--trace-export`: the drain with span export off and on.
+fn trace_main(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<()> {
     if args.n == 0 || args.batch == 0 {
         bail!("--n and --batch must be positive");
     }
+    let received = Arc::new(trace_export::Received::default());
+    let addr = runtime.block_on(trace_export::start_receiver(Arc::clone(&received)))?;
+    let switch = spool_cli_common::ExportSwitch::default();
+    switch.set(false);
+    let settings = spool_cli_common::OtlpSettings {
+        protocol: spool_cli_common::OtlpProtocol::HttpProtobuf,
+        endpoint: Some(format!("http://{addr}/v1/traces")),
+        service_name: Some("spool-bench".to_owned()),
+    };
+    let telemetry = spool_cli_common::init_logging_with(
+        spool_worker_cli::cli::LogFormat::Human,
+        "warn",
+        Some(&settings),
+        Some(switch.clone()),
+    );
+    if !telemetry.is_exporting() {
+        bail!("span export did not start (see the warning above)");
+    }
+    let figures = runtime.block_on(async {
+        let (config, prefix) = bench_config(args)?;
+        let broker = RedisBroker::connect(config.clone())
+            .await
+            .context("connecting to Redis")?;
+        let client = Client::new(broker.clone());
+        let result =
+            trace_export::run(args, &broker, &client, &switch, &telemetry, &received).await;
+        cleanup(&config, &prefix).await?;
+        result
+    })?;
+    // Shut the exporter down while the receiver still runs.
+    drop(telemetry);
+    trace_export::print_table(args, &figures);
+    if args.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    }
+    Ok(())
+}
+
+/// The Redis configuration of a run, under a fresh key prefix.
+fn bench_config(args: &Args) -> Result<(RedisConfig, String)> {
     let prefix = format!("spool-bench-{:08x}", fastrand::u32(..));
     let signing = if args.sign {
         let key: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
@@ -198,6 +256,14 @@ async fn bench(args: &Args) -> Result<Figures> {
         signing,
         ..RedisConfig::from_url(&args.redis_url)
     };
+    Ok((config, prefix))
+}
+
+async fn bench(args: &Args) -> Result<Figures> {
+    if args.n == 0 || args.batch == 0 {
+        bail!("--n and --batch must be positive");
+    }
+    let (config, prefix) = bench_config(args)?;
     let broker = RedisBroker::connect(config.clone())
         .await
         .context("connecting to Redis")?;

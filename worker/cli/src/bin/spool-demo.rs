@@ -129,7 +129,8 @@ struct StepTimes {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    spool_worker_cli::cli::init_logging(spool_worker_cli::cli::LogFormat::Human, "warn");
+    let _telemetry =
+        spool_worker_cli::cli::init_logging(spool_worker_cli::cli::LogFormat::Human, "warn");
 
     std::fs::create_dir_all(&args.workdir)
         .with_context(|| format!("creating {}", args.workdir.display()))?;

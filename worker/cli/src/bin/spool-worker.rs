@@ -14,7 +14,8 @@ fn main() -> ExitCode {
         }
     };
     let settings = invocation.settings();
-    spool_worker_cli::cli::init_logging(settings.log_format, &settings.log_level);
+    // Held to the end: dropping it sends the spans still batched.
+    let _telemetry = spool_worker_cli::cli::init_logging(settings.log_format, &settings.log_level);
     match spool_worker_cli::supervisor::run(invocation) {
         Ok(code) => code,
         Err(e) => {

@@ -34,7 +34,7 @@ use spool_cli_common::ConnectionArgs;
 pub use self::flags::{WorkerArgs, WorkerFile};
 pub use self::settings::{MIN_MEMORY_PER_CHILD, Settings, WORKER_COMMAND_TIMEOUT};
 pub use self::video::video_tasks;
-pub use spool_cli_common::{LogFormat, init_logging};
+pub use spool_cli_common::{LogFormat, Telemetry, init_logging};
 
 use crate::{Error, Result};
 

@@ -1,0 +1,179 @@
+//! W3C trace context in an envelope's headers, so that a trace started by
+//! a producer goes on in the worker that runs the task (issue 18).
+//!
+//! Spool writes and reads the headers through OpenTelemetry's *global*
+//! propagator (`opentelemetry::global::set_text_map_propagator`), never by
+//! hand: `traceparent` and `tracestate` with the W3C trace-context
+//! propagator, `baggage` with the baggage one. Spool's binaries install
+//! both when span export is configured; an application that embeds the
+//! SDK or the worker installs the propagators it wants (nothing is written
+//! or read until it does). Spans are `tracing` spans: their OpenTelemetry
+//! context comes from the `tracing-opentelemetry` layer, and without that
+//! layer there is no context to inject and nothing to continue.
+//!
+//! The span names and attributes follow OpenTelemetry's messaging
+//! semantic conventions: `messaging.system` = `spool`,
+//! `messaging.destination.name` (the queue), `messaging.message.id` (the
+//! task id) and `messaging.operation.type` (`publish`, `process`,
+//! `settle`).
+
+use std::collections::BTreeMap;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::envelope::Envelope;
+use crate::queue::QueueName;
+
+/// The value of `messaging.system` on every Spool span.
+pub const MESSAGING_SYSTEM: &str = "spool";
+
+/// Headers as the propagators write them.
+struct HeaderInjector<'a>(&'a mut BTreeMap<String, String>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// Headers as the propagators read them.
+struct HeaderExtractor<'a>(&'a BTreeMap<String, String>);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Writes `span`'s trace context (`traceparent`, `tracestate`, `baggage`,
+/// as the global propagator spells them) into `headers`. Writes nothing
+/// when `span` has no OpenTelemetry context: it is disabled, no
+/// `tracing-opentelemetry` layer is installed, or no propagator is.
+pub fn inject(span: &tracing::Span, headers: &mut BTreeMap<String, String>) {
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+/// The trace context that `headers` carry (empty when they carry none).
+#[must_use]
+pub fn extract(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    })
+}
+
+/// Makes `span` continue the trace that `envelope`'s headers carry, or
+/// start a trace of its own when they carry none (rather than join
+/// whatever span it was created in, such as a worker's long-lived one).
+/// Says whether OpenTelemetry records `span`: `false` when it is disabled
+/// or no `tracing-opentelemetry` layer is installed, and then nothing was
+/// done.
+///
+/// Call it before `span` is first entered.
+pub fn continue_trace(span: &tracing::Span, envelope: &Envelope) -> bool {
+    if span.is_disabled() {
+        return false;
+    }
+    span.set_parent(extract(&envelope.headers)).is_ok()
+}
+
+/// A `publish` span (kind producer) for `count` tasks sent to `queue`:
+/// one for a single task or one for a bulk enqueue, whose tasks all carry
+/// it as their parent. Record `messaging.message.id` on it for a single
+/// task with [`record_message_id`].
+#[must_use]
+pub fn publish_span(queue: &QueueName, count: usize) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = tracing::field::Empty,
+        otel.kind = "producer",
+        messaging.system = MESSAGING_SYSTEM,
+        messaging.operation.type = "publish",
+        messaging.destination.name = %queue,
+        messaging.message.id = tracing::field::Empty,
+        messaging.batch.message_count = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        span.record("otel.name", format!("publish {queue}"));
+        if count != 1 {
+            span.record("messaging.batch.message_count", count);
+        }
+    }
+    span
+}
+
+/// Makes `span` (not yet entered) the root of a trace of its own rather
+/// than a child of the span it was created in: for work that a long-lived
+/// span (a beat's, a worker's) starts on its own schedule.
+pub fn start_new_trace(span: &tracing::Span) {
+    if !span.is_disabled() {
+        let _ = span.set_parent(opentelemetry::Context::new());
+    }
+}
+
+/// Records the id of the one task a [`publish_span`] sends.
+pub fn record_message_id(span: &tracing::Span, envelope: &Envelope) {
+    if !span.is_disabled() {
+        span.record(
+            "messaging.message.id",
+            tracing::field::display(&envelope.id),
+        );
+    }
+}
+
+/// Writes the trace context of `span` (a [`publish_span`]) into the
+/// headers of each of `envelopes` but those that carry a `traceparent`
+/// already (given by the caller, or kept from an earlier run), and records
+/// the task id on `span` when there is one envelope.
+pub fn inject_into(span: &tracing::Span, envelopes: &mut [Envelope]) {
+    if span.is_disabled() {
+        return;
+    }
+    if let [one] = &*envelopes {
+        record_message_id(span, one);
+    }
+    // Propagated once and copied: the context is the same for all.
+    let mut context = BTreeMap::new();
+    inject(span, &mut context);
+    if context.is_empty() {
+        return;
+    }
+    for envelope in envelopes {
+        if !envelope.headers.contains_key("traceparent") {
+            envelope
+                .headers
+                .extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt as _;
+
+    use super::*;
+
+    #[test]
+    fn without_a_propagator_or_layer_nothing_is_written_or_read() {
+        let mut headers = BTreeMap::new();
+        inject(&tracing::Span::current(), &mut headers);
+        assert!(headers.is_empty());
+        headers.insert(
+            "traceparent".to_owned(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        );
+        // The default global propagator reads nothing.
+        assert!(!extract(&headers).span().span_context().is_valid());
+    }
+}
