@@ -1,0 +1,267 @@
+//! Object storage for the video tasks: `s3://`, `gs://` and `az://`
+//! inputs and outputs, through the `object_store` crate (signing,
+//! multipart uploads, retries with backoff and each cloud's credential
+//! chain are its own; none is written here).
+//!
+//! ```text
+//!  task URL ─► AllowList (before any transfer) ─► download into Scratch ─► FFmpeg (file paths only)
+//!                                                   (bounded, removed)        │
+//!                    upload (multipart, concurrent, HEAD-checked) ◄───────────┘
+//! ```
+//!
+//! - [`AllowList`]: the buckets and prefixes a worker may touch.
+//! - [`Scratch`]: the task's bounded scratch directory, removed on every
+//!   ending (cleanup on success or failure, `Drop` on revoke and time
+//!   limits).
+//! - [`ObjectStorage`]: the stores, one per bucket, built from the
+//!   environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) so credentials are never
+//!   in a task or a setting; downloads and uploads with progress.
+//!
+//! Credentials never appear in errors: the store's messages are passed
+//! through [`redact`], which drops URL query strings (where Azure SAS
+//! tokens travel) and userinfo.
+
+mod allow;
+mod scratch;
+mod transfer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::{BackoffConfig, RetryConfig};
+use spool_sdk::video::{ObjectUrl, Scheme};
+
+pub use self::allow::AllowList;
+pub use self::scratch::Scratch;
+pub use self::transfer::redact;
+
+use crate::VideoError;
+
+/// How a worker uses object storage.
+///
+/// # Examples
+///
+/// ```
+/// use spool_video::storage::StorageConfig;
+///
+/// let config = StorageConfig {
+///     allowed_buckets: vec!["s3://media/uploads".into(), "s3://media/encodes".into()],
+///     ..StorageConfig::default()
+/// };
+/// assert_eq!(config.scratch_limit, 20 << 30);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// The buckets and key prefixes tasks may read and write
+    /// (`s3://bucket/prefix`, `gs://…`, `az://container/…`). Default:
+    /// none, so no object URL is accepted.
+    pub allowed_buckets: Vec<String>,
+    /// The most bytes one task's scratch directory may hold (downloads and
+    /// outputs). Default: 20 GiB.
+    pub scratch_limit: u64,
+    /// Extra `object_store` settings applied over the environment, as
+    /// `(key, value)`: `aws_endpoint`, `aws_allow_http`, `aws_region`…
+    /// Credentials belong in the environment or the cloud's credential
+    /// chain, not here. Default: none.
+    pub options: Vec<(String, String)>,
+    /// Retries of one failed request inside the task (with exponential
+    /// backoff from 100 ms to 15 s), before the task's own retry.
+    /// Default: 10.
+    pub max_retries: usize,
+    /// How long one request keeps being retried. Default: 3 min.
+    pub retry_timeout: Duration,
+    /// Parts (and files of a package) uploaded at once. Default: 8.
+    pub upload_concurrency: usize,
+    /// The part size of multipart uploads; files at least this large are
+    /// uploaded in parts, smaller ones in one request. At least 5 MiB, S3's
+    /// minimum. Default: 8 MiB.
+    pub part_size: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            allowed_buckets: Vec::new(),
+            scratch_limit: 20 << 30,
+            options: Vec::new(),
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            upload_concurrency: 8,
+            part_size: 8 << 20,
+        }
+    }
+}
+
+/// S3's smallest part but the last.
+const MIN_PART_SIZE: usize = 5 << 20;
+
+/// The worker's object storage: its allow-list and a store per bucket.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: StorageConfig,
+    allowed: AllowList,
+    stores: Mutex<HashMap<(Scheme, String), Arc<dyn ObjectStore>>>,
+}
+
+impl ObjectStorage {
+    /// Checks the allow-list; stores are built on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`VideoError::Config`] for an allow-list entry that is no object URL.
+    pub fn new(config: StorageConfig) -> Result<Self, VideoError> {
+        let allowed = AllowList::new(&config.allowed_buckets)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                allowed,
+                stores: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The allow-list.
+    #[must_use]
+    pub fn allowed(&self) -> &AllowList {
+        &self.inner.allowed
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    fn part_size(&self) -> usize {
+        self.inner.config.part_size.max(MIN_PART_SIZE)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.config.upload_concurrency.max(1)
+    }
+
+    /// The store holding `url`'s bucket, built from the environment and
+    /// the configured options on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`VideoError::Storage`] when the store cannot be configured (a
+    /// missing region, an unknown option).
+    pub fn store(&self, url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>, VideoError> {
+        let key = (url.scheme, url.bucket.clone());
+        let mut stores = self
+            .inner
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = stores.get(&key) {
+            return Ok(Arc::clone(store));
+        }
+        let store = self.build(url).map_err(|e| VideoError::Storage {
+            url: url.to_string(),
+            message: redact(&e.to_string()),
+            transient: false,
+        })?;
+        stores.insert(key, Arc::clone(&store));
+        Ok(store)
+    }
+
+    fn build(&self, url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let config = &self.inner.config;
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: config.max_retries,
+            retry_timeout: config.retry_timeout,
+        };
+        let options = config.options.iter();
+        Ok(match url.scheme {
+            Scheme::S3 => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(&url.bucket)
+                    .with_retry(retry);
+                for (key, value) in options {
+                    builder = builder.with_config(key.to_ascii_lowercase().parse()?, value);
+                }
+                Arc::new(builder.build()?)
+            }
+            Scheme::Gcs => {
+                let mut builder = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&url.bucket)
+                    .with_retry(retry);
+                for (key, value) in options {
+                    builder = builder.with_config(key.to_ascii_lowercase().parse()?, value);
+                }
+                Arc::new(builder.build()?)
+            }
+            Scheme::Azure => {
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&url.bucket)
+                    .with_retry(retry);
+                for (key, value) in options {
+                    builder = builder.with_config(key.to_ascii_lowercase().parse()?, value);
+                }
+                Arc::new(builder.build()?)
+            }
+            // A scheme this worker does not know is refused, not guessed.
+            other => {
+                return Err(object_store::Error::NotImplemented {
+                    operation: format!("{other}:// URLs"),
+                    implementer: "spool-video".to_owned(),
+                });
+            }
+        })
+    }
+
+    /// A scratch directory for one task run under `parent`, bounded by
+    /// [`StorageConfig::scratch_limit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Scratch::create`].
+    pub fn scratch(
+        &self,
+        parent: Option<&std::path::Path>,
+        tag: &str,
+    ) -> Result<Scratch, VideoError> {
+        Scratch::create(parent, tag, self.inner.config.scratch_limit)
+    }
+}
+
+/// A store's error as a task error about `url`: a missing object fails
+/// for good with the store's words; refused credentials or permissions
+/// and bad settings fail for good; the rest (unreachable, throttled after
+/// the in-task retries) is retried by the task.
+pub(crate) fn store_error(url: &ObjectUrl, error: &object_store::Error) -> VideoError {
+    let message = redact(&error.to_string());
+    match error {
+        object_store::Error::NotFound { .. } => VideoError::ObjectNotFound {
+            url: url.to_string(),
+            message,
+        },
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::InvalidPath { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => VideoError::Storage {
+            url: url.to_string(),
+            message,
+            transient: false,
+        },
+        _ => VideoError::Storage {
+            url: url.to_string(),
+            message,
+            transient: true,
+        },
+    }
+}
