@@ -265,3 +265,100 @@ pub(crate) fn store_error(url: &ObjectUrl, error: &object_store::Error) -> Video
         },
     }
 }
+
+/// Where one of a task's files is: a local path, resolved in the roots, or
+/// an object, checked against the allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A path inside the roots, resolved.
+    Local(std::path::PathBuf),
+    /// An object, allowed.
+    Object(ObjectUrl),
+}
+
+impl ObjectStorage {
+    /// Parses a task's location: a path (handed to `local` to be resolved
+    /// in the roots) or an object URL, checked against the allow-list
+    /// before anything is transferred.
+    ///
+    /// # Errors
+    ///
+    /// [`VideoError::Path`] for a bad URL, [`VideoError::Forbidden`] for
+    /// one outside the allow-list, and whatever `local` returns.
+    pub(crate) fn place(
+        &self,
+        location: &spool_sdk::video::Location,
+        local: impl FnOnce(&str) -> Result<std::path::PathBuf, VideoError>,
+    ) -> Result<Place, VideoError> {
+        if location.is_url() {
+            self.allowed().check(location).map(Place::Object)
+        } else {
+            local(location).map(Place::Local)
+        }
+    }
+
+    /// Downloads `url` into `scratch` as `name` (with the key's extension)
+    /// and checks it is a media file, not a playlist.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectStorage::download`]; [`VideoError::Format`] for a
+    /// playlist.
+    pub(crate) async fn fetch(
+        &self,
+        url: &ObjectUrl,
+        scratch: &Scratch,
+        name: &str,
+        reporter: &crate::Reporter,
+        band: crate::StageBand,
+    ) -> Result<std::path::PathBuf, VideoError> {
+        let dest = scratch.file(&format!("{name}{}", extension_of(&url.key)));
+        self.download(url, &dest, scratch, reporter, band).await?;
+        crate::formats::refuse_playlist(&dest, &url.to_string())?;
+        Ok(dest)
+    }
+}
+
+impl ObjectStorage {
+    /// A place's local path: itself, or the object downloaded into
+    /// `scratch` as `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectStorage::fetch`].
+    pub(crate) async fn local_path(
+        &self,
+        place: &Place,
+        scratch: Option<&Scratch>,
+        name: &str,
+        reporter: &crate::Reporter,
+        band: crate::StageBand,
+    ) -> Result<std::path::PathBuf, VideoError> {
+        match (place, scratch) {
+            (Place::Local(path), _) => Ok(path.clone()),
+            (Place::Object(url), Some(scratch)) => {
+                self.fetch(url, scratch, name, reporter, band).await
+            }
+            // The callers make a scratch directory for every object.
+            (Place::Object(url), None) => Err(VideoError::InvalidTask(format!(
+                "{url} needs a scratch directory"
+            ))),
+        }
+    }
+}
+
+/// `.ext` of a key's last segment when it is short and alphanumeric (the
+/// containers FFmpeg writes are named by it), else nothing.
+pub(crate) fn extension_of(key: &str) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    match name.rsplit_once('.') {
+        Some((stem, ext))
+            if !stem.is_empty()
+                && (1..=8).contains(&ext.len())
+                && ext.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            format!(".{}", ext.to_ascii_lowercase())
+        }
+        _ => String::new(),
+    }
+}

@@ -335,26 +335,22 @@ impl ObjectStorage {
                 .is_some_and(|e| e == "m3u8" || e == "mpd")
         };
         let is_master = |key: &str| masters.iter().any(|m| key.ends_with(&format!("/{m}")));
-        let segments: Vec<_> = files
-            .iter()
-            .filter(|(_, key, _)| !is_manifest(key))
-            .collect();
-        let playlists: Vec<_> = files
-            .iter()
-            .filter(|(_, key, _)| is_manifest(key) && !is_master(key))
-            .collect();
-        let tops: Vec<_> = files.iter().filter(|(_, key, _)| is_master(key)).collect();
+        let (manifests, segments): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|(_, key, _)| is_manifest(key));
+        let (tops, playlists): (Vec<_>, Vec<_>) = manifests
+            .into_iter()
+            .partition(|(_, key, _)| is_master(key));
         for phase in [segments, playlists, tops] {
             stream::iter(phase)
-                .map(|(local, key, _)| {
+                .map(|(local, key, _): (PathBuf, String, u64)| {
                     let meter = &meter;
                     async move {
-                        let url = dest.join(key).map_err(|reason| VideoError::Path {
-                            path: key.clone(),
+                        let url = dest.join(&key).map_err(|reason| VideoError::Path {
+                            path: key,
                             reason,
                             root: dest.to_string(),
                         })?;
-                        self.upload(local, &url, meter).await
+                        self.upload(&local, &url, meter).await
                     }
                 })
                 .buffer_unordered(self.concurrency())
