@@ -78,8 +78,9 @@ pub struct StorageConfig {
     /// Parts (and files of a package) uploaded at once. Default: 8.
     pub upload_concurrency: usize,
     /// The part size of multipart uploads; files at least this large are
-    /// uploaded in parts, smaller ones in one request. At least 5 MiB, S3's
-    /// minimum. Default: 8 MiB.
+    /// uploaded in parts, smaller ones in one request. S3 refuses parts
+    /// under 5 MiB (but the last) when the upload completes. Default:
+    /// 8 MiB.
     pub part_size: usize,
 }
 
@@ -97,8 +98,8 @@ impl Default for StorageConfig {
     }
 }
 
-/// S3's smallest part but the last.
-const MIN_PART_SIZE: usize = 5 << 20;
+/// The smallest part this worker sends, whatever the setting says.
+const MIN_PART_SIZE: usize = 1 << 10;
 
 /// The worker's object storage: its allow-list and a store per bucket.
 #[derive(Debug, Clone)]

@@ -103,29 +103,48 @@ fn mib(bytes: f64) -> String {
 struct PendingUpload {
     upload: Option<Box<dyn MultipartUpload>>,
     url: String,
+    /// How long an abort keeps being tried: the store may be the reason
+    /// the upload failed, and come back.
+    patience: Duration,
 }
 
 impl PendingUpload {
     async fn abort(mut self) {
-        if let Some(mut upload) = self.upload.take()
-            && let Err(e) = upload.abort().await
-        {
-            warn!(url = %self.url, error = %redact(&e.to_string()), "cannot abort the multipart upload");
+        if let Some(upload) = self.upload.take() {
+            abort_upload(upload, std::mem::take(&mut self.url), self.patience).await;
         }
     }
 }
 
 impl Drop for PendingUpload {
     fn drop(&mut self) {
-        if let Some(mut upload) = self.upload.take()
+        if let Some(upload) = self.upload.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let url = std::mem::take(&mut self.url);
-            runtime.spawn(async move {
-                if let Err(e) = upload.abort().await {
-                    warn!(%url, error = %redact(&e.to_string()), "cannot abort the multipart upload");
-                }
-            });
+            runtime.spawn(abort_upload(
+                upload,
+                std::mem::take(&mut self.url),
+                self.patience,
+            ));
+        }
+    }
+}
+
+/// Aborts `upload`, trying again every second (beyond the store's own
+/// retries) for up to `patience`.
+async fn abort_upload(mut upload: Box<dyn MultipartUpload>, url: String, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match upload.abort().await {
+            Ok(()) => {
+                debug!(%url, "multipart upload aborted");
+                return;
+            }
+            Err(e) if Instant::now() >= deadline => {
+                warn!(%url, error = %redact(&e.to_string()), "cannot abort the multipart upload; its parts stay until the bucket's lifecycle rule removes them");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
@@ -205,6 +224,7 @@ impl ObjectStorage {
             let mut pending = PendingUpload {
                 upload: Some(upload),
                 url: url.to_string(),
+                patience: self.config().retry_timeout,
             };
             match self
                 .upload_parts(src, url, &mut pending, part_size, meter)
