@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use spool_broker::{Envelope, Progress};
+use spool_broker::{Broker as _, Envelope, Progress};
 use spool_sdk::video::{Codec, Preset, RateControl, Size, Transcode};
 use spool_tests::TestRedis;
 use spool_tests::s3::{Proxy, S3Server, SECRET_KEY};

@@ -130,15 +130,18 @@ impl S3Server {
         .collect()
     }
 
-    /// One unsigned HTTP/1.1 request (moto does not check signatures):
-    /// the status and the body.
+    /// One HTTP/1.1 request with an unsigned `Authorization` header (moto
+    /// checks none, but serves private objects only to requests that carry
+    /// one): the status and the body.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\
+             Connection: close\r\n\r\n",
             self.port,
             body.len()
         );
@@ -189,6 +192,11 @@ impl S3Server {
         let (status, body) = self
             .request("GET", &format!("/{bucket}/{key}"), b"")
             .unwrap();
+        assert!(
+            status == 200 || status == 404,
+            "GET {bucket}/{key}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
         (status == 200).then_some(body)
     }
 

@@ -37,9 +37,10 @@ use spool_broker::{QueueName, Task, TaskOptions};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Analyze {
-    /// The pristine video, inside the worker's roots.
+    /// The pristine video, inside the worker's roots, or an object URL
+    /// inside its allowed buckets.
     pub reference: Location,
-    /// The video to score, inside the worker's roots.
+    /// The video to score, inside the worker's roots, or an object URL.
     pub distorted: Location,
     /// Which metrics to compute.
     #[serde(default)]

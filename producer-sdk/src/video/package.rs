@@ -58,11 +58,13 @@ use super::{Codec, Preset};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Package {
-    /// The video to package, inside the worker's roots.
+    /// The video to package, inside the worker's roots, or an object URL.
     pub input: Location,
     /// The directory to write into, inside the worker's output root;
     /// created if missing. Its `hls/` and `dash/` subdirectories are
     /// replaced when the package succeeds, and left alone when it fails.
+    /// Or an object prefix (`s3://bucket/streams/cat/`): segments are
+    /// uploaded first and manifests last.
     pub output_dir: Location,
     /// Which formats to write. Default: both.
     #[serde(default)]

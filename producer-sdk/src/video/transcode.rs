@@ -38,10 +38,11 @@ use spool_broker::{QueueName, Task, TaskOptions};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Transcode {
-    /// The video to read, inside an input root (or the output root).
+    /// The video to read, inside an input root (or the output root), or an
+    /// object URL inside the worker's allowed buckets.
     pub input: Location,
-    /// Where to write, inside the output root. Its extension picks the
-    /// container: `.mp4`, `.mkv` or `.mov`.
+    /// Where to write, inside the output root or at an object URL. Its
+    /// extension picks the container: `.mp4`, `.mkv` or `.mov`.
     pub output: Location,
     /// The codec to encode with.
     pub codec: Codec,
