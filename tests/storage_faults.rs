@@ -274,6 +274,10 @@ async fn the_server_gone_mid_upload_leaves_no_parts_and_the_task_finishes() {
         "no multipart upload left open"
     );
     let record = env.store.get(id).await.unwrap().unwrap();
+    // The outage outlasted the store's own retries (2, 100 ms apart and
+    // up): the first attempt failed as transient, aborted its upload once
+    // the server was back, and the task's own retry finished the work.
+    assert_eq!(record.attempts, 2, "{record:?}");
     assert!(!format!("{record:?}").contains(SECRET_KEY));
     assert!(files_under(&env.dir.join("scratch")).is_empty());
 

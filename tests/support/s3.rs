@@ -91,10 +91,8 @@ impl S3Server {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((status, _)) = self.request("GET", "/", b"") {
-                if status == 200 {
-                    return Ok(());
-                }
+            if let Ok((200, _)) = self.request("GET", "/", b"") {
+                return Ok(());
             }
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()

@@ -381,8 +381,6 @@ async fn transcode_places(
         Place::Object(url) => in_scratch()?.file(&format!("output{}", extension_of(&url.key))),
     };
     let prepared = prepare(tasks, task, input_path, output_path)?;
-    let reporter = reporter.clone();
-    let reporter = &reporter;
     let ffprobe = tasks.ffprobe()?;
     // FFmpeg writes a file of this run's own, moved over the output only
     // once it is whole and valid: a concurrent run to the same output (or
