@@ -165,6 +165,13 @@ impl Reporter {
         self.ctx.progress(band.begin());
     }
 
+    /// The token that fires when the run is revoked or hits its soft time
+    /// limit.
+    #[must_use]
+    pub fn cancellation(&self) -> &tokio_util::sync::CancellationToken {
+        self.ctx.cancellation()
+    }
+
     /// Reports `progress` as it is (a transfer's bytes, rate and ETA).
     pub fn progress(&self, progress: Progress) {
         self.ctx.progress(progress);

@@ -314,7 +314,7 @@ impl ObjectStorage {
         band: crate::StageBand,
     ) -> Result<std::path::PathBuf, VideoError> {
         let dest = scratch.file(&format!("{name}{}", extension_of(&url.key)));
-        self.download(url, &dest, scratch, reporter, band).await?;
+        cancellable(reporter, self.download(url, &dest, scratch, reporter, band)).await?;
         crate::formats::refuse_playlist(&dest, &url.to_string())?;
         Ok(dest)
     }
@@ -345,6 +345,18 @@ impl ObjectStorage {
                 "{url} needs a scratch directory"
             ))),
         }
+    }
+}
+
+/// `work`, stopped (dropped: an upload in flight is then aborted) when the
+/// run is revoked or hits its soft time limit.
+pub(crate) async fn cancellable<T>(
+    reporter: &crate::Reporter,
+    work: impl std::future::Future<Output = Result<T, VideoError>>,
+) -> Result<T, VideoError> {
+    tokio::select! {
+        done = work => done,
+        () = reporter.cancellation().cancelled() => Err(VideoError::Cancelled),
     }
 }
 

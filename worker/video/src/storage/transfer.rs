@@ -322,7 +322,7 @@ impl ObjectStorage {
             .map_err(|e| VideoError::io(format!("cannot read {}", src.display()), e))?
             .len();
         let meter = Meter::new(reporter, band, size);
-        self.upload(src, url, &meter).await
+        super::cancellable(reporter, self.upload(src, url, &meter)).await
     }
 
     /// Uploads a package built under `staging` (its `formats`
@@ -361,7 +361,7 @@ impl ObjectStorage {
             .into_iter()
             .partition(|(_, key, _)| is_master(key));
         for phase in [segments, playlists, tops] {
-            stream::iter(phase)
+            let uploads = stream::iter(phase)
                 .map(|(local, key, _): (PathBuf, String, u64)| {
                     let meter = &meter;
                     async move {
@@ -374,8 +374,8 @@ impl ObjectStorage {
                     }
                 })
                 .buffer_unordered(self.concurrency())
-                .try_collect::<Vec<u64>>()
-                .await?;
+                .try_collect::<Vec<u64>>();
+            super::cancellable(reporter, uploads).await?;
         }
         Ok(())
     }
