@@ -2,8 +2,9 @@
 //! per test) and a real worker: URLs outside the allow-list or with `..`
 //! refused before any transfer, a missing object named with the store's
 //! words, a scratch limit that stops a download and leaves nothing, and
-//! the server gone in the middle of a multipart upload: retried, finished,
-//! and no multipart upload left open.
+//! the server gone in the middle of a multipart upload (retried, finished,
+//! no multipart upload left open), and a revocation mid-upload (aborted,
+//! scratch cleaned).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -280,6 +281,69 @@ async fn the_server_gone_mid_upload_leaves_no_parts_and_the_task_finishes() {
     assert_eq!(record.attempts, 2, "{record:?}");
     assert!(!format!("{record:?}").contains(SECRET_KEY));
     assert!(files_under(&env.dir.join("scratch")).is_empty());
+
+    worker.stop().await;
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_mid_upload_aborts_it_and_cleans_scratch() {
+    let Some((s3, redis, env)) =
+        setup("a_revocation_mid_upload_aborts_it_and_cleans_scratch").await
+    else {
+        return;
+    };
+    // Slow enough that the revocation lands while parts are in flight.
+    let proxy = Proxy::start(s3.port, 100_000).await;
+    let tasks = env.tasks(config(
+        &env,
+        storage(
+            &proxy.endpoint(),
+            &["s3://uploads/in", "s3://renditions/out"],
+        ),
+    ));
+    let client = env.client(&redis);
+    let task = Transcode::new(
+        "s3://uploads/in/clip.mp4",
+        "s3://renditions/out/revoked.mp4",
+        Codec::H264,
+    )
+    .preset(Preset::UltraFast)
+    .size(Size::Height(240))
+    .rate(RateControl::Bitrate { kbps: 2000 });
+    let id = client.enqueue(task).await.unwrap();
+    let handle = client.task::<Transcode>(id).unwrap();
+    let mut reports = handle.progress().await.unwrap();
+    let worker = env.worker(&redis, &tasks);
+    tokio::time::timeout(WAIT, async {
+        while let Some(report) = reports.next().await {
+            if report.stage.as_deref() == Some("upload") && report.percent > 95.0 {
+                return;
+            }
+        }
+        panic!("no upload stage");
+    })
+    .await
+    .unwrap();
+    assert_eq!(s3.multipart_uploads("renditions").len(), 1);
+
+    client.revoke(id).await.unwrap();
+    match handle.wait(WAIT).await {
+        Err(spool_sdk::Error::TaskFailed {
+            status: spool_broker::JobStatus::Revoked,
+            ..
+        }) => {}
+        other => panic!("expected a revoked task, got {other:?}"),
+    }
+    spool_tests::wait_until("the multipart upload is aborted", WAIT, || async {
+        s3.multipart_uploads("renditions").is_empty()
+    })
+    .await;
+    assert!(s3.get("renditions", "out/revoked.mp4").is_none());
+    spool_tests::wait_until("scratch is cleaned", WAIT, || async {
+        files_under(&env.dir.join("scratch")).is_empty()
+    })
+    .await;
 
     worker.stop().await;
     redis.cleanup().await;
