@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine for Spool: system packages, a Redis server,
-# an FFmpeg with libvmaf, and PostgreSQL if it is installed. Idempotent:
+# an FFmpeg with libvmaf, an S3-compatible server for the object-storage
+# tests (moto), and PostgreSQL if it is installed. Idempotent:
 # every step checks before acting, so it is safe to run any number of times.
 #
 # Environment:
@@ -178,6 +179,32 @@ if [[ -n $ffprobe_path ]]; then
     log "ffprobe: $ffprobe_path"
 else
     warn "no ffprobe found; the video tasks need one (apt-get install ffmpeg)"
+fi
+
+# ---------------------------------------------------------------- S3 server
+# The object-storage suites (tests/storage_*.rs) start their own
+# S3-compatible server per test: moto's, from PyPI, in the same venv.
+# Non-fatal here: without it those suites fail, unless SPOOL_SKIP_S3=1.
+install_moto() {
+    local py="$venv/bin/python"
+    if [[ -x $venv/bin/moto_server ]] && "$py" -c 'import moto.server' >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! "$py" -c '' >/dev/null 2>&1; then
+        log "creating venv $venv"
+        python3 -m venv --clear "$venv" || return 1
+    fi
+    log "installing moto[server] from PyPI"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install --quiet \
+        --timeout 30 --retries 2 'moto[server]>=5,<6' || return 1
+    [[ -x $venv/bin/moto_server ]]
+}
+
+log "checking the S3-compatible test server (moto_server)"
+if install_moto; then
+    log "moto_server: $venv/bin/moto_server"
+else
+    warn "could not install moto[server] (is PyPI reachable?); the object-storage suites need it"
 fi
 
 # ---------------------------------------------------------------- env file

@@ -7,6 +7,7 @@ pub mod bins;
 pub mod chaos;
 mod cluster;
 pub mod otlp;
+pub mod s3;
 mod server;
 pub mod video;
 pub use cluster::RedisCluster;

@@ -2,6 +2,8 @@
 //! reference.
 
 use serde::{Deserialize, Serialize};
+
+use super::Location;
 use spool_broker::{QueueName, Task, TaskOptions};
 
 /// Scores `distorted` against `reference` (`video.analyze`, queue
@@ -35,10 +37,11 @@ use spool_broker::{QueueName, Task, TaskOptions};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Analyze {
-    /// The pristine video, inside the worker's roots.
-    pub reference: String,
-    /// The video to score, inside the worker's roots.
-    pub distorted: String,
+    /// The pristine video, inside the worker's roots, or an object URL
+    /// inside its allowed buckets.
+    pub reference: Location,
+    /// The video to score, inside the worker's roots, or an object URL.
+    pub distorted: Location,
     /// Which metrics to compute.
     #[serde(default)]
     pub metrics: Metrics,
@@ -64,7 +67,7 @@ impl Analyze {
     /// VMAF, PSNR and SSIM with the default model, every frame, pooled
     /// results only.
     #[must_use]
-    pub fn new(reference: impl Into<String>, distorted: impl Into<String>) -> Self {
+    pub fn new(reference: impl Into<Location>, distorted: impl Into<Location>) -> Self {
         Self {
             reference: reference.into(),
             distorted: distorted.into(),

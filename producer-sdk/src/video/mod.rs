@@ -19,6 +19,9 @@
 //! Paths in tasks are relative to the worker's roots (`--input-root`,
 //! `--output-root`) or absolute inside them; the worker rejects anything
 //! else (`..`, symlinks that leave a root) with an error naming the root.
+//! Wherever a path goes, an object URL may go instead ([`Location`]:
+//! `s3://bucket/key`, `gs://…`, `az://…`), inside the buckets and prefixes
+//! the worker allows (`--allow-bucket`).
 //!
 //! # Examples
 //!
@@ -41,11 +44,13 @@
 //! ```
 
 mod analyze;
+mod location;
 mod package;
 mod transcode;
 mod validate;
 
 pub use analyze::*;
+pub use location::{Location, ObjectUrl, Parsed, Scheme};
 pub use package::*;
 pub use transcode::*;
 pub use validate::limits;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::Location;
 use spool_broker::{QueueName, Task, TaskOptions};
 
 use super::{Codec, Preset};
@@ -56,12 +58,14 @@ use super::{Codec, Preset};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Package {
-    /// The video to package, inside the worker's roots.
-    pub input: String,
+    /// The video to package, inside the worker's roots, or an object URL.
+    pub input: Location,
     /// The directory to write into, inside the worker's output root;
     /// created if missing. Its `hls/` and `dash/` subdirectories are
     /// replaced when the package succeeds, and left alone when it fails.
-    pub output_dir: String,
+    /// Or an object prefix (`s3://bucket/streams/cat/`): segments are
+    /// uploaded first and manifests last.
+    pub output_dir: Location,
     /// Which formats to write. Default: both.
     #[serde(default)]
     pub formats: Formats,
@@ -105,7 +109,7 @@ impl Package {
     /// DASH, the default ladder, 4 s segments, H.264 at
     /// [`Preset::Medium`], each rung's own audio bitrate.
     #[must_use]
-    pub fn new(input: impl Into<String>, output_dir: impl Into<String>) -> Self {
+    pub fn new(input: impl Into<Location>, output_dir: impl Into<Location>) -> Self {
         Self {
             input: input.into(),
             output_dir: output_dir.into(),

@@ -4,6 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::Location;
 use spool_broker::{QueueName, Task, TaskOptions};
 
 /// Re-encodes `input` into `output` with the best encoder the worker has
@@ -36,11 +38,12 @@ use spool_broker::{QueueName, Task, TaskOptions};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Transcode {
-    /// The video to read, inside an input root (or the output root).
-    pub input: String,
-    /// Where to write, inside the output root. Its extension picks the
-    /// container: `.mp4`, `.mkv` or `.mov`.
-    pub output: String,
+    /// The video to read, inside an input root (or the output root), or an
+    /// object URL inside the worker's allowed buckets.
+    pub input: Location,
+    /// Where to write, inside the output root or at an object URL. Its
+    /// extension picks the container: `.mp4`, `.mkv` or `.mov`.
+    pub output: Location,
     /// The codec to encode with.
     pub codec: Codec,
     /// Constant quality or a target bitrate.
@@ -68,7 +71,7 @@ impl Transcode {
     /// input's size and frame rate, audio re-encoded to AAC 128 kb/s, and
     /// [`HardwarePolicy::Auto`].
     #[must_use]
-    pub fn new(input: impl Into<String>, output: impl Into<String>, codec: Codec) -> Self {
+    pub fn new(input: impl Into<Location>, output: impl Into<Location>, codec: Codec) -> Self {
         Self {
             input: input.into(),
             output: output.into(),

@@ -149,14 +149,13 @@ fn invalid<T: Task>(reason: impl Into<String>) -> Result<()> {
     })
 }
 
-fn path<T: Task>(what: &str, value: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return invalid::<T>(format!("the {what} path is empty"));
+fn path<T: Task>(what: &str, value: &super::Location) -> Result<()> {
+    match value.parse() {
+        Ok(_) => Ok(()),
+        // Keeps the old wording ("the input path is empty") for paths.
+        Err(reason) if !value.is_url() => invalid::<T>(format!("the {what} {reason}")),
+        Err(reason) => invalid::<T>(format!("the {what} {value:?}: {reason}")),
     }
-    if value.contains('\0') {
-        return invalid::<T>(format!("the {what} path contains a NUL byte"));
-    }
-    Ok(())
 }
 
 fn even_side<T: Task>(what: &str, value: u32) -> Result<()> {

@@ -25,6 +25,7 @@ use tracing::info;
 use super::progress::{Reporter, StageBand};
 use super::runner::{FfmpegArgs, Input, Output, RunOptions, escape_filter_value};
 use super::scores::{frames, parse_psnr_log, parse_ssim_log, parse_vmaf_log, pool};
+use super::storage::Place;
 use super::{LIBVMAF_HINT, VideoError, VideoTasks};
 use spool_worker::{Handler, TaskContext, TaskError};
 
@@ -154,7 +155,8 @@ fn analysis_graph(
     (graph, outputs)
 }
 
-/// Probe both, score in one pass, read the logs, pool.
+/// Checks, places both inputs (allow-list first), downloads objects into
+/// a scratch directory removed however the run ends, then analyzes.
 async fn analyze(
     tasks: &VideoTasks,
     task: &Analyze,
@@ -167,16 +169,48 @@ async fn analyze(
     }
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
-    let roots = tasks.roots();
-    let reference = roots.input(&task.reference)?;
-    let distorted = roots.input(&task.distorted)?;
+    let (storage, roots) = (tasks.storage(), tasks.roots());
+    // Both are checked, the allow-list included, before any transfer.
+    let reference = storage.place(&task.reference, |p| roots.input(p))?;
+    let distorted = storage.place(&task.distorted, |p| roots.input(p))?;
+    let scratch = match (&reference, &distorted) {
+        (Place::Local(_), Place::Local(_)) => None,
+        _ => Some(storage.scratch(tasks.config().scratch_dir.as_deref(), "analyze-inputs")?),
+    };
+    let analyzed = async {
+        let [first, second] =
+            StageBand::DOWNLOADING.split(["download reference", "download distorted"]);
+        let reference = storage
+            .local_path(&reference, scratch.as_ref(), "reference", &reporter, first)
+            .await?;
+        let distorted = storage
+            .local_path(&distorted, scratch.as_ref(), "distorted", &reporter, second)
+            .await?;
+        analyze_files(tasks, task, ctx, &reporter, &reference, &distorted).await
+    }
+    .await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    analyzed
+}
+
+/// Probe both, score in one pass, read the logs, pool.
+async fn analyze_files(
+    tasks: &VideoTasks,
+    task: &Analyze,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    reference: &Path,
+    distorted: &Path,
+) -> Result<AnalysisReport, VideoError> {
     let ffprobe = tasks.ffprobe()?;
     // The reference sets the size. Both are probed first, so a file
     // without video is named ("x.mp4 has no video stream") instead of
     // failing FFmpeg's filtergraph; a corrupt one fails with ffprobe's
     // words.
     let (reference_info, distorted_info) =
-        tokio::join!(ffprobe.probe(&reference), ffprobe.probe(&distorted));
+        tokio::join!(ffprobe.probe(reference), ffprobe.probe(distorted));
     let reference_info = reference_info?;
     distorted_info?;
     let (width, height) = (reference_info.video.width, reference_info.video.height);
@@ -197,8 +231,8 @@ async fn analyze(
         output = output.map(label);
     }
     let args = FfmpegArgs::new()
-        .input(Input::file(&reference))
-        .input(Input::file(&distorted))
+        .input(Input::file(reference))
+        .input(Input::file(distorted))
         .filter_complex(graph)
         .output(output);
     let duration = reference_info.duration;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::probe::locate_ffmpeg;
+use crate::storage::StorageConfig;
 
 /// The environment variable naming ffprobe, when it is not beside FFmpeg.
 pub const FFPROBE_ENV: &str = "SPOOL_FFPROBE";
@@ -41,9 +42,14 @@ pub struct VideoConfig {
     /// The directory tasks write into; created if missing. Default:
     /// `spool-output` in the current directory.
     pub output_root: PathBuf,
-    /// Where per-run scratch files (analysis logs) go. Default: `None`,
-    /// the system's temporary directory.
+    /// Where per-run scratch files go (analysis logs, downloads from and
+    /// outputs for object storage). Default: `None`, the system's
+    /// temporary directory.
     pub scratch_dir: Option<PathBuf>,
+    /// Object storage: the buckets tasks may use, the scratch limit,
+    /// retries and uploads. Default: [`StorageConfig::default`], which
+    /// allows no bucket.
+    pub storage: StorageConfig,
     /// How long FFmpeg gets to stop after it is asked to quit (`q` on its
     /// stdin) before it is killed. Default: 5 s.
     pub kill_grace: Duration,
@@ -71,6 +77,7 @@ impl Default for VideoConfig {
             input_roots: vec![PathBuf::from(".")],
             output_root: PathBuf::from("spool-output"),
             scratch_dir: None,
+            storage: StorageConfig::default(),
             kill_grace: Duration::from_secs(5),
             progress_interval: Duration::from_millis(500),
             duration_tolerance: Duration::from_millis(500),

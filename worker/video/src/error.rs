@@ -125,6 +125,51 @@ pub enum VideoError {
     /// The run was cancelled (revoked, a time limit) and FFmpeg stopped.
     #[error("cancelled; FFmpeg was stopped and partial outputs removed")]
     Cancelled,
+    /// The worker's configuration is unusable (an `--allow-bucket` that
+    /// is no object URL).
+    #[error("invalid video configuration: {0}")]
+    Config(String),
+    /// An object URL outside the worker's allow-list.
+    #[error(
+        "{url} is outside the buckets this worker may use (allow-list: {allowed}); add it with --allow-bucket"
+    )]
+    Forbidden {
+        /// The URL as the task gave it.
+        url: String,
+        /// The allow-list, in words.
+        allowed: String,
+    },
+    /// An input object does not exist.
+    #[error("{url} not found: {message}")]
+    ObjectNotFound {
+        /// The object's URL.
+        url: String,
+        /// The store's words (secrets removed).
+        message: String,
+    },
+    /// The object store failed a request, after its own retries.
+    #[error("object storage failed for {url}: {message}")]
+    Storage {
+        /// The object (or prefix) being transferred.
+        url: String,
+        /// The store's words (secrets removed).
+        message: String,
+        /// Whether a later attempt may succeed (the store unreachable or
+        /// throttling), as opposed to refused credentials or permissions.
+        transient: bool,
+    },
+    /// A transfer or an output does not fit in the task's scratch limit.
+    #[error(
+        "the scratch directory's limit is exceeded by the {what}: {needed} bytes needed, {limit} allowed (--scratch-limit)"
+    )]
+    ScratchFull {
+        /// What was being written (`download of s3://…`, `outputs`).
+        what: String,
+        /// The bytes it needs in all.
+        needed: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A file-system or process operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -179,7 +224,13 @@ impl VideoError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Io { .. } | Self::NoSpace { .. } | Self::Cancelled
+            Self::Io { .. }
+                | Self::NoSpace { .. }
+                | Self::Cancelled
+                | Self::Storage {
+                    transient: true,
+                    ..
+                }
         )
     }
 

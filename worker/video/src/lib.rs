@@ -24,6 +24,9 @@
 //! - [`media`]: ffprobe, typed.
 //! - [`encoder`]: the encoder for a codec, from the probe's trial encodes,
 //!   with per-encoder presets and rate control, and software fallback.
+//! - [`storage`]: `s3://`, `gs://` and `az://` inputs and outputs: the
+//!   allow-list, a bounded scratch directory, downloads and multipart
+//!   uploads through `object_store`.
 //! - [`progress`]: stage bands (probing 0–5 %, processing 5–95 %,
 //!   validating 95–100 %) onto the task's progress reports.
 //!
@@ -71,6 +74,7 @@ pub mod publish;
 pub mod runner;
 pub mod scores;
 mod spawner;
+pub mod storage;
 mod tee;
 mod trace;
 mod transcode;
@@ -124,6 +128,7 @@ struct Inner {
     runner: FfmpegRunner,
     ffprobe: Option<Ffprobe>,
     roots: Roots,
+    storage: storage::ObjectStorage,
     report: FfmpegReport,
 }
 
@@ -152,7 +157,9 @@ impl VideoTasks {
     /// # Errors
     ///
     /// [`VideoError::Missing`] when the report has no usable FFmpeg;
-    /// [`VideoError::Io`] when a root cannot be resolved or created.
+    /// [`VideoError::Io`] when a root cannot be resolved or created;
+    /// [`VideoError::Config`] for an allow-list entry that is no object
+    /// URL.
     pub fn with_report(config: VideoConfig, report: FfmpegReport) -> Result<Self, VideoError> {
         let Some(ffmpeg) = report.path.clone() else {
             return Err(VideoError::Missing {
@@ -172,6 +179,7 @@ impl VideoTasks {
             });
         }
         let roots = Roots::new(&config.input_roots, &config.output_root)?;
+        let storage = storage::ObjectStorage::new(config.storage.clone())?;
         let ffprobe = config.locate_ffprobe(Some(&ffmpeg)).map(Ffprobe::new);
         let runner = FfmpegRunner::new(ffmpeg)
             .kill_grace(config.kill_grace)
@@ -182,6 +190,7 @@ impl VideoTasks {
                 runner,
                 ffprobe,
                 roots,
+                storage,
                 report,
             }),
         })
@@ -203,6 +212,12 @@ impl VideoTasks {
     #[must_use]
     pub fn roots(&self) -> &Roots {
         &self.inner.roots
+    }
+
+    /// The object storage: allow-list, stores, transfers.
+    #[must_use]
+    pub fn storage(&self) -> &storage::ObjectStorage {
+        &self.inner.storage
     }
 
     /// What the probe found about FFmpeg.

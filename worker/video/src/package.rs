@@ -40,8 +40,10 @@ use super::ladder::{self, Ladder};
 use super::manifest::{self, DashPackage, Expected, HlsPackage};
 use super::progress::{Reporter, StageBand};
 use super::runner::{FfmpegArgs, Input, Output, RunOptions};
+use super::storage::{Place, Scratch};
 use super::tee::TeeSlave;
 use super::{VideoError, VideoTasks};
+use spool_sdk::video::ObjectUrl;
 use spool_worker::{Handler, TaskContext, TaskError};
 
 /// The directory under the output root where runs write before they are
@@ -89,8 +91,85 @@ async fn package(
     task.validate().map_err(VideoError::from_validation)?;
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
+    let (storage, roots) = (tasks.storage(), tasks.roots());
+    // Input and output are checked, the allow-list included, before any
+    // transfer.
+    let input = storage.place(&task.input, |p| roots.input(p))?;
+    let bucket = if task.output_dir.is_url() {
+        Some(storage.allowed().check(&task.output_dir)?)
+    } else {
+        None
+    };
+    let scratch = if bucket.is_some() || matches!(input, Place::Object(_)) {
+        Some(storage.scratch(tasks.config().scratch_dir.as_deref(), "package")?)
+    } else {
+        None
+    };
+    let packaged = match (&bucket, &scratch) {
+        (Some(url), Some(scratch)) => {
+            async {
+                let input = storage
+                    .local_path(
+                        &input,
+                        Some(scratch),
+                        "input",
+                        &reporter,
+                        StageBand::DOWNLOADING,
+                    )
+                    .await?;
+                let dest = Destination::Bucket { url, scratch };
+                package_into(tasks, task, ctx, &reporter, &input, &dest).await
+            }
+            .await
+        }
+        _ => package_local(tasks, task, ctx, &reporter, &input, scratch.as_ref()).await,
+    };
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    packaged
+}
+
+/// Where a package goes.
+#[derive(Debug, Clone, Copy)]
+enum Destination<'a> {
+    /// A directory inside the output root, which exists.
+    Dir(&'a Path),
+    /// A prefix in a bucket, staged in the task's scratch directory.
+    Bucket {
+        url: &'a ObjectUrl,
+        scratch: &'a Scratch,
+    },
+}
+
+impl Destination<'_> {
+    /// A file of the package, as reported.
+    fn file(&self, format: &str, name: &str) -> PathBuf {
+        match self {
+            Self::Dir(dir) => dir.join(format).join(name),
+            Self::Bucket { url, .. } => PathBuf::from(format!("{url}/{format}/{name}")),
+        }
+    }
+
+    /// The destination, as reported.
+    fn display(&self) -> String {
+        match self {
+            Self::Dir(dir) => dir.display().to_string(),
+            Self::Bucket { url, .. } => url.to_string(),
+        }
+    }
+}
+
+/// A package into a directory of the output root.
+async fn package_local(
+    tasks: &VideoTasks,
+    task: &Package,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    input: &Place,
+    scratch: Option<&Scratch>,
+) -> Result<PackageOutput, VideoError> {
     let roots = tasks.roots();
-    let input = roots.input(&task.input)?;
     let in_staging = || {
         VideoError::InvalidTask(format!(
             "the output directory may not be inside {STAGING_DIR}, the worker's staging area"
@@ -109,7 +188,24 @@ async fn package(
         // Through a symlinked parent.
         Err(in_staging())
     } else {
-        package_into(tasks, task, ctx, &reporter, &input, &output_dir).await
+        match tasks
+            .storage()
+            .local_path(input, scratch, "input", reporter, StageBand::DOWNLOADING)
+            .await
+        {
+            Ok(input) => {
+                package_into(
+                    tasks,
+                    task,
+                    ctx,
+                    reporter,
+                    &input,
+                    &Destination::Dir(&output_dir),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        }
     };
     if packaged.is_err() && !existed {
         // Only if still empty: this run created it and wrote nothing there.
@@ -118,16 +214,21 @@ async fn package(
     packaged
 }
 
-/// The package of `input` into `output_dir`, which exists.
+/// The package of `input` into `dest`.
 async fn package_into(
     tasks: &VideoTasks,
     task: &Package,
     ctx: &TaskContext,
     reporter: &Reporter,
     input: &Path,
-    output_dir: &Path,
+    dest: &Destination<'_>,
 ) -> Result<PackageOutput, VideoError> {
     let roots = tasks.roots();
+    let staging_parent = match dest {
+        Destination::Dir(_) => roots.output_root(),
+        Destination::Bucket { scratch, .. } => scratch.path(),
+    };
+    let reported = PathBuf::from(dest.display());
     let media = tasks.ffprobe()?.probe(input).await?;
     let ladder = ladder::plan(
         (media.video.width, media.video.height),
@@ -144,15 +245,16 @@ async fn package_into(
         );
     }
 
-    let staging = Staging::create(roots.output_root(), &ctx.id().to_string(), ctx.attempt())
-        .map_err(|e| match e {
+    let staging = Staging::create(staging_parent, &ctx.id().to_string(), ctx.attempt()).map_err(
+        |e| match e {
             VideoError::Io { source, .. } if crate::error::is_no_space(&source) => {
                 VideoError::NoSpace {
-                    path: output_dir.to_owned(),
+                    path: reported.clone(),
                 }
             }
             other => other,
-        })?;
+        },
+    )?;
     let args = package_command(
         task,
         &ladder,
@@ -167,7 +269,7 @@ async fn package_into(
         .clean(staging.path());
     // A full disk is named as such, at the directory the task asked for.
     let no_space = || VideoError::NoSpace {
-        path: output_dir.to_owned(),
+        path: reported.clone(),
     };
     let summary = tasks
         .runner()
@@ -220,22 +322,32 @@ async fn package_into(
         .into_iter()
         .filter_map(|(wanted, name)| wanted.then_some(name))
         .collect();
-    staging.publish(output_dir, &formats)?;
+    match dest {
+        Destination::Dir(output_dir) => staging.publish(output_dir, &formats)?,
+        Destination::Bucket { url, scratch } => {
+            scratch.check_usage("package")?;
+            tasks
+                .storage()
+                .upload_package(
+                    staging.path(),
+                    &formats,
+                    &[HLS_MASTER, DASH_MPD],
+                    url,
+                    reporter,
+                    StageBand::UPLOADING,
+                )
+                .await?;
+        }
+    }
     let output = PackageOutput {
-        hls_master: task
-            .formats
-            .hls
-            .then(|| output_dir.join("hls").join(HLS_MASTER)),
-        dash_mpd: task
-            .formats
-            .dash
-            .then(|| output_dir.join("dash").join(DASH_MPD)),
+        hls_master: task.formats.hls.then(|| dest.file("hls", HLS_MASTER)),
+        dash_mpd: task.formats.dash.then(|| dest.file("dash", DASH_MPD)),
         renditions,
         segment_duration: task.segment_duration,
         duration,
     };
     info!(
-        output_dir = %output_dir.display(),
+        output_dir = %dest.display(),
         renditions = output.renditions.len(),
         elapsed = ?summary.elapsed,
         "packaged"
@@ -247,7 +359,7 @@ async fn package_into(
     reporter.done(format!(
         "{} renditions in {}",
         output.renditions.len(),
-        output_dir.display()
+        dest.display()
     ));
     Ok(output)
 }

@@ -42,6 +42,11 @@ impl StageBand {
     pub const PROCESSING: Self = Self::fixed("processing", 5.0, 95.0);
     /// Checking the output: 95–100 %.
     pub const VALIDATING: Self = Self::fixed("validating", 95.0, 100.0);
+    /// Downloading inputs from object storage, after probing begins:
+    /// 0–5 %.
+    pub const DOWNLOADING: Self = Self::fixed("download", 0.0, 5.0);
+    /// Uploading outputs to object storage, after validation: 95–100 %.
+    pub const UPLOADING: Self = Self::fixed("upload", 95.0, 100.0);
 
     const fn fixed(name: &'static str, start: f32, end: f32) -> Self {
         Self {
@@ -158,6 +163,18 @@ impl Reporter {
     /// Reports that `band` begins.
     pub fn stage(&self, band: &StageBand) {
         self.ctx.progress(band.begin());
+    }
+
+    /// The token that fires when the run is revoked or hits its soft time
+    /// limit.
+    #[must_use]
+    pub fn cancellation(&self) -> &tokio_util::sync::CancellationToken {
+        self.ctx.cancellation()
+    }
+
+    /// Reports `progress` as it is (a transfer's bytes, rate and ETA).
+    pub fn progress(&self, progress: Progress) {
+        self.ctx.progress(progress);
     }
 
     /// Reports an FFmpeg run's progress.

@@ -13,6 +13,7 @@ use super::media::MediaInfo;
 use super::progress::{Reporter, StageBand};
 use super::publish::TempOutput;
 use super::runner::{FfmpegArgs, Input, Output, RunOptions, RunSummary};
+use super::storage::{Place, Scratch, extension_of};
 use super::{VideoError, VideoTasks};
 use spool_worker::{Handler, TaskContext, TaskError};
 
@@ -177,7 +178,19 @@ impl TranscodeHandler {
     /// As the task: [`VideoError::InvalidTask`], [`VideoError::Path`],
     /// [`VideoError::Missing`]…
     pub fn command_line(&self, task: &Transcode) -> Result<Vec<OsString>, VideoError> {
-        let prepared = prepare(&self.tasks, task)?;
+        let roots = self.tasks.roots();
+        if task.input.is_url() || task.output.is_url() {
+            return Err(VideoError::InvalidTask(
+                "a command line is only shown for local paths, not object URLs".to_owned(),
+            ));
+        }
+        check_task(task)?;
+        let prepared = prepare(
+            &self.tasks,
+            task,
+            roots.input(&task.input)?,
+            roots.output(&task.output)?,
+        )?;
         let encoder = prepared
             .plan
             .first()
@@ -202,14 +215,24 @@ struct Prepared {
     plan: Vec<Encoder>,
 }
 
-/// Checks the task, resolves its paths and picks the encoders.
-fn prepare(tasks: &VideoTasks, task: &Transcode) -> Result<Prepared, VideoError> {
+/// Checks the task's values and its output's container, before any path
+/// is resolved or anything is transferred.
+fn check_task(task: &Transcode) -> Result<(), VideoError> {
     // The SDK checked it on enqueue; anything else may have enqueued it.
     task.validate().map_err(VideoError::from_validation)?;
     check(task)?;
-    let roots = tasks.roots();
-    let input = roots.input(&task.input)?;
-    let output = roots.output(&task.output)?;
+    container(Path::new(task.output.as_str()))?;
+    Ok(())
+}
+
+/// Takes the resolved paths (local, or in scratch for objects) and picks
+/// the encoders.
+fn prepare(
+    tasks: &VideoTasks,
+    task: &Transcode,
+    input: PathBuf,
+    output: PathBuf,
+) -> Result<Prepared, VideoError> {
     let muxer = container(&output)?;
     if input == output {
         return Err(VideoError::InvalidTask(
@@ -286,7 +309,9 @@ async fn encode(
     Err(VideoError::InvalidTask("no encoder to run".to_owned()))
 }
 
-/// Probe (alongside the encode), encode, validate.
+/// Checks, places the input and output (allow-list first), then runs in a
+/// scratch directory when either is an object; the scratch directory is
+/// removed however the run ends.
 async fn transcode(
     tasks: &VideoTasks,
     task: &Transcode,
@@ -294,7 +319,68 @@ async fn transcode(
 ) -> Result<TranscodeOutput, VideoError> {
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
-    let prepared = prepare(tasks, task)?;
+    check_task(task)?;
+    let (storage, roots) = (tasks.storage(), tasks.roots());
+    // Both are checked, the allow-list included, before any transfer.
+    let input = storage.place(&task.input, |p| roots.input(p))?;
+    let output = storage.place(&task.output, |p| roots.output(p))?;
+    if input == output {
+        return Err(VideoError::InvalidTask(
+            "the output would overwrite the input".to_owned(),
+        ));
+    }
+    let scratch = match (&input, &output) {
+        (Place::Local(_), Place::Local(_)) => None,
+        _ => Some(storage.scratch(tasks.config().scratch_dir.as_deref(), "transcode")?),
+    };
+    let result = transcode_places(
+        tasks,
+        task,
+        ctx,
+        &reporter,
+        &input,
+        &output,
+        scratch.as_ref(),
+    )
+    .await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    result
+}
+
+/// Downloads an object input, encodes, validates, uploads an object
+/// output.
+async fn transcode_places(
+    tasks: &VideoTasks,
+    task: &Transcode,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    input: &Place,
+    output: &Place,
+    scratch: Option<&Scratch>,
+) -> Result<TranscodeOutput, VideoError> {
+    let storage = tasks.storage();
+    let in_scratch = || scratch.ok_or(VideoError::Cancelled);
+    let input_path = match input {
+        Place::Local(path) => path.clone(),
+        Place::Object(url) => {
+            storage
+                .fetch(
+                    url,
+                    in_scratch()?,
+                    "input",
+                    reporter,
+                    StageBand::DOWNLOADING,
+                )
+                .await?
+        }
+    };
+    let output_path = match output {
+        Place::Local(path) => path.clone(),
+        Place::Object(url) => in_scratch()?.file(&format!("output{}", extension_of(&url.key))),
+    };
+    let prepared = prepare(tasks, task, input_path, output_path)?;
     let ffprobe = tasks.ffprobe()?;
     // FFmpeg writes a file of this run's own, moved over the output only
     // once it is whole and valid: a concurrent run to the same output (or
@@ -310,8 +396,9 @@ async fn transcode(
         }
         probed
     };
-    let encoding = encode(tasks, task, &prepared, temp.path(), &stop, &reporter);
+    let encoding = encode(tasks, task, &prepared, temp.path(), &stop, reporter);
     let (media, encoded) = tokio::join!(probe, encoding);
+    let output_place = output;
     let output = &prepared.output;
     // On any error below, dropping `temp` removes what FFmpeg wrote.
     let media = media?;
@@ -343,15 +430,25 @@ async fn transcode(
         .map(|m| m.len())
         .unwrap_or(written.bytes);
     temp.commit()?;
+    let written_to = match (output_place, scratch) {
+        (Place::Object(url), Some(scratch)) => {
+            scratch.check_usage("output")?;
+            storage
+                .upload_file(output, url, reporter, StageBand::UPLOADING)
+                .await?;
+            url.to_string()
+        }
+        _ => output.to_string_lossy().into_owned(),
+    };
     let speed = speed_of(media.duration, summary.elapsed).or(summary.speed);
     info!(
         encoder = %encoder,
-        output = %output.display(),
+        output = %written_to,
         bytes,
         speed,
         "transcoded"
     );
-    reporter.done(format!("{} via {encoder}", output.display()));
+    reporter.done(format!("{written_to} via {encoder}"));
     crate::trace::record(
         [
             Some(opentelemetry::KeyValue::new(
@@ -376,7 +473,7 @@ async fn transcode(
     );
     let (fell_back_from, fallback_reason) = fallback.unzip();
     Ok(TranscodeOutput {
-        output: output.to_string_lossy().into_owned(),
+        output: written_to,
         encoder: encoder.name,
         fell_back_from,
         fallback_reason,

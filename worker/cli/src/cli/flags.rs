@@ -125,6 +125,26 @@ spool_cli_common::layered! {
         #[arg(long, env = "SPOOL_OUTPUT_ROOT", value_name = "DIR")]
         output_root: PathBuf,
 
+        /// A bucket (and key prefix) video tasks may read and write, the
+        /// object-storage form of the roots: s3://bucket/prefix, gs://... or
+        /// az://container/...; repeat it (or separate with commas) for
+        /// several. Credentials come from the environment (AWS_*, GOOGLE_*,
+        /// AZURE_*) and the clouds' credential chains [default: none, no
+        /// object URL is accepted]
+        #[arg(long, env = "SPOOL_ALLOW_BUCKET", value_name = "URL", value_delimiter = ',')]
+        allow_bucket: Vec<PathBuf>,
+
+        /// Where video tasks download objects and write outputs before
+        /// uploading them, one directory per run [default: the system's
+        /// temporary directory]
+        #[arg(long, env = "SPOOL_SCRATCH_DIR", value_name = "DIR")]
+        scratch_dir: PathBuf,
+
+        /// The most one run's scratch directory may hold (downloads and
+        /// outputs); a bigger input fails the task [default: 20GiB]
+        #[arg(long, env = "SPOOL_SCRATCH_LIMIT", value_name = "SIZE")]
+        scratch_limit: ByteSize,
+
         /// Do not serve the video tasks (video.transcode, video.analyze,
         /// video.package)
         #[arg(long, env = "SPOOL_NO_VIDEO", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL", value_parser = super::parse::switch)]

@@ -95,6 +95,16 @@ pub struct Settings {
     /// Where video tasks write.
     #[serde(default)]
     pub output_root: PathBuf,
+    /// The buckets and prefixes video tasks may use.
+    #[serde(default)]
+    pub allowed_buckets: Vec<String>,
+    /// Where video tasks keep downloads and outputs; `None`: the system's
+    /// temporary directory.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    /// The most one run's scratch directory may hold.
+    #[serde(default)]
+    pub scratch_limit: u64,
     /// Whether the video tasks are left out.
     #[serde(default)]
     pub no_video: bool,
@@ -202,6 +212,19 @@ impl Settings {
             output_root: worker
                 .output_root
                 .unwrap_or_else(|| PathBuf::from("spool-output")),
+            // Read as a list of paths (the layered settings' repeatable,
+            // comma-separated kind); checked as URLs by spool-video.
+            allowed_buckets: worker
+                .allow_bucket
+                .unwrap_or_default()
+                .iter()
+                .map(|url| url.to_string_lossy().into_owned())
+                .collect(),
+            scratch_dir: worker.scratch_dir,
+            scratch_limit: worker.scratch_limit.map_or(
+                spool_video::storage::StorageConfig::default().scratch_limit,
+                |ByteSize(n)| n,
+            ),
             no_video: worker.no_video.unwrap_or(false),
             force_gpu: worker.force_gpu.unwrap_or(false),
             no_probe: worker.no_probe.unwrap_or(false),

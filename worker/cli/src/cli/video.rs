@@ -15,6 +15,7 @@ use std::path::Path;
 use super::Settings;
 use crate::error::{Error, Result};
 use spool_video::probe::{FfmpegReport, locate_ffmpeg};
+use spool_video::storage::StorageConfig;
 use spool_video::{VideoConfig, VideoTasks};
 
 /// The default input root, `--input-root`'s.
@@ -35,6 +36,7 @@ pub fn video_configured(settings: &Settings) -> bool {
             .map(|r| r.as_path())
             .ne([Path::new(DEFAULT_INPUT_ROOT)])
         || settings.output_root != Path::new(DEFAULT_OUTPUT_ROOT)
+        || !settings.allowed_buckets.is_empty()
 }
 
 /// The video tasks a worker process serves with `settings`: `None` with
@@ -63,6 +65,12 @@ pub async fn video_tasks(
         ffprobe: settings.ffprobe.clone(),
         input_roots: settings.input_roots.clone(),
         output_root: settings.output_root.clone(),
+        scratch_dir: settings.scratch_dir.clone(),
+        storage: StorageConfig {
+            allowed_buckets: settings.allowed_buckets.clone(),
+            scratch_limit: settings.scratch_limit,
+            ..StorageConfig::default()
+        },
         ..VideoConfig::default()
     };
     let probed = config
@@ -93,6 +101,7 @@ pub async fn video_tasks(
                 encoders = %tasks.encoders().join(","),
                 libvmaf = tasks.report().libvmaf,
                 output_root = %tasks.roots().output_root().display(),
+                allowed_buckets = %tasks.storage().allowed(),
                 "serving the video tasks"
             );
             return Ok(Some(tasks));
@@ -102,8 +111,8 @@ pub async fn video_tasks(
     };
     if video_configured(settings) {
         return Err(Error::Config(format!(
-            "video tasks cannot be served: {error}; fix --ffmpeg, --ffprobe, --input-root and \
-             --output-root, or pass --no-video"
+            "video tasks cannot be served: {error}; fix --ffmpeg, --ffprobe, --input-root, \
+             --output-root and --allow-bucket, or pass --no-video"
         )));
     }
     tracing::warn!("video tasks disabled: {error}; video tasks are left for other workers");
