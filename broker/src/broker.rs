@@ -236,8 +236,11 @@ impl DeadLetterEntry {
     /// The envelope of the next run, when the dead letter holds one: it
     /// keeps counting attempts (so the job store, which orders writes by
     /// attempt, records it over the dead outcome) and gets a fresh budget
-    /// of as many attempts as the task had.
-    pub(crate) fn next_run(&self) -> Option<Envelope> {
+    /// of as many attempts as the task had. This is what
+    /// [`Broker::requeue_dead`] sends back, and what the job store records
+    /// for it.
+    #[must_use]
+    pub fn next_run(&self) -> Option<Envelope> {
         self.envelope.as_ref().map(|envelope| {
             let budget = envelope.max_attempts.max(1);
             Envelope {
