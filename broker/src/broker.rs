@@ -634,6 +634,22 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// When the broker fails.
     fn paused(&self) -> impl Future<Output = Result<Vec<QueueName>>> + Send;
 
+    /// Every queue that holds keys of tasks (a priority stream, delayed
+    /// tasks or dead letters), sorted by name, whether or not any worker
+    /// serves it: what `spoolctl queues` lists, so that a backlog nobody
+    /// consumes is seen. On Redis this `SCAN`s the key prefix (every master
+    /// of a cluster); it never blocks the server, but it reads every key
+    /// name, so it is for inspection, not for hot paths.
+    ///
+    /// The default knows no queue: a broker that cannot list its keys.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn known_queues(&self) -> impl Future<Output = Result<Vec<QueueName>>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
     /// Deletes every task of a queue, whatever its state (ready, running,
     /// delayed, dead), and returns how many there were.
     ///

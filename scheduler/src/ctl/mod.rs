@@ -54,7 +54,7 @@ pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
 pub use self::queues::{
     DEFAULT_SAMPLE, QueueRow, QueuesReport, QueuesSample, humantime_rounded, queues,
-    queues_to_show, queues_with_paused,
+    queues_to_show, queues_with_paused, seconds,
 };
 pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, RevokeRequest, revoke};
 pub use self::store::{StoreMigrateReport, store_migrate};
