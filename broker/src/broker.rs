@@ -236,8 +236,11 @@ impl DeadLetterEntry {
     /// The envelope of the next run, when the dead letter holds one: it
     /// keeps counting attempts (so the job store, which orders writes by
     /// attempt, records it over the dead outcome) and gets a fresh budget
-    /// of as many attempts as the task had.
-    pub(crate) fn next_run(&self) -> Option<Envelope> {
+    /// of as many attempts as the task had. This is what
+    /// [`Broker::requeue_dead`] sends back, and what the job store records
+    /// for it.
+    #[must_use]
+    pub fn next_run(&self) -> Option<Envelope> {
         self.envelope.as_ref().map(|envelope| {
             let budget = envelope.max_attempts.max(1);
             Envelope {
@@ -630,6 +633,22 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// When the broker fails.
     fn paused(&self) -> impl Future<Output = Result<Vec<QueueName>>> + Send;
+
+    /// Every queue that holds keys of tasks (a priority stream, delayed
+    /// tasks or dead letters), sorted by name, whether or not any worker
+    /// serves it: what `spoolctl queues` lists, so that a backlog nobody
+    /// consumes is seen. On Redis this `SCAN`s the key prefix (every master
+    /// of a cluster); it never blocks the server, but it reads every key
+    /// name, so it is for inspection, not for hot paths.
+    ///
+    /// The default knows no queue: a broker that cannot list its keys.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn known_queues(&self) -> impl Future<Output = Result<Vec<QueueName>>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
 
     /// Deletes every task of a queue, whatever its state (ready, running,
     /// delayed, dead), and returns how many there were.

@@ -265,6 +265,7 @@ impl Envelope {
         envelope.max_attempts = options.max_attempts.max(1);
         envelope.expires_at = options.expires.map(|d| now.saturating_add(d));
         envelope.time_limit_ms = options.time_limit.map(duration_millis);
+        envelope.mark_secret(T::SECRET_FIELDS);
         Ok(envelope)
     }
 

@@ -536,6 +536,18 @@ impl Broker for MemoryBroker {
         Ok(paused)
     }
 
+    async fn known_queues(&self) -> Result<Vec<QueueName>> {
+        let state = self.lock();
+        let mut known: Vec<QueueName> = state
+            .queues
+            .iter()
+            .filter(|(_, q)| q.added > 0 || !q.delayed.is_empty() || !q.dead.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        known.sort();
+        Ok(known)
+    }
+
     async fn purge(&self, queue: &QueueName) -> Result<u64> {
         let stats = self.stats(queue).await?;
         if let Some(q) = self.lock().queues.get_mut(queue) {

@@ -46,6 +46,53 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// What a successful run produces.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
+    /// Fields of the payload that hold secrets (a signed URL, an API key):
+    /// field names, or dotted paths into nested objects. They travel in the
+    /// task's envelope (header [`HEADER_SECRET_FIELDS`]) and are replaced
+    /// with `"***"` wherever Spool shows or stores arguments: the job
+    /// store's record, `spoolctl task show`, `tasks`, `dead list`. The
+    /// handler still receives them. Default: none.
+    ///
+    /// [`HEADER_SECRET_FIELDS`]: crate::HEADER_SECRET_FIELDS
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use serde_json::json;
+    /// use spool_broker::{Envelope, Task};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Fetch {
+    ///     url: String,
+    ///     auth: Auth,
+    /// }
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Auth {
+    ///     user: String,
+    ///     token: String,
+    /// }
+    ///
+    /// impl Task for Fetch {
+    ///     const NAME: &'static str = "media.fetch";
+    ///     const SECRET_FIELDS: &'static [&'static str] = &["auth.token"];
+    ///     type Output = ();
+    /// }
+    ///
+    /// let task = Fetch {
+    ///     url: "https://cdn.example/in.mp4".into(),
+    ///     auth: Auth { user: "ci".into(), token: "t0p-s3cr3t".into() },
+    /// };
+    /// let envelope = Envelope::for_task(&task)?;
+    /// assert_eq!(
+    ///     envelope.args_json()?,
+    ///     json!({"url": "https://cdn.example/in.mp4", "auth": {"user": "ci", "token": "***"}})
+    /// );
+    /// # Ok::<(), spool_broker::Error>(())
+    /// ```
+    const SECRET_FIELDS: &'static [&'static str] = &[];
+
     /// Options used when the producer does not override them.
     fn options() -> TaskOptions {
         TaskOptions::default()

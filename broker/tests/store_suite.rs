@@ -29,6 +29,8 @@ store_suite!(
     reconnecting_keeps_records,
     only_create_creates_a_store,
     requeued_dead_letter_starts_a_fresh_life,
+    revived_dead_letter_keeps_counting_attempts,
+    arguments_are_recorded_with_secrets_redacted,
     several_processes_write_at_once,
     several_processes_create_the_database_at_once,
 );
@@ -770,6 +772,90 @@ async fn requeued_dead_letter_starts_a_fresh_life(store: JobStore, _url: String)
     assert_eq!((r.status, r.attempts), (JobStatus::Succeeded, 1));
     assert_eq!((r.error, r.finished_at), (None, Some(at(30))));
     assert_eq!(all(&store, JobQuery::new()).await.len(), 1);
+}
+
+async fn revived_dead_letter_keeps_counting_attempts(store: JobStore, _url: String) {
+    let mut e = envelope("video.transcode");
+    e.attempt = 3;
+    store
+        .record_outcomes(&[finished(&e, JobStatus::Dead, 10)])
+        .await
+        .unwrap();
+    // What the broker sends back: the next attempt of the same task.
+    let revived = e.next_attempt(None);
+    store
+        .record_requeued(&[NewJob::from_envelope(&revived)])
+        .await
+        .unwrap();
+    let r = get(&store, e.id).await;
+    assert_eq!((r.status, r.attempts), (JobStatus::Queued, 3));
+    // The dead run's late writes no longer apply; the new run's do.
+    store
+        .record_outcomes(&[finished(&e, JobStatus::Dead, 15)])
+        .await
+        .unwrap();
+    assert_eq!(get(&store, e.id).await.status, JobStatus::Queued);
+    store
+        .record_started(&[Started::from_envelope(&revived, &worker(9), at(20))])
+        .await
+        .unwrap();
+    let r = get(&store, e.id).await;
+    assert_eq!((r.status, r.attempts), (JobStatus::Running, 4));
+}
+
+async fn arguments_are_recorded_with_secrets_redacted(store: JobStore, url: String) {
+    let args =
+        serde_json::json!({"video": "in.mp4", "auth": {"user": "ci", "token": "s3cr3t-t0ken"}});
+    let mut e = Envelope::new("media.fetch", queue("q"), encode_payload(&args).unwrap());
+    e.mark_secret(&["auth.token"]);
+    e.eta = Some(at(60_000));
+    store
+        .record_enqueued(&[NewJob::from_envelope(&e)])
+        .await
+        .unwrap();
+    let expected = serde_json::json!({"video": "in.mp4", "auth": {"user": "ci", "token": "***"}});
+    let r = get(&store, e.id).await;
+    assert_eq!(
+        (r.status, r.args.as_ref()),
+        (JobStatus::Scheduled, Some(&expected))
+    );
+    assert_eq!(r.to_json()["args"], expected);
+
+    // The worker's writes keep the producer's arguments.
+    store
+        .record_started(&[Started::from_envelope(&e, &worker(1), at(70_000))])
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[finished(&e, JobStatus::Succeeded, 80_000)])
+        .await
+        .unwrap();
+    assert_eq!(get(&store, e.id).await.args, Some(expected));
+
+    // The secret is nowhere in the database, whatever column one reads.
+    store.close().await;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let db = path.split('?').next().unwrap();
+        let needle = b"s3cr3t-t0ken";
+        for file in [db.to_owned(), format!("{db}-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{file}");
+        }
+        assert!(
+            std::fs::read(db)
+                .unwrap()
+                .windows(11)
+                .any(|w| w == b"media.fetch")
+        );
+    } else {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM spool_jobs t")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(dump.contains("media.fetch") && !dump.contains("s3cr3t"));
+    }
 }
 
 // ------------------------------------------------------------ processes

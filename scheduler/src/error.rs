@@ -75,7 +75,19 @@ pub enum Error {
         store: bool,
     },
 
-    /// The job store has no record of the task.
+    /// Tasks were enqueued, and will run, but the job store could not
+    /// record them: `task show` will not know them until a worker starts
+    /// them.
+    #[error("enqueued {} task(s), but could not record them in the job store: {source}", ids.len())]
+    NotRecorded {
+        /// The tasks enqueued and not recorded.
+        ids: Vec<TaskId>,
+        /// Why the store refused.
+        #[source]
+        source: spool_broker::Error,
+    },
+
+    /// The job store has no record of this task.
     #[error("no task {0} in the job store")]
     UnknownTask(TaskId),
 

@@ -71,8 +71,8 @@ fn call_queues_and_purge_against_redis() {
     );
     assert_eq!(default["enqueued_total"], 4, "{rows}");
     assert_eq!(default["completed_total"], 0, "{rows}");
-    assert!(default["oldest_age_ms"].is_u64(), "{rows}");
-    assert!(default["oldest_age"].is_string(), "{rows}");
+    assert!(default["oldest_age_seconds"].is_f64(), "{rows}");
+    assert_eq!(default["no_consumer"], true, "{rows}");
     assert!(default["rate_in"].is_null(), "not sampled: {rows}");
     let gpu = queue(&rows, "gpu");
     assert_eq!(
@@ -85,7 +85,10 @@ fn call_queues_and_purge_against_redis() {
         (&json!(0), &json!(1), &json!(0), &json!(0)),
         "{rows}"
     );
-    assert!(gpu["oldest_age_ms"].is_null(), "nothing runnable: {rows}");
+    assert!(
+        gpu["oldest_age_seconds"].is_null(),
+        "nothing runnable: {rows}"
+    );
 
     // Sampled (the default, 1 s): rates per second, zero on an idle queue.
     let sampled = ctl.json(&["queues", "--json", "--sample", "200ms"]);
@@ -108,15 +111,16 @@ fn call_queues_and_purge_against_redis() {
             "CONSUMERS",
             "IN/S",
             "OUT/S",
-            "PAUSED"
+            "PAUSED",
+            "FLAG"
         ],
         "{table}"
     );
     let default: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(default[..5], ["default", "4", "0", "0", "0"], "{table}");
     assert_eq!(
-        default[default.len() - 4..],
-        ["0", "0.0", "0.0", "no"],
+        default[default.len() - 5..],
+        ["0", "0.0", "0.0", "no", "no-consumer"],
         "{table}"
     );
     assert!(

@@ -297,6 +297,134 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// Every key matching `pattern`, by `SCAN` (never `KEYS`, which would
+    /// block the server): on a cluster, on every master in turn, each
+    /// reached through a slot it serves. A key may come twice (SCAN's
+    /// guarantee is "at least once"); the caller deduplicates.
+    pub(crate) async fn scan_every_master(
+        &mut self,
+        pattern: &str,
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        match self {
+            Self::Single(conn) => scan_node(conn, pattern, None, &mut keys).await?,
+            Self::Cluster(conn) => {
+                let nodes: String =
+                    self_query_random(conn, redis::cmd("CLUSTER").arg("NODES")).await?;
+                for slot in master_slots(&nodes) {
+                    scan_node(conn, pattern, Some(slot), &mut keys).await?;
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// Runs `cmd` on a random node of the cluster.
+async fn self_query_random<T: FromRedisValue>(
+    conn: &mut ClusterConnection,
+    cmd: &Cmd,
+) -> redis::RedisResult<T> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let reply = conn
+        .route_command(
+            cmd.clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    Ok(redis::from_redis_value(reply)?)
+}
+
+/// One slot served by each master that `CLUSTER NODES` lists as healthy:
+/// routing a command to a slot's master reaches that node whatever address
+/// it announces.
+fn master_slots(nodes: &str) -> Vec<u16> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let healthy = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !healthy {
+                return None;
+            }
+            // Slots follow the 8 fixed fields: `0-5460`, `5461`, or an
+            // importing/migrating `[...]` entry, which is skipped.
+            fields.get(8..)?.iter().find_map(|range| {
+                range
+                    .split('-')
+                    .next()
+                    .and_then(|start| start.parse::<u16>().ok())
+            })
+        })
+        .collect()
+}
+
+/// SCANs one node to the end: the single server (`slot` `None`), or the
+/// master serving `slot`.
+async fn scan_node<C: ClusterRoute>(
+    conn: &mut C,
+    pattern: &str,
+    slot: Option<u16>,
+    keys: &mut Vec<String>,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let (next, page): (u64, Vec<String>) = conn.run_on(&cmd, slot).await?;
+        keys.extend(page);
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Runs a command on one node: the connection's own, or a cluster's
+/// master of a slot.
+trait ClusterRoute {
+    async fn run_on<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        slot: Option<u16>,
+    ) -> redis::RedisResult<T>;
+}
+
+impl ClusterRoute for ConnectionManager {
+    async fn run_on<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        _slot: Option<u16>,
+    ) -> redis::RedisResult<T> {
+        cmd.query_async(self).await
+    }
+}
+
+impl ClusterRoute for ClusterConnection {
+    async fn run_on<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        slot: Option<u16>,
+    ) -> redis::RedisResult<T> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let routing = match slot {
+            Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+            None => SingleNodeRoutingInfo::RandomPrimary,
+        };
+        let reply = self
+            .route_command(cmd.clone(), RoutingInfo::SingleNode(routing))
+            .await?;
+        Ok(redis::from_redis_value(reply)?)
+    }
+}
+
 delegate_connection_like!(Commands);
 
 /// Makes the cluster connections of the blocking-read pool with the

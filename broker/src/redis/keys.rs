@@ -52,6 +52,33 @@ impl QueueKeys {
     }
 }
 
+/// The `SCAN MATCH` pattern of every queue key under `prefix`
+/// (`spool:{*}:*`), the prefix's glob characters escaped.
+pub(crate) fn queue_key_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(":{*}:*");
+    pattern
+}
+
+/// The queue a key under `prefix` holds tasks of: a priority stream, the
+/// delayed set or the dead-letter stream (`spool:{gpu}:high`). Other keys
+/// (pause flags, consumer sets, unique locks, the beat's state) hold no
+/// task and name no queue here.
+pub(crate) fn queue_holding(prefix: &str, key: &str) -> Option<QueueName> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let (queue, suffix) = rest.split_once("}:")?;
+    let holds_tasks = Priority::ALL.iter().any(|p| p.to_string() == suffix)
+        || suffix == "delayed"
+        || suffix == "dead";
+    holds_tasks.then(|| QueueName::new(queue).ok()).flatten()
+}
+
 /// Whether `prefix` can lead Spool's keys: it must not contain a brace,
 /// which would steal the hash tag from the queue name.
 pub(crate) fn valid_prefix(prefix: &str) -> bool {
@@ -61,6 +88,21 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_keys_name_their_queue_and_other_keys_do_not() {
+        let gpu = QueueName::new("gpu").unwrap();
+        let keys = QueueKeys::new("spool", &gpu);
+        for key in keys.streams.iter().chain([&keys.delayed, &keys.dead]) {
+            assert_eq!(queue_holding("spool", key), Some(gpu.clone()), "{key}");
+        }
+        for key in [&keys.paused, &keys.consumers, &keys.unique("k")] {
+            assert_eq!(queue_holding("spool", key), None, "{key}");
+        }
+        assert_eq!(queue_holding("spool2", &keys.dead), None);
+        assert_eq!(queue_holding("spool", "spool:{}:dead"), None);
+        assert_eq!(queue_key_pattern("a*b?[c]"), "a\\*b\\?\\[c\\]:{*}:*");
+    }
 
     #[test]
     fn keys_share_the_queue_hash_tag() {

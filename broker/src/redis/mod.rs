@@ -844,6 +844,22 @@ impl Broker for RedisBroker {
         self.paused_queues().await
     }
 
+    async fn known_queues(&self) -> Result<Vec<QueueName>> {
+        let prefix = &self.inner.config.key_prefix;
+        let names = self
+            .conn()
+            .scan_every_master(&keys::queue_key_pattern(prefix))
+            .await
+            .map_err(map_redis)?;
+        let mut known: Vec<QueueName> = names
+            .iter()
+            .filter_map(|key| keys::queue_holding(prefix, key))
+            .collect();
+        known.sort();
+        known.dedup();
+        Ok(known)
+    }
+
     async fn purge(&self, queue: &QueueName) -> Result<u64> {
         let keys = self.keys(queue);
         let mut invocation = on_streams(&self.inner.scripts.purge, &keys);

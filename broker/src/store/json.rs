@@ -11,11 +11,16 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
 
-/// Decodes MessagePack bytes into JSON.
+/// Decodes MessagePack bytes (a task's result) into JSON.
 pub(crate) fn msgpack_to_json(bytes: &[u8]) -> Result<Value> {
+    msgpack_to_json_as(bytes, "result")
+}
+
+/// Decodes MessagePack bytes into JSON; `what` names them in the error.
+pub(crate) fn msgpack_to_json_as(bytes: &[u8], what: &'static str) -> Result<Value> {
     rmp_serde::from_slice::<Json>(bytes)
         .map(|json| json.0)
-        .map_err(|e| Error::decode("result", e))
+        .map_err(|e| Error::decode(what, e))
 }
 
 /// A JSON value that deserializes from anything self-describing.

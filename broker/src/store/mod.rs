@@ -86,6 +86,7 @@ use self::connect::{Open, migrator, redact};
 pub use self::connect::{StoreBackend, StoreOptions};
 #[cfg(feature = "store")]
 use self::db_error::{StoreError, db_error, name_store};
+pub(crate) use self::json::msgpack_to_json_as;
 #[cfg(feature = "store")]
 pub(crate) use self::row::millis;
 #[cfg(feature = "store")]
@@ -408,7 +409,10 @@ impl JobStore {
                         .bind(priority_code(job.priority))
                         .bind(job.tenant.as_deref())
                         .bind(job.status().as_str())
-                        .bind(millis(job.created_at));
+                        .bind(attempt_code(job.attempt.saturating_sub(1)))
+                        .bind(types::revision(job.attempt, job.status()))
+                        .bind(millis(job.created_at))
+                        .bind(job.args.as_ref().map(serde_json::Value::to_string));
                 }
                 query
                     .execute(&mut *tx)

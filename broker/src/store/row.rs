@@ -66,6 +66,12 @@ where
         finished_at: time(16)?,
         result: row.try_get(17).map_err(bad)?,
         error: row.try_get(18).map_err(bad)?,
+        args: {
+            let text: Option<String> = row.try_get(19).map_err(bad)?;
+            text.map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| Error::decode("job record arguments", e))?
+        },
     })
 }
 

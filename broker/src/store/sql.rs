@@ -28,7 +28,7 @@ macro_rules! record_columns {
     () => {
         "id, name, queue, priority, tenant, status, attempts, worker_host, worker_pid, \
          progress_percent, progress_stage, progress_message, progress_fps, progress_eta_s, \
-         created_at, started_at, finished_at, result, error"
+         created_at, started_at, finished_at, result, error, args"
     };
 }
 
@@ -55,7 +55,10 @@ impl Write {
                 "priority",
                 "tenant",
                 "status",
+                "attempts",
+                "revision",
                 "created_at",
+                "args",
             ],
             Self::Started => &[
                 "id",
@@ -99,12 +102,15 @@ impl Write {
             // The record of a started or finished task knows more.
             Self::Enqueued => " ON CONFLICT (id) DO NOTHING",
             // A fresh life for a finished task (a dead letter sent back):
-            // its attempts count from 1 again, so the revision restarts.
+            // the run to come is its next attempt, so the record counts the
+            // attempts made and ranks just below that run's start. An
+            // operator's explicit act: applied whatever the stored revision.
             Self::Requeued => {
                 " ON CONFLICT (id) DO UPDATE SET \
                  status = excluded.status, \
-                 attempts = 0, \
-                 revision = 0, \
+                 attempts = excluded.attempts, \
+                 revision = excluded.revision, \
+                 args = COALESCE(excluded.args, spool_jobs.args), \
                  worker_host = NULL, \
                  worker_pid = NULL, \
                  started_at = NULL, \

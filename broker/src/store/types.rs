@@ -78,10 +78,20 @@ pub struct NewJob {
     pub created_at: Timestamp,
     /// Not to run before this time: the record starts as `scheduled`.
     pub eta: Option<Timestamp>,
+    /// The attempt the task will run as next: 1 for a new task, more for
+    /// a dead letter sent back. The record counts the attempts before it.
+    pub attempt: u32,
+    /// The task's arguments as JSON, secret fields redacted
+    /// ([`Envelope::args_json`]); `None` when the payload is not
+    /// MessagePack.
+    pub args: Option<serde_json::Value>,
 }
 
 impl NewJob {
-    /// The record of an envelope about to be enqueued.
+    /// The record of an envelope about to be enqueued, with its arguments
+    /// as [`Envelope::args_json`] gives them (secret fields redacted). This
+    /// is the one way every producer (the SDK, `spoolctl call`, the beat,
+    /// dead-letter retry, workflows) records a task.
     #[must_use]
     pub fn from_envelope(envelope: &Envelope) -> Self {
         Self {
@@ -92,6 +102,8 @@ impl NewJob {
             tenant: envelope.tenant.clone(),
             created_at: envelope.created_at,
             eta: envelope.eta,
+            attempt: envelope.attempt.max(1),
+            args: envelope.args_json().ok(),
         }
     }
 
@@ -248,6 +260,9 @@ pub struct JobRecord {
     pub result: Option<Vec<u8>>,
     /// The latest error.
     pub error: Option<String>,
+    /// The task's arguments as JSON, secret fields redacted; `None` when
+    /// no producer recorded them.
+    pub args: Option<serde_json::Value>,
 }
 
 impl JobRecord {
@@ -298,10 +313,11 @@ impl JobRecord {
                 "fps": p.fps,
                 "eta_seconds": p.eta_seconds,
             })),
-            "created_at": self.created_at.as_millis(),
-            "started_at": self.started_at.map(Timestamp::as_millis),
-            "finished_at": self.finished_at.map(Timestamp::as_millis),
+            "created_at": self.created_at.to_string(),
+            "started_at": self.started_at.map(|t| t.to_string()),
+            "finished_at": self.finished_at.map(|t| t.to_string()),
             "error": self.error,
+            "args": self.args,
         });
         if let serde_json::Value::Object(map) = &mut object {
             match self.result_json() {

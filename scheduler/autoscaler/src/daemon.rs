@@ -28,7 +28,9 @@ pub struct PoolReport {
     pub backlog: u64,
     /// Tasks held by its workers.
     pub in_flight: u64,
-    /// The longest wait among its queues, in whole milliseconds.
+    /// The longest wait among its queues, in whole milliseconds; in JSON
+    /// `oldest_age_seconds`, as every duration.
+    #[serde(rename = "oldest_age_seconds", serialize_with = "millis_as_seconds")]
     pub oldest_age_ms: Option<u64>,
     /// Busy slots over its live workers in the registry.
     pub busy_slots: u32,
@@ -46,6 +48,14 @@ pub struct PoolReport {
     pub workers: u32,
     /// Why acting failed, if it did (the next tick tries again).
     pub error: Option<String>,
+}
+
+/// Milliseconds written as seconds (to the millisecond), or null.
+fn millis_as_seconds<S: serde::Serializer>(ms: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_f64(*ms as f64 / 1000.0),
+        None => s.serialize_none(),
+    }
 }
 
 /// One tick, every pool.

@@ -178,8 +178,9 @@ impl BeatConfig {
     /// `[[entry]]` table per entry with `name`, `task`, and exactly one of
     /// `cron` or `every`; optionally `args` (a table, or a JSON object as a
     /// string), `queue`, `priority` (high, normal, low), `max_attempts`,
-    /// `tenant`, `expires`, `catch_up` (latest, all, skip) and
-    /// `catch_up_window`. Durations are humantime (`90s`, `1h 30m`).
+    /// `tenant`, `secret` (the fields of `args` that hold secrets, redacted
+    /// in the job store and every listing), `expires`, `catch_up` (latest,
+    /// all, skip) and `catch_up_window`. Durations are humantime (`90s`, `1h 30m`).
     ///
     /// # Errors
     ///
@@ -299,6 +300,8 @@ struct RawEntry {
     priority: Option<String>,
     max_attempts: Option<u32>,
     tenant: Option<String>,
+    #[serde(default)]
+    secret: Vec<String>,
     expires: Option<String>,
     catch_up: Option<String>,
     catch_up_window: Option<String>,
@@ -341,6 +344,7 @@ impl RawEntry {
             entry.call.max_attempts = max_attempts;
         }
         entry.call.tenant = self.tenant;
+        entry.call.secret = self.secret;
         entry.expires = optional_duration("expires", self.expires.as_deref()).map_err(context)?;
         if let Some(policy) = self.catch_up {
             entry.catch_up = policy.parse().map_err(context)?;

@@ -5,6 +5,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spool_broker::store::JobStore;
 use spool_broker::{
     FencingToken, LeaderLock, RedisBroker, TaskId, TickOutcome, Timestamp, trace_context,
 };
@@ -57,6 +58,7 @@ pub struct Beat {
     lock: LeaderLock,
     broker: RedisBroker,
     metrics: Arc<BeatMetrics>,
+    store: Option<JobStore>,
 }
 
 /// What one [`Leader::tick`] did.
@@ -118,7 +120,19 @@ impl Beat {
             lock,
             broker,
             metrics,
+            store: None,
         })
+    }
+
+    /// Records each tick's task in `store` as it is enqueued (`queued`,
+    /// with its arguments, secret fields redacted), so `spoolctl task
+    /// show` and `tasks` know it before a worker runs it. A failed write
+    /// is logged and does not hold the schedule up: the task runs either
+    /// way, and its worker records it when it starts.
+    #[must_use]
+    pub fn with_store(mut self, store: JobStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The configuration it runs.
@@ -395,6 +409,11 @@ impl Leader<'_> {
                             "tick enqueued"
                         );
                         beat.metrics.enqueued(index, scheduled);
+                        if let Some(store) = &beat.store
+                            && let Err(e) = crate::ctl::record_enqueued(store, &[&envelope]).await
+                        {
+                            warn!(entry = %entry.name, id = %envelope.id, error = %e, "tick not recorded in the job store");
+                        }
                         pass.enqueued.push(EnqueuedTick {
                             entry: entry.name.clone(),
                             scheduled,

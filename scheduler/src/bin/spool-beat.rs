@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use spool_broker::store::JobStore;
 use spool_broker::{RedisConfig, Timestamp};
 use spool_cli_common::{ConnectionArgs, ConnectionFile, LogFormat, init_logging};
 use spool_scheduler::beat::{Beat, BeatConfig, serve_metrics};
@@ -84,7 +85,16 @@ async fn run(cli: Cli) -> Result<()> {
         })
         .await
         .context("cannot connect to Redis")?;
-    let beat = Beat::new(broker, config)?;
+    let mut beat = Beat::new(broker, config)?;
+    if connection.store_url.trim() != spool_cli_common::NO_STORE
+        && !connection.store_url.trim().is_empty()
+    {
+        // The URL is not part of the error: it may hold a password.
+        let store = JobStore::connect(connection.store_url.trim())
+            .await
+            .context("cannot open the job store")?;
+        beat = beat.with_store(store);
+    }
     let server = match cli.metrics_addr {
         Some(addr) => {
             let metrics = std::sync::Arc::clone(beat.metrics());

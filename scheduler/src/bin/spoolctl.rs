@@ -353,6 +353,11 @@ struct CallArgs {
     /// registered`), or none is registered: for workers still to come.
     #[arg(long)]
     force: bool,
+    /// A field of --args that holds a secret (a name, or a dotted path
+    /// such as auth.token): shown as "***" in the job store, `task show`
+    /// and `dead list`. Repeat for more.
+    #[arg(long, value_name = "FIELD")]
+    secret: Vec<String>,
 }
 
 impl CallArgs {
@@ -365,6 +370,7 @@ impl CallArgs {
         request.max_attempts = self.max_attempts;
         request.tenant = self.tenant;
         request.count = self.count;
+        request.secret = self.secret;
         Ok(request)
     }
 }
@@ -620,7 +626,17 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
                     .await?
                     .check_callable(&request.name)?;
             }
-            match ctl::call(&broker, &request).await {
+            // With a job store, the tasks are recorded from enqueue: `task
+            // show` and `tasks` know them before any worker runs them.
+            let store = match ctl::require_store(&access.store_url) {
+                Ok(_) => Some(open_store(&access.store_url).await?),
+                Err(_) => None,
+            };
+            let called = ctl::call_recorded(&broker, store.as_ref(), &request).await;
+            if let Some(store) = store {
+                store.close().await;
+            }
+            match called {
                 Ok(report) => ctl::render(&report, format)?,
                 // Part of the batch made it: say which, then why the rest
                 // did not, once.
@@ -654,7 +670,15 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         } => {
             ctl::check_entry_ids(&ids)?;
             let broker = connect(access).await?;
-            ctl::render(&ctl::dead_retry(&broker, &queue, &ids).await?, format)?
+            let store = match ctl::require_store(&access.store_url) {
+                Ok(_) => Some(open_store(&access.store_url).await?),
+                Err(_) => None,
+            };
+            let report = ctl::dead_retry_recorded(&broker, store.as_ref(), &queue, &ids).await;
+            if let Some(store) = store {
+                store.close().await;
+            }
+            ctl::render(&report?, format)?
         }
         Command::Dead {
             command: DeadCommand::Purge { queue, yes },

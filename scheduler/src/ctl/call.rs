@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use spool_broker::store::{JobStore, NewJob};
 use spool_broker::{Broker, Envelope, Priority, QueueName, TaskId, encode_payload, trace_context};
 use tracing::Instrument as _;
 
@@ -40,6 +41,10 @@ pub struct CallRequest {
     /// How many copies to enqueue, each with its own id, from 1 to
     /// [`MAX_CALL_COUNT`]. Default: 1.
     pub count: usize,
+    /// Fields of `args` that hold secrets (names, or dotted paths into
+    /// nested objects): the job store and every listing show them as
+    /// `"***"` ([`spool_broker::HEADER_SECRET_FIELDS`]). Default: none.
+    pub secret: Vec<String>,
 }
 
 impl CallRequest {
@@ -55,6 +60,7 @@ impl CallRequest {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             tenant: None,
             count: 1,
+            secret: Vec::new(),
         }
     }
 
@@ -81,6 +87,7 @@ impl CallRequest {
             envelope.priority = self.priority;
             envelope.max_attempts = self.max_attempts;
             envelope.tenant.clone_from(&self.tenant);
+            envelope.mark_secret(&self.secret);
             envelope.eta = self
                 .countdown
                 .filter(|d| !d.is_zero())
@@ -199,14 +206,64 @@ impl Report for CallReport {
 /// the copies and refused the others, that is
 /// [`spool_broker::Error::PartialEnqueue`], with the ids of those it took.
 pub async fn call(broker: &impl Broker, request: &CallRequest) -> Result<CallReport> {
+    call_recorded(broker, None, request).await
+}
+
+/// [`call`], recording the tasks in the job store as well (`queued`, or
+/// `scheduled` with a countdown, with their arguments, secrets redacted),
+/// so that `task show` and `tasks` know them before any worker runs them.
+/// When the broker took only some of the copies, those are recorded.
+///
+/// # Errors
+///
+/// As [`call`]; [`Error::NotRecorded`] when the tasks were enqueued but
+/// the store failed.
+pub async fn call_recorded(
+    broker: &impl Broker,
+    store: Option<&JobStore>,
+    request: &CallRequest,
+) -> Result<CallReport> {
     let mut envelopes = request.envelopes()?;
     // A trace of its own, or the caller's when it has one (issue 18).
     let publish = trace_context::publish_span(&request.queue, envelopes.len());
     trace_context::inject_into(&publish, &mut envelopes);
-    broker.enqueue(&envelopes).instrument(publish).await?;
+    let enqueued = broker.enqueue(&envelopes).instrument(publish).await;
+    if let Some(store) = store {
+        let taken: Vec<&Envelope> = match &enqueued {
+            Ok(()) => envelopes.iter().collect(),
+            Err(spool_broker::Error::PartialEnqueue { enqueued, .. }) => envelopes
+                .iter()
+                .filter(|e| enqueued.contains(&e.id))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let recorded = record_enqueued(store, &taken).await;
+        // The broker's failure is the one to report.
+        enqueued?;
+        recorded?;
+    } else {
+        enqueued?;
+    }
     Ok(CallReport {
         ids: envelopes.iter().map(|e| e.id).collect(),
     })
+}
+
+/// Records freshly enqueued envelopes in the job store, one batch, through
+/// [`NewJob::from_envelope`]: the one way every producer records a task.
+///
+/// # Errors
+///
+/// [`Error::NotRecorded`] naming the tasks when the store fails.
+pub async fn record_enqueued(store: &JobStore, envelopes: &[&Envelope]) -> Result<()> {
+    let jobs: Vec<NewJob> = envelopes.iter().map(|e| NewJob::from_envelope(e)).collect();
+    store
+        .record_enqueued(&jobs)
+        .await
+        .map_err(|source| Error::NotRecorded {
+            ids: jobs.iter().map(|job| job.id).collect(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use spool_broker::{Broker, DeadLetterEntry, QueueName, TaskId, Timestamp};
 
 use super::{Report, plural};
@@ -14,6 +14,10 @@ pub const DEFAULT_DEAD_LIMIT: usize = 20;
 
 /// The most characters of an error the table shows; JSON has it whole.
 pub const ERROR_WIDTH: usize = 60;
+
+/// The most characters of the arguments the table shows; JSON has them
+/// whole (secret fields redacted either way).
+pub const ARGS_WIDTH: usize = 40;
 
 /// What the table shows for a task whose bytes are not an envelope.
 const UNDECODABLE: &str = "(undecodable)";
@@ -29,6 +33,10 @@ pub struct DeadRow {
     pub task_id: Option<TaskId>,
     /// The task's name, when its bytes decode as an envelope.
     pub name: Option<String>,
+    /// The task's arguments as JSON, secret fields redacted
+    /// ([`spool_broker::Envelope::args_json`]); null when they do not
+    /// decode.
+    pub args: Option<serde_json::Value>,
     /// The reason code, such as `attempts_exhausted`.
     pub reason: String,
     /// The error in words, whole.
@@ -36,12 +44,13 @@ pub struct DeadRow {
     /// How many runs were made.
     pub attempts: u32,
     /// When it was dead-lettered; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "spool_broker::rfc3339")]
     pub dead_at: Timestamp,
 }
 
 impl From<DeadLetterEntry> for DeadRow {
     fn from(entry: DeadLetterEntry) -> Self {
+        let args = entry.envelope.as_ref().and_then(|e| e.args_json().ok());
         let (task_id, name) = entry
             .envelope
             .map_or((None, None), |e| (Some(e.id), Some(e.name)));
@@ -50,16 +59,13 @@ impl From<DeadLetterEntry> for DeadRow {
             queue: entry.queue,
             task_id,
             name,
+            args,
             reason: entry.reason,
             error: entry.error,
             attempts: entry.attempts,
             dead_at: entry.dead_at,
         }
     }
-}
-
-fn rfc3339<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(at)
 }
 
 /// A queue's dead letters, oldest first; JSON: an array of [`DeadRow`]s.
@@ -88,6 +94,7 @@ impl Report for DeadReport {
             ("REASON", Align::Left),
             ("ATTEMPTS", Align::Right),
             ("DEAD AT", Align::Left),
+            ("ARGS", Align::Left),
             ("ERROR", Align::Left),
         ]);
         for r in &self.rows {
@@ -99,6 +106,10 @@ impl Report for DeadReport {
                 r.reason.clone(),
                 r.attempts.to_string(),
                 r.dead_at.to_string(),
+                r.args.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |args| truncate(&args.to_string(), ARGS_WIDTH),
+                ),
                 truncate(&r.error, ERROR_WIDTH),
             ]);
         }
@@ -205,7 +216,7 @@ mod tests {
         assert!(error.starts_with("ffmpeg exited with 1: xxx"), "{text}");
         assert!(error.ends_with('…'), "{text}");
         assert_eq!(error.chars().count(), ERROR_WIDTH, "{text}");
-        let dead_at = &transcode[column("DEAD AT")..column("ERROR")];
+        let dead_at = &transcode[column("DEAD AT")..column("ARGS")];
         assert_eq!(dead_at.trim_end(), report.rows[0].dead_at.to_string());
         assert!(dead_at.ends_with("Z  "), "RFC 3339 in UTC: {dead_at}");
 
@@ -228,7 +239,7 @@ mod tests {
             json!({
                 "entry_id": first.entry_id, "queue": "default",
                 "task_id": envelope.id.to_string(), "name": "video.transcode",
-                "reason": "attempts_exhausted", "error": error, "attempts": 3,
+                "reason": "attempts_exhausted", "error": error, "attempts": 3, "args": null,
                 "dead_at": first.dead_at.to_string(),
             })
         );

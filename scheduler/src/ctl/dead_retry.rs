@@ -1,7 +1,8 @@
 //! `spoolctl dead retry`: sends dead letters back to their queue.
 
 use serde::Serialize;
-use spool_broker::{Broker, QueueName};
+use spool_broker::store::{JobStore, NewJob};
+use spool_broker::{Broker, DeadLetterEntry, Envelope, QueueName};
 
 use super::{Report, plural};
 use crate::error::{Error, Result};
@@ -78,12 +79,57 @@ pub async fn dead_retry(
     queue: &QueueName,
     entry_ids: &[String],
 ) -> Result<DeadRetryReport> {
+    dead_retry_recorded(broker, None, queue, entry_ids).await
+}
+
+/// [`dead_retry`], recording each revived task in the job store too: its
+/// record moves back to `queued` with the attempts made so far, ready for
+/// the next attempt's writes (arguments kept, secrets redacted).
+///
+/// The dead letters are read before they are requeued; one requeued by
+/// someone else in between is recorded all the same, which is harmless:
+/// it is queued either way.
+///
+/// # Errors
+///
+/// As [`dead_retry`]; [`Error::NotRecorded`] when the tasks were requeued
+/// but the store failed.
+pub async fn dead_retry_recorded(
+    broker: &impl Broker,
+    store: Option<&JobStore>,
+    queue: &QueueName,
+    entry_ids: &[String],
+) -> Result<DeadRetryReport> {
     check_entry_ids(entry_ids)?;
     let mut wanted = entry_ids.to_vec();
     wanted.sort();
     wanted.dedup();
     let ids = (!wanted.is_empty()).then_some(&wanted[..]);
+    let revived: Vec<Envelope> = match store {
+        Some(_) => {
+            let total = broker.stats(queue).await?.dead;
+            let limit = usize::try_from(total).unwrap_or(usize::MAX);
+            broker
+                .dead_letters(queue, limit)
+                .await?
+                .iter()
+                .filter(|entry| ids.is_none_or(|ids| ids.contains(&entry.entry_id)))
+                .filter_map(DeadLetterEntry::next_run)
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let requeued = broker.requeue_dead(queue, ids).await?;
+    if let Some(store) = store {
+        let jobs: Vec<NewJob> = revived.iter().map(NewJob::from_envelope).collect();
+        store
+            .record_requeued(&jobs)
+            .await
+            .map_err(|source| Error::NotRecorded {
+                ids: jobs.iter().map(|job| job.id).collect(),
+                source,
+            })?;
+    }
     let asked = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
     if requeued < asked {
         return Err(Error::DeadLettersNotFound {

@@ -42,11 +42,12 @@ use spool_broker::Timestamp;
 use spool_broker::store::JobRecord;
 
 pub use self::call::{
-    CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call, read_args, read_args_from,
+    CallReport, CallRequest, DEFAULT_MAX_ATTEMPTS, MAX_CALL_COUNT, call, call_recorded, read_args,
+    read_args_from, record_enqueued,
 };
-pub use self::dead::{DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
+pub use self::dead::{ARGS_WIDTH, DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
-pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry};
+pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry, dead_retry_recorded};
 pub use self::follow::{
     DEFAULT_FOLLOW_POLL, FollowOutcome, MAX_FOLLOWED, task_follow, tasks_follow,
 };
@@ -55,7 +56,7 @@ pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};
 pub use self::queues::{
     DEFAULT_SAMPLE, QueueRow, QueuesReport, QueuesSample, humantime_rounded, queues,
-    queues_to_show, queues_with_paused,
+    queues_to_show, queues_with_paused, seconds,
 };
 pub use self::revoke::{DEFAULT_REVOKE_TTL, RevokeReport, RevokeRequest, revoke};
 pub use self::store::{StoreMigrateReport, store_migrate};
@@ -129,6 +130,7 @@ pub fn record_json(record: &JobRecord) -> serde_json::Value {
     if let serde_json::Value::Object(map) = &mut json {
         for key in [
             "id", "name", "queue", "status", "attempts", "worker", "progress", "result", "error",
+            "args",
         ] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }

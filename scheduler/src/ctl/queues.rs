@@ -49,13 +49,18 @@ pub struct QueueRow {
     pub delayed_due: u64,
     /// In the dead-letter stream.
     pub dead: u64,
-    /// How long the oldest runnable task has waited, in milliseconds; null
-    /// when nothing is runnable.
-    pub oldest_age_ms: Option<u64>,
-    /// The same in humantime (`1m 5s`); null when nothing is runnable.
+    /// How long the oldest runnable task has waited, in seconds (to the
+    /// millisecond); null when nothing is runnable. Every duration in
+    /// Spool's JSON is a number of seconds named `_seconds`.
+    pub oldest_age_seconds: Option<f64>,
+    /// The same in humantime (`1m 5s`), for the table; not in JSON.
+    #[serde(skip)]
     pub oldest_age: Option<String>,
     /// Consumers active on the queue lately: about its worker processes.
     pub consumers: u64,
+    /// Tasks wait and no consumer is active: no worker serves the queue
+    /// (it is not paused). The table flags it `no-consumer`.
+    pub no_consumer: bool,
     /// Tasks that entered the queue's streams, cumulative.
     pub enqueued_total: u64,
     /// Tasks that left them (settled), cumulative.
@@ -75,9 +80,7 @@ impl QueueRow {
     #[must_use]
     pub fn new(queue: QueueName, stats: &QueueStats) -> Self {
         let [ready_high, ready_normal, ready_low] = stats.ready;
-        let oldest_age_ms = stats
-            .oldest_age
-            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let oldest_age_seconds = stats.oldest_age.map(seconds);
         Self {
             queue,
             paused: stats.paused,
@@ -90,9 +93,10 @@ impl QueueRow {
             delayed: stats.delayed,
             delayed_due: stats.delayed_due,
             dead: stats.dead,
-            oldest_age_ms,
+            oldest_age_seconds,
             oldest_age: stats.oldest_age.map(humantime_rounded),
             consumers: stats.consumers,
+            no_consumer: stats.backlog() > 0 && stats.consumers == 0 && !stats.paused,
             enqueued_total: stats.enqueued_total,
             completed_total: stats.completed_total,
             rate_in: None,
@@ -147,6 +151,21 @@ pub fn humantime_rounded(duration: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
+/// A duration as JSON writes it: seconds, to the millisecond.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use spool_scheduler::ctl::seconds;
+///
+/// assert_eq!(seconds(Duration::from_micros(65_432_900)), 65.432);
+/// ```
+#[must_use]
+pub fn seconds(duration: Duration) -> f64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX) as f64 / 1000.0
+}
+
 /// A rate per second with one decimal, or `-` when unknown.
 fn rate_text(rate: Option<f64>) -> String {
     rate.map_or_else(|| NONE.to_owned(), |r| format!("{r:.1}"))
@@ -173,12 +192,13 @@ impl Report for QueuesReport {
             ("IN/S", Align::Right),
             ("OUT/S", Align::Right),
             ("PAUSED", Align::Left),
+            ("FLAG", Align::Left),
         ]);
         let mut errors = String::new();
         for r in &self.rows {
             if let Some(error) = &r.error {
                 let mut row = vec![r.queue.to_string()];
-                row.extend(std::iter::repeat_n(NONE.to_owned(), 8));
+                row.extend(std::iter::repeat_n(NONE.to_owned(), 9));
                 row.push("ERROR".to_owned());
                 table.row(row);
                 let _ = writeln!(errors, "queue {}: {error}", r.queue);
@@ -195,6 +215,7 @@ impl Report for QueuesReport {
                 rate_text(r.rate_in),
                 rate_text(r.rate_out),
                 if r.paused { "yes" } else { "no" }.to_owned(),
+                if r.no_consumer { "no-consumer" } else { NONE }.to_owned(),
             ]);
         }
         table.to_string() + &errors
@@ -304,8 +325,9 @@ impl QueuesSample {
     }
 }
 
-/// The queues to show: the routed ones, those of `extra`, and any paused
-/// queue, each once.
+/// The queues to show: the routed ones, those of `extra`, any paused
+/// queue, and every queue that holds tasks ([`Broker::known_queues`]:
+/// a backlog no worker serves included), each once.
 ///
 /// # Examples
 ///
@@ -333,6 +355,7 @@ pub async fn queues_with_paused(
 ) -> Result<Vec<QueueName>> {
     let mut extra = extra.to_vec();
     extra.extend(broker.paused().await?);
+    extra.extend(broker.known_queues().await?);
     Ok(queues_to_show(&extra))
 }
 
@@ -442,7 +465,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "QUEUE      BACKLOG  IN-FLIGHT  DELAYED  DEAD  OLDEST  CONSUMERS  IN/S  OUT/S  PAUSED"
+            "QUEUE      BACKLOG  IN-FLIGHT  DELAYED  DEAD  OLDEST  CONSUMERS  IN/S  OUT/S  PAUSED  FLAG"
         );
         // Ages depend on the clock: check the columns around them.
         let cells =
@@ -450,14 +473,26 @@ mod tests {
         let default = cells(lines[1]);
         assert_eq!(default[..5], ["default", "14", "0", "0", "0"], "{text}");
         assert!(default[5].ends_with('s'), "an age: {text}");
-        assert_eq!(default[6..], ["0", "-", "-", "no"], "{text}");
+        assert_eq!(default[6..], ["0", "-", "-", "no", "no-consumer"], "{text}");
         assert_eq!(
             cells(lines[3]),
-            ["streaming", "0", "0", "0", "0", "-", "0", "-", "-", "yes"]
+            [
+                "streaming",
+                "0",
+                "0",
+                "0",
+                "0",
+                "-",
+                "0",
+                "-",
+                "-",
+                "yes",
+                "-"
+            ]
         );
         assert_eq!(
             cells(lines[4]),
-            ["gpu", "0", "0", "1", "0", "-", "0", "-", "-", "no"]
+            ["gpu", "0", "0", "1", "0", "-", "0", "-", "-", "no", "-"]
         );
         let thumbs = cells(lines[5]);
         assert_eq!(thumbs[..5], ["thumbs", "1", "1", "0", "0"], "{text}");
@@ -470,27 +505,29 @@ mod tests {
         let report = queues(&broker, &[], Duration::ZERO).await.unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&render(&report, Format::Json).unwrap()).unwrap();
-        assert_eq!(json.as_array().unwrap().len(), 4);
+        // The four routed queues, then thumbs: it holds tasks.
+        assert_eq!(json.as_array().unwrap().len(), 5);
+        assert_eq!(json[4]["queue"], "thumbs");
         let mut default = json[0].clone();
-        let age = default["oldest_age_ms"].as_u64().expect("an age");
-        assert!(age < 60_000, "{default}");
-        assert!(default["oldest_age"].is_string(), "{default}");
+        let age = default["oldest_age_seconds"].as_f64().expect("an age");
+        assert!(age < 60.0, "{default}");
+        assert!(default.get("oldest_age").is_none(), "{default}");
         let object = default.as_object_mut().unwrap();
-        object.remove("oldest_age_ms");
-        object.remove("oldest_age");
+        object.remove("oldest_age_seconds");
         assert_eq!(
             default,
             json!({
                 "queue": "default", "paused": false, "backlog": 14,
                 "ready_high": 1, "ready_normal": 12, "ready_low": 1, "ready": 14,
                 "pending": 0, "delayed": 0, "delayed_due": 0, "dead": 0,
-                "consumers": 0, "enqueued_total": 14, "completed_total": 0,
+                "consumers": 0, "no_consumer": true, "enqueued_total": 14, "completed_total": 0,
                 "rate_in": null, "rate_out": null,
             })
         );
         assert_eq!(json[3]["queue"], "gpu");
         assert_eq!(json[3]["delayed"], 1);
-        assert!(json[3]["oldest_age_ms"].is_null());
+        assert!(json[3]["oldest_age_seconds"].is_null());
+        assert_eq!(json[3]["no_consumer"], false, "nothing waits yet");
         assert_eq!(json[2]["paused"], true);
     }
 
@@ -525,7 +562,7 @@ mod tests {
                 .split_whitespace()
                 .skip(7)
                 .collect::<Vec<_>>(),
-            ["3.0", "1.5", "no"]
+            ["3.0", "1.5", "no", "-"]
         );
 
         // A purge restarts the counters: the rates are unknown, not negative.

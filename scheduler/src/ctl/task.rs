@@ -48,9 +48,14 @@ impl Report for TaskReport {
             Ok(None) => NONE.to_owned(),
             Err(_) => "(undecodable)".to_owned(),
         };
+        let args = r
+            .args
+            .as_ref()
+            .map_or_else(|| NONE.to_owned(), ToString::to_string);
         let fields = [
             ("id", r.id.to_string()),
             ("name", r.name.clone()),
+            ("args", args),
             ("queue", r.queue.to_string()),
             ("priority", r.priority.as_str().to_owned()),
             (

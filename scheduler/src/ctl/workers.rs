@@ -1,6 +1,6 @@
 //! `spoolctl workers`: the worker processes in the registry.
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use spool_broker::{QueueName, RedisBroker, TaskId, Timestamp, WorkerRecord, WorkerState};
 
 use super::{Report, age};
@@ -37,12 +37,12 @@ pub struct WorkerRow {
     /// Where it is in its life.
     pub state: WorkerState,
     /// When the process started; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "spool_broker::rfc3339")]
     pub started_at: Timestamp,
     /// Whole seconds since it started.
     pub age_seconds: u64,
     /// When it last wrote its record; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "spool_broker::rfc3339")]
     pub last_seen: Timestamp,
 }
 
@@ -69,10 +69,6 @@ impl WorkerRow {
             last_seen: record.last_seen,
         }
     }
-}
-
-fn rfc3339<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(at)
 }
 
 /// The registry's workers by host then pid; JSON: an array of

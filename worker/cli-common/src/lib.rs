@@ -39,7 +39,9 @@ pub use crate::connection::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::logging::{LogFormat, init_logging, init_logging_with};
-pub use crate::metrics::{Readiness, serve_fn as serve_metrics, serve_with_readiness};
+pub use crate::metrics::{
+    Readiness, process_metrics, serve_fn as serve_metrics, serve_with_readiness,
+};
 #[cfg(feature = "nvml")]
 pub use crate::nvml::explain_nvml_error;
 pub use crate::telemetry::{ExportSwitch, OtlpProtocol, OtlpSettings, Telemetry};

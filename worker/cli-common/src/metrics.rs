@@ -134,6 +134,53 @@ where
     Ok((bound, task))
 }
 
+/// This process's own metrics in the Prometheus text format, as every
+/// Prometheus client library exports them: `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`
+/// and `process_threads`, read from `/proc` at each scrape. Every
+/// daemon's `/metrics` ends with them. Empty off Linux.
+#[must_use]
+pub fn process_metrics() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::OnceLock;
+
+        use prometheus::{Encoder as _, Registry, TextEncoder};
+
+        static REGISTRY: OnceLock<Option<Registry>> = OnceLock::new();
+        let registry = REGISTRY.get_or_init(|| {
+            let registry = Registry::new();
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            registry
+                .register(Box::new(collector))
+                .ok()
+                .map(|()| registry)
+        });
+        let Some(registry) = registry else {
+            return String::new();
+        };
+        let mut text = Vec::new();
+        if TextEncoder::new()
+            .encode(&registry.gather(), &mut text)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(text).unwrap_or_default()
+    }
+    #[cfg(not(target_os = "linux"))]
+    String::new()
+}
+
+/// The daemon's own metrics followed by the process metrics.
+fn with_process_metrics(mut rendered: String) -> String {
+    if !rendered.is_empty() && !rendered.ends_with('\n') {
+        rendered.push('\n');
+    }
+    rendered + &process_metrics()
+}
+
 fn respond(
     render: &dyn Fn() -> String,
     readiness: &Readiness,
@@ -145,7 +192,7 @@ fn respond(
         "/metrics" | "/healthz" | "/readyz" if !get => {
             (StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned())
         }
-        "/metrics" => (StatusCode::OK, render()),
+        "/metrics" => (StatusCode::OK, with_process_metrics(render())),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" => match readiness.check() {
             Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
@@ -211,10 +258,17 @@ mod tests {
         );
         readiness.set_not_ready("stopping");
         assert_eq!(get(addr, "GET", "/readyz").await.0, 503);
-        assert_eq!(
-            get(addr, "GET", "/metrics").await,
-            (200, "spool_up 1\n".to_owned())
-        );
+        let (status, metrics) = get(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(metrics.starts_with("spool_up 1\n"), "{metrics}");
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(metrics.contains(name), "{name} missing: {metrics}");
+        }
         assert_eq!(get(addr, "POST", "/readyz").await.0, 405);
         assert_eq!(get(addr, "GET", "/").await.0, 404);
         server.abort();

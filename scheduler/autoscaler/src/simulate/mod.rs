@@ -30,7 +30,8 @@ use crate::error::{Error, Result};
 /// since the previous row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
-    /// Seconds since the start.
+    /// Seconds since the start (`t_seconds` in JSON, as every duration).
+    #[serde(rename = "t_seconds")]
     pub t: f64,
     /// Tasks that arrived since the previous row.
     pub arrivals: u64,
@@ -48,10 +49,13 @@ pub struct Sample {
     pub completed: u64,
     /// Median wait (arrival to start), in seconds, of the tasks started
     /// since the previous row.
+    #[serde(rename = "wait_p50_seconds")]
     pub wait_p50: Option<f64>,
     /// Their 95th percentile wait.
+    #[serde(rename = "wait_p95_seconds")]
     pub wait_p95: Option<f64>,
     /// Their mean wait.
+    #[serde(rename = "wait_mean_seconds")]
     pub wait_mean: Option<f64>,
 }
 
@@ -67,12 +71,16 @@ pub struct Summary {
     /// Tasks waiting or running at the end.
     pub unfinished: u64,
     /// Median wait, in seconds, over every task started.
+    #[serde(rename = "wait_p50_seconds")]
     pub wait_p50: f64,
     /// 95th percentile wait, in seconds.
+    #[serde(rename = "wait_p95_seconds")]
     pub wait_p95: f64,
     /// Longest wait, in seconds.
+    #[serde(rename = "wait_max_seconds")]
     pub wait_max: f64,
     /// Mean wait, in seconds.
+    #[serde(rename = "wait_mean_seconds")]
     pub wait_mean: f64,
     /// The largest backlog.
     pub max_backlog: u64,

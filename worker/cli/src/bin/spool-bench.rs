@@ -151,6 +151,11 @@ fn nanos_since_epoch() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Microseconds written as seconds.
+fn micros_as_seconds<S: serde::Serializer>(us: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*us as f64 / 1e6)
+}
+
 #[derive(Debug, Serialize)]
 struct Figures {
     n: usize,
@@ -161,8 +166,13 @@ struct Figures {
     drain_per_s: f64,
     latency_rate_per_s: f64,
     latency_samples: u64,
+    // Durations in JSON are seconds, as in every Spool report
+    // (docs/operations.md); microseconds here, for the text.
+    #[serde(rename = "latency_p50_seconds", serialize_with = "micros_as_seconds")]
     latency_p50_us: u64,
+    #[serde(rename = "latency_p99_seconds", serialize_with = "micros_as_seconds")]
     latency_p99_us: u64,
+    #[serde(rename = "latency_max_seconds", serialize_with = "micros_as_seconds")]
     latency_max_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<&'static str>,

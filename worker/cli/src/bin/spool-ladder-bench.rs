@@ -117,7 +117,9 @@ struct ModeResult {
     ffmpeg_runs: usize,
     decodes: usize,
     encodes_per_rendition: usize,
+    #[serde(rename = "wall_seconds")]
     wall_s: f64,
+    #[serde(rename = "cpu_seconds")]
     cpu_s: f64,
     wall_vs_one_pass: f64,
     cpu_vs_one_pass: f64,
@@ -128,6 +130,7 @@ struct Report {
     clip: String,
     renditions: Vec<String>,
     preset: &'static str,
+    #[serde(rename = "segment_seconds")]
     segment_s: u64,
     rounds: usize,
     results: Vec<ModeResult>,
