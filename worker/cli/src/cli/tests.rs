@@ -113,6 +113,30 @@ fn video_flags_parse() {
 }
 
 #[test]
+fn object_storage_flags_parse() {
+    let s = resolve_args(&[
+        "--allow-bucket",
+        "s3://media/uploads",
+        "--allow-bucket",
+        "gs://renditions,az://archive/x",
+        "--scratch-dir",
+        "/scratch",
+        "--scratch-limit",
+        "2GiB",
+    ])
+    .expect("valid");
+    assert_eq!(
+        s.allowed_buckets,
+        ["s3://media/uploads", "gs://renditions", "az://archive/x"].map(String::from)
+    );
+    assert_eq!(s.scratch_dir, Some(PathBuf::from("/scratch")));
+    assert_eq!(s.scratch_limit, 2 << 30);
+    let d = resolve_args(&[]).expect("valid");
+    assert!(d.allowed_buckets.is_empty() && d.scratch_dir.is_none());
+    assert_eq!(d.scratch_limit, 20 << 30);
+}
+
+#[test]
 fn signing_key_files_are_read_and_bad_ones_named_without_their_keys() {
     let dir = std::env::temp_dir().join(format!("spool-cli-keys-{:016x}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).expect("temp dir");
