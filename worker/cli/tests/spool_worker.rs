@@ -423,7 +423,13 @@ async fn crashed_children_restart_and_metrics_are_served() {
         .unwrap_or(0.0);
     assert_eq!(retries, 1.0, "{retries} retries");
     assert_eq!(metrics.value("spool_children", &[]), Some(2.0));
-    assert!(metrics.samples.iter().all(|s| s.name.starts_with("spool_")));
+    // Spool's own families, and the standard process collector's.
+    assert!(
+        metrics
+            .samples
+            .iter()
+            .all(|s| s.name.starts_with("spool_") || s.name.starts_with("process_"))
+    );
     assert!(
         metrics.value("spool_gpu_utilization_ratio", &[]).is_none(),
         "no GPU here, so no GPU metrics"
