@@ -128,6 +128,9 @@ impl Connections {
                 redact_url(&config.url)
             )));
         }
+        if topology.is_tls() {
+            ensure_crypto_provider();
+        }
         let client = |url: &str| match &certificates {
             Some(certificates) => redis::Client::build_with_tls(url, certificates.clone()),
             None => redis::Client::open(url),
@@ -474,6 +477,18 @@ impl WaitPool {
 }
 
 delegate_connection_like!(WaitConn);
+
+/// rustls picks its crypto backend from the process-wide default, and
+/// cannot guess it when a process links two backends (the object-storage
+/// clients bring aws-lc-rs beside the broker's ring). Unless the application
+/// installed one already, `rediss://` installs ring, the backend the broker
+/// is built with.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Refused only when another thread installed one first: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
 
 #[cfg(test)]
 mod tests {
