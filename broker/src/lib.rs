@@ -31,6 +31,7 @@ pub mod registry;
 mod signing;
 pub mod store;
 mod task;
+pub mod workflow;
 
 pub use crate::broker::{
     ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,
