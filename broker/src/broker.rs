@@ -800,8 +800,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// Cancel safe: every step is idempotent.
-    fn sweep_workflows(&self, grace: Duration)
-    -> impl Future<Output = Result<SweepReport>> + Send;
+    fn sweep_workflows(&self, grace: Duration) -> impl Future<Output = Result<SweepReport>> + Send;
 }
 
 #[cfg(test)]

@@ -570,7 +570,8 @@ impl RedisBroker {
         let mut report = SweepReport::default();
         let index = self.workflow_index();
         let now = Timestamp::now();
-        let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(grace.as_millis() as u64));
+        let cutoff =
+            Timestamp::from_millis(now.as_millis().saturating_sub(grace.as_millis() as u64));
         let mut start: isize = 0;
         loop {
             let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
