@@ -457,6 +457,8 @@ impl MemoryBroker {
         Ok(Some(NodeContext {
             state: this.state,
             task_id: this.id,
+            output: this.output.clone(),
+            error: this.error.clone(),
             parents,
         }))
     }

@@ -386,7 +386,9 @@ impl RedisBroker {
             other => into_items(other, "wf_context")?,
         };
         let mut items = items.into_iter();
-        let (Some(state), Some(id)) = (items.next(), items.next()) else {
+        let (Some(state), Some(id), Some(output), Some(error)) =
+            (items.next(), items.next(), items.next(), items.next())
+        else {
             return Err(Error::Backend("short wf_context reply".into()));
         };
         let state = node_state(&state, "node state")?;
@@ -410,6 +412,8 @@ impl RedisBroker {
         Ok(Some(NodeContext {
             state,
             task_id,
+            output: bytes(output),
+            error: text(&error),
             parents,
         }))
     }
