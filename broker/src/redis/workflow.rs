@@ -227,7 +227,11 @@ impl RedisBroker {
         if written == 0 {
             return Err(Error::WorkflowExists(spec.id));
         }
-        self.wf_dispatch(spec.id).await?;
+        // Written is submitted: roots left in the outbox by a failed
+        // dispatch are the sweeper's.
+        if let Err(e) = self.wf_dispatch(spec.id).await {
+            tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
+        }
         Ok(())
     }
 
@@ -561,7 +565,9 @@ impl RedisBroker {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(map_redis)?;
-                self.wf_dispatch(workflow).await?;
+                if let Err(e) = self.wf_dispatch(workflow).await {
+                    tracing::warn!(%workflow, error = %e, "cannot enqueue the retried nodes yet; the sweeper will");
+                }
                 Ok(reset)
             }
             other => Err(Error::Backend(
