@@ -507,8 +507,7 @@ impl MemoryBroker {
             let Some(graph) = workflows.graphs.get_mut(&workflow) else {
                 return Err(Error::UnknownWorkflow(workflow));
             };
-            if graph.state.is_finished() || (deadline && !graph.deadline.is_some_and(|d| d <= now))
-            {
+            if graph.state.is_finished() || (deadline && graph.deadline.is_none_or(|d| d > now)) {
                 return Ok(false);
             }
             let queued = graph.end(deadline, now);

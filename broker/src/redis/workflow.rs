@@ -612,11 +612,7 @@ impl RedisBroker {
                         dropped.push(member.clone());
                     }
                     "finished" => dropped.push(member.clone()),
-                    "deadline" => {
-                        if self.wf_end(id, "deadline").await? {
-                            report.expired += 1;
-                        }
-                    }
+                    "deadline" if self.wf_end(id, "deadline").await? => report.expired += 1,
                     "outbox" => {
                         report.redispatched += self.wf_dispatch_before(id, cutoff).await?;
                     }
