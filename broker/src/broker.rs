@@ -12,6 +12,10 @@ use crate::error::Result;
 use crate::job::{JobStatus, Progress};
 use crate::queue::{Priority, QueueName};
 use crate::task::RateLimit;
+use crate::workflow::{
+    NodeContext, NodeName, NodeSettlement, Settled, SweepReport, WorkflowId, WorkflowSpec,
+    WorkflowStatus,
+};
 
 pub use self::stats::{ACTIVE_CONSUMER_WINDOW, QueueStats};
 
@@ -696,6 +700,128 @@ pub trait Broker: Clone + Send + Sync + 'static {
         queue: &QueueName,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetterEntry>>> + Send;
+
+    /// Submits a workflow: checks it ([`WorkflowSpec::validate`], the
+    /// envelopes' sizes), writes its whole graph atomically and enqueues
+    /// its roots. All of it exists afterwards, or none of it and an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWorkflow`](crate::Error::InvalidWorkflow) or
+    /// [`Error::Oversized`](crate::Error::Oversized) with nothing written;
+    /// [`Error::WorkflowExists`](crate::Error::WorkflowExists) if its id is
+    /// taken; otherwise when the broker fails before the graph is written.
+    /// Once it is written the submit succeeds: roots that could not be
+    /// enqueued at once wait in the outbox for the sweeper.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: dropped after the graph was written, the
+    /// roots wait in the outbox and the sweeper enqueues them.
+    fn submit_workflow(&self, spec: &WorkflowSpec) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records how a node's task ended, adds the children it asked for,
+    /// and moves the children that became ready to the outbox, in one
+    /// atomic step (see the [`workflow`](crate::workflow) module). Call it
+    /// before acknowledging the node's delivery, then
+    /// [`Broker::dispatch_outbox`]. Repeating it changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidWorkflow`](crate::Error::InvalidWorkflow) for
+    /// dynamic children that repeat a name or task id; otherwise when the
+    /// broker fails (the outcome may or may not be recorded: repeat it).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the step is atomic and idempotent.
+    fn settle_node(
+        &self,
+        settlement: &NodeSettlement,
+    ) -> impl Future<Output = Result<Settled>> + Send;
+
+    /// Enqueues what waits in a workflow's outbox, each task at most once
+    /// ever (deduplicated by task id in its queue), and empties the
+    /// outbox. Returns how many tasks were enqueued by this call.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails; what was not dispatched stays in the outbox.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: every step is idempotent.
+    fn dispatch_outbox(&self, workflow: WorkflowId) -> impl Future<Output = Result<usize>> + Send;
+
+    /// A node's state, current task id and parents' results, in one round
+    /// trip: what a worker reads before running a node. `None` when the
+    /// workflow or the node is unknown.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn node_context(
+        &self,
+        workflow: WorkflowId,
+        node: &NodeName,
+    ) -> impl Future<Output = Result<Option<NodeContext>>> + Send;
+
+    /// A workflow's state and every node's, in one snapshot; `None` when
+    /// it is unknown.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    fn workflow_status(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<Option<WorkflowStatus>>> + Send;
+
+    /// Cancels a running workflow: its unsettled nodes are cancelled, its
+    /// outbox emptied, and its queued nodes' tasks revoked (a running one
+    /// is stopped). Returns whether it was running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownWorkflow`](crate::Error::UnknownWorkflow), or when
+    /// the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped between the cancellation and the revocations, the tasks of
+    /// queued nodes may still run; their settlements change nothing.
+    fn cancel_workflow(&self, workflow: WorkflowId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Reruns a finished workflow's failed, dead-lettered, revoked,
+    /// expired and cancelled nodes, each with a new task id; succeeded
+    /// nodes keep their outputs. Returns how many nodes were reset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownWorkflow`](crate::Error::UnknownWorkflow),
+    /// [`Error::WorkflowConflict`](crate::Error::WorkflowConflict) while it
+    /// is running, or when the broker fails before the reset. Ready nodes
+    /// that cannot be enqueued at once wait in the outbox for the sweeper.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: dropped after the reset, the ready nodes
+    /// wait in the outbox for the sweeper.
+    fn retry_workflow(&self, workflow: WorkflowId) -> impl Future<Output = Result<usize>> + Send;
+
+    /// One repair pass over the live workflows: dispatches outboxes older
+    /// than `grace`, fails workflows past their deadline, drops finished
+    /// workflows (and index entries without a graph older than `grace`)
+    /// from the index. Idempotent, and safe on every worker at once.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails; the next pass picks up where it stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: every step is idempotent.
+    fn sweep_workflows(&self, grace: Duration) -> impl Future<Output = Result<SweepReport>> + Send;
 }
 
 #[cfg(test)]

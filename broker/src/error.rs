@@ -115,6 +115,31 @@ pub enum Error {
         detail: String,
     },
 
+    /// A workflow (or the children a node adds to one) that cannot be
+    /// accepted: a cycle, an unknown parent, a duplicate node name, an
+    /// empty graph, too many nodes. Nothing of it was written.
+    #[error("invalid workflow: {0}")]
+    InvalidWorkflow(String),
+
+    /// A workflow with this id exists already: nothing was written.
+    #[error("workflow {0} exists already")]
+    WorkflowExists(crate::workflow::WorkflowId),
+
+    /// No workflow with this id is live in the broker (never submitted,
+    /// or finished longer ago than its retention).
+    #[error("no workflow {0} in the broker")]
+    UnknownWorkflow(crate::workflow::WorkflowId),
+
+    /// The workflow cannot do this in its current state (retrying one that
+    /// is still running, say).
+    #[error("workflow {id}: {reason}")]
+    WorkflowConflict {
+        /// The workflow.
+        id: crate::workflow::WorkflowId,
+        /// Why not.
+        reason: String,
+    },
+
     /// Part of a batch was enqueued and the rest refused (Redis out of
     /// memory, say): which tasks made it, and why the others did not.
     #[error(

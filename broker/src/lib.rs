@@ -35,6 +35,7 @@ pub mod store;
 mod task;
 #[cfg(feature = "otel")]
 pub mod trace_context;
+pub mod workflow;
 
 pub use crate::broker::{
     ACTIVE_CONSUMER_WINDOW, Broker, ControlMessage, ControlStream, DeadLetter, DeadLetterEntry,

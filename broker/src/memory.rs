@@ -19,10 +19,15 @@ use crate::error::Result;
 use crate::queue::{Priority, QueueName};
 use crate::signing;
 use crate::task::RateLimit;
+use crate::workflow::{
+    NodeContext, NodeName, NodeSettlement, Settled, SweepReport, WorkflowId, WorkflowSpec,
+    WorkflowStatus,
+};
 
 use self::state::{Ids, Pending, QueueState, State, id_order};
 
 mod state;
+mod workflow;
 
 /// The most due delayed tasks promoted by one fetch, as `RedisConfig`'s
 /// default `promote_batch`.
@@ -62,6 +67,7 @@ pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
     control: broadcast::Sender<ControlMessage>,
     events: broadcast::Sender<TaskEvent>,
+    workflows: Arc<Mutex<workflow::Workflows>>,
 }
 
 impl Default for MemoryBroker {
@@ -70,6 +76,7 @@ impl Default for MemoryBroker {
             state: Arc::default(),
             control: broadcast::channel(1024).0,
             events: broadcast::channel(4096).0,
+            workflows: Arc::default(),
         }
     }
 }
@@ -598,6 +605,42 @@ impl Broker for MemoryBroker {
             .queues
             .get(queue)
             .map_or_else(Vec::new, |q| q.dead.iter().take(limit).cloned().collect()))
+    }
+
+    async fn submit_workflow(&self, spec: &WorkflowSpec) -> Result<()> {
+        self.wf_submit(spec).await
+    }
+
+    async fn settle_node(&self, settlement: &NodeSettlement) -> Result<Settled> {
+        self.wf_settle(settlement).await
+    }
+
+    async fn dispatch_outbox(&self, workflow: WorkflowId) -> Result<usize> {
+        self.wf_dispatch(workflow).await
+    }
+
+    async fn node_context(
+        &self,
+        workflow: WorkflowId,
+        node: &NodeName,
+    ) -> Result<Option<NodeContext>> {
+        self.wf_context(workflow, node).await
+    }
+
+    async fn workflow_status(&self, workflow: WorkflowId) -> Result<Option<WorkflowStatus>> {
+        self.wf_status(workflow).await
+    }
+
+    async fn cancel_workflow(&self, workflow: WorkflowId) -> Result<bool> {
+        self.wf_cancel(workflow).await
+    }
+
+    async fn retry_workflow(&self, workflow: WorkflowId) -> Result<usize> {
+        self.wf_retry(workflow).await
+    }
+
+    async fn sweep_workflows(&self, grace: Duration) -> Result<SweepReport> {
+        self.wf_sweep(grace).await
     }
 }
 

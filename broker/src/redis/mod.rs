@@ -11,6 +11,7 @@ mod registry;
 mod reply;
 mod scripts;
 mod tls;
+mod workflow;
 
 pub use self::config::RedisConfig;
 pub use self::leader::{FencingToken, LeaderLock, LockHolder, TickOutcome};
@@ -44,6 +45,10 @@ use crate::error::{Error, Result};
 use crate::queue::{Priority, QueueName};
 use crate::signing;
 use crate::task::RateLimit;
+use crate::workflow::{
+    NodeContext, NodeName, NodeSettlement, Settled, SweepReport, WorkflowId, WorkflowSpec,
+    WorkflowStatus,
+};
 
 /// The consumer group every worker of a queue joins.
 const GROUP: &str = "spool";
@@ -942,5 +947,41 @@ impl Broker for RedisBroker {
             .await
             .map_err(map_redis)?;
         reply::dead_letters(queue, reply)
+    }
+
+    async fn submit_workflow(&self, spec: &WorkflowSpec) -> Result<()> {
+        self.wf_submit(spec).await
+    }
+
+    async fn settle_node(&self, settlement: &NodeSettlement) -> Result<Settled> {
+        self.wf_settle(settlement).await
+    }
+
+    async fn dispatch_outbox(&self, workflow: WorkflowId) -> Result<usize> {
+        self.wf_dispatch(workflow).await
+    }
+
+    async fn node_context(
+        &self,
+        workflow: WorkflowId,
+        node: &NodeName,
+    ) -> Result<Option<NodeContext>> {
+        self.wf_context(workflow, node).await
+    }
+
+    async fn workflow_status(&self, workflow: WorkflowId) -> Result<Option<WorkflowStatus>> {
+        self.wf_status(workflow).await
+    }
+
+    async fn cancel_workflow(&self, workflow: WorkflowId) -> Result<bool> {
+        self.wf_cancel(workflow).await
+    }
+
+    async fn retry_workflow(&self, workflow: WorkflowId) -> Result<usize> {
+        self.wf_retry(workflow).await
+    }
+
+    async fn sweep_workflows(&self, grace: Duration) -> Result<SweepReport> {
+        self.wf_sweep(grace).await
     }
 }

@@ -627,6 +627,40 @@ impl Broker for Breaking {
     async fn dead_letters(&self, queue: &QueueName, limit: usize) -> R<Vec<DeadLetterEntry>> {
         self.inner.dead_letters(queue, limit).await
     }
+    async fn submit_workflow(&self, spec: &spool_broker::workflow::WorkflowSpec) -> R<()> {
+        self.inner.submit_workflow(spec).await
+    }
+    async fn settle_node(
+        &self,
+        settlement: &spool_broker::workflow::NodeSettlement,
+    ) -> R<spool_broker::workflow::Settled> {
+        self.inner.settle_node(settlement).await
+    }
+    async fn dispatch_outbox(&self, workflow: spool_broker::workflow::WorkflowId) -> R<usize> {
+        self.inner.dispatch_outbox(workflow).await
+    }
+    async fn node_context(
+        &self,
+        workflow: spool_broker::workflow::WorkflowId,
+        node: &spool_broker::workflow::NodeName,
+    ) -> R<Option<spool_broker::workflow::NodeContext>> {
+        self.inner.node_context(workflow, node).await
+    }
+    async fn workflow_status(
+        &self,
+        workflow: spool_broker::workflow::WorkflowId,
+    ) -> R<Option<spool_broker::workflow::WorkflowStatus>> {
+        self.inner.workflow_status(workflow).await
+    }
+    async fn cancel_workflow(&self, workflow: spool_broker::workflow::WorkflowId) -> R<bool> {
+        self.inner.cancel_workflow(workflow).await
+    }
+    async fn retry_workflow(&self, workflow: spool_broker::workflow::WorkflowId) -> R<usize> {
+        self.inner.retry_workflow(workflow).await
+    }
+    async fn sweep_workflows(&self, grace: Duration) -> R<spool_broker::workflow::SweepReport> {
+        self.inner.sweep_workflows(grace).await
+    }
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
 use super::trace::{self, TaskTrace};
+use super::settle::NodeStep;
 use crate::handler::{ErasedRun, Handlers, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
@@ -60,6 +61,8 @@ struct Decision {
     started_at: Option<Timestamp>,
     /// What the job store records of this task type.
     policy: RecordPolicy,
+    /// The workflow node this run was, if it ran as one.
+    node: Option<Arc<crate::workflow::NodeRun>>,
 }
 
 impl From<Verdict> for Decision {
@@ -68,6 +71,7 @@ impl From<Verdict> for Decision {
             verdict,
             started_at: None,
             policy: RecordPolicy::Full,
+            node: None,
         }
     }
 }
@@ -78,18 +82,24 @@ impl<B: Broker> Executor<B> {
     pub(crate) async fn execute(
         self: Arc<Self>,
         delivery: Delivery,
-    ) -> (Action, Option<Box<Finished>>) {
-        let (action, record, _) = self.execute_traced(delivery).await;
-        (action, record)
+    ) -> (Action, Option<Box<Finished>>, Option<Box<NodeStep>>) {
+        let (action, record, node, _) = self.execute_traced(delivery).await;
+        (action, record, node)
     }
 
     /// Runs a delivery inside its task span and returns what to tell the
-    /// broker, what to record in the job store before that, and what the
+    /// broker, what to record in the job store before that, for a
+    /// workflow node's final outcome how to settle the node, and what the
     /// settlement's span needs.
     pub(crate) async fn execute_traced(
         self: Arc<Self>,
         delivery: Delivery,
-    ) -> (Action, Option<Box<Finished>>, TaskTrace) {
+    ) -> (
+        Action,
+        Option<Box<Finished>>,
+        Option<Box<NodeStep>>,
+        TaskTrace,
+    ) {
         let Delivery {
             mut envelope,
             deliveries,
@@ -128,8 +138,9 @@ impl<B: Broker> Executor<B> {
                 decision.verdict.outcome,
                 decision.verdict.error.as_deref(),
             );
+            let node = NodeStep::of(&envelope, &decision.verdict, decision.node.as_deref());
             let record = self.record_of(&envelope, &mut decision);
-            (decision.verdict.action, record, trace)
+            (decision.verdict.action, record, node, trace)
         }
         .instrument(span)
         .await
@@ -190,12 +201,17 @@ impl<B: Broker> Executor<B> {
             debug!("rate limited; deferred by {wait:?}");
             return Verdict::deferred(envelope, wait, Timestamp::now()).into();
         }
+        let node = match self.node_run(envelope).await {
+            Ok(node) => node,
+            Err(verdict) => return verdict.into(),
+        };
         let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
         let policy = handler.record_policy();
         let progress = ProgressSink::new(&self.reporting.notes, envelope.id, envelope.attempt);
-        let ctx =
-            TaskContext::new(envelope.clone(), control.token().clone()).with_progress(progress);
+        let ctx = TaskContext::new(envelope.clone(), control.token().clone())
+            .with_progress(progress)
+            .with_node(node.clone());
         let started = handler.start(&payload, ctx);
         envelope.payload = payload;
         let run = match started {
@@ -235,6 +251,33 @@ impl<B: Broker> Executor<B> {
             verdict,
             started_at: Some(started_at),
             policy,
+            node,
+        }
+    }
+
+    /// For a workflow node, its parents' results (one round trip), or the
+    /// verdict that it must not run: settled already, or its state cannot
+    /// be read now (then it is put back for a second).
+    async fn node_run(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Option<Arc<crate::workflow::NodeRun>>, Verdict> {
+        let Some((workflow, node)) = envelope.workflow_node() else {
+            return Ok(None);
+        };
+        match self.broker.node_context(workflow, &node).await {
+            Ok(Some(context)) if context.should_run(envelope.id) => Ok(Some(Arc::new(
+                crate::workflow::NodeRun::new(workflow, node, context.parents),
+            ))),
+            Ok(_) => Err(Verdict::settled_before()),
+            Err(e) => {
+                warn!(error = %e, "cannot read its workflow node; deferring by 1 s");
+                Err(Verdict::deferred(
+                    envelope,
+                    Duration::from_secs(1),
+                    Timestamp::now(),
+                ))
+            }
         }
     }
 }
@@ -486,7 +529,8 @@ mod tests {
 
         async fn run(&self, envelope: &Envelope) -> (Action, Option<Box<Finished>>) {
             let delivery = self.deliver(envelope).await;
-            Arc::clone(&self.executor).execute(delivery).await
+            let (action, record, _) = Arc::clone(&self.executor).execute(delivery).await;
+            (action, record)
         }
 
         fn runs(&self) -> Vec<u32> {
@@ -617,14 +661,14 @@ mod tests {
         // Its worker died once: this is its second (and last) attempt.
         let mut delivery = setup.deliver(&envelope).await;
         delivery.deliveries = 2;
-        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, _, _) = Arc::clone(&setup.executor).execute(delivery).await;
         assert!(matches!(action, Action::Ack));
         assert_eq!(setup.runs(), [2]);
 
         // Twice: the last allowed attempt is spent.
         let mut delivery = setup.deliver(&envelope).await;
         delivery.deliveries = 3;
-        let (action, record) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, record, _) = Arc::clone(&setup.executor).execute(delivery).await;
         let Action::DeadLetter(letter) = action else {
             panic!("{action:?}")
         };
@@ -639,7 +683,7 @@ mod tests {
         many.max_attempts = 100;
         let mut delivery = setup.deliver(&many).await;
         delivery.deliveries = 5;
-        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, _, _) = Arc::clone(&setup.executor).execute(delivery).await;
         let Action::DeadLetter(letter) = action else {
             panic!("{action:?}")
         };

@@ -210,6 +210,7 @@ impl<B: Broker> Fetcher<B> {
                 record: None,
                 unique: None,
                 trace: super::trace::TaskTrace::default(),
+                node: None,
                 permit: slot,
             };
             // The settler outlives every fetcher; a send error means the
