@@ -341,10 +341,12 @@ impl MemoryBroker {
     }
 
     pub(super) async fn wf_settle(&self, settlement: &NodeSettlement) -> Result<Settled> {
-        settlement.children.validate()?;
-        for child in settlement.children.all() {
-            signing::check_for_enqueue(&child.envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
-        }
+        let settlement = &*settlement.admitted(|children| {
+            for child in children.all() {
+                signing::check_for_enqueue(&child.envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
+            }
+            Ok(())
+        });
         let now = Timestamp::now();
         let mut workflows = self.workflows();
         let Some(graph) = workflows.graphs.get_mut(&settlement.workflow) else {
