@@ -27,12 +27,20 @@ use crate::error::{Error, Result};
 const MIGRATIONS_TABLE: &str = "spool_migrations";
 
 /// Spool's migrations: version, description, SQLite and PostgreSQL SQL.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "jobs",
-    include_str!("../../migrations/sqlite/0001_jobs.sql"),
-    include_str!("../../migrations/postgres/0001_jobs.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "jobs",
+        include_str!("../../migrations/sqlite/0001_jobs.sql"),
+        include_str!("../../migrations/postgres/0001_jobs.sql"),
+    ),
+    (
+        3,
+        "workflows",
+        include_str!("../../migrations/sqlite/0003_workflows.sql"),
+        include_str!("../../migrations/postgres/0003_workflows.sql"),
+    ),
+];
 
 /// Which database a [`JobStore`](super::JobStore) writes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
