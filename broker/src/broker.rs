@@ -691,8 +691,9 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// [`Error::InvalidWorkflow`](crate::Error::InvalidWorkflow) or
     /// [`Error::Oversized`](crate::Error::Oversized) with nothing written;
     /// [`Error::WorkflowExists`](crate::Error::WorkflowExists) if its id is
-    /// taken; otherwise when the broker fails. A failure after the graph
-    /// was written leaves the roots in the outbox, for the sweeper.
+    /// taken; otherwise when the broker fails before the graph is written.
+    /// Once it is written the submit succeeds: roots that could not be
+    /// enqueued at once wait in the outbox for the sweeper.
     ///
     /// # Cancel safety
     ///
@@ -780,7 +781,8 @@ pub trait Broker: Clone + Send + Sync + 'static {
     ///
     /// [`Error::UnknownWorkflow`](crate::Error::UnknownWorkflow),
     /// [`Error::WorkflowConflict`](crate::Error::WorkflowConflict) while it
-    /// is running, or when the broker fails.
+    /// is running, or when the broker fails before the reset. Ready nodes
+    /// that cannot be enqueued at once wait in the outbox for the sweeper.
     ///
     /// # Cancel safety
     ///

@@ -111,6 +111,35 @@ impl<B: Broker> Client<B> {
         &self.broker
     }
 
+    /// Submits a workflow: checks the whole graph (cycles, unknown
+    /// parents, duplicate names, size, each task's size), writes it
+    /// atomically and enqueues its roots; all of it exists afterwards, or
+    /// none of it and an error. See [`crate::workflow`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broker`](crate::Error::Broker) with
+    /// [`spool_broker::Error::InvalidWorkflow`] or
+    /// [`spool_broker::Error::Oversized`] when it is refused (nothing is
+    /// enqueued), or when the broker fails.
+    pub async fn submit_workflow(
+        &self,
+        workflow: crate::workflow::Workflow,
+    ) -> Result<crate::workflow::WorkflowHandle<B>> {
+        let spec = workflow.into_spec()?;
+        self.broker.submit_workflow(&spec).await?;
+        Ok(crate::workflow::WorkflowHandle::new(
+            self.broker.clone(),
+            spec.id,
+        ))
+    }
+
+    /// A handle on the workflow `id`, submitted earlier (by any client).
+    #[must_use]
+    pub fn workflow(&self, id: crate::workflow::WorkflowId) -> crate::workflow::WorkflowHandle<B> {
+        crate::workflow::WorkflowHandle::new(self.broker.clone(), id)
+    }
+
     /// This client with a job store: from now on, [`enqueue`](Self::enqueue)
     /// and [`enqueue_many`](Self::enqueue_many) record the tasks as
     /// `queued` (or `scheduled`, with an ETA) before they return, as the

@@ -52,6 +52,19 @@ pub enum Error {
     )]
     NoStore,
 
+    /// A workflow node settled without success: it failed, was
+    /// dead-lettered, revoked, expired, or cancelled by a parent's failure
+    /// or the workflow's.
+    #[error("workflow node {node} {state}{}", error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NodeNotSucceeded {
+        /// The node.
+        node: spool_broker::workflow::NodeName,
+        /// How it settled.
+        state: spool_broker::workflow::NodeState,
+        /// Its error, if one was recorded.
+        error: Option<String>,
+    },
+
     /// The task did not finish within the time given to wait for it.
     #[error("the task did not finish within {0:?}")]
     Timeout(Duration),

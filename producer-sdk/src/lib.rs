@@ -75,6 +75,7 @@ mod error;
 #[cfg(feature = "store")]
 mod handle;
 pub mod video;
+pub mod workflow;
 
 pub use crate::client::Client;
 pub use crate::enqueue::{Enqueue, EnqueueMany};

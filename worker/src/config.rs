@@ -52,6 +52,12 @@ pub struct WorkerConfig {
     /// Default: [`DEFAULT_MAX_RESULT_BYTES`], 16 MiB, the same as the
     /// broker's envelope limit.
     pub max_result_bytes: usize,
+    /// How often this worker runs the workflow sweeper
+    /// ([`Broker::sweep_workflows`](spool_broker::Broker::sweep_workflows),
+    /// safe on every worker at once): dispatches outboxes a settler left
+    /// behind and fails workflows past their deadline. `None` runs none.
+    /// Default: every 10 s.
+    pub workflow_sweep_interval: Option<Duration>,
 }
 
 /// The default [`WorkerConfig::max_result_bytes`]: 16 MiB, as
@@ -76,6 +82,7 @@ impl Default for WorkerConfig {
             consumer_name: None,
             max_tasks: None,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            workflow_sweep_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -109,6 +116,8 @@ impl WorkerConfig {
             "max_deliveries must be at least 1"
         } else if self.max_result_bytes == 0 {
             "max_result_bytes must be at least 1"
+        } else if self.workflow_sweep_interval.is_some_and(|i| i.is_zero()) {
+            "workflow_sweep_interval must be positive"
         } else {
             return Ok(());
         };

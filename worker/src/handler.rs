@@ -165,6 +165,8 @@ pub struct TaskContext {
     envelope: Arc<Envelope>,
     cancel: CancellationToken,
     progress: Option<ProgressSink>,
+    /// The workflow node this run is, if it is one.
+    node: Option<Arc<crate::workflow::NodeRun>>,
 }
 
 impl TaskContext {
@@ -176,7 +178,17 @@ impl TaskContext {
             envelope: Arc::new(envelope),
             cancel,
             progress: None,
+            node: None,
         }
+    }
+
+    pub(crate) fn with_node(mut self, run: Option<Arc<crate::workflow::NodeRun>>) -> Self {
+        self.node = run;
+        self
+    }
+
+    pub(crate) fn node_run(&self) -> Option<&crate::workflow::NodeRun> {
+        self.node.as_deref()
     }
 
     pub(crate) fn with_progress(mut self, sink: ProgressSink) -> Self {

@@ -25,6 +25,7 @@ mod error;
 mod handler;
 mod observer;
 mod runtime;
+mod workflow;
 
 pub use crate::config::{DEFAULT_MAX_RESULT_BYTES, WorkerConfig};
 pub use crate::counters::{CounterSnapshot, Counters};

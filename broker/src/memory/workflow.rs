@@ -332,7 +332,11 @@ impl MemoryBroker {
             workflows.graphs.insert(spec.id, graph);
             workflows.index.insert(spec.id, now);
         }
-        self.wf_dispatch(spec.id).await?;
+        // Written is submitted: roots left in the outbox by a failed
+        // dispatch are the sweeper's.
+        if let Err(e) = self.wf_dispatch(spec.id).await {
+            tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
+        }
         Ok(())
     }
 
@@ -457,6 +461,8 @@ impl MemoryBroker {
         Ok(Some(NodeContext {
             state: this.state,
             task_id: this.id,
+            output: this.output.clone(),
+            error: this.error.clone(),
             parents,
         }))
     }
@@ -572,7 +578,9 @@ impl MemoryBroker {
             workflows.index.insert(workflow, now);
             reset.len()
         };
-        self.wf_dispatch(workflow).await?;
+        if let Err(e) = self.wf_dispatch(workflow).await {
+            tracing::warn!(%workflow, error = %e, "cannot enqueue the retried nodes yet; the sweeper will");
+        }
         Ok(reset)
     }
 

@@ -227,7 +227,11 @@ impl RedisBroker {
         if written == 0 {
             return Err(Error::WorkflowExists(spec.id));
         }
-        self.wf_dispatch(spec.id).await?;
+        // Written is submitted: roots left in the outbox by a failed
+        // dispatch are the sweeper's.
+        if let Err(e) = self.wf_dispatch(spec.id).await {
+            tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
+        }
         Ok(())
     }
 
@@ -386,7 +390,9 @@ impl RedisBroker {
             other => into_items(other, "wf_context")?,
         };
         let mut items = items.into_iter();
-        let (Some(state), Some(id)) = (items.next(), items.next()) else {
+        let (Some(state), Some(id), Some(output), Some(error)) =
+            (items.next(), items.next(), items.next(), items.next())
+        else {
             return Err(Error::Backend("short wf_context reply".into()));
         };
         let state = node_state(&state, "node state")?;
@@ -410,6 +416,8 @@ impl RedisBroker {
         Ok(Some(NodeContext {
             state,
             task_id,
+            output: bytes(output),
+            error: text(&error),
             parents,
         }))
     }
@@ -557,7 +565,9 @@ impl RedisBroker {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(map_redis)?;
-                self.wf_dispatch(workflow).await?;
+                if let Err(e) = self.wf_dispatch(workflow).await {
+                    tracing::warn!(%workflow, error = %e, "cannot enqueue the retried nodes yet; the sweeper will");
+                }
                 Ok(reset)
             }
             other => Err(Error::Backend(

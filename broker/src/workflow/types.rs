@@ -585,6 +585,10 @@ pub struct NodeContext {
     pub state: NodeState,
     /// The node's current task id.
     pub task_id: TaskId,
+    /// The node's own encoded output, once it succeeded with one.
+    pub output: Option<Vec<u8>>,
+    /// The node's own error, once it settled without success.
+    pub error: Option<String>,
     /// Each parent's result, in the order of its edges.
     pub parents: Vec<ParentResult>,
 }

@@ -18,6 +18,7 @@ use super::control::Revoked;
 use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
+use super::settle::NodeStep;
 use crate::handler::{ErasedRun, Handlers, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
@@ -59,6 +60,8 @@ struct Decision {
     started_at: Option<Timestamp>,
     /// What the job store records of this task type.
     policy: RecordPolicy,
+    /// The workflow node this run was, if it ran as one.
+    node: Option<Arc<crate::workflow::NodeRun>>,
 }
 
 impl From<Verdict> for Decision {
@@ -67,17 +70,19 @@ impl From<Verdict> for Decision {
             verdict,
             started_at: None,
             policy: RecordPolicy::Full,
+            node: None,
         }
     }
 }
 
 impl<B: Broker> Executor<B> {
     /// Runs a delivery inside its task span and returns what to tell the
-    /// broker, and what to record in the job store before that.
+    /// broker, what to record in the job store before that, and for a
+    /// workflow node's final outcome, how to settle the node.
     pub(crate) async fn execute(
         self: Arc<Self>,
         delivery: Delivery,
-    ) -> (Action, Option<Box<Finished>>) {
+    ) -> (Action, Option<Box<Finished>>, Option<Box<NodeStep>>) {
         let Delivery {
             mut envelope,
             deliveries,
@@ -106,8 +111,9 @@ impl<B: Broker> Executor<B> {
             };
             self.observers
                 .finished(&info, decision.verdict.outcome, ran_for);
+            let node = NodeStep::of(&envelope, &decision.verdict, decision.node.as_deref());
             let record = self.record_of(&envelope, &mut decision);
-            (decision.verdict.action, record)
+            (decision.verdict.action, record, node)
         }
         .instrument(span)
         .await
@@ -168,12 +174,17 @@ impl<B: Broker> Executor<B> {
             debug!("rate limited; deferred by {wait:?}");
             return Verdict::deferred(envelope, wait, Timestamp::now()).into();
         }
+        let node = match self.node_run(envelope).await {
+            Ok(node) => node,
+            Err(verdict) => return verdict.into(),
+        };
         let control = RunControl::default();
         let payload = std::mem::take(&mut envelope.payload);
         let policy = handler.record_policy();
         let progress = ProgressSink::new(&self.reporting.notes, envelope.id, envelope.attempt);
-        let ctx =
-            TaskContext::new(envelope.clone(), control.token().clone()).with_progress(progress);
+        let ctx = TaskContext::new(envelope.clone(), control.token().clone())
+            .with_progress(progress)
+            .with_node(node.clone());
         let started = handler.start(&payload, ctx);
         envelope.payload = payload;
         let run = match started {
@@ -213,6 +224,33 @@ impl<B: Broker> Executor<B> {
             verdict,
             started_at: Some(started_at),
             policy,
+            node,
+        }
+    }
+
+    /// For a workflow node, its parents' results (one round trip), or the
+    /// verdict that it must not run: settled already, or its state cannot
+    /// be read now (then it is put back for a second).
+    async fn node_run(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Option<Arc<crate::workflow::NodeRun>>, Verdict> {
+        let Some((workflow, node)) = envelope.workflow_node() else {
+            return Ok(None);
+        };
+        match self.broker.node_context(workflow, &node).await {
+            Ok(Some(context)) if context.should_run(envelope.id) => Ok(Some(Arc::new(
+                crate::workflow::NodeRun::new(workflow, node, context.parents),
+            ))),
+            Ok(_) => Err(Verdict::settled_before()),
+            Err(e) => {
+                warn!(error = %e, "cannot read its workflow node; deferring by 1 s");
+                Err(Verdict::deferred(
+                    envelope,
+                    Duration::from_secs(1),
+                    Timestamp::now(),
+                ))
+            }
         }
     }
 }

@@ -209,6 +209,7 @@ impl<B: Broker> Fetcher<B> {
                 action: verdict.action,
                 record: None,
                 unique: None,
+                node: None,
                 permit: slot,
             };
             // The settler outlives every fetcher; a send error means the

@@ -299,6 +299,12 @@ impl<B: Broker> Worker<B> {
             .in_current_span(),
         );
 
+        if let Some(interval) = config.workflow_sweep_interval {
+            background.spawn(
+                sweep_workflows(self.broker.clone(), interval, settled.clone()).in_current_span(),
+            );
+        }
+
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let reporter = AbortOnDropHandle::new(tokio::spawn(
             report::keep(self.broker.clone(), self.store.clone(), notes_rx).in_current_span(),
@@ -410,6 +416,33 @@ impl<B> std::fmt::Debug for Worker<B> {
     }
 }
 
+/// Runs the workflow sweeper every `interval` until `done`: idempotent,
+/// so every worker may run it.
+async fn sweep_workflows<B: Broker>(broker: B, interval: Duration, done: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match broker
+            .sweep_workflows(spool_broker::workflow::DEFAULT_SWEEP_GRACE)
+            .await
+        {
+            Ok(report) if report.redispatched > 0 || report.expired > 0 => {
+                info!(
+                    redispatched = report.redispatched,
+                    expired = report.expired,
+                    "the workflow sweeper repaired workflows"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "the workflow sweep failed; the next one retries"),
+        }
+    }
+}
+
 /// Hands fetched tasks to runs, at most `concurrency` at once.
 struct Dispatcher<B> {
     executor: Arc<Executor<B>>,
@@ -452,13 +485,14 @@ impl<B: Broker> Dispatcher<B> {
                         key,
                         holder: delivery.envelope.id,
                     });
-                    let (action, record) = executor.execute(delivery).await;
+                    let (action, record, node) = executor.execute(delivery).await;
                     drop(run_slot);
                     let _ = settle.send(Settlement {
                         tag,
                         action,
                         record,
                         unique,
+                        node,
                         permit: slot,
                     });
                 });
@@ -493,6 +527,7 @@ impl<B: Broker> Dispatcher<B> {
                 action: verdict.action,
                 record: None,
                 unique: None,
+                node: None,
                 permit,
             });
         }

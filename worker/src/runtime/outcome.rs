@@ -15,12 +15,18 @@
 //! - abandoned: left pending, for the worker that took it over or that
 //!   reclaims it after this one's lease lapses.
 //!
+//! A workflow node's final verdict (acknowledged or dead-lettered) also
+//! settles its node ([`node_outcome`]); retries, deferrals, requeues and
+//! abandons do not. A delivery of a node that is settled already is
+//! acknowledged unrun ([`Verdict::settled_before`]).
+//!
 //! The next attempt's number is [`Envelope::next_attempt`]'s, which the
 //! broker shares when it revives dead letters; the other attempt rules live
 //! here only.
 
 use std::time::Duration;
 
+use spool_broker::workflow::NodeOutcome;
 use spool_broker::{Backoff, DeadLetter, DeadReason, Envelope, Timestamp};
 use tracing::{debug, error, info, warn};
 
@@ -149,6 +155,16 @@ impl Verdict {
         Self::new(Action::Abandon, Outcome::Abandoned)
     }
 
+    /// A delivery of a workflow node that is settled already (a
+    /// redelivery after its worker died between settling and
+    /// acknowledging, a run from before a retry of the workflow, or a
+    /// workflow that is gone): acknowledged without running, and without
+    /// a record, since the outcome is the earlier run's.
+    pub(crate) fn settled_before() -> Self {
+        info!("its workflow node is settled already; acknowledged without running");
+        Self::new(Action::Ack, Outcome::Abandoned)
+    }
+
     /// Puts the task back for `wait`, the same attempt later: a rate limit,
     /// or a task this worker leaves for others.
     pub(crate) fn deferred(envelope: &Envelope, wait: Duration, now: Timestamp) -> Self {
@@ -176,6 +192,19 @@ impl Verdict {
         warn!(%error, "failed; retrying in {delay:?}");
         let next = envelope.next_attempt(now.saturating_add(delay));
         Self::new(Action::Retry(Box::new(next)), Outcome::Retried).with_error(error)
+    }
+}
+
+/// How a final verdict settles a workflow node; `None` for outcomes that
+/// are not a node's (retried, deferred, requeued, abandoned).
+pub(crate) fn node_outcome(outcome: Outcome) -> Option<NodeOutcome> {
+    match outcome {
+        Outcome::Succeeded => Some(NodeOutcome::Succeeded),
+        Outcome::Failed => Some(NodeOutcome::Failed),
+        Outcome::DeadLettered(_) => Some(NodeOutcome::DeadLettered),
+        Outcome::Revoked => Some(NodeOutcome::Revoked),
+        Outcome::Expired => Some(NodeOutcome::Expired),
+        Outcome::Retried | Outcome::Requeued | Outcome::Deferred | Outcome::Abandoned => None,
     }
 }
 

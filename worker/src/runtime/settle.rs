@@ -5,17 +5,27 @@
 //! (group commit), so acks cost a fraction of a round trip each under load
 //! and add no delay when idle. A delivery's prefetch permit is released only
 //! once its outcome is stored, which is what bounds unacknowledged entries.
+//!
+//! A workflow node's final outcome is carried out in three steps, in this
+//! order (see `spool_broker::workflow`): settle the node (its outcome and
+//! its children's readiness, atomically), dispatch the workflow's outbox,
+//! then acknowledge or dead-letter the delivery. A step that fails leaves
+//! the delivery unacknowledged: it is redelivered, finds its node settled,
+//! and repeats the remaining steps without running again.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use spool_broker::store::Finished;
-use spool_broker::{Broker, DeliveryTag, TaskEvent, TaskId};
+use spool_broker::workflow::{self, NodeSettlement, WorkflowId};
+use spool_broker::{Broker, DeliveryTag, Envelope, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::lease::Leases;
-use super::outcome::Action;
+use super::outcome::{self, Action, Verdict};
 use super::store::Store;
 use super::store_gate::{self, StoreGate};
 use crate::observer::Observers;
@@ -37,10 +47,55 @@ pub(crate) struct Settlement {
     pub(crate) record: Option<Box<Finished>>,
     /// The unique lock the task holds, released with a final outcome.
     pub(crate) unique: Option<UniqueLock>,
+    /// For a workflow node's final outcome: how to settle the node first.
+    pub(crate) node: Option<Box<NodeStep>>,
     /// The delivery's prefetch slot, freed when this is dropped: after the
     /// broker has the outcome.
     #[expect(dead_code, reason = "held only to be dropped at the right time")]
     pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// What settling a workflow node takes, before its delivery is
+/// acknowledged.
+#[derive(Debug)]
+pub(crate) struct NodeStep {
+    pub(crate) workflow: WorkflowId,
+    /// The node's outcome; `None` for a delivery acknowledged unrun because
+    /// its node had settled already (only the outbox is dispatched then).
+    pub(crate) settlement: Option<NodeSettlement>,
+}
+
+impl NodeStep {
+    /// The step a verdict on `envelope` calls for: `None` unless the task
+    /// is a workflow node and the verdict is final. `node` is the run's
+    /// node, holding the children the handler added.
+    pub(crate) fn of(
+        envelope: &Envelope,
+        verdict: &Verdict,
+        node: Option<&crate::workflow::NodeRun>,
+    ) -> Option<Box<Self>> {
+        if !verdict.action.is_final() {
+            return None;
+        }
+        let (workflow, name) = envelope.workflow_node()?;
+        let settlement = outcome::node_outcome(verdict.outcome).map(|outcome| NodeSettlement {
+            workflow,
+            node: name,
+            task_id: envelope.id,
+            outcome,
+            attempts: envelope.attempt,
+            error: verdict.error.clone(),
+            output: verdict.output.clone(),
+            children: match (outcome, node) {
+                (workflow::NodeOutcome::Succeeded, Some(run)) => run.take_children(),
+                _ => workflow::DynamicChildren::default(),
+            },
+        });
+        Some(Box::new(Self {
+            workflow,
+            settlement,
+        }))
+    }
 }
 
 /// A unique key held by a task.
@@ -79,7 +134,11 @@ pub(crate) async fn run<B: Broker>(
             batch.clear();
             continue;
         }
-        for settlement in &batch {
+        let held = settle_nodes(&broker, &batch).await;
+        for (i, settlement) in batch.iter().enumerate() {
+            if held.contains(&i) {
+                continue;
+            }
             match &settlement.action {
                 Action::Ack => acks.push(settlement.tag.clone()),
                 Action::Retry(next) => {
@@ -101,11 +160,11 @@ pub(crate) async fn run<B: Broker>(
             patiently("ack", || broker.ack(&acks)).await;
             acks.clear();
         }
-        for settlement in &batch {
+        for (i, settlement) in batch.iter().enumerate() {
             if let Some(lock) = settlement
                 .unique
                 .as_ref()
-                .filter(|_| settlement.action.is_final())
+                .filter(|_| settlement.action.is_final() && !held.contains(&i))
             {
                 let queue = settlement.tag.queue();
                 patiently("release the unique key of", || {
@@ -131,6 +190,61 @@ pub(crate) async fn run<B: Broker>(
         // Dropping the settlements releases their prefetch permits.
         batch.clear();
     }
+}
+
+/// Settles the batch's workflow nodes, then dispatches their workflows'
+/// outboxes; returns the positions of the settlements whose steps failed,
+/// which must not be acknowledged now.
+async fn settle_nodes<B: Broker>(broker: &B, batch: &[Settlement]) -> HashSet<usize> {
+    let steps: Vec<(usize, &NodeStep)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.node.as_deref().map(|step| (i, step)))
+        .collect();
+    let mut held = HashSet::new();
+    if steps.is_empty() {
+        return held;
+    }
+    let settled = join_all(steps.iter().map(|(_, step)| async move {
+        let Some(settlement) = &step.settlement else {
+            return true;
+        };
+        patiently("settle the workflow nodes of", || async {
+            broker.settle_node(settlement).await.map(|_| ())
+        })
+        .await
+            && workflow::fail_point("workflow-after-settle-before-dispatch").is_ok()
+    }))
+    .await;
+    let mut workflows = Vec::new();
+    for ((i, step), ok) in steps.iter().zip(settled) {
+        if ok {
+            if !workflows.contains(&step.workflow) {
+                workflows.push(step.workflow);
+            }
+        } else {
+            held.insert(*i);
+        }
+    }
+    let dispatched = join_all(workflows.iter().map(|&id| async move {
+        patiently("dispatch the workflow outboxes of", || async {
+            broker.dispatch_outbox(id).await.map(|_| ())
+        })
+        .await
+            && workflow::fail_point("workflow-after-dispatch-before-ack").is_ok()
+    }))
+    .await;
+    for (id, ok) in workflows.iter().zip(dispatched) {
+        if !ok {
+            held.extend(
+                steps
+                    .iter()
+                    .filter(|(_, step)| step.workflow == *id)
+                    .map(|(i, _)| *i),
+            );
+        }
+    }
+    held
 }
 
 /// Runs a broker or store operation, retrying transient failures with
@@ -222,6 +336,7 @@ mod tests {
                 action,
                 record: None,
                 unique,
+                node: None,
                 permit: Arc::clone(&slots).try_acquire_owned().unwrap(),
             };
             tx.send(settlement).unwrap();
