@@ -16,7 +16,10 @@
 //!   node with (timings, attempts, output summary, error), and
 //!   `queued` for the children a settlement made ready.
 //! - [`JobStore::record_workflow_finished`]: the worker whose settlement
-//!   ended the workflow ([`Settled::Recorded`]'s `finished`).
+//!   ended the workflow ([`Settled::Recorded`]'s `finished`), followed by
+//!   [`JobStore::sync_workflow`], which also records the nodes that the
+//!   failure cancelled on the way (a settlement reports only its own node
+//!   and the ones it made ready).
 //! - [`JobStore::sync_workflow`]: anyone holding a fresh
 //!   [`WorkflowStatus`] (after a cancel, a retry, a settlement that added
 //!   dynamic children, or `spoolctl workflow show`): brings the records in
@@ -30,6 +33,10 @@
 //! replaces a node's task id (a retried node starts a fresh record).
 //!
 //! [`Broker::workflow_status`]: crate::Broker::workflow_status
+//! [`JobStore::record_workflow_submitted`]: super::JobStore::record_workflow_submitted
+//! [`JobStore::record_node_transitions`]: super::JobStore::record_node_transitions
+//! [`JobStore::record_workflow_finished`]: super::JobStore::record_workflow_finished
+//! [`JobStore::sync_workflow`]: super::JobStore::sync_workflow
 //! [`Broker::submit_workflow`]: crate::Broker::submit_workflow
 //! [`Settled::Recorded`]: crate::workflow::Settled::Recorded
 //! [`WorkflowStatus`]: crate::workflow::WorkflowStatus

@@ -34,6 +34,8 @@ mod task;
 mod tasks;
 mod top;
 mod workers;
+mod workflow;
+mod workflow_graph;
 
 use std::time::Duration;
 
@@ -61,6 +63,11 @@ pub use self::task::{TaskReport, task_show};
 pub use self::tasks::{DEFAULT_TASKS_LIMIT, TasksFilter, TasksReport, tasks};
 pub use self::top::{CLEAR_SCREEN, DEFAULT_TOP_INTERVAL, Top, TopFrame, render_frame};
 pub use self::workers::{WorkerRow, WorkersReport, workers, workers_report};
+pub use self::workflow::{
+    DEFAULT_WORKFLOWS_LIMIT, MAX_WORKFLOWS_LIMIT, NodeView, ParentJson, ProgressJson,
+    WorkflowActionReport, WorkflowReport, WorkflowRow, WorkflowsReport, check_limit,
+    workflow_cancel, workflow_list, workflow_retry, workflow_show,
+};
 use crate::error::{Error, Result};
 
 /// The result of a command, printable for people or for scripts.
