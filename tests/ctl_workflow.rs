@@ -107,7 +107,10 @@ async fn run_next(redis: &TestRedis, store: &JobStore, outcome: NodeOutcome) -> 
             .await
             .unwrap();
         let status = broker.workflow_status(workflow).await.unwrap().unwrap();
-        store.sync_workflow(&status, Timestamp::now()).await.unwrap();
+        store
+            .sync_workflow(&status, Timestamp::now())
+            .await
+            .unwrap();
     }
     node.to_string()
 }

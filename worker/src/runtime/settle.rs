@@ -134,7 +134,7 @@ pub(crate) async fn run<B: Broker>(
             batch.clear();
             continue;
         }
-        let held = settle_nodes(&broker, &batch).await;
+        let held = settle_nodes(&broker, &batch, &observers).await;
         for (i, settlement) in batch.iter().enumerate() {
             if held.contains(&i) {
                 continue;
@@ -195,7 +195,11 @@ pub(crate) async fn run<B: Broker>(
 /// Settles the batch's workflow nodes, then dispatches their workflows'
 /// outboxes; returns the positions of the settlements whose steps failed,
 /// which must not be acknowledged now.
-async fn settle_nodes<B: Broker>(broker: &B, batch: &[Settlement]) -> HashSet<usize> {
+async fn settle_nodes<B: Broker>(
+    broker: &B,
+    batch: &[Settlement],
+    observers: &Observers,
+) -> HashSet<usize> {
     let steps: Vec<(usize, &NodeStep)> = batch
         .iter()
         .enumerate()
@@ -210,7 +214,10 @@ async fn settle_nodes<B: Broker>(broker: &B, batch: &[Settlement]) -> HashSet<us
             return true;
         };
         patiently("settle the workflow nodes of", || async {
-            broker.settle_node(settlement).await.map(|_| ())
+            broker
+                .settle_node(settlement)
+                .await
+                .map(|settled| observers.workflow_node_settled(settlement, &settled))
         })
         .await
             && workflow::fail_point("workflow-after-settle-before-dispatch").is_ok()
