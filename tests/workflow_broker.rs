@@ -372,6 +372,32 @@ async fn dynamic_children_that_clash_fail_the_node_and_add_nothing<B: Broker>(br
     assert_eq!(status.node("package").unwrap().state, NodeState::Cancelled);
     assert!(matches!(status.state, WorkflowState::Failed { .. }));
     assert!(take(broker, &B, 0).await.is_empty());
+
+    // Children repeating a name among themselves, or too large to enqueue,
+    // fail the node the same way: it settles, and adds nothing.
+    let mut repeated = dynamic(&["x", "x"], None);
+    let mut oversized = dynamic(&["big"], Some("after-big"));
+    oversized.nodes[0].envelope.payload = vec![0; spool_broker::DEFAULT_MAX_ENVELOPE_BYTES + 1];
+    for (what, children) in [("name", &mut repeated), ("bytes", &mut oversized)] {
+        let wf = spec(vec![node("split", A, &[])]);
+        broker.submit_workflow(&wf).await.unwrap();
+        let split = take(broker, &A, 1).await;
+        let mut settled = settlement(&split[0], NodeOutcome::Succeeded, None);
+        settled.children = children.clone();
+        let result = finish(broker, settled, &split[0]).await;
+        assert!(
+            matches!(&result, Settled::Recorded { ready, finished: Some(WorkflowState::Failed { .. }) } if ready.is_empty()),
+            "{what}: {result:?}"
+        );
+        let status = broker.workflow_status(wf.id).await.unwrap().unwrap();
+        assert_eq!(status.nodes.len(), 1, "{what}");
+        let error = status.node("split").unwrap().error.clone().unwrap();
+        assert!(
+            error.contains("refused") && error.contains(what),
+            "{what}: {error}"
+        );
+    }
+    assert!(take(broker, &B, 0).await.is_empty());
 }
 
 async fn a_repeated_settlement_changes_nothing<B: Broker>(broker: &B) {

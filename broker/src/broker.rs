@@ -707,11 +707,15 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// before acknowledging the node's delivery, then
     /// [`Broker::dispatch_outbox`]. Repeating it changes nothing.
     ///
+    /// Dynamic children that cannot be added (a repeated or taken name,
+    /// an oversized task, more nodes than the workflow's limit) make the
+    /// node fail, naming why, rather than the call: the node settles
+    /// either way.
+    ///
     /// # Errors
     ///
-    /// [`Error::InvalidWorkflow`](crate::Error::InvalidWorkflow) for
-    /// dynamic children that repeat a name or task id; otherwise when the
-    /// broker fails (the outcome may or may not be recorded: repeat it).
+    /// When the broker fails (the outcome may or may not be recorded:
+    /// repeat it).
     ///
     /// # Cancel safety
     ///

@@ -341,10 +341,12 @@ impl MemoryBroker {
     }
 
     pub(super) async fn wf_settle(&self, settlement: &NodeSettlement) -> Result<Settled> {
-        settlement.children.validate()?;
-        for child in settlement.children.all() {
-            signing::check_for_enqueue(&child.envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
-        }
+        let settlement = &*settlement.admitted(|children| {
+            for child in children.all() {
+                signing::check_for_enqueue(&child.envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
+            }
+            Ok(())
+        });
         let now = Timestamp::now();
         let mut workflows = self.workflows();
         let Some(graph) = workflows.graphs.get_mut(&settlement.workflow) else {
@@ -507,8 +509,7 @@ impl MemoryBroker {
             let Some(graph) = workflows.graphs.get_mut(&workflow) else {
                 return Err(Error::UnknownWorkflow(workflow));
             };
-            if graph.state.is_finished() || (deadline && !graph.deadline.is_some_and(|d| d <= now))
-            {
+            if graph.state.is_finished() || (deadline && graph.deadline.is_none_or(|d| d > now)) {
                 return Ok(false);
             }
             let queued = graph.end(deadline, now);

@@ -236,7 +236,13 @@ impl RedisBroker {
     }
 
     pub(super) async fn wf_settle(&self, settlement: &NodeSettlement) -> Result<Settled> {
-        settlement.children.validate()?;
+        let workflow = settlement.workflow;
+        let settlement = settlement.admitted(|children| {
+            for child in children.all() {
+                self.check_size(&node_envelope(workflow, &child.name, &child.envelope))?;
+            }
+            Ok(())
+        });
         let keys = self.workflow_keys(settlement.workflow);
         let mut invocation = keys.invoke(&SETTLE);
         let output = settlement.output.as_deref();
@@ -255,7 +261,6 @@ impl RedisBroker {
             .arg(settlement.children.join_policy.as_str());
         for child in settlement.children.all() {
             let envelope = node_envelope(settlement.workflow, &child.name, &child.envelope);
-            self.check_size(&envelope)?;
             invocation
                 .arg(child.name.as_str())
                 .arg(envelope.id.to_string())
@@ -612,11 +617,7 @@ impl RedisBroker {
                         dropped.push(member.clone());
                     }
                     "finished" => dropped.push(member.clone()),
-                    "deadline" => {
-                        if self.wf_end(id, "deadline").await? {
-                            report.expired += 1;
-                        }
-                    }
+                    "deadline" if self.wf_end(id, "deadline").await? => report.expired += 1,
                     "outbox" => {
                         report.redispatched += self.wf_dispatch_before(id, cutoff).await?;
                     }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 
-use super::types::{DynamicChildren, WorkflowSpec};
+use super::types::{DynamicChildren, NodeOutcome, NodeSettlement, WorkflowSpec};
 
 fn invalid(message: String) -> Error {
     Error::InvalidWorkflow(message)
@@ -102,6 +102,35 @@ impl WorkflowSpec {
             )));
         }
         Ok(())
+    }
+}
+
+impl NodeSettlement {
+    /// This settlement as the broker applies it: a success whose dynamic
+    /// children are refused by `check` (or by [`DynamicChildren::validate`])
+    /// becomes a failure naming why, without children, so the node settles
+    /// (and nothing waits on a run that would add them again).
+    pub(crate) fn admitted(
+        &self,
+        check: impl Fn(&DynamicChildren) -> Result<()>,
+    ) -> std::borrow::Cow<'_, Self> {
+        if self.children.is_empty() || self.outcome != NodeOutcome::Succeeded {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        match self
+            .children
+            .validate()
+            .and_then(|()| check(&self.children))
+        {
+            Ok(()) => std::borrow::Cow::Borrowed(self),
+            Err(e) => std::borrow::Cow::Owned(Self {
+                outcome: NodeOutcome::Failed,
+                error: Some(format!("its dynamic children were refused: {e}")),
+                output: None,
+                children: DynamicChildren::default(),
+                ..self.clone()
+            }),
+        }
     }
 }
 

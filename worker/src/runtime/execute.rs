@@ -514,7 +514,8 @@ mod tests {
 
         async fn run(&self, envelope: &Envelope) -> (Action, Option<Box<Finished>>) {
             let delivery = self.deliver(envelope).await;
-            Arc::clone(&self.executor).execute(delivery).await
+            let (action, record, _) = Arc::clone(&self.executor).execute(delivery).await;
+            (action, record)
         }
 
         fn runs(&self) -> Vec<u32> {
@@ -645,14 +646,14 @@ mod tests {
         // Its worker died once: this is its second (and last) attempt.
         let mut delivery = setup.deliver(&envelope).await;
         delivery.deliveries = 2;
-        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, _, _) = Arc::clone(&setup.executor).execute(delivery).await;
         assert!(matches!(action, Action::Ack));
         assert_eq!(setup.runs(), [2]);
 
         // Twice: the last allowed attempt is spent.
         let mut delivery = setup.deliver(&envelope).await;
         delivery.deliveries = 3;
-        let (action, record) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, record, _) = Arc::clone(&setup.executor).execute(delivery).await;
         let Action::DeadLetter(letter) = action else {
             panic!("{action:?}")
         };
@@ -667,7 +668,7 @@ mod tests {
         many.max_attempts = 100;
         let mut delivery = setup.deliver(&many).await;
         delivery.deliveries = 5;
-        let (action, _) = Arc::clone(&setup.executor).execute(delivery).await;
+        let (action, _, _) = Arc::clone(&setup.executor).execute(delivery).await;
         let Action::DeadLetter(letter) = action else {
             panic!("{action:?}")
         };

@@ -14,11 +14,12 @@
 //! and repeats the remaining steps without running again.
 
 use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use spool_broker::store::Finished;
-use spool_broker::workflow::{self, NodeSettlement, WorkflowId};
+use spool_broker::workflow::{self, NodeSettlement, Settled, WorkflowId};
 use spool_broker::{Broker, DeliveryTag, Envelope, TaskEvent, TaskId};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -209,28 +210,37 @@ async fn settle_nodes<B: Broker>(
     if steps.is_empty() {
         return held;
     }
+    // Each settles, and says whether its workflow's outbox may hold
+    // something: not when the settlement was recorded now and readied
+    // nothing (a leaf, or a parent whose siblings are still running), which
+    // saves a fan-in's parents a round trip each.
     let settled = join_all(steps.iter().map(|(_, step)| async move {
         let Some(settlement) = &step.settlement else {
-            return true;
+            return Some(true);
         };
-        patiently("settle the workflow nodes of", || async {
-            broker
-                .settle_node(settlement)
-                .await
-                .map(|settled| observers.workflow_node_settled(settlement, &settled))
+        let result = std::sync::Mutex::new(None);
+        let recorded = patiently("settle the workflow nodes of", || async {
+            let settled = broker.settle_node(settlement).await?;
+            observers.workflow_node_settled(settlement, &settled);
+            *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(settled);
+            Ok(())
         })
-        .await
-            && workflow::fail_point("workflow-after-settle-before-dispatch").is_ok()
+        .await;
+        let result = result.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if !recorded || workflow::fail_point("workflow-after-settle-before-dispatch").is_err() {
+            return None;
+        }
+        Some(!matches!(result, Some(Settled::Recorded { ready, .. }) if ready.is_empty()))
     }))
     .await;
     let mut workflows = Vec::new();
-    for ((i, step), ok) in steps.iter().zip(settled) {
-        if ok {
-            if !workflows.contains(&step.workflow) {
-                workflows.push(step.workflow);
+    for ((i, step), dispatch) in steps.iter().zip(settled) {
+        match dispatch {
+            None => {
+                held.insert(*i);
             }
-        } else {
-            held.insert(*i);
+            Some(true) if !workflows.contains(&step.workflow) => workflows.push(step.workflow),
+            Some(_) => {}
         }
     }
     let dispatched = join_all(workflows.iter().map(|&id| async move {
