@@ -801,6 +801,13 @@ mod tests {
             Outcome::DeadLettered(DeadReason::Malformed),
             Some(Duration::from_millis(1)),
         );
+        totals.workflows.node_started(Duration::from_millis(3));
+        totals
+            .workflows
+            .node_settled(&spool_broker::workflow::Settled::Recorded {
+                ready: Vec::new(),
+                finished: Some(spool_broker::workflow::WorkflowState::Succeeded),
+            });
         hub.push(1, totals, Gauges::default());
         hub.child_restarted();
         hub.queues().record(

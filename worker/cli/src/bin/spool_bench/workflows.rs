@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use spool_broker::workflow::WorkflowState;
@@ -157,5 +157,4 @@ pub async fn run(
         chain_steps: chain,
         chain_latency,
     })
-    .context("workflow phases")
 }
