@@ -121,13 +121,28 @@ impl<B: Broker> Client<B> {
     /// [`Error::Broker`](crate::Error::Broker) with
     /// [`spool_broker::Error::InvalidWorkflow`] or
     /// [`spool_broker::Error::Oversized`] when it is refused (nothing is
-    /// enqueued), or when the broker fails.
+    /// enqueued), or when the broker fails; with a job store,
+    /// [`Error::NotRecorded`] when the workflow was submitted but its record
+    /// could not be written (it runs all the same: do not submit it again).
     pub async fn submit_workflow(
         &self,
         workflow: crate::workflow::Workflow,
     ) -> Result<crate::workflow::WorkflowHandle<B>> {
         let spec = workflow.into_spec()?;
         self.broker.submit_workflow(&spec).await?;
+        // Its history, once it exists: a failure here leaves it running,
+        // and unrecorded until a sync (`spoolctl workflow show` reads
+        // Redis).
+        #[cfg(feature = "store")]
+        if let Some(store) = &self.store {
+            store
+                .record_workflow_submitted(&spec, spool_broker::Timestamp::now())
+                .await
+                .map_err(|source| Error::NotRecorded {
+                    ids: spec.nodes.iter().map(|n| n.envelope.id).collect(),
+                    source,
+                })?;
+        }
         Ok(crate::workflow::WorkflowHandle::new(
             self.broker.clone(),
             spec.id,

@@ -1,5 +1,6 @@
 //! The library's error type.
 
+use spool_broker::workflow::WorkflowId;
 use spool_broker::{QueueName, TaskId};
 
 /// Everything that can go wrong in a `spoolctl` command.
@@ -90,6 +91,10 @@ pub enum Error {
     /// The job store has no record of this task.
     #[error("no task {0} in the job store")]
     UnknownTask(TaskId),
+
+    /// Neither Redis nor the job store knows the workflow.
+    #[error("no workflow {0} in Redis or the job store")]
+    UnknownWorkflow(WorkflowId),
 
     /// The output could not be written (a closed pipe, say).
     #[error("cannot write the output: {0}")]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use spool_broker::workflow::{NodeSettlement, Settled, SweepReport};
 use spool_broker::{DeadReason, QueueName, TaskId};
 
 /// Which task an event is about.
@@ -89,6 +90,26 @@ pub trait Observer: Send + Sync + 'static {
     fn settled(&self, count: usize) {
         let _ = count;
     }
+
+    /// A workflow node's handler started; `waited` is how long since its
+    /// task was enqueued (for a child, since its last parent settled and
+    /// the outbox dispatched it), when the broker says (a Redis stream
+    /// entry id carries its time, in milliseconds).
+    fn workflow_node_started(&self, task: &TaskInfo<'_>, waited: Option<Duration>) {
+        let _ = (task, waited);
+    }
+
+    /// A workflow node was settled by this worker: `settled` says whether
+    /// it was recorded now, which nodes it made ready, and the workflow's
+    /// end if it ended it.
+    fn workflow_node_settled(&self, settlement: &NodeSettlement, settled: &Settled) {
+        let _ = (settlement, settled);
+    }
+
+    /// A pass of this worker's workflow sweeper ended.
+    fn workflow_swept(&self, report: &SweepReport) {
+        let _ = report;
+    }
 }
 
 /// The observers of one worker.
@@ -120,6 +141,22 @@ impl Observers {
 
     pub(crate) fn settled(&self, count: usize) {
         self.0.iter().for_each(|o| o.settled(count));
+    }
+
+    pub(crate) fn workflow_node_started(&self, task: &TaskInfo<'_>, waited: Option<Duration>) {
+        self.0
+            .iter()
+            .for_each(|o| o.workflow_node_started(task, waited));
+    }
+
+    pub(crate) fn workflow_node_settled(&self, settlement: &NodeSettlement, settled: &Settled) {
+        self.0
+            .iter()
+            .for_each(|o| o.workflow_node_settled(settlement, settled));
+    }
+
+    pub(crate) fn workflow_swept(&self, report: &SweepReport) {
+        self.0.iter().for_each(|o| o.workflow_swept(report));
     }
 }
 

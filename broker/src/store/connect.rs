@@ -40,6 +40,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_args.sql"),
         include_str!("../../migrations/postgres/0002_args.sql"),
     ),
+    (
+        3,
+        "workflows",
+        include_str!("../../migrations/sqlite/0003_workflows.sql"),
+        include_str!("../../migrations/postgres/0003_workflows.sql"),
+    ),
 ];
 
 /// Which database a [`JobStore`](super::JobStore) writes to.

@@ -63,6 +63,7 @@ mod row;
 #[cfg(feature = "store")]
 mod sql;
 mod types;
+mod workflows;
 
 #[cfg(feature = "store")]
 use std::sync::Arc;
@@ -96,6 +97,10 @@ use self::sql::{Arg, Write};
 pub use self::types::{
     Cursor, DEFAULT_PAGE_SIZE, Finished, JobQuery, JobRecord, JobStatus, MAX_PAGE_SIZE, NewJob,
     Page, Progress, ProgressUpdate, RecordPolicy, Started, WorkerId,
+};
+pub use self::workflows::{
+    DEFAULT_WORKFLOW_LIMIT, NodeRecord, NodeRecordState, NodeTransition, OUTPUT_SUMMARY_LEN,
+    WorkflowQuery, WorkflowRecord, WorkflowRecordStatus,
 };
 #[cfg(feature = "store")]
 use crate::envelope::{TaskId, Timestamp};
@@ -175,6 +180,10 @@ macro_rules! with_pool {
         }
     };
 }
+
+// After the macros, which it uses.
+#[cfg(feature = "store")]
+mod workflow_sql;
 
 #[cfg(feature = "store")]
 impl JobStore {

@@ -13,6 +13,10 @@
 //! spoolctl tasks --status failed       # the job store's records, newest first
 //! spoolctl tasks --status running --follow  # their progress, live
 //! spoolctl task show <ID>              # one task's record
+//! spoolctl workflow show <ID>          # a workflow's graph, live and recorded
+//! spoolctl workflow list               # the job store's workflows, newest first
+//! spoolctl workflow cancel <ID>        # cancel a workflow's unfinished nodes
+//! spoolctl workflow retry <ID>         # rerun a workflow's failed nodes
 //! spoolctl pause gpu                   # workers stop fetching a queue
 //! spoolctl resume gpu                  # and fetch it again
 //! spoolctl top                         # queues, workers, running tasks, failures, live
@@ -33,7 +37,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use spool_broker::store::{JobStatus, JobStore};
+use spool_broker::store::{JobStatus, JobStore, WorkflowRecordStatus};
+use spool_broker::workflow::WorkflowId;
 use spool_broker::{Priority, QueueName, RedisBroker, RedisConfig, TaskId};
 use spool_cli_common::{Connection, ConnectionArgs};
 use spool_scheduler::ctl::{
@@ -47,6 +52,8 @@ enum Outcome {
     Top(TopArgs, RedisBroker, Option<JobStore>, Format),
     Follow(TaskId, RedisBroker, JobStore, Format),
     FollowTasks(Box<TasksArgs>, RedisBroker, JobStore, Format),
+    /// Print, then exit with this status.
+    PrintAndExit(String, u8),
 }
 
 /// Inspect and drive Spool's task queues.
@@ -169,6 +176,12 @@ enum Command {
         command: TaskCommand,
     },
 
+    /// Show, list, cancel and retry workflows.
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+
     /// Manage the job store itself.
     Store {
         #[command(subcommand)]
@@ -254,6 +267,57 @@ enum TaskCommand {
         #[arg(long)]
         follow: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkflowCommand {
+    /// Draw a workflow's graph, layered by depth, with each node's state,
+    /// attempts, duration and progress: the live state from Redis, and
+    /// with --store-url the run times and progress from the job store
+    /// (either alone is enough). The exit status is the workflow's state:
+    /// 0 succeeded, 1 failed, 4 cancelled, 6 still running (2 stays
+    /// clap's usage error).
+    Show {
+        /// The workflow's id.
+        #[arg(value_parser = parse_workflow_id)]
+        id: WorkflowId,
+    },
+    /// List the job store's workflows, newest first.
+    List {
+        /// Only workflows with this status (repeatable): running,
+        /// succeeded, failed, cancelled.
+        #[arg(long = "status", value_name = "STATUS", value_parser = parse_workflow_status)]
+        statuses: Vec<WorkflowRecordStatus>,
+        /// Show at most this many.
+        #[arg(long, default_value_t = ctl::DEFAULT_WORKFLOWS_LIMIT, value_name = "N")]
+        limit: usize,
+    },
+    /// Cancel a running workflow: its unfinished nodes are cancelled, its
+    /// queued and running tasks revoked (a running FFmpeg is stopped).
+    Cancel {
+        /// The workflow's id.
+        #[arg(value_parser = parse_workflow_id)]
+        id: WorkflowId,
+    },
+    /// Retry a finished workflow: its failed, dead-lettered, revoked,
+    /// expired and cancelled nodes run again; succeeded nodes keep their
+    /// outputs.
+    Retry {
+        /// The workflow's id.
+        #[arg(value_parser = parse_workflow_id)]
+        id: WorkflowId,
+    },
+}
+
+fn parse_workflow_id(text: &str) -> Result<WorkflowId, String> {
+    text.trim().parse().map_err(|_| {
+        "not a workflow id: expected a UUID such as 0193a7c4-5e1f-7d2a-9b3c-4d5e6f708192".to_owned()
+    })
+}
+
+fn parse_workflow_status(text: &str) -> Result<WorkflowRecordStatus, String> {
+    text.parse()
+        .map_err(|_| "expected one of running, succeeded, failed, cancelled".to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +503,10 @@ async fn main() -> ExitCode {
             }
             shown
         }
+        Ok(Outcome::PrintAndExit(output, code)) => match write_out(&output) {
+            Err(err) if !is_broken_pipe(&err) => Err(err),
+            _ => return ExitCode::from(code),
+        },
         Ok(Outcome::Follow(id, broker, store, format)) => {
             let mut stdout = io::stdout();
             let followed = ctl::task_follow(
@@ -753,6 +821,7 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             store.close().await;
             ctl::render(&report?, format)?
         }
+        Command::Workflow { command } => return workflow(command, access, format).await,
         Command::Store {
             command: StoreCommand::Migrate,
         } => {
@@ -766,6 +835,54 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         }
     };
     Ok(Outcome::Print(output))
+}
+
+/// Runs a `workflow` command. The job store is optional but for `list`.
+async fn workflow(
+    command: WorkflowCommand,
+    access: &Connection,
+    format: Format,
+) -> Result<Outcome> {
+    let (id, action) = match command {
+        WorkflowCommand::List { statuses, limit } => {
+            ctl::check_limit(limit)?;
+            let store = open_store(&access.store_url).await?;
+            let report = ctl::workflow_list(&store, &statuses, limit).await;
+            store.close().await;
+            return Ok(Outcome::Print(ctl::render(&report?, format)?));
+        }
+        WorkflowCommand::Show { id } => (id, "show"),
+        WorkflowCommand::Cancel { id } => (id, "cancel"),
+        WorkflowCommand::Retry { id } => (id, "retry"),
+    };
+    let broker = connect(access).await?;
+    let store = match ctl::require_store(&access.store_url) {
+        Ok(_) => Some(open_store(&access.store_url).await?),
+        Err(_) => None,
+    };
+    let store_ref = store.as_ref();
+    let outcome = async {
+        Ok::<_, anyhow::Error>(match action {
+            "show" => {
+                let report = ctl::workflow_show(&broker, store_ref, id).await?;
+                let code = report.exit_code();
+                Outcome::PrintAndExit(ctl::render(&report, format)?, code)
+            }
+            "cancel" => Outcome::Print(ctl::render(
+                &ctl::workflow_cancel(&broker, store_ref, id).await?,
+                format,
+            )?),
+            _ => Outcome::Print(ctl::render(
+                &ctl::workflow_retry(&broker, store_ref, id).await?,
+                format,
+            )?),
+        })
+    }
+    .await;
+    if let Some(store) = store {
+        store.close().await;
+    }
+    outcome
 }
 
 /// The shell completions or the man page, for those commands: made from

@@ -34,6 +34,8 @@ mod task;
 mod tasks;
 mod top;
 mod workers;
+mod workflow;
+mod workflow_graph;
 
 use std::time::Duration;
 
@@ -68,6 +70,11 @@ pub use self::top::{
     render_frame, render_text, run_interactive,
 };
 pub use self::workers::{WorkerRow, WorkersReport, workers, workers_report};
+pub use self::workflow::{
+    DEFAULT_WORKFLOWS_LIMIT, MAX_WORKFLOWS_LIMIT, NodeView, ParentJson, ProgressJson,
+    WorkflowActionReport, WorkflowReport, WorkflowRow, WorkflowsReport, check_limit,
+    workflow_cancel, workflow_list, workflow_retry, workflow_show,
+};
 use crate::error::{Error, Result};
 
 /// The result of a command, printable for people or for scripts.

@@ -18,8 +18,8 @@ use super::control::Revoked;
 use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
 use super::running::{CancelReason, RunControl, Running};
-use super::trace::{self, TaskTrace};
 use super::settle::NodeStep;
+use super::trace::{self, TaskTrace};
 use crate::handler::{ErasedRun, Handlers, TaskContext};
 use crate::observer::{Observers, Outcome, TaskInfo};
 
@@ -100,6 +100,13 @@ impl<B: Broker> Executor<B> {
         Option<Box<NodeStep>>,
         TaskTrace,
     ) {
+        // When the task was enqueued, from its stream entry id
+        // (`<millis>-<seq>`), for the workflow node latency.
+        let enqueued_ms = delivery
+            .tag
+            .entry_id()
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse::<u64>().ok());
         let Delivery {
             mut envelope,
             deliveries,
@@ -126,6 +133,11 @@ impl<B: Broker> Executor<B> {
                 queue: &envelope.queue,
                 attempt: envelope.attempt,
             };
+            if let (Some(started_at), Some(_)) = (decision.started_at, &decision.node) {
+                let waited = enqueued_ms
+                    .map(|ms| Duration::from_millis(started_at.as_millis().saturating_sub(ms)));
+                self.observers.workflow_node_started(&info, waited);
+            }
             let ran_for = match decision.started_at {
                 Some(_) => started.elapsed(),
                 None => Duration::ZERO,

@@ -303,7 +303,13 @@ impl<B: Broker> Worker<B> {
 
         if let Some(interval) = config.workflow_sweep_interval {
             background.spawn(
-                sweep_workflows(self.broker.clone(), interval, settled.clone()).in_current_span(),
+                sweep_workflows(
+                    self.broker.clone(),
+                    interval,
+                    settled.clone(),
+                    observers.clone(),
+                )
+                .in_current_span(),
             );
         }
 
@@ -420,7 +426,12 @@ impl<B> std::fmt::Debug for Worker<B> {
 
 /// Runs the workflow sweeper every `interval` until `done`: idempotent,
 /// so every worker may run it.
-async fn sweep_workflows<B: Broker>(broker: B, interval: Duration, done: CancellationToken) {
+async fn sweep_workflows<B: Broker>(
+    broker: B,
+    interval: Duration,
+    done: CancellationToken,
+    observers: Observers,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -433,13 +444,14 @@ async fn sweep_workflows<B: Broker>(broker: B, interval: Duration, done: Cancell
             .await
         {
             Ok(report) if report.redispatched > 0 || report.expired > 0 => {
+                observers.workflow_swept(&report);
                 info!(
                     redispatched = report.redispatched,
                     expired = report.expired,
                     "the workflow sweeper repaired workflows"
                 );
             }
-            Ok(_) => {}
+            Ok(report) => observers.workflow_swept(&report),
             Err(e) => warn!(error = %e, "the workflow sweep failed; the next one retries"),
         }
     }

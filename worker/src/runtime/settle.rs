@@ -145,7 +145,7 @@ pub(crate) async fn run<B: Broker>(
             batch.clear();
             continue;
         }
-        let held = settle_nodes(&broker, &batch).await;
+        let held = settle_nodes(&broker, &batch, &observers).await;
         for (i, settlement) in batch.iter().enumerate() {
             if held.contains(&i) {
                 continue;
@@ -206,7 +206,11 @@ pub(crate) async fn run<B: Broker>(
 /// Settles the batch's workflow nodes, then dispatches their workflows'
 /// outboxes; returns the positions of the settlements whose steps failed,
 /// which must not be acknowledged now.
-async fn settle_nodes<B: Broker>(broker: &B, batch: &[Settlement]) -> HashSet<usize> {
+async fn settle_nodes<B: Broker>(
+    broker: &B,
+    batch: &[Settlement],
+    observers: &Observers,
+) -> HashSet<usize> {
     let steps: Vec<(usize, &NodeStep)> = batch
         .iter()
         .enumerate()
@@ -227,6 +231,7 @@ async fn settle_nodes<B: Broker>(broker: &B, batch: &[Settlement]) -> HashSet<us
         let result = std::sync::Mutex::new(None);
         let recorded = patiently("settle the workflow nodes of", || async {
             let settled = broker.settle_node(settlement).await?;
+            observers.workflow_node_settled(settlement, &settled);
             *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(settled);
             Ok(())
         })

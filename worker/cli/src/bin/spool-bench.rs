@@ -6,6 +6,11 @@
 //! open-loop rate. Prints a table, or with `--json` one JSON object on the
 //! last line. Keys live under a random prefix and are deleted afterwards.
 //!
+//! Then workflows, on the same Redis (`spool_bench/workflows.rs`): (f) the
+//! nodes per second of a 10,000-node fan-out plus its join, against (c);
+//! (g) the enqueue-to-start latency of each step of a 1,000-step chain.
+//! `--wf-fanout 0` skips them.
+//!
 //! With `--store sqlite|postgres`, (e) measures the job store: outcomes
 //! recorded with `JobStore::record_outcomes` in batches of the settler's
 //! group commit (4096), and a start plus an outcome per task.
@@ -32,6 +37,8 @@ use spool_worker::{CounterSnapshot, TaskContext, TaskError, Worker, WorkerConfig
 
 #[path = "spool_bench_parts/trace_export.rs"]
 mod trace_export;
+#[path = "spool_bench_parts/workflows.rs"]
+mod workflows;
 
 /// Measure Spool against a real Redis and print the figures.
 #[derive(Debug, Parser)]
@@ -96,6 +103,13 @@ struct Args {
     /// and `OTEL_BSP_*`.
     #[arg(long)]
     trace_export: bool,
+    /// (f) Members of the workflow fan-out (plus a join); 0 skips (f) and
+    /// (g).
+    #[arg(long, default_value_t = 10_000)]
+    wf_fanout: usize,
+    /// (g) Steps of the workflow chain.
+    #[arg(long, default_value_t = 1_000)]
+    wf_chain: usize,
 }
 
 /// Which job store phase (e) measures.
@@ -187,6 +201,23 @@ struct Figures {
     /// (the outcome updates the started row).
     #[serde(skip_serializing_if = "Option::is_none")]
     store_lifecycle_per_s: Option<f64>,
+    /// (f) nodes of the fan-out workflow, and their rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_fanout_nodes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_fanout_nodes_per_s: Option<f64>,
+    /// (f) against (c): the goal is at least 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_fanout_vs_drain: Option<f64>,
+    /// (g) the chain's steps and each step's enqueue-to-start latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_chain_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_chain_step_p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_chain_step_p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_chain_step_max_us: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -320,17 +351,31 @@ async fn phases(
         let drain_per_s = drain(args, broker, opened.as_ref().map(|o| &o.store)).await?;
         eprintln!("drain: {drain_per_s:.0}/s");
         let latency = latency(args, broker, client).await?;
+        let workflows = if args.wf_fanout == 0 {
+            None
+        } else {
+            Some(
+                workflows::run(
+                    broker,
+                    client,
+                    (args.concurrency, args.prefetch),
+                    args.wf_fanout,
+                    args.wf_chain,
+                )
+                .await?,
+            )
+        };
         let store = match &opened {
             Some(opened) => Some(store(args, opened).await?),
             None => None,
         };
-        Ok::<_, anyhow::Error>((drain_per_s, latency, store))
+        Ok::<_, anyhow::Error>((drain_per_s, latency, workflows, store))
     }
     .await;
     if let Some(opened) = opened {
         close_store(opened).await?;
     }
-    let (drain_per_s, latency, store) = store_result?;
+    let (drain_per_s, latency, wf, store) = store_result?;
     Ok(Figures {
         n: args.n,
         signed: args.sign,
@@ -348,6 +393,13 @@ async fn phases(
         store_batch: store.as_ref().map(|_| args.store_batch),
         store_per_s: store.as_ref().map(|s| s.outcomes_per_s),
         store_lifecycle_per_s: store.as_ref().map(|s| s.lifecycle_per_s),
+        wf_fanout_nodes: wf.as_ref().map(|w| w.fanout_nodes),
+        wf_fanout_nodes_per_s: wf.as_ref().map(|w| w.fanout_nodes_per_s),
+        wf_fanout_vs_drain: wf.as_ref().map(|w| w.fanout_nodes_per_s / drain_per_s),
+        wf_chain_steps: wf.as_ref().map(|w| w.chain_steps),
+        wf_chain_step_p50_us: wf.as_ref().map(|w| w.chain_latency.value_at_quantile(0.50)),
+        wf_chain_step_p99_us: wf.as_ref().map(|w| w.chain_latency.value_at_quantile(0.99)),
+        wf_chain_step_max_us: wf.as_ref().map(|w| w.chain_latency.max()),
     })
 }
 
@@ -774,6 +826,29 @@ fn print_table(args: &Args, f: &Figures) {
         "{:<34} {:>11} us",
         "    enqueue-to-start max", f.latency_max_us
     );
+    if let (Some(nodes), Some(rate), Some(ratio)) = (
+        f.wf_fanout_nodes,
+        f.wf_fanout_nodes_per_s,
+        f.wf_fanout_vs_drain,
+    ) {
+        println!(
+            "{:<34} {:>12.0}/s  ({nodes} nodes, {ratio:.2}x drain)",
+            "(f) workflow fan-out + join", rate
+        );
+    }
+    if let (Some(steps), Some(p50), Some(p99), Some(max)) = (
+        f.wf_chain_steps,
+        f.wf_chain_step_p50_us,
+        f.wf_chain_step_p99_us,
+        f.wf_chain_step_max_us,
+    ) {
+        println!(
+            "{:<34} {:>11} us  ({steps} steps)",
+            "(g) chain step p50", p50
+        );
+        println!("{:<34} {:>11} us", "    chain step p99", p99);
+        println!("{:<34} {:>11} us", "    chain step max", max);
+    }
     if let (Some(store), Some(outcomes), Some(lifecycle)) =
         (f.store, f.store_per_s, f.store_lifecycle_per_s)
     {

@@ -10,8 +10,11 @@
 //! 4. `video.package` turns the clip into an HLS and DASH ladder in one
 //!    FFmpeg run (queue `streaming`).
 //!
-//! Each task goes through Redis to a worker running in this process, and
-//! its record and progress through a SQLite job store. Progress is printed
+//! Steps 2 to 4 are submitted as ONE workflow (`transcode -> analyze ->
+//! package`): the worker runs each node when the one before it succeeded,
+//! so the pipeline no longer depends on this process waiting between
+//! steps. Each task goes through Redis to a worker running in this
+//! process, and its record and progress through a SQLite job store. Progress is printed
 //! as it comes; the scores and the output paths at the end. With `--json`
 //! the last line is one JSON object with `vmaf`, `psnr`, `ssim` (pooled
 //! means), `hls_master` and `dash_mpd` (absolute paths).
@@ -33,6 +36,7 @@ use spool_sdk::video::{
     AnalysisReport, Analyze, Codec, Package, PackageOutput, Preset, RateControl, Transcode,
     TranscodeOutput,
 };
+use spool_sdk::workflow::{Workflow, WorkflowHandle};
 use spool_video::{TestClip, VideoConfig, VideoTasks, WithVideoTasks};
 use spool_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -272,52 +276,73 @@ async fn run(
 }
 
 /// Transcode, then analyze the encode against the clip, then package the
-/// clip: each step waits for the one before, as an app's pipeline would.
+/// clip, submitted as one workflow: the worker starts each node when the
+/// one before it succeeded. Each step's time runs from the end of the one
+/// before (from the submit, for the first) to its result.
 async fn pipeline(
     args: &Args,
     client: &Client<RedisBroker>,
     times: &mut StepTimes,
 ) -> Result<(TranscodeOutput, AnalysisReport, PackageOutput)> {
-    let transcode = Transcode::new("source.mp4", "encodes/source-h264.mp4", Codec::H264)
-        .rate(RateControl::Crf(args.crf))
-        .preset(args.preset);
+    // The encode's path is chosen here, so the analysis can name it before
+    // it exists.
+    let encode = "encodes/source-h264.mp4";
+    let mut wf = Workflow::new();
+    wf.node(
+        "transcode",
+        Transcode::new("source.mp4", encode, Codec::H264)
+            .rate(RateControl::Crf(args.crf))
+            .preset(args.preset),
+    );
+    wf.node("analyze", Analyze::new("source.mp4", encode));
+    wf.node(
+        "package",
+        Package::new("source.mp4", "streams/source").preset(args.preset),
+    );
+    wf.chain(&["transcode", "analyze", "package"]);
     let started = Instant::now();
-    let encoded = run_step(client, transcode, args.task_timeout).await?;
+    let workflow = client
+        .submit_workflow(wf)
+        .await
+        .context("submitting the pipeline workflow")?;
+    eprintln!(
+        "workflow {}: submitted (transcode -> analyze -> package)",
+        workflow.id()
+    );
+
+    let encoded = follow::<Transcode>(client, &workflow, "transcode", args.task_timeout).await?;
     times.transcode = started.elapsed().as_secs_f64();
-
     let started = Instant::now();
-    let analyze = Analyze::new("source.mp4", encoded.output.clone());
-    let report = run_step(client, analyze, args.task_timeout).await?;
+    let report = follow::<Analyze>(client, &workflow, "analyze", args.task_timeout).await?;
     times.analyze = started.elapsed().as_secs_f64();
-
     let started = Instant::now();
-    let package = Package::new("source.mp4", "streams/source").preset(args.preset);
-    let streams = run_step(client, package, args.task_timeout).await?;
+    let streams = follow::<Package>(client, &workflow, "package", args.task_timeout).await?;
     times.package = started.elapsed().as_secs_f64();
     Ok((encoded, report, streams))
 }
 
-/// Enqueues `task`, prints its progress as it runs, and returns its output.
-async fn run_step<T: Task>(
+/// Prints node `node`'s progress as it runs and returns its output.
+async fn follow<T: Task>(
     client: &Client<RedisBroker>,
-    task: T,
+    workflow: &WorkflowHandle<RedisBroker>,
+    node: &str,
     timeout: Duration,
 ) -> Result<T::Output> {
-    let id = client
-        .enqueue(task)
-        .await
-        .with_context(|| format!("enqueueing {}", T::NAME))?;
-    eprintln!("{} {id}: enqueued", T::NAME);
-    let handle = client.task::<T>(id)?;
-    let mut progress = handle.progress().await?;
+    let status = workflow.status().await?;
+    let id = status
+        .node(node)
+        .with_context(|| format!("the workflow has no node {node}"))?
+        .task_id;
+    eprintln!("{} {id}: node {node}", T::NAME);
+    let mut progress = client.task::<T>(id)?.progress().await?;
     let printer = tokio::spawn(async move {
         while let Some(report) = progress.next().await {
             eprintln!("{}: {report}", T::NAME);
         }
     });
-    let output = handle.wait(timeout).await;
+    let output = workflow.wait::<T>(node, timeout).await;
     printer.abort();
-    output.with_context(|| format!("{} {id} did not succeed", T::NAME))
+    output.with_context(|| format!("node {node} ({} {id}) did not succeed", T::NAME))
 }
 
 /// `path` made absolute against `workdir` (outputs are reported relative

@@ -42,6 +42,12 @@
 //! | `spool_gpu_encoder_utilization_ratio`, `spool_gpu_decoder_utilization_ratio` | gauge | `gpu` |
 //! | `spool_queue_ready`, `_delayed`, `_delayed_due`, `_in_flight`, `_dead_letters`, `_oldest_age_seconds`, `_consumers`, `_paused` | gauge | `queue` |
 //! | `spool_queue_enqueued_total`, `spool_queue_completed_total` | counter | `queue` |
+//! | `spool_workflow_running` | gauge | |
+//! | `spool_workflow_finished_total` | counter | `outcome` |
+//! | `spool_workflow_repaired_total` | counter | |
+//! | `spool_workflow_node_latency_seconds` | histogram | |
+//!
+//! The `spool_workflow_*` families are described in [`workflows`].
 //!
 //! The `spool_queue_*` families are the served queues' own signals, read
 //! from Redis ([`queues`]): every worker of a queue exports the same values.
@@ -56,6 +62,7 @@ use prometheus::core::Collector;
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
+use spool_broker::workflow::{NodeSettlement, Settled, SweepReport};
 use spool_broker::{QueueName, TaskId};
 use tokio::task::JoinHandle;
 
@@ -63,8 +70,10 @@ use spool_video::probe::GpuTelemetry;
 use spool_worker::{Observer, Outcome, TaskInfo};
 
 pub mod queues;
+pub mod workflows;
 
 pub use self::queues::QueueGauges;
+pub use self::workflows::{NODE_LATENCY_BUCKETS, WorkflowTotals};
 
 /// Upper bounds of the task-duration histogram, in seconds: from 5 ms
 /// no-ops to two-hour encodes.
@@ -96,13 +105,15 @@ pub struct TaskTotals {
     tasks: BTreeMap<String, BTreeMap<String, Series>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     dead: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "WorkflowTotals::is_empty")]
+    workflows: WorkflowTotals,
 }
 
 impl TaskTotals {
     /// Whether nothing was counted.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.dead.is_empty()
+        self.tasks.is_empty() && self.dead.is_empty() && self.workflows.is_empty()
     }
 
     /// Counts one outcome; `ran_for` is the run's duration when it ran.
@@ -159,6 +170,7 @@ impl TaskTotals {
                 *mine.entry(reason).or_default() += n;
             }
         }
+        self.workflows.merge(other.workflows);
     }
 
     /// The families `spool_tasks_total`, `spool_task_duration_seconds`,
@@ -195,7 +207,7 @@ impl TaskTotals {
                 dead.push(counter(&[("queue", queue), ("reason", reason)], *n));
             }
         }
-        vec![
+        let mut families = vec![
             family(
                 "spool_tasks_total",
                 "Deliveries that reached an outcome, by queue, task name and outcome.",
@@ -220,7 +232,9 @@ impl TaskTotals {
                 MetricType::COUNTER,
                 dead,
             ),
-        ]
+        ];
+        families.extend(self.workflows.families());
+        families
     }
 }
 
@@ -255,9 +269,13 @@ fn counter(pairs: &[(&str, &str)], value: u64) -> Metric {
 }
 
 fn histogram(pairs: &[(&str, &str)], counts: &[u64], seconds: f64) -> Metric {
+    histogram_with(&DURATION_BUCKETS, pairs, counts, seconds)
+}
+
+fn histogram_with(bounds: &[f64], pairs: &[(&str, &str)], counts: &[u64], seconds: f64) -> Metric {
     let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len());
-    for (bound, n) in DURATION_BUCKETS.iter().zip(counts) {
+    let mut buckets = Vec::with_capacity(bounds.len());
+    for (bound, n) in bounds.iter().zip(counts) {
         cumulative += n;
         let mut bucket = Bucket::default();
         bucket.set_upper_bound(*bound);
@@ -289,6 +307,10 @@ pub struct Gauges {
     pub in_flight: u64,
     /// Tasks fetched and not yet settled (running ones included).
     pub prefetched: u64,
+    /// Running workflows at this process's last workflow sweep, if it
+    /// swept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflows_running: Option<u64>,
 }
 
 /// Counts one worker process's tasks; an [`Observer`].
@@ -300,6 +322,8 @@ pub struct TaskMetrics {
     running: Mutex<HashMap<TaskId, u32>>,
     in_flight: AtomicU64,
     prefetched: AtomicU64,
+    /// Running workflows at the last sweep, plus one (0: no sweep yet).
+    workflows_running: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -322,6 +346,10 @@ impl TaskMetrics {
         Gauges {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             prefetched: self.prefetched.load(Ordering::Relaxed),
+            workflows_running: self
+                .workflows_running
+                .load(Ordering::Relaxed)
+                .checked_sub(1),
         }
     }
 }
@@ -380,6 +408,36 @@ impl Observer for TaskMetrics {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(count as u64))
             });
+    }
+
+    fn workflow_node_started(&self, _task: &TaskInfo<'_>, waited: Option<Duration>) {
+        if let Some(waited) = waited {
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .workflows
+                .node_started(waited);
+        }
+    }
+
+    fn workflow_node_settled(&self, _settlement: &NodeSettlement, settled: &Settled) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .workflows
+            .node_settled(settled);
+    }
+
+    fn workflow_swept(&self, report: &SweepReport) {
+        self.workflows_running.store(
+            workflows::running_after(report).saturating_add(1),
+            Ordering::Relaxed,
+        );
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .workflows
+            .swept(report);
     }
 }
 
@@ -558,6 +616,8 @@ impl MetricsHub {
             .fold(Gauges::default(), |sum, g| Gauges {
                 in_flight: sum.in_flight + g.in_flight,
                 prefetched: sum.prefetched + g.prefetched,
+                // Every process sees the same index: the latest of any.
+                workflows_running: sum.workflows_running.max(g.workflows_running),
             });
         if let Some(telemetry) = &self.telemetry {
             self.gpu.sample(telemetry);
@@ -597,7 +657,7 @@ impl GpuGauges {
 
 /// The families of the summed process gauges.
 #[allow(clippy::cast_precision_loss)]
-fn gauge_families(gauges: Gauges) -> [MetricFamily; 2] {
+fn gauge_families(gauges: Gauges) -> [MetricFamily; 3] {
     [
         gauge_family(
             "spool_tasks_in_flight",
@@ -608,6 +668,11 @@ fn gauge_families(gauges: Gauges) -> [MetricFamily; 2] {
             "spool_tasks_prefetched",
             "Tasks fetched and not yet acknowledged, running ones included.",
             gauges.prefetched as f64,
+        ),
+        gauge_family(
+            "spool_workflow_running",
+            "Running workflows, as this fleet's last workflow sweep saw them.",
+            gauges.workflows_running.unwrap_or(0) as f64,
         ),
     ]
 }
@@ -662,7 +727,8 @@ mod tests {
             metrics.gauges(),
             Gauges {
                 in_flight: 1,
-                prefetched: 3
+                prefetched: 3,
+                workflows_running: None,
             }
         );
         metrics.finished(
@@ -681,7 +747,8 @@ mod tests {
             gauges,
             Gauges {
                 in_flight: 0,
-                prefetched: 1
+                prefetched: 1,
+                workflows_running: None,
             }
         );
         assert!(metrics.take().0.is_empty(), "take drains");
@@ -694,6 +761,7 @@ mod tests {
             Gauges {
                 in_flight: 2,
                 prefetched: 2,
+                workflows_running: None,
             },
         );
         hub.child_exited(7);
@@ -733,6 +801,13 @@ mod tests {
             Outcome::DeadLettered(DeadReason::Malformed),
             Some(Duration::from_millis(1)),
         );
+        totals.workflows.node_started(Duration::from_millis(3));
+        totals
+            .workflows
+            .node_settled(&spool_broker::workflow::Settled::Recorded {
+                ready: Vec::new(),
+                finished: Some(spool_broker::workflow::WorkflowState::Succeeded),
+            });
         hub.push(1, totals, Gauges::default());
         hub.child_restarted();
         hub.queues().record(

@@ -98,6 +98,7 @@ mod tests {
                 gauges: Gauges {
                     in_flight: 1,
                     prefetched: 2,
+                    workflows_running: None,
                 },
             },
         ] {

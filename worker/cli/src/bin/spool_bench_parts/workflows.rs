@@ -1,0 +1,160 @@
+//! Phases (f) and (g) of `spool-bench`: workflows on the same Redis and in
+//! the same run as the plain drain.
+//!
+//! - (f) a fan-out of `--wf-fanout` nodes (10,000) plus a node that joins
+//!   them, submitted as one workflow and run by one worker process: nodes
+//!   per second from submit to the workflow's end, against the plain
+//!   drain's tasks per second (goal: at least half).
+//! - (g) a chain of `--wf-chain` steps (1,000): the enqueue-to-start
+//!   latency of each step, measured from the end of its parent's handler
+//!   (which includes settling the parent, dispatching the step, fetching
+//!   it and reading its parents' outputs) to the start of its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use spool_broker::workflow::WorkflowState;
+use spool_broker::{RedisBroker, Task};
+use spool_sdk::Client;
+use spool_sdk::workflow::Workflow;
+use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
+
+/// A fan-out member or its join: does nothing.
+#[derive(Serialize, Deserialize)]
+struct Leaf;
+
+impl Task for Leaf {
+    const NAME: &'static str = "bench.wf.leaf";
+    type Output = ();
+}
+
+/// One step of the chain: notes when it ran.
+#[derive(Serialize, Deserialize)]
+struct Step {
+    index: u32,
+}
+
+impl Task for Step {
+    const NAME: &'static str = "bench.wf.step";
+    type Output = ();
+}
+
+/// What (f) and (g) measured.
+pub struct WorkflowFigures {
+    /// Nodes of the fan-out workflow (members plus the join).
+    pub fanout_nodes: usize,
+    /// Its nodes per second, submit to end.
+    pub fanout_nodes_per_s: f64,
+    /// Steps of the chain.
+    pub chain_steps: usize,
+    /// Enqueue-to-start latency of each step after the first, in µs.
+    pub chain_latency: Histogram<u64>,
+}
+
+/// Start and end of each step's handler, in µs since the phase began.
+type Marks = Arc<Mutex<Vec<(u32, u64, u64)>>>;
+
+fn worker(
+    broker: &RedisBroker,
+    concurrency: usize,
+    prefetch: usize,
+    marks: Marks,
+) -> Worker<RedisBroker> {
+    let config = WorkerConfig {
+        concurrency,
+        prefetch,
+        ..WorkerConfig::default()
+    };
+    let epoch = Instant::now();
+    Worker::new(broker.clone(), config)
+        .register::<Leaf, _>(|_task: Leaf, _ctx: TaskContext| async { Ok::<_, TaskError>(()) })
+        .register::<Step, _>(move |task: Step, _ctx: TaskContext| {
+            let at = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if let Ok(mut marks) = marks.lock() {
+                marks.push((task.index, at, at));
+            }
+            async { Ok::<_, TaskError>(()) }
+        })
+}
+
+/// Runs (f) and (g) with one worker process of `concurrency` slots.
+pub async fn run(
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+    (concurrency, prefetch): (usize, usize),
+    fanout: usize,
+    chain: usize,
+) -> Result<WorkflowFigures> {
+    if fanout == 0 || chain < 2 {
+        bail!("--wf-fanout must be positive and --wf-chain at least 2");
+    }
+    let marks: Marks = Arc::new(Mutex::new(Vec::with_capacity(chain)));
+    let worker = worker(broker, concurrency, prefetch, Arc::clone(&marks));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    // (f) fan-out plus join.
+    let mut wf = Workflow::new().max_nodes(fanout + 1);
+    let members: Vec<String> = (0..fanout).map(|i| format!("leaf-{i}")).collect();
+    for member in &members {
+        wf.node(member, Leaf);
+    }
+    let names: Vec<&str> = members.iter().map(String::as_str).collect();
+    wf.node("join", Leaf).after(&names);
+    let started = Instant::now();
+    let handle = client.submit_workflow(wf).await?;
+    let status = handle.finished(Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    if status.state != WorkflowState::Succeeded {
+        bail!("the fan-out workflow ended {}", status.state);
+    }
+    let fanout_nodes_per_s = (fanout + 1) as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
+    eprintln!("workflow fan-out: {fanout_nodes_per_s:.0} nodes/s");
+
+    // (g) a chain.
+    let mut wf = Workflow::new().max_nodes(chain);
+    let steps: Vec<String> = (0..chain).map(|i| format!("step-{i}")).collect();
+    for (i, step) in steps.iter().enumerate() {
+        wf.node(
+            step,
+            Step {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+            },
+        );
+    }
+    let names: Vec<&str> = steps.iter().map(String::as_str).collect();
+    wf.chain(&names);
+    let handle = client.submit_workflow(wf).await?;
+    let status = handle.finished(Duration::from_secs(600)).await?;
+    if status.state != WorkflowState::Succeeded {
+        bail!("the chain workflow ended {}", status.state);
+    }
+    let _ = stop.send(());
+    running.await??;
+
+    let mut marks = marks
+        .lock()
+        .map_err(|_| anyhow::anyhow!("marks lock poisoned"))?
+        .clone();
+    marks.sort_unstable();
+    if marks.len() != chain {
+        bail!("the chain ran {} steps, expected {chain}", marks.len());
+    }
+    let mut chain_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for pair in marks.windows(2) {
+        let (_, _, parent_end) = pair[0];
+        let (_, child_start, _) = pair[1];
+        chain_latency.saturating_record(child_start.saturating_sub(parent_end).max(1));
+    }
+    Ok(WorkflowFigures {
+        fanout_nodes: fanout + 1,
+        fanout_nodes_per_s,
+        chain_steps: chain,
+        chain_latency,
+    })
+}
