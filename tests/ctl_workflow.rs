@@ -87,7 +87,10 @@ async fn run_next(redis: &TestRedis, store: &JobStore, outcome: NodeOutcome) -> 
     };
     let settled = broker.settle_node(&settlement).await.unwrap();
     broker.dispatch_outbox(workflow).await.unwrap();
-    broker.ack(&[delivery.tag.clone()]).await.unwrap();
+    broker
+        .ack(std::slice::from_ref(&delivery.tag))
+        .await
+        .unwrap();
     store
         .record_node_transitions(&[NodeTransition::settled(
             envelope,

@@ -61,7 +61,7 @@ fn chain() -> WorkflowSpec {
     }
 }
 
-fn envelope_of<'a>(spec: &'a WorkflowSpec, n: &str) -> Envelope {
+fn envelope_of(spec: &WorkflowSpec, n: &str) -> Envelope {
     let mut envelope = spec
         .nodes
         .iter()
@@ -185,7 +185,7 @@ async fn stale_runs_and_replays_change_nothing(store: JobStore, _url: String) {
     store.record_workflow_submitted(&wf, at(0)).await.unwrap();
     let done = transition(&wf, "probe", NodeRecordState::Succeeded, 1, 300);
     store
-        .record_node_transitions(&[done.clone()])
+        .record_node_transitions(std::slice::from_ref(&done))
         .await
         .unwrap();
     let before = store.workflow(wf.id).await.unwrap().unwrap();
@@ -257,7 +257,10 @@ async fn settle_next(
     };
     broker.settle_node(&settlement).await.unwrap();
     broker.dispatch_outbox(workflow).await.unwrap();
-    broker.ack(&[delivery.tag.clone()]).await.unwrap();
+    broker
+        .ack(std::slice::from_ref(&delivery.tag))
+        .await
+        .unwrap();
     store
         .record_node_transitions(&[NodeTransition::settled(
             &delivery.envelope,
