@@ -56,7 +56,9 @@ pub(crate) fn draw(report: &WorkflowReport, width: usize) -> String {
     for node in &report.nodes {
         layers.entry(node.depth).or_default().push(node);
     }
-    let per_row = ((width + 1) / (INNER + 3)).max(1);
+    // A box is INNER plus a space and a border each side; one space parts
+    // two boxes.
+    let per_row = ((width + 1) / (INNER + 5)).max(1);
     for (i, nodes) in layers.values().enumerate() {
         if i > 0 {
             arrow(&mut out);
