@@ -64,7 +64,7 @@ pub struct RunningTask {
     /// The worker running it, when known.
     pub worker: Option<String>,
     /// When its current attempt started; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339_opt")]
+    #[serde(serialize_with = "spool_broker::rfc3339::option::serialize")]
     pub started_at: Option<Timestamp>,
     /// Its attempt, from 1; 0 when not known.
     pub attempt: u32,
@@ -140,7 +140,7 @@ pub struct FailureRow {
     /// The error in words.
     pub error: String,
     /// When it failed; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "spool_broker::rfc3339::serialize")]
     pub at: Timestamp,
     /// Where it was read: `store` or `dead_letters`.
     pub source: &'static str,
@@ -195,7 +195,7 @@ pub struct RateHistory {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopFrame {
     /// When it was read; RFC 3339 in JSON.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "spool_broker::rfc3339::serialize")]
     pub at: Timestamp,
     /// The time between refreshes, in seconds.
     #[serde(serialize_with = "seconds", rename = "interval_seconds")]
@@ -237,17 +237,6 @@ impl TopFrame {
             store: false,
             history: BTreeMap::new(),
         }
-    }
-}
-
-fn rfc3339<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(at)
-}
-
-fn rfc3339_opt<S: Serializer>(at: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => serializer.collect_str(at),
-        None => serializer.serialize_none(),
     }
 }
 
