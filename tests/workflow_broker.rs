@@ -54,6 +54,7 @@ on_every_broker!(
     a_crash_after_enqueueing_does_not_double_the_child,
     the_last_two_parents_settled_at_once_enqueue_the_join_once,
     a_ten_thousand_wide_fan_out_enqueues_its_join_once,
+    a_batch_of_settlements_across_workflows_settles_each_as_alone,
     a_fail_edge_cancels_dependents_and_fails_the_workflow,
     a_continue_edge_runs_the_child_and_fails_the_workflow,
     an_ignore_edge_runs_the_child_and_the_workflow_succeeds,
@@ -547,6 +548,118 @@ async fn a_ten_thousand_wide_fan_out_enqueues_its_join_once<B: Broker>(broker: &
     broker.ack(&tags).await.unwrap();
     assert_eq!(nodes_of(&take(broker, &B, 1).await), ["join"]);
     assert!(take(broker, &A, 0).await.is_empty());
+}
+
+/// What a worker's settler does with a group of outcomes: one
+/// `settle_nodes`, one `dispatch_outboxes`, one `node_contexts`, across
+/// several workflows and more settlements of one workflow than one script
+/// call takes; each settlement must come out as if it were alone.
+async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker>(broker: &B) {
+    const WIDTH: usize = 600;
+    let mut fan = (0..WIDTH)
+        .map(|i| node(&format!("p{i}"), A, &[]))
+        .collect::<Vec<_>>();
+    let names: Vec<String> = (0..WIDTH).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    fan.push(node("join", B, &refs));
+    let fan = spec(fan);
+    let chain = spec(vec![node("a", A, &[]), node("b", B, &["a"])]);
+    let leaves = spec(vec![node("x", A, &[]), node("y", A, &[])]);
+    for wf in [&fan, &chain, &leaves] {
+        broker.submit_workflow(wf).await.unwrap();
+    }
+    let roots = take(broker, &A, WIDTH + 3).await;
+    let in_wf = |wf: &WorkflowSpec| {
+        let id = wf.id;
+        roots
+            .iter()
+            .filter(move |d| d.envelope.workflow_node().unwrap().0 == id)
+            .collect::<Vec<_>>()
+    };
+    let (fan_roots, chain_roots, leaf_roots) = (in_wf(&fan), in_wf(&chain), in_wf(&leaves));
+    // The three workflows' settlements interleaved, a repeated one and a
+    // stale one (a task id the node does not have) among them.
+    let mut settlements = Vec::new();
+    for (i, d) in fan_roots.iter().enumerate() {
+        let output = i.to_string();
+        settlements.push(settlement(d, NodeOutcome::Succeeded, Some(output.as_bytes())));
+        if i == 1 {
+            settlements.push(settlement(chain_roots[0], NodeOutcome::Succeeded, Some(b"A")));
+            settlements.push(settlement(leaf_roots[0], NodeOutcome::Succeeded, None));
+        }
+    }
+    settlements.push(settlement(leaf_roots[1], NodeOutcome::Succeeded, None));
+    settlements.push(settlement(fan_roots[0], NodeOutcome::Succeeded, Some(b"again")));
+    let mut stale = settlement(fan_roots[1], NodeOutcome::Succeeded, None);
+    stale.task_id = TaskId::new();
+    settlements.push(stale);
+    let refs: Vec<&NodeSettlement> = settlements.iter().collect();
+    let settled: Vec<Settled> = broker
+        .settle_nodes(&refs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(settled.len(), settlements.len());
+    let mut readied = Vec::new();
+    let mut finished = Vec::new();
+    for (s, result) in settlements.iter().zip(&settled).take(settlements.len() - 2) {
+        match result {
+            Settled::Recorded { ready, finished: f } => {
+                readied.extend(ready.iter().map(|r| (s.workflow, r.to_string())));
+                finished.extend(f.iter().map(|f| (s.workflow, s.node.to_string(), f.clone())));
+            }
+            other => panic!("{}: {other:?}", s.node),
+        }
+    }
+    readied.sort();
+    let mut expected = vec![(fan.id, "join".to_owned()), (chain.id, "b".to_owned())];
+    expected.sort();
+    assert_eq!(readied, expected, "each child readied once");
+    // Only the settlement that ended a workflow says so.
+    assert_eq!(
+        finished,
+        [(leaves.id, "y".to_owned(), WorkflowState::Succeeded)]
+    );
+    assert_eq!(settled[settled.len() - 2], Settled::Already);
+    assert_eq!(settled[settled.len() - 1], Settled::Unknown);
+
+    // One dispatch for every workflow touched (one of them twice).
+    let enqueued = broker
+        .dispatch_outboxes(&[fan.id, chain.id, leaves.id, fan.id])
+        .await
+        .unwrap();
+    assert_eq!(enqueued, 2);
+    assert_eq!(broker.dispatch_outboxes(&[fan.id, chain.id]).await.unwrap(), 0);
+    let tags: Vec<_> = roots.iter().map(|d| d.tag.clone()).collect();
+    broker.ack(&tags).await.unwrap();
+    assert_eq!(nodes_of(&take(broker, &B, 2).await), ["b", "join"]);
+
+    // Contexts read together, unknown nodes among them.
+    let contexts = broker
+        .node_contexts(&[
+            (fan.id, name("join")),
+            (chain.id, name("b")),
+            (fan.id, name("nope")),
+            (WorkflowSpec::new().id, name("b")),
+        ])
+        .await;
+    let contexts: Vec<_> = contexts.into_iter().map(Result::unwrap).collect();
+    let join = contexts[0].as_ref().unwrap();
+    assert_eq!(join.state, NodeState::Queued);
+    assert_eq!(join.parents.len(), WIDTH);
+    for (i, parent) in join.parents.iter().enumerate() {
+        assert_eq!(parent.name.as_str(), format!("p{i}"));
+        assert_eq!(parent.state, NodeState::Succeeded);
+        assert_eq!(parent.output.as_deref(), Some(i.to_string().as_bytes()));
+    }
+    let b = contexts[1].as_ref().unwrap();
+    assert_eq!(b.parents.len(), 1);
+    assert_eq!(b.parents[0].output.as_deref(), Some(&b"A"[..]));
+    assert!(contexts[2].is_none());
+    assert!(contexts[3].is_none());
+    assert_eq!(state(broker, &leaves).await, WorkflowState::Succeeded);
+    assert_eq!(state(broker, &fan).await, WorkflowState::Running);
 }
 
 async fn a_fail_edge_cancels_dependents_and_fails_the_workflow<B: Broker>(broker: &B) {

@@ -744,6 +744,29 @@ pub trait Broker: Clone + Send + Sync + 'static {
         settlement: &NodeSettlement,
     ) -> impl Future<Output = Result<Settled>> + Send;
 
+    /// Settles several nodes, of one workflow or of many, each exactly as
+    /// [`Broker::settle_node`] settles it, in as few round trips as the
+    /// broker allows (on Redis, one script call per workflow, all in
+    /// flight at once): what a worker's settler does with a batch of
+    /// outcomes. One result per settlement, in order; a failed one may or
+    /// may not be recorded (repeat it).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: each settlement is atomic and idempotent.
+    fn settle_nodes(
+        &self,
+        settlements: &[&NodeSettlement],
+    ) -> impl Future<Output = Vec<Result<Settled>>> + Send {
+        async move {
+            let mut settled = Vec::with_capacity(settlements.len());
+            for settlement in settlements {
+                settled.push(self.settle_node(settlement).await);
+            }
+            settled
+        }
+    }
+
     /// Enqueues what waits in a workflow's outbox, each task at most once
     /// ever (deduplicated by task id in its queue), and empties the
     /// outbox. Returns how many tasks were enqueued by this call.
@@ -757,6 +780,31 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// Cancel safe: every step is idempotent.
     fn dispatch_outbox(&self, workflow: WorkflowId) -> impl Future<Output = Result<usize>> + Send;
 
+    /// Dispatches the outboxes of several workflows together, as
+    /// [`Broker::dispatch_outbox`] dispatches each, in as few round trips
+    /// as the broker allows. Returns how many tasks were enqueued.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails; what was not dispatched stays in the
+    /// outboxes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: every step is idempotent.
+    fn dispatch_outboxes(
+        &self,
+        workflows: &[WorkflowId],
+    ) -> impl Future<Output = Result<usize>> + Send {
+        async move {
+            let mut enqueued = 0;
+            for &workflow in workflows {
+                enqueued += self.dispatch_outbox(workflow).await?;
+            }
+            Ok(enqueued)
+        }
+    }
+
     /// A node's state, current task id and parents' results, in one round
     /// trip: what a worker reads before running a node. `None` when the
     /// workflow or the node is unknown.
@@ -769,6 +817,24 @@ pub trait Broker: Clone + Send + Sync + 'static {
         workflow: WorkflowId,
         node: &NodeName,
     ) -> impl Future<Output = Result<Option<NodeContext>>> + Send;
+
+    /// The contexts of several nodes, of one workflow or of many, each as
+    /// [`Broker::node_context`] reads it, in as few round trips as the
+    /// broker allows (on Redis, one script call per workflow, all in
+    /// flight at once): what a worker reads for the nodes it is about to
+    /// run. One result per node, in order.
+    fn node_contexts(
+        &self,
+        nodes: &[(WorkflowId, NodeName)],
+    ) -> impl Future<Output = Vec<Result<Option<NodeContext>>>> + Send {
+        async move {
+            let mut contexts = Vec::with_capacity(nodes.len());
+            for (workflow, node) in nodes {
+                contexts.push(self.node_context(*workflow, node).await);
+            }
+            contexts
+        }
+    }
 
     /// A workflow's state and every node's, in one snapshot; `None` when
     /// it is unknown.

@@ -957,8 +957,23 @@ impl Broker for RedisBroker {
         self.wf_settle(settlement).await
     }
 
+    async fn settle_nodes(&self, settlements: &[&NodeSettlement]) -> Vec<Result<Settled>> {
+        self.wf_settle_many(settlements).await
+    }
+
     async fn dispatch_outbox(&self, workflow: WorkflowId) -> Result<usize> {
         self.wf_dispatch(workflow).await
+    }
+
+    async fn dispatch_outboxes(&self, workflows: &[WorkflowId]) -> Result<usize> {
+        self.wf_dispatch_many(workflows).await
+    }
+
+    async fn node_contexts(
+        &self,
+        nodes: &[(WorkflowId, NodeName)],
+    ) -> Vec<Result<Option<NodeContext>>> {
+        self.wf_contexts(nodes).await
     }
 
     async fn node_context(

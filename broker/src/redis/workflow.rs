@@ -47,6 +47,17 @@ const DISPATCH_IN_FLIGHT: usize = 64;
 /// How many index entries the sweeper reads at a time.
 const SWEEP_PAGE: isize = 500;
 
+/// The most settlements of one workflow one `wf_settle.lua` call applies:
+/// enough to make a call per node rare under load, few enough that one
+/// call holds Redis for a millisecond or two at most.
+const SETTLE_CHUNK: usize = 256;
+
+/// The most nodes of one workflow one `wf_context.lua` call reads.
+const CONTEXT_CHUNK: usize = 256;
+
+/// The most tasks one `wf_enqueue.lua` call enqueues into one queue.
+const ENQUEUE_CHUNK: usize = 256;
+
 /// The keys of one workflow, all under its hash tag `{wf:<id>}`, in the
 /// order every `wf_*.lua` script takes them.
 struct WorkflowKeys([String; 12]);
@@ -124,6 +135,138 @@ fn decode_edges(stored: &str) -> Vec<Edge> {
             })
         })
         .collect()
+}
+
+/// The positions of `workflows` grouped by workflow (in order of first
+/// appearance), each group at most `chunk` long: one script call each.
+fn by_workflow(
+    workflows: impl Iterator<Item = WorkflowId>,
+    chunk: usize,
+) -> Vec<(WorkflowId, Vec<usize>)> {
+    let mut open: std::collections::HashMap<WorkflowId, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<(WorkflowId, Vec<usize>)> = Vec::new();
+    for (i, workflow) in workflows.enumerate() {
+        match open.get(&workflow) {
+            Some(&g) if groups[g].1.len() < chunk => groups[g].1.push(i),
+            _ => {
+                open.insert(workflow, groups.len());
+                groups.push((workflow, vec![i]));
+            }
+        }
+    }
+    groups
+}
+
+/// An error for each member of a group whose call failed: the first gets
+/// the error itself, the others a copy that is as transient as it.
+fn copy_error(e: &Error) -> Error {
+    let message = e.to_string();
+    if e.is_transient() {
+        Error::Connection(message.into())
+    } else {
+        Error::Backend(message.into())
+    }
+}
+
+/// Puts each group's replies back at its members' positions (`n` in
+/// all); a group whose call failed, or answered short, fails each member.
+fn scatter<T>(
+    n: usize,
+    groups: &[(WorkflowId, Vec<usize>)],
+    replies: Vec<Result<Vec<T>>>,
+    what: &str,
+) -> Vec<Result<T>> {
+    let mut out: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
+    for ((_, positions), reply) in groups.iter().zip(replies) {
+        match reply {
+            Ok(items) if items.len() == positions.len() => {
+                for (&i, item) in positions.iter().zip(items) {
+                    out[i] = Some(Ok(item));
+                }
+            }
+            Ok(items) => {
+                for &i in positions {
+                    out[i] = Some(Err(Error::Backend(
+                        format!("{what} answered {} of {}", items.len(), positions.len()).into(),
+                    )));
+                }
+            }
+            Err(e) => {
+                for &i in positions.iter().skip(1) {
+                    out[i] = Some(Err(copy_error(&e)));
+                }
+                if let Some(&first) = positions.first() {
+                    out[first] = Some(Err(e));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Backend(format!("{what} gave no reply").into()))))
+        .collect()
+}
+
+/// One settlement's reply of `wf_settle.lua`.
+fn settled_of(reply: Vec<Value>) -> Result<Settled> {
+    let mut items = reply.into_iter();
+    let status = items.next().as_ref().and_then(text).unwrap_or_default();
+    match status.as_str() {
+        "unknown" => Ok(Settled::Unknown),
+        "already" => Ok(Settled::Already),
+        "recorded" => {
+            let final_state = items.next().as_ref().and_then(text).unwrap_or_default();
+            let failed_node = items.next().as_ref().and_then(text).unwrap_or_default();
+            let failed_reason = items.next().as_ref().and_then(text).unwrap_or_default();
+            let finished = (!final_state.is_empty())
+                .then(|| workflow_state(&final_state, &failed_node, &failed_reason));
+            let ready = items
+                .filter_map(|v| text(&v).and_then(|s| s.parse().ok()))
+                .collect();
+            Ok(Settled::Recorded { ready, finished })
+        }
+        other => Err(Error::Backend(
+            format!("unexpected wf_settle status {other:?}").into(),
+        )),
+    }
+}
+
+/// One node's reply of `wf_context.lua`.
+fn context_of(reply: Value) -> Result<Option<NodeContext>> {
+    let items = match reply {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        other => into_items(other, "wf_context")?,
+    };
+    let mut items = items.into_iter();
+    let (Some(state), Some(id), Some(output), Some(error)) =
+        (items.next(), items.next(), items.next(), items.next())
+    else {
+        return Err(Error::Backend("short wf_context reply".into()));
+    };
+    let state = node_state(&state, "node state")?;
+    let task_id = text(&id)
+        .ok_or_else(|| unexpected("node task id", &id))?
+        .parse()?;
+    let mut parents = Vec::new();
+    while let (Some(name), Some(state), Some(output), Some(error)) =
+        (items.next(), items.next(), items.next(), items.next())
+    {
+        let name: NodeName = text(&name)
+            .ok_or_else(|| unexpected("parent name", &name))?
+            .parse()?;
+        parents.push(ParentResult {
+            name,
+            state: node_state(&state, "parent state")?,
+            output: bytes(output),
+            error: text(&error),
+        });
+    }
+    Ok(Some(NodeContext {
+        state,
+        task_id,
+        output: bytes(output),
+        error: text(&error),
+        parents,
+    }))
 }
 
 fn node_state(value: &Value, what: &str) -> Result<NodeState> {
@@ -236,146 +379,235 @@ impl RedisBroker {
     }
 
     pub(super) async fn wf_settle(&self, settlement: &NodeSettlement) -> Result<Settled> {
-        let workflow = settlement.workflow;
-        let settlement = settlement.admitted(|children| {
-            for child in children.all() {
-                self.check_size(&node_envelope(workflow, &child.name, &child.envelope))?;
-            }
-            Ok(())
-        });
-        let keys = self.workflow_keys(settlement.workflow);
+        self.wf_settle_many(&[settlement])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::Backend("wf_settle gave no reply".into())))
+    }
+
+    /// Settles `settlements` with one `wf_settle.lua` call per workflow
+    /// (per [`SETTLE_CHUNK`] of its settlements), every call in flight at
+    /// once; one result per settlement, in order.
+    pub(super) async fn wf_settle_many(
+        &self,
+        settlements: &[&NodeSettlement],
+    ) -> Vec<Result<Settled>> {
+        let groups = by_workflow(settlements.iter().map(|s| s.workflow), SETTLE_CHUNK);
+        // Collected first: a lazy `map` held across the awaits would not
+        // be `Send` for every lifetime.
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|(workflow, positions)| {
+                let chunk: Vec<&NodeSettlement> =
+                    positions.iter().map(|&i| settlements[i]).collect();
+                self.wf_settle_chunk(*workflow, chunk)
+            })
+            .collect();
+        let replies: Vec<Result<Vec<Settled>>> = stream::iter(calls)
+            .buffered(DISPATCH_IN_FLIGHT)
+            .collect()
+            .await;
+        scatter(settlements.len(), &groups, replies, "wf_settle")
+    }
+
+    /// One `wf_settle.lua` call for settlements of one workflow.
+    async fn wf_settle_chunk(
+        &self,
+        workflow: WorkflowId,
+        settlements: Vec<&NodeSettlement>,
+    ) -> Result<Vec<Settled>> {
+        let keys = self.workflow_keys(workflow);
         let mut invocation = keys.invoke(&SETTLE);
-        let output = settlement.output.as_deref();
         invocation
-            .arg(settlement.node.as_str())
-            .arg(settlement.task_id.to_string())
-            .arg(settlement.outcome.state().as_str())
             .arg(Timestamp::now().as_millis())
-            .arg(settlement.attempts)
-            .arg(settlement.error.as_deref().unwrap_or(""))
-            .arg(u8::from(output.is_some()))
-            .arg(output.unwrap_or_default())
             .arg(millis(FINISHED_RETENTION))
-            .arg(settlement.children.nodes.len())
-            .arg(u8::from(settlement.children.join.is_some()))
-            .arg(settlement.children.join_policy.as_str());
-        for child in settlement.children.all() {
-            let envelope = node_envelope(settlement.workflow, &child.name, &child.envelope);
+            .arg(settlements.len());
+        for settlement in settlements {
+            let settlement = settlement.admitted(|children| {
+                for child in children.all() {
+                    self.check_size(&node_envelope(workflow, &child.name, &child.envelope))?;
+                }
+                Ok(())
+            });
+            let output = settlement.output.as_deref();
             invocation
-                .arg(child.name.as_str())
-                .arg(envelope.id.to_string())
-                .arg(envelope.encode()?);
+                .arg(settlement.node.as_str())
+                .arg(settlement.task_id.to_string())
+                .arg(settlement.outcome.state().as_str())
+                .arg(settlement.attempts)
+                .arg(settlement.error.as_deref().unwrap_or(""))
+                .arg(u8::from(output.is_some()))
+                .arg(output.unwrap_or_default())
+                .arg(settlement.children.nodes.len())
+                .arg(u8::from(settlement.children.join.is_some()))
+                .arg(settlement.children.join_policy.as_str());
+            for child in settlement.children.all() {
+                let envelope = node_envelope(workflow, &child.name, &child.envelope);
+                invocation
+                    .arg(child.name.as_str())
+                    .arg(envelope.id.to_string())
+                    .arg(envelope.encode()?);
+            }
         }
-        let reply = into_items(
+        let replies = into_items(
             invocation
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(map_redis)?,
             "wf_settle",
         )?;
-        let mut items = reply.into_iter();
-        let status = items.next().as_ref().and_then(text).unwrap_or_default();
-        match status.as_str() {
-            "unknown" => Ok(Settled::Unknown),
-            "already" => Ok(Settled::Already),
-            "recorded" => {
-                let final_state = items.next().as_ref().and_then(text).unwrap_or_default();
-                let failed_node = items.next().as_ref().and_then(text).unwrap_or_default();
-                let failed_reason = items.next().as_ref().and_then(text).unwrap_or_default();
-                let finished = (!final_state.is_empty())
-                    .then(|| workflow_state(&final_state, &failed_node, &failed_reason));
-                let ready = items
-                    .filter_map(|v| text(&v).and_then(|s| s.parse().ok()))
-                    .collect();
-                Ok(Settled::Recorded { ready, finished })
-            }
-            other => Err(Error::Backend(
-                format!("unexpected wf_settle status {other:?}").into(),
-            )),
-        }
+        replies
+            .into_iter()
+            .map(|reply| settled_of(into_items(reply, "wf_settle")?))
+            .collect()
     }
 
     pub(super) async fn wf_dispatch(&self, workflow: WorkflowId) -> Result<usize> {
-        self.wf_dispatch_before(workflow, Timestamp::from_millis(u64::MAX / 2))
+        self.wf_dispatch_many(&[workflow]).await
+    }
+
+    /// Dispatches the outboxes of `workflows` together: their entries are
+    /// read with one call per workflow, enqueued with one `wf_enqueue.lua`
+    /// call per queue (per [`ENQUEUE_CHUNK`]), and removed with one call
+    /// per workflow, every call of a step in flight at once.
+    pub(super) async fn wf_dispatch_many(&self, workflows: &[WorkflowId]) -> Result<usize> {
+        self.wf_dispatch_before(workflows, Timestamp::from_millis(u64::MAX / 2))
             .await
     }
 
     /// Dispatches the outbox entries added at or before `cutoff`.
-    async fn wf_dispatch_before(&self, workflow: WorkflowId, cutoff: Timestamp) -> Result<usize> {
-        let keys = self.workflow_keys(workflow);
+    async fn wf_dispatch_before(
+        &self,
+        workflows: &[WorkflowId],
+        cutoff: Timestamp,
+    ) -> Result<usize> {
         let mut enqueued = 0;
-        loop {
-            let reply = into_items(
-                keys.invoke(&OUTBOX)
-                    .arg(cutoff.as_millis())
-                    .arg(OUTBOX_PAGE)
-                    .invoke_async(&mut self.conn())
-                    .await
-                    .map_err(map_redis)?,
-                "wf_outbox",
-            )?;
-            if reply.is_empty() {
-                return Ok(enqueued);
+        let mut open: Vec<WorkflowId> = workflows.to_vec();
+        open.sort_unstable();
+        open.dedup();
+        while !open.is_empty() {
+            let reads: Vec<_> = open
+                .iter()
+                .map(|&workflow| self.wf_outbox_page(workflow, cutoff))
+                .collect();
+            let pages: Vec<Vec<(String, Envelope)>> = stream::iter(reads)
+                .buffered(DISPATCH_IN_FLIGHT)
+            .try_collect()
+            .await?;
+            let ready: Vec<&Envelope> = pages.iter().flatten().map(|(_, e)| e).collect();
+            enqueued += self.wf_enqueue(&ready).await?;
+            crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
+            let mut removals = Vec::new();
+            for (&workflow, page) in open.iter().zip(&pages) {
+                if page.is_empty() {
+                    continue;
+                }
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(&self.workflow_keys(workflow).0[11]);
+                for (name, _) in page {
+                    zrem.arg(name);
+                }
+                let mut conn = self.conn();
+                removals.push(async move {
+                    zrem.query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(map_redis)
+                });
             }
-            let page = reply.len() / 3;
-            let mut entries = Vec::with_capacity(page);
-            let mut items = reply.into_iter();
-            while let (Some(name), Some(id), Some(env)) = (items.next(), items.next(), items.next())
+            stream::iter(removals)
+                .buffered(DISPATCH_IN_FLIGHT)
+                .try_collect::<Vec<i64>>()
+                .await?;
+            // A full page may have more behind it.
+            let mut full = Vec::new();
+            for (&workflow, page) in open.iter().zip(&pages) {
+                if page.len() >= OUTBOX_PAGE {
+                    full.push(workflow);
+                }
+            }
+            open = full;
+        }
+        Ok(enqueued)
+    }
+
+    /// Up to [`OUTBOX_PAGE`] entries of a workflow's outbox: each node and
+    /// its task's envelope.
+    async fn wf_outbox_page(
+        &self,
+        workflow: WorkflowId,
+        cutoff: Timestamp,
+    ) -> Result<Vec<(String, Envelope)>> {
+        let reply = into_items(
+            self.workflow_keys(workflow)
+                .invoke(&OUTBOX)
+                .arg(cutoff.as_millis())
+                .arg(OUTBOX_PAGE)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(map_redis)?,
+            "wf_outbox",
+        )?;
+        let mut entries = Vec::with_capacity(reply.len() / 3);
+        let mut items = reply.into_iter();
+        while let (Some(name), Some(id), Some(env)) = (items.next(), items.next(), items.next()) {
+            let name = text(&name).ok_or_else(|| unexpected("outbox node", &name))?;
+            let id: TaskId = text(&id)
+                .ok_or_else(|| unexpected("outbox task id", &id))?
+                .parse()?;
+            let env = bytes(env).ok_or_else(|| Error::Backend("outbox envelope".into()))?;
+            let mut envelope = Envelope::decode(&env)?;
+            envelope.id = id;
+            entries.push((name, envelope));
+        }
+        Ok(entries)
+    }
+
+    /// Enqueues `envelopes`, each at most once ever, with one
+    /// `wf_enqueue.lua` call per queue (per [`ENQUEUE_CHUNK`] of its
+    /// tasks), all in flight at once; returns how many were enqueued now.
+    async fn wf_enqueue(&self, envelopes: &[&Envelope]) -> Result<usize> {
+        let mut by_queue: Vec<(crate::QueueName, Vec<&Envelope>)> = Vec::new();
+        for &envelope in envelopes {
+            match by_queue
+                .iter_mut()
+                .find(|(queue, batch)| *queue == envelope.queue && batch.len() < ENQUEUE_CHUNK)
             {
-                let name = text(&name).ok_or_else(|| unexpected("outbox node", &name))?;
-                let id: TaskId = text(&id)
-                    .ok_or_else(|| unexpected("outbox task id", &id))?
-                    .parse()?;
-                let env = bytes(env).ok_or_else(|| Error::Backend("outbox envelope".into()))?;
-                let mut envelope = Envelope::decode(&env)?;
-                envelope.id = id;
-                entries.push((name, envelope));
+                Some((_, batch)) => batch.push(envelope),
+                None => by_queue.push((envelope.queue.clone(), vec![envelope])),
             }
-            let now = Timestamp::now();
-            let mut sends = Vec::with_capacity(entries.len());
-            for (_, envelope) in &entries {
+        }
+        let now = Timestamp::now();
+        let mut calls = Vec::with_capacity(by_queue.len());
+        for (queue, batch) in &by_queue {
+            let queue_keys = self.keys(queue);
+            let mut invocation = ENQUEUE.prepare_invoke();
+            invocation.key(&queue_keys.delayed).arg(millis(DEDUP_TTL));
+            for envelope in batch {
                 let (due, entry) = match envelope.eta {
                     Some(eta) if eta > now => {
                         (eta.as_millis(), delayed_member(envelope, self.signing())?)
                     }
                     _ => (0, signing::wire(envelope, self.signing(), None)?),
                 };
-                let queue_keys = self.keys(&envelope.queue);
-                let mut invocation = ENQUEUE.prepare_invoke();
                 invocation
                     .key(self.dedup_key(envelope))
                     .key(queue_keys.stream(envelope.priority))
-                    .key(&queue_keys.delayed)
-                    .arg(millis(DEDUP_TTL))
                     .arg(due)
                     .arg(entry);
-                let mut conn = self.conn();
-                sends.push(async move {
-                    invocation
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                        .map_err(map_redis)
-                });
             }
-            let results: Vec<i64> = stream::iter(sends)
-                .buffered(DISPATCH_IN_FLIGHT)
-                .try_collect()
-                .await?;
-            enqueued += results.iter().filter(|&&r| r == 1).count();
-            crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(&keys.0[11]);
-            for (name, _) in &entries {
-                zrem.arg(name);
-            }
-            let _: i64 = zrem
-                .query_async(&mut self.conn())
-                .await
-                .map_err(map_redis)?;
-            if page < OUTBOX_PAGE {
-                return Ok(enqueued);
-            }
+            let mut conn = self.conn();
+            calls.push(async move {
+                invocation
+                    .invoke_async::<usize>(&mut conn)
+                    .await
+                    .map_err(map_redis)
+            });
         }
+        let counts: Vec<usize> = stream::iter(calls)
+            .buffered(DISPATCH_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(counts.into_iter().sum())
     }
 
     pub(super) async fn wf_context(
@@ -383,48 +615,42 @@ impl RedisBroker {
         workflow: WorkflowId,
         node: &NodeName,
     ) -> Result<Option<NodeContext>> {
-        let reply: Value = self
-            .workflow_keys(workflow)
-            .invoke(&CONTEXT)
-            .arg(node.as_str())
-            .invoke_async(&mut self.conn())
+        self.wf_contexts(&[(workflow, node.clone())])
             .await
-            .map_err(map_redis)?;
-        let items = match reply {
-            Value::Nil | Value::Boolean(false) => return Ok(None),
-            other => into_items(other, "wf_context")?,
-        };
-        let mut items = items.into_iter();
-        let (Some(state), Some(id), Some(output), Some(error)) =
-            (items.next(), items.next(), items.next(), items.next())
-        else {
-            return Err(Error::Backend("short wf_context reply".into()));
-        };
-        let state = node_state(&state, "node state")?;
-        let task_id = text(&id)
-            .ok_or_else(|| unexpected("node task id", &id))?
-            .parse()?;
-        let mut parents = Vec::new();
-        while let (Some(name), Some(state), Some(output), Some(error)) =
-            (items.next(), items.next(), items.next(), items.next())
-        {
-            let name: NodeName = text(&name)
-                .ok_or_else(|| unexpected("parent name", &name))?
-                .parse()?;
-            parents.push(ParentResult {
-                name,
-                state: node_state(&state, "parent state")?,
-                output: bytes(output),
-                error: text(&error),
-            });
-        }
-        Ok(Some(NodeContext {
-            state,
-            task_id,
-            output: bytes(output),
-            error: text(&error),
-            parents,
-        }))
+            .pop()
+            .unwrap_or_else(|| Err(Error::Backend("wf_context gave no reply".into())))
+    }
+
+    /// The contexts of `nodes`, with one `wf_context.lua` call per
+    /// workflow (per [`CONTEXT_CHUNK`] of its nodes), every call in flight
+    /// at once; one result per node, in order.
+    pub(super) async fn wf_contexts(
+        &self,
+        nodes: &[(WorkflowId, NodeName)],
+    ) -> Vec<Result<Option<NodeContext>>> {
+        let groups = by_workflow(nodes.iter().map(|(w, _)| *w), CONTEXT_CHUNK);
+        let calls: Vec<_> = groups.iter().map(|(workflow, positions)| {
+            let mut invocation = self.workflow_keys(*workflow).invoke(&CONTEXT);
+            for &i in positions {
+                invocation.arg(nodes[i].1.as_str());
+            }
+            let mut conn = self.conn();
+            async move {
+                let replies = into_items(
+                    invocation
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(map_redis)?,
+                    "wf_context",
+                )?;
+                replies.into_iter().map(context_of).collect()
+            }
+        }).collect();
+        let replies: Vec<Result<Vec<Option<NodeContext>>>> = stream::iter(calls)
+            .buffered(DISPATCH_IN_FLIGHT)
+            .collect()
+            .await;
+        scatter(nodes.len(), &groups, replies, "wf_context")
     }
 
     pub(super) async fn wf_status(&self, workflow: WorkflowId) -> Result<Option<WorkflowStatus>> {
@@ -619,7 +845,7 @@ impl RedisBroker {
                     "finished" => dropped.push(member.clone()),
                     "deadline" if self.wf_end(id, "deadline").await? => report.expired += 1,
                     "outbox" => {
-                        report.redispatched += self.wf_dispatch_before(id, cutoff).await?;
+                        report.redispatched += self.wf_dispatch_before(&[id], cutoff).await?;
                     }
                     _ => {}
                 }

@@ -62,6 +62,26 @@
 //!    deduplicated. Then the entry leaves the outbox.
 //! 3. **Acknowledge** the parent's delivery (or dead-letter it).
 //!
+//! A worker takes each step for a whole group of outcomes at once, as it
+//! acknowledges plain tasks: [`Broker::settle_nodes`](crate::Broker::settle_nodes)
+//! runs `wf_settle.lua` once per workflow (per 256 of its nodes), applying
+//! the group's settlements one after another inside that one atomic
+//! script, each exactly as if it were alone (so readiness is still
+//! decided by one counter per child: settling a parent of a 10,000-wide
+//! join is O(1)); [`Broker::dispatch_outboxes`](crate::Broker::dispatch_outboxes)
+//! reads every touched outbox, enqueues the ready tasks with one
+//! `wf_enqueue.lua` call per target queue (per 256 tasks, each task still
+//! behind its own `SET NX` mark), then removes the entries. The fail
+//! points `workflow-after-settle-before-dispatch`,
+//! `workflow-after-enqueue-before-outbox-removal` and
+//! `workflow-after-dispatch-before-ack` sit at the boundaries between
+//! these batched steps. Likewise the worker reads the contexts of the
+//! nodes it is about to run together
+//! ([`Broker::node_contexts`](crate::Broker::node_contexts), one
+//! `wf_context.lua` call per workflow), and a batch's context check is as
+//! strong as one node's: a node runs only if it is unsettled and the
+//! delivery's task id is its current one.
+//!
 //! A worker killed after step 1 leaves the entry in the outbox: the
 //! sweeper (or the redelivered parent, which finds its node settled, skips
 //! its handler, dispatches the outbox and acknowledges) enqueues it. One

@@ -14,6 +14,7 @@ use spool_broker::store::{Finished, Started, WorkerId};
 use spool_broker::{JobStatus, RecordPolicy};
 use tokio::sync::mpsc;
 
+use super::contexts::NodeContexts;
 use super::control::Revoked;
 use super::outcome::{self, Action, RunEnd, Verdict};
 use super::report::{Note, ProgressSink};
@@ -46,6 +47,8 @@ pub(crate) struct Reporting {
 /// What the runtime needs to run tasks, shared by all of them.
 pub(crate) struct Executor<B> {
     pub(crate) broker: B,
+    /// Workflow nodes' context reads, batched across running tasks.
+    pub(crate) contexts: NodeContexts,
     pub(crate) handlers: Handlers,
     pub(crate) observers: Observers,
     pub(crate) limits: Limits,
@@ -267,7 +270,8 @@ impl<B: Broker> Executor<B> {
         }
     }
 
-    /// For a workflow node, its parents' results (one round trip), or the
+    /// For a workflow node, its parents' results (read with those of the
+    /// other nodes starting now: a round trip at most), or the
     /// verdict that it must not run: settled already, or its state cannot
     /// be read now (then it is put back for a second).
     async fn node_run(
@@ -277,7 +281,7 @@ impl<B: Broker> Executor<B> {
         let Some((workflow, node)) = envelope.workflow_node() else {
             return Ok(None);
         };
-        match self.broker.node_context(workflow, &node).await {
+        match self.contexts.read(&self.broker, workflow, node.clone()).await {
             Ok(Some(context)) if context.should_run(envelope.id) => Ok(Some(Arc::new(
                 crate::workflow::NodeRun::new(workflow, node, context.parents),
             ))),
@@ -505,6 +509,7 @@ mod tests {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let executor = Arc::new(Executor {
             broker: broker.clone(),
+            contexts: NodeContexts::default(),
             handlers,
             observers: Observers::default(),
             limits,

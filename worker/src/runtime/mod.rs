@@ -6,6 +6,7 @@
 //!        '------------- settler (group-committed acks) <--------'
 //! ```
 
+mod contexts;
 mod control;
 mod execute;
 mod fetch;
@@ -365,6 +366,7 @@ impl<B: Broker> Worker<B> {
 
         let executor = Arc::new(Executor {
             broker: self.broker.clone(),
+            contexts: contexts::NodeContexts::default(),
             handlers: self.handlers,
             observers: observers.clone(),
             limits: Limits {

@@ -9,15 +9,15 @@
 //! A workflow node's final outcome is carried out in three steps, in this
 //! order (see `spool_broker::workflow`): settle the node (its outcome and
 //! its children's readiness, atomically), dispatch the workflow's outbox,
-//! then acknowledge or dead-letter the delivery. A step that fails leaves
-//! the delivery unacknowledged: it is redelivered, finds its node settled,
-//! and repeats the remaining steps without running again.
+//! then acknowledge or dead-letter the delivery. Each step is taken for
+//! the whole group at once (one call settles every node of the group, one
+//! dispatches every outbox it touched), like the acknowledgements. A step
+//! that fails leaves the delivery unacknowledged: it is redelivered, finds
+//! its node settled, and repeats the remaining steps without running again.
 
 use std::collections::HashSet;
-use std::sync::PoisonError;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use spool_broker::store::Finished;
 use spool_broker::workflow::{self, NodeSettlement, Settled, WorkflowId};
 use spool_broker::{Broker, DeliveryTag, Envelope, TaskEvent, TaskId};
@@ -205,7 +205,10 @@ pub(crate) async fn run<B: Broker>(
 
 /// Settles the batch's workflow nodes, then dispatches their workflows'
 /// outboxes; returns the positions of the settlements whose steps failed,
-/// which must not be acknowledged now.
+/// which must not be acknowledged now. Each step is one broker call for
+/// the whole batch ([`Broker::settle_nodes`], then
+/// [`Broker::dispatch_outboxes`]): on Redis a script call per workflow
+/// for each, not per node.
 async fn settle_nodes<B: Broker>(
     broker: &B,
     batch: &[Settlement],
@@ -220,49 +223,47 @@ async fn settle_nodes<B: Broker>(
     if steps.is_empty() {
         return held;
     }
-    // Each settles, and says whether its workflow's outbox may hold
-    // something: not when the settlement was recorded now and readied
-    // nothing (a leaf, or a parent whose siblings are still running), which
-    // saves a fan-in's parents a round trip each.
-    let settled = join_all(steps.iter().map(|(_, step)| async move {
-        let Some(settlement) = &step.settlement else {
-            return Some(true);
-        };
-        let result = std::sync::Mutex::new(None);
-        let recorded = patiently("settle the workflow nodes of", || async {
-            let settled = broker.settle_node(settlement).await?;
-            observers.workflow_node_settled(settlement, &settled);
-            *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(settled);
-            Ok(())
-        })
-        .await;
-        let result = result.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if !recorded || workflow::fail_point("workflow-after-settle-before-dispatch").is_err() {
-            return None;
-        }
-        Some(!matches!(result, Some(Settled::Recorded { ready, .. }) if ready.is_empty()))
-    }))
-    .await;
+    let settlements: Vec<&NodeSettlement> = steps
+        .iter()
+        .filter_map(|(_, step)| step.settlement.as_ref())
+        .collect();
+    let mut results = settle_patiently(broker, &settlements).await.into_iter();
+    // Each step says whether its workflow's outbox may hold something:
+    // not when its settlement was recorded now and readied nothing (a
+    // leaf, or a parent whose siblings are still running), which saves a
+    // fan-in's parents the dispatch.
     let mut workflows = Vec::new();
-    for ((i, step), dispatch) in steps.iter().zip(settled) {
-        match dispatch {
-            None => {
-                held.insert(*i);
-            }
-            Some(true) if !workflows.contains(&step.workflow) => workflows.push(step.workflow),
-            Some(_) => {}
+    for (i, step) in &steps {
+        let dispatch = match &step.settlement {
+            None => true,
+            Some(settlement) => match results.next().flatten() {
+                None => {
+                    held.insert(*i);
+                    continue;
+                }
+                Some(settled) => {
+                    observers.workflow_node_settled(settlement, &settled);
+                    if workflow::fail_point("workflow-after-settle-before-dispatch").is_err() {
+                        held.insert(*i);
+                        continue;
+                    }
+                    !matches!(settled, Settled::Recorded { ready, .. } if ready.is_empty())
+                }
+            },
+        };
+        if dispatch && !workflows.contains(&step.workflow) {
+            workflows.push(step.workflow);
         }
     }
-    let dispatched = join_all(workflows.iter().map(|&id| async move {
-        patiently("dispatch the workflow outboxes of", || async {
-            broker.dispatch_outbox(id).await.map(|_| ())
-        })
-        .await
-            && workflow::fail_point("workflow-after-dispatch-before-ack").is_ok()
-    }))
+    if workflows.is_empty() {
+        return held;
+    }
+    let dispatched = patiently("dispatch the workflow outboxes of", || async {
+        broker.dispatch_outboxes(&workflows).await.map(|_| ())
+    })
     .await;
-    for (id, ok) in workflows.iter().zip(dispatched) {
-        if !ok {
+    for id in &workflows {
+        if !dispatched || workflow::fail_point("workflow-after-dispatch-before-ack").is_err() {
             held.extend(
                 steps
                     .iter()
@@ -272,6 +273,44 @@ async fn settle_nodes<B: Broker>(
         }
     }
     held
+}
+
+/// Settles `settlements` with [`Broker::settle_nodes`], retrying those
+/// that failed transiently with backoff for up to [`SETTLE_PATIENCE`];
+/// `None` for each that could not be settled.
+async fn settle_patiently<B: Broker>(
+    broker: &B,
+    settlements: &[&NodeSettlement],
+) -> Vec<Option<Settled>> {
+    let mut results: Vec<Option<Settled>> = vec![None; settlements.len()];
+    let mut open: Vec<usize> = (0..settlements.len()).collect();
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    while !open.is_empty() {
+        let asked: Vec<&NodeSettlement> = open.iter().map(|&i| settlements[i]).collect();
+        let replies = broker.settle_nodes(&asked).await;
+        let mut again = Vec::new();
+        let mut last_error = None;
+        for (&i, reply) in open.iter().zip(replies) {
+            match reply {
+                Ok(settled) => results[i] = Some(settled),
+                Err(e) if e.is_transient() && started.elapsed() < SETTLE_PATIENCE => {
+                    again.push(i);
+                    last_error = Some(e);
+                }
+                Err(e) => {
+                    error!(error = %e, "could not settle the workflow nodes of tasks; they stay pending and will be redelivered");
+                }
+            }
+        }
+        if let Some(e) = last_error {
+            warn!(error = %e, "could not settle the workflow nodes of {} tasks, retrying in {delay:?}", again.len());
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        open = again;
+    }
+    results
 }
 
 /// Runs a broker or store operation, retrying transient failures with
