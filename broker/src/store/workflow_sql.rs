@@ -93,6 +93,27 @@ const FINISH_WORKFLOW: &str = "UPDATE spool_workflows SET \
      status = $1, failed_node = $2, error = $3, finished_at = $4 \
      WHERE id = $5 AND status = 'running'";
 
+/// A node its last parent's settlement made ready: `waiting` becomes
+/// `queued`; any other state (already queued, running, settled, or a
+/// record the store lacks) is left alone, so a repeat changes nothing.
+const NODE_READY: &str = "UPDATE spool_workflow_nodes SET \
+     state = 'queued', revision = attempts * 4 + 1, \
+     queued_at = COALESCE(queued_at, $3) \
+     WHERE workflow_id = $1 AND name = $2 AND state = 'waiting'";
+
+/// The task record of a node rerun by a retry of its workflow (new task
+/// id `$1`), copied from its previous run's record (`$2`): name, queue,
+/// priority, tenant and arguments, `queued` with no attempts. A record
+/// already there is left as it is.
+const RERUN_TASK: &str = "INSERT INTO spool_jobs \
+     (id, name, queue, priority, tenant, status, attempts, revision, created_at, args) \
+     SELECT $1, name, queue, priority, tenant, 'queued', 0, 0, $3, args \
+     FROM spool_jobs WHERE id = $2 \
+     ON CONFLICT (id) DO NOTHING";
+
+const NODE_TASK_IDS: &str =
+    "SELECT name, task_id FROM spool_workflow_nodes WHERE workflow_id = $1";
+
 /// The columns `decode_workflow` reads, `w` being the workflow table.
 const WORKFLOW_COLUMNS: &str = "w.id, w.status, w.node_count, w.failed_node, w.error, w.runs, \
      w.created_at, w.finished_at, w.deadline, \
@@ -248,6 +269,80 @@ impl JobStore {
                 .map_err(|e| db_error(what, e))?;
         });
         Ok(())
+    }
+
+    /// Records that the nodes `ready` of `workflow` became ready (their
+    /// last parent settled) at `at`: each `waiting` record becomes `queued`.
+    /// A node in any other state, or one the store has no record of (a
+    /// dynamic child before [`JobStore::sync_workflow`]), is left alone, so
+    /// repeats change nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_workflow_submitted`].
+    pub async fn record_nodes_ready(
+        &self,
+        workflow: WorkflowId,
+        ready: &[NodeName],
+        at: Timestamp,
+    ) -> Result<()> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let what = "record ready nodes";
+        write_tx!(self, "record ready nodes", |tx| {
+            for name in ready {
+                sqlx::query(NODE_READY)
+                    .bind(*workflow.as_uuid())
+                    .bind(name.as_str())
+                    .bind(millis(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Gives every node that a retry of its workflow reran (its task id in
+    /// `status` differs from its record's) a task record for its new task
+    /// id, copied from its previous run's (name, queue, priority, tenant,
+    /// arguments), `queued` at `at`; returns how many it wrote. Call it
+    /// after [`Broker::retry_workflow`](crate::Broker::retry_workflow) and
+    /// before [`JobStore::sync_workflow`], which moves the node records to
+    /// the new ids. Nodes without a previous task record get none.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_workflow_submitted`].
+    pub async fn record_rerun_tasks(&self, status: &WorkflowStatus, at: Timestamp) -> Result<usize> {
+        let what = "record rerun node tasks";
+        let id = *status.id.as_uuid();
+        let mut written = 0;
+        write_tx!(self, "record rerun node tasks", |tx| {
+            let rows: Vec<(String, Uuid)> = sqlx::query_as(NODE_TASK_IDS)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(what, e))?;
+            for (name, old) in rows {
+                let Some(node) = status.node(&name) else {
+                    continue;
+                };
+                if *node.task_id.as_uuid() == old {
+                    continue;
+                }
+                let done = sqlx::query(RERUN_TASK)
+                    .bind(*node.task_id.as_uuid())
+                    .bind(old)
+                    .bind(millis(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+                written += usize::try_from(done.rows_affected()).unwrap_or(0);
+            }
+        });
+        Ok(written)
     }
 
     /// Brings the records of a workflow in line with a fresh snapshot of
