@@ -24,12 +24,17 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use spool_broker::store::{JobStatus, JobStore, NodeRecord, NodeRecordState, WorkflowRecord, WorkflowRecordStatus};
+use spool_broker::store::{
+    JobStatus, JobStore, NodeRecord, NodeRecordState, WorkflowRecord, WorkflowRecordStatus,
+};
 use spool_broker::workflow::{EdgePolicy, WorkflowId, WorkflowState};
 use spool_broker::{Backoff, Broker, RedisBroker, Task, TaskId, TaskOptions};
 use spool_sdk::Client;
 use spool_sdk::workflow::Workflow;
-use spool_tests::{RunningWorker, TestRedis, bins, free_port, redis_url, short_lease_config, spawn_worker, wait_until};
+use spool_tests::{
+    RunningWorker, TestRedis, bins, free_port, redis_url, short_lease_config, spawn_worker,
+    wait_until,
+};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -253,9 +258,13 @@ impl TestStore {
 /// `store` is given.
 fn spoolctl(redis: &TestRedis, store: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(bins::spoolctl());
-    command
-        .env_remove("SPOOL_STORE_URL")
-        .args(["--redis-url", &redis_url(), "--key-prefix", &redis.prefix, "--json"]);
+    command.env_remove("SPOOL_STORE_URL").args([
+        "--redis-url",
+        &redis_url(),
+        "--key-prefix",
+        &redis.prefix,
+        "--json",
+    ]);
     if let Some(url) = store {
         command.args(["--store-url", url]);
     }
@@ -279,15 +288,22 @@ async fn finished_record(
     id: WorkflowId,
     status: WorkflowRecordStatus,
 ) -> WorkflowRecord {
-    wait_until("the workflow's history", PATIENCE, || async {
-        store.workflow(id).await.unwrap().is_some_and(|r| {
-            r.status == status
-                && r.nodes.len() == r.node_count as usize
-                && r.nodes.iter().all(|n| n.state.is_terminal())
-        })
-    })
-    .await;
-    store.workflow(id).await.unwrap().unwrap()
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let record = store.workflow(id).await.unwrap();
+        if let Some(r) = &record
+            && r.status == status
+            && r.nodes.len() == r.node_count as usize
+            && r.nodes.iter().all(|n| n.state.is_terminal())
+        {
+            return record.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the workflow's history to end {status}: {record:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn node<'a>(record: &'a WorkflowRecord, name: &str) -> &'a NodeRecord {
@@ -303,11 +319,10 @@ fn node<'a>(record: &'a WorkflowRecord, name: &str) -> &'a NodeRecord {
 fn assert_ran(node: &NodeRecord, attempts: u32) {
     assert_eq!(node.state, NodeRecordState::Succeeded, "{node:#?}");
     assert_eq!(node.attempts, attempts, "{node:#?}");
-    let (queued, started, finished) = (
-        node.queued_at.unwrap(),
-        node.started_at.unwrap(),
-        node.finished_at.unwrap(),
-    );
+    let times = (node.queued_at, node.started_at, node.finished_at);
+    let (Some(queued), Some(started), Some(finished)) = times else {
+        panic!("a node that ran has every time: {node:#?}");
+    };
     assert!(queued <= started && started <= finished, "{node:#?}");
     assert!(node.output_summary.is_some(), "{node:#?}");
 }
@@ -342,7 +357,10 @@ async fn a_chain_is_recorded_from_submit_to_its_end(redis: &TestRedis, store: &T
     wf.node("warm", Flaky);
     wf.node("last", step(3));
     wf.chain(&["probe", "warm", "last"]);
-    let handle = client(redis, &store.store).submit_workflow(wf).await.unwrap();
+    let handle = client(redis, &store.store)
+        .submit_workflow(wf)
+        .await
+        .unwrap();
     let id = handle.id();
 
     // Before any worker: the workflow, its nodes and their tasks.
@@ -363,9 +381,17 @@ async fn a_chain_is_recorded_from_submit_to_its_end(redis: &TestRedis, store: &T
         assert_eq!(task.name, n.task);
     }
     let last_task = node(&record, "last").task_id.to_string();
-    let shown = json_of(&spoolctl(redis, Some(&store.url), &["task", "show", &last_task]));
+    let shown = json_of(&spoolctl(
+        redis,
+        Some(&store.url),
+        &["task", "show", &last_task],
+    ));
     assert_eq!(shown["status"], "queued", "{shown}");
-    assert_eq!(shown["args"], json!({"value": 3, "token": "***"}), "{shown}");
+    assert_eq!(
+        shown["args"],
+        json!({"value": 3, "token": "***"}),
+        "{shown}"
+    );
 
     let broken = Arc::new(AtomicBool::new(false));
     let running = worker(redis, &store.store, &broken);
@@ -373,9 +399,13 @@ async fn a_chain_is_recorded_from_submit_to_its_end(redis: &TestRedis, store: &T
         handle.finished(PATIENCE).await.unwrap().state,
         WorkflowState::Succeeded
     );
-    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
+    // A stopping worker writes the history it has queued before it ends.
     running.stop().await;
-    assert_eq!((record.node_count, record.nodes_settled, record.runs), (3, 3, 1));
+    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
+    assert_eq!(
+        (record.node_count, record.nodes_settled, record.runs),
+        (3, 3, 1)
+    );
     assert!(record.finished_at.is_some() && record.failed_node.is_none());
     assert_ran(node(&record, "probe"), 1);
     assert_ran(node(&record, "warm"), 2);
@@ -386,7 +416,7 @@ async fn a_chain_is_recorded_from_submit_to_its_end(redis: &TestRedis, store: &T
         Some("\"ready after 2 attempts\"")
     );
     assert!(
-        node(&record, "warm").started_at > node(&record, "probe").finished_at,
+        node(&record, "warm").started_at >= node(&record, "probe").finished_at,
         "in order"
     );
     let task = store.store.get(ids[1]).await.unwrap().unwrap();
@@ -394,18 +424,32 @@ async fn a_chain_is_recorded_from_submit_to_its_end(redis: &TestRedis, store: &T
 
     // Redis forgets it: the store still answers.
     forget_in_redis(redis, id).await;
-    let out = spoolctl(redis, Some(&store.url), &["workflow", "show", &id.to_string()]);
+    let out = spoolctl(
+        redis,
+        Some(&store.url),
+        &["workflow", "show", &id.to_string()],
+    );
     let view = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{view}");
-    assert_eq!((view["source"].as_str(), view["state"].as_str()), (Some("store"), Some("succeeded")));
+    assert_eq!(
+        (view["source"].as_str(), view["state"].as_str()),
+        (Some("store"), Some("succeeded"))
+    );
     let nodes = view["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
     for n in nodes {
         assert_eq!(n["state"], "succeeded", "{n}");
-        assert!(n["started_at"].is_string() && n["finished_at"].is_string(), "{n}");
+        assert!(
+            n["started_at"].is_string() && n["finished_at"].is_string(),
+            "{n}"
+        );
     }
     assert_eq!(nodes[1]["attempts"], 2);
-    let shown = json_of(&spoolctl(redis, Some(&store.url), &["task", "show", &last_task]));
+    let shown = json_of(&spoolctl(
+        redis,
+        Some(&store.url),
+        &["task", "show", &last_task],
+    ));
     assert_eq!(shown["status"], "succeeded", "{shown}");
 }
 
@@ -425,7 +469,10 @@ async fn a_failure_in_a_fan_out_records_the_cancelled_dependents(
     wf.node("join", step(5));
     wf.group(&["root"], &["ok-1", "bad", "ok-2"]);
     wf.chord(&["ok-1", "bad", "ok-2"], "join");
-    let handle = client(redis, &store.store).submit_workflow(wf).await.unwrap();
+    let handle = client(redis, &store.store)
+        .submit_workflow(wf)
+        .await
+        .unwrap();
     let id = handle.id();
     let broken = Arc::new(AtomicBool::new(true));
     let running = worker(redis, &store.store, &broken);
@@ -434,27 +481,51 @@ async fn a_failure_in_a_fan_out_records_the_cancelled_dependents(
         matches!(&end.state, WorkflowState::Failed { node, .. } if node.as_str() == "bad"),
         "{end:?}"
     );
-    let record = finished_record(&store.store, id, WorkflowRecordStatus::Failed).await;
     running.stop().await;
+    let record = finished_record(&store.store, id, WorkflowRecordStatus::Failed).await;
     assert_eq!(record.failed_node.as_deref(), Some("bad"));
-    assert!(record.error.is_some() && record.finished_at.is_some(), "{record:#?}");
+    assert!(
+        record.error.is_some() && record.finished_at.is_some(),
+        "{record:#?}"
+    );
     assert_eq!((record.node_count, record.nodes_settled), (6, 6));
     for name in ["root", "ok-1", "ok-2"] {
         assert_ran(node(&record, name), 1);
     }
     let bad = node(&record, "bad");
-    assert_eq!((bad.state, bad.attempts), (NodeRecordState::Failed, 1), "{bad:#?}");
-    assert!(bad.error.as_deref().unwrap().contains("the input is corrupt"), "{bad:#?}");
-    assert!(bad.started_at.is_some() && bad.finished_at.is_some(), "{bad:#?}");
+    assert_eq!(
+        (bad.state, bad.attempts),
+        (NodeRecordState::Failed, 1),
+        "{bad:#?}"
+    );
+    assert!(
+        bad.error
+            .as_deref()
+            .unwrap()
+            .contains("the input is corrupt"),
+        "{bad:#?}"
+    );
+    assert!(
+        bad.started_at.is_some() && bad.finished_at.is_some(),
+        "{bad:#?}"
+    );
     for name in ["after-bad", "join"] {
         let cancelled = node(&record, name);
-        assert_eq!(cancelled.state, NodeRecordState::Cancelled, "{cancelled:#?}");
+        assert_eq!(
+            cancelled.state,
+            NodeRecordState::Cancelled,
+            "{cancelled:#?}"
+        );
         assert!(cancelled.started_at.is_none(), "never ran: {cancelled:#?}");
         let task = store.store.get(cancelled.task_id).await.unwrap().unwrap();
         assert_eq!(task.attempts, 0, "its task never ran");
     }
 
-    let out = spoolctl(redis, Some(&store.url), &["workflow", "show", &id.to_string()]);
+    let out = spoolctl(
+        redis,
+        Some(&store.url),
+        &["workflow", "show", &id.to_string()],
+    );
     let view = json_of(&out);
     assert_eq!(out.status.code(), Some(1), "{view}");
     assert_eq!(view["failed_node"], "bad");
@@ -468,7 +539,10 @@ async fn dynamic_children_are_recorded_with_their_tasks(redis: &TestRedis, store
     let mut wf = Workflow::new();
     wf.node("split", Split { parts: 3 });
     wf.node("after", step(9)).after(&["split"]);
-    let handle = client(redis, &store.store).submit_workflow(wf).await.unwrap();
+    let handle = client(redis, &store.store)
+        .submit_workflow(wf)
+        .await
+        .unwrap();
     let id = handle.id();
     let broken = Arc::new(AtomicBool::new(false));
     let running = worker(redis, &store.store, &broken);
@@ -476,11 +550,19 @@ async fn dynamic_children_are_recorded_with_their_tasks(redis: &TestRedis, store
         handle.finished(PATIENCE).await.unwrap().state,
         WorkflowState::Succeeded
     );
-    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
     running.stop().await;
-    assert_eq!((record.node_count, record.nodes_settled), (6, 6), "{record:#?}");
+    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
+    assert_eq!(
+        (record.node_count, record.nodes_settled),
+        (6, 6),
+        "{record:#?}"
+    );
     let names: Vec<&str> = record.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names[..2], ["split", "after"], "submitted first, children last");
+    assert_eq!(
+        names[..2],
+        ["split", "after"],
+        "submitted first, children last"
+    );
     for name in ["split", "part-0", "part-1", "part-2", "merge", "after"] {
         assert_ran(node(&record, name), 1);
     }
@@ -511,23 +593,48 @@ async fn a_retry_records_the_rerun_tasks_and_a_second_run(redis: &TestRedis, sto
     wf.node("bad", Broken);
     wf.node("then", step(2));
     wf.chain(&["first", "bad", "then"]);
-    let handle = client(redis, &store.store).submit_workflow(wf).await.unwrap();
+    let handle = client(redis, &store.store)
+        .submit_workflow(wf)
+        .await
+        .unwrap();
     let id = handle.id();
     let broken = Arc::new(AtomicBool::new(true));
     let running = worker(redis, &store.store, &broken);
-    let record = finished_record(&store.store, id, WorkflowRecordStatus::Failed).await;
+    handle.finished(PATIENCE).await.unwrap();
     running.stop().await;
+    let record = finished_record(&store.store, id, WorkflowRecordStatus::Failed).await;
     let (old_bad, old_then) = (node(&record, "bad").task_id, node(&record, "then").task_id);
     assert_eq!(node(&record, "then").state, NodeRecordState::Cancelled);
 
-    let out = spoolctl(redis, Some(&store.url), &["workflow", "retry", &id.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = spoolctl(
+        redis,
+        Some(&store.url),
+        &["workflow", "retry", &id.to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let record = store.store.workflow(id).await.unwrap().unwrap();
-    assert_eq!((record.status, record.runs), (WorkflowRecordStatus::Running, 2));
+    assert_eq!(
+        (record.status, record.runs),
+        (WorkflowRecordStatus::Running, 2)
+    );
     let (bad, then) = (node(&record, "bad"), node(&record, "then"));
-    assert!(bad.task_id != old_bad && then.task_id != old_then, "{record:#?}");
-    assert_eq!(node(&record, "first").state, NodeRecordState::Succeeded, "kept");
-    assert_eq!((bad.state, then.state), (NodeRecordState::Queued, NodeRecordState::Waiting));
+    assert!(
+        bad.task_id != old_bad && then.task_id != old_then,
+        "{record:#?}"
+    );
+    assert_eq!(
+        node(&record, "first").state,
+        NodeRecordState::Succeeded,
+        "kept"
+    );
+    assert_eq!(
+        (bad.state, then.state),
+        (NodeRecordState::Queued, NodeRecordState::Waiting)
+    );
     for (rerun, was) in [(bad.task_id, old_bad), (then.task_id, old_then)] {
         let task = store.store.get(rerun).await.unwrap().unwrap();
         let old = store.store.get(was).await.unwrap().unwrap();
@@ -539,12 +646,20 @@ async fn a_retry_records_the_rerun_tasks_and_a_second_run(redis: &TestRedis, sto
         Some(&store.url),
         &["task", "show", &then.task_id.to_string()],
     ));
-    assert_eq!(shown["args"], json!({"value": 2, "token": "***"}), "{shown}");
+    assert_eq!(
+        shown["args"],
+        json!({"value": 2, "token": "***"}),
+        "{shown}"
+    );
 
     broken.store(false, Ordering::SeqCst);
     let running = worker(redis, &store.store, &broken);
-    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
+    wait_until("the second run's end", PATIENCE, || async {
+        handle.status().await.unwrap().state == WorkflowState::Succeeded
+    })
+    .await;
     running.stop().await;
+    let record = finished_record(&store.store, id, WorkflowRecordStatus::Succeeded).await;
     assert_eq!(record.runs, 2);
     assert_ran(node(&record, "bad"), 1);
     assert_ran(node(&record, "then"), 1);
@@ -578,9 +693,8 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 
 /// A cancel from `spoolctl` (without the store): the broker's sweepers
 /// count it once however many sweep at once; a real `spool-worker`
-/// recording to the store receives the revoked node, records the node
-/// revoked and the workflow cancelled, and its `/metrics` counts the
-/// cancel once.
+/// recording to the store receives the revoked node, records the node and
+/// the workflow cancelled, and its `/metrics` counts the cancel once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_is_recorded_and_counted_once() {
     let redis = TestRedis::new().await;
@@ -591,20 +705,35 @@ async fn a_cancel_is_recorded_and_counted_once() {
     wf.node("idle", step(1));
     let idle = redis.client().submit_workflow(wf).await.unwrap();
     assert!(idle.cancel().await.unwrap());
-    let sweeps = futures::future::join_all(
-        (0..4).map(|_| redis.broker.sweep_workflows(Duration::ZERO)),
-    )
-    .await;
+    let sweeps =
+        futures::future::join_all((0..4).map(|_| redis.broker.sweep_workflows(Duration::ZERO)))
+            .await;
     let cancelled: usize = sweeps.into_iter().map(|s| s.unwrap().cancelled).sum();
     assert_eq!(cancelled, 1);
-    assert_eq!(redis.broker.sweep_workflows(Duration::ZERO).await.unwrap().cancelled, 0);
+    assert_eq!(
+        redis
+            .broker
+            .sweep_workflows(Duration::ZERO)
+            .await
+            .unwrap()
+            .cancelled,
+        0
+    );
 
     // A real worker runs a long node; spoolctl cancels it.
     let mut wf = Workflow::new();
     wf.node("sleep", spool_worker::builtin::Sleep { ms: 120_000 });
-    wf.node("echo", spool_worker::builtin::Echo { value: json!("never") })
-        .after(&["sleep"]);
-    let handle = client(&redis, &store.store).submit_workflow(wf).await.unwrap();
+    wf.node(
+        "echo",
+        spool_worker::builtin::Echo {
+            value: json!("never"),
+        },
+    )
+    .after(&["sleep"]);
+    let handle = client(&redis, &store.store)
+        .submit_workflow(wf)
+        .await
+        .unwrap();
     let id = handle.id();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut worker = Command::new(bins::spool_worker())
@@ -625,12 +754,26 @@ async fn a_cancel_is_recorded_and_counted_once() {
     })
     .await;
     let out = spoolctl(&redis, None, &["workflow", "cancel", &id.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let record = finished_record(&store.store, id, WorkflowRecordStatus::Cancelled).await;
+    // The running node's run was stopped: cancelled, as Redis has it,
+    // after its one attempt.
     let sleep = node(&record, "sleep");
-    assert_eq!((sleep.state, sleep.attempts), (NodeRecordState::Revoked, 1), "{sleep:#?}");
-    assert!(sleep.finished_at.is_some(), "{sleep:#?}");
+    assert_eq!(
+        (sleep.state, sleep.attempts),
+        (NodeRecordState::Cancelled, 1),
+        "{sleep:#?}"
+    );
+    assert!(
+        sleep.started_at.is_some() && sleep.finished_at.is_some(),
+        "{sleep:#?}"
+    );
+    assert!(sleep.output_summary.is_none(), "{sleep:#?}");
     assert_eq!(node(&record, "echo").state, NodeRecordState::Cancelled);
     assert!(record.finished_at.is_some());
 
@@ -641,7 +784,15 @@ async fn a_cancel_is_recorded_and_counted_once() {
     })
     .await;
     // It has left the index: no later sweep, anywhere, counts it again.
-    assert_eq!(redis.broker.sweep_workflows(Duration::ZERO).await.unwrap().cancelled, 0);
+    assert_eq!(
+        redis
+            .broker
+            .sweep_workflows(Duration::ZERO)
+            .await
+            .unwrap()
+            .cancelled,
+        0
+    );
     let metrics = scrape(&addr).unwrap();
     assert_eq!(sample(&metrics, counted), Some(1.0), "{metrics}");
 

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use spool_broker::{Broker, DeadLetterEntry, Priority, QueueName, Timestamp};
 
-use super::dead::DeadRow;
 use super::Report;
+use super::dead::DeadRow;
 use crate::error::{Error, Result};
 
 /// The most dead letters `dead show` reads from a queue looking for one.
@@ -68,9 +68,7 @@ impl Report for DeadShowReport {
         line("queue:", r.queue.to_string());
         line(
             "task:",
-            r.name
-                .clone()
-                .unwrap_or_else(|| "(undecodable)".to_owned()),
+            r.name.clone().unwrap_or_else(|| "(undecodable)".to_owned()),
         );
         line("task id:", or_dash(r.task_id.map(|id| id.to_string())));
         line("reason:", r.reason.clone());
@@ -93,7 +91,10 @@ impl Report for DeadShowReport {
             r.args
                 .as_ref()
                 .and_then(|args| serde_json::to_string_pretty(args).ok())
-                .map_or_else(|| "-".to_owned(), |json| json.replace('\n', "\n             ")),
+                .map_or_else(
+                    || "-".to_owned(),
+                    |json| json.replace('\n', "\n             "),
+                ),
         );
         line("error:", r.error.replace('\n', "\n             "));
         text
@@ -144,8 +145,8 @@ mod tests {
     #[tokio::test]
     async fn shows_one_dead_letter_whole_with_secrets_redacted() {
         let broker = MemoryBroker::new();
-        let payload = encode_payload(&json!({"input": "s3://in/a.mp4", "token": "hunter2"}))
-            .unwrap();
+        let payload =
+            encode_payload(&json!({"input": "s3://in/a.mp4", "token": "hunter2"})).unwrap();
         let mut envelope = Envelope::new("video.transcode", Q, payload);
         envelope.mark_secret(&["token"]);
         envelope.tenant = Some("acme".into());
@@ -176,7 +177,10 @@ mod tests {
 
         let json: serde_json::Value =
             serde_json::from_str(&render(&by_entry, Format::Json).unwrap()).unwrap();
-        assert_eq!(json["args"], json!({"input": "s3://in/a.mp4", "token": "***"}));
+        assert_eq!(
+            json["args"],
+            json!({"input": "s3://in/a.mp4", "token": "***"})
+        );
         assert_eq!(json["error"], error, "whole");
         assert_eq!(json["attempts"], 3);
         assert_eq!(json["tenant"], "acme");

@@ -426,7 +426,9 @@ impl<B: Broker> Worker<B> {
         drop(observers);
         #[cfg(feature = "store")]
         if let Some(writer) = history
-            && tokio::time::timeout(HISTORY_PATIENCE, writer).await.is_err()
+            && tokio::time::timeout(HISTORY_PATIENCE, writer)
+                .await
+                .is_err()
         {
             warn!("stopping with workflow history unwritten: the job store was too slow");
         }

@@ -37,7 +37,8 @@ use std::time::Duration;
 
 use spool_broker::store::{NewJob, NodeRecordState, NodeTransition};
 use spool_broker::workflow::{
-    NodeName, NodeOutcome, NodeSettlement, Settled, WorkflowId, WorkflowState,
+    DynamicChildren, NodeName, NodeOutcome, NodeSettlement, Settled, WorkflowId, WorkflowState,
+    WorkflowStatus,
 };
 use spool_broker::{Broker, QueueName, TaskId, Timestamp};
 use tokio::sync::mpsc;
@@ -140,6 +141,15 @@ pub(crate) fn start<B: Broker>(
 struct Plan {
     /// Task records of dynamic children.
     tasks: Vec<NewJob>,
+    /// Dynamic children's node records: the workflow, the spawner, the
+    /// children, the nodes made ready, when.
+    added: Vec<(
+        WorkflowId,
+        NodeName,
+        DynamicChildren,
+        Vec<NodeName>,
+        Timestamp,
+    )>,
     /// Node starts and settlements.
     transitions: Vec<NodeTransition>,
     /// Nodes made ready, per workflow.
@@ -148,6 +158,41 @@ struct Plan {
     finished: Vec<(WorkflowId, WorkflowState, Timestamp)>,
     /// Workflows to bring in line with their live state.
     sync: Vec<WorkflowId>,
+    /// Settlements to record once the live state is read.
+    unresolved: Vec<Unresolved>,
+}
+
+/// A settlement the worker cannot record on its own: its task name and
+/// queue (and, for one the broker had settled before, the node's state)
+/// come from the live state.
+struct Unresolved {
+    /// The settlement as the worker saw it (no task name or queue).
+    transition: NodeTransition,
+    /// Whether the node's state is the live one rather than the
+    /// settlement's: a cancel or the deadline settled it first.
+    live_state: bool,
+}
+
+impl Unresolved {
+    /// The transition to record, given the live state; `None` when the
+    /// node has another task now (a retry) or is not settled.
+    fn resolve(self, status: &WorkflowStatus) -> Option<NodeTransition> {
+        let mut t = self.transition;
+        let node = status.node(t.node.as_str())?;
+        if node.task_id != t.task_id || !node.state.is_terminal() {
+            return None;
+        }
+        t.task.clone_from(&node.task);
+        t.queue = node.queue.clone();
+        if self.live_state {
+            t.state = node.state.into();
+            t.error.clone_from(&node.error);
+        }
+        if t.state != NodeRecordState::Succeeded {
+            t.output = None;
+        }
+        Some(t)
+    }
 }
 
 impl Plan {
@@ -206,7 +251,7 @@ impl<B: Broker> HistoryWriter<B> {
     fn plan_settled(
         &mut self,
         plan: &mut Plan,
-        settlement: NodeSettlement,
+        mut settlement: NodeSettlement,
         settled: Settled,
         at: Timestamp,
     ) {
@@ -222,8 +267,15 @@ impl<B: Broker> HistoryWriter<B> {
                         .all()
                         .map(|child| NewJob::from_envelope(&child.envelope)),
                 );
-                // The store learns the children, and the spawner's
-                // dependents' new parent (the join), from the live graph.
+                plan.added.push((
+                    workflow,
+                    settlement.node.clone(),
+                    std::mem::take(&mut settlement.children),
+                    ready.clone(),
+                    at,
+                ));
+                // The spawner's dependents' new parent (the join) comes
+                // from the live graph.
                 plan.sync(workflow);
             }
             if !ready.is_empty() {
@@ -238,29 +290,42 @@ impl<B: Broker> HistoryWriter<B> {
                 plan.finished.push((workflow, state, at));
                 plan.sync(workflow);
             }
-        } else if !succeeded && !self.finished_synced.contains(&workflow) {
-            // Settled before: a node revoked by a cancel or expired by the
-            // workflow's deadline. Whoever ended the workflow may have had
-            // no store; the live state says how it ended.
+        } else {
+            // Settled before: by a cancel or the workflow's deadline (the
+            // run was revoked, or finished just too late), or a repeat.
+            // Whoever ended the workflow may have had no store; the live
+            // state says how the node and the workflow ended.
             plan.sync(workflow);
         }
+        let transition = NodeTransition {
+            workflow,
+            node: settlement.node,
+            task_id: settlement.task_id,
+            task: String::new(),
+            queue: QueueName::DEFAULT,
+            state: settlement.outcome.state().into(),
+            attempts: settlement.attempts,
+            at,
+            output: settlement.output,
+            error: settlement.error,
+        };
         match identity {
-            Some((task, queue)) => plan.transitions.push(NodeTransition {
-                workflow,
-                node: settlement.node,
-                task_id: settlement.task_id,
+            Some((task, queue)) if recorded_now => plan.transitions.push(NodeTransition {
                 task,
                 queue,
-                state: settlement.outcome.state().into(),
-                attempts: settlement.attempts,
-                at,
-                output: settlement.output,
-                error: settlement.error,
+                ..transition
             }),
-            // It never started here (revoked, expired or dead-lettered
-            // before its handler ran): the live state has its outcome.
-            None if recorded_now || !succeeded => plan.sync(workflow),
-            None => {}
+            // Not recorded now (the live state decides the node's state),
+            // or never started here (revoked, expired or dead-lettered
+            // before its handler ran: the live state has its task's name
+            // and queue).
+            _ => {
+                plan.sync(workflow);
+                plan.unresolved.push(Unresolved {
+                    transition,
+                    live_state: !recorded_now,
+                });
+            }
         }
     }
 
@@ -269,7 +334,21 @@ impl<B: Broker> HistoryWriter<B> {
         let store = &self.store;
         if !plan.tasks.is_empty() {
             patiently("record the tasks of dynamic children", || {
-                store.record_enqueued(&plan.tasks)
+                store.record_child_tasks(&plan.tasks)
+            })
+            .await;
+        }
+        for (workflow, spawner, children, ready, at) in &plan.added {
+            patiently("record the nodes of dynamic children", || {
+                store.record_nodes_added(*workflow, spawner, children, ready, *at)
+            })
+            .await;
+        }
+        // Readiness before starts: a child's start in this batch came
+        // after its parent's settlement.
+        for (workflow, ready, at) in &plan.ready {
+            patiently("record ready workflow nodes", || {
+                store.record_nodes_ready(*workflow, ready, *at)
             })
             .await;
         }
@@ -279,18 +358,13 @@ impl<B: Broker> HistoryWriter<B> {
             })
             .await;
         }
-        for (workflow, ready, at) in &plan.ready {
-            patiently("record ready workflow nodes", || {
-                store.record_nodes_ready(*workflow, ready, *at)
-            })
-            .await;
-        }
         for (workflow, state, at) in &plan.finished {
             patiently("record a finished workflow", || {
                 store.record_workflow_finished(*workflow, state, *at)
             })
             .await;
         }
+        let mut unresolved = plan.unresolved;
         for &workflow in &plan.sync {
             let status = match self.broker.workflow_status(workflow).await {
                 Ok(Some(status)) => status,
@@ -303,6 +377,24 @@ impl<B: Broker> HistoryWriter<B> {
                     continue;
                 }
             };
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut unresolved)
+                .into_iter()
+                .partition(|u| u.transition.workflow == workflow);
+            unresolved = others;
+            let resolved: Vec<NodeTransition> = mine
+                .into_iter()
+                .filter_map(|u| u.resolve(&status))
+                .collect();
+            if !resolved.is_empty() {
+                patiently("record workflow node transitions", || {
+                    store.record_node_transitions(&resolved)
+                })
+                .await;
+            }
+            if status.state.is_finished() && self.finished_synced.contains(&workflow) {
+                // Synced since it finished: nothing new to bring.
+                continue;
+            }
             let synced = patiently("record a workflow's state", || {
                 store.sync_workflow(&status, Timestamp::now())
             })
