@@ -33,8 +33,9 @@ const INSERT_NODE: &str = "INSERT INTO spool_workflow_nodes \
 
 /// A node's move: only for the node's current task id, and only forward
 /// (revision at least the stored one), except that a write arriving after
-/// a later one still fills the times the record lacks (a start reported
-/// after a snapshot of the live state already settled the node).
+/// a later one still fills the enqueue time and a start (no later than the
+/// recorded end) the record lacks: a start reported after a snapshot of
+/// the live state already settled the node.
 const TRANSITION: &str = "INSERT INTO spool_workflow_nodes \
      (workflow_id, name, position, task_id, task, queue, state, attempts, revision, \
       queued_at, started_at, finished_at, output_bytes, output_summary, error) \
@@ -44,10 +45,14 @@ const TRANSITION: &str = "INSERT INTO spool_workflow_nodes \
        THEN excluded.state ELSE spool_workflow_nodes.state END, \
      attempts = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
        THEN excluded.attempts ELSE spool_workflow_nodes.attempts END, \
-     queued_at = COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at), \
+     queued_at = CASE WHEN spool_workflow_nodes.queued_at IS NULL THEN excluded.queued_at \
+       WHEN excluded.started_at < spool_workflow_nodes.queued_at THEN excluded.started_at \
+       ELSE spool_workflow_nodes.queued_at END, \
      started_at = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
        THEN COALESCE(excluded.started_at, spool_workflow_nodes.started_at) \
-       ELSE COALESCE(spool_workflow_nodes.started_at, excluded.started_at) END, \
+       WHEN spool_workflow_nodes.started_at IS NULL AND excluded.started_at <= \
+         COALESCE(spool_workflow_nodes.finished_at, excluded.started_at) \
+       THEN excluded.started_at ELSE spool_workflow_nodes.started_at END, \
      finished_at = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
        THEN excluded.finished_at ELSE spool_workflow_nodes.finished_at END, \
      output_bytes = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
@@ -61,7 +66,9 @@ const TRANSITION: &str = "INSERT INTO spool_workflow_nodes \
      WHERE spool_workflow_nodes.task_id = excluded.task_id";
 
 /// A node as a status snapshot shows it: a new task id starts a fresh
-/// record (a retried node); the same one moves forward only.
+/// record (a retried node); the same one moves forward only, and an
+/// enqueue time the record lacks is the snapshot's, or its start if that
+/// was earlier (a node is never queued after it started).
 const SYNC_NODE: &str = "INSERT INTO spool_workflow_nodes \
      (workflow_id, name, position, task_id, task, queue, parents, state, attempts, revision, \
       queued_at, finished_at, error) \
@@ -74,7 +81,10 @@ const SYNC_NODE: &str = "INSERT INTO spool_workflow_nodes \
      revision = excluded.revision, \
      queued_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
        THEN excluded.queued_at \
-       ELSE COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at) END, \
+       WHEN spool_workflow_nodes.queued_at IS NOT NULL THEN spool_workflow_nodes.queued_at \
+       WHEN spool_workflow_nodes.started_at < excluded.queued_at \
+       THEN spool_workflow_nodes.started_at \
+       ELSE excluded.queued_at END, \
      started_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
        THEN NULL ELSE spool_workflow_nodes.started_at END, \
      finished_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
@@ -145,6 +155,11 @@ const RERUN_TASK: &str = "INSERT INTO spool_jobs \
 /// A task's arguments, for a record written before the producer's (a
 /// worker recorded a dynamic child's start or end first).
 const TASK_ARGS: &str = "UPDATE spool_jobs SET args = $1 WHERE id = $2 AND args IS NULL";
+
+const NODE_PARENTS: &str = "SELECT name, parents FROM spool_workflow_nodes WHERE workflow_id = $1";
+
+const SET_PARENTS: &str =
+    "UPDATE spool_workflow_nodes SET parents = $1 WHERE workflow_id = $2 AND name = $3";
 
 const NODE_TASK_IDS: &str = "SELECT name, task_id FROM spool_workflow_nodes WHERE workflow_id = $1";
 
@@ -341,10 +356,10 @@ impl JobStore {
     /// Records the children node `spawner` of `workflow` added at run time,
     /// committed by its success settled at `at`: each child after the
     /// spawner, the join (if any) after the children, `queued` (with `at`
-    /// as its enqueue time) if named in `ready`, else `waiting`. Their
-    /// task records are [`JobStore::record_enqueued`]'s; the spawner's
-    /// dependents now run after the join, which
-    /// [`JobStore::sync_workflow`] records. A repeat changes nothing.
+    /// as its enqueue time) if named in `ready`, else `waiting`; with a
+    /// join, the spawner's dependents now run after the join. Their task
+    /// records are [`JobStore::record_child_tasks`]'. A repeat changes
+    /// nothing.
     ///
     /// # Errors
     ///
@@ -383,8 +398,37 @@ impl JobStore {
                     .map(|join| (join, into_join.as_slice())),
             )
             .collect();
+        let names: Vec<&NodeName> = rows.iter().map(|(node, _)| &node.name).collect();
         let what = "record nodes added at run time";
         write_tx!(self, "record nodes added at run time", |tx| {
+            // With a join, the spawner's dependents now run after it.
+            if let Some(join) = &children.join {
+                let nodes: Vec<(String, String)> = sqlx::query_as(NODE_PARENTS)
+                    .bind(*workflow.as_uuid())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+                for (name, text) in nodes {
+                    if names.iter().any(|n| n.as_str() == name) {
+                        continue;
+                    }
+                    let mut parents = parse_parents(&text)?;
+                    let mut moved = false;
+                    for edge in parents.iter_mut().filter(|e| e.parent == *spawner) {
+                        edge.parent = join.name.clone();
+                        moved = true;
+                    }
+                    if moved {
+                        sqlx::query(SET_PARENTS)
+                            .bind(parents_text(&parents))
+                            .bind(*workflow.as_uuid())
+                            .bind(name.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| db_error(what, e))?;
+                    }
+                }
+            }
             for (node, parents) in &rows {
                 let state = if ready.contains(&node.name) {
                     NodeRecordState::Queued

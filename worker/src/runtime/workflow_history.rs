@@ -274,9 +274,6 @@ impl<B: Broker> HistoryWriter<B> {
                     ready.clone(),
                     at,
                 ));
-                // The spawner's dependents' new parent (the join) comes
-                // from the live graph.
-                plan.sync(workflow);
             }
             if !ready.is_empty() {
                 plan.ready.push((workflow, ready, at));
