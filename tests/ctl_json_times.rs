@@ -182,6 +182,7 @@ async fn every_json_time_is_rfc3339_with_milliseconds() {
         &["task", "show", &queued[0]],
         &["task", "show", &doomed.id.to_string()],
         &["dead", "list", "times-dead"],
+        &["dead", "show", "times-dead", &doomed.id.to_string()],
         &["pause", "idle"],
         &["resume", "idle"],
         &["revoke", &queued[0]],
@@ -193,6 +194,15 @@ async fn every_json_time_is_rfc3339_with_milliseconds() {
             &mut problems,
         );
     }
+
+    // `top --once --json`: one frame, its times (the frame's own, the
+    // running tasks' starts, the failures') as every other output's.
+    let top_times = checked(
+        "spoolctl top --once",
+        &mut spoolctl(&["top", "--once"]),
+        &mut problems,
+    );
+    assert!(top_times >= 1, "no time in top's frame");
 
     // The autoscaler: a dry tick, and a simulation's summary.
     let config = dir.join("autoscaler.toml");

@@ -4,12 +4,16 @@
 -- ARGV[1]  now, in ms
 -- ARGV[2]  outbox entries added at or before this time are overdue
 --
--- Returns 'gone' (no graph), 'finished', 'deadline' (running past its
--- deadline), 'outbox' (overdue outbox entries) or 'ok'.
+-- Returns 'gone' (no graph), 'cancelled' (ended by a cancel), 'finished'
+-- (ended otherwise), 'deadline' (running past its deadline), 'outbox'
+-- (overdue outbox entries) or 'ok'.
 
 local meta = redis.call('HMGET', KEYS[1], 'state', 'deadline')
 if not meta[1] then
   return 'gone'
+end
+if meta[1] == 'cancelled' then
+  return 'cancelled'
 end
 if meta[1] ~= 'running' then
   return 'finished'

@@ -128,15 +128,16 @@ impl<B: Broker> Client<B> {
         &self,
         workflow: crate::workflow::Workflow,
     ) -> Result<crate::workflow::WorkflowHandle<B>> {
-        let spec = workflow.into_spec()?;
+        let (spec, records) = workflow.into_parts()?;
+        #[cfg(not(feature = "store"))]
+        let _ = records;
         self.broker.submit_workflow(&spec).await?;
-        // Its history, once it exists: a failure here leaves it running,
-        // and unrecorded until a sync (`spoolctl workflow show` reads
-        // Redis).
+        // Its history and its nodes' task records, once it exists: a
+        // failure here leaves it running, and unrecorded until a sync
+        // (`spoolctl workflow show` reads Redis).
         #[cfg(feature = "store")]
         if let Some(store) = &self.store {
-            store
-                .record_workflow_submitted(&spec, spool_broker::Timestamp::now())
+            crate::workflow::record_submitted(store, &spec, &records)
                 .await
                 .map_err(|source| Error::NotRecorded {
                     ids: spec.nodes.iter().map(|n| n.envelope.id).collect(),

@@ -61,6 +61,18 @@ pub enum Error {
         missing: u64,
     },
 
+    /// `dead show` found no dead letter with this entry id or task id.
+    #[error(
+        "no dead letter {id:?} in queue {queue} (requeued or purged already?); `spoolctl dead \
+         list {queue}` shows its entry ids and task ids"
+    )]
+    DeadLetterNotFound {
+        /// The queue searched.
+        queue: QueueName,
+        /// The entry id or task id asked for.
+        id: String,
+    },
+
     /// `revoke` found no task with this id (nothing was revoked).
     #[error(
         "no task {id} in the queues {searched} (ready, running, delayed or dead){}; nothing \

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spool_broker::workflow::{NodeSettlement, Settled, SweepReport};
-use spool_broker::{DeadReason, QueueName, TaskId};
+use spool_broker::workflow::{NodeName, NodeSettlement, Settled, SweepReport, WorkflowId};
+use spool_broker::{DeadReason, Envelope, QueueName, TaskId, Timestamp};
 
 /// Which task an event is about.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +91,19 @@ pub trait Observer: Send + Sync + 'static {
         let _ = count;
     }
 
+    /// An attempt of node `node` of `workflow` is starting at `at`: its
+    /// handler was accepted and runs next (called right after
+    /// [`Observer::started`]).
+    fn workflow_node_running(
+        &self,
+        task: &TaskInfo<'_>,
+        workflow: WorkflowId,
+        node: &NodeName,
+        at: Timestamp,
+    ) {
+        let _ = (task, workflow, node, at);
+    }
+
     /// A workflow node's handler started; `waited` is how long since its
     /// task was enqueued (for a child, since its last parent settled and
     /// the outbox dispatched it), when the broker says (a Redis stream
@@ -141,6 +154,25 @@ impl Observers {
 
     pub(crate) fn settled(&self, count: usize) {
         self.0.iter().for_each(|o| o.settled(count));
+    }
+
+    /// Tells the observers that `task`, a workflow node's (from
+    /// `envelope`'s workflow header), starts at `at`; nothing for a plain
+    /// task.
+    pub(crate) fn workflow_node_running(
+        &self,
+        task: &TaskInfo<'_>,
+        envelope: &Envelope,
+        at: Timestamp,
+    ) {
+        if self.0.is_empty() {
+            return;
+        }
+        if let Some((workflow, node)) = envelope.workflow_node() {
+            self.0
+                .iter()
+                .for_each(|o| o.workflow_node_running(task, workflow, &node, at));
+        }
     }
 
     pub(crate) fn workflow_node_started(&self, task: &TaskInfo<'_>, waited: Option<Duration>) {

@@ -513,7 +513,10 @@ impl MemoryBroker {
                 return Ok(false);
             }
             let queued = graph.end(deadline, now);
-            workflows.index.remove(&workflow);
+            // A cancel stays in the index until a sweep drops and counts it.
+            if deadline {
+                workflows.index.remove(&workflow);
+            }
             queued
         };
         for id in queued {
@@ -595,20 +598,26 @@ impl MemoryBroker {
         let live: Vec<WorkflowId> = self.workflows().index.keys().copied().collect();
         for id in live {
             report.checked += 1;
-            let (finished, past_deadline, overdue) = {
+            let (finished, cancelled, past_deadline, overdue) = {
                 let workflows = self.workflows();
                 match workflows.graphs.get(&id) {
-                    None => (true, false, false),
+                    None => (true, false, false, false),
                     Some(graph) => (
                         graph.state.is_finished(),
+                        graph.state == WorkflowState::Cancelled,
                         graph.deadline.is_some_and(|d| d <= now),
                         graph.outbox.values().any(|at| *at <= cutoff),
                     ),
                 }
             };
             if finished {
-                self.workflows().index.remove(&id);
-                report.dropped += 1;
+                // Only the sweep whose removal takes it out counts it.
+                if self.workflows().index.remove(&id).is_some() {
+                    report.dropped += 1;
+                    if cancelled {
+                        report.cancelled += 1;
+                    }
+                }
             } else if past_deadline {
                 if self.wf_end(id, true).await? {
                     report.expired += 1;

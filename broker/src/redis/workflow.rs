@@ -738,12 +738,17 @@ impl RedisBroker {
                     ids.into_iter().map(|id| self.revoke(id, REVOKE_TTL)),
                 )
                 .await?;
-                let _: i64 = redis::cmd("ZREM")
-                    .arg(self.workflow_index())
-                    .arg(workflow.to_string())
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(map_redis)?;
+                // A cancel stays in the index until a sweep drops it and
+                // counts it (`SweepReport::cancelled`): no daemon sees a
+                // cancel otherwise.
+                if mode != "cancel" {
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(self.workflow_index())
+                        .arg(workflow.to_string())
+                        .query_async(&mut self.conn())
+                        .await
+                        .map_err(map_redis)?;
+                }
                 Ok(true)
             }
             other => Err(Error::Backend(
@@ -824,6 +829,7 @@ impl RedisBroker {
                 .await
                 .map_err(map_redis)?;
             let mut dropped = Vec::new();
+            let mut removed_alone: isize = 0;
             for (member, created) in &page {
                 let Ok(id) = member.parse::<WorkflowId>() else {
                     dropped.push(member.clone());
@@ -843,6 +849,21 @@ impl RedisBroker {
                         dropped.push(member.clone());
                     }
                     "finished" => dropped.push(member.clone()),
+                    "cancelled" => {
+                        // Removed on its own: the sweep whose removal
+                        // takes it out is the one that counts the cancel.
+                        let removed: i64 = redis::cmd("ZREM")
+                            .arg(&index)
+                            .arg(member)
+                            .query_async(&mut self.conn())
+                            .await
+                            .map_err(map_redis)?;
+                        if removed > 0 {
+                            report.cancelled += 1;
+                            report.dropped += 1;
+                            removed_alone += 1;
+                        }
+                    }
                     "deadline" if self.wf_end(id, "deadline").await? => report.expired += 1,
                     "outbox" => {
                         report.redispatched += self.wf_dispatch_before(&[id], cutoff).await?;
@@ -862,7 +883,7 @@ impl RedisBroker {
             if (page.len() as isize) < SWEEP_PAGE {
                 return Ok(report);
             }
-            start += SWEEP_PAGE - dropped.len() as isize;
+            start += SWEEP_PAGE - dropped.len() as isize - removed_alone;
         }
     }
 }

@@ -9,11 +9,14 @@ use super::workflows::{
     NodeRecord, NodeRecordState, NodeTransition, WorkflowQuery, WorkflowRecord,
     WorkflowRecordStatus, output_summary, parents_text, parse_parents, revision,
 };
-use super::{Inner, JobStore};
+use super::{Inner, JobStore, NewJob};
 use crate::envelope::{TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::QueueName;
-use crate::workflow::{NodeName, WorkflowId, WorkflowSpec, WorkflowState, WorkflowStatus};
+use crate::workflow::{
+    DynamicChildren, DynamicNode, Edge, EdgePolicy, NodeName, WorkflowId, WorkflowSpec,
+    WorkflowState, WorkflowStatus,
+};
 
 /// Where nodes the store learns of from a transition alone (before any
 /// sync) sort: after every submitted node.
@@ -28,26 +31,44 @@ const INSERT_NODE: &str = "INSERT INTO spool_workflow_nodes \
       queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) \
      ON CONFLICT (workflow_id, name) DO NOTHING";
 
-/// A node's move; the `WHERE` is the idempotency guard.
+/// A node's move: only for the node's current task id, and only forward
+/// (revision at least the stored one), except that a write arriving after
+/// a later one still fills the enqueue time and a start (no later than the
+/// recorded end) the record lacks: a start reported after a snapshot of
+/// the live state already settled the node.
 const TRANSITION: &str = "INSERT INTO spool_workflow_nodes \
      (workflow_id, name, position, task_id, task, queue, state, attempts, revision, \
       queued_at, started_at, finished_at, output_bytes, output_summary, error) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (workflow_id, name) DO UPDATE SET \
-     state = excluded.state, \
-     attempts = excluded.attempts, \
-     revision = excluded.revision, \
-     queued_at = COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at), \
-     started_at = COALESCE(excluded.started_at, spool_workflow_nodes.started_at), \
-     finished_at = excluded.finished_at, \
-     output_bytes = excluded.output_bytes, \
-     output_summary = excluded.output_summary, \
-     error = excluded.error \
-     WHERE spool_workflow_nodes.task_id = excluded.task_id \
-     AND excluded.revision >= spool_workflow_nodes.revision";
+     state = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.state ELSE spool_workflow_nodes.state END, \
+     attempts = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.attempts ELSE spool_workflow_nodes.attempts END, \
+     queued_at = CASE WHEN spool_workflow_nodes.queued_at IS NULL THEN excluded.queued_at \
+       WHEN excluded.started_at < spool_workflow_nodes.queued_at THEN excluded.started_at \
+       ELSE spool_workflow_nodes.queued_at END, \
+     started_at = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN COALESCE(excluded.started_at, spool_workflow_nodes.started_at) \
+       WHEN spool_workflow_nodes.started_at IS NULL AND excluded.started_at <= \
+         COALESCE(spool_workflow_nodes.finished_at, excluded.started_at) \
+       THEN excluded.started_at ELSE spool_workflow_nodes.started_at END, \
+     finished_at = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.finished_at ELSE spool_workflow_nodes.finished_at END, \
+     output_bytes = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.output_bytes ELSE spool_workflow_nodes.output_bytes END, \
+     output_summary = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.output_summary ELSE spool_workflow_nodes.output_summary END, \
+     error = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.error ELSE spool_workflow_nodes.error END, \
+     revision = CASE WHEN excluded.revision >= spool_workflow_nodes.revision \
+       THEN excluded.revision ELSE spool_workflow_nodes.revision END \
+     WHERE spool_workflow_nodes.task_id = excluded.task_id";
 
 /// A node as a status snapshot shows it: a new task id starts a fresh
-/// record (a retried node); the same one moves forward only.
+/// record (a retried node); the same one moves forward only, and an
+/// enqueue time the record lacks is the snapshot's, or its start if that
+/// was earlier (a node is never queued after it started).
 const SYNC_NODE: &str = "INSERT INTO spool_workflow_nodes \
      (workflow_id, name, position, task_id, task, queue, parents, state, attempts, revision, \
       queued_at, finished_at, error) \
@@ -60,7 +81,10 @@ const SYNC_NODE: &str = "INSERT INTO spool_workflow_nodes \
      revision = excluded.revision, \
      queued_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
        THEN excluded.queued_at \
-       ELSE COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at) END, \
+       WHEN spool_workflow_nodes.queued_at IS NOT NULL THEN spool_workflow_nodes.queued_at \
+       WHEN spool_workflow_nodes.started_at < excluded.queued_at \
+       THEN spool_workflow_nodes.started_at \
+       ELSE excluded.queued_at END, \
      started_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
        THEN NULL ELSE spool_workflow_nodes.started_at END, \
      finished_at = CASE WHEN spool_workflow_nodes.task_id <> excluded.task_id \
@@ -92,6 +116,52 @@ const SYNC_WORKFLOW: &str = "INSERT INTO spool_workflows \
 const FINISH_WORKFLOW: &str = "UPDATE spool_workflows SET \
      status = $1, failed_node = $2, error = $3, finished_at = $4 \
      WHERE id = $5 AND status = 'running'";
+
+/// A node its last parent's settlement made ready: `waiting` becomes
+/// `queued`, and a record without an enqueue time gets this one (a start
+/// recorded first keeps its state). A repeat changes nothing.
+const NODE_READY: &str = "UPDATE spool_workflow_nodes SET \
+     state = CASE WHEN state = 'waiting' THEN 'queued' ELSE state END, \
+     revision = CASE WHEN state = 'waiting' THEN attempts * 4 + 1 ELSE revision END, \
+     queued_at = COALESCE(queued_at, $3) \
+     WHERE workflow_id = $1 AND name = $2 AND (state = 'waiting' OR queued_at IS NULL)";
+
+/// A node added at run time, with its parents, after the nodes the store
+/// has. A record a transition created first (no parents, sorted last)
+/// gets its parents, place and enqueue time; anything else stays.
+const NODE_ADDED: &str = "INSERT INTO spool_workflow_nodes \
+     (workflow_id, name, position, task_id, task, queue, parents, state, attempts, revision, \
+      queued_at) VALUES ($1, $2, \
+      CAST((SELECT COUNT(*) FROM spool_workflow_nodes WHERE workflow_id = $1) AS INTEGER), \
+      $3, $4, $5, $6, $7, 0, $8, $9) \
+     ON CONFLICT (workflow_id, name) DO UPDATE SET \
+     parents = excluded.parents, \
+     position = CASE WHEN spool_workflow_nodes.position = $10 THEN excluded.position \
+       ELSE spool_workflow_nodes.position END, \
+     queued_at = COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at) \
+     WHERE spool_workflow_nodes.task_id = excluded.task_id";
+
+/// The task record of a node rerun by a retry of its workflow (new task
+/// id `$1`), copied from its previous run's record (`$2`): name, queue,
+/// priority, tenant and arguments, `queued` with no attempts. A record
+/// already there (a worker recorded the rerun's start first) only gets the
+/// arguments it lacks.
+const RERUN_TASK: &str = "INSERT INTO spool_jobs \
+     (id, name, queue, priority, tenant, status, attempts, revision, created_at, args) \
+     SELECT $1, name, queue, priority, tenant, 'queued', 0, 0, $3, args \
+     FROM spool_jobs WHERE id = $2 \
+     ON CONFLICT (id) DO UPDATE SET args = COALESCE(spool_jobs.args, excluded.args)";
+
+/// A task's arguments, for a record written before the producer's (a
+/// worker recorded a dynamic child's start or end first).
+const TASK_ARGS: &str = "UPDATE spool_jobs SET args = $1 WHERE id = $2 AND args IS NULL";
+
+const NODE_PARENTS: &str = "SELECT name, parents FROM spool_workflow_nodes WHERE workflow_id = $1";
+
+const SET_PARENTS: &str =
+    "UPDATE spool_workflow_nodes SET parents = $1 WHERE workflow_id = $2 AND name = $3";
+
+const NODE_TASK_IDS: &str = "SELECT name, task_id FROM spool_workflow_nodes WHERE workflow_id = $1";
 
 /// The columns `decode_workflow` reads, `w` being the workflow table.
 const WORKFLOW_COLUMNS: &str = "w.id, w.status, w.node_count, w.failed_node, w.error, w.runs, \
@@ -248,6 +318,214 @@ impl JobStore {
                 .map_err(|e| db_error(what, e))?;
         });
         Ok(())
+    }
+
+    /// Records that the nodes `ready` of `workflow` became ready (their
+    /// last parent settled) at `at`: each `waiting` record becomes `queued`.
+    /// A node in any other state, or one the store has no record of (a
+    /// dynamic child before [`JobStore::sync_workflow`]), is left alone, so
+    /// repeats change nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_workflow_submitted`].
+    pub async fn record_nodes_ready(
+        &self,
+        workflow: WorkflowId,
+        ready: &[NodeName],
+        at: Timestamp,
+    ) -> Result<()> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let what = "record ready nodes";
+        write_tx!(self, "record ready nodes", |tx| {
+            for name in ready {
+                sqlx::query(NODE_READY)
+                    .bind(*workflow.as_uuid())
+                    .bind(name.as_str())
+                    .bind(millis(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records the children node `spawner` of `workflow` added at run time,
+    /// committed by its success settled at `at`: each child after the
+    /// spawner, the join (if any) after the children, `queued` (with `at`
+    /// as its enqueue time) if named in `ready`, else `waiting`; with a
+    /// join, the spawner's dependents now run after the join. Their task
+    /// records are [`JobStore::record_child_tasks`]'. A repeat changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_workflow_submitted`].
+    pub async fn record_nodes_added(
+        &self,
+        workflow: WorkflowId,
+        spawner: &NodeName,
+        children: &DynamicChildren,
+        ready: &[NodeName],
+        at: Timestamp,
+    ) -> Result<()> {
+        if children.is_empty() {
+            return Ok(());
+        }
+        let from_spawner = vec![Edge {
+            parent: spawner.clone(),
+            policy: EdgePolicy::Fail,
+        }];
+        let into_join: Vec<Edge> = children
+            .nodes
+            .iter()
+            .map(|child| Edge {
+                parent: child.name.clone(),
+                policy: children.join_policy,
+            })
+            .collect();
+        let rows: Vec<(&DynamicNode, &[Edge])> = children
+            .nodes
+            .iter()
+            .map(|child| (child, from_spawner.as_slice()))
+            .chain(
+                children
+                    .join
+                    .iter()
+                    .map(|join| (join, into_join.as_slice())),
+            )
+            .collect();
+        let names: Vec<&NodeName> = rows.iter().map(|(node, _)| &node.name).collect();
+        let what = "record nodes added at run time";
+        write_tx!(self, "record nodes added at run time", |tx| {
+            // With a join, the spawner's dependents now run after it.
+            if let Some(join) = &children.join {
+                let nodes: Vec<(String, String)> = sqlx::query_as(NODE_PARENTS)
+                    .bind(*workflow.as_uuid())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+                for (name, text) in nodes {
+                    if names.iter().any(|n| n.as_str() == name) {
+                        continue;
+                    }
+                    let mut parents = parse_parents(&text)?;
+                    let mut moved = false;
+                    for edge in parents.iter_mut().filter(|e| e.parent == *spawner) {
+                        edge.parent = join.name.clone();
+                        moved = true;
+                    }
+                    if moved {
+                        sqlx::query(SET_PARENTS)
+                            .bind(parents_text(&parents))
+                            .bind(*workflow.as_uuid())
+                            .bind(name.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| db_error(what, e))?;
+                    }
+                }
+            }
+            for (node, parents) in &rows {
+                let state = if ready.contains(&node.name) {
+                    NodeRecordState::Queued
+                } else {
+                    NodeRecordState::Waiting
+                };
+                sqlx::query(NODE_ADDED)
+                    .bind(*workflow.as_uuid())
+                    .bind(node.name.as_str())
+                    .bind(*node.envelope.id.as_uuid())
+                    .bind(node.envelope.name.as_str())
+                    .bind(node.envelope.queue.as_str())
+                    .bind(parents_text(parents))
+                    .bind(state.as_str())
+                    .bind(revision(0, state))
+                    .bind((state == NodeRecordState::Queued).then(|| millis(at)))
+                    .bind(LATE_POSITION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records the tasks of children added at run time, as
+    /// [`JobStore::record_enqueued`] does, and gives a record a worker
+    /// wrote first (the child ran before this write) its arguments.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_enqueued`].
+    pub async fn record_child_tasks(&self, jobs: &[NewJob]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.record_enqueued(jobs).await?;
+        let what = "record the arguments of dynamic children";
+        write_tx!(self, "record the arguments of dynamic children", |tx| {
+            for job in jobs {
+                let Some(args) = &job.args else {
+                    continue;
+                };
+                sqlx::query(TASK_ARGS)
+                    .bind(args.to_string())
+                    .bind(*job.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Gives every node that a retry of its workflow reran (its task id in
+    /// `status` differs from its record's) a task record for its new task
+    /// id, copied from its previous run's (name, queue, priority, tenant,
+    /// arguments), `queued` at `at`; returns how many it wrote. Call it
+    /// after [`Broker::retry_workflow`](crate::Broker::retry_workflow) and
+    /// before [`JobStore::sync_workflow`], which moves the node records to
+    /// the new ids. Nodes without a previous task record get none.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::record_workflow_submitted`].
+    pub async fn record_rerun_tasks(
+        &self,
+        status: &WorkflowStatus,
+        at: Timestamp,
+    ) -> Result<usize> {
+        let what = "record rerun node tasks";
+        let id = *status.id.as_uuid();
+        let mut written = 0;
+        write_tx!(self, "record rerun node tasks", |tx| {
+            let rows: Vec<(String, Uuid)> = sqlx::query_as(NODE_TASK_IDS)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_error(what, e))?;
+            for (name, old) in rows {
+                let Some(node) = status.node(&name) else {
+                    continue;
+                };
+                if *node.task_id.as_uuid() == old {
+                    continue;
+                }
+                let done = sqlx::query(RERUN_TASK)
+                    .bind(*node.task_id.as_uuid())
+                    .bind(old)
+                    .bind(millis(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error(what, e))?;
+                written += usize::try_from(done.rows_affected()).unwrap_or(0);
+            }
+        });
+        Ok(written)
     }
 
     /// Brings the records of a workflow in line with a fresh snapshot of

@@ -9,12 +9,19 @@
 //!
 //! - [`JobStore::record_workflow_submitted`]: the producer, right after
 //!   [`Broker::submit_workflow`] succeeded: the workflow and every node
-//!   (roots `queued`, the others `waiting`).
+//!   (roots `queued`, the others `waiting`), after recording every node's
+//!   task with [`JobStore::record_enqueued`] (`queued`, even while the node
+//!   waits: the node record says it waits).
 //! - [`JobStore::record_node_transitions`]: the worker, as nodes move:
 //!   [`NodeTransition::for_envelope`] when an attempt starts (`running`),
 //!   [`NodeTransition::settled`] with the [`NodeSettlement`] it settles a
 //!   node with (timings, attempts, output summary, error), and
 //!   `queued` for the children a settlement made ready.
+//! - [`JobStore::record_nodes_ready`]: the worker, for the nodes its
+//!   settlement made ready (`waiting` becomes `queued`; nothing else moves).
+//! - [`JobStore::record_rerun_tasks`]: `spoolctl workflow retry`, after the
+//!   retry and before the sync: each rerun node's new task gets a record
+//!   copied from its last run's.
 //! - [`JobStore::record_workflow_finished`]: the worker whose settlement
 //!   ended the workflow ([`Settled::Recorded`]'s `finished`), followed by
 //!   [`JobStore::sync_workflow`], which also records the nodes that the
@@ -36,6 +43,9 @@
 //! [`JobStore::record_workflow_submitted`]: super::JobStore::record_workflow_submitted
 //! [`JobStore::record_node_transitions`]: super::JobStore::record_node_transitions
 //! [`JobStore::record_workflow_finished`]: super::JobStore::record_workflow_finished
+//! [`JobStore::record_nodes_ready`]: super::JobStore::record_nodes_ready
+//! [`JobStore::record_enqueued`]: super::JobStore::record_enqueued
+//! [`JobStore::record_rerun_tasks`]: super::JobStore::record_rerun_tasks
 //! [`JobStore::sync_workflow`]: super::JobStore::sync_workflow
 //! [`Broker::submit_workflow`]: crate::Broker::submit_workflow
 //! [`Settled::Recorded`]: crate::workflow::Settled::Recorded

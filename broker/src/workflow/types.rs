@@ -635,6 +635,10 @@ pub struct SweepReport {
     /// Index entries dropped: finished workflows, and entries whose
     /// workflow was never written (a submit that died half-way).
     pub dropped: usize,
+    /// Of those dropped, workflows a cancel ended: a cancel leaves its
+    /// workflow in the index for the sweeper, and exactly one sweep (the
+    /// one whose removal took it out) counts it, however many run at once.
+    pub cancelled: usize,
 }
 
 impl Envelope {

@@ -46,8 +46,12 @@
 //! [`Client::submit_workflow`]: crate::Client::submit_workflow
 
 mod handle;
+#[cfg(feature = "store")]
+mod record;
 
 pub use self::handle::{WorkflowHandle, WorkflowProgress};
+#[cfg(feature = "store")]
+pub(crate) use self::record::record_submitted;
 pub use spool_broker::workflow::{
     DEFAULT_MAX_NODES, Edge, EdgePolicy, NodeName, NodeState, NodeStatus, WorkflowId, WorkflowSpec,
     WorkflowState, WorkflowStatus,
@@ -56,7 +60,7 @@ pub use spool_broker::workflow::{
 use std::time::{Duration, SystemTime};
 
 use spool_broker::workflow::NodeSpec;
-use spool_broker::{Envelope, Priority, QueueName, Task, Timestamp};
+use spool_broker::{Envelope, Priority, QueueName, RecordPolicy, Task, Timestamp};
 
 use crate::error::{Error, Result};
 
@@ -71,6 +75,9 @@ pub struct Workflow {
     spec: WorkflowSpec,
     /// The first mistake made while building, reported at submit.
     mistake: Option<String>,
+    /// Each node's task type's record policy, in node order: what the
+    /// job store records of its task at submit.
+    records: Vec<RecordPolicy>,
 }
 
 impl Default for Workflow {
@@ -86,6 +93,7 @@ impl Workflow {
         Self {
             spec: WorkflowSpec::new(),
             mistake: None,
+            records: Vec::new(),
         }
     }
 
@@ -161,6 +169,7 @@ impl Workflow {
             envelope,
             parents: Vec::new(),
         });
+        self.records.push(T::options().record);
         let index = self.spec.nodes.len() - 1;
         NodeBuilder {
             workflow: self,
@@ -208,6 +217,12 @@ impl Workflow {
     /// [`Error::Broker`] with [`spool_broker::Error::InvalidWorkflow`] for
     /// a mistake made while building or a graph that does not validate.
     pub fn into_spec(self) -> Result<WorkflowSpec> {
+        self.into_parts().map(|(spec, _)| spec)
+    }
+
+    /// The workflow as the broker takes it, with each node's record
+    /// policy (in node order).
+    pub(crate) fn into_parts(self) -> Result<(WorkflowSpec, Vec<RecordPolicy>)> {
         if let Some(mistake) = self.mistake {
             return Err(Error::Broker(spool_broker::Error::InvalidWorkflow(mistake)));
         }
@@ -223,7 +238,7 @@ impl Workflow {
                 node.envelope.expires_at = Some(expires);
             }
         }
-        Ok(spec)
+        Ok((spec, self.records))
     }
 }
 

@@ -454,6 +454,15 @@ enum DeadCommand {
         #[arg(long, default_value_t = DEFAULT_DEAD_LIMIT, value_name = "N")]
         limit: usize,
     },
+    /// Show one dead letter in full: reason, error, attempts, times and
+    /// arguments (secret fields redacted).
+    Show {
+        /// The queue it died in.
+        queue: QueueName,
+        /// Its entry id, as `dead list` shows it, or its task id.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// Send dead letters back to their queue for another round of
     /// attempts, and print how many went.
     Retry {
@@ -732,6 +741,12 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
         } => {
             let broker = connect(access).await?;
             ctl::render(&ctl::dead_list(&broker, &queue, limit).await?, format)?
+        }
+        Command::Dead {
+            command: DeadCommand::Show { queue, id },
+        } => {
+            let broker = connect(access).await?;
+            ctl::render(&ctl::dead_show(&broker, &queue, &id).await?, format)?
         }
         Command::Dead {
             command: DeadCommand::Retry { queue, ids },

@@ -23,6 +23,7 @@ mod call;
 mod dead;
 mod dead_purge;
 mod dead_retry;
+mod dead_show;
 mod follow;
 mod inspect;
 mod pause;
@@ -50,6 +51,7 @@ pub use self::call::{
 pub use self::dead::{ARGS_WIDTH, DEFAULT_DEAD_LIMIT, DeadReport, DeadRow, ERROR_WIDTH, dead_list};
 pub use self::dead_purge::{DeadPurgeReport, check_dead_purge_confirmed, dead_purge};
 pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry, dead_retry_recorded};
+pub use self::dead_show::{DeadShowReport, MAX_DEAD_SCAN, dead_show};
 pub use self::follow::{
     DEFAULT_FOLLOW_POLL, FollowOutcome, MAX_FOLLOWED, task_follow, tasks_follow,
 };

@@ -627,7 +627,9 @@ pub async fn workflow_cancel<B: Broker>(
 }
 
 /// Retries finished workflow `id`: its failed and cancelled nodes run
-/// again, its succeeded ones keep their outputs.
+/// again, its succeeded ones keep their outputs. With a store, each rerun
+/// node's new task is recorded `queued` (copied from its last run's
+/// record, arguments included) and the node records move to the new tasks.
 ///
 /// # Errors
 ///
@@ -642,6 +644,11 @@ pub async fn workflow_retry<B: Broker>(
         .retry_workflow(id)
         .await
         .map_err(|e| unknown(e, id))?;
+    // The rerun nodes' new tasks get their records (copied from their
+    // last runs', arguments included) before the node records move to them.
+    if let (Some(store), Some(status)) = (store, broker.workflow_status(id).await?) {
+        store.record_rerun_tasks(&status, Timestamp::now()).await?;
+    }
     let state = sync(broker, store, id).await?;
     Ok(WorkflowActionReport {
         id: id.to_string(),

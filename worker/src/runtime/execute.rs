@@ -247,12 +247,15 @@ impl<B: Broker> Executor<B> {
         if self.revoked.contains(envelope.id) {
             control.cancel(CancelReason::Revoked);
         }
-        self.observers.started(&TaskInfo {
+        let info = TaskInfo {
             id: envelope.id,
             name: &envelope.name,
             queue: &envelope.queue,
             attempt: envelope.attempt,
-        });
+        };
+        self.observers.started(&info);
+        self.observers
+            .workflow_node_running(&info, envelope, started_at);
         let hard = envelope.time_limit().or(self.limits.time_limit);
         let end = supervise(run, &control, hard, self.limits).await;
         let verdict = outcome::after_run(

@@ -18,6 +18,8 @@ mod settle;
 mod store;
 mod store_gate;
 mod trace;
+#[cfg(feature = "store")]
+mod workflow_history;
 
 pub(crate) use self::report::ProgressSink;
 
@@ -49,6 +51,10 @@ use crate::config::WorkerConfig;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::handler::{Handler, Handlers};
 use crate::observer::{Observer, Observers, TaskInfo};
+
+/// How long a stopping worker waits for its workflow history writes.
+#[cfg(feature = "store")]
+const HISTORY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Fetches tasks from a broker and runs them with registered handlers.
 ///
@@ -253,6 +259,13 @@ impl<B: Broker> Worker<B> {
         let mut observers = Observers::default();
         observers.push(Arc::new(self.counters.clone()));
         observers.extend(self.observers);
+        // Workflow history: nodes' starts and settlements, to the store.
+        #[cfg(feature = "store")]
+        let history = self.store.clone().map(|store| {
+            let (observer, writer) = workflow_history::start(self.broker.clone(), store);
+            observers.push(Arc::new(observer));
+            AbortOnDropHandle::new(writer)
+        });
         let leases = Leases::default();
         let running = Running::default();
         let revoked = Revoked::default();
@@ -411,6 +424,16 @@ impl<B: Broker> Worker<B> {
         let _ = watcher.await;
         fetchers.join_all().await;
         background.join_all().await;
+        // The last observers go: the history writer writes what is left.
+        drop(observers);
+        #[cfg(feature = "store")]
+        if let Some(writer) = history
+            && tokio::time::timeout(HISTORY_PATIENCE, writer)
+                .await
+                .is_err()
+        {
+            warn!("stopping with workflow history unwritten: the job store was too slow");
+        }
         let report = self.counters.snapshot();
         info!(?report, "worker stopped");
         report

@@ -5,7 +5,7 @@
 //! | metric | type | labels | counted by |
 //! | --- | --- | --- | --- |
 //! | `spool_workflow_running` | gauge | | the live workflows in Redis's index at this worker's last sweep, less those it found finished or expired (every worker exports the same figure) |
-//! | `spool_workflow_finished_total` | counter | `outcome` | workflows this worker's settlement ended (`succeeded`, `failed`), plus those its sweeper failed past their deadline (`failed`); a cancel from `spoolctl` is not a worker's |
+//! | `spool_workflow_finished_total` | counter | `outcome` | workflows this worker's settlement ended (`succeeded`, `failed`), plus those its sweeper failed past their deadline (`failed`) or dropped from the index after a cancel (`cancelled`: a cancel leaves its workflow in the index, and only the sweep whose removal takes it out counts it, so a cancel counts once across the fleet) |
 //! | `spool_workflow_repaired_total` | counter | | outbox entries the sweeper dispatched after a settler died or failed before it did, plus workflows it failed past their deadline |
 //! | `spool_workflow_node_latency_seconds` | histogram | | from a node's enqueue (for a child: its last parent settled and the outbox dispatched it) to its handler's start |
 
@@ -84,12 +84,16 @@ impl WorkflowTotals {
         }
     }
 
-    /// Counts a sweep's repairs (and its deadline failures as finished).
+    /// Counts a sweep's repairs (and its deadline failures and the
+    /// cancels it dropped as finished).
     pub(super) fn swept(&mut self, report: &SweepReport) {
         let expired = report.expired as u64;
         self.repaired += report.redispatched as u64 + expired;
         if expired > 0 {
             *self.finished.entry("failed".to_owned()).or_default() += expired;
+        }
+        if report.cancelled > 0 {
+            *self.finished.entry("cancelled".to_owned()).or_default() += report.cancelled as u64;
         }
     }
 
@@ -131,7 +135,7 @@ impl WorkflowTotals {
         vec![
             family(
                 "spool_workflow_finished_total",
-                "Workflows this fleet's workers ended, by outcome.",
+                "Workflows this fleet's workers ended (or, for `cancelled`, found ended by a cancel), by outcome.",
                 MetricType::COUNTER,
                 finished,
             ),
@@ -181,7 +185,8 @@ mod tests {
             checked: 5,
             redispatched: 2,
             expired: 1,
-            dropped: 1,
+            dropped: 2,
+            cancelled: 1,
         });
         let mut totals = WorkflowTotals::default();
         totals.merge(child.clone());
@@ -189,6 +194,7 @@ mod tests {
         assert_eq!(totals.repaired, 6);
         assert_eq!(totals.finished["succeeded"], 2);
         assert_eq!(totals.finished["failed"], 2);
+        assert_eq!(totals.finished["cancelled"], 2);
         assert_eq!(totals.latency_buckets[1], 2, "1.5 ms is under 2 ms");
         assert_eq!(*totals.latency_buckets.last().unwrap(), 2, "+Inf");
         let json = serde_json::to_string(&totals).unwrap();
@@ -208,6 +214,7 @@ mod tests {
                 redispatched: 0,
                 expired: 1,
                 dropped: 1,
+                cancelled: 0,
             }),
             3
         );
