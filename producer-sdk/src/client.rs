@@ -128,7 +128,9 @@ impl<B: Broker> Client<B> {
         &self,
         workflow: crate::workflow::Workflow,
     ) -> Result<crate::workflow::WorkflowHandle<B>> {
-        let spec = workflow.into_spec()?;
+        let mut spec = workflow.into_spec()?;
+        // Ends (is exported) when the workflow is written and recorded.
+        let _submit = crate::workflow::trace_submit(&mut spec);
         self.broker.submit_workflow(&spec).await?;
         // Its history, once it exists: a failure here leaves it running,
         // and unrecorded until a sync (`spoolctl workflow show` reads
