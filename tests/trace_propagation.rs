@@ -2,7 +2,8 @@
 //! receiver in the test process and the real binaries: a trace started by
 //! a producer (`spoolctl call`) goes on in `spool-worker`'s task span,
 //! through a retry and through `spoolctl dead retry`, with the same trace
-//! id and the publish span as parent; without `OTEL_*`, nothing connects.
+//! id and the publish span as parent, each settlement in a `settle` span
+//! linked to its run; without `OTEL_*`, nothing connects.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Command};
@@ -152,26 +153,29 @@ async fn a_trace_goes_from_the_producer_through_the_worker_and_its_retry() {
     assert_eq!(runs[0].attribute("spool.outcome"), Some("retried"));
     assert_eq!(runs[1].attribute("spool.outcome"), Some("succeeded"));
 
-    // Each run's settlement is a `settle` span under it.
-    let settles = receiver
-        .wait_for("both settle spans", WAIT, |spans| {
-            let settles: Vec<ReceivedSpan> = spans
-                .iter()
-                .filter(|s| s.attribute("messaging.operation.type") == Some("settle"))
-                .filter(|s| s.attribute("messaging.message.id") == Some(id.as_str()))
-                .cloned()
-                .collect();
-            (settles.len() == 2).then_some(settles)
-        })
-        .await;
+    // Each run's settlement is in a `settle` span of its group commit, a
+    // root that links to the run.
     for (run, action) in runs.iter().zip(["retry", "ack"]) {
-        let settle = settles
-            .iter()
-            .find(|s| s.parent_span_id == run.span_id)
-            .unwrap_or_else(|| panic!("no settle span under {run:#?}: {settles:#?}"));
+        let settle = receiver
+            .wait_for("the settle span of a run", WAIT, |spans| {
+                spans
+                    .iter()
+                    .find(|s| {
+                        s.attribute("messaging.operation.type") == Some("settle")
+                            && s.links_to(run)
+                    })
+                    .cloned()
+            })
+            .await;
         assert_eq!(settle.kind, KIND_CLIENT);
-        assert_eq!(settle.trace_id, publish.trace_id);
+        assert_eq!(settle.name, "settle default");
+        assert!(settle.parent_span_id.is_empty(), "a root: {settle:#?}");
         assert_eq!(settle.attribute("messaging.operation.name"), Some(action));
+        assert_eq!(
+            settle.attribute("messaging.destination.name"),
+            Some("default")
+        );
+        assert_eq!(settle.attribute("messaging.batch.message_count"), Some("1"));
     }
     stop_warm(worker);
     redis.cleanup().await;

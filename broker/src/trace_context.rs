@@ -24,6 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::envelope::Envelope;
 use crate::queue::QueueName;
+use crate::workflow::WorkflowSpec;
 
 /// The value of `messaging.system` on every Spool span.
 pub const MESSAGING_SYSTEM: &str = "spool";
@@ -142,7 +143,13 @@ pub fn inject_into(span: &tracing::Span, envelopes: &mut [Envelope]) {
     if let [one] = &*envelopes {
         record_message_id(span, one);
     }
-    // Propagated once and copied: the context is the same for all.
+    inject_each(span, envelopes.iter_mut());
+}
+
+/// Writes `span`'s context into each envelope that carries no
+/// `traceparent` yet: propagated once and copied, as it is the same for
+/// all.
+fn inject_each<'a>(span: &tracing::Span, envelopes: impl Iterator<Item = &'a mut Envelope>) {
     let mut context = BTreeMap::new();
     inject(span, &mut context);
     if context.is_empty() {
@@ -155,6 +162,43 @@ pub fn inject_into(span: &tracing::Span, envelopes: &mut [Envelope]) {
                 .extend(context.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
     }
+}
+
+/// The `publish` span (kind producer) of a workflow's submission, the
+/// root of the workflow's trace (or a child of the caller's span): made
+/// the parent of every node's `process` span by [`inject_into_workflow`].
+#[must_use]
+pub fn workflow_span(spec: &WorkflowSpec) -> tracing::Span {
+    tracing::info_span!(
+        "workflow submit",
+        otel.kind = "producer",
+        messaging.system = MESSAGING_SYSTEM,
+        messaging.operation.type = "publish",
+        messaging.operation.name = "submit_workflow",
+        messaging.batch.message_count = spec.nodes.len() as i64,
+        spool.workflow.id = %spec.id,
+    )
+}
+
+/// Writes the context of `span` (a [`workflow_span`]) into the headers of
+/// every node of `spec`. The broker keeps each node's envelope with the
+/// workflow and enqueues it as it is, so a node run late, or again after
+/// `spoolctl workflow retry`, has the workflow's root as its parent; the
+/// children a node adds take it over with [`carry_over`].
+pub fn inject_into_workflow(span: &tracing::Span, spec: &mut WorkflowSpec) {
+    if !span.is_disabled() {
+        inject_each(span, spec.nodes.iter_mut().map(|node| &mut node.envelope));
+    }
+}
+
+/// Writes the trace context that `from` carries into `to`, through the
+/// global propagator (nothing when it carries none): a dynamic workflow
+/// child keeps the root its adding node has.
+pub fn carry_over(from: &BTreeMap<String, String>, to: &mut BTreeMap<String, String>) {
+    let context = extract(from);
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(to));
+    });
 }
 
 #[cfg(test)]

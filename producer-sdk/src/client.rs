@@ -128,9 +128,11 @@ impl<B: Broker> Client<B> {
         &self,
         workflow: crate::workflow::Workflow,
     ) -> Result<crate::workflow::WorkflowHandle<B>> {
-        let (spec, records) = workflow.into_parts()?;
+        let (mut spec, records) = workflow.into_parts()?;
         #[cfg(not(feature = "store"))]
         let _ = records;
+        // Ends (is exported) when the workflow is written and recorded.
+        let _submit = crate::workflow::trace_submit(&mut spec);
         self.broker.submit_workflow(&spec).await?;
         // Its history and its nodes' task records, once it exists: a
         // failure here leaves it running, and unrecorded until a sync

@@ -35,6 +35,8 @@ pub struct ReceivedSpan {
     pub status_code: i32,
     /// Every attribute, its value as text.
     pub attributes: BTreeMap<String, String>,
+    /// The spans it links to, as (trace id, span id).
+    pub links: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// OTLP's numbers for span kinds.
@@ -46,6 +48,13 @@ impl ReceivedSpan {
     /// The attribute `key` as text, if the span has it.
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
+    }
+
+    /// Whether it links to `span`.
+    pub fn links_to(&self, span: &ReceivedSpan) -> bool {
+        self.links
+            .iter()
+            .any(|(trace, id)| *trace == span.trace_id && *id == span.span_id)
     }
 }
 
@@ -198,6 +207,11 @@ async fn export(
                                 text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
                             )
                         })
+                        .collect(),
+                    links: span
+                        .links
+                        .into_iter()
+                        .map(|link| (link.trace_id, link.span_id))
                         .collect(),
                 });
             }

@@ -187,6 +187,12 @@ impl TaskContext {
         self
     }
 
+    /// Every header of the task's envelope.
+    #[cfg(feature = "otel")]
+    pub(crate) fn headers(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.envelope.headers
+    }
+
     pub(crate) fn node_run(&self) -> Option<&crate::workflow::NodeRun> {
         self.node.as_deref()
     }

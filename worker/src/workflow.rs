@@ -45,9 +45,21 @@ fn not_in_workflow() -> TaskError {
     TaskError::fail("this task is not a workflow node")
 }
 
-fn dynamic_node<T: Task>(name: &str, task: &T) -> Result<DynamicNode, TaskError> {
+/// A child added by the node that `ctx` runs; it keeps the trace context
+/// of that node's headers (the workflow's root span), so it runs in the
+/// workflow's trace as a child of its root, like every other node.
+fn dynamic_node<T: Task>(
+    ctx: &TaskContext,
+    name: &str,
+    task: &T,
+) -> Result<DynamicNode, TaskError> {
     let name: NodeName = name.parse().map_err(TaskError::fail)?;
-    let envelope = Envelope::for_task(task).map_err(TaskError::fail)?;
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut envelope = Envelope::for_task(task).map_err(TaskError::fail)?;
+    #[cfg(feature = "otel")]
+    spool_broker::trace_context::carry_over(ctx.headers(), &mut envelope.headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = ctx;
     Ok(DynamicNode { name, envelope })
 }
 
@@ -135,7 +147,7 @@ impl TaskContext {
     /// fails the node when it settles.
     pub fn add_child<T: Task>(&self, name: &str, task: &T) -> Result<(), TaskError> {
         let run = self.node_run().ok_or_else(not_in_workflow)?;
-        run.children().nodes.push(dynamic_node(name, task)?);
+        run.children().nodes.push(dynamic_node(self, name, task)?);
         Ok(())
     }
 
@@ -154,7 +166,7 @@ impl TaskContext {
     ) -> Result<(), TaskError> {
         let run = self.node_run().ok_or_else(not_in_workflow)?;
         let mut children = run.children();
-        children.join = Some(dynamic_node(name, task)?);
+        children.join = Some(dynamic_node(self, name, task)?);
         children.join_policy = policy;
         Ok(())
     }

@@ -242,6 +242,25 @@ impl Workflow {
     }
 }
 
+/// Opens the workflow's `submit` span and writes its trace context into
+/// every node's headers, so that each node's run (dynamic children and
+/// reruns included) is its child; hold the span until the workflow is
+/// written. A disabled span, and nothing written, without the `otel`
+/// feature or span export.
+pub(crate) fn trace_submit(spec: &mut WorkflowSpec) -> tracing::Span {
+    #[cfg(feature = "otel")]
+    {
+        let span = spool_broker::trace_context::workflow_span(spec);
+        spool_broker::trace_context::inject_into_workflow(&span, spec);
+        span
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = spec;
+        tracing::Span::none()
+    }
+}
+
 /// A name that always parses, for placeholders.
 fn unreachable_name() -> NodeName {
     NodeName::new("invalid").unwrap_or_else(|_| unreachable_name())

@@ -85,12 +85,16 @@ pub fn init_logging_with(
         LogFormat::Human => fmt.with_filter(filter).boxed(),
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
-    let recorded = tracing_subscriber::filter::LevelFilter::INFO;
-    let spans = telemetry::layer(&provider).with_filter(
-        tracing_subscriber::filter::dynamic_filter_fn(move |metadata, _| {
-            *metadata.level() <= recorded && switch.as_ref().is_none_or(ExportSwitch::is_on)
-        }),
-    );
+    let spans = match switch {
+        None => telemetry::layer(&provider)
+            .with_filter(tracing_subscriber::filter::filter_fn(telemetry::records))
+            .boxed(),
+        Some(switch) => telemetry::layer(&provider)
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(
+                move |metadata, _| switch.is_on() && telemetry::records(metadata),
+            ))
+            .boxed(),
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(spans)

@@ -226,8 +226,11 @@ pub(crate) fn provider(
             resource = resource.with_service_name(name);
         }
     }
+    let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch_config(|name| std::env::var_os(name).is_some()))
+        .build();
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .with_resource(resource.build())
         .build();
     let propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = vec![
@@ -236,6 +239,51 @@ pub(crate) fn provider(
     ];
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(propagators));
     Ok((provider, runtime))
+}
+
+/// Spans the batch processor holds before it drops new ones, unless
+/// `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise: a worker ends a span per task
+/// and a few settle spans per group commit, so the specification's 2,048
+/// (a fiftieth of a second of a fast drain) would drop spans whenever an
+/// export takes longer than that.
+pub const SPAN_QUEUE_SIZE: usize = 65_536;
+
+/// Spans per export request, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
+/// otherwise: fewer, larger requests than the specification's 512 (a
+/// request of 4,096 spans stays far below a collector's 4 MiB limit).
+pub const SPAN_EXPORT_BATCH: usize = 4_096;
+
+/// The batch processor's settings: the `OTEL_BSP_*` variables, with
+/// Spool's queue and batch sizes where they give none (`is_set` says which
+/// are given).
+fn batch_config(is_set: impl Fn(&str) -> bool) -> opentelemetry_sdk::trace::BatchConfig {
+    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+    if !is_set("OTEL_BSP_MAX_QUEUE_SIZE") {
+        config = config.with_max_queue_size(SPAN_QUEUE_SIZE);
+    }
+    if !is_set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
+        config = config.with_max_export_batch_size(SPAN_EXPORT_BATCH);
+    }
+    config.build()
+}
+
+/// Whether the OpenTelemetry layer records a span or event with
+/// `metadata`, at `info` and above: Spool's own spans only when they are
+/// operations on tasks (a task's `process`, `publish`, `settle`, a
+/// workflow's submit, an FFmpeg run inside a task), not the long-lived
+/// ones that hold a process's logs together (`worker`, `child`, `beat`),
+/// which would come out as one span hours long; everything else as it is.
+pub(crate) fn records(metadata: &tracing::Metadata<'_>) -> bool {
+    if *metadata.level() > tracing::Level::INFO {
+        return false;
+    }
+    if !metadata.is_span() || !metadata.target().starts_with("spool_") {
+        return true;
+    }
+    matches!(
+        metadata.name(),
+        "task" | "publish" | "settle" | "workflow submit" | "ffmpeg"
+    )
 }
 
 /// The OpenTelemetry layer over `provider`'s tracer: spans only, without
@@ -326,6 +374,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(grpc.protocol, OtlpProtocol::Grpc);
+    }
+
+    #[test]
+    fn the_batch_sizes_are_spools_unless_the_environment_gives_them() {
+        let config = format!("{:?}", batch_config(|_| false));
+        assert!(config.contains("max_queue_size: 65536"), "{config}");
+        assert!(config.contains("max_export_batch_size: 4096"), "{config}");
+        let config = format!("{:?}", batch_config(|_| true));
+        assert!(config.contains("max_queue_size: 2048"), "{config}");
+        assert!(config.contains("max_export_batch_size: 512"), "{config}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use spool_broker::{Broker, DeadReason, Delivery, Envelope, RateLimit, Timestamp};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use spool_broker::store::{Finished, Started, WorkerId};
 use spool_broker::{JobStatus, RecordPolicy};
@@ -116,16 +116,7 @@ impl<B: Broker> Executor<B> {
             ..
         } = delivery;
         envelope.attempt = outcome::attempt_of(envelope.attempt, deliveries);
-        let span = info_span!(
-            "task",
-            name = %envelope.name,
-            id = %envelope.id,
-            queue = %envelope.queue,
-            attempt = envelope.attempt,
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-        );
-        let trace = trace::continue_trace(&span, &envelope);
+        let span = trace::task_span(&envelope);
         let recorded = span.clone();
         async {
             let started = Instant::now();
@@ -147,9 +138,8 @@ impl<B: Broker> Executor<B> {
             };
             self.observers
                 .finished(&info, decision.verdict.outcome, ran_for);
-            trace::record_outcome(
+            let trace = trace::record_outcome(
                 &recorded,
-                &trace,
                 decision.verdict.outcome,
                 decision.verdict.error.as_deref(),
             );

@@ -121,13 +121,11 @@ pub(crate) async fn run<B: Broker>(
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut acks = Vec::with_capacity(SETTLE_BATCH);
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
-        // Each traced task's `settle` span covers its whole group commit;
+        // The traced tasks' `settle` spans cover the whole group commit;
         // they end when this group is settled.
-        let _settle_spans: Vec<tracing::Span> = batch
-            .iter()
-            .map(|s| s.trace.settle_span(s.tag.queue(), &s.action, batch.len()))
-            .filter(|span| !span.is_disabled())
-            .collect();
+        let _settle_spans = super::trace::settle_spans(
+            batch.iter().map(|s| (&s.trace, s.tag.queue(), &s.action)),
+        );
         // Late ack means: the outcome is stored before the broker forgets
         // the task. One batched write for the whole group.
         let records: Vec<Finished> = batch

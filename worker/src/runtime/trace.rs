@@ -1,149 +1,231 @@
 //! Each task's span continues the trace its producer started (issue 18):
-//! the `task` span takes the context in the envelope's headers as its
-//! parent and carries the messaging attributes, and each settlement gets a
-//! `settle` span under it. All of it only with the `otel` feature, and only
-//! while a `tracing-opentelemetry` layer records the task span; otherwise
-//! these are no-ops that cost a check of the span.
+//! the `task` span carries the messaging attributes and, with the `otel`
+//! feature and a `tracing-opentelemetry` layer recording it, takes the
+//! context in the envelope's headers as its parent and becomes a
+//! `process` span (kind consumer). Each group commit gets `settle` spans
+//! (kind client), one per queue and settlement verb, linked to the
+//! `process` spans of the tasks they settle.
+//!
+//! The drain runs through here, so what a task pays is kept small: its
+//! identifying attributes are the span's own fields (one set of names for
+//! the log lines and the trace), the constant ones are static strings, the
+//! outcome is written to the started span in one call, a task that is not
+//! sampled is left at that, and settlements are links on a few spans
+//! rather than a span each. Without the layer, all of it costs a check of
+//! the span.
 
 use spool_broker::Envelope;
 
 use super::outcome::Action;
 use crate::observer::Outcome;
 
-/// What a settlement needs to open its `settle` span under the task's.
+/// What a settlement needs to link the task's `process` span.
 #[derive(Debug, Default)]
 pub(crate) struct TaskTrace {
     #[cfg(feature = "otel")]
-    recorded: Option<(opentelemetry::Context, spool_broker::TaskId)>,
+    recorded: Option<opentelemetry::trace::SpanContext>,
+}
+
+/// The `task` span of `envelope`'s run (not yet entered), continuing the
+/// trace its headers carry when OpenTelemetry records it.
+pub(crate) fn task_span(envelope: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        spool.task.name = envelope.name.as_str(),
+        messaging.message.id = %envelope.id,
+        messaging.destination.name = envelope.queue.as_str(),
+        spool.task.attempt = i64::from(envelope.attempt),
+    );
+    #[cfg(feature = "otel")]
+    otel::continue_trace(&span, envelope);
+    span
+}
+
+impl Action {
+    /// The settlement as a verb: `ack`, `retry`, `dead_letter`, `requeue`
+    /// or `abandon`.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) fn verb(&self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Retry(_) => "retry",
+            Self::DeadLetter(_) => "dead_letter",
+            Self::Requeue => "requeue",
+            Self::Abandon => "abandon",
+        }
+    }
 }
 
 #[cfg(feature = "otel")]
 mod otel {
     use opentelemetry::KeyValue;
-    use opentelemetry::trace::Status;
+    use opentelemetry::trace::{Status, TraceContextExt as _};
+    use spool_broker::QueueName;
     use spool_broker::trace_context::{self, MESSAGING_SYSTEM};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     use super::*;
 
+    /// The most links one `settle` span carries: the SDK's default limit
+    /// (`SpanLimits::max_links_per_span`); a larger group gets more spans.
+    const LINKS_PER_SETTLE_SPAN: usize = 128;
+
     /// Makes `span` (the `task` span, not yet entered) continue the trace
-    /// in `envelope`'s headers, with the messaging attributes of a
-    /// `process` operation; says what its settlement needs.
-    pub(crate) fn continue_trace(span: &tracing::Span, envelope: &Envelope) -> TaskTrace {
+    /// in `envelope`'s headers as a `process` span.
+    pub(super) fn continue_trace(span: &tracing::Span, envelope: &Envelope) {
         if !trace_context::continue_trace(span, envelope) {
-            return TaskTrace::default();
+            return;
         }
-        span.record("otel.name", format!("process {}", envelope.queue));
         span.record("otel.kind", "consumer");
-        for attribute in [
-            KeyValue::new("messaging.system", MESSAGING_SYSTEM),
-            KeyValue::new("messaging.operation.type", "process"),
-            KeyValue::new("messaging.destination.name", envelope.queue.to_string()),
-            KeyValue::new("messaging.message.id", envelope.id.to_string()),
-            KeyValue::new("spool.task.name", envelope.name.clone()),
-            KeyValue::new("spool.task.attempt", i64::from(envelope.attempt)),
-        ] {
-            span.set_attribute(attribute.key, attribute.value);
-        }
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("process {}", envelope.queue)),
+        );
+        span.set_attribute("messaging.system", MESSAGING_SYSTEM);
+        span.set_attribute("messaging.operation.type", "process");
         if let Some(tenant) = &envelope.tenant {
             span.set_attribute("spool.tenant", tenant.clone());
         }
-        TaskTrace {
-            recorded: Some((span.context(), envelope.id)),
+        if let Some((workflow, node)) = envelope.workflow_node() {
+            span.set_attribute("spool.workflow.id", workflow.to_string());
+            span.set_attribute("spool.workflow.node", node.to_string());
         }
     }
 
-    /// Records what became of the task on its span; failures set the
-    /// span's status to error.
+    /// Records what became of the task on its span (failures set the
+    /// span's status to error) and says what its settlement links to:
+    /// nothing when the span is not recorded (no layer, or not sampled).
     pub(crate) fn record_outcome(
         span: &tracing::Span,
-        trace: &TaskTrace,
         outcome: Outcome,
         error: Option<&str>,
-    ) {
-        if trace.recorded.is_none() {
-            return;
+    ) -> TaskTrace {
+        if span.is_disabled() {
+            return TaskTrace::default();
         }
-        span.set_attribute("spool.outcome", outcome.as_str());
+        let context = span.context();
+        let process = context.span();
+        if !process.is_recording() {
+            return TaskTrace::default();
+        }
+        process.set_attribute(KeyValue::new("spool.outcome", outcome.as_str()));
         if matches!(outcome, Outcome::Failed | Outcome::DeadLettered(_)) {
-            span.set_status(Status::error(error.unwrap_or_default().to_owned()));
+            process.set_status(Status::error(error.unwrap_or_default().to_owned()));
+        }
+        TaskTrace {
+            recorded: Some(process.span_context().clone()),
         }
     }
 
-    impl TaskTrace {
-        /// A `settle` span under the task's span, for settling `action`
-        /// in a group of `batch`; disabled when the task was not traced.
-        pub(crate) fn settle_span(
-            &self,
-            queue: &spool_broker::QueueName,
-            action: &Action,
-            batch: usize,
-        ) -> tracing::Span {
-            let Some((parent, id)) = &self.recorded else {
-                return tracing::Span::none();
+    /// One group's `settle` span under construction.
+    struct SettleSpan<'a> {
+        queue: &'a QueueName,
+        verb: &'static str,
+        span: tracing::Span,
+        links: usize,
+    }
+
+    /// The `settle` spans of one group commit: for each queue and verb
+    /// among the traced tasks, a root span (kind client) linked to the
+    /// `process` span of each task it settles, up to
+    /// [`LINKS_PER_SETTLE_SPAN`] a span. Hold them until the group is
+    /// settled. Empty (and nothing allocated) when no task was traced.
+    pub(crate) fn settle_spans<'a>(
+        settlements: impl Iterator<Item = (&'a TaskTrace, &'a QueueName, &'a Action)>,
+    ) -> Vec<tracing::Span> {
+        let mut open: Vec<SettleSpan<'a>> = Vec::new();
+        let mut done = Vec::new();
+        for (trace, queue, action) in settlements {
+            let Some(process) = &trace.recorded else {
+                continue;
             };
-            let span = tracing::info_span!(
-                "settle",
-                otel.name = tracing::field::Empty,
-                otel.kind = "client",
-                messaging.system = MESSAGING_SYSTEM,
-                messaging.operation.type = "settle",
-                messaging.operation.name = action.verb(),
-                messaging.destination.name = %queue,
-                messaging.message.id = %id,
-                messaging.batch.message_count = batch,
-            );
-            if span.is_disabled() || span.set_parent(parent.clone()).is_err() {
-                return tracing::Span::none();
-            }
-            span.record("otel.name", format!("settle {queue}"));
-            span
+            let verb = action.verb();
+            let index = match open
+                .iter()
+                .position(|s| s.verb == verb && s.queue == queue)
+            {
+                Some(index) if open[index].links < LINKS_PER_SETTLE_SPAN => index,
+                full => {
+                    let span = settle_span(queue, verb);
+                    if span.is_disabled() {
+                        continue;
+                    }
+                    let started = SettleSpan {
+                        queue,
+                        verb,
+                        span,
+                        links: 0,
+                    };
+                    match full {
+                        Some(index) => {
+                            let full = std::mem::replace(&mut open[index], started);
+                            done.push(finish(full));
+                            index
+                        }
+                        None => {
+                            open.push(started);
+                            open.len() - 1
+                        }
+                    }
+                }
+            };
+            let settle = &mut open[index];
+            settle.span.add_link(process.clone());
+            settle.links += 1;
         }
+        done.extend(open.into_iter().map(finish));
+        done
     }
 
-    impl Action {
-        /// The settlement as a verb: `ack`, `retry`, `dead_letter`, `requeue`
-        /// or `abandon`.
-        pub(crate) fn verb(&self) -> &'static str {
-            match self {
-                Self::Ack => "ack",
-                Self::Retry(_) => "retry",
-                Self::DeadLetter(_) => "dead_letter",
-                Self::Requeue => "requeue",
-                Self::Abandon => "abandon",
-            }
+    fn settle_span(queue: &QueueName, verb: &'static str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "settle",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            messaging.system = MESSAGING_SYSTEM,
+            messaging.operation.type = "settle",
+            messaging.operation.name = verb,
+            messaging.destination.name = queue.as_str(),
+            messaging.batch.message_count = tracing::field::Empty,
+        );
+        trace_context::start_new_trace(&span);
+        if !span.is_disabled() {
+            span.record(
+                "otel.name",
+                tracing::field::display(format_args!("settle {queue}")),
+            );
         }
+        span
     }
+
+    fn finish(settle: SettleSpan<'_>) -> tracing::Span {
+        settle
+            .span
+            .record("messaging.batch.message_count", settle.links as i64);
+        settle.span
+    }
+
 }
 
 #[cfg(feature = "otel")]
-pub(crate) use self::otel::{continue_trace, record_outcome};
-
-/// Without the `otel` feature the task span stays as it is.
-#[cfg(not(feature = "otel"))]
-pub(crate) fn continue_trace(_span: &tracing::Span, _envelope: &Envelope) -> TaskTrace {
-    TaskTrace::default()
-}
+pub(crate) use self::otel::{record_outcome, settle_spans};
 
 /// Without the `otel` feature nothing is recorded.
 #[cfg(not(feature = "otel"))]
 pub(crate) fn record_outcome(
     _span: &tracing::Span,
-    _trace: &TaskTrace,
     _outcome: Outcome,
     _error: Option<&str>,
-) {
+) -> TaskTrace {
+    TaskTrace::default()
 }
 
+/// No span without the `otel` feature.
 #[cfg(not(feature = "otel"))]
-impl TaskTrace {
-    /// No span without the `otel` feature.
-    pub(crate) fn settle_span(
-        &self,
-        _queue: &spool_broker::QueueName,
-        _action: &Action,
-        _batch: usize,
-    ) -> tracing::Span {
-        tracing::Span::none()
-    }
+pub(crate) fn settle_spans<'a>(
+    _settlements: impl Iterator<Item = (&'a TaskTrace, &'a spool_broker::QueueName, &'a Action)>,
+) -> Vec<tracing::Span> {
+    Vec::new()
 }

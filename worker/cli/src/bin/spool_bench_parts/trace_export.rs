@@ -95,7 +95,8 @@ pub(crate) struct TraceFigures {
     on_vs_off: f64,
     /// Spans the receiver decoded, over all the rounds with export on.
     spans_received: u64,
-    /// Tasks drained with export on: each makes a task and a settle span.
+    /// Tasks drained with export on: each makes a `process` span, and
+    /// each group commit a `settle` span per 128 tasks it settles.
     tasks_traced: u64,
     export_requests: u64,
     export_bytes: u64,
@@ -179,7 +180,7 @@ pub(crate) fn print_table(args: &Args, f: &TraceFigures) {
     );
     println!("{:<34} {:>13.2}x", "    on vs off", f.on_vs_off);
     println!(
-        "{:<34} {:>14}  (of {} tasks, 2 spans each; {} requests, {} bytes)",
+        "{:<34} {:>14}  (of {} tasks, a span each and a settle span per group; {} requests, {} bytes)",
         "    spans received", f.spans_received, f.tasks_traced, f.export_requests, f.export_bytes
     );
 }
