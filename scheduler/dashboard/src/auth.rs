@@ -287,12 +287,12 @@ fn check_action(state: &AppState, headers: &HeaderMap) -> Result<()> {
             "this dashboard is read-only (--read-only)".to_owned(),
         ));
     }
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
-            return Err(Error::Forbidden(
-                "a cross-site request cannot act on the queues".to_owned(),
-            ));
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return Err(Error::Forbidden(
+            "a cross-site request cannot act on the queues".to_owned(),
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use spool_broker::{Broker, RedisBroker, Timestamp, WorkerRecord};
+use spool_broker::{RedisBroker, Timestamp, WorkerRecord};
 use spool_scheduler::ctl::{self, QueueRow, QueuesSample};
 use tokio::sync::watch;
 

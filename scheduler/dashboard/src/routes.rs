@@ -62,14 +62,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    if let Some(store) = &state.store {
-        if let Err(e) = store.count_by_status(None).await {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the job store does not answer: {e}\n"),
-            )
-                .into_response();
-        }
+    if let Some(store) = &state.store
+        && let Err(e) = store.count_by_status(None).await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the job store does not answer: {e}\n"),
+        )
+            .into_response();
     }
     "ready\n".into_response()
 }

@@ -51,10 +51,9 @@ fn changed(fragments: Vec<Fragment>, sent: &mut HashMap<&'static str, String>) -
 /// Wraps a stream of event batches as the SSE answer, ending it when the
 /// server shuts down.
 fn respond(
-    state: &AppState,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
     batches: impl Stream<Item = Vec<Event>> + Send + 'static,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut stopping = state.stopping.clone();
     let stop = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
@@ -76,7 +75,7 @@ pub async fn overview(State(state): State<AppState>) -> impl axum::response::Int
             Some((events, (state, readings, sent)))
         },
     );
-    respond(&state, batches)
+    respond(state.stopping.clone(), batches)
 }
 
 /// `GET /events/workers`.
@@ -94,7 +93,7 @@ pub async fn workers(State(state): State<AppState>) -> impl axum::response::Into
             Some((events, (state, readings, sent)))
         },
     );
-    respond(&state, batches)
+    respond(state.stopping.clone(), batches)
 }
 
 /// What a task page's stream keeps between batches.
@@ -140,7 +139,7 @@ pub async fn task(
         let events = changed(fragments, &mut w.sent);
         Some((events, w))
     });
-    Ok(respond(&state, batches))
+    Ok(respond(state.stopping.clone(), batches))
 }
 
 async fn wait_for_task_news(w: &mut TaskWatch) {
@@ -191,5 +190,5 @@ pub async fn workflow(
             Some((events, (state, sent, false)))
         },
     );
-    Ok(respond(&state, batches))
+    Ok(respond(state.stopping.clone(), batches))
 }

@@ -57,7 +57,7 @@ pub async fn page(
                                 Some(args) => details { summary { "arguments" } pre.json { (super::task::pretty(args)) } },
                                 None => span.none { "undecodable" },
                             } }
-                            td { (layout::action(&state, &format!("/queues/{q}/dead/retry"), "Retry", "retry", &[("entry", &row.entry_id)], None)) }
+                            td { (layout::action(&state, &format!("/queues/{q}/dead/retry"), "Retry", "retry", &[("entry", row.entry_id.as_str())], None)) }
                         }
                     }
                 }

@@ -63,7 +63,7 @@ pub fn page(
                     @if state.config.read_only {
                         span.badge.readonly title="started with --read-only: no actions" { "read-only" }
                     }
-                    span#live.live title="live updates" { "●" }
+                    span #live.live title="live updates" { "●" }
                 }
                 main {
                     h1 { (title) }

@@ -62,7 +62,6 @@ pub fn parse<T: std::str::FromStr>(text: &str, what: &str) -> crate::Result<T> {
 
 /// Redirects to `to` with the action's code, after a POST (303: the
 /// browser GETs it).
-#[must_use]
 pub fn done(to: &str, code: &str) -> axum::response::Redirect {
     let separator = if to.contains('?') { '&' } else { '?' };
     axum::response::Redirect::to(&format!("{to}{separator}done={code}"))

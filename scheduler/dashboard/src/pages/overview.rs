@@ -125,7 +125,7 @@ fn charts(state: &AppState) -> Markup {
                     .map(|r| {
                         let x = (r.at.as_millis().saturating_sub(t0)) as f64 / 1000.0;
                         let y = r.rows.iter().find(|row| row.queue.as_str() == queue);
-                        (x, y.and_then(|row| value(row)))
+                        (x, y.and_then(value))
                     })
                     .collect(),
             })

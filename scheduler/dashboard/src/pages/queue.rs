@@ -40,7 +40,7 @@ pub async fn page(
     let q = queue.as_str();
     let body = html! {
         (layout::flash(done.done.as_deref()))
-        section#queue-state {
+        section #queue-state {
             dl.stats {
                 dt { "State" }
                 dd data-field="state" { @if row.paused { (layout::status_badge("paused")) } @else { (layout::status_badge("active")) } }

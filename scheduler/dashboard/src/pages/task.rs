@@ -100,7 +100,7 @@ pub async fn page(
                 (layout::action(&state, &format!("/tasks/{id}/retry"), "Retry", "retry", &[], None))
             }
         }
-        section#arguments {
+        section #arguments {
             h2 { "Arguments" }
             @match &record.args {
                 Some(args) => pre.json { (pretty(args)) },

@@ -33,7 +33,7 @@ pub fn analysis(record: &JobRecord) -> Markup {
         )
     };
     html! {
-        section#quality {
+        section #quality {
             h2 { "Quality" }
             p { (report.frames) " frames at " (report.width) "×" (report.height)
                 @if let Some(model) = &report.vmaf_model { ", VMAF model " code { (format!("{model:?}")) } } }
@@ -85,7 +85,7 @@ pub fn player(state: &AppState, record: &JobRecord) -> Markup {
         Ok(base) => base,
         Err(why) => {
             return html! {
-                section#player { h2 { "Outputs" } p.none { (why) } (renditions(&output)) }
+                section #player { h2 { "Outputs" } p.none { (why) } (renditions(&output)) }
             };
         }
     };
@@ -98,23 +98,23 @@ pub fn player(state: &AppState, record: &JobRecord) -> Markup {
     let hls = url_of(&output.hls_master);
     let dash = url_of(&output.dash_mpd);
     html! {
-        section#player {
+        section #player {
             h2 { "Outputs" }
             div.player data-hls=[hls.as_deref()] data-dash=[dash.as_deref()] {
-                video#video controls muted playsinline width="640" {}
+                video #video controls muted playsinline width="640" {}
                 div.controls {
                     label { "Format "
-                        select#format {
+                        select #format {
                             @if hls.is_some() { option value="hls" { "HLS" } }
                             @if dash.is_some() { option value="dash" { "DASH" } }
                         }
                     }
                     " "
                     label { "Rendition "
-                        select#rendition { option value="auto" { "auto" } }
+                        select #rendition { option value="auto" { "auto" } }
                     }
                     " "
-                    span#player-state.none { "loading…" }
+                    span #player-state.none { "loading…" }
                 }
             }
             script src=(crate::assets::url("vendor/shaka-player/shaka-player.compiled.js")) {}

@@ -11,7 +11,7 @@ use crate::state::AppState;
 
 /// `GET /workers`.
 pub async fn page(State(state): State<AppState>) -> Markup {
-    let body = html! { section#workers { (table(&state)) } };
+    let body = html! { section #workers { (table(&state)) } };
     layout::page(
         &state,
         Section::Workers,
