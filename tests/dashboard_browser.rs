@@ -92,7 +92,12 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     let client = redis.client().with_store(scratch.store.clone());
     let browser = Browser::start(&driver).await;
 
-    // A task whose argument holds markup, run to its end.
+    // A task whose argument holds markup, run to its end. The queue is
+    // paused while it is enqueued: the SDK records the task (with its
+    // arguments) just after Redis has it, and a worker that recorded its
+    // start first would keep the arguments out of the record.
+    let default = QueueName::DEFAULT;
+    redis.broker.pause(&default).await.unwrap();
     let hostile = "<script>window.__xss = 1</script><b>bold</b>";
     let echo = client
         .enqueue(Echo {
@@ -100,6 +105,7 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
         })
         .await
         .unwrap();
+    redis.broker.resume(&default).await.unwrap();
     let store = &scratch.store;
     wait("the echo task to succeed", PATIENCE, || async {
         status_of(store, echo).await == Some(JobStatus::Succeeded)
@@ -112,7 +118,12 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
         .wait_for("#queues tr[data-queue='default']", PATIENCE)
         .await;
     browser.wait_for("#charts svg", PATIENCE).await;
-    assert!(browser.text("#fleet").await.contains("1 live"));
+    // The worker process registers, and the fleet shows it live.
+    wait("a live worker on the overview", PATIENCE, || async {
+        let fleet = browser.text("#fleet").await;
+        fleet.contains(" live") && !fleet.contains("0 live")
+    })
+    .await;
     browser.screenshot("overview").await;
 
     // The task page shows the argument as text and runs none of it.
@@ -137,7 +148,6 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     assert!(browser.text("h1").await.contains("spool.echo"));
 
     // Pause and resume: Redis holds the pause, then no longer.
-    let default = QueueName::DEFAULT;
     browser.goto(&dashboard.url("/queues/default")).await;
     browser.screenshot("queue").await;
     browser.click("button.pause").await;
@@ -152,21 +162,27 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     })
     .await;
 
-    // Revoke a running task: Redis holds the revocation, the worker
-    // cancels it and the store records it revoked.
+    // Revoke a task waiting in a paused queue: Redis holds the
+    // revocation at once; once the queue resumes, the worker skips the
+    // task and the store records it revoked.
+    redis.broker.pause(&default).await.unwrap();
     let sleeper = client.enqueue(Sleep { ms: 120_000 }).await.unwrap();
-    wait("the sleeper to run", PATIENCE, || async {
-        status_of(store, sleeper).await == Some(JobStatus::Running)
-    })
-    .await;
     browser.goto(&dashboard.url(&format!("/tasks/{sleeper}"))).await;
+    assert!(browser.text("#summary").await.contains("queued"));
     browser.click("button.revoke").await;
     wait("the revocation in Redis", PATIENCE, || async {
         redis.broker.revoked().await.unwrap().contains(&sleeper)
     })
     .await;
+    browser.wait_for(".flash", PATIENCE).await;
+    redis.broker.resume(&default).await.unwrap();
     wait("the store to record the revocation", PATIENCE, || async {
         status_of(store, sleeper).await == Some(JobStatus::Revoked)
+    })
+    .await;
+    // The task page follows without a reload.
+    wait("the revoked status on the page", PATIENCE, || async {
+        browser.text("#summary").await.contains("revoked")
     })
     .await;
 
@@ -291,8 +307,9 @@ async fn live_updates_arrive_without_a_reload_and_a_workflow_is_cancelled() {
         browser.text("#chunks").await.contains("4 of 4 chunks done")
     })
     .await;
+    // The last step leaves `waiting` once its four parents are done.
     browser
-        .wait_for("a.node[data-node='assemble'][data-state='running']", PATIENCE)
+        .wait_for("a.node[data-node='assemble']:not([data-state='waiting'])", PATIENCE)
         .await;
     assert_eq!(browser.eval("return window.spoolLoadedAt").await, loaded);
     browser.screenshot("workflow").await;

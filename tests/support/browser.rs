@@ -51,6 +51,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// A running chromedriver with one headless Chromium session.
+#[derive(Debug)]
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -94,15 +95,33 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
     }
 
-    /// The text of the first element matching `css`.
+    /// The text of the first element matching `css`, read in one script
+    /// so that a live update replacing the element cannot come between
+    /// finding it and reading it.
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
+        let text = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null",
+                vec![serde_json::Value::from(css)],
+            )
             .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .text()
+            .unwrap_or_else(|e| panic!("cannot read {css}: {e}"));
+        match text {
+            serde_json::Value::String(text) => text,
+            _ => panic!("no element {css} in\n{}", self.page_text().await),
+        }
+    }
+
+    /// The page's URL and visible text, for failure messages.
+    pub async fn page_text(&self) -> String {
+        let url = self.client.current_url().await.map(|u| u.to_string());
+        let text = self
+            .client
+            .execute("return document.body ? document.body.innerText : ''", Vec::new())
             .await
-            .unwrap()
+            .map(|v| v.as_str().unwrap_or_default().to_owned());
+        format!("{url:?}\n{}", text.unwrap_or_default())
     }
 
     /// Whether an element matches `css` now.
@@ -136,10 +155,16 @@ impl Browser {
 
     /// Waits until an element matches `css`, failing after `timeout`.
     pub async fn wait_for(&self, css: &str, timeout: Duration) {
-        wait(&format!("an element {css}"), timeout, || async {
-            self.has(css).await
-        })
-        .await;
+        let deadline = Instant::now() + timeout;
+        while !self.has(css).await {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for an element {css} in\n{}",
+                    self.page_text().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Writes a PNG of the page to target/dashboard-screenshots/NAME.png
@@ -238,6 +263,7 @@ where
 }
 
 /// A `spool-dashboard` process, stopped on drop.
+#[derive(Debug)]
 pub struct DashboardProcess {
     pub addr: SocketAddr,
     child: Child,
@@ -357,6 +383,7 @@ pub async fn http_with_body(
 
 /// A `spool-worker` process serving `queues` with the built-in tasks,
 /// recording to `store_url`; stopped on drop.
+#[derive(Debug)]
 pub struct WorkerProcess(Child);
 
 impl WorkerProcess {

@@ -79,7 +79,9 @@ async fn not_found() -> crate::Error {
 }
 
 /// Headers every answer carries: scripts only from the dashboard itself,
-/// no framing, no referrer, no sniffing.
+/// no framing, no referrer to other sites, no sniffing. (`no-referrer`
+/// would also make the browser send `Origin: null` with the dashboard's
+/// own forms, which the action rules refuse.)
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -95,7 +97,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
