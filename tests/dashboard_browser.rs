@@ -18,8 +18,8 @@ use std::time::Duration;
 use spool_broker::store::{JobStatus, JobStore, WorkflowRecordStatus};
 use spool_broker::workflow::WorkflowState;
 use spool_broker::{Broker as _, QueueName, TaskId};
-use spool_sdk::workflow::Workflow;
 use spool_sdk::video::{Analyze, Package, PackageOutput, Preset};
+use spool_sdk::workflow::Workflow;
 use spool_tests::browser::{
     Browser, DashboardProcess, WorkerProcess, chromedriver_or_skip, http, http_with_body, wait,
 };
@@ -127,10 +127,15 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     browser.screenshot("overview").await;
 
     // The task page shows the argument as text and runs none of it.
-    browser.goto(&dashboard.url(&format!("/tasks/{echo}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks/{echo}")))
+        .await;
     let arguments = browser.text("#arguments pre").await;
     assert!(arguments.contains(hostile), "{arguments}");
-    assert_eq!(browser.eval("return window.__xss === undefined").await, true);
+    assert_eq!(
+        browser.eval("return window.__xss === undefined").await,
+        true
+    );
     assert!(!browser.has("#arguments b").await, "markup was not escaped");
     assert!(browser.text("#summary").await.contains("succeeded"));
     assert!(browser.text("#outcome").await.contains("bold"));
@@ -144,7 +149,9 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
         .wait_for(&format!("tr[data-task='{echo}']"), PATIENCE)
         .await;
     browser.screenshot("tasks").await;
-    browser.goto(&dashboard.url(&format!("/tasks?id={echo}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks?id={echo}")))
+        .await;
     assert!(browser.text("h1").await.contains("spool.echo"));
 
     // Pause and resume: Redis holds the pause, then no longer.
@@ -167,7 +174,9 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     // task and the store records it revoked.
     redis.broker.pause(&default).await.unwrap();
     let sleeper = client.enqueue(Sleep { ms: 120_000 }).await.unwrap();
-    browser.goto(&dashboard.url(&format!("/tasks/{sleeper}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks/{sleeper}")))
+        .await;
     assert!(browser.text("#summary").await.contains("queued"));
     browser.click("button.revoke").await;
     wait("the revocation in Redis", PATIENCE, || async {
@@ -198,9 +207,13 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
     })
     .await;
     browser.goto(&dashboard.url("/queues/default/dead")).await;
-    browser.wait_for("table.dead tr[data-entry]", PATIENCE).await;
+    browser
+        .wait_for("table.dead tr[data-entry]", PATIENCE)
+        .await;
     browser.screenshot("dead-letters").await;
-    browser.goto(&dashboard.url(&format!("/tasks/{failing}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks/{failing}")))
+        .await;
     browser.click("button.retry").await;
     wait("the dead letter to be requeued", PATIENCE, || async {
         redis.stats(&default).await.dead == 0
@@ -289,6 +302,7 @@ async fn live_updates_arrive_without_a_reload_and_a_workflow_is_cancelled() {
     .await;
     assert_eq!(browser.eval("return window.spoolLoadedAt").await, loaded);
     assert!(browser.has("body[data-updates]").await);
+    browser.screenshot("overview-live").await;
 
     // An ingest-like workflow: four chunks, then a long step. The page
     // shows the chunk map filling in live, then cancel stops it.
@@ -300,7 +314,9 @@ async fn live_updates_arrive_without_a_reload_and_a_workflow_is_cancelled() {
         .after(&["chunk-0", "chunk-1", "chunk-2", "chunk-3"]);
     let handle = client.submit_workflow(wf).await.unwrap();
     let id = handle.id();
-    browser.goto(&dashboard.url(&format!("/workflows/{id}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/workflows/{id}")))
+        .await;
     let loaded = browser.eval("return window.spoolLoadedAt").await;
     browser.wait_for(".chunk-map .chunk", PATIENCE).await;
     wait("every chunk done, live", PATIENCE, || async {
@@ -309,14 +325,22 @@ async fn live_updates_arrive_without_a_reload_and_a_workflow_is_cancelled() {
     .await;
     // The last step leaves `waiting` once its four parents are done.
     browser
-        .wait_for("a.node[data-node='assemble']:not([data-state='waiting'])", PATIENCE)
+        .wait_for(
+            "a.node[data-node='assemble']:not([data-state='waiting'])",
+            PATIENCE,
+        )
         .await;
     assert_eq!(browser.eval("return window.spoolLoadedAt").await, loaded);
     browser.screenshot("workflow").await;
     browser.click("button.cancel").await;
     wait("the cancellation in Redis", PATIENCE, || async {
         matches!(
-            redis.broker.workflow_status(id).await.unwrap().map(|s| s.state),
+            redis
+                .broker
+                .workflow_status(id)
+                .await
+                .unwrap()
+                .map(|s| s.state),
             Some(WorkflowState::Cancelled)
         )
     })
@@ -350,7 +374,9 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
     };
     let redis = TestRedis::new().await;
     let env = VideoEnv::new(ffmpeg).await;
-    env.clip("clip.mp4", Clip::new(640, 360).seconds(6.0)).await;
+    // 720p: the default ladder keeps three rungs (720p, 480p, 360p).
+    env.clip("clip.mp4", Clip::new(1280, 720).seconds(4.0))
+        .await;
     let tasks = env.tasks(env.config());
     let worker = env.worker(&redis, &tasks);
     let client = env.client(&redis);
@@ -369,6 +395,7 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
         .await
         .unwrap();
     assert!(output.hls_master.is_some() && output.dash_mpd.is_some());
+    assert_eq!(output.renditions.len(), 3, "{output:?}");
     let analysis = client
         .enqueue(Analyze::new("clip.mp4", "clip.mp4").per_frame(true))
         .await
@@ -396,7 +423,9 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
 
     // DASH first (the default is the first format listed: HLS), then HLS:
     // each loads and plays, its currentTime advancing.
-    browser.goto(&dashboard.url(&format!("/tasks/{package}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks/{package}")))
+        .await;
     for format in ["hls", "dash"] {
         browser
             .eval(&format!(
@@ -413,28 +442,63 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
             .await
             .as_f64()
             .unwrap();
-        wait(&format!("{format} playback to advance"), PATIENCE, || async {
-            let now = browser
-                .eval("return document.getElementById('video').currentTime")
-                .await
-                .as_f64()
-                .unwrap_or(0.0);
-            now > start + 0.5
-        })
+        wait(
+            &format!("{format} playback to advance"),
+            PATIENCE,
+            || async {
+                let now = browser
+                    .eval("return document.getElementById('video').currentTime")
+                    .await
+                    .as_f64()
+                    .unwrap_or(0.0);
+                now > start + 0.5
+            },
+        )
         .await;
         assert!(!browser.has(".player[data-error]").await);
     }
-    // The rendition switcher lists the ladder's renditions.
+    // The rendition switcher lists the ladder's three renditions after
+    // "auto"; picking the smallest plays it.
     let options = browser
         .eval("return document.getElementById('rendition').options.length")
         .await;
-    assert!(options.as_u64().unwrap() >= 2, "{options}");
+    assert_eq!(options.as_u64(), Some(4), "auto and three renditions");
+    browser
+        .eval(
+            "const s = document.getElementById('rendition'); \
+             s.selectedIndex = s.options.length - 1; \
+             s.dispatchEvent(new Event('change')); return true",
+        )
+        .await;
+    browser
+        .wait_for(".player[data-rendition='360']", PATIENCE)
+        .await;
+    wait("the 360p rendition on screen", PATIENCE, || async {
+        browser
+            .eval("return document.getElementById('video').videoHeight")
+            .await
+            .as_u64()
+            == Some(360)
+    })
+    .await;
+    browser
+        .eval("document.getElementById('player').scrollIntoView(); return true")
+        .await;
     browser.screenshot("package").await;
 
     // The analysis: pooled figures and per-frame charts.
-    browser.goto(&dashboard.url(&format!("/tasks/{analysis}"))).await;
-    browser.wait_for("#quality table.pooled tr[data-metric]", PATIENCE).await;
-    browser.wait_for("#quality figure.chart svg path.line", PATIENCE).await;
+    browser
+        .goto(&dashboard.url(&format!("/tasks/{analysis}")))
+        .await;
+    browser
+        .wait_for("#quality table.pooled tr[data-metric]", PATIENCE)
+        .await;
+    browser
+        .wait_for("#quality figure.chart svg path.line", PATIENCE)
+        .await;
+    browser
+        .eval("document.getElementById('quality').scrollIntoView(); return true")
+        .await;
     browser.screenshot("analysis").await;
 
     browser.close().await;
@@ -490,12 +554,18 @@ async fn off_loopback_a_request_without_the_token_is_refused() {
     assert_eq!(http(addr, "GET", "/", &[]).await.unwrap().0, 401);
     assert_eq!(http(addr, "GET", "/tasks", &[]).await.unwrap().0, 401);
     assert_eq!(
-        http(addr, "POST", "/queues/default/pause", &[]).await.unwrap().0,
+        http(addr, "POST", "/queues/default/pause", &[])
+            .await
+            .unwrap()
+            .0,
         401
     );
     let wrong = format!("Bearer {}", "x".repeat(32));
     assert_eq!(
-        http(addr, "GET", "/", &[("Authorization", &wrong)]).await.unwrap().0,
+        http(addr, "GET", "/", &[("Authorization", &wrong)])
+            .await
+            .unwrap()
+            .0,
         401
     );
     assert_eq!(http(addr, "GET", "/healthz", &[]).await.unwrap().0, 200);
@@ -511,7 +581,10 @@ async fn off_loopback_a_request_without_the_token_is_refused() {
         addr,
         "POST",
         "/queues/default/pause",
-        &[("Authorization", &bearer), ("Origin", "http://evil.example")],
+        &[
+            ("Authorization", &bearer),
+            ("Origin", "http://evil.example"),
+        ],
         "csrf=whatever",
     )
     .await
@@ -544,7 +617,9 @@ async fn off_loopback_a_request_without_the_token_is_refused() {
     let browser = Browser::start(&driver).await;
     browser.goto(&dashboard.url("/")).await;
     assert!(browser.text("body").await.contains("needs credentials"));
-    browser.goto(&dashboard.url(&format!("/?token={token}"))).await;
+    browser
+        .goto(&dashboard.url(&format!("/?token={token}")))
+        .await;
     browser.wait_for("#queues", PATIENCE).await;
     let url = browser.client.current_url().await.unwrap();
     assert!(!url.as_str().contains(&token), "{url}");
@@ -560,7 +635,9 @@ async fn off_loopback_a_request_without_the_token_is_refused() {
         &["--read-only", "--store-url", &scratch.store_url],
     )
     .await;
-    let (status, page) = http(dashboard.addr, "GET", "/queues/default", &[]).await.unwrap();
+    let (status, page) = http(dashboard.addr, "GET", "/queues/default", &[])
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(!page.contains("button"), "read-only pages have no buttons");
     let (status, _) = http_with_body(

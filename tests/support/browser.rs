@@ -118,7 +118,10 @@ impl Browser {
         let url = self.client.current_url().await.map(|u| u.to_string());
         let text = self
             .client
-            .execute("return document.body ? document.body.innerText : ''", Vec::new())
+            .execute(
+                "return document.body ? document.body.innerText : ''",
+                Vec::new(),
+            )
             .await
             .map(|v| v.as_str().unwrap_or_default().to_owned());
         format!("{url:?}\n{}", text.unwrap_or_default())
@@ -306,7 +309,10 @@ impl DashboardProcess {
             if let Ok((200, _)) = http(addr, "GET", "/healthz", &[]).await {
                 break;
             }
-            assert!(Instant::now() < deadline, "spool-dashboard did not answer /healthz");
+            assert!(
+                Instant::now() < deadline,
+                "spool-dashboard did not answer /healthz"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Self { addr, child }

@@ -110,12 +110,10 @@ impl Access {
     pub fn basic_file(path: &Path) -> Result<Self> {
         let line = first_line(path, "basic credentials")?;
         match line.split_once(':') {
-            Some((user, password)) if !user.is_empty() && password.len() >= 8 => {
-                Ok(Self::Basic {
-                    user: user.to_owned(),
-                    password: Secret::new(password),
-                })
-            }
+            Some((user, password)) if !user.is_empty() && password.len() >= 8 => Ok(Self::Basic {
+                user: user.to_owned(),
+                password: Secret::new(password),
+            }),
             _ => Err(Error::Config(format!(
                 "{} must hold one line user:password (a password of 8 characters or more)",
                 path.display()
@@ -158,7 +156,10 @@ impl Access {
 
 fn first_line(path: &Path, what: &str) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(format!("cannot read the {what} file {}: {e}", path.display()))
+        Error::Config(format!(
+            "cannot read the {what} file {}: {e}",
+            path.display()
+        ))
     })?;
     let line = text.lines().next().unwrap_or("").trim().to_owned();
     if line.is_empty() {

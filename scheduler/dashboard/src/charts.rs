@@ -90,8 +90,10 @@ pub fn line_chart(chart: &Chart<'_>, series: &[Series]) -> Markup {
             }
             figcaption {
                 (chart.title)
-                @for s in series {
-                    " " span class={ "key " (s.class) } { "■ " (s.label) }
+                @if series.len() > 1 {
+                    @for s in series {
+                        " " span class={ "key " (s.class) } { "■ " (s.label) }
+                    }
                 }
             }
         }
@@ -146,11 +148,18 @@ mod tests {
             y_range: None,
             unit: "",
         };
-        let series = [Series {
-            label: "a&b".into(),
-            class: "s0",
-            points: vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(3.0))],
-        }];
+        let series = [
+            Series {
+                label: "a&b".into(),
+                class: "s0",
+                points: vec![(0.0, Some(1.0)), (1.0, None), (2.0, Some(3.0))],
+            },
+            Series {
+                label: "flat".into(),
+                class: "s1",
+                points: vec![(0.0, None)],
+            },
+        ];
         let svg = line_chart(&chart, &series).into_string();
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;"));

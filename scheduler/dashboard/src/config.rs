@@ -9,10 +9,8 @@ use spool_broker::QueueName;
 use crate::auth::Access;
 
 /// The address the dashboard listens on by default: loopback, port 9470.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-    9470,
-);
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9470);
 
 /// How often the queues are read for the overview by default: 1 s.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);

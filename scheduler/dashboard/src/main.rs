@@ -43,7 +43,12 @@ struct Cli {
     /// A file whose first line is the access token (16 characters or
     /// more): `Authorization: Bearer TOKEN`, or open the dashboard once
     /// with ?token=TOKEN.
-    #[arg(long, env = "SPOOL_DASHBOARD_TOKEN_FILE", value_name = "FILE", conflicts_with = "basic_auth_file")]
+    #[arg(
+        long,
+        env = "SPOOL_DASHBOARD_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "basic_auth_file"
+    )]
     token_file: Option<PathBuf>,
 
     /// A file whose first line is `user:password` for HTTP basic
@@ -132,7 +137,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .context("cannot open the job store")?,
         ),
         Err(_) => {
-            tracing::warn!("no job store (--store-url): the task, search and workflow pages are off");
+            tracing::warn!(
+                "no job store (--store-url): the task, search and workflow pages are off"
+            );
             None
         }
     };

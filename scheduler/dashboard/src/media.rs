@@ -75,7 +75,11 @@ pub async fn serve(
         .ok_or_else(|| Error::NotFound(format!("the job store has no task {id}")))?;
     let output = match record.output::<PackageOutput>() {
         Ok(Some(output)) if record.name == "video.package" => output,
-        _ => return Err(Error::NotFound("this task has no packaged outputs".to_owned())),
+        _ => {
+            return Err(Error::NotFound(
+                "this task has no packaged outputs".to_owned(),
+            ));
+        }
     };
     let base = package_base(&state, &output).map_err(Error::NotFound)?;
     let file = base

@@ -174,19 +174,16 @@ pub async fn workflow(
             if !first {
                 tokio::time::sleep(WORKFLOW_POLL).await;
             }
-            let events = match spool_scheduler::ctl::workflow_show(
-                &state.broker,
-                state.store.as_ref(),
-                id,
-            )
-            .await
-            {
-                Ok(report) => changed(pages::workflows::fragments(&report), &mut sent),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the workflow");
-                    Vec::new()
-                }
-            };
+            let events =
+                match spool_scheduler::ctl::workflow_show(&state.broker, state.store.as_ref(), id)
+                    .await
+                {
+                    Ok(report) => changed(pages::workflows::fragments(&report), &mut sent),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the workflow");
+                        Vec::new()
+                    }
+                };
             Some((events, (state, sent, false)))
         },
     );

@@ -83,9 +83,13 @@ pub async fn retry(
     let queue: QueueName = parse(&queue, "queue name")?;
     let ids: Vec<String> = form.entry.into_iter().collect();
     ctl::check_entry_ids(&ids)?;
-    let report = ctl::dead_retry_recorded(&state.broker, state.store.as_ref(), &queue, &ids).await?;
+    let report =
+        ctl::dead_retry_recorded(&state.broker, state.store.as_ref(), &queue, &ids).await?;
     tracing::info!(queue = %queue, requeued = report.requeued, "dead letters retried from the dashboard");
-    Ok(super::done(&format!("/queues/{queue}/dead"), "dead-retried"))
+    Ok(super::done(
+        &format!("/queues/{queue}/dead"),
+        "dead-retried",
+    ))
 }
 
 /// `POST /queues/{queue}/dead/purge`: only with the queue's name typed in

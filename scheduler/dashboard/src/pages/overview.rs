@@ -135,7 +135,11 @@ fn charts(state: &AppState) -> Markup {
     let depth = series_of(&|row| row.error.is_none().then_some(row.backlog as f64));
     let rate_in = series_of(&|row| row.rate_in);
     let rate_out = series_of(&|row| row.rate_out);
-    let oldest = series_of(&|row| row.error.is_none().then(|| row.oldest_age_seconds.unwrap_or(0.0)));
+    let oldest = series_of(&|row| {
+        row.error
+            .is_none()
+            .then(|| row.oldest_age_seconds.unwrap_or(0.0))
+    });
     let size = (420, 140);
     html! {
         h2 { "Over time" }

@@ -157,7 +157,10 @@ pub fn encode(text: &str) -> String {
 }
 
 /// `GET /tasks`: the search form and one page of results.
-pub async fn page(State(state): State<AppState>, Query(form): Query<SearchForm>) -> Result<Response> {
+pub async fn page(
+    State(state): State<AppState>,
+    Query(form): Query<SearchForm>,
+) -> Result<Response> {
     if !form.id.trim().is_empty() {
         let id: TaskId = parse(&form.id, "task id")?;
         return Ok(Redirect::to(&format!("/tasks/{id}")).into_response());

@@ -53,7 +53,10 @@ pub fn attempt_history(record: &JobRecord) -> Vec<Attempt> {
                     finished_at: record.finished_at,
                     status: Some(record.status),
                     error: record.error.clone(),
-                    worker: record.worker.as_ref().map(|w| format!("{}:{}", w.host, w.pid)),
+                    worker: record
+                        .worker
+                        .as_ref()
+                        .map(|w| format!("{}:{}", w.host, w.pid)),
                 }
             } else {
                 Attempt {
@@ -89,7 +92,7 @@ pub async fn page(
             p { "Node " code { (node.to_string()) } " of workflow "
                 a href={ "/workflows/" (wf) } { code { (wf) } } }
         }
-        @for f in &fragments {
+        @for f in fragments.iter().filter(|f| f.id != "outcome") {
             section id=(f.id) { (f.html) }
         }
         section.actions {
@@ -100,6 +103,12 @@ pub async fn page(
                 (layout::action(&state, &format!("/tasks/{id}/retry"), "Retry", "retry", &[], None))
             }
         }
+        @if record.name == "video.analyze" {
+            (super::video::analysis(&record))
+        }
+        @if record.name == "video.package" {
+            (super::video::player(&state, &record))
+        }
         section #arguments {
             h2 { "Arguments" }
             @match &record.args {
@@ -107,11 +116,8 @@ pub async fn page(
                 None => p.none { "Not recorded." },
             }
         }
-        @if record.name == "video.analyze" {
-            (super::video::analysis(&record))
-        }
-        @if record.name == "video.package" {
-            (super::video::player(&state, &record))
+        @for f in fragments.iter().filter(|f| f.id == "outcome") {
+            section id=(f.id) { (f.html) }
         }
     };
     Ok(layout::page(
@@ -290,6 +296,10 @@ pub async fn retry(
     )
     .await?;
     tracing::info!(task = %id, requeued = report.requeued, "retried from the dashboard");
-    let code = if report.requeued > 0 { "retried" } else { "unchanged" };
+    let code = if report.requeued > 0 {
+        "retried"
+    } else {
+        "unchanged"
+    };
     Ok(super::done(&format!("/tasks/{id}"), code))
 }

@@ -18,7 +18,11 @@ pub fn analysis(record: &JobRecord) -> Markup {
         Ok(None) => return html! {},
         Err(_) => return html! { p.error { "The analysis report cannot be decoded." } },
     };
-    let chart = |title: &str, y_range: Option<(f64, f64)>, unit: &str, pick: fn(&FrameScores) -> Option<f64>, class: &'static str| {
+    let chart = |title: &str,
+                 y_range: Option<(f64, f64)>,
+                 unit: &str,
+                 pick: fn(&FrameScores) -> Option<f64>,
+                 class: &'static str| {
         let points: Vec<(f64, Option<f64>)> = report
             .per_frame
             .iter()
@@ -28,8 +32,17 @@ pub fn analysis(record: &JobRecord) -> Markup {
             return html! {};
         }
         line_chart(
-            &Chart { title, size: (640, 180), y_range, unit },
-            &[Series { label: title.to_owned(), class, points }],
+            &Chart {
+                title,
+                size: (640, 180),
+                y_range,
+                unit,
+            },
+            &[Series {
+                label: title.to_owned(),
+                class,
+                points,
+            }],
         )
     };
     html! {

@@ -34,7 +34,8 @@ pub async fn list(State(state): State<AppState>, Query(form): Query<ListForm>) -
     } else {
         vec![parse(&form.status, "workflow status")?]
     };
-    let report = ctl::workflow_list(state.store()?, &statuses, ctl::DEFAULT_WORKFLOWS_LIMIT * 5).await?;
+    let report =
+        ctl::workflow_list(state.store()?, &statuses, ctl::DEFAULT_WORKFLOWS_LIMIT * 5).await?;
     let body = html! {
         form.search method="get" action="/workflows" {
             label { "Status "
@@ -67,7 +68,13 @@ pub async fn list(State(state): State<AppState>, Query(form): Query<ListForm>) -
             }
         }
     };
-    Ok(layout::page(&state, Section::Workflows, "Workflows", None, &body))
+    Ok(layout::page(
+        &state,
+        Section::Workflows,
+        "Workflows",
+        None,
+        &body,
+    ))
 }
 
 /// `GET /workflows/{id}`.
@@ -148,7 +155,7 @@ fn graph(nodes: &[NodeView]) -> Markup {
             @for (depth, layer) in &layers {
                 div.layer data-depth=(depth) {
                     @for node in layer {
-                        a.node class={ "node state-" (node.state) } href={ "/tasks/" (node.task_id) }
+                        a class={ "node state-" (node.state) } href={ "/tasks/" (node.task_id) }
                             data-node=(node.name) data-state=(node.state) {
                             strong { (node.name) }
                             span.task { (node.task) }
@@ -188,14 +195,17 @@ fn chunk_map(nodes: &[NodeView]) -> Markup {
         return html! {};
     }
     chunks.sort_by_key(|(i, _)| *i);
-    let done = chunks.iter().filter(|(_, n)| n.state == "succeeded").count();
+    let done = chunks
+        .iter()
+        .filter(|(_, n)| n.state == "succeeded")
+        .count();
     html! {
         h2 { "Chunks" }
         p { (done) " of " (chunks.len()) " chunks done." }
         div.chunk-map {
             @for (i, node) in &chunks {
                 @let percent = if node.state == "succeeded" { 100.0 } else { node.progress.as_ref().map_or(0.0, |p| p.percent) };
-                a.chunk class={ "state-" (node.state) } href={ "/tasks/" (node.task_id) }
+                a class={ "chunk state-" (node.state) } href={ "/tasks/" (node.task_id) }
                     title={ (node.name) ": " (node.state) ", " (format!("{percent:.0}")) "%" }
                     data-chunk=(i) data-state=(node.state) {
                     span.fill style={ "height:" (format!("{:.0}", percent.clamp(0.0, 100.0))) "%" } {}
@@ -216,7 +226,11 @@ pub async fn cancel(
     let id: WorkflowId = parse(&id, "workflow id")?;
     let report = ctl::workflow_cancel(&state.broker, state.store.as_ref(), id).await?;
     tracing::info!(workflow = %id, changed = report.changed, "cancelled from the dashboard");
-    let code = if report.changed { "cancelled" } else { "unchanged" };
+    let code = if report.changed {
+        "cancelled"
+    } else {
+        "unchanged"
+    };
     Ok(super::done(&format!("/workflows/{id}"), code))
 }
 
@@ -230,7 +244,11 @@ pub async fn retry(
     let id: WorkflowId = parse(&id, "workflow id")?;
     let report = ctl::workflow_retry(&state.broker, state.store.as_ref(), id).await?;
     tracing::info!(workflow = %id, nodes = report.nodes_reset, "retried from the dashboard");
-    let code = if report.changed { "wf-retried" } else { "unchanged" };
+    let code = if report.changed {
+        "wf-retried"
+    } else {
+        "unchanged"
+    };
     Ok(super::done(&format!("/workflows/{id}"), code))
 }
 
