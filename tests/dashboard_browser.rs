@@ -18,7 +18,9 @@ use std::time::Duration;
 use spool_broker::store::{JobStatus, JobStore, WorkflowRecordStatus};
 use spool_broker::workflow::WorkflowState;
 use spool_broker::{Broker as _, QueueName, TaskId};
-use spool_sdk::video::{Analyze, Package, PackageOutput, Preset};
+use spool_sdk::video::{
+    Analyze, Codec, Package, PackageOutput, Preset, RateControl, Size, Transcode,
+};
 use spool_sdk::workflow::Workflow;
 use spool_tests::browser::{
     Browser, DashboardProcess, WorkerProcess, chromedriver_or_skip, http, http_with_body, wait,
@@ -204,6 +206,7 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
         .unwrap();
     wait("the failing task to die", PATIENCE, || async {
         status_of(store, failing).await == Some(JobStatus::Dead)
+            && redis.stats(&default).await.dead == 1
     })
     .await;
     browser.goto(&dashboard.url("/queues/default/dead")).await;
@@ -215,6 +218,7 @@ async fn every_page_renders_and_its_actions_change_redis_and_the_store() {
         .goto(&dashboard.url(&format!("/tasks/{failing}")))
         .await;
     browser.click("button.retry").await;
+    browser.wait_for(".flash", PATIENCE).await;
     wait("the dead letter to be requeued", PATIENCE, || async {
         redis.stats(&default).await.dead == 0
     })
@@ -396,16 +400,34 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
         .unwrap();
     assert!(output.hls_master.is_some() && output.dash_mpd.is_some());
     assert_eq!(output.renditions.len(), 3, "{output:?}");
-    let analysis = client
-        .enqueue(Analyze::new("clip.mp4", "clip.mp4").per_frame(true))
+    // The clip against a small, heavily compressed copy of itself.
+    let small = client
+        .enqueue(
+            Transcode::new("clip.mp4", "small.mp4", Codec::H264)
+                .size(Size::Height(180))
+                .rate(RateControl::Crf(42))
+                .preset(Preset::UltraFast),
+        )
         .await
         .unwrap();
-    client
+    let small = client
+        .task::<Transcode>(small)
+        .unwrap()
+        .wait(Duration::from_secs(180))
+        .await
+        .unwrap();
+    let analysis = client
+        .enqueue(Analyze::new("clip.mp4", &small.output).per_frame(true))
+        .await
+        .unwrap();
+    let report = client
         .task::<Analyze>(analysis)
         .unwrap()
         .wait(Duration::from_secs(180))
         .await
         .unwrap();
+    let vmaf = report.vmaf.expect("VMAF was asked for");
+    assert!(vmaf.mean < 99.0, "{vmaf:?}");
 
     let store_url = format!("sqlite://{}", env.dir.join("jobs.db").display());
     let dashboard = DashboardProcess::start(
@@ -496,6 +518,15 @@ async fn the_player_plays_a_packaged_ladder_and_an_analysis_is_charted() {
     browser
         .wait_for("#quality figure.chart svg path.line", PATIENCE)
         .await;
+    // The pooled figures are the report's own.
+    let shown = browser
+        .text("#quality tr[data-metric='VMAF'] td:nth-child(2)")
+        .await;
+    assert_eq!(shown, format!("{:.3}", vmaf.mean));
+    let charts = browser
+        .eval("return document.querySelectorAll('#quality figure.chart').length")
+        .await;
+    assert_eq!(charts.as_u64(), Some(3), "VMAF, PSNR and SSIM per frame");
     browser
         .eval("document.getElementById('quality').scrollIntoView(); return true")
         .await;

@@ -7,12 +7,15 @@
 //! when the browser closes, so no run leaves a profile behind.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
@@ -62,8 +65,11 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start(chromedriver: &Path) -> Self {
         let port = free_port();
+        // A process group of its own: Chromium, which chromedriver starts,
+        // joins it, so the whole browser can be ended at once.
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -187,17 +193,25 @@ impl Browser {
         self.stop_driver();
     }
 
+    /// Ends chromedriver and every Chromium process (its process group),
+    /// waits until none is left, then removes the profile: a process still
+    /// running would write into it again.
     fn stop_driver(&mut self) {
-        let _ = self.driver.kill();
+        let group = Pid::from_raw(i32::try_from(self.driver.id()).expect("a pid fits i32"));
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.driver.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Signal 0 checks that some process of the group is left.
+        while killpg(group, None).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failed test never reached `close`: chromedriver's death ends
-        // Chromium too (it watches its parent's pipe), then the profile goes.
+        // A failed test never reached `close`.
         self.stop_driver();
     }
 }
