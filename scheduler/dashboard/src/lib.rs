@@ -82,6 +82,7 @@ impl Dashboard {
                 beat: beat.map(Arc::new),
                 csrf: Arc::new(auth::new_csrf_token()),
                 history,
+                store_counts: Arc::default(),
                 stopping,
             },
         })

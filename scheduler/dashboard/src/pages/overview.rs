@@ -159,10 +159,7 @@ async fn fleet(state: &AppState) -> Markup {
     let busy: u32 = live.iter().map(|w| w.busy).sum();
     let processed: u64 = live.iter().map(|w| w.processed).sum();
     let failed: u64 = live.iter().map(|w| w.failed).sum();
-    let counts = match &state.store {
-        Some(store) => store.count_by_status(None).await.ok(),
-        None => None,
-    };
+    let counts = state.store_counts().await;
     html! {
         h2 { "Fleet" }
         dl.stats {
