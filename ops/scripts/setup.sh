@@ -26,8 +26,10 @@ log "cargo: $(command -v cargo)"
 # openssl makes the TLS tests' throw-away certificates; redis-tools brings
 # redis-cli, which the cluster tests use to create their three-master cluster;
 # prometheus brings promtool, which checks the alert rules and the dashboard's
-# queries (the server it also installs is not started here).
-packages=(ca-certificates openssl pkg-config procps redis-server redis-tools python3-venv prometheus)
+# queries (the server it also installs is not started here); chromium and
+# chromium-driver are the headless browser and its WebDriver server that the
+# dashboard's browser tests (tests/dashboard_*.rs) drive.
+packages=(ca-certificates openssl pkg-config procps redis-server redis-tools python3-venv prometheus chromium chromium-driver)
 if [[ ${SPOOL_WITH_POSTGRES:-0} == 1 ]]; then
     packages+=(postgresql postgresql-client)
 fi

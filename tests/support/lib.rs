@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod bins;
+pub mod browser;
 pub mod chaos;
 mod cluster;
 pub mod otlp;
