@@ -104,11 +104,19 @@ impl<B: Broker> Worker<B> {
 
 async fn sleep(task: Sleep, ctx: TaskContext) -> Result<u64, TaskError> {
     let started = tokio::time::Instant::now();
+    let slept = |started: tokio::time::Instant| {
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    };
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(task.ms)) => {}
-        () = ctx.cancellation().cancelled() => {}
+        () = tokio::time::sleep(Duration::from_millis(task.ms)) => Ok(slept(started)),
+        // Stopped short: not a success, so the run ends as what stopped it
+        // (revoked, timed out, or abandoned when its lease was lost).
+        () = ctx.cancellation().cancelled() => Err(TaskError::fail(format!(
+            "spool.sleep: stopped after {} ms of {}",
+            slept(started),
+            task.ms
+        ))),
     }
-    Ok(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
 fn fail(task: &Fail, ctx: &TaskContext) -> Result<u32, TaskError> {

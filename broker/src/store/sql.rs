@@ -99,8 +99,13 @@ impl Write {
     /// one.
     const fn on_conflict(self) -> &'static str {
         match self {
-            // The record of a started or finished task knows more.
-            Self::Enqueued => " ON CONFLICT (id) DO NOTHING",
+            // The record of a started or finished task knows more, except
+            // the arguments: a worker may record the start before the
+            // producer's record lands, and only the producer has them.
+            Self::Enqueued => {
+                " ON CONFLICT (id) DO UPDATE SET args = excluded.args \
+                 WHERE spool_jobs.args IS NULL AND excluded.args IS NOT NULL"
+            }
             // A fresh life for a finished task (a dead letter sent back):
             // the run to come is its next attempt, so the record counts the
             // attempts made and ranks just below that run's start. An
