@@ -711,6 +711,54 @@ impl JobStore {
         Ok(Page { records, next })
     }
 
+    /// The database's plan for [`JobStore::query`] of `query`, one line per
+    /// step (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`), to see
+    /// which filters an index serves and which scan or sort the table.
+    /// Nothing is run but the planner.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    pub async fn explain(&self, query: &JobQuery) -> Result<Vec<String>> {
+        let (sql, args) = sql::select(query);
+        let prefix = match self.backend() {
+            StoreBackend::Sqlite => "EXPLAIN QUERY PLAN ",
+            StoreBackend::Postgres => "EXPLAIN ",
+        };
+        let what = "explain a task query";
+        let lines = match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite { pool, .. } => {
+                let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(AssertSqlSafe(format!(
+                    "{prefix}{sql}"
+                )));
+                for arg in &args {
+                    q = match arg {
+                        Arg::Text(text) => q.bind(text.as_str()),
+                        Arg::Int(int) => q.bind(*int),
+                        Arg::Id(id) => q.bind(*id),
+                    };
+                }
+                let rows = q.fetch_all(pool).await.map_err(|e| db_error(what, e))?;
+                rows.into_iter().map(|(_, _, _, detail)| detail).collect()
+            }
+            #[cfg(feature = "postgres")]
+            Inner::Postgres { pool } => {
+                let mut q =
+                    sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("{prefix}{sql}")));
+                for arg in &args {
+                    q = match arg {
+                        Arg::Text(text) => q.bind(text.as_str()),
+                        Arg::Int(int) => q.bind(*int),
+                        Arg::Id(id) => q.bind(*id),
+                    };
+                }
+                q.fetch_all(pool).await.map_err(|e| db_error(what, e))?
+            }
+        };
+        Ok(lines)
+    }
+
     /// How many records have each status, in one queue or in all; statuses
     /// without records are left out.
     ///
