@@ -364,6 +364,7 @@ fn generate(rng: &mut fastrand::Rng, cumulative: &[f64], created_at: Timestamp, 
     let tenant = pick_tenant(rng, cumulative);
     let name = pick(rng, NAMES);
     let height = [360, 720, 1080, 2160][rng.usize(..4)];
+    let preset = ["veryfast", "fast", "medium"][rng.usize(..3)];
     let args = serde_json::json!({
         "input": format!(
             "s3://media-{}/uploads/{:08x}.mp4",
@@ -371,7 +372,7 @@ fn generate(rng: &mut fastrand::Rng, cumulative: &[f64], created_at: Timestamp, 
             rng.u32(..)
         ),
         "height": height,
-        "preset": ["veryfast", "fast", "medium"][rng.usize(..3)],
+        "preset": preset,
         "crf": rng.u8(18..30),
     });
     let secs = created_at.as_millis() / 1000;
