@@ -119,13 +119,7 @@ async fn every_transition_of_every_attempt_in_order(store: JobStore, _url: Strin
         })
     );
     // Another task's events are its own.
-    assert!(
-        store
-            .events(envelope("x").id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.events(envelope("x").id).await.unwrap().is_empty());
 }
 
 async fn redelivered_writes_add_no_events(store: JobStore, _url: String) {
@@ -137,11 +131,23 @@ async fn redelivered_writes_add_no_events(store: JobStore, _url: String) {
     end.error = Some("no such file".into());
     // Every write arrives twice, and the start once more after the end.
     for _ in 0..2 {
-        store.record_enqueued(&[job.clone()]).await.unwrap();
-        store.record_started(&[start.clone()]).await.unwrap();
-        store.record_outcomes(&[end.clone()]).await.unwrap();
+        store
+            .record_enqueued(std::slice::from_ref(&job))
+            .await
+            .unwrap();
+        store
+            .record_started(std::slice::from_ref(&start))
+            .await
+            .unwrap();
+        store
+            .record_outcomes(std::slice::from_ref(&end))
+            .await
+            .unwrap();
     }
-    store.record_started(&[start.clone()]).await.unwrap();
+    store
+        .record_started(std::slice::from_ref(&start))
+        .await
+        .unwrap();
     use JobTransition::{Failed, Running, Scheduled};
     let expected = [
         (1, Scheduled, 0, None, None),
@@ -158,14 +164,21 @@ async fn redelivered_writes_add_no_events(store: JobStore, _url: String) {
     assert_eq!(events.len(), 3);
     // A late replay of the first start does not bring it back.
     store.record_started(&[start]).await.unwrap();
-    assert_eq!(timeline(&store, e.id).await[1], (1, Running, 15, Some(2), None));
+    assert_eq!(
+        timeline(&store, e.id).await[1],
+        (1, Running, 15, Some(2), None)
+    );
 }
 
 async fn duplicates_in_one_batch_write_one_event(store: JobStore, _url: String) {
     let e = envelope("video.vmaf");
     let second = e.next_attempt(None);
     store
-        .record_started(&[started(&e, 1, 10), started(&e, 1, 10), started(&second, 2, 30)])
+        .record_started(&[
+            started(&e, 1, 10),
+            started(&e, 1, 10),
+            started(&second, 2, 30),
+        ])
         .await
         .unwrap();
     store
@@ -226,7 +239,8 @@ async fn requeued_dead_letter_continues_the_timeline(store: JobStore, _url: Stri
         .await
         .unwrap();
     let events = store.events(e.id).await.unwrap();
-    let kinds: Vec<(u32, JobTransition)> = events.iter().map(|e| (e.attempt, e.transition)).collect();
+    let kinds: Vec<(u32, JobTransition)> =
+        events.iter().map(|e| (e.attempt, e.transition)).collect();
     // The requeue is stamped when it was written, after the fixed times
     // of this test's other writes.
     assert_eq!(
@@ -274,16 +288,23 @@ async fn pruning_a_record_forgets_its_events(store: JobStore, _url: String) {
         )])
         .await
         .unwrap();
-    let mut done = Finished::from_envelope(&gone, JobStatus::Succeeded, Timestamp::from_millis(old));
+    let mut done =
+        Finished::from_envelope(&gone, JobStatus::Succeeded, Timestamp::from_millis(old));
     done.attempt = 1;
     store.record_outcomes(&[done]).await.unwrap();
     assert_eq!(store.events(gone.id).await.unwrap().len(), 2);
 
-    assert_eq!(store.prune(Duration::from_secs(86_400), 10).await.unwrap(), 1);
+    assert_eq!(
+        store.prune(Duration::from_secs(86_400), 10).await.unwrap(),
+        1
+    );
     assert!(store.get(gone.id).await.unwrap().is_none());
     assert!(store.events(gone.id).await.unwrap().is_empty());
     assert_eq!(store.events(kept.id).await.unwrap().len(), 2);
-    assert_eq!(store.query(&JobQuery::new()).await.unwrap().records.len(), 1);
+    assert_eq!(
+        store.query(&JobQuery::new()).await.unwrap().records.len(),
+        1
+    );
 }
 
 async fn events_of_many_tasks_in_large_batches(store: JobStore, _url: String) {
@@ -302,7 +323,12 @@ async fn events_of_many_tasks_in_large_batches(store: JobStore, _url: String) {
         .map(|e| finished(e, JobStatus::Succeeded, 20, 1))
         .collect();
     store.record_outcomes(&ends).await.unwrap();
-    for e in [&envelopes[0], &envelopes[299], &envelopes[300], &envelopes[699]] {
+    for e in [
+        &envelopes[0],
+        &envelopes[299],
+        &envelopes[300],
+        &envelopes[699],
+    ] {
         let kinds: Vec<JobTransition> = store
             .events(e.id)
             .await

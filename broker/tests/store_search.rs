@@ -31,14 +31,23 @@ const STATUSES: [JobStatus; 6] = [
 /// tenants and statuses in different cycles so that every combination
 /// occurs.
 async fn seed(store: &JobStore) -> Vec<(Envelope, JobStatus)> {
-    let names = ["video.transcode", "video.vmaf", "thumbs.make", "report.monthly"];
+    let names = [
+        "video.transcode",
+        "video.vmaf",
+        "thumbs.make",
+        "report.monthly",
+    ];
     let queues = ["default", "gpu", "cpu"];
     let worker = WorkerId::new("host", 1);
     let mut seeded = Vec::new();
     let (mut enqueued, mut started, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..300_u64 {
         let i_ = usize::try_from(i).unwrap();
-        let mut e = Envelope::new(names[i_ % 4], QueueName::new(queues[i_ % 3]).unwrap(), vec![]);
+        let mut e = Envelope::new(
+            names[i_ % 4],
+            QueueName::new(queues[i_ % 3]).unwrap(),
+            vec![],
+        );
         e.tenant = match i % 5 {
             0 | 1 => Some("acme".into()),
             2 => Some("globex".into()),
@@ -80,7 +89,10 @@ fn matches(query: &JobQuery, e: &Envelope, status: JobStatus) -> bool {
         .as_ref()
         .is_none_or(|s| s.is_empty() || s.contains(&status))
         && query.queue.as_ref().is_none_or(|q| *q == e.queue)
-        && query.tenant.as_ref().is_none_or(|t| e.tenant.as_ref() == Some(t))
+        && query
+            .tenant
+            .as_ref()
+            .is_none_or(|t| e.tenant.as_ref() == Some(t))
         && query.name.as_ref().is_none_or(|n| *n == e.name)
         && query.since.is_none_or(|s| e.created_at >= s)
         && query.until.is_none_or(|u| e.created_at < u)
@@ -102,7 +114,9 @@ async fn every_filter_pages_in_order_without_gaps(store: JobStore, _url: String)
         JobQuery::new().tenant("acme"),
         JobQuery::new().tenant("globex").status([JobStatus::Failed]),
         JobQuery::new().created_between(t(20), t(70)),
-        JobQuery::new().name("thumbs.make").created_between(t(10), None),
+        JobQuery::new()
+            .name("thumbs.make")
+            .created_between(t(10), None),
         JobQuery::new()
             .tenant("acme")
             .name("video.transcode")
@@ -184,7 +198,13 @@ async fn ids_are_found_by_prefix(store: JobStore, _url: String) {
     assert!(miss.records.iter().all(|r| r.id != target));
 
     // Not an id prefix.
-    for bad in ["", "-", "xyz", "0193a7c4-5e1f-7d2a-9b3c-4d5e6f7081920", "01 93"] {
+    for bad in [
+        "",
+        "-",
+        "xyz",
+        "0193a7c4-5e1f-7d2a-9b3c-4d5e6f7081920",
+        "01 93",
+    ] {
         assert!(bad.parse::<IdPrefix>().is_err(), "{bad:?}");
     }
     assert_eq!(prefix.to_string(), text[..13].to_owned());

@@ -508,7 +508,7 @@ impl IdPrefix {
     pub fn range(&self) -> (TaskId, TaskId) {
         let mut high = self.bytes;
         for digit in self.digits()..32 {
-            high[digit / 2] |= if digit % 2 == 0 { 0xf0 } else { 0x0f };
+            high[digit / 2] |= if digit.is_multiple_of(2) { 0xf0 } else { 0x0f };
         }
         (
             TaskId::from(uuid::Uuid::from_bytes(self.bytes)),
@@ -535,7 +535,11 @@ impl FromStr for IdPrefix {
                 return Err(bad("is longer than a task id"));
             }
             let value = u8::try_from(value).unwrap_or(0);
-            prefix.bytes[digit / 2] |= if digit % 2 == 0 { value << 4 } else { value };
+            prefix.bytes[digit / 2] |= if digit.is_multiple_of(2) {
+                value << 4
+            } else {
+                value
+            };
             prefix.digits += 1;
         }
         if prefix.digits == 0 {
@@ -552,7 +556,11 @@ impl fmt::Display for IdPrefix {
                 f.write_str("-")?;
             }
             let byte = self.bytes[digit / 2];
-            let nibble = if digit % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+            let nibble = if digit.is_multiple_of(2) {
+                byte >> 4
+            } else {
+                byte & 0x0f
+            };
             write!(f, "{nibble:x}")?;
         }
         Ok(())

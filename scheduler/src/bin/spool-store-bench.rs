@@ -31,8 +31,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use serde::Serialize;
 use spool_broker::store::{
-    Cursor, Finished, JobQuery, JobStatus, JobStore, NewJob, Started, StoreBackend, StoreOptions,
-    WorkerId,
+    Cursor, Finished, IdPrefix, JobQuery, JobStatus, JobStore, NewJob, Started, StoreBackend,
+    StoreOptions, WorkerId,
 };
 use spool_broker::{Priority, QueueName, TaskId, Timestamp, encode_payload};
 use spool_scheduler::table::{Align, Table};
@@ -330,7 +330,12 @@ fn millis_after(t: Timestamp, ms: u64) -> Timestamp {
     Timestamp::from_millis(t.as_millis() + ms)
 }
 
-fn generate(rng: &mut fastrand::Rng, cumulative: &[f64], created_at: Timestamp, now: Timestamp) -> Generated {
+fn generate(
+    rng: &mut fastrand::Rng,
+    cumulative: &[f64],
+    created_at: Timestamp,
+    now: Timestamp,
+) -> Generated {
     let age_ms = now.as_millis().saturating_sub(created_at.as_millis());
     let recent = age_ms < 3_600_000;
     let roll = rng.u32(..1000);
@@ -383,8 +388,12 @@ fn generate(rng: &mut fastrand::Rng, cumulative: &[f64], created_at: Timestamp, 
             id: TaskId::from(id),
             name: name.to_owned(),
             queue: QueueName::new(pick(rng, QUEUES)).unwrap_or_default(),
-            priority: [Priority::Low, Priority::Normal, Priority::Normal, Priority::High]
-                [rng.usize(..4)],
+            priority: [
+                Priority::Low,
+                Priority::Normal,
+                Priority::Normal,
+                Priority::High,
+            ][rng.usize(..4)],
             tenant,
             created_at,
             eta: (status == JobStatus::Scheduled).then(|| millis_after(now, 600_000)),
@@ -517,6 +526,8 @@ fn outcome(t: &Generated, attempt: u32, status: JobStatus, at: Timestamp) -> Fin
 /// drawn afresh for each repetition.
 enum Search {
     Get,
+    /// The first digits of a sampled id, the way one is pasted from a log.
+    IdPrefix(usize),
     Page(Box<dyn Fn(&mut Ctx) -> JobQuery>),
     Count(Option<&'static str>),
 }
@@ -575,11 +586,19 @@ fn shapes() -> Vec<(&'static str, Search)> {
     let page = |f: fn(&mut Ctx) -> JobQuery| Search::Page(Box::new(f));
     vec![
         ("id", Search::Get),
+        ("id prefix (8 digits)", Search::IdPrefix(8)),
+        ("id prefix (13 digits)", Search::IdPrefix(13)),
         ("first page, no filter", page(|c| c.base())),
-        ("status=succeeded (common)", page(|c| c.base().status([Succeeded]))),
+        (
+            "status=succeeded (common)",
+            page(|c| c.base().status([Succeeded])),
+        ),
         ("status=failed", page(|c| c.base().status([Failed]))),
         ("status=dead (rare)", page(|c| c.base().status([Dead]))),
-        ("status in (failed, dead)", page(|c| c.base().status([Failed, Dead]))),
+        (
+            "status in (failed, dead)",
+            page(|c| c.base().status([Failed, Dead])),
+        ),
         (
             "status in (queued, running, retrying)",
             page(|c| c.base().status([Queued, Running, Retrying])),
@@ -591,62 +610,110 @@ fn shapes() -> Vec<(&'static str, Search)> {
             page(|c| c.base().queue(q("gpu")).status([Failed])),
         ),
         ("name=video.vmaf", page(|c| c.base().name("video.vmaf"))),
-        ("name=report.monthly (rare)", page(|c| c.base().name("report.monthly"))),
-        ("tenant (largest)", page(|c| c.base().tenant(tenant_name(0)))),
-        ("tenant (small)", page(|c| {
-            let t = c.small_tenant();
-            c.base().tenant(t)
-        })),
-        ("tenant+status (small, failed)", page(|c| {
-            let t = c.small_tenant();
-            c.base().tenant(t).status([Failed])
-        })),
-        ("time range 1 h", page(|c| {
-            let (since, until) = c.window(HOUR);
-            c.base().created_between(since, until)
-        })),
-        ("name+time range 1 d", page(|c| {
-            let (since, until) = c.window(DAY);
-            c.base().name("video.vmaf").created_between(since, until)
-        })),
-        ("queue+status+time range 1 d", page(|c| {
-            let (since, until) = c.window(DAY);
-            c.base()
-                .queue(q("gpu"))
-                .status([Failed])
-                .created_between(since, until)
-        })),
-        ("tenant+name+status", page(|c| {
-            let t = tenant_name(c.rng.usize(0..10));
-            c.base().tenant(t).name("video.transcode").status([Succeeded])
-        })),
-        ("deep page (cursor), no filter", page(|c| {
-            let after = c.cursor();
-            c.base().after(after)
-        })),
-        ("deep page, status=failed", page(|c| {
-            let after = c.cursor();
-            c.base().status([Failed]).after(after)
-        })),
-        ("deep page, tenant (small)", page(|c| {
-            let t = c.small_tenant();
-            let after = c.cursor();
-            c.base().tenant(t).after(after)
-        })),
-        ("deep page, queue+status", page(|c| {
-            let after = c.cursor();
-            c.base().queue(q("cpu")).status([Succeeded]).after(after)
-        })),
+        (
+            "name=report.monthly (rare)",
+            page(|c| c.base().name("report.monthly")),
+        ),
+        (
+            "tenant (largest)",
+            page(|c| c.base().tenant(tenant_name(0))),
+        ),
+        (
+            "tenant (small)",
+            page(|c| {
+                let t = c.small_tenant();
+                c.base().tenant(t)
+            }),
+        ),
+        (
+            "tenant+status (small, failed)",
+            page(|c| {
+                let t = c.small_tenant();
+                c.base().tenant(t).status([Failed])
+            }),
+        ),
+        (
+            "time range 1 h",
+            page(|c| {
+                let (since, until) = c.window(HOUR);
+                c.base().created_between(since, until)
+            }),
+        ),
+        (
+            "name+time range 1 d",
+            page(|c| {
+                let (since, until) = c.window(DAY);
+                c.base().name("video.vmaf").created_between(since, until)
+            }),
+        ),
+        (
+            "queue+status+time range 1 d",
+            page(|c| {
+                let (since, until) = c.window(DAY);
+                c.base()
+                    .queue(q("gpu"))
+                    .status([Failed])
+                    .created_between(since, until)
+            }),
+        ),
+        (
+            "tenant+name+status",
+            page(|c| {
+                let t = tenant_name(c.rng.usize(0..10));
+                c.base()
+                    .tenant(t)
+                    .name("video.transcode")
+                    .status([Succeeded])
+            }),
+        ),
+        (
+            "deep page (cursor), no filter",
+            page(|c| {
+                let after = c.cursor();
+                c.base().after(after)
+            }),
+        ),
+        (
+            "deep page, status=failed",
+            page(|c| {
+                let after = c.cursor();
+                c.base().status([Failed]).after(after)
+            }),
+        ),
+        (
+            "deep page, tenant (small)",
+            page(|c| {
+                let t = c.small_tenant();
+                let after = c.cursor();
+                c.base().tenant(t).after(after)
+            }),
+        ),
+        (
+            "deep page, queue+status",
+            page(|c| {
+                let after = c.cursor();
+                c.base().queue(q("cpu")).status([Succeeded]).after(after)
+            }),
+        ),
         ("oldest first, no filter", page(|c| c.base().oldest_first())),
-        ("oldest first, status=failed", page(|c| c.base().status([Failed]).oldest_first())),
-        ("oldest first, deep page", page(|c| {
-            let after = c.cursor();
-            c.base().oldest_first().after(after)
-        })),
-        ("oldest first, deep, name", page(|c| {
-            let after = c.cursor();
-            c.base().name("thumbs.make").oldest_first().after(after)
-        })),
+        (
+            "oldest first, status=failed",
+            page(|c| c.base().status([Failed]).oldest_first()),
+        ),
+        (
+            "oldest first, deep page",
+            page(|c| {
+                let after = c.cursor();
+                c.base().oldest_first().after(after)
+            }),
+        ),
+        (
+            "oldest first, deep, name",
+            page(|c| {
+                let after = c.cursor();
+                c.base().name("thumbs.make").oldest_first().after(after)
+            }),
+        ),
         ("count_by_status", Search::Count(None)),
         ("count_by_status (queue)", Search::Count(Some("gpu"))),
     ]
@@ -670,14 +737,16 @@ async fn measure(args: &Args, store: &JobStore, now: Timestamp) -> Result<Vec<Sh
     }
     let mut figures = Vec::new();
     for (name, search) in shapes() {
-        if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|only| !name.contains(only))
+        {
             continue;
         }
-        if args.explain {
-            if let Search::Page(make) = &search {
-                let plan = store.explain(&make(&mut ctx)).await?;
-                eprintln!("-- {name}\n   {}", plan.join("\n   "));
-            }
+        if let (true, Search::Page(make)) = (args.explain, &search) {
+            let plan = store.explain(&make(&mut ctx)).await?;
+            eprintln!("-- {name}\n   {}", plan.join("\n   "));
         }
         let mut times = Vec::with_capacity(args.reps);
         let mut rows = 0;
@@ -689,6 +758,12 @@ async fn measure(args: &Args, store: &JobStore, now: Timestamp) -> Result<Vec<Sh
                 Search::Get => {
                     let id = ctx.ids[ctx.rng.usize(..ctx.ids.len())];
                     usize::from(store.get(id).await?.is_some())
+                }
+                Search::IdPrefix(digits) => {
+                    let id = ctx.ids[ctx.rng.usize(..ctx.ids.len())].to_string();
+                    let prefix: IdPrefix = id[..*digits].parse()?;
+                    let query = ctx.base().id_prefix(prefix);
+                    store.query(&query).await?.records.len()
                 }
                 Search::Page(make) => store.query(&make(&mut ctx)).await?.records.len(),
                 Search::Count(queue) => {
@@ -728,7 +803,10 @@ fn print_table(f: &Figures) {
         f.n,
         f.page,
         if f.loaded {
-            format!("{:.1} s ({:.0} records/s)", f.load_seconds, f.load_records_per_s)
+            format!(
+                "{:.1} s ({:.0} records/s)",
+                f.load_seconds, f.load_records_per_s
+            )
         } else {
             "existing store".to_owned()
         }

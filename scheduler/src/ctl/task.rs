@@ -291,7 +291,11 @@ pub(crate) mod tests {
             .await
             .unwrap();
         store
-            .record_started(&[Started::from_envelope(&first, &WorkerId::new("gpu-1", 42), at(1_000))])
+            .record_started(&[Started::from_envelope(
+                &first,
+                &WorkerId::new("gpu-1", 42),
+                at(1_000),
+            )])
             .await
             .unwrap();
         let mut retry = Finished::from_envelope(&first, JobStatus::Retrying, at(2_000));
