@@ -46,6 +46,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_workflows.sql"),
         include_str!("../../migrations/postgres/0003_workflows.sql"),
     ),
+    (
+        4,
+        "search indexes",
+        include_str!("../../migrations/sqlite/0004_search_indexes.sql"),
+        include_str!("../../migrations/postgres/0004_search_indexes.sql"),
+    ),
 ];
 
 /// Which database a [`JobStore`](super::JobStore) writes to.

@@ -31,6 +31,25 @@
 //! Which transitions a task type records is up to the caller's
 //! [`RecordPolicy`].
 //!
+//! # Timelines
+//!
+//! Each write also appends its transitions to the task's timeline
+//! ([`JobStore::events`]), in the same transaction and with one more
+//! multi-row statement per chunk: one event per attempt and transition
+//! (`queued`, `running`, `retrying`, `succeeded`…), keyed so that a
+//! redelivered write replaces its event rather than adding a second.
+//! Unlike the record, which keeps the latest attempt, the timeline keeps
+//! them all. Deleting a record (retention) deletes its events.
+//!
+//! # Searching
+//!
+//! [`JobStore::query`] filters by id prefix, status, queue, tenant, name
+//! and creation time, and pages newest or oldest first with keyset
+//! cursors. Each common filter has an index ending in the page order
+//! (`created_at`, `id`), so a page costs about the same at any depth; see
+//! `docs/benchmarks.md` ("Job store search") for the figures at a
+//! million records.
+//!
 //! # Examples
 //!
 //! ```
@@ -93,10 +112,11 @@ pub(crate) use self::row::millis;
 #[cfg(feature = "store")]
 use self::row::{attempt_code, decode_record, pid_code, priority_code};
 #[cfg(feature = "store")]
-use self::sql::{Arg, Write};
+use self::sql::{Arg, EventRow, Write};
 pub use self::types::{
-    Cursor, DEFAULT_PAGE_SIZE, Finished, JobQuery, JobRecord, JobStatus, MAX_PAGE_SIZE, NewJob,
-    Page, Progress, ProgressUpdate, RecordPolicy, Started, WorkerId,
+    Cursor, DEFAULT_PAGE_SIZE, EVENT_ERROR_LEN, Finished, IdPrefix, JobEvent, JobQuery, JobRecord,
+    JobStatus, JobTransition, MAX_PAGE_SIZE, NewJob, Page, Progress, ProgressUpdate, RecordPolicy,
+    Started, WorkerId,
 };
 pub use self::workflows::{
     DEFAULT_WORKFLOW_LIMIT, NodeRecord, NodeRecordState, NodeTransition, OUTPUT_SUMMARY_LEN,
@@ -163,6 +183,32 @@ macro_rules! write_tx {
                 $body
                 $tx.commit().await.map_err(|e| db_error($what, e))?;
             }
+        }
+    };
+}
+
+/// Appends the timeline rows `$events` (from [`sql::distinct_events`]) in
+/// the write transaction `$tx`: one more multi-row statement per chunk of
+/// the write it goes with.
+#[cfg(feature = "store")]
+macro_rules! insert_events {
+    ($store:expr, $tx:ident, $events:expr, $what:literal) => {
+        for chunk in sql::chunks($events) {
+            let mut query = sqlx::query(Write::Events.sql($store.backend(), chunk.len()));
+            for event in chunk {
+                query = query
+                    .bind(event.id)
+                    .bind(event.attempt)
+                    .bind(event.transition.as_str())
+                    .bind(event.at)
+                    .bind(event.worker.map(|(host, _)| host))
+                    .bind(event.worker.map(|(_, pid)| pid))
+                    .bind(event.error);
+            }
+            query
+                .execute(&mut *$tx)
+                .await
+                .map_err(|e| db_error($what, e))?;
         }
     };
 }
@@ -406,6 +452,25 @@ impl JobStore {
         if jobs.is_empty() {
             return Ok(());
         }
+        let now = millis(Timestamp::now());
+        let events = sql::distinct_events(
+            jobs.iter()
+                .map(|job| EventRow {
+                    id: *job.id.as_uuid(),
+                    attempt: attempt_code(job.attempt),
+                    transition: match kind {
+                        Write::Requeued => JobTransition::Requeued,
+                        _ => JobTransition::entering(job.status()),
+                    },
+                    at: match kind {
+                        Write::Requeued => now,
+                        _ => millis(job.created_at),
+                    },
+                    worker: None,
+                    error: None,
+                })
+                .collect(),
+        );
         let jobs = sql::latest_per_id(jobs, |j| (j.id, 0));
         write_tx!(self, "record enqueued tasks", |tx| {
             for chunk in sql::chunks(&jobs) {
@@ -428,6 +493,7 @@ impl JobStore {
                     .await
                     .map_err(|e| db_error("record enqueued tasks", e))?;
             }
+            insert_events!(self, tx, &events, "record enqueued tasks");
         });
         Ok(())
     }
@@ -445,6 +511,19 @@ impl JobStore {
         if started.is_empty() {
             return Ok(());
         }
+        let events = sql::distinct_events(
+            started
+                .iter()
+                .map(|s| EventRow {
+                    id: *s.id.as_uuid(),
+                    attempt: attempt_code(s.attempt),
+                    transition: JobTransition::Running,
+                    at: millis(s.started_at),
+                    worker: Some((s.worker.host.as_str(), pid_code(s.worker.pid))),
+                    error: None,
+                })
+                .collect(),
+        );
         let started = sql::latest_per_id(started, |s| {
             (s.id, types::revision(s.attempt, JobStatus::Running))
         });
@@ -471,6 +550,7 @@ impl JobStore {
                     .await
                     .map_err(|e| db_error("record started tasks", e))?;
             }
+            insert_events!(self, tx, &events, "record started tasks");
         });
         Ok(())
     }
@@ -530,6 +610,22 @@ impl JobStore {
                 f.id, f.status
             )));
         }
+        let events = sql::distinct_events(
+            outcomes
+                .iter()
+                .map(|f| EventRow {
+                    id: *f.id.as_uuid(),
+                    attempt: attempt_code(f.attempt),
+                    transition: JobTransition::entering(f.status),
+                    at: millis(f.finished_at),
+                    worker: f
+                        .worker
+                        .as_ref()
+                        .map(|w| (w.host.as_str(), pid_code(w.pid))),
+                    error: f.error.as_deref().map(types::error_excerpt),
+                })
+                .collect(),
+        );
         let outcomes =
             sql::latest_per_id(outcomes, |f| (f.id, types::revision(f.attempt, f.status)));
         write_tx!(self, "record outcomes", |tx| {
@@ -558,6 +654,7 @@ impl JobStore {
                     .await
                     .map_err(|e| db_error("record outcomes", e))?;
             }
+            insert_events!(self, tx, &events, "record outcomes");
         });
         Ok(())
     }
@@ -626,6 +723,80 @@ impl JobStore {
                 .map_err(|e| db_error("read a task", e))?;
             row.as_ref().map(decode_record).transpose()
         })
+    }
+
+    /// The timeline of one task: every transition of every attempt
+    /// recorded ([`JobEvent`]), oldest first (ties in attempt order, then
+    /// in the order of [`JobTransition::ALL`]). Empty for a task without
+    /// a record, and for writes made before the store kept timelines
+    /// (schema version 4). Events are deleted with their record.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// use spool_broker::store::{Finished, JobStatus, JobStore, JobTransition, Started, WorkerId};
+    /// use spool_broker::{Envelope, QueueName, Timestamp};
+    ///
+    /// let store = JobStore::connect("sqlite::memory:").await?;
+    /// let first = Envelope::new("video.transcode", QueueName::DEFAULT, Vec::new());
+    /// let worker = WorkerId::new("gpu-1", 42);
+    /// store.record_started(&[Started::from_envelope(&first, &worker, Timestamp::now())]).await?;
+    /// let mut retry = Finished::from_envelope(&first, JobStatus::Retrying, Timestamp::now());
+    /// retry.error = Some("encoder crashed".into());
+    /// store.record_outcomes(&[retry]).await?;
+    /// let second = first.next_attempt(None);
+    /// store.record_outcomes(&[Finished::from_envelope(&second, JobStatus::Succeeded, Timestamp::now())]).await?;
+    ///
+    /// let timeline: Vec<(u32, JobTransition)> = store
+    ///     .events(first.id)
+    ///     .await?
+    ///     .iter()
+    ///     .map(|e| (e.attempt, e.transition))
+    ///     .collect();
+    /// assert_eq!(
+    ///     timeline,
+    ///     [(1, JobTransition::Running), (1, JobTransition::Retrying), (2, JobTransition::Succeeded)]
+    /// );
+    /// # Ok::<(), spool_broker::Error>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn events(&self, id: TaskId) -> Result<Vec<JobEvent>> {
+        type Row = (
+            i32,
+            String,
+            i64,
+            Option<String>,
+            Option<i32>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = with_pool!(self, |pool| sqlx::query_as(sql::EVENTS)
+            .bind(*id.as_uuid())
+            .fetch_all(pool)
+            .await
+            .map_err(|e| db_error("read a task's events", e))?);
+        let mut events = rows
+            .into_iter()
+            .map(|(attempt, transition, at, host, pid, error)| {
+                Ok(JobEvent {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    transition: transition.parse()?,
+                    at: row::timestamp(at),
+                    worker: host.map(|host| WorkerId {
+                        host,
+                        pid: pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
+                    }),
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        events.sort_by_key(|e| (e.at, e.attempt, e.transition));
+        Ok(events)
     }
 
     /// Just the status of one task: cheaper than [`JobStore::get`] when the
@@ -709,6 +880,54 @@ impl JobStore {
             None
         };
         Ok(Page { records, next })
+    }
+
+    /// The database's plan for [`JobStore::query`] of `query`, one line per
+    /// step (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`), to see
+    /// which filters an index serves and which scan or sort the table.
+    /// Nothing is run but the planner.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::get`].
+    pub async fn explain(&self, query: &JobQuery) -> Result<Vec<String>> {
+        let (sql, args) = sql::select(query);
+        let prefix = match self.backend() {
+            StoreBackend::Sqlite => "EXPLAIN QUERY PLAN ",
+            StoreBackend::Postgres => "EXPLAIN ",
+        };
+        let what = "explain a task query";
+        let lines = match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite { pool, .. } => {
+                let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(AssertSqlSafe(format!(
+                    "{prefix}{sql}"
+                )));
+                for arg in &args {
+                    q = match arg {
+                        Arg::Text(text) => q.bind(text.as_str()),
+                        Arg::Int(int) => q.bind(*int),
+                        Arg::Id(id) => q.bind(*id),
+                    };
+                }
+                let rows = q.fetch_all(pool).await.map_err(|e| db_error(what, e))?;
+                rows.into_iter().map(|(_, _, _, detail)| detail).collect()
+            }
+            #[cfg(feature = "postgres")]
+            Inner::Postgres { pool } => {
+                let mut q =
+                    sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("{prefix}{sql}")));
+                for arg in &args {
+                    q = match arg {
+                        Arg::Text(text) => q.bind(text.as_str()),
+                        Arg::Int(int) => q.bind(*int),
+                        Arg::Id(id) => q.bind(*id),
+                    };
+                }
+                q.fetch_all(pool).await.map_err(|e| db_error(what, e))?
+            }
+        };
+        Ok(lines)
     }
 
     /// How many records have each status, in one queue or in all; statuses

@@ -14,7 +14,7 @@
 use std::sync::OnceLock;
 
 use super::StoreBackend;
-use super::types::{JobQuery, JobStatus};
+use super::types::{JobQuery, JobStatus, JobTransition};
 
 /// The most rows one statement writes. 256 rows of 15 columns bind 3,840
 /// parameters, far below SQLite's 32,766 and PostgreSQL's 65,535.
@@ -33,8 +33,8 @@ macro_rules! record_columns {
 }
 
 /// The number of kinds of batched write.
-const KINDS: usize = 4;
-const _: () = assert!(Write::Finished as usize + 1 == KINDS);
+const KINDS: usize = 5;
+const _: () = assert!(Write::Events as usize + 1 == KINDS);
 
 /// A kind of batched write.
 #[derive(Clone, Copy, Debug)]
@@ -43,9 +43,18 @@ pub(crate) enum Write {
     Requeued,
     Started,
     Finished,
+    /// Timeline rows ([`EventRow`]), written with each of the others.
+    Events,
 }
 
 impl Write {
+    const fn table(self) -> &'static str {
+        match self {
+            Self::Events => "spool_job_events",
+            _ => "spool_jobs",
+        }
+    }
+
     const fn columns(self) -> &'static [&'static str] {
         match self {
             Self::Enqueued | Self::Requeued => &[
@@ -89,6 +98,15 @@ impl Write {
                 "started_at",
                 "finished_at",
                 "result",
+                "error",
+            ],
+            Self::Events => &[
+                "job_id",
+                "attempt",
+                "transition",
+                "at",
+                "worker_host",
+                "worker_pid",
                 "error",
             ],
         }
@@ -168,6 +186,17 @@ impl Write {
                  error = excluded.error \
                  WHERE excluded.revision >= spool_jobs.revision"
             }
+            // One row per attempt and transition: a redelivered write of
+            // the same transition moves it to the later time, and an exact
+            // replay writes nothing.
+            Self::Events => {
+                " ON CONFLICT (job_id, attempt, transition) DO UPDATE SET \
+                 at = excluded.at, \
+                 worker_host = excluded.worker_host, \
+                 worker_pid = excluded.worker_pid, \
+                 error = excluded.error \
+                 WHERE excluded.at > spool_job_events.at"
+            }
         }
     }
 
@@ -185,7 +214,9 @@ impl Write {
     fn build(self, numbered: bool, rows: usize) -> String {
         let columns = self.columns();
         let mut sql = String::with_capacity(128 + rows * columns.len() * 5);
-        sql.push_str("INSERT INTO spool_jobs (");
+        sql.push_str("INSERT INTO ");
+        sql.push_str(self.table());
+        sql.push_str(" (");
         sql.push_str(&columns.join(", "));
         sql.push_str(") VALUES ");
         let mut n = 0;
@@ -247,6 +278,39 @@ pub(crate) fn latest_per_id<T, K: Ord + Copy>(rows: &[T], key: impl Fn(&T) -> (K
     latest
 }
 
+/// One row of a task's timeline, as bound.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventRow<'a> {
+    pub id: uuid::Uuid,
+    pub attempt: i32,
+    pub transition: JobTransition,
+    pub at: i64,
+    pub worker: Option<(&'a str, i32)>,
+    pub error: Option<&'a str>,
+}
+
+impl EventRow<'_> {
+    fn key(&self) -> (uuid::Uuid, i32, JobTransition) {
+        (self.id, self.attempt, self.transition)
+    }
+}
+
+/// One row per task, attempt and transition, the latest (the last given
+/// among equals), sorted by that key: as for [`latest_per_id`], one
+/// statement may not update a row twice, and a fixed order keeps writers
+/// from deadlocking.
+pub(crate) fn distinct_events(mut rows: Vec<EventRow<'_>>) -> Vec<EventRow<'_>> {
+    rows.reverse();
+    // Stable: among equal keys and times, the later input stays first.
+    rows.sort_by(|a, b| a.key().cmp(&b.key()).then(b.at.cmp(&a.at)));
+    rows.dedup_by(|later, earlier| later.key() == earlier.key());
+    rows
+}
+
+/// A task's timeline; ties are ordered by the caller.
+pub(crate) const EVENTS: &str = "SELECT attempt, transition, at, worker_host, worker_pid, error \
+     FROM spool_job_events WHERE job_id = $1";
+
 /// Sets a running task's progress, unless a newer attempt started or the
 /// task finished.
 pub(crate) const PROGRESS: &str = "UPDATE spool_jobs SET \
@@ -296,6 +360,15 @@ pub(crate) fn select(query: &JobQuery) -> (String, Vec<Arg>) {
         sql.push_str(&args.len().to_string());
     };
 
+    // A prefix is a range of the primary key.
+    if let Some(prefix) = &query.id_prefix {
+        let (low, high) = prefix.range();
+        sql.push_str(" AND id >= ");
+        push(&mut sql, Arg::Id(*low.as_uuid()));
+        sql.push_str(" AND id <= ");
+        push(&mut sql, Arg::Id(*high.as_uuid()));
+    }
+
     if let Some(statuses) = query.status.as_deref().filter(|s| !s.is_empty()) {
         sql.push_str(" AND status IN (");
         for (i, status) in statuses.iter().enumerate() {
@@ -332,18 +405,24 @@ pub(crate) fn select(query: &JobQuery) -> (String, Vec<Arg>) {
         ('<', "DESC")
     };
     if let Some(after) = query.after {
+        // After (created_at, id) in the page order. The plain bound on
+        // created_at is what lets an index ending in (created_at, id)
+        // start at the cursor rather than scan every newer row; the OR
+        // only breaks ties within that millisecond.
         let created = super::millis(after.created_at);
+        sql.push_str(" AND created_at ");
+        sql.push(cmp);
+        sql.push_str("= ");
+        push(&mut sql, Arg::Int(created));
         sql.push_str(" AND (created_at ");
         sql.push(cmp);
         sql.push(' ');
         push(&mut sql, Arg::Int(created));
-        sql.push_str(" OR (created_at = ");
-        push(&mut sql, Arg::Int(created));
-        sql.push_str(" AND id ");
+        sql.push_str(" OR id ");
         sql.push(cmp);
         sql.push(' ');
         push(&mut sql, Arg::Id(*after.id.as_uuid()));
-        sql.push_str("))");
+        sql.push(')');
     }
     sql.push_str(" ORDER BY created_at ");
     sql.push_str(order);
@@ -416,5 +495,76 @@ mod tests {
         assert!(sql.contains("tenant = $3"), "{sql}");
         assert!(sql.ends_with("LIMIT $4"), "{sql}");
         assert!(matches!(args.last(), Some(Arg::Int(11))));
+    }
+
+    #[test]
+    fn cursors_bound_the_creation_time_for_the_index() {
+        let cursor = super::super::Cursor {
+            created_at: crate::Timestamp::from_millis(5),
+            id: crate::TaskId::new(),
+        };
+        let (sql, _) = select(&JobQuery::new().after(Some(cursor)));
+        assert!(
+            sql.contains("created_at <= $1 AND (created_at < $2 OR id < $3)"),
+            "{sql}"
+        );
+        let (sql, _) = select(&JobQuery::new().after(Some(cursor)).oldest_first());
+        assert!(
+            sql.contains("created_at >= $1 AND (created_at > $2 OR id > $3)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn id_prefixes_are_a_key_range() {
+        let prefix = "0193a7c4-5e".parse().unwrap();
+        let (sql, args) = select(&JobQuery::new().id_prefix(prefix));
+        assert!(sql.contains("id >= $1 AND id <= $2"), "{sql}");
+        let bounds: Vec<String> = args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Id(id) => Some(id.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bounds,
+            [
+                "0193a7c4-5e00-0000-0000-000000000000",
+                "0193a7c4-5eff-ffff-ffff-ffffffffffff"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_event_per_task_attempt_and_transition() {
+        let id = uuid::Uuid::now_v7();
+        let event = |attempt, transition, at| EventRow {
+            id,
+            attempt,
+            transition,
+            at,
+            worker: None,
+            error: None,
+        };
+        let rows = vec![
+            event(1, JobTransition::Running, 10),
+            event(1, JobTransition::Running, 30),
+            event(1, JobTransition::Running, 20),
+            event(2, JobTransition::Running, 5),
+            event(1, JobTransition::Retrying, 40),
+        ];
+        let kept: Vec<(i32, JobTransition, i64)> = distinct_events(rows)
+            .iter()
+            .map(|e| (e.attempt, e.transition, e.at))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (1, JobTransition::Running, 30),
+                (1, JobTransition::Retrying, 40),
+                (2, JobTransition::Running, 5),
+            ]
+        );
     }
 }

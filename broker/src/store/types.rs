@@ -334,6 +334,239 @@ impl JobRecord {
     }
 }
 
+/// The most characters of an error that a [`JobEvent`] keeps: the record
+/// keeps the whole error, the timeline an excerpt of each.
+pub const EVENT_ERROR_LEN: usize = 500;
+
+/// What happened to a task at one point of its timeline ([`JobEvent`]):
+/// mostly the status it entered, written as that status is (`running`,
+/// `succeeded`…), plus `requeued`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobTransition {
+    /// Enqueued to run at once.
+    Queued,
+    /// Enqueued with an ETA.
+    Scheduled,
+    /// Sent back for a fresh run: a dead letter requeued by an operator.
+    Requeued,
+    /// An attempt started on a worker.
+    Running,
+    /// An attempt failed, and another one will follow.
+    Retrying,
+    /// The last attempt succeeded.
+    Succeeded,
+    /// The last attempt failed, and no other will follow.
+    Failed,
+    /// Out of attempts: the task went to the dead letters.
+    Dead,
+    /// Revoked before or while it ran.
+    Revoked,
+    /// Its deadline passed before it ran.
+    Expired,
+}
+
+impl JobTransition {
+    /// Every transition, in the order of a timeline's ties.
+    pub const ALL: [Self; 10] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Requeued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+        Self::Revoked,
+        Self::Expired,
+    ];
+
+    /// The transition into `status`.
+    #[must_use]
+    pub const fn entering(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Queued => Self::Queued,
+            JobStatus::Scheduled => Self::Scheduled,
+            JobStatus::Running => Self::Running,
+            JobStatus::Retrying => Self::Retrying,
+            JobStatus::Succeeded => Self::Succeeded,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Dead => Self::Dead,
+            JobStatus::Revoked => Self::Revoked,
+            JobStatus::Expired => Self::Expired,
+        }
+    }
+
+    /// Its lowercase name, as stored and as JSON writes it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Requeued => "requeued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for JobTransition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobTransition {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::decode("job transition", format!("{s:?} is not a transition")))
+    }
+}
+
+/// One transition of one task: [`JobStore::events`] lists a task's
+/// transitions, its attempts as a timeline. Each is written in the same
+/// transaction as the record it changes, once per attempt and transition:
+/// a redelivered write of the same transition replaces it (the later time
+/// wins) rather than adding another.
+///
+/// Serialized (for the CLI's and the dashboard's JSON) as
+/// `{"attempt", "transition", "at" (RFC 3339), "worker" ({"host", "pid"} or
+/// null), "error"}`.
+///
+/// [`JobStore::events`]: super::JobStore::events
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobEvent {
+    /// The attempt, starting at 1; 0 for a task revoked or expired before
+    /// any attempt. A `queued`, `scheduled` or `requeued` event carries
+    /// the attempt the task was enqueued for.
+    pub attempt: u32,
+    /// What happened.
+    pub transition: JobTransition,
+    /// When: the creation time for `queued` and `scheduled`, the start or
+    /// end of the attempt, the time of the write for `requeued`.
+    #[serde(with = "crate::rfc3339")]
+    pub at: Timestamp,
+    /// The worker the attempt ran on, when known.
+    pub worker: Option<WorkerId>,
+    /// The error the attempt ended with, its first [`EVENT_ERROR_LEN`]
+    /// characters.
+    pub error: Option<String>,
+}
+
+/// The first [`EVENT_ERROR_LEN`] characters of `error`.
+#[cfg(feature = "store")]
+pub(crate) fn error_excerpt(error: &str) -> &str {
+    error
+        .char_indices()
+        .nth(EVENT_ERROR_LEN)
+        .map_or(error, |(end, _)| &error[..end])
+}
+
+/// The first hex digits of task ids, for [`JobQuery::id_prefix`]: 1 to 32
+/// digits, with or without the dashes of the usual form, in either case.
+/// Ids are time-ordered (UUIDv7), so a prefix names the tasks created in a
+/// stretch of time, and the store reads them as one range of its primary
+/// key.
+///
+/// # Examples
+///
+/// ```
+/// use spool_broker::store::IdPrefix;
+///
+/// let prefix: IdPrefix = "0193A7C4-5e".parse()?;
+/// assert_eq!(prefix.to_string(), "0193a7c4-5e");
+/// assert!("0193-xyz".parse::<IdPrefix>().is_err());
+/// # Ok::<(), spool_broker::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdPrefix {
+    /// The digits, two to a byte, high nibble first; the rest zero.
+    bytes: [u8; 16],
+    digits: u8,
+}
+
+impl IdPrefix {
+    /// How many hex digits the prefix has.
+    #[must_use]
+    pub fn digits(&self) -> usize {
+        usize::from(self.digits)
+    }
+
+    /// The lowest and the highest id that start with the prefix.
+    #[must_use]
+    pub fn range(&self) -> (TaskId, TaskId) {
+        let mut high = self.bytes;
+        for digit in self.digits()..32 {
+            high[digit / 2] |= if digit.is_multiple_of(2) { 0xf0 } else { 0x0f };
+        }
+        (
+            TaskId::from(uuid::Uuid::from_bytes(self.bytes)),
+            TaskId::from(uuid::Uuid::from_bytes(high)),
+        )
+    }
+}
+
+impl FromStr for IdPrefix {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::decode("task id prefix", format!("{s:?} {why}"));
+        let mut prefix = Self {
+            bytes: [0; 16],
+            digits: 0,
+        };
+        for c in s.chars().filter(|&c| c != '-') {
+            let value = c
+                .to_digit(16)
+                .ok_or_else(|| bad("has a character that is not a hex digit or a dash"))?;
+            let digit = prefix.digits();
+            if digit == 32 {
+                return Err(bad("is longer than a task id"));
+            }
+            let value = u8::try_from(value).unwrap_or(0);
+            prefix.bytes[digit / 2] |= if digit.is_multiple_of(2) {
+                value << 4
+            } else {
+                value
+            };
+            prefix.digits += 1;
+        }
+        if prefix.digits == 0 {
+            return Err(bad("has no hex digit"));
+        }
+        Ok(prefix)
+    }
+}
+
+impl fmt::Display for IdPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for digit in 0..self.digits() {
+            if matches!(digit, 8 | 12 | 16 | 20) {
+                f.write_str("-")?;
+            }
+            let byte = self.bytes[digit / 2];
+            let nibble = if digit.is_multiple_of(2) {
+                byte >> 4
+            } else {
+                byte & 0x0f
+            };
+            write!(f, "{nibble:x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Where a page of [`JobStore::query`] ended: pass it as [`JobQuery::after`]
 /// for the next page. Its text form (`Display`/`FromStr`) suits a CLI flag.
 ///
@@ -409,6 +642,8 @@ pub struct JobQuery {
     pub after: Option<Cursor>,
     /// Oldest first instead of newest first.
     pub oldest_first: bool,
+    /// Only ids that start with this prefix.
+    pub id_prefix: Option<IdPrefix>,
 }
 
 impl Default for JobQuery {
@@ -423,6 +658,7 @@ impl Default for JobQuery {
             limit: DEFAULT_PAGE_SIZE,
             after: None,
             oldest_first: false,
+            id_prefix: None,
         }
     }
 }
@@ -488,6 +724,17 @@ impl JobQuery {
     #[must_use]
     pub fn oldest_first(mut self) -> Self {
         self.oldest_first = true;
+        self
+    }
+
+    /// Only ids that start with `prefix`: a whole id finds its task (as
+    /// [`JobStore::get`] does, under the other filters), a few digits the
+    /// tasks created in a stretch of time.
+    ///
+    /// [`JobStore::get`]: super::JobStore::get
+    #[must_use]
+    pub fn id_prefix(mut self, prefix: IdPrefix) -> Self {
+        self.id_prefix = Some(prefix);
         self
     }
 

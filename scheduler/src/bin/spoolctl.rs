@@ -255,7 +255,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Subcommand)]
 enum TaskCommand {
     /// Show a task's record: status, attempts, worker, progress, times,
-    /// result and error.
+    /// result and error, then the timeline of its attempts (each queue,
+    /// start and outcome, with its worker and error).
     Show {
         /// The task's id.
         #[arg(value_parser = parse_task_id)]

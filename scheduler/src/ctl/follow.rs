@@ -175,7 +175,15 @@ impl Lines {
             }
             writeln!(out, "{line}")?;
         } else {
-            write!(out, "{}", TaskReport { record }.to_text())?;
+            write!(
+                out,
+                "{}",
+                TaskReport {
+                    record,
+                    events: Vec::new()
+                }
+                .to_text()
+            )?;
         }
         out.flush()?;
         Ok(())

@@ -1,29 +1,69 @@
-//! `spoolctl task show`: one task's record in the job store.
+//! `spoolctl task show`: one task's record in the job store, and the
+//! timeline of its attempts.
 
 use std::fmt::Write as _;
 
 use serde::{Serialize, Serializer};
-use spool_broker::store::{JobRecord, JobStore};
+use spool_broker::store::{JobEvent, JobRecord, JobStore};
 use spool_broker::{TaskId, Timestamp};
 
 use super::{Report, record_json};
 use crate::error::{Error, Result};
-use crate::table::clean;
+use crate::table::{Align, Table, clean};
 
 /// What the text shows for a value that is not known.
 const NONE: &str = "-";
 
-/// One task's record; JSON: [`record_json`] of it.
+/// One task's record and timeline; JSON: [`record_json`] of the record,
+/// with the timeline as `events` (each `{"attempt", "transition", "at",
+/// "worker", "error"}`, times in RFC 3339).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskReport {
     /// The record.
     pub record: JobRecord,
+    /// Its transitions, oldest first ([`JobStore::events`]); empty for a
+    /// record written before the store kept timelines.
+    pub events: Vec<JobEvent>,
 }
 
 impl Serialize for TaskReport {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        record_json(&self.record).serialize(serializer)
+        let mut json = record_json(&self.record);
+        if let serde_json::Value::Object(map) = &mut json {
+            let events = serde_json::to_value(&self.events).map_err(serde::ser::Error::custom)?;
+            map.insert("events".into(), events);
+        }
+        json.serialize(serializer)
     }
+}
+
+/// The timeline as a table indented under the record: when, which
+/// attempt, what happened, on which worker, and the error.
+fn timeline_text(events: &[JobEvent]) -> String {
+    let mut table = Table::new([
+        ("TIME", Align::Left),
+        ("ATTEMPT", Align::Right),
+        ("EVENT", Align::Left),
+        ("WORKER", Align::Left),
+        ("ERROR", Align::Left),
+    ]);
+    for event in events {
+        table.row([
+            event.at.to_string(),
+            event.attempt.to_string(),
+            event.transition.as_str().to_owned(),
+            event
+                .worker
+                .as_ref()
+                .map_or_else(|| NONE.to_owned(), ToString::to_string),
+            event.error.clone().unwrap_or_else(|| NONE.to_owned()),
+        ]);
+    }
+    let mut text = String::from("timeline:\n");
+    for line in table.to_string().lines() {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
 }
 
 impl Report for TaskReport {
@@ -81,11 +121,14 @@ impl Report for TaskReport {
         for (key, value) in fields {
             let _ = writeln!(text, "{:<10}{}", format!("{key}:"), clean(&value));
         }
+        if !self.events.is_empty() {
+            text.push_str(&timeline_text(&self.events));
+        }
         text
     }
 }
 
-/// The record of task `id`.
+/// The record of task `id`, and its timeline.
 ///
 /// # Errors
 ///
@@ -93,7 +136,8 @@ impl Report for TaskReport {
 /// [`Error::Broker`] when the store fails.
 pub async fn task_show(store: &JobStore, id: TaskId) -> Result<TaskReport> {
     let record = store.get(id).await?.ok_or(Error::UnknownTask(id))?;
-    Ok(TaskReport { record })
+    let events = store.events(id).await?;
+    Ok(TaskReport { record, events })
 }
 
 #[cfg(test)]
@@ -233,6 +277,69 @@ pub(crate) mod tests {
         let json = serde_json::to_value(&running).unwrap();
         assert_eq!(json["progress"]["stage"], "probe");
         assert!(json["result"].is_null());
+    }
+
+    #[tokio::test]
+    async fn the_timeline_shows_each_attempt() {
+        let store = JobStore::connect("sqlite::memory:").await.unwrap();
+        let base = Timestamp::from_millis(1_750_000_000_000);
+        let at = |ms: u64| Timestamp::from_millis(base.as_millis() + ms);
+        let mut first = Envelope::new("video.transcode", QueueName::GPU, vec![]);
+        first.created_at = base;
+        store
+            .record_enqueued(&[NewJob::from_envelope(&first)])
+            .await
+            .unwrap();
+        store
+            .record_started(&[Started::from_envelope(
+                &first,
+                &WorkerId::new("gpu-1", 42),
+                at(1_000),
+            )])
+            .await
+            .unwrap();
+        let mut retry = Finished::from_envelope(&first, JobStatus::Retrying, at(2_000));
+        retry.error = Some("encoder crashed:\nexit 1".into());
+        store.record_outcomes(&[retry]).await.unwrap();
+        let second = first.next_attempt(None);
+        let mut done = Finished::from_envelope(&second, JobStatus::Succeeded, at(9_000));
+        done.worker = Some(WorkerId::new("gpu-2", 7));
+        store.record_outcomes(&[done]).await.unwrap();
+
+        let report = task_show(&store, first.id).await.unwrap();
+        let text = render(&report, Format::Text).unwrap();
+        let timeline: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "timeline:")
+            .skip(1)
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                "  TIME                      ATTEMPT  EVENT      WORKER    ERROR",
+                "  2025-06-15T15:06:40.000Z        1  queued     -         -",
+                "  2025-06-15T15:06:41.000Z        1  running    gpu-1:42  -",
+                "  2025-06-15T15:06:42.000Z        1  retrying   -         encoder crashed: exit 1",
+                "  2025-06-15T15:06:49.000Z        2  succeeded  gpu-2:7   -",
+            ],
+            "{text}"
+        );
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["status"], "succeeded");
+        let events = json["events"].as_array().unwrap();
+        assert_eq!(events.len(), 4);
+        assert_eq!(
+            events[1],
+            json!({
+                "attempt": 1,
+                "transition": "running",
+                "at": "2025-06-15T15:06:41.000Z",
+                "worker": {"host": "gpu-1", "pid": 42},
+                "error": null,
+            })
+        );
+        assert_eq!(events[2]["error"], "encoder crashed:\nexit 1");
     }
 
     #[tokio::test]
