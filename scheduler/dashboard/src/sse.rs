@@ -135,7 +135,8 @@ pub async fn task(
             .as_ref()
             .filter(|(attempt, _)| *attempt >= record.attempts && !record.status.is_finished())
             .map(|(_, p)| p.clone());
-        let fragments = pages::task::fragments(&record, live.as_ref());
+        let timeline = store.events(w.id).await.unwrap_or_default();
+        let fragments = pages::task::fragments(&record, &timeline, live.as_ref());
         let events = changed(fragments, &mut w.sent);
         Some((events, w))
     });

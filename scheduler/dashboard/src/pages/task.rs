@@ -6,7 +6,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Redirect;
 use maud::{Markup, html};
-use spool_broker::store::{JobRecord, JobStatus};
+use spool_broker::store::{JobEvent, JobRecord, JobStatus, JobTransition};
 use spool_broker::{Broker as _, Progress, QueueName, TaskId, Timestamp};
 use spool_scheduler::ctl;
 
@@ -36,14 +36,54 @@ pub struct Attempt {
     pub worker: Option<String>,
 }
 
-/// The task's attempts, oldest first.
-///
-/// The job store's record holds only the latest attempt in detail, so the
-/// earlier ones are listed by number alone. When `JobStore::events(id)`
-/// (the per-task attempt and state history) lands, this is the one
-/// function to switch to it.
+/// The task's attempts, oldest first, from its timeline in the job store
+/// (`JobStore::events`): each `running` event opens an attempt, and the
+/// transition that ends it (retrying, succeeded, failed, dead, revoked,
+/// expired) closes it. A store that has no timeline for the task (written
+/// before timelines existed) gives the latest attempt from the record, and
+/// the earlier ones by number alone.
 #[must_use]
-pub fn attempt_history(record: &JobRecord) -> Vec<Attempt> {
+pub fn attempt_history(record: &JobRecord, events: &[JobEvent]) -> Vec<Attempt> {
+    let mut attempts: Vec<Attempt> = Vec::new();
+    for event in events.iter().filter(|e| e.attempt > 0) {
+        let attempt = match attempts.iter_mut().find(|a| a.number == event.attempt) {
+            Some(attempt) => attempt,
+            None => {
+                attempts.push(Attempt {
+                    number: event.attempt,
+                    started_at: None,
+                    finished_at: None,
+                    status: None,
+                    error: None,
+                    worker: None,
+                });
+                let last = attempts.len() - 1;
+                &mut attempts[last]
+            }
+        };
+        let Some(status) = ended_as(event.transition) else {
+            if event.transition == JobTransition::Running {
+                attempt.started_at = Some(event.at);
+                attempt.status.get_or_insert(JobStatus::Running);
+                attempt.worker = event.worker.as_ref().map(|w| format!("{}:{}", w.host, w.pid));
+            }
+            continue;
+        };
+        attempt.finished_at = Some(event.at);
+        attempt.status = Some(status);
+        attempt.error.clone_from(&event.error);
+    }
+    if !attempts.is_empty() {
+        attempts.sort_by_key(|a| a.number);
+        // The record's error is whole; the timeline keeps an excerpt.
+        if let Some(latest) = attempts.iter_mut().find(|a| a.number == record.attempts)
+            && latest.status == Some(record.status)
+            && record.error.is_some()
+        {
+            latest.error.clone_from(&record.error);
+        }
+        return attempts;
+    }
     (1..=record.attempts)
         .map(|number| {
             if number == record.attempts {
@@ -72,6 +112,19 @@ pub fn attempt_history(record: &JobRecord) -> Vec<Attempt> {
         .collect()
 }
 
+/// The status an attempt ends in with `transition`, if it ends one.
+fn ended_as(transition: JobTransition) -> Option<JobStatus> {
+    match transition {
+        JobTransition::Retrying => Some(JobStatus::Retrying),
+        JobTransition::Succeeded => Some(JobStatus::Succeeded),
+        JobTransition::Failed => Some(JobStatus::Failed),
+        JobTransition::Dead => Some(JobStatus::Dead),
+        JobTransition::Revoked => Some(JobStatus::Revoked),
+        JobTransition::Expired => Some(JobStatus::Expired),
+        _ => None,
+    }
+}
+
 /// `GET /tasks/{id}`.
 pub async fn page(
     State(state): State<AppState>,
@@ -85,7 +138,8 @@ pub async fn page(
         .await?
         .ok_or_else(|| Error::NotFound(format!("the job store has no task {id}")))?;
     let workflow = store.workflow_of_task(id).await.ok().flatten();
-    let fragments = fragments(&record, None);
+    let events = store.events(id).await?;
+    let fragments = fragments(&record, &events, None);
     let body = html! {
         (layout::flash(done.done.as_deref()))
         @if let Some((wf, node)) = &workflow {
@@ -132,7 +186,11 @@ pub async fn page(
 /// The task page's live parts, with `progress` (from a live event) over
 /// the record's own when it is newer.
 #[must_use]
-pub fn fragments(record: &JobRecord, progress: Option<&Progress>) -> Vec<Fragment> {
+pub fn fragments(
+    record: &JobRecord,
+    events: &[JobEvent],
+    progress: Option<&Progress>,
+) -> Vec<Fragment> {
     let progress = progress.or(record.progress.as_ref());
     vec![
         Fragment {
@@ -145,7 +203,7 @@ pub fn fragments(record: &JobRecord, progress: Option<&Progress>) -> Vec<Fragmen
         },
         Fragment {
             id: "attempts",
-            html: timeline(record),
+            html: timeline(record, events),
         },
         Fragment {
             id: "outcome",
@@ -192,8 +250,8 @@ fn progress_view(r: &JobRecord, progress: Option<&Progress>) -> Markup {
     }
 }
 
-fn timeline(r: &JobRecord) -> Markup {
-    let attempts = attempt_history(r);
+fn timeline(r: &JobRecord, events: &[JobEvent]) -> Markup {
+    let attempts = attempt_history(r, events);
     html! {
         h2 { "Attempts" }
         ol.timeline {
