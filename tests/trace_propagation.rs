@@ -161,8 +161,7 @@ async fn a_trace_goes_from_the_producer_through_the_worker_and_its_retry() {
                 spans
                     .iter()
                     .find(|s| {
-                        s.attribute("messaging.operation.type") == Some("settle")
-                            && s.links_to(run)
+                        s.attribute("messaging.operation.type") == Some("settle") && s.links_to(run)
                     })
                     .cloned()
             })

@@ -147,22 +147,26 @@ async fn every_node_of_a_workflow_is_a_child_of_its_submit_span() {
             (submitted && all_ran && package_twice).then(|| spans.to_vec())
         })
         .await;
-    let submit = spans
-        .iter()
-        .find(|s| s.name == "workflow submit")
-        .unwrap();
+    let submit = spans.iter().find(|s| s.name == "workflow submit").unwrap();
     assert_eq!(submit.kind, KIND_PRODUCER);
     assert!(submit.parent_span_id.is_empty(), "a root: {submit:#?}");
     assert_eq!(
         submit.attribute("spool.workflow.id"),
         Some(handle.id().to_string().as_str())
     );
-    assert_eq!(submit.attribute("messaging.operation.type"), Some("publish"));
+    assert_eq!(
+        submit.attribute("messaging.operation.type"),
+        Some("publish")
+    );
     assert_eq!(submit.attribute("messaging.batch.message_count"), Some("5"));
 
     for node in statics.iter().chain(&dynamics).chain(&["package"]) {
         for run in runs_of(&spans, node) {
-            assert_eq!(hex(&run.trace_id), hex(&submit.trace_id), "{node}: {run:#?}");
+            assert_eq!(
+                hex(&run.trace_id),
+                hex(&submit.trace_id),
+                "{node}: {run:#?}"
+            );
             assert_eq!(
                 hex(&run.parent_span_id),
                 hex(&submit.span_id),
@@ -177,7 +181,11 @@ async fn every_node_of_a_workflow_is_a_child_of_its_submit_span() {
     }
     let mut outcomes: Vec<_> = runs_of(&spans, "package")
         .iter()
-        .map(|run| run.attribute("spool.outcome").unwrap_or_default().to_owned())
+        .map(|run| {
+            run.attribute("spool.outcome")
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     outcomes.sort();
     assert_eq!(outcomes, ["failed", "succeeded"]);

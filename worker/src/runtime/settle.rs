@@ -123,9 +123,8 @@ pub(crate) async fn run<B: Broker>(
     while outcomes.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
         // The traced tasks' `settle` spans cover the whole group commit;
         // they end when this group is settled.
-        let _settle_spans = super::trace::settle_spans(
-            batch.iter().map(|s| (&s.trace, s.tag.queue(), &s.action)),
-        );
+        let _settle_spans =
+            super::trace::settle_spans(batch.iter().map(|s| (&s.trace, s.tag.queue(), &s.action)));
         // Late ack means: the outcome is stored before the broker forgets
         // the task. One batched write for the whole group.
         let records: Vec<Finished> = batch

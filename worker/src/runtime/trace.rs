@@ -142,10 +142,7 @@ mod otel {
                 continue;
             };
             let verb = action.verb();
-            let index = match open
-                .iter()
-                .position(|s| s.verb == verb && s.queue == queue)
-            {
+            let index = match open.iter().position(|s| s.verb == verb && s.queue == queue) {
                 Some(index) if open[index].links < LINKS_PER_SETTLE_SPAN => index,
                 full => {
                     let span = settle_span(queue, verb);
@@ -206,7 +203,6 @@ mod otel {
             .record("messaging.batch.message_count", settle.links as i64);
         settle.span
     }
-
 }
 
 #[cfg(feature = "otel")]
