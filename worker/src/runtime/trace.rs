@@ -31,7 +31,6 @@ pub(crate) struct TaskTrace {
 pub(crate) fn task_span(envelope: &Envelope) -> tracing::Span {
     let span = tracing::info_span!(
         "task",
-        otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
         spool.task.name = envelope.name.as_str(),
         messaging.message.id = %envelope.id,
@@ -78,20 +77,36 @@ mod otel {
         if !trace_context::continue_trace(span, envelope) {
             return;
         }
+        // The kind only counts before the span starts.
         span.record("otel.kind", "consumer");
-        span.record(
-            "otel.name",
-            tracing::field::display(format_args!("process {}", envelope.queue)),
+        // Started now, so that the sampler has decided: a task that is not
+        // sampled pays for nothing more.
+        let context = span.context();
+        let process = context.span();
+        if !process.is_recording() {
+            return;
+        }
+        process.update_name(format!("process {}", envelope.queue));
+        let workflow = envelope.workflow_node().map(|(workflow, node)| {
+            [
+                KeyValue::new("spool.workflow.id", workflow.to_string()),
+                KeyValue::new("spool.workflow.node", node.to_string()),
+            ]
+        });
+        process.set_attributes(
+            [
+                KeyValue::new("messaging.system", MESSAGING_SYSTEM),
+                KeyValue::new("messaging.operation.type", "process"),
+            ]
+            .into_iter()
+            .chain(
+                envelope
+                    .tenant
+                    .as_ref()
+                    .map(|tenant| KeyValue::new("spool.tenant", tenant.clone())),
+            )
+            .chain(workflow.into_iter().flatten()),
         );
-        span.set_attribute("messaging.system", MESSAGING_SYSTEM);
-        span.set_attribute("messaging.operation.type", "process");
-        if let Some(tenant) = &envelope.tenant {
-            span.set_attribute("spool.tenant", tenant.clone());
-        }
-        if let Some((workflow, node)) = envelope.workflow_node() {
-            span.set_attribute("spool.workflow.id", workflow.to_string());
-            span.set_attribute("spool.workflow.node", node.to_string());
-        }
     }
 
     /// Records what became of the task on its span (failures set the
