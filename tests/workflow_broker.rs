@@ -581,15 +581,28 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     // stale one (a task id the node does not have) among them.
     let mut settlements = Vec::new();
     for (i, d) in fan_roots.iter().enumerate() {
-        let output = i.to_string();
-        settlements.push(settlement(d, NodeOutcome::Succeeded, Some(output.as_bytes())));
+        // Each parent's output is its own name.
+        let output = d.envelope.workflow_node().unwrap().1.to_string();
+        settlements.push(settlement(
+            d,
+            NodeOutcome::Succeeded,
+            Some(output.as_bytes()),
+        ));
         if i == 1 {
-            settlements.push(settlement(chain_roots[0], NodeOutcome::Succeeded, Some(b"A")));
+            settlements.push(settlement(
+                chain_roots[0],
+                NodeOutcome::Succeeded,
+                Some(b"A"),
+            ));
             settlements.push(settlement(leaf_roots[0], NodeOutcome::Succeeded, None));
         }
     }
     settlements.push(settlement(leaf_roots[1], NodeOutcome::Succeeded, None));
-    settlements.push(settlement(fan_roots[0], NodeOutcome::Succeeded, Some(b"again")));
+    settlements.push(settlement(
+        fan_roots[0],
+        NodeOutcome::Succeeded,
+        Some(b"again"),
+    ));
     let mut stale = settlement(fan_roots[1], NodeOutcome::Succeeded, None);
     stale.task_id = TaskId::new();
     settlements.push(stale);
@@ -607,7 +620,10 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
         match result {
             Settled::Recorded { ready, finished: f } => {
                 readied.extend(ready.iter().map(|r| (s.workflow, r.to_string())));
-                finished.extend(f.iter().map(|f| (s.workflow, s.node.to_string(), f.clone())));
+                finished.extend(
+                    f.iter()
+                        .map(|f| (s.workflow, s.node.to_string(), f.clone())),
+                );
             }
             other => panic!("{}: {other:?}", s.node),
         }
@@ -630,7 +646,10 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
         .await
         .unwrap();
     assert_eq!(enqueued, 2);
-    assert_eq!(broker.dispatch_outboxes(&[fan.id, chain.id]).await.unwrap(), 0);
+    assert_eq!(
+        broker.dispatch_outboxes(&[fan.id, chain.id]).await.unwrap(),
+        0
+    );
     let tags: Vec<_> = roots.iter().map(|d| d.tag.clone()).collect();
     broker.ack(&tags).await.unwrap();
     assert_eq!(nodes_of(&take(broker, &B, 2).await), ["b", "join"]);
@@ -651,7 +670,10 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     for (i, parent) in join.parents.iter().enumerate() {
         assert_eq!(parent.name.as_str(), format!("p{i}"));
         assert_eq!(parent.state, NodeState::Succeeded);
-        assert_eq!(parent.output.as_deref(), Some(i.to_string().as_bytes()));
+        assert_eq!(
+            parent.output.as_deref(),
+            Some(parent.name.as_str().as_bytes())
+        );
     }
     let b = contexts[1].as_ref().unwrap();
     assert_eq!(b.parents.len(), 1);

@@ -492,8 +492,8 @@ impl RedisBroker {
                 .collect();
             let pages: Vec<Vec<(String, Envelope)>> = stream::iter(reads)
                 .buffered(DISPATCH_IN_FLIGHT)
-            .try_collect()
-            .await?;
+                .try_collect()
+                .await?;
             let ready: Vec<&Envelope> = pages.iter().flatten().map(|(_, e)| e).collect();
             enqueued += self.wf_enqueue(&ready).await?;
             crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
@@ -509,9 +509,7 @@ impl RedisBroker {
                 }
                 let mut conn = self.conn();
                 removals.push(async move {
-                    zrem.query_async::<i64>(&mut conn)
-                        .await
-                        .map_err(map_redis)
+                    zrem.query_async::<i64>(&mut conn).await.map_err(map_redis)
                 });
             }
             stream::iter(removals)
@@ -629,23 +627,26 @@ impl RedisBroker {
         nodes: &[(WorkflowId, NodeName)],
     ) -> Vec<Result<Option<NodeContext>>> {
         let groups = by_workflow(nodes.iter().map(|(w, _)| *w), CONTEXT_CHUNK);
-        let calls: Vec<_> = groups.iter().map(|(workflow, positions)| {
-            let mut invocation = self.workflow_keys(*workflow).invoke(&CONTEXT);
-            for &i in positions {
-                invocation.arg(nodes[i].1.as_str());
-            }
-            let mut conn = self.conn();
-            async move {
-                let replies = into_items(
-                    invocation
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(map_redis)?,
-                    "wf_context",
-                )?;
-                replies.into_iter().map(context_of).collect()
-            }
-        }).collect();
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|(workflow, positions)| {
+                let mut invocation = self.workflow_keys(*workflow).invoke(&CONTEXT);
+                for &i in positions {
+                    invocation.arg(nodes[i].1.as_str());
+                }
+                let mut conn = self.conn();
+                async move {
+                    let replies = into_items(
+                        invocation
+                            .invoke_async(&mut conn)
+                            .await
+                            .map_err(map_redis)?,
+                        "wf_context",
+                    )?;
+                    replies.into_iter().map(context_of).collect()
+                }
+            })
+            .collect();
         let replies: Vec<Result<Vec<Option<NodeContext>>>> = stream::iter(calls)
             .buffered(DISPATCH_IN_FLIGHT)
             .collect()

@@ -281,7 +281,11 @@ impl<B: Broker> Executor<B> {
         let Some((workflow, node)) = envelope.workflow_node() else {
             return Ok(None);
         };
-        match self.contexts.read(&self.broker, workflow, node.clone()).await {
+        match self
+            .contexts
+            .read(&self.broker, workflow, node.clone())
+            .await
+        {
             Ok(Some(context)) if context.should_run(envelope.id) => Ok(Some(Arc::new(
                 crate::workflow::NodeRun::new(workflow, node, context.parents),
             ))),
