@@ -581,7 +581,8 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     // stale one (a task id the node does not have) among them.
     let mut settlements = Vec::new();
     for (i, d) in fan_roots.iter().enumerate() {
-        let output = i.to_string();
+        // Each parent's output is its own name.
+        let output = d.envelope.workflow_node().unwrap().1.to_string();
         settlements.push(settlement(
             d,
             NodeOutcome::Succeeded,
@@ -669,7 +670,10 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     for (i, parent) in join.parents.iter().enumerate() {
         assert_eq!(parent.name.as_str(), format!("p{i}"));
         assert_eq!(parent.state, NodeState::Succeeded);
-        assert_eq!(parent.output.as_deref(), Some(i.to_string().as_bytes()));
+        assert_eq!(
+            parent.output.as_deref(),
+            Some(parent.name.as_str().as_bytes())
+        );
     }
     let b = contexts[1].as_ref().unwrap();
     assert_eq!(b.parents.len(), 1);
