@@ -472,6 +472,37 @@ mod tests {
     }
 
     #[test]
+    fn per_rung_quality_is_left_off_the_wire_when_unset() {
+        // A worker from before per-rung CRFs, strict about fields, still
+        // reads a plain rung; new fields round-trip.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code, reason = "only decoded")]
+        struct OldRendition {
+            name: String,
+            height: u32,
+            video_kbps: u32,
+            audio_kbps: u32,
+        }
+        let plain = Rendition::new("720p", 720, 2800, 128);
+        let bytes = spool_broker::encode_payload(&plain).expect("encodes");
+        assert!(spool_broker::decode_payload::<OldRendition>(&bytes).is_ok());
+        for rung in [plain.clone().crf(28), plain.target_vmaf(93.5)] {
+            let bytes = spool_broker::encode_payload(&rung).expect("encodes");
+            assert!(spool_broker::decode_payload::<OldRendition>(&bytes).is_err());
+            let back: Rendition = spool_broker::decode_payload(&bytes).expect("decodes");
+            assert_eq!(back, rung);
+        }
+        let both = Package::new("in.mp4", "out").ladder(vec![Rendition {
+            crf: Some(20),
+            ..Rendition::new("x", 360, 800, 96).target_vmaf(90.0)
+        }]);
+        assert!(both.check_rung_quality().unwrap_err().contains("both"));
+        let absurd = Package::new("in.mp4", "out").ladder(vec![Rendition::new("x", 360, 800, 96).target_vmaf(120.0)]);
+        assert!(absurd.check_rung_quality().unwrap_err().contains("from 0 to 100"));
+    }
+
+    #[test]
     fn output_round_trips() {
         let output = PackageOutput {
             hls_master: Some(PathBuf::from("/srv/out/cat/hls/master.m3u8")),
