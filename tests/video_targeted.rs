@@ -33,18 +33,18 @@ const BELOW_TARGET: f64 = 2.0;
 /// How far the achieved VMAF may stray from the samples' prediction.
 const FROM_PREDICTION: f64 = 3.0;
 
-/// Writes a 6 s, 25 fps, 640x360 clip of three 2 s scenes, each moving:
+/// Writes a 6 s, 30 fps, 640x360 clip of three 2 s scenes, each moving:
 /// `testsrc2`, a zooming Mandelbrot set and Conway's life (hard to encode),
 /// as near-lossless H.264.
 async fn scene_clip(env: &VideoEnv, name: &str) {
     let size = "640x360";
     let args = FfmpegArgs::new()
-        .input(Input::lavfi(format!("testsrc2=size={size}:rate=25:duration=2")))
+        .input(Input::lavfi(format!("testsrc2=size={size}:rate=30:duration=2")))
         .input(Input::lavfi(format!(
-            "mandelbrot=size={size}:rate=25:end_scale=0.05:end_pts=60"
+            "mandelbrot=size={size}:rate=30:end_scale=0.05:end_pts=60"
         )))
         .input(Input::lavfi(format!(
-            "life=size={size}:rate=25:ratio=0.3:mold=10:death_color=#C83232:life_color=#00ff00"
+            "life=size={size}:rate=30:ratio=0.3:mold=10:death_color=#C83232:life_color=#00ff00"
         )))
         .filter_complex(
             "[1:v]trim=duration=2,setpts=PTS-STARTPTS[b];[2:v]trim=duration=2,setpts=PTS-STARTPTS,\

@@ -273,7 +273,7 @@ pub struct SampleScore {
     /// VMAF, the mean over every frame of every scene.
     pub vmaf: f64,
     /// The encoded video's bitrate over every scene, in kb/s (the encoded
-    /// files' sizes, Matroska's few bytes of framing included, over their
+    /// files' sizes, MP4's few hundred bytes of framing included, over their
     /// duration).
     pub kbps: f64,
     /// Each scene.

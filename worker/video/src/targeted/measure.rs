@@ -88,7 +88,7 @@ pub async fn measure_rungs(
         .collect();
     let videos: Vec<PathBuf> = indices
         .iter()
-        .map(|i| scratch.file(&format!("video-{i}.mkv")))
+        .map(|i| scratch.file(&format!("video-{i}.mp4")))
         .collect();
     let sizes: Vec<(u32, u32)> = indices
         .iter()
@@ -247,7 +247,7 @@ fn measure_command(
             Output::file(video)
                 .map(format!("{}:v:0", index + 1))
                 .option("-c", "copy")
-                .option("-f", "matroska"),
+                .option("-f", "mp4"),
         );
     }
     args

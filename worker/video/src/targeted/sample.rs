@@ -6,13 +6,15 @@
 //!
 //! ```text
 //!  encode:  -ss s0 -t d -i src … -ss sN -t d -i src
-//!           [i:v:0] scale=W:H, format ─► encoder at the CRF ─► scene-i.mkv   (one output per scene)
-//!  score:   scene-0.mkv … scene-N.mkv, -ss s0 -t d -i src … -ss sN -t d -i src
+//!           [i:v:0] scale=W:H, format ─► encoder at the CRF ─► scene-i.mp4   (one output per scene)
+//!  score:   scene-0.mp4 … scene-N.mp4, -ss s0 -t d -i src … -ss sN -t d -i src
 //!           [src i] scale=W:H ─┐
 //!           [scene i] ─────────┴─► libvmaf (log per scene) ─► null
 //! ```
 //!
-//! Both runs seek the source the same way (`-ss` before `-i` decodes from
+//! The scenes are MP4: libvmaf pairs frames by timestamp, and Matroska's
+//! millisecond timestamps pair 30 fps frames wrongly (VMAF 76 instead of
+//! 97 at CRF 18). Both runs seek the source the same way (`-ss` before `-i` decodes from
 //! the keyframe before and drops frames up to the point), so the scored
 //! pairs are the same frames. Scenes are written to a scratch directory
 //! removed however the task ends.
@@ -112,7 +114,7 @@ pub async fn sample_file(
     );
     let scratch = ScratchDir::new(tasks.config().scratch_dir.as_deref(), "sample")?;
     let scenes: Vec<PathBuf> = (0..spans.len())
-        .map(|i| scratch.file(&format!("scene-{i}.mkv")))
+        .map(|i| scratch.file(&format!("scene-{i}.mp4")))
         .collect();
     let logs: Vec<PathBuf> = (0..spans.len())
         .map(|i| scratch.file(&format!("vmaf-{i}.json")))
@@ -228,7 +230,7 @@ fn encode_command(
         for (name, value) in &setup.options {
             output = output.option(name, value);
         }
-        args = args.output(output.flag("-an").option("-f", "matroska"));
+        args = args.output(output.flag("-an").option("-f", "mp4"));
     }
     Ok(args)
 }
@@ -291,7 +293,7 @@ mod tests {
             Path::new("/in/src.mp4"),
             &[(1.0, 2.0), (5.0, 2.0)],
             (640, 360),
-            &[PathBuf::from("/s/scene-0.mkv"), PathBuf::from("/s/scene-1.mkv")],
+            &[PathBuf::from("/s/scene-0.mp4"), PathBuf::from("/s/scene-1.mp4")],
             &[PathBuf::from("/s/vmaf-0.json"), PathBuf::from("/s/vmaf-1.json")],
             2,
         );
