@@ -154,12 +154,14 @@ async fn a_targeted_ladder_reaches_its_targets_with_samples_run_in_parallel() {
             let record = env.store.get(node.task_id).await.unwrap().unwrap();
             spans.push((record.started_at.unwrap(), record.finished_at.unwrap()));
         }
-        let overlapping = spans.iter().enumerate().any(|(i, a)| {
-            spans[i + 1..]
-                .iter()
-                .any(|b| a.0 < b.1 && b.0 < a.1)
-        });
-        assert!(overlapping, "{rung}: samples ran one after another: {spans:?}");
+        let overlapping = spans
+            .iter()
+            .enumerate()
+            .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+        assert!(
+            overlapping,
+            "{rung}: samples ran one after another: {spans:?}"
+        );
     }
 
     // The package: every targeted rung at its picked CRF, measured.
@@ -172,7 +174,10 @@ async fn a_targeted_ladder_reaches_its_targets_with_samples_run_in_parallel() {
             .await
             .unwrap();
         let target = quality.target_vmaf.unwrap();
-        eprintln!("{}: samples {:?}; {quality:?}", quality.name, choice.samples);
+        eprintln!(
+            "{}: samples {:?}; {quality:?}",
+            quality.name, choice.samples
+        );
         assert_eq!(quality.crf, choice.crf);
         assert_eq!(quality.predicted_vmaf, Some(choice.predicted_vmaf));
         assert_eq!(quality.saved_percent, Some(choice.saved_percent));
@@ -233,7 +238,13 @@ async fn an_unreachable_target_fails_the_workflow_at_the_pick_naming_the_rung() 
         .await
         .unwrap_err();
     assert!(
-        matches!(error, spool_sdk::Error::NodeNotSucceeded { state: NodeState::Cancelled, .. }),
+        matches!(
+            error,
+            spool_sdk::Error::NodeNotSucceeded {
+                state: NodeState::Cancelled,
+                ..
+            }
+        ),
         "{error}"
     );
     let status = handle.finished(WAIT).await.unwrap();
@@ -250,7 +261,10 @@ async fn an_unreachable_target_fails_the_workflow_at_the_pick_naming_the_rung() 
         assert!(reason.contains(words), "{words:?} in {reason:?}");
     }
     // Nothing was packaged.
-    assert_eq!(status.node(&package_node).unwrap().state, NodeState::Cancelled);
+    assert_eq!(
+        status.node(&package_node).unwrap().state,
+        NodeState::Cancelled
+    );
     assert!(!env.outputs.join("streams/unreachable/hls").exists());
 
     worker.stop().await;
@@ -279,8 +293,17 @@ async fn a_package_takes_per_rung_crfs_and_refuses_a_target_without_a_pick() {
         ],
     );
     let id = client.enqueue(package).await.unwrap();
-    let out = client.task::<Package>(id).unwrap().wait(WAIT).await.unwrap();
-    let crfs: Vec<_> = out.quality.iter().map(|q| (q.name.as_str(), q.crf)).collect();
+    let out = client
+        .task::<Package>(id)
+        .unwrap()
+        .wait(WAIT)
+        .await
+        .unwrap();
+    let crfs: Vec<_> = out
+        .quality
+        .iter()
+        .map(|q| (q.name.as_str(), q.crf))
+        .collect();
     assert_eq!(crfs, [("360p", 20), ("240p", 40)]);
     let (fine, coarse) = (&out.quality[0], &out.quality[1]);
     assert!(fine.target_vmaf.is_none() && fine.predicted_vmaf.is_none());

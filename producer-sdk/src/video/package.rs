@@ -498,8 +498,14 @@ mod tests {
             ..Rendition::new("x", 360, 800, 96).target_vmaf(90.0)
         }]);
         assert!(both.check_rung_quality().unwrap_err().contains("both"));
-        let absurd = Package::new("in.mp4", "out").ladder(vec![Rendition::new("x", 360, 800, 96).target_vmaf(120.0)]);
-        assert!(absurd.check_rung_quality().unwrap_err().contains("from 0 to 100"));
+        let absurd = Package::new("in.mp4", "out")
+            .ladder(vec![Rendition::new("x", 360, 800, 96).target_vmaf(120.0)]);
+        assert!(
+            absurd
+                .check_rung_quality()
+                .unwrap_err()
+                .contains("from 0 to 100")
+        );
     }
 
     #[test]

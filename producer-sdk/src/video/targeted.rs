@@ -681,7 +681,12 @@ mod tests {
         assert!(ok.validate().is_ok());
         assert!(SampleEncode::new("a.mp4", "x", 721, 23).validate().is_err());
         assert!(SampleEncode::new("a.mp4", "x", 720, 52).validate().is_err());
-        assert!(ok.clone().scenes(0, Duration::from_secs(1)).validate().is_err());
+        assert!(
+            ok.clone()
+                .scenes(0, Duration::from_secs(1))
+                .validate()
+                .is_err()
+        );
         assert!(ok.scenes(2, Duration::from_millis(10)).validate().is_err());
         assert_eq!(SampleEncode::NAME, "video.sample_encode");
         assert_eq!(CrfPick::NAME, "video.crf_pick");

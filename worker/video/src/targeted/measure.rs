@@ -96,10 +96,7 @@ pub async fn measure_rungs(
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let args = measure_command(source, &renditions, &sizes, &logs, &videos, threads);
-    let options = RunOptions::new(
-        StageBand::VALIDATING.named("measure VMAF"),
-        cancel.clone(),
-    );
+    let options = RunOptions::new(StageBand::VALIDATING.named("measure VMAF"), cancel.clone());
     tasks
         .runner()
         .run(&args, options, |progress| {
@@ -152,10 +149,7 @@ fn hls_parts(dir: &Path, name: &str) -> Result<Vec<PathBuf>, VideoError> {
     uris.extend(media.segments.iter().map(|s| s.uri.as_str()));
     uris.into_iter()
         .map(|uri| {
-            let bare = !uri.is_empty()
-                && !uri.contains(['/', '\\'])
-                && uri != ".."
-                && uri != ".";
+            let bare = !uri.is_empty() && !uri.contains(['/', '\\']) && uri != ".." && uri != ".";
             if bare {
                 Ok(dir.join(uri))
             } else {
@@ -180,7 +174,11 @@ fn dash_parts(dir: &Path, index: usize) -> Result<Vec<PathBuf>, VideoError> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_str()?.to_owned();
-            let number = name.strip_prefix(&prefix)?.strip_suffix(".m4s")?.parse().ok()?;
+            let number = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".m4s")?
+                .parse()
+                .ok()?;
             Some((number, entry.path()))
         })
         .collect();
@@ -273,7 +271,10 @@ mod tests {
         )
         .unwrap();
         let parts = hls_parts(&hls_dir, "720p").unwrap();
-        assert_eq!(parts, [hls_dir.join("720p_00000.ts"), hls_dir.join("720p_00001.ts")]);
+        assert_eq!(
+            parts,
+            [hls_dir.join("720p_00000.ts"), hls_dir.join("720p_00001.ts")]
+        );
     }
 
     #[test]
@@ -296,7 +297,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["init-stream1.m4s", "chunk-stream1-00002.m4s", "chunk-stream1-00010.m4s"]
+            [
+                "init-stream1.m4s",
+                "chunk-stream1-00002.m4s",
+                "chunk-stream1-00010.m4s"
+            ]
         );
         let joined = dir.file("joined");
         concatenate(&parts, &joined).unwrap();

@@ -18,9 +18,7 @@ mod sample;
 use std::collections::HashMap;
 
 use spool_broker::workflow::{NodeState, ParentResult};
-use spool_sdk::video::{
-    CrfChoice, CrfPick, Package, RungQuality, SampleEncode, SampleScore,
-};
+use spool_sdk::video::{CrfChoice, CrfPick, Package, RungQuality, SampleEncode, SampleScore};
 use spool_worker::{Handler, TaskContext, TaskError};
 use tracing::info;
 
@@ -75,7 +73,13 @@ async fn sample(
     };
     let sampled = async {
         let source = storage
-            .local_path(&input, scratch.as_ref(), "input", &reporter, StageBand::DOWNLOADING)
+            .local_path(
+                &input,
+                scratch.as_ref(),
+                "input",
+                &reporter,
+                StageBand::DOWNLOADING,
+            )
             .await?;
         sample_file(tasks, task, &source, Some(&reporter), ctx.cancellation()).await
     }

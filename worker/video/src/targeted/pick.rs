@@ -136,7 +136,10 @@ fn interpolate(curve: &[Sample], crf: u8, value: impl Fn(&Sample) -> f64) -> f64
     } else if crf > last.0 {
         (&curve[curve.len() - 2], last)
     } else {
-        let index = curve.iter().position(|s| s.0 > crf).unwrap_or(curve.len() - 1);
+        let index = curve
+            .iter()
+            .position(|s| s.0 > crf)
+            .unwrap_or(curve.len() - 1);
         (&curve[index - 1], &curve[index])
     };
     let fraction = (f64::from(crf) - f64::from(low.0)) / (f64::from(high.0) - f64::from(low.0));

@@ -22,7 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spool_sdk::video::{HardwarePolicy, RateControl, Rendition, SampleEncode, SampleScore, SceneScore};
+use spool_sdk::video::{
+    HardwarePolicy, RateControl, Rendition, SampleEncode, SampleScore, SceneScore,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -120,7 +122,8 @@ pub async fn sample_file(
         .map(|i| scratch.file(&format!("vmaf-{i}.json")))
         .collect();
     let sampled: f64 = spans.iter().map(|(_, length)| length).sum();
-    let [encode_band, score_band] = StageBand::PROCESSING.split(["encode samples", "score samples"]);
+    let [encode_band, score_band] =
+        StageBand::PROCESSING.split(["encode samples", "score samples"]);
     let report = |progress: crate::RunProgress| {
         if let Some(reporter) = reporter {
             reporter.run(&progress);
@@ -128,12 +131,22 @@ pub async fn sample_file(
     };
 
     let encode = encode_command(tasks, task, source, &spans, (width, height), &scenes)?;
-    let options = RunOptions::new(encode_band, cancel.clone()).duration(Duration::from_secs_f64(sampled));
+    let options =
+        RunOptions::new(encode_band, cancel.clone()).duration(Duration::from_secs_f64(sampled));
     tasks.runner().run(&encode, options, report).await?;
 
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let score = score_command(task, source, &spans, (width, height), &scenes, &logs, threads);
-    let options = RunOptions::new(score_band, cancel.clone()).duration(Duration::from_secs_f64(sampled));
+    let score = score_command(
+        task,
+        source,
+        &spans,
+        (width, height),
+        &scenes,
+        &logs,
+        threads,
+    );
+    let options =
+        RunOptions::new(score_band, cancel.clone()).duration(Duration::from_secs_f64(sampled));
     tasks.runner().run(&score, options, report).await?;
 
     let mut out = Vec::with_capacity(spans.len());
@@ -260,7 +273,9 @@ fn score_command(
         graph.push(format!(
             "[{reference}:v:0]scale={width}:{height}:flags=bicubic,setpts=PTS-STARTPTS,format=yuv420p[r{index}]"
         ));
-        graph.push(format!("[{index}:v:0]setpts=PTS-STARTPTS,format=yuv420p[d{index}]"));
+        graph.push(format!(
+            "[{index}:v:0]setpts=PTS-STARTPTS,format=yuv420p[d{index}]"
+        ));
         graph.push(format!(
             "[d{index}][r{index}]libvmaf=model=version={}:log_fmt=json:log_path={}:n_threads={threads}:shortest=1[m{index}]",
             task.vmaf_model.as_str(),
@@ -293,8 +308,14 @@ mod tests {
             Path::new("/in/src.mp4"),
             &[(1.0, 2.0), (5.0, 2.0)],
             (640, 360),
-            &[PathBuf::from("/s/scene-0.mp4"), PathBuf::from("/s/scene-1.mp4")],
-            &[PathBuf::from("/s/vmaf-0.json"), PathBuf::from("/s/vmaf-1.json")],
+            &[
+                PathBuf::from("/s/scene-0.mp4"),
+                PathBuf::from("/s/scene-1.mp4"),
+            ],
+            &[
+                PathBuf::from("/s/vmaf-0.json"),
+                PathBuf::from("/s/vmaf-1.json"),
+            ],
             2,
         );
         let text: Vec<String> = args
@@ -305,7 +326,9 @@ mod tests {
         let graph = text.iter().find(|a| a.contains("libvmaf")).unwrap();
         assert!(graph.contains("[2:v:0]scale=640:360"), "{graph}");
         assert!(graph.contains("[3:v:0]scale=640:360"), "{graph}");
-        assert!(graph.contains("[d1][r1]libvmaf=model=version=vmaf_v0.6.1:log_fmt=json:log_path=/s/vmaf-1.json"));
+        assert!(graph.contains(
+            "[d1][r1]libvmaf=model=version=vmaf_v0.6.1:log_fmt=json:log_path=/s/vmaf-1.json"
+        ));
         assert_eq!(text.iter().filter(|a| *a == "-ss").count(), 2);
     }
 }

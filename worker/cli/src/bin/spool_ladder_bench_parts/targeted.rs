@@ -23,6 +23,9 @@ use spool_video::targeted::{MeasuredRung, measure_rungs, pick_crf, sample_file};
 use spool_video::{FfmpegArgs, Input, MediaInfo, Output, RunOptions, StageBand, VideoTasks};
 use tokio_util::sync::CancellationToken;
 
+/// Every rung's bitrate ceiling: far above what any CRF in range spends.
+const UNBOUND_KBPS: u32 = 100_000;
+
 /// What the targeted phase is asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -125,9 +128,15 @@ pub(crate) async fn run(
     let media = tasks.ffprobe()?.probe(&clip).await?;
     let target = VmafTarget::new(settings.target_vmaf).context("--target-vmaf is 0 to 100")?;
     let search = &settings.search;
+    // The default ladder's heights, with ceilings that do not bind: the
+    // CRF alone sets each rung's quality (a binding `-maxrate` lowers the
+    // achieved VMAF below the samples' prediction, which the package
+    // reports, but that is the ceiling's doing, not the pick's).
     let requested: Vec<Rendition> = Rendition::default_ladder()
         .into_iter()
-        .map(|r| r.target_vmaf(target.get()))
+        .map(|r| {
+            Rendition::new(r.name, r.height, UNBOUND_KBPS, r.audio_kbps).target_vmaf(target.get())
+        })
         .collect();
     let package = Package::new("scenes.mp4", "targeted")
         .ladder(requested.clone())
@@ -157,7 +166,10 @@ pub(crate) async fn run(
             })
         })
         .collect();
-    eprintln!("sampling: {} sample encodes at CRFs {crfs:?}…", samples.len());
+    eprintln!(
+        "sampling: {} sample encodes at CRFs {crfs:?}…",
+        samples.len()
+    );
     let started = Instant::now();
     let scores = try_join_all(
         samples
@@ -196,12 +208,25 @@ pub(crate) async fn run(
         rung.crf = Some(search.fixed_crf);
     }
     eprintln!("packaging the targeted ladder…");
-    let (targeted_wall, targeted_measured) =
-        package_and_measure(tasks, &package, &targeted, &media, &clip, &workdir.join("targeted"))
-            .await?;
+    let (targeted_wall, targeted_measured) = package_and_measure(
+        tasks,
+        &package,
+        &targeted,
+        &media,
+        &clip,
+        &workdir.join("targeted"),
+    )
+    .await?;
     eprintln!("packaging the fixed-CRF ladder…");
-    let (fixed_wall, fixed_measured) =
-        package_and_measure(tasks, &package, &fixed, &media, &clip, &workdir.join("fixed")).await?;
+    let (fixed_wall, fixed_measured) = package_and_measure(
+        tasks,
+        &package,
+        &fixed,
+        &media,
+        &clip,
+        &workdir.join("fixed"),
+    )
+    .await?;
 
     let rungs = plan
         .rungs
@@ -262,7 +287,14 @@ async fn package_and_measure(
     dir: &Path,
 ) -> Result<(Duration, Vec<MeasuredRung>)> {
     std::fs::create_dir_all(dir.join("hls"))?;
-    let command = package_command(package, plan, &tasks.encoders(), media.has_audio(), clip, dir)?;
+    let command = package_command(
+        package,
+        plan,
+        &tasks.encoders(),
+        media.has_audio(),
+        clip,
+        dir,
+    )?;
     let cancel = CancellationToken::new();
     let options = RunOptions::new(StageBand::PROCESSING, cancel.clone()).duration(media.duration);
     let started = Instant::now();
