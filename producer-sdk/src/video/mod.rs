@@ -9,6 +9,8 @@
 //! | [`Transcode`] | `video.transcode` | `default` (`gpu` when [`HardwarePolicy::Require`]) | [`TranscodeOutput`] |
 //! | [`Analyze`] | `video.analyze` | `analysis` | [`AnalysisReport`] |
 //! | `Package` | `video.package` | `streaming` | HLS/DASH outputs |
+//! | [`SampleEncode`] | `video.sample_encode` | `default` | [`SampleScore`] |
+//! | [`CrfPick`] | `video.crf_pick` | `default` | [`CrfChoice`] |
 //!
 //! Each type's `validate` checks its numbers against [`limits`] (even frame
 //! sizes, CRF and bitrate ranges, thread counts…); the client calls it on
@@ -46,12 +48,14 @@
 mod analyze;
 mod location;
 mod package;
+mod targeted;
 mod transcode;
 mod validate;
 
 pub use analyze::*;
 pub use location::{Location, ObjectUrl, Parsed, Scheme};
 pub use package::*;
+pub use targeted::*;
 pub use transcode::*;
 pub use validate::limits;
 pub(crate) use validate::validate_any;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Location;
 use spool_broker::{QueueName, Task, TaskOptions};
 
-use super::{Codec, Preset};
+use super::{Codec, Preset, VmafTarget};
 
 /// Packages `input` into an adaptive-bitrate ladder under `output_dir`
 /// (`video.package`, queue `streaming`).
@@ -164,6 +164,34 @@ impl Package {
         self
     }
 
+    /// Checks each rung's CRF (up to the codec's maximum), target (0–100)
+    /// and that no rung has both.
+    pub(crate) fn check_rung_quality(&self) -> Result<(), String> {
+        for rung in self.rungs() {
+            let name = &rung.name;
+            if let Some(crf) = rung.crf {
+                if rung.target_vmaf.is_some() {
+                    return Err(format!(
+                        "rendition {name} has both a CRF and a target VMAF; give one"
+                    ));
+                }
+                if crf > self.codec.max_crf() {
+                    return Err(format!(
+                        "rendition {name}: CRF {crf} is above {}, {}'s maximum",
+                        self.codec.max_crf(),
+                        self.codec
+                    ));
+                }
+            }
+            if rung.target_vmaf.is_some_and(|t| t.get() > 100.0) {
+                return Err(format!(
+                    "rendition {name}: a target VMAF must be from 0 to 100"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The rungs asked for: [`ladder`](Self::ladder), or the default one.
     #[must_use]
     pub fn rungs(&self) -> Vec<Rendition> {
@@ -240,6 +268,17 @@ pub struct Rendition {
     pub video_kbps: u32,
     /// AAC bitrate in kb/s, when the source has audio.
     pub audio_kbps: u32,
+    /// Encode at this CRF (capped at `video_kbps`, which then bounds the
+    /// peak) instead of at `video_kbps`; the achieved VMAF is measured and
+    /// reported in [`PackageOutput::quality`]. Default: `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crf: Option<u8>,
+    /// Encode at the CRF that reaches this VMAF, picked for the source by
+    /// a `video.crf_pick` parent of the package's workflow node (see
+    /// [`TargetedLadder`](super::TargetedLadder)); capped at `video_kbps`
+    /// like [`crf`](Self::crf). Default: `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_vmaf: Option<VmafTarget>,
 }
 
 impl Rendition {
@@ -251,7 +290,27 @@ impl Rendition {
             height,
             video_kbps,
             audio_kbps,
+            crf: None,
+            target_vmaf: None,
         }
+    }
+
+    /// The same rung at a fixed CRF (capped at its `video_kbps`).
+    #[must_use]
+    pub fn crf(mut self, crf: u8) -> Self {
+        self.crf = Some(crf);
+        self.target_vmaf = None;
+        self
+    }
+
+    /// The same rung at the CRF that reaches `vmaf` (0–100, kept to a
+    /// hundredth; out of range, the package is refused on validation).
+    #[must_use]
+    pub fn target_vmaf(mut self, vmaf: f64) -> Self {
+        // An impossible target becomes one the validation names.
+        self.target_vmaf = Some(VmafTarget::new(vmaf).unwrap_or(VmafTarget::INVALID));
+        self.crf = None;
+        self
     }
 
     /// The default ladder, for H.264 at 24–30 fps: 1080p at 5000 kb/s,
@@ -284,6 +343,37 @@ pub struct PackageOutput {
     /// (seconds on the wire).
     #[serde(with = "seconds")]
     pub duration: Duration,
+    /// Each rung encoded at a CRF ([`Rendition::crf`] or
+    /// [`Rendition::target_vmaf`]), tallest first: its CRF and measured
+    /// VMAF. Empty when every rung is encoded at a bitrate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<RungQuality>,
+}
+
+/// The quality of one rung encoded at a CRF, measured after the package's
+/// encode: the whole rendition against the source scaled to its size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RungQuality {
+    /// The rung's name.
+    pub name: String,
+    /// The CRF it was encoded at.
+    pub crf: u8,
+    /// The VMAF it was to reach, for a targeted rung.
+    pub target_vmaf: Option<f64>,
+    /// The VMAF its samples predicted at `crf`, for a targeted rung.
+    pub predicted_vmaf: Option<f64>,
+    /// The VMAF measured on the rendition (mean over its frames).
+    pub achieved_vmaf: f64,
+    /// The rendition's video bitrate, in kb/s (its video stream's bytes
+    /// over its duration).
+    pub kbps: f64,
+    /// The fixed-CRF ladder's CRF the pick was compared with, for a
+    /// targeted rung.
+    pub fixed_crf: Option<u8>,
+    /// The bitrate saved against `fixed_crf`, in percent, as measured on
+    /// the samples (the same scenes encoded at both CRFs), for a targeted
+    /// rung.
+    pub saved_percent: Option<f64>,
 }
 
 /// One rendition written.
@@ -382,6 +472,43 @@ mod tests {
     }
 
     #[test]
+    fn per_rung_quality_is_left_off_the_wire_when_unset() {
+        // A worker from before per-rung CRFs, strict about fields, still
+        // reads a plain rung; new fields round-trip.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code, reason = "only decoded")]
+        struct OldRendition {
+            name: String,
+            height: u32,
+            video_kbps: u32,
+            audio_kbps: u32,
+        }
+        let plain = Rendition::new("720p", 720, 2800, 128);
+        let bytes = spool_broker::encode_payload(&plain).expect("encodes");
+        assert!(spool_broker::decode_payload::<OldRendition>(&bytes).is_ok());
+        for rung in [plain.clone().crf(28), plain.target_vmaf(93.5)] {
+            let bytes = spool_broker::encode_payload(&rung).expect("encodes");
+            assert!(spool_broker::decode_payload::<OldRendition>(&bytes).is_err());
+            let back: Rendition = spool_broker::decode_payload(&bytes).expect("decodes");
+            assert_eq!(back, rung);
+        }
+        let both = Package::new("in.mp4", "out").ladder(vec![Rendition {
+            crf: Some(20),
+            ..Rendition::new("x", 360, 800, 96).target_vmaf(90.0)
+        }]);
+        assert!(both.check_rung_quality().unwrap_err().contains("both"));
+        let absurd = Package::new("in.mp4", "out")
+            .ladder(vec![Rendition::new("x", 360, 800, 96).target_vmaf(120.0)]);
+        assert!(
+            absurd
+                .check_rung_quality()
+                .unwrap_err()
+                .contains("from 0 to 100")
+        );
+    }
+
+    #[test]
     fn output_round_trips() {
         let output = PackageOutput {
             hls_master: Some(PathBuf::from("/srv/out/cat/hls/master.m3u8")),
@@ -395,6 +522,7 @@ mod tests {
             }],
             segment_duration: Duration::from_secs(4),
             duration: Duration::from_millis(10_010),
+            quality: Vec::new(),
         };
         let bytes = spool_broker::encode_payload(&output).expect("encodes");
         let back: PackageOutput = spool_broker::decode_payload(&bytes).expect("decodes");

@@ -137,6 +137,10 @@ pub(crate) fn validate_any<T: Task>(task: &T) -> Result<()> {
         task.validate()
     } else if let Some(task) = any.downcast_ref::<Package>() {
         task.validate()
+    } else if let Some(task) = any.downcast_ref::<super::SampleEncode>() {
+        task.validate()
+    } else if let Some(task) = any.downcast_ref::<super::CrfPick>() {
+        task.validate()
     } else {
         Ok(())
     }
@@ -278,7 +282,8 @@ impl Package {
             return invalid::<Self>("neither HLS nor DASH is asked for");
         }
         limits::check_ladder(&self.rungs(), self.segment_duration, self.audio_kbps)
-            .or_else(invalid::<Self>)
+            .or_else(invalid::<Self>)?;
+        self.check_rung_quality().or_else(invalid::<Self>)
     }
 }
 

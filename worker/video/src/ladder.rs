@@ -41,6 +41,10 @@ pub struct Rung {
     pub video_kbps: u32,
     /// AAC bitrate in kb/s, used when the source has audio.
     pub audio_kbps: u32,
+    /// The CRF to encode at, capped at `video_kbps`; `None`: at
+    /// `video_kbps`. The package sets it for rungs with a CRF or a target
+    /// VMAF.
+    pub crf: Option<u8>,
 }
 
 impl Rung {
@@ -184,6 +188,7 @@ pub fn plan(
             height: r.height,
             video_kbps: r.video_kbps,
             audio_kbps: audio_kbps.unwrap_or(r.audio_kbps),
+            crf: r.crf,
         })
         .collect();
     if rungs.is_empty() {
@@ -202,6 +207,7 @@ pub fn plan(
             height: own_height,
             video_kbps: scale_kbps(smallest.video_kbps, area).max(1),
             audio_kbps: audio_kbps.unwrap_or(smallest.audio_kbps),
+            crf: None,
         });
     }
     Ok(Ladder {

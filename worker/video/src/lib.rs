@@ -27,6 +27,8 @@
 //! - [`storage`]: `s3://`, `gs://` and `az://` inputs and outputs: the
 //!   allow-list, a bounded scratch directory, downloads and multipart
 //!   uploads through `object_store`.
+//! - [`targeted`]: quality-targeted ladders: sample encodes, the CRF
+//!   pick, and the achieved VMAF of a package's CRF rungs.
 //! - [`progress`]: stage bands (probing 0–5 %, processing 5–95 %,
 //!   validating 95–100 %) onto the task's progress reports.
 //!
@@ -75,6 +77,7 @@ pub mod runner;
 pub mod scores;
 mod spawner;
 pub mod storage;
+pub mod targeted;
 mod tee;
 mod trace;
 mod transcode;
@@ -84,7 +87,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spool_broker::{Broker, Task as _};
-use spool_sdk::video::{Analyze, Package, Transcode};
+use spool_sdk::video::{Analyze, CrfPick, Package, SampleEncode, Transcode};
 
 pub use self::analyze::AnalyzeHandler;
 pub use self::clip::TestClip;
@@ -265,7 +268,13 @@ impl VideoTasks {
 }
 
 /// The wire names of the video tasks.
-pub const TASK_NAMES: [&str; 3] = [Transcode::NAME, Analyze::NAME, Package::NAME];
+pub const TASK_NAMES: [&str; 5] = [
+    Transcode::NAME,
+    Analyze::NAME,
+    Package::NAME,
+    SampleEncode::NAME,
+    CrfPick::NAME,
+];
 
 /// How long a worker without video tasks puts back a video task it
 /// fetched, for a worker with them: 30 s, long enough not to spin on a
@@ -275,7 +284,7 @@ pub const LEAVE_DELAY: Duration = Duration::from_secs(30);
 /// Registers the video tasks on a [`Worker`], as a builder step.
 pub trait WithVideoTasks: Sized {
     /// Registers the video tasks: `video.transcode` and `video.analyze`
-    /// (and `video.package`). Serve the queues they route to (`default`,
+    /// (and `video.package`, `video.sample_encode` and `video.crf_pick`). Serve the queues they route to (`default`,
     /// `analysis`, `streaming`, and `gpu` for hardware encodes).
     #[must_use]
     fn with_video_tasks(self, tasks: &VideoTasks) -> Self;
@@ -293,6 +302,8 @@ impl<B: Broker> WithVideoTasks for Worker<B> {
         self.register::<Transcode, _>(TranscodeHandler::new(tasks))
             .register::<Analyze, _>(AnalyzeHandler::new(tasks))
             .register::<Package, _>(PackageHandler::new(tasks))
+            .register::<SampleEncode, _>(targeted::SampleEncodeHandler::new(tasks))
+            .register::<CrfPick, _>(targeted::CrfPickHandler)
     }
 
     fn leave_video_tasks(self, delay: Duration) -> Self {

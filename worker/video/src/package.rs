@@ -229,14 +229,16 @@ async fn package_into(
         Destination::Bucket { scratch, .. } => scratch.path(),
     };
     let reported = PathBuf::from(dest.display());
+    let crfs = crate::targeted::RungCrfs::resolve(tasks, task, ctx.parents())?;
     let media = tasks.ffprobe()?.probe(input).await?;
-    let ladder = ladder::plan(
+    let mut ladder = ladder::plan(
         (media.video.width, media.video.height),
         media.video.frame_rate,
         &task.rungs(),
         task.segment_duration,
         task.audio_kbps,
     )?;
+    crfs.apply(&mut ladder);
     if !ladder.dropped.is_empty() {
         info!(
             dropped = ?ladder.dropped,
@@ -317,6 +319,18 @@ async fn package_into(
     let dash = dash.map_err(checked)?;
     let renditions = rendition_outputs(&ladder, hls.as_ref(), dash.as_ref())?;
     let duration = packaged_duration(hls.as_ref(), dash.as_ref());
+    // Rungs at a CRF: the achieved quality, measured before publishing.
+    let measured = crate::targeted::measure_rungs(
+        tasks,
+        input,
+        staging.path(),
+        &ladder,
+        hls.is_some(),
+        Some(reporter),
+        ctx.cancellation(),
+    )
+    .await?;
+    let quality = crfs.report(&ladder, &measured);
 
     let formats: Vec<&str> = [(task.formats.hls, "hls"), (task.formats.dash, "dash")]
         .into_iter()
@@ -345,6 +359,7 @@ async fn package_into(
         renditions,
         segment_duration: task.segment_duration,
         duration,
+        quality,
     };
     info!(
         output_dir = %dest.display(),
@@ -465,14 +480,19 @@ impl LadderEncode {
             .collect();
         for (index, rung) in rungs.iter().enumerate() {
             let stream = |name| stream_option(name, index);
-            options.push((
-                stream(PerStream::VideoBitrate),
-                format!("{}k", rung.video_kbps),
-            ));
+            // A rung at a CRF (capped CRF: the encoder's quality mode, its
+            // peak held to the rung's bitrate), else at its bitrate.
+            match rung.crf {
+                Some(crf) => options.push((stream(PerStream::VideoCrf), crf.to_string())),
+                None => options.push((
+                    stream(PerStream::VideoBitrate),
+                    format!("{}k", rung.video_kbps),
+                )),
+            }
             // A capped peak keeps the manifests' bandwidths honest. SVT-AV1
             // takes a maximum bitrate only in CRF mode: its VBR runs
             // uncapped.
-            if task.codec != Codec::Av1 {
+            if task.codec != Codec::Av1 || rung.crf.is_some() {
                 options.push((
                     stream(PerStream::VideoMaxRate),
                     format!("{}k", rung.max_kbps()),
@@ -600,6 +620,7 @@ fn stream_option(name: PerStream, index: usize) -> &'static str {
     const _: () = assert!(ladder::MAX_RUNGS == 10);
     let names: [&'static str; ladder::MAX_RUNGS] = match name {
         PerStream::VideoBitrate => per_stream!("-b:v"),
+        PerStream::VideoCrf => per_stream!("-crf:v"),
         PerStream::VideoMaxRate => per_stream!("-maxrate:v"),
         PerStream::VideoBuffer => per_stream!("-bufsize:v"),
         PerStream::AudioBitrate => per_stream!("-b:a"),
@@ -611,6 +632,7 @@ fn stream_option(name: PerStream, index: usize) -> &'static str {
 #[derive(Debug, Clone, Copy)]
 enum PerStream {
     VideoBitrate,
+    VideoCrf,
     VideoMaxRate,
     VideoBuffer,
     AudioBitrate,

@@ -18,6 +18,14 @@
 //! time and of FFmpeg's CPU time (user + system, from `getrusage` of the
 //! reaped children) are reported. Prints a table, or with `--json` one JSON
 //! object on the last line.
+//!
+//! With `--targeted` it measures a quality-targeted ladder instead (see
+//! `spool_ladder_bench_parts/targeted.rs`): the samples' wall time, each
+//! rung's chosen CRF, predicted and achieved VMAF, and the bitrate saved
+//! against the fixed-CRF ladder, both packaged whole.
+
+#[path = "spool_ladder_bench_parts/targeted.rs"]
+mod targeted;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,6 +78,20 @@ struct Args {
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Measure a quality-targeted ladder against the fixed-CRF one instead
+    /// (on a clip of four moving scenes, each `--scene-seconds` long).
+    #[arg(long)]
+    targeted: bool,
+    /// `--targeted`: the VMAF every rung aims at.
+    #[arg(long, default_value_t = 93.0)]
+    target_vmaf: f64,
+    /// `--targeted`: the fixed-CRF ladder's CRF.
+    #[arg(long, default_value_t = 23)]
+    fixed_crf: u8,
+    /// `--targeted`: the length of each of the clip's four scenes, in
+    /// seconds.
+    #[arg(long, default_value_t = 4)]
+    scene_seconds: u32,
 }
 
 fn parse_preset(text: &str) -> Result<Preset, String> {
@@ -151,6 +173,18 @@ async fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&workdir)
         .with_context(|| format!("cannot create {}", workdir.display()))?;
+    if args.targeted {
+        let outcome = run_targeted(&args, &workdir).await;
+        if temporary {
+            let _ = std::fs::remove_dir_all(&workdir);
+        }
+        let report = outcome?;
+        targeted::print_table(&report);
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        return Ok(());
+    }
     let outcome = run(&args, &workdir).await;
     if temporary {
         let _ = std::fs::remove_dir_all(&workdir);
@@ -161,6 +195,32 @@ async fn main() -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+async fn run_targeted(args: &Args, workdir: &Path) -> Result<targeted::TargetedReport> {
+    let workdir = workdir.canonicalize()?;
+    let config = VideoConfig {
+        ffmpeg: args.ffmpeg.clone(),
+        input_roots: vec![workdir.clone()],
+        output_root: workdir.clone(),
+        ..VideoConfig::default()
+    };
+    eprintln!("probing FFmpeg (trial encodes)…");
+    let tasks = VideoTasks::new(config)?;
+    let settings = targeted::Settings {
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        scene_seconds: args.scene_seconds,
+        preset: args.preset,
+        segment: args.segment,
+        target_vmaf: args.target_vmaf,
+        search: spool_sdk::video::CrfSearch {
+            fixed_crf: args.fixed_crf,
+            ..spool_sdk::video::CrfSearch::default()
+        },
+    };
+    targeted::run(&tasks, &settings, &workdir).await
 }
 
 async fn run(args: &Args, workdir: &Path) -> Result<Report> {
