@@ -44,12 +44,14 @@
 //! ```
 
 mod analyze;
+mod ingest;
 mod location;
 mod package;
 mod transcode;
 mod validate;
 
 pub use analyze::*;
+pub use ingest::*;
 pub use location::{Location, ObjectUrl, Parsed, Scheme};
 pub use package::*;
 pub use transcode::*;

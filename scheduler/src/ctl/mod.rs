@@ -24,6 +24,7 @@ mod dead;
 mod dead_purge;
 mod dead_retry;
 mod follow;
+mod ingest;
 mod inspect;
 mod pause;
 mod purge;
@@ -53,6 +54,7 @@ pub use self::dead_retry::{DeadRetryReport, check_entry_ids, dead_retry, dead_re
 pub use self::follow::{
     DEFAULT_FOLLOW_POLL, FollowOutcome, MAX_FOLLOWED, task_follow, tasks_follow,
 };
+pub use self::ingest::{IngestReport, IngestRequest, ingest};
 pub use self::inspect::{RegisteredReport, RegisteredRow, registered, registered_report};
 pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};

@@ -57,6 +57,7 @@
 
 mod analyze;
 pub mod args;
+pub mod chunk;
 mod clip;
 mod config;
 pub mod encoder;
@@ -290,12 +291,15 @@ pub trait WithVideoTasks: Sized {
 
 impl<B: Broker> WithVideoTasks for Worker<B> {
     fn with_video_tasks(self, tasks: &VideoTasks) -> Self {
-        self.register::<Transcode, _>(TranscodeHandler::new(tasks))
+        let worker = self
+            .register::<Transcode, _>(TranscodeHandler::new(tasks))
             .register::<Analyze, _>(AnalyzeHandler::new(tasks))
-            .register::<Package, _>(PackageHandler::new(tasks))
+            .register::<Package, _>(PackageHandler::new(tasks));
+        chunk::register(worker, tasks)
     }
 
     fn leave_video_tasks(self, delay: Duration) -> Self {
         self.leave_for_others(&TASK_NAMES, delay)
+            .leave_for_others(&chunk::TASK_NAMES, delay)
     }
 }
