@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use spool_tests::video::VideoEnv;
-use spool_tests::{TestRedis, redis_url, spool_worker};
+use spool_tests::bins::spool_worker;
+use spool_tests::{TestRedis, redis_url};
 use spool_video::{FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand};
 use tokio_util::sync::CancellationToken;
 

@@ -203,7 +203,7 @@ pub async fn ingest<B: Broker + Clone>(broker: &B, request: &IngestRequest) -> R
     match handle.wait(timeout).await {
         Ok(done) => fill(&mut report, &done),
         Err(spool_sdk::Error::NodeNotSucceeded { node, state, error }) => {
-            report.state = WorkflowState::Failed.to_string();
+            report.state = "failed".to_owned();
             report.error = Some(format!(
                 "{node} {state}: {}",
                 error.as_deref().unwrap_or("no error recorded")
