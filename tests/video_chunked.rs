@@ -26,6 +26,7 @@ use spool_sdk::video::{
     ChunkOutput, ChunkPolicy, Codec, EncodeChunk, Ingest, IngestOutput, Preset, RateControl,
     chunk_node,
 };
+use spool_sdk::workflow::WorkflowState;
 use spool_tests::TestRedis;
 use spool_tests::video::{VideoEnv, ffmpeg_or_skip, no_ffmpeg, report};
 
@@ -77,6 +78,12 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
         seen.push(item.unwrap());
     }
     let last = seen.last().expect("at least one snapshot");
+    assert_eq!(
+        last.state,
+        WorkflowState::Succeeded,
+        "{:?}",
+        chunked.workflow().status().await
+    );
     assert_eq!(last.frames_total, 150 * 2, "encode and analysis count the source's frames");
     assert_eq!(last.frames_done, last.frames_total);
     assert!(
@@ -134,6 +141,7 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
     assert!(whole_done.split.is_none() && whole_done.transcode.is_some());
     let vmaf = |out: &IngestOutput| out.analysis.as_ref().unwrap().vmaf.as_ref().unwrap().mean;
     let (chunked_vmaf, whole_vmaf) = (vmaf(&done), vmaf(&whole_done));
+    eprintln!("VMAF: chunked {chunked_vmaf:.3}, whole {whole_vmaf:.3}");
     assert!(
         (chunked_vmaf - whole_vmaf).abs() <= 0.5,
         "chunked VMAF {chunked_vmaf:.3} vs whole {whole_vmaf:.3}"
