@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use spool_tests::video::VideoEnv;
 use spool_tests::bins::spool_worker;
+use spool_tests::video::VideoEnv;
 use spool_tests::{TestRedis, redis_url};
 use spool_video::{FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand};
 use tokio_util::sync::CancellationToken;
@@ -53,10 +53,7 @@ pub async fn scene_clip(
         args = args.input(Input::lavfi(format!(
             "sine=frequency=440:sample_rate=48000:duration={total}"
         )));
-        out = out
-            .map("3:a")
-            .option("-c:a", "aac")
-            .option("-b:a", "96k");
+        out = out.map("3:a").option("-c:a", "aac").option("-b:a", "96k");
     }
     let args = args.output(out.option("-f", "mp4"));
     FfmpegRunner::new(&env.ffmpeg)
@@ -83,7 +80,13 @@ pub fn video_worker_process(redis: &TestRedis, env: &VideoEnv, extra: &[&str]) -
         .env("SPOOL_QUEUES", "default,analysis,streaming")
         .env("SPOOL_LOG", "warn")
         .args(["--processes", "0", "--concurrency", "1", "--prefetch", "1"])
-        .args(["--no-probe", "--metrics-addr", "none", "--poll-interval", "100ms"])
+        .args([
+            "--no-probe",
+            "--metrics-addr",
+            "none",
+            "--poll-interval",
+            "100ms",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -80,7 +80,9 @@ async fn bad_inputs_fall_back_or_fail_with_the_stage_named() {
     write(
         &env,
         &FfmpegArgs::new()
-            .input(Input::lavfi("sine=frequency=440:sample_rate=48000:duration=3"))
+            .input(Input::lavfi(
+                "sine=frequency=440:sample_rate=48000:duration=3",
+            ))
             .output(
                 Output::file(env.inputs.join("audio-only.m4a"))
                     .map("0:a")
@@ -93,13 +95,31 @@ async fn bad_inputs_fall_back_or_fail_with_the_stage_named() {
     let worker = video_worker_process(&redis, &env, &[]);
     let client = env.client(&redis);
 
-    let no_keys = quick("one-keyframe.mp4", "no-keys.mp4").submit(&client).await.unwrap();
-    let vfr = quick("vfr.mp4", "vfr-out.mp4").submit(&client).await.unwrap();
-    let audio_only = quick("audio-only.m4a", "audio-only.mp4").submit(&client).await.unwrap();
-    let silent = quick("silent.mp4", "silent-out.mp4").submit(&client).await.unwrap();
+    let no_keys = quick("one-keyframe.mp4", "no-keys.mp4")
+        .submit(&client)
+        .await
+        .unwrap();
+    let vfr = quick("vfr.mp4", "vfr-out.mp4")
+        .submit(&client)
+        .await
+        .unwrap();
+    let audio_only = quick("audio-only.m4a", "audio-only.mp4")
+        .submit(&client)
+        .await
+        .unwrap();
+    let silent = quick("silent.mp4", "silent-out.mp4")
+        .submit(&client)
+        .await
+        .unwrap();
 
     let whole: IngestOutput = no_keys.wait(WAIT).await.unwrap();
-    let reason = whole.split.as_ref().unwrap().fallback.clone().expect("a fallback");
+    let reason = whole
+        .split
+        .as_ref()
+        .unwrap()
+        .fallback
+        .clone()
+        .expect("a fallback");
     assert!(reason.contains("no boundary"), "{reason}");
     let encoded = whole.transcode.expect("encoded whole");
     assert!(whole.join.is_none());
@@ -132,7 +152,8 @@ async fn bad_inputs_fall_back_or_fail_with_the_stage_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_chunk_is_encoded_again_and_a_rerun_reuses_whole_ones() {
-    let Some(ffmpeg) = ffmpeg_or_skip("a_broken_chunk_is_encoded_again_and_a_rerun_reuses_whole_ones")
+    let Some(ffmpeg) =
+        ffmpeg_or_skip("a_broken_chunk_is_encoded_again_and_a_rerun_reuses_whole_ones")
     else {
         return;
     };
@@ -186,15 +207,14 @@ async fn a_broken_chunk_is_encoded_again_and_a_rerun_reuses_whole_ones() {
     let bytes = std::fs::read(&damaged).unwrap();
     std::fs::write(&damaged, &bytes[..bytes.len() / 3]).unwrap();
 
-    let rerun = ingest("rerun.mp4")
-        .key(&key)
-        .submit(&client)
-        .await
-        .unwrap();
+    let rerun = ingest("rerun.mp4").key(&key).submit(&client).await.unwrap();
     let done = rerun.wait(WAIT).await.unwrap();
     let join = done.join.expect("joined");
     assert_eq!(join.frames, 75);
-    assert!(join.reencoded.is_empty(), "the chunk node caught the damage first");
+    assert!(
+        join.reencoded.is_empty(),
+        "the chunk node caught the damage first"
+    );
     let mut reused = Vec::new();
     for chunk in 0..3 {
         let out: ChunkOutput = rerun
@@ -234,9 +254,15 @@ fn chunk_encodes(env: &VideoEnv) -> Vec<(u32, String)> {
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let program = cmdline.split_whitespace().next().unwrap_or_default().to_owned();
-            (program.ends_with("ffmpeg") && cmdline.contains(".spool-tmp") && cmdline.contains("chunk-"))
-                .then_some((pid, cmdline))
+            let program = cmdline
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (program.ends_with("ffmpeg")
+                && cmdline.contains(".spool-tmp")
+                && cmdline.contains("chunk-"))
+            .then_some((pid, cmdline))
         })
         .collect()
 }
@@ -269,9 +295,11 @@ async fn a_worker_killed_mid_chunk_reruns_that_chunk_only() {
             .into_iter()
             .find(|(pid, _)| parent_of(*pid) == victim_pid);
         if let Some((_, cmdline)) = &found {
-            hit = cmdline
-                .split_whitespace()
-                .find_map(|arg| arg.split("/.chunk-").nth(1).map(|rest| rest[..5].to_owned()));
+            hit = cmdline.split_whitespace().find_map(|arg| {
+                arg.split("/.chunk-")
+                    .nth(1)
+                    .map(|rest| rest[..5].to_owned())
+            });
         }
         async move { found.is_some() }
     })
@@ -293,7 +321,10 @@ async fn a_worker_killed_mid_chunk_reruns_that_chunk_only() {
         by.push((chunk, out.worker_pid, out.reused));
     }
     let (_, pid, _) = by[killed as usize];
-    assert_eq!(pid, survivor_pid, "the killed chunk ran again in the survivor: {by:?}");
+    assert_eq!(
+        pid, survivor_pid,
+        "the killed chunk ran again in the survivor: {by:?}"
+    );
     // A chunk that finished in the victim before it died was not encoded
     // again: its node kept the victim's output.
     for (chunk, pid, reused) in &by {

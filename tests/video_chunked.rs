@@ -30,7 +30,9 @@ use spool_sdk::workflow::WorkflowState;
 use spool_tests::TestRedis;
 use spool_tests::video::{VideoEnv, ffmpeg_or_skip, no_ffmpeg, report};
 
-use common::{frame_hashes, has_audio, keyframe_times, kill_hard, scene_clip, video_worker_process};
+use common::{
+    frame_hashes, has_audio, keyframe_times, kill_hard, scene_clip, video_worker_process,
+};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -66,10 +68,26 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
             .preset(Preset::Fast)
             .chunked(one_second_chunks())
     };
-    let chunked = ingest("chunked.mp4", 26).analyze(true).submit(&client).await.unwrap();
-    let whole = ingest("whole.mp4", 26).whole().analyze(true).submit(&client).await.unwrap();
-    let chunked_lossless = ingest("chunked-lossless.mp4", 0).submit(&client).await.unwrap();
-    let whole_lossless = ingest("whole-lossless.mp4", 0).whole().submit(&client).await.unwrap();
+    let chunked = ingest("chunked.mp4", 26)
+        .analyze(true)
+        .submit(&client)
+        .await
+        .unwrap();
+    let whole = ingest("whole.mp4", 26)
+        .whole()
+        .analyze(true)
+        .submit(&client)
+        .await
+        .unwrap();
+    let chunked_lossless = ingest("chunked-lossless.mp4", 0)
+        .submit(&client)
+        .await
+        .unwrap();
+    let whole_lossless = ingest("whole-lossless.mp4", 0)
+        .whole()
+        .submit(&client)
+        .await
+        .unwrap();
 
     // Progress across stages, as the chunked ingest runs.
     let mut progress = chunked.progress();
@@ -84,21 +102,34 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
         "{:?}",
         chunked.workflow().status().await
     );
-    assert_eq!(last.frames_total, 150 * 2, "encode and analysis count the source's frames");
+    assert_eq!(
+        last.frames_total,
+        150 * 2,
+        "encode and analysis count the source's frames"
+    );
     assert_eq!(last.frames_done, last.frames_total);
     assert!(
-        seen.windows(2).all(|w| w[0].frames_done <= w[1].frames_done),
+        seen.windows(2)
+            .all(|w| w[0].frames_done <= w[1].frames_done),
         "progress only moves forward: {:?}",
         seen.iter().map(|p| p.frames_done).collect::<Vec<_>>()
     );
-    assert!(last.stages.iter().any(|s| s.stage == "encode" && s.nodes == 6 + 3));
+    assert!(
+        last.stages
+            .iter()
+            .any(|s| s.stage == "encode" && s.nodes == 6 + 3)
+    );
 
     let done: IngestOutput = chunked.wait(WAIT).await.unwrap();
     let split = done.split.clone().expect("a split");
     assert_eq!(split.fallback, None);
     assert_eq!(split.frames, 150);
     let starts: Vec<u64> = split.chunks.iter().map(|c| c.first_frame).collect();
-    assert_eq!(starts, [0, 25, 50, 75, 100, 125], "cut at each keyframe past 1 s");
+    assert_eq!(
+        starts,
+        [0, 25, 50, 75, 100, 125],
+        "cut at each keyframe past 1 s"
+    );
     let join = done.join.clone().expect("a join");
     assert_eq!((join.frames, join.chunks, join.audio), (150, 6, true));
     assert!(join.reencoded.is_empty());
@@ -127,7 +158,11 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
                 .wait::<EncodeChunk>(&chunk_node(chunk), WAIT)
                 .await
                 .unwrap();
-            assert!(pids.contains(&out.worker_pid), "{} not in {pids:?}", out.worker_pid);
+            assert!(
+                pids.contains(&out.worker_pid),
+                "{} not in {pids:?}",
+                out.worker_pid
+            );
             assert!(!out.reused);
             ran_in.push(out.worker_pid);
         }
@@ -154,7 +189,10 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
     let whole_hashes = frame_hashes(&env.ffmpeg, &env.outputs.join("whole-lossless.mp4"));
     let source_hashes = frame_hashes(&env.ffmpeg, &source);
     assert_eq!(chunked_hashes.len(), 150);
-    assert_eq!(whole_hashes, source_hashes, "a lossless whole encode is the source's pictures");
+    assert_eq!(
+        whole_hashes, source_hashes,
+        "a lossless whole encode is the source's pictures"
+    );
     for chunk in lossless.split.unwrap().chunks.iter().skip(1) {
         let at = usize::try_from(chunk.first_frame).unwrap();
         for i in at - 3..at + 3 {

@@ -6,9 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use spool_broker::Broker;
 use spool_broker::workflow::WorkflowState;
-use spool_sdk::video::{
-    Boundaries, ChunkPolicy, Codec, Ingest, IngestOutput, Preset, RateControl,
-};
+use spool_sdk::video::{Boundaries, ChunkPolicy, Codec, Ingest, IngestOutput, Preset, RateControl};
 
 use super::Report;
 use crate::error::{Error, Result};
@@ -169,7 +167,10 @@ impl Report for IngestReport {
 /// [`Error::InvalidInput`] for settings a worker would refuse (a bad
 /// chunk length, an odd path); the broker's errors; a timeout while
 /// waiting.
-pub async fn ingest<B: Broker + Clone>(broker: &B, request: &IngestRequest) -> Result<IngestReport> {
+pub async fn ingest<B: Broker + Clone>(
+    broker: &B,
+    request: &IngestRequest,
+) -> Result<IngestReport> {
     let ingest = request.to_ingest();
     let workflow = ingest
         .workflow()
@@ -225,10 +226,7 @@ fn fill(report: &mut IngestReport, done: &IngestOutput) {
         .and_then(|a| a.vmaf.as_ref())
         .map(|v| v.mean);
     if let Some(package) = &done.package {
-        report.hls_master = package
-            .hls_master
-            .as_ref()
-            .map(|p| p.display().to_string());
+        report.hls_master = package.hls_master.as_ref().map(|p| p.display().to_string());
         report.dash_mpd = package.dash_mpd.as_ref().map(|p| p.display().to_string());
     }
 }

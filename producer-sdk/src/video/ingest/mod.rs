@@ -184,7 +184,8 @@ impl Ingest {
     /// Packages the source as an HLS and DASH ladder in `output_dir`, on
     /// the `streaming` queue, with the encode's preset.
     pub fn package(mut self, output_dir: impl Into<Location>) -> Self {
-        self.package = Some(Package::new(self.encode.input.clone(), output_dir).preset(self.encode.preset));
+        self.package =
+            Some(Package::new(self.encode.input.clone(), output_dir).preset(self.encode.preset));
         self
     }
 
@@ -250,10 +251,7 @@ impl Ingest {
     /// # Errors
     ///
     /// As [`Ingest::workflow`], and the broker's.
-    pub async fn submit<B: Broker>(
-        &self,
-        client: &crate::Client<B>,
-    ) -> Result<IngestHandle<B>> {
+    pub async fn submit<B: Broker>(&self, client: &crate::Client<B>) -> Result<IngestHandle<B>> {
         let wf = self.workflow()?;
         Ok(IngestHandle::new(client.submit_workflow(wf).await?))
     }
@@ -411,8 +409,21 @@ impl<B: Broker> IngestHandle<B> {
             let broken = status
                 .nodes
                 .iter()
-                .find(|n| matches!(n.state, NodeState::Failed | NodeState::DeadLettered | NodeState::Expired | NodeState::Revoked))
-                .or_else(|| status.nodes.iter().find(|n| n.state != NodeState::Succeeded));
+                .find(|n| {
+                    matches!(
+                        n.state,
+                        NodeState::Failed
+                            | NodeState::DeadLettered
+                            | NodeState::Expired
+                            | NodeState::Revoked
+                    )
+                })
+                .or_else(|| {
+                    status
+                        .nodes
+                        .iter()
+                        .find(|n| n.state != NodeState::Succeeded)
+                });
             if let Some(node) = broken {
                 return Err(Error::NodeNotSucceeded {
                     node: node.name.clone(),
@@ -433,17 +444,29 @@ impl<B: Broker> IngestHandle<B> {
             None
         };
         let transcode = if has(Ingest::ENCODE) {
-            Some(self.workflow.wait::<Transcode>(Ingest::ENCODE, timeout).await?)
+            Some(
+                self.workflow
+                    .wait::<Transcode>(Ingest::ENCODE, timeout)
+                    .await?,
+            )
         } else {
             None
         };
         let analysis = if has(Ingest::ANALYZE) {
-            Some(self.workflow.wait::<Analyze>(Ingest::ANALYZE, timeout).await?)
+            Some(
+                self.workflow
+                    .wait::<Analyze>(Ingest::ANALYZE, timeout)
+                    .await?,
+            )
         } else {
             None
         };
         let package = if has(Ingest::PACKAGE) {
-            Some(self.workflow.wait::<Package>(Ingest::PACKAGE, timeout).await?)
+            Some(
+                self.workflow
+                    .wait::<Package>(Ingest::PACKAGE, timeout)
+                    .await?,
+            )
         } else {
             None
         };
@@ -539,11 +562,17 @@ fn progress_of(
         done = total;
     }
     let secs = elapsed.as_secs_f64();
-    #[allow(clippy::cast_precision_loss, reason = "frame counts are far below 2^52")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "frame counts are far below 2^52"
+    )]
     let fps = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-    #[allow(clippy::cast_precision_loss, reason = "frame counts are far below 2^52")]
-    let eta = (fps > 0.0 && total >= done)
-        .then(|| Duration::from_secs_f64((total - done) as f64 / fps));
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "frame counts are far below 2^52"
+    )]
+    let eta =
+        (fps > 0.0 && total >= done).then(|| Duration::from_secs_f64((total - done) as f64 / fps));
     IngestProgress {
         state: status.state.clone(),
         frames_done: done,
@@ -575,7 +604,11 @@ mod tests {
         let ingest = Ingest::new("in.mp4", "out.mp4", Codec::H264)
             .analyze(true)
             .package("streams/in");
-        let spec = ingest.workflow().expect("valid").into_spec().expect("a spec");
+        let spec = ingest
+            .workflow()
+            .expect("valid")
+            .into_spec()
+            .expect("a spec");
         let names: Vec<&str> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["split", "analyze", "package"]);
         let queue = |name: &str| {
@@ -592,7 +625,10 @@ mod tests {
         assert_eq!(whole.encode_stage(), "encode");
         assert!(
             Ingest::new("in.mp4", "out.mp4", Codec::H264)
-                .chunked(ChunkPolicy::new(Duration::from_secs(1), Duration::from_secs(5)))
+                .chunked(ChunkPolicy::new(
+                    Duration::from_secs(1),
+                    Duration::from_secs(5)
+                ))
                 .workflow()
                 .is_err()
         );

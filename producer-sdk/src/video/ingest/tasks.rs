@@ -98,7 +98,9 @@ impl ChunkPolicy {
         if let Boundaries::Scenes { threshold } = self.boundaries
             && !(threshold > 0.0 && threshold < 1.0)
         {
-            return Err(format!("a scene threshold of {threshold} is outside (0, 1)"));
+            return Err(format!(
+                "a scene threshold of {threshold} is outside (0, 1)"
+            ));
         }
         Ok(())
     }

@@ -35,7 +35,10 @@ use spool_sdk::video::{
     ChunkOutput, ChunkPolicy, Codec, EncodeChunk, Ingest, Preset, RateControl, Transcode,
     chunk_node,
 };
-use spool_video::{FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, TranscodeHandler, VideoConfig, VideoTasks};
+use spool_video::{
+    FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, TranscodeHandler, VideoConfig,
+    VideoTasks,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Measure a chunked encode across worker processes against one FFmpeg.
@@ -43,7 +46,12 @@ use tokio_util::sync::CancellationToken;
 #[command(name = env!("CARGO_BIN_NAME"), version)]
 struct Args {
     /// The Redis to run through.
-    #[arg(long, env = "SPOOL_REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "SPOOL_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     redis_url: String,
     /// The FFmpeg to use (default: SPOOL_FFMPEG, then PATH).
     #[arg(long, env = "SPOOL_FFMPEG")]
@@ -186,8 +194,7 @@ async fn bench(args: &Args, workdir: &Path) -> Result<Figures> {
         output_root: workdir.to_owned(),
         ..VideoConfig::default()
     };
-    let video = tokio::task::spawn_blocking(move || VideoTasks::new(config))
-        .await??;
+    let video = tokio::task::spawn_blocking(move || VideoTasks::new(config)).await??;
     let ffmpeg = video.ffmpeg().to_owned();
     let source = workdir.join("source.mp4");
     eprintln!(
@@ -223,7 +230,12 @@ async fn bench(args: &Args, workdir: &Path) -> Result<Figures> {
         wall_s: single_wall,
         cpu_s: children_cpu() - cpu,
         vmaf: if args.vmaf {
-            Some(vmaf(&ffmpeg, &workdir.join("single.mp4"), &source, args.vmaf_every)?)
+            Some(vmaf(
+                &ffmpeg,
+                &workdir.join("single.mp4"),
+                &source,
+                args.vmaf_every,
+            )?)
         } else {
             None
         },
@@ -239,7 +251,10 @@ async fn bench(args: &Args, workdir: &Path) -> Result<Figures> {
         run.speedup = single.wall_s / run.wall_s;
     }
     Ok(Figures {
-        clip: format!("{}x{} {} fps {} s", args.width, args.height, args.fps, args.seconds),
+        clip: format!(
+            "{}x{} {} fps {} s",
+            args.width, args.height, args.fps, args.seconds
+        ),
         frames,
         codec: args.codec.to_string(),
         preset: args.preset.as_str().to_owned(),
@@ -302,13 +317,24 @@ fn spawn_worker(args: &Args, workdir: &Path, ffmpeg: &Path, prefix: &str) -> Res
         .env("SPOOL_QUEUES", "default")
         .env("SPOOL_LOG", "warn")
         .args(["--processes", "0", "--concurrency", "1", "--prefetch", "1"])
-        .args(["--no-probe", "--metrics-addr", "none", "--poll-interval", "100ms"])
+        .args([
+            "--no-probe",
+            "--metrics-addr",
+            "none",
+            "--poll-interval",
+            "100ms",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
 }
 
-async fn chunked_run(args: &Args, workdir: &Path, ffmpeg: &Path, workers: usize) -> Result<ChunkedFigures> {
+async fn chunked_run(
+    args: &Args,
+    workdir: &Path,
+    ffmpeg: &Path,
+    workers: usize,
+) -> Result<ChunkedFigures> {
     let prefix = format!("spool-chunk-bench-{}", TaskId::new());
     let broker = RedisBroker::connect(RedisConfig {
         key_prefix: prefix.clone(),
@@ -327,7 +353,10 @@ async fn chunked_run(args: &Args, workdir: &Path, ffmpeg: &Path, workers: usize)
     let handle = Ingest::new("source.mp4", output.as_str(), args.codec)
         .rate(RateControl::Crf(args.crf))
         .preset(args.preset)
-        .chunked(ChunkPolicy::new(args.chunk, Duration::from_secs(2).min(args.chunk)))
+        .chunked(ChunkPolicy::new(
+            args.chunk,
+            Duration::from_secs(2).min(args.chunk),
+        ))
         .submit(&client)
         .await?;
     let done = handle.wait(Duration::from_secs(6 * 3600)).await;
@@ -356,7 +385,10 @@ async fn chunked_run(args: &Args, workdir: &Path, ffmpeg: &Path, workers: usize)
     // Warm shutdown, then reap: their CPU time counts once reaped.
     for child in &children {
         if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
     for mut child in children {
@@ -381,7 +413,12 @@ async fn chunked_run(args: &Args, workdir: &Path, ffmpeg: &Path, workers: usize)
     // own idle polling, which is small and counted here as encode).
     let encode_cpu = (cpu - split_s - join_s - validate_s).max(encode_cpu_hint.min(cpu));
     let vmaf_score = if args.vmaf {
-        Some(vmaf(ffmpeg, &workdir.join(&output), &workdir.join("source.mp4"), args.vmaf_every)?)
+        Some(vmaf(
+            ffmpeg,
+            &workdir.join(&output),
+            &workdir.join("source.mp4"),
+            args.vmaf_every,
+        )?)
     } else {
         None
     };
@@ -421,8 +458,17 @@ fn vmaf(ffmpeg: &Path, distorted: &Path, reference: &Path, every: u32) -> Result
         .output()?;
     let log = String::from_utf8_lossy(&out.stderr);
     log.lines()
-        .find_map(|l| l.split("VMAF score:").nth(1).and_then(|v| v.trim().parse().ok()))
-        .with_context(|| format!("no VMAF score from FFmpeg: {}", log.lines().last().unwrap_or("")))
+        .find_map(|l| {
+            l.split("VMAF score:")
+                .nth(1)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .with_context(|| {
+            format!(
+                "no VMAF score from FFmpeg: {}",
+                log.lines().last().unwrap_or("")
+            )
+        })
 }
 
 fn print_table(f: &Figures) {

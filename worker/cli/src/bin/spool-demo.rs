@@ -313,8 +313,14 @@ async fn run(
         .context("the worker failed")?;
     let (done, chunks) = steps?;
 
-    let report = done.analysis.as_ref().context("the ingest was not analysed")?;
-    let streams = done.package.as_ref().context("the ingest was not packaged")?;
+    let report = done
+        .analysis
+        .as_ref()
+        .context("the ingest was not analysed")?;
+    let streams = done
+        .package
+        .as_ref()
+        .context("the ingest was not packaged")?;
     let mean = |summary: Option<&spool_sdk::video::MetricSummary>, name: &str| {
         summary
             .map(|s| s.mean)
@@ -412,7 +418,13 @@ fn spawn_encoder(
         .env("SPOOL_QUEUES", "default")
         .env("SPOOL_LOG", "warn")
         .args(["--processes", "0", "--concurrency", "1", "--prefetch", "1"])
-        .args(["--no-probe", "--metrics-addr", "none", "--poll-interval", "100ms"])
+        .args([
+            "--no-probe",
+            "--metrics-addr",
+            "none",
+            "--poll-interval",
+            "100ms",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     if let Some(file) = &args.signing_key_file {
@@ -474,9 +486,10 @@ async fn pipeline(
         if packaged_at.is_none() && done("package") {
             packaged_at = Some(at);
         }
-        let eta = p
-            .eta
-            .map_or_else(|| "-".to_owned(), |eta| format!("{:.0} s", eta.as_secs_f64()));
+        let eta = p.eta.map_or_else(
+            || "-".to_owned(),
+            |eta| format!("{:.0} s", eta.as_secs_f64()),
+        );
         let stages: Vec<String> = p
             .stages
             .iter()

@@ -120,8 +120,9 @@ pub(super) async fn whole_chunk(tasks: &VideoTasks, path: &Path, span: &ChunkSpa
     }
     let verdict = match tasks.ffprobe() {
         Ok(ffprobe) => match index::read(ffprobe, path).await {
-            Ok(found) if found.frames.len() as u64 == span.frames
-                && found.frames.first().is_some_and(|f| f.key) =>
+            Ok(found)
+                if found.frames.len() as u64 == span.frames
+                    && found.frames.first().is_some_and(|f| f.key) =>
             {
                 return Some(span.frames);
             }
@@ -156,7 +157,10 @@ pub(super) struct EncodedChunk {
 /// to just before its first frame, writes exactly its frames, no audio;
 /// checks what was written (frame count, keyframe first) and renames it
 /// into place. A failed hardware encode falls back to the next encoder.
-#[allow(clippy::too_many_arguments, reason = "one call site each; a struct adds nothing")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site each; a struct adds nothing"
+)]
 pub(super) async fn encode_chunk(
     tasks: &VideoTasks,
     encode: &Transcode,
@@ -291,8 +295,11 @@ async fn encode_audio(
     let args = FfmpegArgs::new()
         .input(Input::file(&input))
         .output(out.option("-f", "matroska"));
-    let options = RunOptions::new(StageBand::PROCESSING.named("audio"), ctx.cancellation().clone())
-        .clean(temp.path());
+    let options = RunOptions::new(
+        StageBand::PROCESSING.named("audio"),
+        ctx.cancellation().clone(),
+    )
+    .clean(temp.path());
     let summary = tasks
         .runner()
         .run(&args, options, |progress| reporter.run(&progress))

@@ -115,7 +115,8 @@ struct FormatJson {
 }
 
 fn number(text: Option<&str>) -> Option<f64> {
-    text.and_then(|t| t.parse::<f64>().ok()).filter(|v| v.is_finite())
+    text.and_then(|t| t.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
 }
 
 /// Reads `file`'s index (absolute, inside the roots or a worker-written
@@ -179,7 +180,12 @@ pub(crate) async fn read(ffprobe: &Ffprobe, file: &Path) -> Result<PacketIndex, 
         .map_err(|e| VideoError::io("cannot wait for ffprobe", e))?;
     // Errors while reading packets (a corrupt file) count even when
     // ffprobe exits 0: a file it cannot read whole is not whole.
-    let words: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).take(3).collect();
+    let words: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
     if !status.success() {
         return Err(probe_error(if words.is_empty() {
             format!("ffprobe failed ({status})")

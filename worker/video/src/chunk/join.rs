@@ -73,7 +73,11 @@ fn concat_list(files: &[PathBuf]) -> String {
     list
 }
 
-async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<JoinOutput, VideoError> {
+async fn join(
+    tasks: &VideoTasks,
+    task: &Join,
+    ctx: &TaskContext,
+) -> Result<JoinOutput, VideoError> {
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
     task.encode
@@ -94,7 +98,10 @@ async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<Join
     for span in &task.chunks {
         let path = dir.join(super::chunk_file(span.index));
         if whole_chunk(tasks, &path, span).await.is_none() {
-            warn!(chunk = span.index, "the chunk is missing or broken at the join; encoding it again");
+            warn!(
+                chunk = span.index,
+                "the chunk is missing or broken at the join; encoding it again"
+            );
             let run = RunIdentity {
                 id: format!("{}-join", ctx.id()),
                 attempt: ctx.attempt(),
@@ -125,7 +132,9 @@ async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<Join
         None
     };
     let temp = TempOutput::new(&output, &ctx.id().to_string(), ctx.attempt())?;
-    let mut out = Output::file(temp.path()).map("0:v:0").option("-c:v", "copy");
+    let mut out = Output::file(temp.path())
+        .map("0:v:0")
+        .option("-c:v", "copy");
     let mut args = FfmpegArgs::new().input(Input::concat_list(&list));
     if task.audio {
         args = args.input(Input::file(&audio));
@@ -137,9 +146,12 @@ async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<Join
     }
     let args = args.output(out.option("-f", muxer));
     let started = Instant::now();
-    let options = RunOptions::new(StageBand::PROCESSING.named("join"), ctx.cancellation().clone())
-        .frames(task.frames)
-        .clean(temp.path());
+    let options = RunOptions::new(
+        StageBand::PROCESSING.named("join"),
+        ctx.cancellation().clone(),
+    )
+    .frames(task.frames)
+    .clean(temp.path());
     tasks
         .runner()
         .run(&args, options, |progress| reporter.run(&progress))
@@ -157,12 +169,13 @@ async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<Join
             message: "the encoded audio has no audio stream".to_owned(),
         });
     }
-    let report = validate::check_join(&joined, &source, &task.chunks, audio_extent).map_err(
-        |message| VideoError::Validation {
-            path: output.clone(),
-            message,
-        },
-    )?;
+    let report =
+        validate::check_join(&joined, &source, &task.chunks, audio_extent).map_err(|message| {
+            VideoError::Validation {
+                path: output.clone(),
+                message,
+            }
+        })?;
     let validate_time = started.elapsed();
     let bytes = std::fs::metadata(temp.path()).map_or(0, |m| m.len());
     temp.commit()?;
@@ -178,7 +191,11 @@ async fn join(tasks: &VideoTasks, task: &Join, ctx: &TaskContext) -> Result<Join
         validate_ms = validate_time.as_millis(),
         "joined"
     );
-    reporter.done(format!("{} chunks joined into {}", task.chunks.len(), output.display()));
+    reporter.done(format!(
+        "{} chunks joined into {}",
+        task.chunks.len(),
+        output.display()
+    ));
     Ok(JoinOutput {
         output: output.to_string_lossy().into_owned(),
         frames: report.frames,

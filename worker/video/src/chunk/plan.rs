@@ -131,10 +131,11 @@ pub(crate) fn cuts_at_times(frames: &[Frame], times: &[f64]) -> Vec<usize> {
         .filter_map(|&t| {
             let i = frames.partition_point(|f| f.pts < t);
             let candidates = [i.checked_sub(1), Some(i).filter(|&i| i < frames.len())];
-            candidates
-                .into_iter()
-                .flatten()
-                .min_by(|&a, &b| (frames[a].pts - t).abs().total_cmp(&(frames[b].pts - t).abs()))
+            candidates.into_iter().flatten().min_by(|&a, &b| {
+                (frames[a].pts - t)
+                    .abs()
+                    .total_cmp(&(frames[b].pts - t).abs())
+            })
         })
         .collect();
     cuts.dedup();
@@ -188,7 +189,8 @@ mod tests {
     #[test]
     fn no_keyframe_or_a_short_source_is_encoded_whole() {
         let f = frames(250, 25.0, &[0]);
-        let Err(Whole::Because(why)) = plan(&f, &keyframe_cuts(&f), 0.04, 0.0, &policy(3, 1)) else {
+        let Err(Whole::Because(why)) = plan(&f, &keyframe_cuts(&f), 0.04, 0.0, &policy(3, 1))
+        else {
             panic!("expected a fallback");
         };
         assert!(why.contains("no boundary"), "{why}");
@@ -208,9 +210,30 @@ mod tests {
         assert!(is_variable_rate(&vfr, 0.04));
         assert_eq!(cuts_at_times(&f, &[1.01, 2.0, 2.0]), [25, 50]);
         let spans = [
-            ChunkSpan { index: 0, first_frame: 0, frames: 10, start_us: 0, duration_us: 1, seek_us: 0 },
-            ChunkSpan { index: 1, first_frame: 10, frames: 30, start_us: 1, duration_us: 1, seek_us: 0 },
-            ChunkSpan { index: 2, first_frame: 40, frames: 10, start_us: 2, duration_us: 1, seek_us: 0 },
+            ChunkSpan {
+                index: 0,
+                first_frame: 0,
+                frames: 10,
+                start_us: 0,
+                duration_us: 1,
+                seek_us: 0,
+            },
+            ChunkSpan {
+                index: 1,
+                first_frame: 10,
+                frames: 30,
+                start_us: 1,
+                duration_us: 1,
+                seek_us: 0,
+            },
+            ChunkSpan {
+                index: 2,
+                first_frame: 40,
+                frames: 10,
+                start_us: 2,
+                duration_us: 1,
+                seek_us: 0,
+            },
         ];
         let order: Vec<u32> = longest_first(&spans).iter().map(|s| s.index).collect();
         assert_eq!(order, [1, 0, 2]);

@@ -135,14 +135,18 @@ async fn split(
                 let chunk = EncodeChunk::new(task.encode.clone(), key.clone(), span);
                 let name = chunk_node(span.index);
                 if task.encode.hardware == HardwarePolicy::Require {
-                    ctx.add_child(&name, &EncodeChunkOnGpu(chunk)).map_err(add)?;
+                    ctx.add_child(&name, &EncodeChunkOnGpu(chunk))
+                        .map_err(add)?;
                 } else {
                     ctx.add_child(&name, &chunk).map_err(add)?;
                 }
             }
             if wants_audio {
-                ctx.add_child(Ingest::AUDIO, &EncodeAudio::new(task.encode.clone(), key.clone()))
-                    .map_err(add)?;
+                ctx.add_child(
+                    Ingest::AUDIO,
+                    &EncodeAudio::new(task.encode.clone(), key.clone()),
+                )
+                .map_err(add)?;
             }
             let join = Join {
                 encode: task.encode.clone(),

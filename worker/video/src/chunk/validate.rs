@@ -56,7 +56,9 @@ pub(crate) fn check_join(
     for (i, dts) in output.dts.iter().enumerate() {
         if let Some(dts) = dts {
             if last_dts.is_some_and(|last| *dts <= last) {
-                return Err(format!("its decode timestamps go back at packet {i} ({dts:.6} s)"));
+                return Err(format!(
+                    "its decode timestamps go back at packet {i} ({dts:.6} s)"
+                ));
             }
             last_dts = Some(*dts);
         }
@@ -173,8 +175,8 @@ mod tests {
 
         let mut repeated = pts.clone();
         repeated[51] = repeated[50];
-        let err = check_join(&index(&repeated, &[0, 50], None), &source, &chunks, None)
-            .unwrap_err();
+        let err =
+            check_join(&index(&repeated, &[0, 50], None), &source, &chunks, None).unwrap_err();
         assert!(err.contains("repeated"), "{err}");
 
         let mut gap = pts.clone();
