@@ -175,8 +175,10 @@ mod tests {
 
         let mut repeated = pts.clone();
         repeated[51] = repeated[50];
-        let err =
-            check_join(&index(&repeated, &[0, 50], None), &source, &chunks, None).unwrap_err();
+        let mut repeated = index(&repeated, &[0, 50], None);
+        // Decode times still increase: only presentation repeats.
+        repeated.dts = pts.iter().map(|&p| Some(p)).collect();
+        let err = check_join(&repeated, &source, &chunks, None).unwrap_err();
         assert!(err.contains("repeated"), "{err}");
 
         let mut gap = pts.clone();
