@@ -27,6 +27,9 @@
 //! - [`storage`]: `s3://`, `gs://` and `az://` inputs and outputs: the
 //!   allow-list, a bounded scratch directory, downloads and multipart
 //!   uploads through `object_store`.
+//! - [`chunk`]: chunked encoding (`video.split`, `video.encode_chunk`,
+//!   `video.encode_audio`, `video.join`): split at keyframes or scene
+//!   cuts, chunks on any worker, a validated stream-copy join.
 //! - [`progress`]: stage bands (probing 0–5 %, processing 5–95 %,
 //!   validating 95–100 %) onto the task's progress reports.
 //!
