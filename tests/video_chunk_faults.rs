@@ -41,7 +41,7 @@ async fn write(env: &VideoEnv, args: &FfmpegArgs) {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot write a test input: {e}"));
 }
 
 /// The frames of `file`, decoded.
