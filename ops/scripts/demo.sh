@@ -18,5 +18,9 @@ cd "$SPOOL_ROOT"
 
 mapfile -t locked < <(cargo_locked_flag)
 
+# The demo starts two spool-worker processes for the chunked encode: build
+# it beside spool-demo.
+log "cargo build --release -p spool-worker-cli --bin spool-worker --bin spool-demo"
+cargo build --release "${locked[@]}" -p spool-worker-cli --bin spool-worker --bin spool-demo
 log "cargo run --release -p spool-worker-cli --bin spool-demo"
 exec cargo run --release "${locked[@]}" -p spool-worker-cli --bin spool-demo -- "$@"

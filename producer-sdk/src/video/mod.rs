@@ -46,6 +46,7 @@
 //! ```
 
 mod analyze;
+mod ingest;
 mod location;
 mod package;
 mod targeted;
@@ -53,6 +54,7 @@ mod transcode;
 mod validate;
 
 pub use analyze::*;
+pub use ingest::*;
 pub use location::{Location, ObjectUrl, Parsed, Scheme};
 pub use package::*;
 pub use targeted::*;

@@ -161,6 +161,11 @@ enum Command {
     /// List the worker processes in the registry, with their load.
     Workers,
 
+    /// Submit a video ingest as one workflow: probe and split, encode
+    /// (in chunks across workers, or whole), analyze against the source,
+    /// package HLS and DASH. Exits 1 when waited for and it failed.
+    Ingest(Box<IngestArgs>),
+
     /// Ask the live workers, through their registry records.
     Inspect {
         #[command(subcommand)]
@@ -771,6 +776,12 @@ async fn run(cli: Cli, access: &Connection) -> Result<Outcome> {
             let broker = connect(access).await?;
             ctl::render(&ctl::dead_purge(&broker, &queue, yes).await?, format)?
         }
+        Command::Ingest(args) => {
+            let broker = connect(access).await?;
+            let report = ctl::ingest(&broker, &args.to_request()).await?;
+            let code = u8::try_from(report.exit_code()).unwrap_or(1);
+            return Ok(Outcome::PrintAndExit(ctl::render(&report, format)?, code));
+        }
         Command::Revoke { id, ttl, force } => {
             let broker = connect(access).await?;
             let mut request = ctl::RevokeRequest::new(id);
@@ -1001,4 +1012,84 @@ mod tests {
         let other = anyhow::anyhow!("something else");
         assert!(!describe(&other, &connection).contains("timeout"));
     }
+}
+
+/// `spoolctl ingest`'s flags.
+#[derive(Debug, clap::Args)]
+struct IngestArgs {
+    /// The source, inside the workers' input roots.
+    input: String,
+    /// The encode (.mp4, .mkv or .mov), inside the workers' output root.
+    output: String,
+    /// The codec: h264, hevc or av1.
+    #[arg(long, default_value = "h264", value_parser = parse_codec)]
+    codec: spool_sdk::video::Codec,
+    /// The constant rate factor.
+    #[arg(long, default_value_t = 23)]
+    crf: u8,
+    /// The speed preset, as x264 names them.
+    #[arg(long, default_value = "medium", value_parser = parse_preset)]
+    preset: spool_sdk::video::Preset,
+    /// The length chunks aim for.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    chunk: Duration,
+    /// The shortest chunk.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    min_chunk: Duration,
+    /// Cut at scene changes scoring above this (0 to 1) instead of at
+    /// keyframes.
+    #[arg(long, value_name = "SCORE")]
+    scenes: Option<f32>,
+    /// Encode the whole file in one FFmpeg run instead of chunks.
+    #[arg(long)]
+    whole: bool,
+    /// Score the encode against the source (VMAF, PSNR, SSIM).
+    #[arg(long)]
+    analyze: bool,
+    /// Package the source as HLS and DASH into this directory.
+    #[arg(long, value_name = "DIR")]
+    package: Option<String>,
+    /// Name the chunk directory (a-z, 0-9, -): an ingest with the same key
+    /// reuses the chunks an earlier one finished.
+    #[arg(long)]
+    key: Option<String>,
+    /// Wait this long for the workflow to finish and print its outputs.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
+}
+
+impl IngestArgs {
+    fn to_request(&self) -> ctl::IngestRequest {
+        let mut request = ctl::IngestRequest::new(self.input.clone(), self.output.clone());
+        request.codec = self.codec;
+        request.crf = self.crf;
+        request.preset = self.preset;
+        request.chunk = (!self.whole).then_some(self.chunk);
+        request.min_chunk = self.min_chunk;
+        request.scene_threshold = self.scenes;
+        request.analyze = self.analyze;
+        request.package.clone_from(&self.package);
+        request.key.clone_from(&self.key);
+        request.wait = self.wait;
+        request
+    }
+}
+
+fn parse_codec(name: &str) -> Result<spool_sdk::video::Codec, String> {
+    use spool_sdk::video::Codec;
+    [Codec::H264, Codec::Hevc, Codec::Av1]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| "expected h264, hevc or av1".to_owned())
+}
+
+fn parse_preset(name: &str) -> Result<spool_sdk::video::Preset, String> {
+    use spool_sdk::video::Preset;
+    Preset::ALL
+        .into_iter()
+        .find(|p| p.as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = Preset::ALL.iter().map(|p| p.as_str()).collect();
+            format!("expected one of {}", names.join(", "))
+        })
 }

@@ -25,6 +25,7 @@ mod dead_purge;
 mod dead_retry;
 mod dead_show;
 mod follow;
+mod ingest;
 mod inspect;
 mod pause;
 mod purge;
@@ -55,6 +56,7 @@ pub use self::dead_show::{DeadShowReport, MAX_DEAD_SCAN, dead_show};
 pub use self::follow::{
     DEFAULT_FOLLOW_POLL, FollowOutcome, MAX_FOLLOWED, task_follow, tasks_follow,
 };
+pub use self::ingest::{IngestReport, IngestRequest, ingest};
 pub use self::inspect::{RegisteredReport, RegisteredRow, registered, registered_report};
 pub use self::pause::{PauseReport, pause, resume};
 pub use self::purge::{PurgeReport, check_purge_confirmed, purge};

@@ -45,6 +45,29 @@ impl Input {
         }
     }
 
+    /// A concat list the worker wrote itself (`ffconcat version 1.0`,
+    /// absolute paths of files it wrote): FFmpeg's `concat` demuxer with
+    /// `-safe 0` (the paths are absolute), the `file` protocol only, and
+    /// the listed files read by [`INPUT_FORMATS`] demuxers only. Never for
+    /// a user's file: [`formats`](super::formats) refuses those.
+    #[must_use]
+    pub fn concat_list(path: impl Into<PathBuf>) -> Self {
+        Self {
+            options: vec![
+                "-protocol_whitelist".into(),
+                "file".into(),
+                // The concat demuxer passes the list to the files it opens.
+                "-format_whitelist".into(),
+                format!("concat,{INPUT_FORMATS}").into(),
+                "-f".into(),
+                "concat".into(),
+                "-safe".into(),
+                "0".into(),
+            ],
+            source: Source::File(path.into()),
+        }
+    }
+
     /// A graph of FFmpeg's `lavfi` device (`testsrc2=s=320x240:d=2`), for
     /// generated test media. No protocol is allowed.
     #[must_use]

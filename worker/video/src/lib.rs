@@ -29,6 +29,9 @@
 //!   uploads through `object_store`.
 //! - [`targeted`]: quality-targeted ladders: sample encodes, the CRF
 //!   pick, and the achieved VMAF of a package's CRF rungs.
+//! - [`chunk`]: chunked encoding (`video.split`, `video.encode_chunk`,
+//!   `video.encode_audio`, `video.join`): split at keyframes or scene
+//!   cuts, chunks on any worker, a validated stream-copy join.
 //! - [`progress`]: stage bands (probing 0–5 %, processing 5–95 %,
 //!   validating 95–100 %) onto the task's progress reports.
 //!
@@ -59,6 +62,7 @@
 
 mod analyze;
 pub mod args;
+pub mod chunk;
 mod clip;
 mod config;
 pub mod encoder;
@@ -299,14 +303,17 @@ pub trait WithVideoTasks: Sized {
 
 impl<B: Broker> WithVideoTasks for Worker<B> {
     fn with_video_tasks(self, tasks: &VideoTasks) -> Self {
-        self.register::<Transcode, _>(TranscodeHandler::new(tasks))
+        let worker = self
+            .register::<Transcode, _>(TranscodeHandler::new(tasks))
             .register::<Analyze, _>(AnalyzeHandler::new(tasks))
             .register::<Package, _>(PackageHandler::new(tasks))
             .register::<SampleEncode, _>(targeted::SampleEncodeHandler::new(tasks))
-            .register::<CrfPick, _>(targeted::CrfPickHandler)
+            .register::<CrfPick, _>(targeted::CrfPickHandler);
+        chunk::register(worker, tasks)
     }
 
     fn leave_video_tasks(self, delay: Duration) -> Self {
         self.leave_for_others(&TASK_NAMES, delay)
+            .leave_for_others(&chunk::TASK_NAMES, delay)
     }
 }

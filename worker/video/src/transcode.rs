@@ -120,7 +120,7 @@ fn scale_arguments(size: Option<Size>) -> String {
 }
 
 /// The video filter chain: scale, frame rate, pixel format.
-fn video_filter(size: Option<Size>, fps: Option<Fps>, pixel_filter: &str) -> String {
+pub(crate) fn video_filter(size: Option<Size>, fps: Option<Fps>, pixel_filter: &str) -> String {
     let mut chain = format!("[0:v:0]scale={}:flags=bicubic", scale_arguments(size));
     if let Some(fps) = fps {
         chain.push_str(&format!(",fps={}/{}", fps.num, fps.den));

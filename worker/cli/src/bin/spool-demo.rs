@@ -1,23 +1,30 @@
 //! `spool-demo`: Spool's main job end to end, on a real Redis.
 //!
-//! An "upload" becomes an encode, quality scores and streams:
+//! An "upload" becomes an encode, quality scores and streams, as ONE
+//! ingest workflow (`spool_sdk::video::Ingest`):
 //!
 //! 1. a test clip is generated with FFmpeg's `lavfi` sources (a moving
-//!    test pattern and a tone; 10 s of 1080p by default);
-//! 2. `video.transcode` encodes it (queue `default`);
+//!    test pattern with a keyframe every 2 s, and a tone; 10 s of 1080p
+//!    by default);
+//! 2. `video.split` plans chunks at its keyframes (`--chunk`, 2 s by
+//!    default) and adds a `video.encode_chunk` per chunk, one
+//!    `video.encode_audio` and the `video.join` (queue `default`), served
+//!    by two `spool-worker` processes, so the chunks are encoded side by
+//!    side; the join copies them into one file and validates it;
 //! 3. `video.analyze` scores the encode against the clip: VMAF, PSNR and
 //!    SSIM (queue `analysis`);
 //! 4. `video.package` turns the clip into an HLS and DASH ladder in one
 //!    FFmpeg run (queue `streaming`).
 //!
-//! Steps 2 to 4 are submitted as ONE workflow (`transcode -> analyze ->
-//! package`): the worker runs each node when the one before it succeeded,
-//! so the pipeline no longer depends on this process waiting between
-//! steps. Each task goes through Redis to a worker running in this
-//! process, and its record and progress through a SQLite job store. Progress is printed
-//! as it comes; the scores and the output paths at the end. With `--json`
-//! the last line is one JSON object with `vmaf`, `psnr`, `ssim` (pooled
-//! means), `hls_master` and `dash_mpd` (absolute paths).
+//! Analysis and packaging run in a worker inside this process, after the
+//! join. Progress across the stages is printed as it comes (frames done
+//! over total, fps, ETA); then the chunk map (which process encoded which
+//! chunk, and how long it took), the per-stage times, the scores and the
+//! output paths. With `--json` the last line is one JSON object with
+//! `vmaf`, `psnr`, `ssim` (pooled means), `hls_master` and `dash_mpd`
+//! (absolute paths), and the chunk figures (`chunks`, `seconds.split`,
+//! `seconds.join`, `seconds.validate`). Without a `spool-worker` beside
+//! this binary, the in-process worker encodes the chunks too.
 //!
 //! The Redis keys live under a fresh prefix that is deleted at the end;
 //! the files stay in `--workdir`.
@@ -30,14 +37,16 @@ use clap::Parser;
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use spool_broker::store::JobStore;
-use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, SigningKeys, Task, TaskId};
+use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, SigningKeys, TaskId};
 use spool_sdk::Client;
 use spool_sdk::video::{
-    AnalysisReport, Analyze, Codec, Package, PackageOutput, Preset, RateControl, Transcode,
-    TranscodeOutput,
+    ChunkOutput, ChunkPolicy, Codec, EncodeChunk, Ingest, IngestOutput, Preset, RateControl,
+    chunk_node,
 };
-use spool_sdk::workflow::{Workflow, WorkflowHandle};
-use spool_video::{TestClip, VideoConfig, VideoTasks, WithVideoTasks};
+use spool_video::{
+    FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, VideoConfig, VideoTasks,
+    WithVideoTasks,
+};
 use spool_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +88,12 @@ struct Args {
     /// The encoders' speed preset, as x264 names them.
     #[arg(long, default_value = "veryfast", value_parser = parse_preset)]
     preset: Preset,
+    /// The length chunks aim for (the clip has a keyframe every 2 s).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    chunk: Duration,
+    /// How many `spool-worker` processes encode the chunks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=16))]
+    encode_workers: u16,
     /// How long each task may take before the demo gives up.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
@@ -118,8 +133,15 @@ struct Summary {
     encoder: String,
     /// The ladder's renditions, as `name WxH`.
     renditions: Vec<String>,
-    /// Seconds each step took, enqueue to result.
+    /// Seconds each step took: `transcode` from the submit to the join's
+    /// end (split, chunks, audio, join), `analyze` and `package` from
+    /// then to their end (they run side by side); `split`, `join` and
+    /// `validate` as the tasks measured them.
     seconds: StepTimes,
+    /// The chunks, in output order.
+    chunks: Vec<ChunkRow>,
+    /// Why the split encoded the clip whole, if it did.
+    fallback: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -128,6 +150,22 @@ struct StepTimes {
     transcode: f64,
     analyze: f64,
     package: f64,
+    split: f64,
+    join: f64,
+    validate: f64,
+}
+
+/// One chunk of the chunk map.
+#[derive(Debug, Serialize)]
+struct ChunkRow {
+    index: u32,
+    start_s: f64,
+    end_s: f64,
+    frames: u64,
+    /// The worker process that encoded it.
+    pid: u32,
+    encoder: String,
+    encode_s: f64,
 }
 
 #[tokio::main]
@@ -148,8 +186,9 @@ async fn main() -> Result<()> {
         .as_deref()
         .map(SigningKeys::from_file)
         .transpose()?;
+    let prefix = format!("spool-demo-{}", TaskId::new());
     let config = RedisConfig {
-        key_prefix: format!("spool-demo-{}", TaskId::new()),
+        key_prefix: prefix.clone(),
         signing,
         ..RedisConfig::from_url(&args.redis_url)
     };
@@ -161,7 +200,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("opening the job store {store_url}"))?;
 
-    let outcome = run(&args, &workdir, &broker, store).await;
+    let outcome = run(&args, &workdir, &broker, &prefix, store).await;
     // The keys go whatever happened; the files stay for a look.
     for queue in QueueName::ROUTED {
         broker.purge(&queue).await?;
@@ -178,6 +217,7 @@ async fn run(
     args: &Args,
     workdir: &Path,
     broker: &RedisBroker,
+    prefix: &str,
     store: JobStore,
 ) -> Result<Summary> {
     let video_config = VideoConfig {
@@ -213,23 +253,37 @@ async fn run(
         humantime::format_duration(args.duration),
         source.display()
     );
-    TestClip::new(args.width, args.height)
-        .fps(args.fps)
-        .seconds(args.duration.as_secs_f64())
-        .write(video.runner(), &source)
+    generate_clip(video.runner(), args, &source)
         .await
         .context("generating the clip")?;
     times.generate = started.elapsed().as_secs_f64();
 
+    // The chunks go to spool-worker processes when there are any to
+    // start; this process's worker takes what they do not serve.
+    let mut encoders = Vec::new();
+    match sibling_worker() {
+        Some(exe) if args.encode_workers > 0 => {
+            for _ in 0..args.encode_workers {
+                encoders.push(spawn_encoder(&exe, args, prefix, workdir, video.ffmpeg())?);
+            }
+            let pids: Vec<String> = encoders.iter().map(|c| c.id().to_string()).collect();
+            eprintln!(
+                "encoding chunks in {} spool-worker processes (pids {})",
+                encoders.len(),
+                pids.join(", ")
+            );
+        }
+        _ => eprintln!("encoding chunks in this process (no spool-worker beside it)"),
+    }
+    let mut queues = vec![QueueName::ANALYSIS, QueueName::STREAMING];
+    if encoders.is_empty() {
+        queues.push(QueueName::DEFAULT);
+    }
     let stop = CancellationToken::new();
     let worker = Worker::new(
         broker.clone(),
         WorkerConfig {
-            queues: vec![
-                QueueName::DEFAULT,
-                QueueName::ANALYSIS,
-                QueueName::STREAMING,
-            ],
+            queues,
             concurrency: 1,
             prefetch: 1,
             ..WorkerConfig::default()
@@ -242,17 +296,43 @@ async fn run(
     let client = Client::new(broker.clone()).with_store(store);
     let steps = pipeline(args, &client, &mut times).await;
     stop.cancel();
+    for child in &encoders {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for mut child in encoders {
+        let _ = child.wait();
+    }
     worker
         .await
         .context("the worker panicked")?
         .context("the worker failed")?;
-    let (encoded, report, streams) = steps?;
+    let (done, chunks) = steps?;
 
+    let report = done
+        .analysis
+        .as_ref()
+        .context("the ingest was not analysed")?;
+    let streams = done
+        .package
+        .as_ref()
+        .context("the ingest was not packaged")?;
     let mean = |summary: Option<&spool_sdk::video::MetricSummary>, name: &str| {
         summary
             .map(|s| s.mean)
             .with_context(|| format!("the analysis has no {name} score"))
     };
+    let split = done.split.as_ref();
+    let encoder = chunks
+        .iter()
+        .map(|c| c.encoder.clone())
+        .find(|e| !e.is_empty())
+        .or_else(|| done.transcode.as_ref().map(|t| t.encoder.clone()))
+        .unwrap_or_default();
     Ok(Summary {
         vmaf: mean(report.vmaf.as_ref(), "VMAF")?,
         psnr: mean(report.psnr.as_ref(), "PSNR")?,
@@ -264,85 +344,197 @@ async fn run(
         )?,
         dash_mpd: absolute(workdir, streams.dash_mpd.as_deref(), "DASH manifest")?,
         source,
-        encode: absolute(workdir, Some(Path::new(&encoded.output)), "encode")?,
-        encoder: encoded.encoder,
+        encode: absolute(workdir, Some(Path::new(&done.output)), "encode")?,
+        encoder,
         renditions: streams
             .renditions
             .iter()
             .map(|r| format!("{} {}x{}", r.name, r.width, r.height))
             .collect(),
         seconds: times,
+        chunks,
+        fallback: split.and_then(|s| s.fallback.clone()),
     })
 }
 
-/// Transcode, then analyze the encode against the clip, then package the
-/// clip, submitted as one workflow: the worker starts each node when the
-/// one before it succeeded. Each step's time runs from the end of the one
-/// before (from the submit, for the first) to its result.
+/// The clip: a moving test pattern with a keyframe every 2 s (where
+/// chunks may be cut) and a tone, near-lossless, as a reference for the
+/// scores.
+async fn generate_clip(runner: &FfmpegRunner, args: &Args, out: &Path) -> Result<()> {
+    let seconds = args.duration.as_secs_f64();
+    let ffargs = FfmpegArgs::new()
+        .input(Input::lavfi(format!(
+            "testsrc2=size={}x{}:rate={}:duration={seconds}",
+            args.width, args.height, args.fps
+        )))
+        .input(Input::lavfi(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        )))
+        .output(
+            Output::file(out)
+                .map("0:v")
+                .map("1:a")
+                .option("-c:v", "libx264")
+                .option("-preset", "ultrafast")
+                .option("-crf", 12)
+                .option("-g", args.fps * 2)
+                .option("-pix_fmt", "yuv420p")
+                .option("-c:a", "aac")
+                .option("-b:a", "96k")
+                .option("-f", "mp4"),
+        );
+    runner
+        .run(
+            &ffargs,
+            RunOptions::new(StageBand::PROCESSING, CancellationToken::new()),
+            |_| {},
+        )
+        .await?;
+    Ok(())
+}
+
+/// `spool-worker` beside this binary, if built.
+fn sibling_worker() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?.with_file_name("spool-worker");
+    exe.is_file().then_some(exe)
+}
+
+/// A `spool-worker` process serving the `default` queue (split, chunks,
+/// audio, join) under the demo's prefix, one task at a time.
+fn spawn_encoder(
+    exe: &Path,
+    args: &Args,
+    prefix: &str,
+    workdir: &Path,
+    ffmpeg: &Path,
+) -> Result<std::process::Child> {
+    let mut command = std::process::Command::new(exe);
+    command
+        .env("SPOOL_REDIS_URL", &args.redis_url)
+        .env("SPOOL_KEY_PREFIX", prefix)
+        .env("SPOOL_FFMPEG", ffmpeg)
+        .env("SPOOL_INPUT_ROOT", workdir)
+        .env("SPOOL_OUTPUT_ROOT", workdir)
+        .env("SPOOL_QUEUES", "default")
+        .env("SPOOL_LOG", "warn")
+        .args(["--processes", "0", "--concurrency", "1", "--prefetch", "1"])
+        .args([
+            "--no-probe",
+            "--metrics-addr",
+            "none",
+            "--poll-interval",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    if let Some(file) = &args.signing_key_file {
+        command.env("SPOOL_SIGNING_KEY_FILE", file);
+    }
+    command.spawn().context("starting spool-worker")
+}
+
+/// The ingest, submitted as one workflow; its progress printed as it
+/// comes; its stage times recorded.
 async fn pipeline(
     args: &Args,
     client: &Client<RedisBroker>,
     times: &mut StepTimes,
-) -> Result<(TranscodeOutput, AnalysisReport, PackageOutput)> {
-    // The encode's path is chosen here, so the analysis can name it before
-    // it exists.
-    let encode = "encodes/source-h264.mp4";
-    let mut wf = Workflow::new();
-    wf.node(
-        "transcode",
-        Transcode::new("source.mp4", encode, Codec::H264)
-            .rate(RateControl::Crf(args.crf))
-            .preset(args.preset),
-    );
-    wf.node("analyze", Analyze::new("source.mp4", encode));
-    wf.node(
-        "package",
-        Package::new("source.mp4", "streams/source").preset(args.preset),
-    );
-    wf.chain(&["transcode", "analyze", "package"]);
+) -> Result<(IngestOutput, Vec<ChunkRow>)> {
+    let ingest = Ingest::new("source.mp4", "encodes/source-h264.mp4", Codec::H264)
+        .rate(RateControl::Crf(args.crf))
+        .preset(args.preset)
+        .chunked(ChunkPolicy::new(
+            args.chunk,
+            args.chunk.min(Duration::from_secs(1)),
+        ))
+        .analyze(true)
+        .package("streams/source");
     let started = Instant::now();
-    let workflow = client
-        .submit_workflow(wf)
+    let handle = ingest
+        .submit(client)
         .await
-        .context("submitting the pipeline workflow")?;
+        .context("submitting the ingest workflow")?;
     eprintln!(
-        "workflow {}: submitted (transcode -> analyze -> package)",
-        workflow.id()
+        "workflow {}: submitted (split -> chunks + audio -> join -> analyze, package)",
+        handle.workflow().id()
     );
-
-    let encoded = follow::<Transcode>(client, &workflow, "transcode", args.task_timeout).await?;
-    times.transcode = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let report = follow::<Analyze>(client, &workflow, "analyze", args.task_timeout).await?;
-    times.analyze = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let streams = follow::<Package>(client, &workflow, "package", args.task_timeout).await?;
-    times.package = started.elapsed().as_secs_f64();
-    Ok((encoded, report, streams))
-}
-
-/// Prints node `node`'s progress as it runs and returns its output.
-async fn follow<T: Task>(
-    client: &Client<RedisBroker>,
-    workflow: &WorkflowHandle<RedisBroker>,
-    node: &str,
-    timeout: Duration,
-) -> Result<T::Output> {
-    let status = workflow.status().await?;
-    let id = status
-        .node(node)
-        .with_context(|| format!("the workflow has no node {node}"))?
-        .task_id;
-    eprintln!("{} {id}: node {node}", T::NAME);
-    let mut progress = client.task::<T>(id)?.progress().await?;
-    let printer = tokio::spawn(async move {
-        while let Some(report) = progress.next().await {
-            eprintln!("{}: {report}", T::NAME);
+    let mut progress = handle.progress();
+    let deadline = Instant::now() + args.task_timeout * 3;
+    let (mut encoded_at, mut analyzed_at, mut packaged_at) = (None, None, None);
+    while let Some(item) = tokio::time::timeout_at(deadline.into(), progress.next())
+        .await
+        .context("the ingest took too long")?
+    {
+        let p = item?;
+        let at = started.elapsed().as_secs_f64();
+        let done = |stage: &str| {
+            p.stages
+                .iter()
+                .any(|s| s.stage == stage && s.nodes > 0 && s.nodes_done == s.nodes)
+        };
+        let encode_nodes = p
+            .stages
+            .iter()
+            .find(|s| s.stage == "encode")
+            .map_or(0, |s| s.nodes);
+        if encoded_at.is_none() && encode_nodes > 1 && done("encode") {
+            encoded_at = Some(at);
         }
-    });
-    let output = workflow.wait::<T>(node, timeout).await;
-    printer.abort();
-    output.with_context(|| format!("node {node} ({} {id}) did not succeed", T::NAME))
+        if analyzed_at.is_none() && done("analyze") {
+            analyzed_at = Some(at);
+        }
+        if packaged_at.is_none() && done("package") {
+            packaged_at = Some(at);
+        }
+        let eta = p.eta.map_or_else(
+            || "-".to_owned(),
+            |eta| format!("{:.0} s", eta.as_secs_f64()),
+        );
+        let stages: Vec<String> = p
+            .stages
+            .iter()
+            .map(|s| format!("{} {}/{}", s.stage, s.nodes_done, s.nodes))
+            .collect();
+        eprintln!(
+            "ingest: {}/{} frames, {:.0} fps, ETA {eta} ({})",
+            p.frames_done,
+            p.frames_total,
+            p.fps,
+            stages.join(", ")
+        );
+    }
+    let done = handle
+        .wait(args.task_timeout)
+        .await
+        .context("the ingest did not succeed")?;
+    let encoded = encoded_at.unwrap_or(0.0);
+    times.transcode = encoded;
+    times.analyze = analyzed_at.map_or(0.0, |t| t - encoded);
+    times.package = packaged_at.map_or(0.0, |t| t - encoded);
+    let mut rows = Vec::new();
+    if let Some(split) = &done.split {
+        times.split = split.plan_time.as_secs_f64();
+        for chunk in &split.chunks {
+            let out: ChunkOutput = handle
+                .workflow()
+                .wait::<EncodeChunk>(&chunk_node(chunk.index), Duration::from_secs(10))
+                .await?;
+            rows.push(ChunkRow {
+                index: chunk.index,
+                start_s: chunk.start().as_secs_f64(),
+                end_s: (chunk.start() + chunk.duration()).as_secs_f64(),
+                frames: chunk.frames,
+                pid: out.worker_pid,
+                encoder: out.encoder,
+                encode_s: out.encode_time.as_secs_f64(),
+            });
+        }
+    }
+    if let Some(join) = &done.join {
+        times.join = join.join_time.as_secs_f64();
+        times.validate = join.validate_time.as_secs_f64();
+    }
+    Ok((done, rows))
 }
 
 /// `path` made absolute against `workdir` (outputs are reported relative
@@ -358,6 +550,18 @@ fn absolute(workdir: &Path, path: Option<&Path>, what: &str) -> Result<PathBuf> 
 
 fn print(s: &Summary) {
     println!();
+    if !s.chunks.is_empty() {
+        println!("chunk  span            frames  pid      encode");
+        for c in &s.chunks {
+            println!(
+                "{:<6} {:>5.2}-{:<5.2} s   {:>6}  {:<8} {:.2} s ({})",
+                c.index, c.start_s, c.end_s, c.frames, c.pid, c.encode_s, c.encoder
+            );
+        }
+    }
+    if let Some(reason) = &s.fallback {
+        println!("whole       {reason}");
+    }
     println!("encode      {} ({})", s.encode.display(), s.encoder);
     println!("VMAF        {:.2}", s.vmaf);
     println!("PSNR        {:.2} dB", s.psnr);
@@ -366,7 +570,14 @@ fn print(s: &Summary) {
     println!("DASH        {}", s.dash_mpd.display());
     println!("renditions  {}", s.renditions.join(", "));
     println!(
-        "seconds     generate {:.1}, transcode {:.1}, analyze {:.1}, package {:.1}",
-        s.seconds.generate, s.seconds.transcode, s.seconds.analyze, s.seconds.package
+        "seconds     generate {:.1}, transcode {:.1} (split {:.2}, join {:.2}, validate {:.2}), \
+         analyze {:.1}, package {:.1}",
+        s.seconds.generate,
+        s.seconds.transcode,
+        s.seconds.split,
+        s.seconds.join,
+        s.seconds.validate,
+        s.seconds.analyze,
+        s.seconds.package
     );
 }

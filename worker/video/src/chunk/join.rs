@@ -1,0 +1,227 @@
+//! `video.join`: the chunks joined by stream copy, the audio muxed in,
+//! validated against the source, published, and the chunks removed.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use spool_sdk::video::{Join, JoinOutput};
+use spool_worker::{Handler, TaskContext, TaskError};
+use tracing::{info, warn};
+
+use super::encode::{RunIdentity, encode_chunk, whole_chunk};
+use super::{index, validate};
+use crate::progress::{Reporter, StageBand};
+use crate::publish::TempOutput;
+use crate::runner::{FfmpegArgs, Input, Output, RunOptions};
+use crate::{VideoError, VideoTasks};
+
+/// Runs `video.join`. Registered by
+/// [`Worker::with_video_tasks`](crate::WithVideoTasks::with_video_tasks).
+#[derive(Debug, Clone)]
+pub struct JoinHandler {
+    tasks: VideoTasks,
+}
+
+impl JoinHandler {
+    /// A handler sharing `tasks`' FFmpeg, ffprobe and roots.
+    #[must_use]
+    pub fn new(tasks: &VideoTasks) -> Self {
+        Self {
+            tasks: tasks.clone(),
+        }
+    }
+}
+
+impl Handler<Join> for JoinHandler {
+    async fn call(&self, task: Join, ctx: TaskContext) -> Result<JoinOutput, TaskError> {
+        join(&self.tasks, &task, &ctx)
+            .await
+            .map_err(VideoError::into_task_error)
+    }
+}
+
+/// The muxer for the output's extension.
+fn muxer(output: &Path) -> Result<&'static str, VideoError> {
+    match output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("mp4" | "m4v") => Ok("mp4"),
+        Some("mkv") => Ok("matroska"),
+        Some("mov") => Ok("mov"),
+        other => Err(VideoError::InvalidTask(format!(
+            "the output's extension {:?} names no supported container (mp4, m4v, mkv, mov)",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+/// An ffconcat list of `files` (absolute, worker-written): each path
+/// quoted, its `'` and `\` escaped as the concat demuxer reads them.
+fn concat_list(files: &[PathBuf]) -> String {
+    let mut list = String::from("ffconcat version 1.0\n");
+    for file in files {
+        let escaped = file
+            .to_string_lossy()
+            .replace('\\', "\\\\")
+            .replace('\'', "'\\''");
+        let _ = writeln!(list, "file '{escaped}'");
+    }
+    list
+}
+
+async fn join(
+    tasks: &VideoTasks,
+    task: &Join,
+    ctx: &TaskContext,
+) -> Result<JoinOutput, VideoError> {
+    let reporter = Reporter::new(ctx);
+    reporter.stage(&StageBand::PROBING);
+    task.encode
+        .validate()
+        .map_err(VideoError::from_validation)?;
+    super::local_only(&task.encode)?;
+    let roots = tasks.roots();
+    let input = roots.input(&task.encode.input)?;
+    let output = roots.output(&task.encode.output)?;
+    let muxer = muxer(&output)?;
+    let dir = super::chunk_dir(tasks, &task.key)?;
+    let ffprobe = tasks.ffprobe()?;
+
+    // Every chunk whole, or encoded again here: a file damaged after its
+    // node succeeded must not reach the output.
+    let mut files = Vec::with_capacity(task.chunks.len());
+    let mut reencoded = Vec::new();
+    for span in &task.chunks {
+        let path = dir.join(super::chunk_file(span.index));
+        if whole_chunk(tasks, &path, span).await.is_none() {
+            warn!(
+                chunk = span.index,
+                "the chunk is missing or broken at the join; encoding it again"
+            );
+            let run = RunIdentity {
+                id: format!("{}-join", ctx.id()),
+                attempt: ctx.attempt(),
+            };
+            encode_chunk(
+                tasks,
+                &task.encode,
+                span,
+                &input,
+                &path,
+                &run,
+                ctx.cancellation(),
+                &reporter,
+            )
+            .await?;
+            reencoded.push(span.index);
+        }
+        files.push(path);
+    }
+    let list = dir.join("concat.txt");
+    std::fs::write(&list, concat_list(&files))
+        .map_err(|e| VideoError::from_io(format!("cannot write {}", list.display()), &list, e))?;
+
+    let audio = dir.join(super::AUDIO_FILE);
+    let audio_index = if task.audio {
+        Some(index::read(ffprobe, &audio).await?)
+    } else {
+        None
+    };
+    let temp = TempOutput::new(&output, &ctx.id().to_string(), ctx.attempt())?;
+    let mut out = Output::file(temp.path())
+        .map("0:v:0")
+        .option("-c:v", "copy");
+    let mut args = FfmpegArgs::new().input(Input::concat_list(&list));
+    if task.audio {
+        args = args.input(Input::file(&audio));
+        out = out.map("1:a:0").option("-c:a", "copy");
+    }
+    if muxer == "mp4" || muxer == "mov" {
+        // The index up front: players start before the whole file is read.
+        out = out.option("-movflags", "+faststart");
+    }
+    let args = args.output(out.option("-f", muxer));
+    let started = Instant::now();
+    let options = RunOptions::new(
+        StageBand::PROCESSING.named("join"),
+        ctx.cancellation().clone(),
+    )
+    .frames(task.frames)
+    .clean(temp.path());
+    tasks
+        .runner()
+        .run(&args, options, |progress| reporter.run(&progress))
+        .await?;
+    let join_time = started.elapsed();
+
+    reporter.stage(&StageBand::VALIDATING);
+    let started = Instant::now();
+    let source = index::read(ffprobe, &input).await?;
+    let joined = index::read(ffprobe, temp.path()).await?;
+    let audio_extent = audio_index.as_ref().and_then(|a| a.audio);
+    if task.audio && audio_extent.is_none() {
+        return Err(VideoError::Validation {
+            path: audio.clone(),
+            message: "the encoded audio has no audio stream".to_owned(),
+        });
+    }
+    let report =
+        validate::check_join(&joined, &source, &task.chunks, audio_extent).map_err(|message| {
+            VideoError::Validation {
+                path: output.clone(),
+                message,
+            }
+        })?;
+    let validate_time = started.elapsed();
+    let bytes = std::fs::metadata(temp.path()).map_or(0, |m| m.len());
+    temp.commit()?;
+    // Published: the chunks are no longer needed.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        warn!(dir = %dir.display(), error = %e, "cannot remove the chunk directory");
+    }
+    info!(
+        output = %output.display(),
+        chunks = task.chunks.len(),
+        frames = report.frames,
+        join_ms = join_time.as_millis(),
+        validate_ms = validate_time.as_millis(),
+        "joined"
+    );
+    reporter.done(format!(
+        "{} chunks joined into {}",
+        task.chunks.len(),
+        output.display()
+    ));
+    Ok(JoinOutput {
+        output: output.to_string_lossy().into_owned(),
+        frames: report.frames,
+        duration: Duration::from_secs_f64(report.length.max(0.0)),
+        bytes,
+        audio: task.audio,
+        chunks: u32::try_from(task.chunks.len()).unwrap_or(u32::MAX),
+        reencoded,
+        av_offset_ms: report.av_offset_ms,
+        join_time,
+        validate_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_lists_quote_their_paths() {
+        let list = concat_list(&[PathBuf::from("/o/a.mp4"), PathBuf::from("/o/it's.mp4")]);
+        assert_eq!(
+            list,
+            "ffconcat version 1.0\nfile '/o/a.mp4'\nfile '/o/it'\\''s.mp4'\n"
+        );
+        assert_eq!(muxer(Path::new("/o/x.MKV")).unwrap(), "matroska");
+        assert!(muxer(Path::new("/o/x.avi")).is_err());
+    }
+}
