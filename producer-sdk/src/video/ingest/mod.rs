@@ -71,8 +71,8 @@ use spool_broker::{Broker, QueueName};
 
 pub use self::tasks::*;
 use super::{
-    AnalysisReport, Analyze, Audio, Codec, HardwarePolicy, Location, Package, PackageOutput,
-    Preset, RateControl, Size, Transcode, TranscodeOutput,
+    AnalysisReport, Analyze, Audio, Codec, CrfSearch, HardwarePolicy, Location, Package,
+    PackageOutput, Preset, RateControl, Size, TargetedLadder, Transcode, TranscodeOutput,
 };
 use crate::error::{Error, Result};
 use crate::workflow::{Workflow, WorkflowHandle};
@@ -87,6 +87,7 @@ pub struct Ingest {
     key: Option<String>,
     analyze: bool,
     package: Option<Package>,
+    crf_search: CrfSearch,
 }
 
 impl Ingest {
@@ -117,6 +118,7 @@ impl Ingest {
             key: None,
             analyze: false,
             package: None,
+            crf_search: CrfSearch::default(),
         }
     }
 
@@ -189,9 +191,19 @@ impl Ingest {
         self
     }
 
-    /// Packages with `package` as given.
+    /// Packages with `package` as given. A ladder with per-rung targets
+    /// ([`Rendition::target_vmaf`](super::Rendition::target_vmaf)) is
+    /// packaged as a [`TargetedLadder`]: its CRF samples run beside the
+    /// encode, searched as [`Ingest::crf_search`] says.
     pub fn package_with(mut self, package: Package) -> Self {
         self.package = Some(package);
+        self
+    }
+
+    /// How a quality-targeted ladder searches its CRFs
+    /// ([`CrfSearch::default`] unless set).
+    pub fn crf_search(mut self, search: CrfSearch) -> Self {
+        self.crf_search = search;
         self
     }
 
@@ -240,8 +252,17 @@ impl Ingest {
             wf.node(Self::ANALYZE, analyze).after(&[stage]);
         }
         if let Some(package) = &self.package {
-            package.validate()?;
-            wf.node(Self::PACKAGE, package.clone()).after(&[stage]);
+            if package.rungs().iter().any(|r| r.target_vmaf.is_some()) {
+                // A quality-targeted ladder: its samples read the source, so
+                // they run beside the encode; the package waits for the
+                // picks. The package node keeps its name (`package`).
+                TargetedLadder::new(package.clone())
+                    .search(self.crf_search.clone())
+                    .add_to(&mut wf, &[])?;
+            } else {
+                package.validate()?;
+                wf.node(Self::PACKAGE, package.clone()).after(&[stage]);
+            }
         }
         Ok(wf)
     }
@@ -491,6 +512,8 @@ fn stage_of(name: &str) -> &'static str {
     match name {
         Ingest::ANALYZE => "analyze",
         Ingest::PACKAGE => "package",
+        // A quality-targeted ladder's sample encodes and CRF picks.
+        other if other.starts_with("sample-") || other.starts_with("crf-pick-") => "package",
         Ingest::SPLIT | Ingest::ENCODE | Ingest::JOIN | Ingest::AUDIO => "encode",
         other if other.starts_with(Ingest::CHUNK_PREFIX) => "encode",
         _ => "other",
@@ -598,6 +621,53 @@ pub fn chunk_queue(encode: &Transcode) -> QueueName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::Rendition;
+
+    #[test]
+    fn a_targeted_ladder_samples_beside_the_encode_and_packages_after_its_picks() {
+        let ladder = vec![
+            Rendition::new("360p", 360, 4000, 96).target_vmaf(90.0),
+            Rendition::new("240p", 240, 2000, 64),
+        ];
+        let ingest = Ingest::new("in.mp4", "out.mp4", Codec::H264)
+            .package_with(Package::new("in.mp4", "streams/in").ladder(ladder));
+        let spec = ingest
+            .workflow()
+            .expect("valid")
+            .into_spec()
+            .expect("a spec");
+        let node = |name: &str| {
+            spec.nodes
+                .iter()
+                .find(|n| n.name.as_str() == name)
+                .unwrap_or_else(|| panic!("no node {name}"))
+        };
+        let parents = |name: &str| -> Vec<String> {
+            node(name)
+                .parents
+                .iter()
+                .map(|e| e.parent.to_string())
+                .collect()
+        };
+        let samples: Vec<&str> = spec
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|n| n.starts_with("sample-360p-"))
+            .collect();
+        assert_eq!(samples.len(), CrfSearch::default().crfs().len());
+        // Only the targeted rung is sampled, and the samples wait for nothing.
+        assert!(
+            spec.nodes
+                .iter()
+                .all(|n| !n.name.as_str().starts_with("sample-240p"))
+        );
+        assert!(samples.iter().all(|s| parents(s).is_empty()));
+        assert_eq!(parents("package"), ["crf-pick-360p"]);
+        assert_eq!(stage_of("crf-pick-360p"), "package");
+        assert_eq!(stage_of(samples[0]), "package");
+        assert!(node("split").parents.is_empty());
+    }
 
     #[test]
     fn the_graph_has_the_stages_on_their_queues() {

@@ -65,7 +65,10 @@ pub fn attempt_history(record: &JobRecord, events: &[JobEvent]) -> Vec<Attempt> 
             if event.transition == JobTransition::Running {
                 attempt.started_at = Some(event.at);
                 attempt.status.get_or_insert(JobStatus::Running);
-                attempt.worker = event.worker.as_ref().map(|w| format!("{}:{}", w.host, w.pid));
+                attempt.worker = event
+                    .worker
+                    .as_ref()
+                    .map(|w| format!("{}:{}", w.host, w.pid));
             }
             continue;
         };

@@ -40,8 +40,8 @@ use spool_broker::store::JobStore;
 use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, SigningKeys, TaskId};
 use spool_sdk::Client;
 use spool_sdk::video::{
-    ChunkOutput, ChunkPolicy, Codec, EncodeChunk, Ingest, IngestOutput, Preset, RateControl,
-    chunk_node,
+    ChunkOutput, ChunkPolicy, Codec, CrfSearch, EncodeChunk, Ingest, IngestOutput, Package, Preset,
+    RateControl, Rendition, RungQuality, chunk_node,
 };
 use spool_video::{
     FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, VideoConfig, VideoTasks,
@@ -97,9 +97,47 @@ struct Args {
     /// How long each task may take before the demo gives up.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
+    /// The VMAF the ladder's two tallest rungs target: their CRFs are
+    /// picked from sample encodes (a quality-targeted ladder).
+    #[arg(long, default_value_t = 93.0, value_parser = parse_vmaf)]
+    target_vmaf: f64,
+    /// Package the fixed-bitrate ladder instead of the quality-targeted one.
+    #[arg(long)]
+    fixed_ladder: bool,
     /// Print one JSON object with the results on the last line.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_vmaf(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(score) if (1.0..=100.0).contains(&score) => Ok(score),
+        _ => Err(format!("{text:?} is not a VMAF score from 1 to 100")),
+    }
+}
+
+/// The package of the ingest: the default ladder, whose two tallest rungs
+/// target `target_vmaf` unless `fixed`. A targeted rung's bitrate is only
+/// a ceiling (`-maxrate`), set high so that it never caps the picked CRF.
+fn demo_package(target_vmaf: f64, fixed: bool) -> Package {
+    let package = Package::new("source.mp4", "streams/source");
+    if fixed {
+        return package;
+    }
+    let ladder = Rendition::default_ladder()
+        .into_iter()
+        .enumerate()
+        .map(|(i, rung)| {
+            if i < 2 {
+                let ceiling = rung.video_kbps * 4;
+                Rendition::new(rung.name, rung.height, ceiling, rung.audio_kbps)
+                    .target_vmaf(target_vmaf)
+            } else {
+                rung
+            }
+        })
+        .collect();
+    package.ladder(ladder)
 }
 
 fn parse_preset(name: &str) -> Result<Preset, String> {
@@ -142,6 +180,10 @@ struct Summary {
     chunks: Vec<ChunkRow>,
     /// Why the split encoded the clip whole, if it did.
     fallback: Option<String>,
+    /// The quality-targeted rungs: the CRF picked, the VMAF predicted
+    /// from the samples and achieved by the encode, the bitrate saved
+    /// against the fixed-CRF ladder (empty with `--fixed-ladder`).
+    quality: Vec<RungQuality>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -354,6 +396,7 @@ async fn run(
         seconds: times,
         chunks,
         fallback: split.and_then(|s| s.fallback.clone()),
+        quality: streams.quality.clone(),
     })
 }
 
@@ -448,7 +491,15 @@ async fn pipeline(
             args.chunk.min(Duration::from_secs(1)),
         ))
         .analyze(true)
-        .package("streams/source");
+        .package_with(demo_package(args.target_vmaf, args.fixed_ladder).preset(args.preset))
+        // Three CRFs on two 1 s scenes per targeted rung: a few seconds of
+        // sample encodes each, so the demo still ends in minutes.
+        .crf_search(CrfSearch {
+            points: 3,
+            samples: 2,
+            sample_duration: Duration::from_secs(1),
+            ..CrfSearch::default()
+        });
     let started = Instant::now();
     let handle = ingest
         .submit(client)
@@ -569,6 +620,21 @@ fn print(s: &Summary) {
     println!("HLS         {}", s.hls_master.display());
     println!("DASH        {}", s.dash_mpd.display());
     println!("renditions  {}", s.renditions.join(", "));
+    for q in &s.quality {
+        println!(
+            "targeted    {}: CRF {} for VMAF {}, predicted {}, achieved {:.2}, {:.0} kb/s, saved {} against CRF {}",
+            q.name,
+            q.crf,
+            q.target_vmaf.map_or("-".to_owned(), |t| format!("{t:.1}")),
+            q.predicted_vmaf
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
+            q.achieved_vmaf,
+            q.kbps,
+            q.saved_percent
+                .map_or("-".to_owned(), |p| format!("{p:.1} %")),
+            q.fixed_crf.map_or("-".to_owned(), |c| c.to_string()),
+        );
+    }
     println!(
         "seconds     generate {:.1}, transcode {:.1} (split {:.2}, join {:.2}, validate {:.2}), \
          analyze {:.1}, package {:.1}",
