@@ -76,6 +76,7 @@ on_every_store!(
     a_failure_in_a_fan_out_records_the_cancelled_dependents,
     dynamic_children_are_recorded_with_their_tasks,
     a_retry_records_the_rerun_tasks_and_a_second_run,
+    an_sdk_retry_records_the_rerun_tasks_too,
 );
 
 // ---------------------------------------------------------------- tasks
@@ -588,6 +589,23 @@ async fn dynamic_children_are_recorded_with_their_tasks(redis: &TestRedis, store
 /// (arguments copied) before it runs, the node records move to the new
 /// tasks, and the second run's end is recorded with `runs` 2.
 async fn a_retry_records_the_rerun_tasks_and_a_second_run(redis: &TestRedis, store: &TestStore) {
+    retry_records_the_rerun_tasks(redis, store, RetryBy::Spoolctl).await;
+}
+
+/// The same through the SDK: `WorkflowHandle::retry` of a client with a
+/// job store records the rerun tasks as `spoolctl workflow retry` does.
+async fn an_sdk_retry_records_the_rerun_tasks_too(redis: &TestRedis, store: &TestStore) {
+    retry_records_the_rerun_tasks(redis, store, RetryBy::Sdk).await;
+}
+
+/// Who retries the workflow.
+#[derive(Clone, Copy, Debug)]
+enum RetryBy {
+    Spoolctl,
+    Sdk,
+}
+
+async fn retry_records_the_rerun_tasks(redis: &TestRedis, store: &TestStore, by: RetryBy) {
     let mut wf = Workflow::new();
     wf.node("first", step(1));
     wf.node("bad", Broken);
@@ -606,16 +624,21 @@ async fn a_retry_records_the_rerun_tasks_and_a_second_run(redis: &TestRedis, sto
     let (old_bad, old_then) = (node(&record, "bad").task_id, node(&record, "then").task_id);
     assert_eq!(node(&record, "then").state, NodeRecordState::Cancelled);
 
-    let out = spoolctl(
-        redis,
-        Some(&store.url),
-        &["workflow", "retry", &id.to_string()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    match by {
+        RetryBy::Spoolctl => {
+            let out = spoolctl(
+                redis,
+                Some(&store.url),
+                &["workflow", "retry", &id.to_string()],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        RetryBy::Sdk => assert_eq!(handle.retry().await.unwrap(), 2, "bad and then rerun"),
+    }
     let record = store.store.workflow(id).await.unwrap().unwrap();
     assert_eq!(
         (record.status, record.runs),

@@ -146,16 +146,16 @@ impl<B: Broker> Client<B> {
                     source,
                 })?;
         }
-        Ok(crate::workflow::WorkflowHandle::new(
-            self.broker.clone(),
-            spec.id,
-        ))
+        Ok(self.workflow(spec.id))
     }
 
     /// A handle on the workflow `id`, submitted earlier (by any client).
     #[must_use]
     pub fn workflow(&self, id: crate::workflow::WorkflowId) -> crate::workflow::WorkflowHandle<B> {
-        crate::workflow::WorkflowHandle::new(self.broker.clone(), id)
+        let handle = crate::workflow::WorkflowHandle::new(self.broker.clone(), id);
+        #[cfg(feature = "store")]
+        let handle = handle.with_store(self.store.clone());
+        handle
     }
 
     /// This client with a job store: from now on, [`enqueue`](Self::enqueue)

@@ -27,6 +27,9 @@ pub type WorkflowProgress = Pin<Box<dyn Stream<Item = Result<WorkflowStatus>> + 
 pub struct WorkflowHandle<B> {
     broker: B,
     id: WorkflowId,
+    /// The client's job store: a retry records its rerun tasks there.
+    #[cfg(feature = "store")]
+    store: Option<spool_broker::store::JobStore>,
 }
 
 impl<B> fmt::Debug for WorkflowHandle<B> {
@@ -39,7 +42,19 @@ impl<B> fmt::Debug for WorkflowHandle<B> {
 
 impl<B: Broker> WorkflowHandle<B> {
     pub(crate) fn new(broker: B, id: WorkflowId) -> Self {
-        Self { broker, id }
+        Self {
+            broker,
+            id,
+            #[cfg(feature = "store")]
+            store: None,
+        }
+    }
+
+    /// This handle, recording what [`retry`](Self::retry) reruns in `store`.
+    #[cfg(feature = "store")]
+    pub(crate) fn with_store(mut self, store: Option<spool_broker::store::JobStore>) -> Self {
+        self.store = store;
+        self
     }
 
     /// The workflow's id.
@@ -197,8 +212,30 @@ impl<B: Broker> WorkflowHandle<B> {
     /// # Errors
     ///
     /// [`spool_broker::Error::WorkflowConflict`] while it runs, or when the
-    /// workflow is unknown or the broker fails.
+    /// workflow is unknown or the broker fails. With a job store
+    /// ([`Client::with_store`](crate::Client::with_store)),
+    /// [`Error::NotRecorded`] when the rerun tasks could not be recorded:
+    /// they run all the same.
     pub async fn retry(&self) -> Result<usize> {
-        Ok(self.broker.retry_workflow(self.id).await?)
+        let reset = self.broker.retry_workflow(self.id).await?;
+        // The rerun nodes' new tasks get their records (copied from their
+        // last runs', arguments included), then the workflow's record its
+        // new run, as `spoolctl workflow retry` does.
+        #[cfg(feature = "store")]
+        if let Some(store) = &self.store
+            && reset > 0
+            && let Some(status) = self.broker.workflow_status(self.id).await?
+        {
+            let now = spool_broker::Timestamp::now();
+            let recorded = match store.record_rerun_tasks(&status, now).await {
+                Ok(_) => store.sync_workflow(&status, now).await,
+                Err(e) => Err(e),
+            };
+            recorded.map_err(|source| Error::NotRecorded {
+                ids: status.nodes.iter().map(|n| n.task_id).collect(),
+                source,
+            })?;
+        }
+        Ok(reset)
     }
 }

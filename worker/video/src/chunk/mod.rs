@@ -18,9 +18,9 @@
 //! whole, so a killed run leaves nothing that looks whole. The join
 //! removes the directory once the output is published.
 //!
-//! - [`plan`]: cutting a frame index into chunks.
-//! - [`index`]: ffprobe's packet index of a file.
-//! - [`validate`]: the checks on a joined output.
+//! - `plan`: cutting a frame index into chunks.
+//! - `index`: ffprobe's packet index of a file.
+//! - `validate`: the checks on a joined output.
 
 mod encode;
 mod index;
