@@ -86,14 +86,18 @@ pub async fn dead_retry(
 /// record moves back to `queued` with the attempts made so far, ready for
 /// the next attempt's writes (arguments kept, secrets redacted).
 ///
-/// The dead letters are read before they are requeued; one requeued by
-/// someone else in between is recorded all the same, which is harmless:
-/// it is queued either way.
+/// The dead letters are read, then recorded, then requeued: a record
+/// written after the requeue could land after a fast worker had already
+/// recorded the new run's start or end, and reset that record to `queued`
+/// for good (the reset applies whatever the stored revision). One requeued
+/// by someone else in between is recorded all the same, which is harmless:
+/// it is queued either way. When the requeue itself fails, the records say
+/// `queued` for tasks still dead until the retry is asked again.
 ///
 /// # Errors
 ///
-/// As [`dead_retry`]; [`Error::NotRecorded`] when the tasks were requeued
-/// but the store failed.
+/// As [`dead_retry`]; [`Error::Broker`] when the store fails too, and then
+/// nothing was requeued.
 pub async fn dead_retry_recorded(
     broker: &impl Broker,
     store: Option<&JobStore>,
@@ -119,17 +123,12 @@ pub async fn dead_retry_recorded(
         }
         None => Vec::new(),
     };
-    let requeued = broker.requeue_dead(queue, ids).await?;
     if let Some(store) = store {
         let jobs: Vec<NewJob> = revived.iter().map(NewJob::from_envelope).collect();
-        store
-            .record_requeued(&jobs)
-            .await
-            .map_err(|source| Error::NotRecorded {
-                ids: jobs.iter().map(|job| job.id).collect(),
-                source,
-            })?;
+        // Nothing moved yet: a store failure is the whole retry's failure.
+        store.record_requeued(&jobs).await?;
     }
+    let requeued = broker.requeue_dead(queue, ids).await?;
     let asked = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
     if requeued < asked {
         return Err(Error::DeadLettersNotFound {
