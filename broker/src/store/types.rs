@@ -398,20 +398,31 @@ impl JobTransition {
         }
     }
 
-    /// Its lowercase name, as stored and as JSON writes it.
+    /// The status this transition enters; `None` for `requeued`, which
+    /// leaves the task queued but is told apart on the timeline.
+    #[must_use]
+    pub const fn status(self) -> Option<JobStatus> {
+        Some(match self {
+            Self::Requeued => return None,
+            Self::Queued => JobStatus::Queued,
+            Self::Scheduled => JobStatus::Scheduled,
+            Self::Running => JobStatus::Running,
+            Self::Retrying => JobStatus::Retrying,
+            Self::Succeeded => JobStatus::Succeeded,
+            Self::Failed => JobStatus::Failed,
+            Self::Dead => JobStatus::Dead,
+            Self::Revoked => JobStatus::Revoked,
+            Self::Expired => JobStatus::Expired,
+        })
+    }
+
+    /// Its lowercase name, as stored and as JSON writes it: the status's
+    /// own name, or `requeued`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Scheduled => "scheduled",
-            Self::Requeued => "requeued",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Dead => "dead",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
+        match self.status() {
+            Some(status) => status.as_str(),
+            None => "requeued",
         }
     }
 }
