@@ -57,9 +57,9 @@ use std::str::FromStr;
 use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::QueueName;
-use crate::workflow::{
-    Edge, EdgePolicy, NodeName, NodeSettlement, NodeState, WorkflowId, WorkflowState,
-};
+#[cfg(feature = "store")]
+use crate::workflow::EdgePolicy;
+use crate::workflow::{Edge, NodeName, NodeSettlement, NodeState, WorkflowId, WorkflowState};
 
 /// The longest output summary kept in a node record, in characters: the
 /// output as JSON, cut here. The whole output stays in the node's task
@@ -133,6 +133,7 @@ impl NodeRecordState {
         !matches!(self, Self::Waiting | Self::Queued | Self::Running)
     }
 
+    #[cfg(feature = "store")]
     /// The stage part of a revision: waiting 0, queued 1, running 2,
     /// settled 3.
     const fn stage(self) -> i64 {
@@ -317,12 +318,14 @@ impl NodeTransition {
         }
     }
 
+    #[cfg(feature = "store")]
     /// The revision of this write: `attempts * 4 + stage`.
     pub(crate) fn revision(&self) -> i64 {
         revision(self.attempts, self.state)
     }
 }
 
+#[cfg(feature = "store")]
 pub(crate) fn revision(attempts: u32, state: NodeRecordState) -> i64 {
     i64::from(attempts) * 4 + state.stage()
 }
@@ -409,6 +412,7 @@ pub struct NodeRecord {
     pub error: Option<String>,
 }
 
+#[cfg(feature = "store")]
 /// Parents as stored: `name:policy` words separated by spaces.
 pub(crate) fn parents_text(parents: &[Edge]) -> String {
     let words: Vec<String> = parents
@@ -418,6 +422,7 @@ pub(crate) fn parents_text(parents: &[Edge]) -> String {
     words.join(" ")
 }
 
+#[cfg(feature = "store")]
 /// The parents a stored text lists; node names may hold `:`, the policy
 /// follows the last one.
 pub(crate) fn parse_parents(text: &str) -> Result<Vec<Edge>> {
@@ -433,6 +438,7 @@ pub(crate) fn parse_parents(text: &str) -> Result<Vec<Edge>> {
         .collect()
 }
 
+#[cfg(feature = "store")]
 /// The summary of an encoded output: its JSON, cut at
 /// [`OUTPUT_SUMMARY_LEN`] characters (with `…`).
 pub(crate) fn output_summary(output: &[u8]) -> String {
@@ -444,7 +450,7 @@ pub(crate) fn output_summary(output: &[u8]) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod tests {
     use super::*;
 
