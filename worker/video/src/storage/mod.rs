@@ -22,6 +22,7 @@
 //! tokens travel) and userinfo.
 
 mod allow;
+mod objects;
 mod scratch;
 mod transfer;
 
@@ -37,7 +38,7 @@ use object_store::{BackoffConfig, RetryConfig};
 use spool_sdk::video::{ObjectUrl, Scheme};
 
 pub use self::allow::AllowList;
-pub use self::scratch::Scratch;
+pub use self::scratch::{Scratch, free_space};
 pub use self::transfer::redact;
 
 use crate::VideoError;
