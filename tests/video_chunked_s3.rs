@@ -308,7 +308,10 @@ async fn a_rerun_reuses_the_chunks_already_in_the_bucket() {
     let output = env.dir.join("rerun.mp4");
     std::fs::write(&output, s3.get("encodes", "out/rerun.mp4").unwrap()).unwrap();
     assert_eq!(frame_hashes(&env.ffmpeg, &output).len(), 75);
-    assert!(s3.keys("encodes", &home).is_empty(), "deleted after the join");
+    assert!(
+        s3.keys("encodes", &home).is_empty(),
+        "deleted after the join"
+    );
     assert!(host.files().is_empty(), "{:?}", host.files());
 
     kill_hard(worker);
@@ -351,7 +354,10 @@ async fn a_bucket_outside_the_allow_list_fails_the_workflow_naming_it() {
                 error.contains("s3://private/out/scenes.mp4") && error.contains("allow-list"),
                 "{error}"
             );
-            assert!(error.contains("s3://uploads/in, s3://encodes/out"), "{error}");
+            assert!(
+                error.contains("s3://uploads/in, s3://encodes/out"),
+                "{error}"
+            );
         }
         other => panic!("a bucket outside the allow-list must fail the split: {other:?}"),
     }
@@ -400,7 +406,9 @@ async fn the_split_refuses_a_scratch_limit_too_small_for_the_encode() {
             let error = error.unwrap_or_default();
             let need = (3 * size).to_string();
             assert!(
-                error.contains(&need) && error.contains(&limit) && error.contains("--scratch-limit"),
+                error.contains(&need)
+                    && error.contains(&limit)
+                    && error.contains("--scratch-limit"),
                 "names the need ({need}) and the limit ({limit}): {error}"
             );
         }

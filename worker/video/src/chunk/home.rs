@@ -44,7 +44,11 @@ impl Places {
     /// [`VideoError::InvalidTask`] for a bad key or an output over the
     /// input; [`VideoError::Forbidden`] for a URL (or a home) outside the
     /// allow-list; [`VideoError::Path`] for a path outside the roots.
-    pub(super) fn new(tasks: &VideoTasks, encode: &Transcode, key: &str) -> Result<Self, VideoError> {
+    pub(super) fn new(
+        tasks: &VideoTasks,
+        encode: &Transcode,
+        key: &str,
+    ) -> Result<Self, VideoError> {
         check_key(key).map_err(VideoError::InvalidTask)?;
         let (storage, roots) = (tasks.storage(), tasks.roots());
         let input = storage.place(&encode.input, |p| roots.input(p))?;
@@ -81,7 +85,11 @@ impl Places {
     /// # Errors
     ///
     /// As [`Scratch::create`].
-    pub(super) fn scratch(&self, tasks: &VideoTasks, tag: &str) -> Result<Option<Scratch>, VideoError> {
+    pub(super) fn scratch(
+        &self,
+        tasks: &VideoTasks,
+        tag: &str,
+    ) -> Result<Option<Scratch>, VideoError> {
         if self.uses_objects() {
             tasks
                 .storage()
@@ -105,7 +113,13 @@ impl Places {
     ) -> Result<PathBuf, VideoError> {
         tasks
             .storage()
-            .local_path(&self.input, scratch, "input", reporter, StageBand::DOWNLOADING)
+            .local_path(
+                &self.input,
+                scratch,
+                "input",
+                reporter,
+                StageBand::DOWNLOADING,
+            )
             .await
     }
 
@@ -121,12 +135,16 @@ impl Places {
             Place::Local(path) => std::fs::metadata(path)
                 .map(|m| m.len())
                 .map_err(|e| VideoError::io(format!("cannot read {}", path.display()), e)),
-            Place::Object(url) => tasks.storage().size_of(url).await?.ok_or_else(|| {
-                VideoError::ObjectNotFound {
-                    url: url.to_string(),
-                    message: "no such object".to_owned(),
-                }
-            }),
+            Place::Object(url) => {
+                tasks
+                    .storage()
+                    .size_of(url)
+                    .await?
+                    .ok_or_else(|| VideoError::ObjectNotFound {
+                        url: url.to_string(),
+                        message: "no such object".to_owned(),
+                    })
+            }
         }
     }
 

@@ -87,7 +87,17 @@ async fn split(
         )?;
     }
     let scratch = places.scratch(tasks, "split")?;
-    let result = split_in(tasks, task, ctx, &reporter, &places, scratch.as_ref(), key, started).await;
+    let result = split_in(
+        tasks,
+        task,
+        ctx,
+        &reporter,
+        &places,
+        scratch.as_ref(),
+        key,
+        started,
+    )
+    .await;
     if let Some(scratch) = scratch {
         scratch.cleanup().await;
     }

@@ -139,7 +139,10 @@ impl Drop for Scratch {
 /// The bytes free to an unprivileged writer on the file system holding
 /// `dir` (`statvfs`'s available blocks), or `None` when it cannot be read.
 #[must_use]
-#[allow(unsafe_code, reason = "statvfs has no safe wrapper in the workspace's crates")]
+#[allow(
+    unsafe_code,
+    reason = "statvfs has no safe wrapper in the workspace's crates"
+)]
 pub fn free_space(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
@@ -153,7 +156,10 @@ pub fn free_space(dir: &Path) -> Option<u64> {
         }
         stats.assume_init()
     };
-    #[allow(clippy::useless_conversion, reason = "the field types differ by platform")]
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the field types differ by platform"
+    )]
     let (blocks, size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
     Some(blocks.saturating_mul(size))
 }
@@ -239,7 +245,10 @@ mod tests {
         let e = Scratch::check_need(None, 300, 100, "a split")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a split") && e.contains("300") && e.contains("100"), "{e}");
+        assert!(
+            e.contains("a split") && e.contains("300") && e.contains("100"),
+            "{e}"
+        );
         let e = Scratch::check_need(None, free.saturating_add(1 << 40), u64::MAX, "a split")
             .unwrap_err()
             .to_string();
