@@ -227,4 +227,40 @@ mod tests {
         assert!(object_in(&home, "../x").is_err());
         assert_eq!(marker_of("chunk-00001.mp4"), "chunk-00001.mp4.done");
     }
+
+    #[test]
+    fn a_home_outside_the_allow_list_is_refused() {
+        let out = ObjectUrl::parse("s3://media/out/movie.mp4").unwrap();
+        let home = object_home(&out, "k").unwrap();
+        let prefix = crate::storage::AllowList::new(&["s3://media/out".to_owned()]).unwrap();
+        assert!(prefix.allow(&home).is_ok());
+        let exact =
+            crate::storage::AllowList::new(&["s3://media/out/movie.mp4".to_owned()]).unwrap();
+        let e = exact.allow(&home).unwrap_err().to_string();
+        assert!(e.contains("s3://media/out/.spool-chunks/k"), "{e}");
+    }
+
+    #[test]
+    fn the_scratch_need_counts_what_a_join_holds() {
+        let object = |key: &str| Place::Object(ObjectUrl::parse(key).unwrap());
+        let both = Places {
+            input: object("s3://in/a.mp4"),
+            output: object("s3://out/b.mp4"),
+            home: Home::Object(ObjectUrl::parse("s3://out/.spool-chunks/k").unwrap()),
+        };
+        assert!(both.uses_objects());
+        assert_eq!(both.scratch_need(100), 300);
+        let download_only = Places {
+            input: object("s3://in/a.mp4"),
+            output: Place::Local(PathBuf::from("/o/b.mp4")),
+            home: Home::Local(PathBuf::from("/o/.spool-chunks/k")),
+        };
+        assert_eq!(download_only.scratch_need(100), 100);
+        let local = Places {
+            input: Place::Local(PathBuf::from("/i/a.mp4")),
+            ..download_only
+        };
+        assert!(!local.uses_objects());
+        assert_eq!(local.scratch_need(100), 0);
+    }
 }
