@@ -155,6 +155,7 @@ async fn a_chunked_ingest_runs_bucket_to_bucket_on_two_hosts_sharing_no_disk() {
         .iter()
         .map(|host| host.worker(&redis, &env, &s3, ALLOWED, &[]))
         .collect();
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
     let client = env.client(&redis);
 
     let ingest = Ingest::new(
@@ -189,6 +190,7 @@ async fn a_chunked_ingest_runs_bucket_to_bucket_on_two_hosts_sharing_no_disk() {
             "{out:?}"
         );
         assert!(!out.reused);
+        assert!(pids.contains(&out.worker_pid), "{out:?} ran in {pids:?}");
     }
 
     // The output: in the bucket, every source frame, decodes, has audio.

@@ -18,7 +18,7 @@ use super::index::{self, PacketIndex};
 use super::plan::{self, Whole};
 use crate::progress::{Reporter, StageBand};
 use crate::runner::{FfmpegArgs, Input, Output, RunOptions};
-use crate::storage::Scratch;
+use crate::storage::{Place, Scratch};
 use crate::{VideoError, VideoTasks, escape_filter_value};
 
 /// Runs `video.split`. Registered by
@@ -131,7 +131,12 @@ async fn split_in(
     let ffprobe = tasks.ffprobe()?;
     let source = index::read(ffprobe, &input).await?;
     if source.frames.is_empty() {
-        return Err(VideoError::NoVideo { path: input });
+        // Named as the task gave it, not the scratch copy.
+        let path = match &places.input {
+            Place::Local(path) => path.clone(),
+            Place::Object(url) => url.to_string().into(),
+        };
+        return Err(VideoError::NoVideo { path });
     }
     let interval = source.frame_interval().unwrap_or(0.0);
     reporter.stage(&StageBand::PROCESSING.named("plan"));
