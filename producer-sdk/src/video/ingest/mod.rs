@@ -168,9 +168,10 @@ impl Ingest {
         self
     }
 
-    /// Names the chunk directory (`.spool-chunks/<key>` under the output
-    /// root) instead of the workflow's id: a second ingest with the same
-    /// key reuses the chunks the first finished.
+    /// Names the chunk home (`.spool-chunks/<key>` under the output root,
+    /// or beside an object output: `s3://b/out/.spool-chunks/<key>/`)
+    /// instead of the workflow's id: a second ingest with the same key
+    /// reuses the chunks the first finished.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self

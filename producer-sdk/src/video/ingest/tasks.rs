@@ -137,8 +137,10 @@ pub struct Split {
     pub encode: Transcode,
     /// How to cut.
     pub policy: ChunkPolicy,
-    /// The name of the directory (under the worker's output root,
-    /// `.spool-chunks/<key>`) the chunks are written to. `None`: the
+    /// The name of the chunk home the chunks are written to:
+    /// `.spool-chunks/<key>` under the worker's output root for a path
+    /// output, the key prefix `.spool-chunks/<key>/` beside an object
+    /// output (so workers that share no disk meet there). `None`: the
     /// workflow's id, so a retried workflow finds the chunks it already
     /// encoded. 1 to 64 of `a-z 0-9 -`.
     #[serde(default)]
@@ -276,9 +278,12 @@ pub struct SplitOutput {
 }
 
 /// `video.encode_chunk`: one chunk of the source, encoded with the
-/// encode's settings to `.spool-chunks/<key>/chunk-NNNNN.mp4` under the
-/// output root. A chunk already there and whole (its frame count checked)
-/// is reused, not encoded again. Queue `default`; [`EncodeChunkOnGpu`]
+/// encode's settings to `chunk-NNNNN.mp4` in the chunk home
+/// (`.spool-chunks/<key>/` under the output root, or beside an object
+/// output, uploaded then marked by `chunk-NNNNN.mp4.done`). A chunk
+/// already there and whole (its frame count checked on disk; its marker
+/// and size in a bucket) is reused, not encoded again. An object input is
+/// downloaded into the worker's scratch first. Queue `default`; [`EncodeChunkOnGpu`]
 /// is the same task on `gpu`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -338,7 +343,7 @@ impl Task for EncodeChunkOnGpu {
 pub struct ChunkOutput {
     /// The chunk's index.
     pub index: u32,
-    /// Its file, relative to the output root.
+    /// Its file, relative to the output root, or its object URL.
     pub path: String,
     /// Its frames, as read back.
     pub frames: u64,
@@ -355,7 +360,7 @@ pub struct ChunkOutput {
 }
 
 /// `video.encode_audio`: the source's first audio stream, encoded once
-/// as the encode asks (AAC or copy) to `.spool-chunks/<key>/audio.m4a`.
+/// as the encode asks (AAC or copy) to `audio.mka` in the chunk home.
 /// Queue `default`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -392,7 +397,7 @@ impl Task for EncodeAudio {
 /// The audio encoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AudioOutput {
-    /// Its file, relative to the output root.
+    /// Its file, relative to the output root, or its object URL.
     pub path: String,
     /// Its codec.
     pub codec: String,
@@ -407,8 +412,9 @@ pub struct AudioOutput {
 /// `video.join`: the chunks joined by stream copy (FFmpeg's concat
 /// demuxer) with the audio muxed in, validated against the source (frame
 /// count, duration, timestamps, a keyframe at each chunk's start, A/V
-/// sync), then moved to `encode.output`; the chunk directory is removed
-/// after. A chunk found broken is encoded again here first. Queue
+/// sync), then moved (or uploaded) to `encode.output`; the chunk home is
+/// removed after (its objects deleted). A chunk found missing or broken is
+/// encoded again here first. Queue
 /// `default`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Join {
@@ -440,7 +446,7 @@ impl Task for Join {
 /// The joined encode, validated and published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinOutput {
-    /// The output, as written (a path relative to nothing: absolute).
+    /// The output, as written: an absolute path, or the object URL.
     pub output: String,
     /// Its video frames.
     pub frames: u64,

@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use spool_sdk::video::{
     Audio, AudioOutput, ChunkOutput, ChunkSpan, EncodeAudio, EncodeChunk, EncodeChunkOnGpu,
-    Transcode,
+    ObjectUrl, Transcode,
 };
 use spool_worker::{Handler, TaskContext, TaskError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::home::{self, Home, Places};
 use super::index;
 use crate::encoder;
 use crate::progress::{Reporter, StageBand};
 use crate::publish::TempOutput;
 use crate::runner::{FfmpegArgs, Input, Output, RunOptions};
+use crate::storage::Scratch;
 use crate::{VideoError, VideoTasks};
 
 /// Runs `video.encode_chunk` and `video.encode_chunk_gpu`. Registered by
@@ -65,50 +67,144 @@ async fn encode_chunk_task(
     task.encode
         .validate()
         .map_err(VideoError::from_validation)?;
-    super::local_only(&task.encode)?;
-    let input = tasks.roots().input(&task.encode.input)?;
-    let dir = super::chunk_dir(tasks, &task.key)?;
-    let path = dir.join(super::chunk_file(task.span.index));
-    if let Some(frames) = whole_chunk(tasks, &path, &task.span).await {
-        info!(chunk = task.span.index, path = %path.display(), "reusing a whole chunk");
-        reporter.done(format!("chunk {} reused", task.span.index));
-        return Ok(ChunkOutput {
-            index: task.span.index,
-            path: super::relative(&task.key, &super::chunk_file(task.span.index)),
-            frames,
-            bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
-            encoder: String::new(),
-            reused: true,
-            encode_time: Duration::ZERO,
-            worker_pid: std::process::id(),
-        });
+    let places = Places::new(tasks, &task.encode, &task.key)?;
+    // Removed however the run ends: below on success and failure, by
+    // `Drop` when the run is revoked.
+    let scratch = places.scratch(tasks, "chunk")?;
+    let result = chunk_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
     }
+    result
+}
+
+/// Encodes (or reuses) one chunk in its home.
+async fn chunk_in(
+    tasks: &VideoTasks,
+    task: &EncodeChunk,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    places: &Places,
+    scratch: Option<&Scratch>,
+) -> Result<ChunkOutput, VideoError> {
+    let file = super::chunk_file(task.span.index);
     let run = RunIdentity {
         id: ctx.id().to_string(),
         attempt: ctx.attempt(),
     };
-    let encoded = encode_chunk(
-        tasks,
-        &task.encode,
-        &task.span,
-        &input,
-        &path,
-        &run,
-        ctx.cancellation(),
-        &reporter,
-    )
-    .await?;
-    reporter.done(format!("chunk {} via {}", task.span.index, encoded.encoder));
-    Ok(ChunkOutput {
-        index: task.span.index,
-        path: super::relative(&task.key, &super::chunk_file(task.span.index)),
-        frames: task.span.frames,
-        bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
-        encoder: encoded.encoder,
-        reused: false,
-        encode_time: encoded.elapsed,
-        worker_pid: std::process::id(),
-    })
+    let reused = |path: String, frames: u64, bytes: u64| {
+        info!(chunk = task.span.index, %path, "reusing a whole chunk");
+        reporter.done(format!("chunk {} reused", task.span.index));
+        ChunkOutput {
+            index: task.span.index,
+            path,
+            frames,
+            bytes,
+            encoder: String::new(),
+            reused: true,
+            encode_time: Duration::ZERO,
+            worker_pid: std::process::id(),
+        }
+    };
+    match &places.home {
+        Home::Local(dir) => {
+            let path = dir.join(&file);
+            if let Some(frames) = whole_chunk(tasks, &path, &task.span).await {
+                let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                return Ok(reused(super::relative(&task.key, &file), frames, bytes));
+            }
+            let input = places.input_path(tasks, scratch, reporter).await?;
+            let encoded = encode_chunk(
+                tasks,
+                &task.encode,
+                &task.span,
+                &input,
+                &path,
+                &run,
+                ctx.cancellation(),
+                reporter,
+            )
+            .await?;
+            reporter.done(format!("chunk {} via {}", task.span.index, encoded.encoder));
+            Ok(ChunkOutput {
+                index: task.span.index,
+                path: super::relative(&task.key, &file),
+                frames: task.span.frames,
+                bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                encoder: encoded.encoder,
+                reused: false,
+                encode_time: encoded.elapsed,
+                worker_pid: std::process::id(),
+            })
+        }
+        Home::Object(home) => {
+            let storage = tasks.storage();
+            let url = home::object_in(home, &file)?;
+            let marker = home::object_in(home, &home::marker_of(&file))?;
+            if let Some(bytes) = done_object(tasks, &url, &marker).await? {
+                return Ok(reused(url.to_string(), task.span.frames, bytes));
+            }
+            let scratch = scratch.ok_or(VideoError::Cancelled)?;
+            let input = places.input_path(tasks, Some(scratch), reporter).await?;
+            let path = scratch.file(&file);
+            let encoded = encode_chunk(
+                tasks,
+                &task.encode,
+                &task.span,
+                &input,
+                &path,
+                &run,
+                ctx.cancellation(),
+                reporter,
+            )
+            .await?;
+            scratch.check_usage(&format!("chunk {}", task.span.index))?;
+            let bytes = storage
+                .upload_file(&path, &url, reporter, StageBand::UPLOADING)
+                .await?;
+            // The marker last: an object without one is encoded again.
+            storage.put_text(&marker, &format!("{bytes}\n")).await?;
+            reporter.done(format!("chunk {} via {}", task.span.index, encoded.encoder));
+            Ok(ChunkOutput {
+                index: task.span.index,
+                path: url.to_string(),
+                frames: task.span.frames,
+                bytes,
+                encoder: encoded.encoder,
+                reused: false,
+                encode_time: encoded.elapsed,
+                worker_pid: std::process::id(),
+            })
+        }
+    }
+}
+
+/// The size of the chunk object at `url` when its `.done` marker says it
+/// was uploaded whole and a HEAD finds it at that size; `None` otherwise.
+///
+/// # Errors
+///
+/// The store's, after its retries.
+pub(super) async fn done_object(
+    tasks: &VideoTasks,
+    url: &ObjectUrl,
+    marker: &ObjectUrl,
+) -> Result<Option<u64>, VideoError> {
+    let storage = tasks.storage();
+    let Some(text) = storage.get_text(marker).await? else {
+        return Ok(None);
+    };
+    let Ok(marked) = text.trim().parse::<u64>() else {
+        warn!(%marker, "an unreadable chunk marker; encoding the chunk again");
+        return Ok(None);
+    };
+    match storage.size_of(url).await? {
+        Some(size) if size == marked => Ok(Some(size)),
+        found => {
+            warn!(%url, marked, ?found, "the chunk object differs from its marker; encoding it again");
+            Ok(None)
+        }
+    }
 }
 
 /// The frames of the chunk at `path` when it is whole (its frame count
@@ -277,10 +373,30 @@ async fn encode_audio(
     task.encode
         .validate()
         .map_err(VideoError::from_validation)?;
-    super::local_only(&task.encode)?;
-    let input = tasks.roots().input(&task.encode.input)?;
-    let dir = super::chunk_dir(tasks, &task.key)?;
-    let path: PathBuf = dir.join(super::AUDIO_FILE);
+    let places = Places::new(tasks, &task.encode, &task.key)?;
+    let scratch = places.scratch(tasks, "audio")?;
+    let result = audio_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    result
+}
+
+/// Encodes the audio into its home.
+async fn audio_in(
+    tasks: &VideoTasks,
+    task: &EncodeAudio,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    places: &Places,
+    scratch: Option<&Scratch>,
+) -> Result<AudioOutput, VideoError> {
+    let input = places.input_path(tasks, scratch, reporter).await?;
+    let path: PathBuf = match (&places.home, scratch) {
+        (Home::Local(dir), _) => dir.join(super::AUDIO_FILE),
+        (Home::Object(_), Some(scratch)) => scratch.file(super::AUDIO_FILE),
+        (Home::Object(_), None) => return Err(VideoError::Cancelled),
+    };
     let temp = TempOutput::new(&path, &ctx.id().to_string(), ctx.attempt())?;
     let out = Output::file(temp.path()).map("0:a:0").flag("-vn");
     let out = match task.encode.audio {
@@ -313,12 +429,26 @@ async fn encode_audio(
         });
     };
     temp.commit()?;
+    let (written_to, bytes) = match &places.home {
+        Home::Local(_) => (
+            super::relative(&task.key, super::AUDIO_FILE),
+            std::fs::metadata(&path).map_or(0, |m| m.len()),
+        ),
+        Home::Object(home) => {
+            let url = home::object_in(home, super::AUDIO_FILE)?;
+            let bytes = tasks
+                .storage()
+                .upload_file(&path, &url, reporter, StageBand::UPLOADING)
+                .await?;
+            (url.to_string(), bytes)
+        }
+    };
     reporter.done("audio encoded");
     Ok(AudioOutput {
-        path: super::relative(&task.key, super::AUDIO_FILE),
+        path: written_to,
         codec,
         duration: Duration::from_secs_f64(length.max(0.0)),
-        bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+        bytes,
         encode_time: summary.elapsed,
     })
 }

@@ -10,10 +10,12 @@ use spool_worker::{Handler, TaskContext, TaskError};
 use tracing::{info, warn};
 
 use super::encode::{RunIdentity, encode_chunk, whole_chunk};
+use super::home::{self, Home, Places};
 use super::{index, validate};
 use crate::progress::{Reporter, StageBand};
 use crate::publish::TempOutput;
 use crate::runner::{FfmpegArgs, Input, Output, RunOptions};
+use crate::storage::{Place, Scratch, extension_of};
 use crate::{VideoError, VideoTasks};
 
 /// Runs `video.join`. Registered by
@@ -83,12 +85,92 @@ async fn join(
     task.encode
         .validate()
         .map_err(VideoError::from_validation)?;
-    super::local_only(&task.encode)?;
-    let roots = tasks.roots();
-    let input = roots.input(&task.encode.input)?;
-    let output = roots.output(&task.encode.output)?;
+    let places = Places::new(tasks, &task.encode, &task.key)?;
+    // Removed however the run ends: below on success and failure, by
+    // `Drop` when the run is revoked.
+    let scratch = places.scratch(tasks, "join")?;
+    let result = join_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    result
+}
+
+/// Where the join reads its pieces and writes its list: the home's
+/// directory, or (for an object home) the run's scratch directory, the
+/// chunks downloaded into it.
+async fn gather(
+    tasks: &VideoTasks,
+    task: &Join,
+    reporter: &Reporter,
+    home: &Home,
+    scratch: Option<&Scratch>,
+) -> Result<PathBuf, VideoError> {
+    let (Home::Object(home), Some(scratch)) = (home, scratch) else {
+        return match home {
+            Home::Local(dir) => Ok(dir.clone()),
+            Home::Object(_) => Err(VideoError::Cancelled),
+        };
+    };
+    let storage = tasks.storage();
+    let mut files: Vec<String> = task
+        .chunks
+        .iter()
+        .map(|span| super::chunk_file(span.index))
+        .collect();
+    if task.audio {
+        files.push(super::AUDIO_FILE.to_owned());
+    }
+    for file in files {
+        let url = home::object_in(home, &file)?;
+        match storage
+            .download(
+                &url,
+                &scratch.file(&file),
+                scratch,
+                reporter,
+                StageBand::DOWNLOADING.named(format!("download {file}")),
+            )
+            .await
+        {
+            // A missing chunk is encoded again below; missing audio fails
+            // when it is read.
+            Ok(_) | Err(VideoError::ObjectNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Absolute: the concat list's paths are read from its own directory.
+    std::fs::canonicalize(scratch.path())
+        .map_err(|e| VideoError::io(format!("cannot read {}", scratch.path().display()), e))
+}
+
+/// Downloads what the home holds, joins, validates, publishes, and
+/// removes the home.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one straight sequence: fetch, join, validate, publish"
+)]
+async fn join_in(
+    tasks: &VideoTasks,
+    task: &Join,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    places: &Places,
+    scratch: Option<&Scratch>,
+) -> Result<JoinOutput, VideoError> {
+    let input = places.input_path(tasks, scratch, reporter).await?;
+    let output = match (&places.output, scratch) {
+        (Place::Local(path), _) => path.clone(),
+        (Place::Object(url), Some(scratch)) => {
+            let dir = std::fs::canonicalize(scratch.path()).map_err(|e| {
+                VideoError::io(format!("cannot read {}", scratch.path().display()), e)
+            })?;
+            dir.join(format!("output{}", extension_of(&url.key)))
+        }
+        (Place::Object(_), None) => return Err(VideoError::Cancelled),
+    };
     let muxer = muxer(&output)?;
-    let dir = super::chunk_dir(tasks, &task.key)?;
+    let dir = gather(tasks, task, reporter, &places.home, scratch).await?;
     let ffprobe = tasks.ffprobe()?;
 
     // Every chunk whole, or encoded again here: a file damaged after its
@@ -114,7 +196,7 @@ async fn join(
                 &path,
                 &run,
                 ctx.cancellation(),
-                &reporter,
+                reporter,
             )
             .await?;
             reencoded.push(span.index);
@@ -179,12 +261,32 @@ async fn join(
     let validate_time = started.elapsed();
     let bytes = std::fs::metadata(temp.path()).map_or(0, |m| m.len());
     temp.commit()?;
+    let written_to = match (&places.output, scratch) {
+        (Place::Object(url), Some(scratch)) => {
+            scratch.check_usage("joined output")?;
+            tasks
+                .storage()
+                .upload_file(&output, url, reporter, StageBand::UPLOADING)
+                .await?;
+            url.to_string()
+        }
+        _ => output.to_string_lossy().into_owned(),
+    };
     // Published: the chunks are no longer needed.
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        warn!(dir = %dir.display(), error = %e, "cannot remove the chunk directory");
+    match &places.home {
+        Home::Local(dir) => {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove the chunk directory");
+            }
+        }
+        Home::Object(home) => {
+            if let Err(e) = tasks.storage().delete_prefix(home).await {
+                warn!(%home, error = %e, "cannot delete the chunk objects");
+            }
+        }
     }
     info!(
-        output = %output.display(),
+        output = %written_to,
         chunks = task.chunks.len(),
         frames = report.frames,
         join_ms = join_time.as_millis(),
@@ -192,12 +294,11 @@ async fn join(
         "joined"
     );
     reporter.done(format!(
-        "{} chunks joined into {}",
+        "{} chunks joined into {written_to}",
         task.chunks.len(),
-        output.display()
     ));
     Ok(JoinOutput {
-        output: output.to_string_lossy().into_owned(),
+        output: written_to,
         frames: report.frames,
         duration: Duration::from_secs_f64(report.length.max(0.0)),
         bytes,

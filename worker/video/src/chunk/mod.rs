@@ -6,23 +6,35 @@
 //!        ──► plan: cut at the first boundary past the target, longest first
 //!        ──► adds chunk-NNNNN ×N, audio, join (the workflow's dynamic fan-out)
 //!  chunk ──► -ss to just before its first frame, -frames:v N, no audio
-//!            ──► .spool-chunks/<key>/chunk-NNNNN.mp4 (reused when whole)
-//!  audio ──► .spool-chunks/<key>/audio.mka, once
+//!            ──► <home>/chunk-NNNNN.mp4 (reused when whole)
+//!  audio ──► <home>/audio.mka, once
 //!  join  ──► concat demuxer, stream copy, audio muxed ──► validated ──► output
 //! ```
 //!
-//! Chunks live under the output root, in a directory named by the
-//! workflow's id (or the split's key): a chunk task that finds its chunk
-//! whole (a run that crashed after writing it, a retried workflow) reuses
-//! it; FFmpeg writes to a file of the run's own, renamed into place when
-//! whole, so a killed run leaves nothing that looks whole. The join
-//! removes the directory once the output is published.
+//! Chunks live in the encode's chunk home (`home`), named by the
+//! workflow's id (or the split's key): for a path output, a directory
+//! under the output root; for an object output (`s3://…`), a key prefix
+//! beside it, so the nodes need no shared disk: each downloads the input
+//! into a scratch directory of its own (bounded by `--scratch-limit`,
+//! removed however the run ends), encodes its span and uploads its chunk,
+//! then a `.done` marker holding the chunk's size. A chunk task that
+//! finds its chunk whole (a run that crashed after writing it, a retried
+//! workflow) reuses it: on disk, checked with ffprobe; in a bucket, its
+//! marker and a HEAD of the same size. FFmpeg writes to a file of the
+//! run's own, renamed into place when whole, so a killed run leaves
+//! nothing that looks whole. The join removes the directory (or deletes
+//! the prefix) once the output is published.
+//!
+//! The split checks the scratch a node may need (the join's: source,
+//! chunks and output) against `--scratch-limit` and the scratch disk's
+//! free space before anything is downloaded.
 //!
 //! - `plan`: cutting a frame index into chunks.
 //! - `index`: ffprobe's packet index of a file.
 //! - `validate`: the checks on a joined output.
 
 mod encode;
+mod home;
 mod index;
 mod join;
 mod plan;
@@ -84,17 +96,4 @@ const AUDIO_FILE: &str = "audio.mka";
 /// root (what outputs report).
 fn relative(key: &str, file: &str) -> String {
     format!("{CHUNKS_DIR}/{key}/{file}")
-}
-
-/// Chunked encodes read and write local files: object URLs are refused
-/// with what to do instead.
-fn local_only(encode: &spool_sdk::video::Transcode) -> Result<(), VideoError> {
-    if encode.input.is_url() || encode.output.is_url() {
-        return Err(VideoError::InvalidTask(
-            "a chunked encode reads and writes paths inside the worker's roots; \
-             for object URLs, encode whole (Ingest::whole) or copy the input in first"
-                .to_owned(),
-        ));
-    }
-    Ok(())
 }

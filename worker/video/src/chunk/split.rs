@@ -13,10 +13,12 @@ use spool_worker::{Handler, TaskContext, TaskError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::home::{Home, Places};
 use super::index::{self, PacketIndex};
 use super::plan::{self, Whole};
 use crate::progress::{Reporter, StageBand};
 use crate::runner::{FfmpegArgs, Input, Output, RunOptions};
+use crate::storage::{Place, Scratch};
 use crate::{VideoError, VideoTasks, escape_filter_value};
 
 /// Runs `video.split`. Registered by
@@ -57,15 +59,6 @@ async fn split(
     let reporter = Reporter::new(ctx);
     reporter.stage(&StageBand::PROBING);
     task.validate().map_err(VideoError::from_validation)?;
-    super::local_only(&task.encode)?;
-    let roots = tasks.roots();
-    let input = roots.input(&task.encode.input)?;
-    let output = roots.output(&task.encode.output)?;
-    if input == output {
-        return Err(VideoError::InvalidTask(
-            "the output would overwrite the input".to_owned(),
-        ));
-    }
     let key = match (&task.key, ctx.workflow()) {
         (Some(key), _) => key.clone(),
         (None, Some(workflow)) => workflow.to_string(),
@@ -76,11 +69,74 @@ async fn split(
             ));
         }
     };
-    let dir = super::chunk_dir(tasks, &key)?;
+    // The input, the output and the chunk home checked (roots,
+    // allow-list) before anything is transferred.
+    let places = Places::new(tasks, &task.encode, &key)?;
+    if places.uses_objects() {
+        let source = places.input_size(tasks).await?;
+        let need = places.scratch_need(source);
+        Scratch::check_need(
+            tasks.config().scratch_dir.as_deref(),
+            need,
+            tasks.storage().config().scratch_limit,
+            &format!(
+                "chunked encode of {} ({source} bytes: the join holds the source, \
+                 its chunks and the output)",
+                task.encode.input.as_str()
+            ),
+        )?;
+    }
+    let scratch = places.scratch(tasks, "split")?;
+    let result = split_in(
+        tasks,
+        task,
+        ctx,
+        &reporter,
+        &places,
+        scratch.as_ref(),
+        key,
+        started,
+    )
+    .await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    result
+}
+
+/// Indexes the (downloaded) source, plans, and adds the nodes.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::too_many_lines,
+    reason = "one call site; the split's steps in order"
+)]
+async fn split_in(
+    tasks: &VideoTasks,
+    task: &Split,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    places: &Places,
+    scratch: Option<&Scratch>,
+    key: String,
+    started: Instant,
+) -> Result<SplitOutput, VideoError> {
+    let input = places.input_path(tasks, scratch, reporter).await?;
+    reporter.stage(&StageBand::PROBING);
+    // The scene log's directory: the home's, or the run's scratch.
+    let (dir, local_home) = match (&places.home, scratch) {
+        (Home::Local(dir), _) => (dir.clone(), true),
+        (Home::Object(_), Some(scratch)) => (scratch.path().to_owned(), false),
+        (Home::Object(_), None) => return Err(VideoError::Cancelled),
+    };
     let ffprobe = tasks.ffprobe()?;
     let source = index::read(ffprobe, &input).await?;
     if source.frames.is_empty() {
-        return Err(VideoError::NoVideo { path: input });
+        // Named as the task gave it, not the scratch copy.
+        let path = match &places.input {
+            Place::Local(path) => path.clone(),
+            Place::Object(url) => url.to_string().into(),
+        };
+        return Err(VideoError::NoVideo { path });
     }
     let interval = source.frame_interval().unwrap_or(0.0);
     reporter.stage(&StageBand::PROCESSING.named("plan"));
@@ -117,7 +173,9 @@ async fn split(
             ctx.add_child(Ingest::ENCODE, &task.encode)
                 .map_err(|e| VideoError::InvalidTask(e.to_string()))?;
             // Nothing will be written there.
-            let _ = std::fs::remove_dir(&dir);
+            if local_home {
+                let _ = std::fs::remove_dir(&dir);
+            }
             SplitOutput {
                 frames,
                 duration,

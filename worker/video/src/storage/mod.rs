@@ -16,12 +16,15 @@
 //! - [`ObjectStorage`]: the stores, one per bucket, built from the
 //!   environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) so credentials are never
 //!   in a task or a setting; downloads and uploads with progress.
+//!   For a chunked encode's pieces it also HEADs an object's size, writes
+//!   and reads small `.done` marker objects, and deletes a key prefix.
 //!
 //! Credentials never appear in errors: the store's messages are passed
 //! through [`redact`], which drops URL query strings (where Azure SAS
 //! tokens travel) and userinfo.
 
 mod allow;
+mod objects;
 mod scratch;
 mod transfer;
 
@@ -37,7 +40,7 @@ use object_store::{BackoffConfig, RetryConfig};
 use spool_sdk::video::{ObjectUrl, Scheme};
 
 pub use self::allow::AllowList;
-pub use self::scratch::Scratch;
+pub use self::scratch::{Scratch, free_space};
 pub use self::transfer::redact;
 
 use crate::VideoError;

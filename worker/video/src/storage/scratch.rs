@@ -136,6 +136,74 @@ impl Drop for Scratch {
     }
 }
 
+/// The bytes free to an unprivileged writer on the file system holding
+/// `dir` (`statvfs`'s available blocks), or `None` when it cannot be read.
+#[must_use]
+#[allow(
+    unsafe_code,
+    reason = "statvfs has no safe wrapper in the workspace's crates"
+)]
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and
+    // `stats` points to writable memory of the struct's size, which
+    // `statvfs` fills on success (checked before it is read).
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stats.assume_init()
+    };
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the field types differ by platform"
+    )]
+    let (blocks, size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Some(blocks.saturating_mul(size))
+}
+
+impl Scratch {
+    /// Checks that `needed` bytes of scratch fit both `limit` and the free
+    /// space of the file system under `parent` (the system's temporary
+    /// directory when `None`), before any directory is made or byte
+    /// transferred.
+    ///
+    /// # Errors
+    ///
+    /// [`VideoError::ScratchFull`] naming `what`, the need and the limit
+    /// (or the free space, when that is smaller).
+    pub fn check_need(
+        parent: Option<&Path>,
+        needed: u64,
+        limit: u64,
+        what: &str,
+    ) -> Result<(), VideoError> {
+        if needed > limit {
+            return Err(VideoError::ScratchFull {
+                what: what.to_owned(),
+                needed,
+                limit,
+            });
+        }
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        if let Some(free) = free_space(&parent)
+            && needed > free
+        {
+            return Err(VideoError::ScratchFull {
+                what: format!(
+                    "{what} (the scratch disk under {} has only {free} bytes free)",
+                    parent.display()
+                ),
+                needed,
+                limit: free,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The bytes of every file under `dir`.
 pub(crate) fn size_under(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -167,5 +235,23 @@ mod tests {
         assert!(scratch.check_usage("output").is_err());
         drop(scratch);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn needs_are_checked_against_the_limit_and_the_free_space() {
+        let free = free_space(&std::env::temp_dir()).unwrap();
+        assert!(free > 0);
+        Scratch::check_need(None, 10, 100, "a split").unwrap();
+        let e = Scratch::check_need(None, 300, 100, "a split")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a split") && e.contains("300") && e.contains("100"),
+            "{e}"
+        );
+        let e = Scratch::check_need(None, free.saturating_add(1 << 40), u64::MAX, "a split")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bytes free"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use crate::VideoError;
 use crate::progress::{Reporter, StageBand};
 
 /// The store's key for `url`.
-fn object_path(url: &ObjectUrl) -> Result<object_store::path::Path, VideoError> {
+pub(super) fn object_path(url: &ObjectUrl) -> Result<object_store::path::Path, VideoError> {
     object_store::path::Path::parse(&url.key).map_err(|e| VideoError::Path {
         path: url.to_string(),
         reason: e.to_string(),
