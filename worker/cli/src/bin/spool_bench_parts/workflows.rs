@@ -116,9 +116,7 @@ fn worker(
     let epoch = Instant::now();
     Worker::new(broker.clone(), config)
         .observe(ends)
-        .register::<Leaf, _>(move |_task: Leaf, _ctx: TaskContext| async {
-            Ok::<_, TaskError>(())
-        })
+        .register::<Leaf, _>(move |_task: Leaf, _ctx: TaskContext| async { Ok::<_, TaskError>(()) })
         .register::<Step, _>(move |task: Step, _ctx: TaskContext| {
             let at = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
             if let Ok(mut marks) = marks.lock() {
