@@ -1,7 +1,8 @@
 -- What a worker reads before running nodes of one workflow: each node's
 -- state, its current task id, and each parent's state, output and error.
--- Read in bulk (HMGET), so a node with 10,000 parents costs three calls
--- per few thousand parents, not three per parent.
+-- Read in bulk (HMGET per hash for all the nodes, then for all their
+-- parents), so a batch of nodes, or a node with 10,000 parents, costs a
+-- few calls per few thousand names, not several per name.
 --
 -- KEYS  the workflow's keys (see wf_submit.lua)
 -- ARGV  the nodes
@@ -13,38 +14,60 @@
 -- Lua's unpack takes a few thousand values at most.
 local CHUNK = 1000
 
-local function bulk(key, names, from, to)
-  return redis.call('HMGET', key, unpack(names, from, to))
+-- HMGET of `names` in chunks: the values, in order.
+local function bulk(key, names)
+  local values = {}
+  for from = 1, #names, CHUNK do
+    local to = math.min(from + CHUNK - 1, #names)
+    local got = redis.call('HMGET', key, unpack(names, from, to))
+    for k = 1, to - from + 1 do
+      values[from + k - 1] = got[k]
+    end
+  end
+  return values
 end
 
-local replies = {}
-for i, node in ipairs(ARGV) do
-  local state = redis.call('HGET', KEYS[3], node)
-  if not state then
-    replies[i] = false
-  else
-    local out = {state, redis.call('HGET', KEYS[4], node), redis.call('HGET', KEYS[9], node),
-      redis.call('HGET', KEYS[10], node)}
-    local edges = redis.call('HGET', KEYS[6], node)
-    if edges then
-      local parents = {}
-      for edge in string.gmatch(edges, '[^,]+') do
-        parents[#parents + 1] = string.match(edge, '^(%S+)')
-      end
-      for from = 1, #parents, CHUNK do
-        local to = math.min(from + CHUNK - 1, #parents)
-        local states = bulk(KEYS[3], parents, from, to)
-        local outputs = bulk(KEYS[9], parents, from, to)
-        local errors = bulk(KEYS[10], parents, from, to)
-        for k = 1, to - from + 1 do
-          out[#out + 1] = parents[from + k - 1]
-          out[#out + 1] = states[k]
-          out[#out + 1] = outputs[k]
-          out[#out + 1] = errors[k]
-        end
+local nodes = ARGV
+local states = bulk(KEYS[3], nodes)
+local ids = bulk(KEYS[4], nodes)
+local outs = bulk(KEYS[9], nodes)
+local errs = bulk(KEYS[10], nodes)
+local edges = bulk(KEYS[6], nodes)
+
+-- Every parent named, once.
+local parents, position = {}, {}
+for i = 1, #nodes do
+  if states[i] and edges[i] then
+    for edge in string.gmatch(edges[i], '[^,]+') do
+      local parent = string.match(edge, '^(%S+)')
+      if not position[parent] then
+        parents[#parents + 1] = parent
+        position[parent] = #parents
       end
     end
-    replies[i] = out
+  end
+end
+local parent_states = bulk(KEYS[3], parents)
+local parent_outs = bulk(KEYS[9], parents)
+local parent_errs = bulk(KEYS[10], parents)
+
+local replies = {}
+for i = 1, #nodes do
+  if not states[i] then
+    replies[i] = false
+  else
+    local reply = {states[i], ids[i], outs[i], errs[i]}
+    if edges[i] then
+      for edge in string.gmatch(edges[i], '[^,]+') do
+        local parent = string.match(edge, '^(%S+)')
+        local p = position[parent]
+        reply[#reply + 1] = parent
+        reply[#reply + 1] = parent_states[p]
+        reply[#reply + 1] = parent_outs[p]
+        reply[#reply + 1] = parent_errs[p]
+      end
+    end
+    replies[i] = reply
   end
 end
 return replies

@@ -6,6 +6,14 @@
 -- exactly as if it were alone (a batch only saves round trips and script
 -- calls). See the rustdoc of spool_broker::workflow.
 --
+-- The hashes are read and written through write-back caches: the batch's
+-- nodes, their children and the children's counters are read with one
+-- HMGET per hash up front, every settlement reads and writes the caches
+-- (so each sees what the ones before it wrote, as if alone), and what
+-- changed is written with one HSET per hash at the end (META once, the
+-- outbox with one ZADD, PEXPIRE after the writes). A script runs whole,
+-- so no reader ever sees the caches' state half written.
+--
 -- KEYS  the workflow's keys (see wf_submit.lua)
 -- ARGV[1]  now, in ms
 -- ARGV[2]  how long a finished workflow's keys live, in ms
@@ -28,11 +36,109 @@ local META, ORDER, STATE, IDS, ENV, PARENTS, CHILDREN, PENDING, OUT, ERR, ATT, O
   KEYS[11], KEYS[12]
 
 local now, retention, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- Fields per bulk command: Lua's unpack takes a few thousand values at
+-- most.
+local CHUNK = 1000
+
+-- A write-back cache of one hash: `get` reads a field (false when absent)
+-- from the cache, else from Redis; `set` changes it in the cache only;
+-- `load` reads many fields at once; `flush` writes what changed.
+local function cache(key)
+  local values, dirty, order = {}, {}, {}
+  local c = {}
+  function c.load(names)
+    local missing = {}
+    for _, name in ipairs(names) do
+      if values[name] == nil then
+        missing[#missing + 1] = name
+        values[name] = false
+      end
+    end
+    for from = 1, #missing, CHUNK do
+      local to = math.min(from + CHUNK - 1, #missing)
+      local got = redis.call('HMGET', key, unpack(missing, from, to))
+      for k = 1, to - from + 1 do
+        values[missing[from + k - 1]] = got[k]
+      end
+    end
+  end
+  function c.get(name)
+    local value = values[name]
+    if value == nil then
+      value = redis.call('HGET', key, name)
+      values[name] = value
+    end
+    return value
+  end
+  function c.set(name, value)
+    values[name] = value
+    if not dirty[name] then
+      dirty[name] = true
+      order[#order + 1] = name
+    end
+  end
+  function c.flush()
+    local pairs_ = {}
+    for _, name in ipairs(order) do
+      pairs_[#pairs_ + 1] = name
+      pairs_[#pairs_ + 1] = values[name]
+      if #pairs_ >= 2 * CHUNK then
+        redis.call('HSET', key, unpack(pairs_))
+        pairs_ = {}
+      end
+    end
+    if #pairs_ > 0 then
+      redis.call('HSET', key, unpack(pairs_))
+    end
+  end
+  return c
+end
+
+local state, ids, env, parents_of, children_of, pending, out, err, att =
+  cache(STATE), cache(IDS), cache(ENV), cache(PARENTS), cache(CHILDREN), cache(PENDING),
+  cache(OUT), cache(ERR), cache(ATT)
+local appended, outboxed = {}, {}
+
 local exists = redis.call('EXISTS', META) == 1
 -- Read once, kept current below: every settlement of the batch sees what
 -- the ones before it wrote.
-local meta = exists and redis.call('HMGET', META, 'total', 'max_nodes', 'failed_node') or {}
-local total, max_nodes, first_failure = tonumber(meta[1]), tonumber(meta[2]), meta[3]
+local meta = exists
+    and redis.call('HMGET', META, 'total', 'max_nodes', 'failed_node', 'failed_reason', 'settled')
+  or {}
+local total, max_nodes, first_failure, failure_reason = tonumber(meta[1]), tonumber(meta[2]),
+  meta[3], meta[4]
+local settled_count = tonumber(meta[5]) or 0
+local meta_changed, total_changed, finished = false, false, nil
+
+-- The prefetch: the batch's nodes, then their children.
+if exists then
+  local nodes = {}
+  local at = 4
+  for _ = 1, count do
+    nodes[#nodes + 1] = ARGV[at]
+    local n_children, has_join = tonumber(ARGV[at + 7]), ARGV[at + 8] == '1'
+    at = at + 10 + (n_children + (has_join and 1 or 0)) * 3
+  end
+  ids.load(nodes)
+  state.load(nodes)
+  children_of.load(nodes)
+  local kids, seen = {}, {}
+  for _, node in ipairs(nodes) do
+    local edges = children_of.get(node)
+    if edges then
+      for edge in string.gmatch(edges, '[^,]+') do
+        local child = string.match(edge, '^(%S+)')
+        if not seen[child] then
+          seen[child] = true
+          kids[#kids + 1] = child
+        end
+      end
+    end
+  end
+  state.load(kids)
+  pending.load(kids)
+end
 
 -- Adds a settlement's dynamic children (a success only, and only if they
 -- fit); returns the refusal, if any.
@@ -42,20 +148,24 @@ local function add_children(node, at, n_children, has_join, join_policy)
     return 'its ' .. adding .. ' dynamic children would take the workflow over its limit of '
       .. max_nodes .. ' nodes'
   end
+  local names = {}
   for i = 0, adding - 1 do
-    local name = ARGV[at + i * 3]
-    if redis.call('HEXISTS', STATE, name) == 1 then
+    names[#names + 1] = ARGV[at + i * 3]
+  end
+  state.load(names)
+  for _, name in ipairs(names) do
+    if state.get(name) then
       return 'dynamic child ' .. name .. ' has the name of a node of the workflow'
     end
   end
-  local old_children = redis.call('HGET', CHILDREN, node)
-  local function add(name, id, env, parents, pending)
-    redis.call('RPUSH', ORDER, name)
-    redis.call('HSET', STATE, name, 'waiting')
-    redis.call('HSET', IDS, name, id)
-    redis.call('HSET', ENV, name, env)
-    redis.call('HSET', PARENTS, name, parents)
-    redis.call('HSET', PENDING, name, pending)
+  local old_children = children_of.get(node)
+  local function add(name, id, envelope, parents, count_)
+    appended[#appended + 1] = name
+    state.set(name, 'waiting')
+    ids.set(name, id)
+    env.set(name, envelope)
+    parents_of.set(name, parents)
+    pending.set(name, count_)
   end
   local edges = {}
   for i = 0, n_children - 1 do
@@ -72,7 +182,7 @@ local function add_children(node, at, n_children, has_join, join_policy)
       for i = 0, n_children - 1 do
         local child = ARGV[at + i * 3]
         parents[#parents + 1] = child .. ' ' .. join_policy
-        redis.call('HSET', CHILDREN, child, join .. ' ' .. join_policy)
+        children_of.set(child, join .. ' ' .. join_policy)
       end
       add(join, ARGV[j + 1], ARGV[j + 2], table.concat(parents, ','), n_children)
     else
@@ -81,18 +191,18 @@ local function add_children(node, at, n_children, has_join, join_policy)
     end
     -- The join takes over the spawner's dependents.
     if old_children then
-      redis.call('HSET', CHILDREN, join, old_children)
+      children_of.set(join, old_children)
       for edge in string.gmatch(old_children, '[^,]+') do
         local child = string.match(edge, '^(%S+)')
         local rewritten = {}
-        for parent_edge in string.gmatch(redis.call('HGET', PARENTS, child), '[^,]+') do
+        for parent_edge in string.gmatch(parents_of.get(child), '[^,]+') do
           local parent, policy = string.match(parent_edge, '^(%S+) (%S+)$')
           if parent == node then
             parent = join
           end
           rewritten[#rewritten + 1] = parent .. ' ' .. policy
         end
-        redis.call('HSET', PARENTS, child, table.concat(rewritten, ','))
+        parents_of.set(child, table.concat(rewritten, ','))
       end
     end
     spawner_children = table.concat(edges, ',')
@@ -102,36 +212,36 @@ local function add_children(node, at, n_children, has_join, join_policy)
       spawner_children = spawner_children .. ',' .. old_children
     end
   end
-  redis.call('HSET', CHILDREN, node, spawner_children)
-  redis.call('HINCRBY', META, 'total', adding)
+  children_of.set(node, spawner_children)
   total = total + adding
+  total_changed = true
   return nil
 end
 
 -- Settles the settlement whose values start at ARGV[at].
 local function settle(at, n_children, has_join)
   local node = ARGV[at]
-  if not exists or redis.call('HGET', IDS, node) ~= ARGV[at + 1] then
+  if not exists or ids.get(node) ~= ARGV[at + 1] then
     return {'unknown'}
   end
-  if redis.call('HGET', STATE, node) ~= 'queued' then
+  if state.get(node) ~= 'queued' then
     return {'already'}
   end
-  local outcome, err = ARGV[at + 2], ARGV[at + 4]
+  local outcome, error_ = ARGV[at + 2], ARGV[at + 4]
   if outcome == 'succeeded' and (n_children > 0 or has_join) then
     local refusal = add_children(node, at + 10, n_children, has_join, ARGV[at + 9])
     if refusal then
-      outcome, err = 'failed', refusal
+      outcome, error_ = 'failed', refusal
     end
   end
 
-  redis.call('HSET', STATE, node, outcome)
-  redis.call('HSET', ATT, node, ARGV[at + 3])
-  if err ~= '' then
-    redis.call('HSET', ERR, node, err)
+  state.set(node, outcome)
+  att.set(node, ARGV[at + 3])
+  if error_ ~= '' then
+    err.set(node, error_)
   end
   if outcome == 'succeeded' and ARGV[at + 5] == '1' then
-    redis.call('HSET', OUT, node, ARGV[at + 6])
+    out.set(node, ARGV[at + 6])
   end
 
   -- Propagate: each settled node's children are freed (a counter per
@@ -145,23 +255,25 @@ local function settle(at, n_children, has_join)
     local parent, parent_state = item[1], item[2]
     local ok = parent_state == 'succeeded'
     local counts = false
-    local children = redis.call('HGET', CHILDREN, parent)
+    local children = children_of.get(parent)
     if children then
       for edge in string.gmatch(children, '[^,]+') do
         local child, policy = string.match(edge, '^(%S+) (%S+)$')
         if not ok and policy ~= 'ignore' then
           counts = true
         end
-        if redis.call('HGET', STATE, child) == 'waiting' then
+        if state.get(child) == 'waiting' then
           if ok or policy ~= 'fail' then
-            if redis.call('HINCRBY', PENDING, child, -1) <= 0 then
-              redis.call('HSET', STATE, child, 'queued')
-              redis.call('ZADD', OUTBOX, now, child)
+            local left = (tonumber(pending.get(child)) or 0) - 1
+            pending.set(child, left)
+            if left <= 0 then
+              state.set(child, 'queued')
+              outboxed[#outboxed + 1] = child
               ready[#ready + 1] = child
             end
           else
-            redis.call('HSET', STATE, child, 'cancelled')
-            redis.call('HSET', ERR, child, 'cancelled: parent ' .. parent .. ' ' .. parent_state)
+            state.set(child, 'cancelled')
+            err.set(child, 'cancelled: parent ' .. parent .. ' ' .. parent_state)
             settled = settled + 1
             work[#work + 1] = {child, 'cancelled'}
           end
@@ -172,20 +284,17 @@ local function settle(at, n_children, has_join)
     end
     if counts and not first_failure then
       first_failure = parent
-      local reason = redis.call('HGET', ERR, parent) or parent_state
-      redis.call('HSET', META, 'failed_node', parent, 'failed_reason', reason)
+      failure_reason = err.get(parent) or parent_state
+      meta_changed = true
     end
   end
 
   local reply = {'recorded', '', '', ''}
-  if redis.call('HINCRBY', META, 'settled', settled) >= total then
+  settled_count = settled_count + settled
+  if settled_count >= total then
     local final = first_failure and 'failed' or 'succeeded'
-    redis.call('HSET', META, 'state', final, 'finished', now)
-    for i = 1, #KEYS do
-      redis.call('PEXPIRE', KEYS[i], retention)
-    end
-    local failed = redis.call('HMGET', META, 'failed_node', 'failed_reason')
-    reply = {'recorded', final, failed[1] or '', failed[2] or ''}
+    finished = final
+    reply = {'recorded', final, first_failure or '', failure_reason or ''}
   end
   for _, child in ipairs(ready) do
     reply[#reply + 1] = child
@@ -195,9 +304,58 @@ end
 
 local replies = {}
 local at = 4
+local recorded = false
 for i = 1, count do
   local n_children, has_join = tonumber(ARGV[at + 7]), ARGV[at + 8] == '1'
   replies[i] = settle(at, n_children, has_join)
+  if replies[i][1] == 'recorded' then
+    recorded = true
+  end
   at = at + 10 + (n_children + (has_join and 1 or 0)) * 3
+end
+
+-- The writes, once each.
+if recorded then
+  for from = 1, #appended, CHUNK do
+    redis.call('RPUSH', ORDER, unpack(appended, from, math.min(from + CHUNK - 1, #appended)))
+  end
+  for _, c in ipairs({state, ids, env, parents_of, children_of, pending, out, err, att}) do
+    c.flush()
+  end
+  local fields = {'settled', settled_count}
+  if total_changed then
+    fields[#fields + 1] = 'total'
+    fields[#fields + 1] = total
+  end
+  if meta_changed then
+    fields[#fields + 1] = 'failed_node'
+    fields[#fields + 1] = first_failure
+    fields[#fields + 1] = 'failed_reason'
+    fields[#fields + 1] = failure_reason
+  end
+  if finished then
+    fields[#fields + 1] = 'state'
+    fields[#fields + 1] = finished
+    fields[#fields + 1] = 'finished'
+    fields[#fields + 1] = now
+  end
+  redis.call('HSET', META, unpack(fields))
+  local members = {}
+  for _, child in ipairs(outboxed) do
+    members[#members + 1] = now
+    members[#members + 1] = child
+    if #members >= 2 * CHUNK then
+      redis.call('ZADD', OUTBOX, unpack(members))
+      members = {}
+    end
+  end
+  if #members > 0 then
+    redis.call('ZADD', OUTBOX, unpack(members))
+  end
+  if finished then
+    for i = 1, #KEYS do
+      redis.call('PEXPIRE', KEYS[i], retention)
+    end
+  end
 end
 return replies

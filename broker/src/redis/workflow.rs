@@ -372,9 +372,48 @@ impl RedisBroker {
         }
         // Written is submitted: roots left in the outbox by a failed
         // dispatch are the sweeper's.
-        if let Err(e) = self.wf_dispatch(spec.id).await {
+        if let Err(e) = self.wf_dispatch_roots(spec, &envelopes).await {
             tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
         }
+        Ok(())
+    }
+
+    /// Dispatches a just-written workflow's roots from the envelopes in
+    /// hand, as [`Self::wf_dispatch`] would from its outbox (which
+    /// `wf_submit.lua` filled with exactly these nodes, with these task
+    /// ids), without reading the outbox back and decoding every envelope:
+    /// enqueued each at most once ever (`wf_enqueue.lua`), then removed
+    /// from the outbox. A root cancelled in between is enqueued all the
+    /// same, as by a dispatch that read the outbox just before the cancel:
+    /// its task is revoked and its node settled, so it never runs.
+    async fn wf_dispatch_roots(&self, spec: &WorkflowSpec, envelopes: &[Envelope]) -> Result<()> {
+        let roots: Vec<(&NodeName, &Envelope)> = spec
+            .nodes
+            .iter()
+            .zip(envelopes)
+            .filter(|(node, _)| node.parents.is_empty())
+            .map(|(node, envelope)| (&node.name, envelope))
+            .collect();
+        let ready: Vec<&Envelope> = roots.iter().map(|(_, envelope)| *envelope).collect();
+        self.wf_enqueue(&ready).await?;
+        crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
+        let outbox = &self.workflow_keys(spec.id).0[11];
+        let removals: Vec<_> = roots
+            .chunks(OUTBOX_PAGE)
+            .map(|page| {
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(outbox);
+                for (name, _) in page {
+                    zrem.arg(name.as_str());
+                }
+                let mut conn = self.conn();
+                async move { zrem.query_async::<i64>(&mut conn).await.map_err(map_redis) }
+            })
+            .collect();
+        stream::iter(removals)
+            .buffered(DISPATCH_IN_FLIGHT)
+            .try_collect::<Vec<i64>>()
+            .await?;
         Ok(())
     }
 

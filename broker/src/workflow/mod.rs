@@ -68,7 +68,10 @@
 //! the group's settlements one after another inside that one atomic
 //! script, each exactly as if it were alone (so readiness is still
 //! decided by one counter per child: settling a parent of a 10,000-wide
-//! join is O(1)); [`Broker::dispatch_outboxes`](crate::Broker::dispatch_outboxes)
+//! join is O(1)). The script reads the nodes, their children and the
+//! children's counters with one `HMGET` per hash, settles against those
+//! values, and writes what changed with one `HSET` per hash at the end:
+//! a script runs whole, so no reader sees the difference; [`Broker::dispatch_outboxes`](crate::Broker::dispatch_outboxes)
 //! reads every touched outbox, enqueues the ready tasks with one
 //! `wf_enqueue.lua` call per target queue (per 256 tasks, each task still
 //! behind its own `SET NX` mark), then removes the entries. The fail
