@@ -432,20 +432,45 @@ impl RedisBroker {
         settlements: &[&NodeSettlement],
     ) -> Vec<Result<Settled>> {
         let groups = by_workflow(settlements.iter().map(|s| s.workflow), SETTLE_CHUNK);
-        // Collected first: a lazy `map` held across the awaits would not
-        // be `Send` for every lifetime.
-        let calls: Vec<_> = groups
-            .iter()
-            .map(|(workflow, positions)| {
-                let chunk: Vec<&NodeSettlement> =
-                    positions.iter().map(|&i| settlements[i]).collect();
-                self.wf_settle_chunk(*workflow, chunk)
+        // A workflow's chunks go one after another, workflows side by side:
+        // a later settlement may repeat or supersede an earlier one of the
+        // same node, and two calls in flight on a cluster connection may
+        // reach the server out of order (a redirect is retried).
+        let mut chunks_of: Vec<(WorkflowId, Vec<usize>)> = Vec::new();
+        for (g, (workflow, _)) in groups.iter().enumerate() {
+            match chunks_of.iter_mut().find(|(w, _)| w == workflow) {
+                Some((_, chunks)) => chunks.push(g),
+                None => chunks_of.push((*workflow, vec![g])),
+            }
+        }
+        let calls: Vec<_> = chunks_of
+            .into_iter()
+            .map(|(workflow, chunks)| {
+                let groups = &groups;
+                async move {
+                    let mut replies = Vec::with_capacity(chunks.len());
+                    for g in chunks {
+                        let chunk: Vec<&NodeSettlement> =
+                            groups[g].1.iter().map(|&i| settlements[i]).collect();
+                        replies.push((g, self.wf_settle_chunk(workflow, chunk).await));
+                    }
+                    replies
+                }
             })
             .collect();
-        let replies: Vec<Result<Vec<Settled>>> = stream::iter(calls)
-            .buffered(DISPATCH_IN_FLIGHT)
+        let mut by_group: Vec<Option<Result<Vec<Settled>>>> =
+            (0..groups.len()).map(|_| None).collect();
+        let done: Vec<Vec<(usize, Result<Vec<Settled>>)>> = stream::iter(calls)
+            .buffer_unordered(DISPATCH_IN_FLIGHT)
             .collect()
             .await;
+        for (g, reply) in done.into_iter().flatten() {
+            by_group[g] = Some(reply);
+        }
+        let replies: Vec<Result<Vec<Settled>>> = by_group
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Backend("wf_settle gave no reply".into()))))
+            .collect();
         scatter(settlements.len(), &groups, replies, "wf_settle")
     }
 
