@@ -397,4 +397,36 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+
+    /// A captured child's CPU time is charged to the enclosing meter, and
+    /// a child killed for its time limit is reaped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn captured_children_charge_their_cpu_time() {
+        let busy = || {
+            let mut command = std::process::Command::new("sh");
+            command.args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo done",
+            ]);
+            command
+        };
+        let (captured, cpu) = metered(async {
+            let first = capture(busy(), Duration::from_secs(120)).await.unwrap();
+            let charged = cpu_charged();
+            let second = capture(busy(), Duration::from_secs(120)).await.unwrap();
+            (first, charged, second)
+        })
+        .await;
+        let (first, after_first, second) = captured;
+        assert!(first.status.success() && second.status.success());
+        assert_eq!(first.stdout.trim(), "done");
+        assert!(after_first > Duration::from_millis(20), "{after_first:?}");
+        assert!(cpu > after_first, "{cpu:?} after {after_first:?}");
+        assert_eq!(cpu_charged(), Duration::ZERO, "no meter outside");
+
+        let mut sleeper = std::process::Command::new("sleep");
+        sleeper.arg("30");
+        let timed_out = capture(sleeper, Duration::from_millis(200)).await;
+        assert!(matches!(timed_out, Err(CaptureFailed::TimedOut)));
+    }
 }
