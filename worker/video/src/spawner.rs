@@ -16,8 +16,8 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::OnceLock;
-use std::time::Duration;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use super::VideoError;
 
@@ -172,7 +172,9 @@ pub(crate) fn reap(
 pub(crate) fn reap(
     child: &mut std::process::Child,
 ) -> std::io::Result<Option<(std::process::ExitStatus, ChildCpu)>> {
-    Ok(child.try_wait()?.map(|status| (status, ChildCpu::default())))
+    Ok(child
+        .try_wait()?
+        .map(|status| (status, ChildCpu::default())))
 }
 
 /// What a captured run gave.

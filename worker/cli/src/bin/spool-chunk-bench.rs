@@ -36,8 +36,8 @@ use serde::Serialize;
 use spool_broker::{QueueName, RedisBroker, RedisConfig, TaskId};
 use spool_sdk::Client;
 use spool_sdk::video::{
-    AudioOutput, ChunkOutput, ChunkPolicy, Codec, EncodeAudio, EncodeChunk, Ingest, Preset, RateControl, Transcode,
-    chunk_node,
+    AudioOutput, ChunkOutput, ChunkPolicy, Codec, EncodeAudio, EncodeChunk, Ingest, Preset,
+    RateControl, Transcode, chunk_node,
 };
 use spool_video::{
     FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, TranscodeHandler, VideoConfig,

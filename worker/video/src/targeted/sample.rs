@@ -96,7 +96,12 @@ pub fn scene_spans(duration: f64, count: u8, length: f64) -> Vec<(f64, f64)> {
 /// assert_eq!(scene_starts(12.0, &[0.0, 6.0], 3, 1.0), None);
 /// ```
 #[must_use]
-pub fn scene_starts(duration: f64, starts: &[f64], count: u8, length: f64) -> Option<Vec<(f64, f64)>> {
+pub fn scene_starts(
+    duration: f64,
+    starts: &[f64],
+    count: u8,
+    length: f64,
+) -> Option<Vec<(f64, f64)>> {
     let count = usize::from(count.max(1));
     if !(duration.is_finite() && duration > 0.0) || count as f64 * length >= duration {
         return None;
