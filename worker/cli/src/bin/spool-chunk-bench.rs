@@ -407,7 +407,8 @@ async fn chunked_run(
                 chunk_cpu
             ));
         }
-        if split.audio {
+        // A fallback encodes whole, audio included: no audio node.
+        if split.audio && split.fallback.is_none() {
             let out: AudioOutput = handle
                 .workflow()
                 .wait::<EncodeAudio>(Ingest::AUDIO, Duration::from_secs(10))
