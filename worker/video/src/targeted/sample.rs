@@ -91,7 +91,7 @@ pub fn scene_spans(duration: f64, count: u8, length: f64) -> Vec<(f64, f64)> {
 /// let starts = [0.0, 2.5, 4.0, 7.0, 9.5, 11.0];
 /// assert_eq!(
 ///     scene_starts(12.0, &starts, 3, 1.0),
-///     Some(vec![(0.0, 1.0), (4.0, 1.0), (9.5, 1.0)])
+///     Some(vec![(2.5, 1.0), (7.0, 1.0), (11.0, 1.0)])
 /// );
 /// assert_eq!(scene_starts(12.0, &[0.0, 6.0], 3, 1.0), None);
 /// ```
