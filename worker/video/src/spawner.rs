@@ -12,6 +12,13 @@
 //! every child is forked from one thread that lives as long as the
 //! process, `spool-ffmpeg-spawner`, which takes spawn requests over a
 //! channel.
+//!
+//! Children are reaped with `wait4` ([`reap`]), which gives the kernel's
+//! count of their CPU time (user + system, every thread) along with the
+//! exit status: [`RunSummary::cpu`](crate::RunSummary::cpu) for FFmpeg, and
+//! for every FFmpeg and ffprobe a task reaps inside [`metered`], the sum
+//! the chunk stages report. A reaped child is dropped at once, never
+//! signalled again (its pid may be reused).
 
 use std::cell::Cell;
 use std::future::Future;
