@@ -133,6 +133,10 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
     let join = done.join.clone().expect("a join");
     assert_eq!((join.frames, join.chunks, join.audio), (150, 6, true));
     assert!(join.reencoded.is_empty());
+    // Each stage reports its children's CPU time (their rusage).
+    let spent = |cpu: Option<Duration>| cpu.is_some_and(|c| c > Duration::ZERO);
+    assert!(spent(split.plan_cpu), "{split:?}");
+    assert!(spent(join.join_cpu) && spent(join.validate_cpu), "{join:?}");
     let output = env.outputs.join("chunked.mp4");
     assert!(has_audio(&output));
     let keys = keyframe_times(&output);
@@ -164,6 +168,10 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
                 out.worker_pid
             );
             assert!(!out.reused);
+            assert!(
+                out.encode_cpu.is_some_and(|c| c > Duration::ZERO) && out.check_cpu.is_some(),
+                "{out:?}"
+            );
             ran_in.push(out.worker_pid);
         }
     }

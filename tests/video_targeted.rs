@@ -5,7 +5,9 @@
 //! `video.package` encodes each rung at its CRF and measures the VMAF it
 //! achieved. A target no CRF in range reaches fails the workflow at the
 //! pick, naming the rung; a package given per-rung CRFs reports their
-//! quality, and one given a target without a pick is refused.
+//! quality, and one given a target without a pick is refused. The samples
+//! start at the source's scene cuts (FFmpeg's scene score), and are spread
+//! evenly over a source without enough cuts.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -15,7 +17,7 @@ use spool_broker::Task as _;
 use spool_broker::workflow::{NodeState, WorkflowState};
 use spool_sdk::video::{
     CrfChoice, CrfPick, CrfSearch, Formats, Package, Preset, Rendition, SampleEncode,
-    TargetedLadder,
+    SamplePlacement, TargetedLadder,
 };
 use spool_sdk::workflow::Workflow;
 use spool_tests::TestRedis;
@@ -338,6 +340,135 @@ async fn a_package_takes_per_rung_crfs_and_refuses_a_target_without_a_pick() {
 
     worker.stop().await;
     redis.cleanup().await;
+}
+
+/// The scene starts of [`cut_clip`]: its first frame and four cuts.
+const CUTS: [f64; 5] = [0.0, 1.5, 4.5, 6.5, 10.5];
+
+/// Writes a 12 s, 30 fps, 320x180 clip of five scenes of unequal lengths
+/// (starting at [`CUTS`]), each a different lavfi source, concatenated.
+async fn cut_clip(env: &VideoEnv, name: &str) {
+    let size = "320x180";
+    let sources = [
+        format!("testsrc2=size={size}:rate=30"),
+        format!("mandelbrot=size={size}:rate=30:end_scale=0.05:end_pts=90"),
+        format!(
+            "life=size={size}:rate=30:ratio=0.3:mold=10:death_color=#C83232:life_color=#00ff00"
+        ),
+        format!("smptehdbars=size={size}:rate=30"),
+        format!("testsrc=size={size}:rate=30"),
+    ];
+    let mut args = FfmpegArgs::new();
+    for source in &sources {
+        args = args.input(Input::lavfi(source.clone()));
+    }
+    let mut graph = String::new();
+    for (index, start) in CUTS.iter().enumerate() {
+        let end = CUTS.get(index + 1).copied().unwrap_or(12.0);
+        graph.push_str(&format!(
+            "[{index}:v]trim=duration={},setpts=PTS-STARTPTS,format=yuv420p[s{index}];",
+            end - start
+        ));
+    }
+    graph.push_str("[s0][s1][s2][s3][s4]concat=n=5:v=1:a=0,format=yuv420p[v]");
+    let args = args.filter_complex(graph).output(
+        Output::file(env.inputs.join(name))
+            .map("[v]")
+            .option("-c:v", "libx264")
+            .option("-preset", "ultrafast")
+            .option("-crf", 16)
+            .option("-f", "mp4"),
+    );
+    let options = RunOptions::new(StageBand::PROCESSING, CancellationToken::new());
+    FfmpegRunner::new(&env.ffmpeg)
+        .run(&args, options, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cannot generate the clip: {e}"));
+}
+
+/// Writes a 12 s, 30 fps, 320x180 clip of one moving scene.
+async fn one_scene_clip(env: &VideoEnv, name: &str) {
+    let args = FfmpegArgs::new()
+        .input(Input::lavfi("testsrc2=size=320x180:rate=30:duration=12"))
+        .output(
+            Output::file(env.inputs.join(name))
+                .map("0:v")
+                .option("-c:v", "libx264")
+                .option("-preset", "ultrafast")
+                .option("-crf", 16)
+                .option("-pix_fmt", "yuv420p")
+                .option("-f", "mp4"),
+        );
+    let options = RunOptions::new(StageBand::PROCESSING, CancellationToken::new());
+    FfmpegRunner::new(&env.ffmpeg)
+        .run(&args, options, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cannot generate the clip: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_start_at_scene_cuts_and_spread_evenly_without_them() {
+    let Some(ffmpeg) = ffmpeg_or_skip("samples_start_at_scene_cuts") else {
+        return;
+    };
+    let env = VideoEnv::new(ffmpeg).await;
+    cut_clip(&env, "cuts.mp4").await;
+    one_scene_clip(&env, "one.mp4").await;
+    let tasks = env.tasks(env.config());
+    let cancel = CancellationToken::new();
+    let frame = 1.0 / 30.0;
+    let sample = |input: &str, placement: SamplePlacement| {
+        SampleEncode::new(input, "180p", 180, 30)
+            .encoder(spool_sdk::video::Codec::H264, Preset::UltraFast)
+            .scenes(3, Duration::from_secs(1))
+            .placement(placement)
+    };
+    let sample_file = |task: SampleEncode, file: &str| {
+        let (tasks, cancel) = (tasks.clone(), cancel.clone());
+        let source = env.inputs.join(file);
+        async move {
+            spool_video::targeted::sample_file(&tasks, &task, &source, None, &cancel)
+                .await
+                .unwrap_or_else(|e| panic!("sampling {}: {e}", source.display()))
+        }
+    };
+
+    // Three scenes, each starting at a cut: spread over the five scene
+    // starts (the first, the middle, the last).
+    let score = sample_file(sample("cuts.mp4", SamplePlacement::default()), "cuts.mp4").await;
+    assert!(score.at_scene_cuts, "{score:?}");
+    let starts: Vec<f64> = score.scenes.iter().map(|s| s.start).collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for start in &starts {
+        assert!(
+            CUTS.iter().any(|cut| (cut - start).abs() <= frame),
+            "the sample at {start} s is at no cut of {CUTS:?}"
+        );
+    }
+    assert!(near(&starts, &[0.0, 4.5, 10.5], frame), "{starts:?}");
+    assert!(score.scenes.iter().all(|s| s.frames >= 29), "{score:?}");
+
+    // Asked to spread evenly: the middles of three equal parts, whatever
+    // the cuts.
+    let even = sample_file(sample("cuts.mp4", SamplePlacement::Even), "cuts.mp4").await;
+    assert!(!even.at_scene_cuts);
+    let even_starts: Vec<f64> = even.scenes.iter().map(|s| s.start).collect();
+    assert!(near(&even_starts, &[1.5, 5.5, 9.5], frame), "{even:?}");
+
+    // One scene: too few cuts, so spread evenly as well.
+    let one = sample_file(sample("one.mp4", SamplePlacement::default()), "one.mp4").await;
+    assert!(!one.at_scene_cuts, "{one:?}");
+    let one_starts: Vec<f64> = one.scenes.iter().map(|s| s.start).collect();
+    assert!(near(&one_starts, &[1.5, 5.5, 9.5], frame), "{one:?}");
+}
+
+/// Whether `got` is `expected`, each within `tolerance`.
+fn near(got: &[f64], expected: &[f64], tolerance: f64) -> bool {
+    got.len() == expected.len()
+        && got
+            .iter()
+            .zip(expected)
+            .all(|(a, b)| (a - b).abs() <= tolerance)
 }
 
 /// The master playlist lists the three renditions.

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - [`SampleEncode`] (`video.sample_encode`): encodes a few short scenes of
-//!   the source, spread over its length, at one CRF and one rung's size,
+//!   the source, starting at its scene cuts spread over its length (evenly
+//!   spread points without enough cuts), at one CRF and one rung's size,
 //!   and scores each against the same scene of the source scaled to that
 //!   size. One task per rung and CRF, so the samples run in parallel on
 //!   as many workers as there are.
@@ -108,10 +109,14 @@ impl<'de> Deserialize<'de> for VmafTarget {
 /// height, and scores each against the source's same scene scaled to that
 /// size (`video.sample_encode`, queue `default`).
 ///
-/// The scenes start at evenly spread points of the source (the middle of
-/// each of `samples` equal parts); a source shorter than all of them
-/// together is sampled whole, once. Like `video.package`, the rung is
-/// never taller than the source.
+/// By default ([`SamplePlacement::SceneCuts`]) the scenes start where the
+/// source's scenes do: at its start and at the cuts FFmpeg's scene score
+/// finds (the same detection a chunked encode's split uses), `samples` of
+/// them spread over the source. With fewer scene starts than `samples`,
+/// or with [`SamplePlacement::Even`], they start at evenly spread points
+/// (the middle of each of `samples` equal parts). A source shorter than
+/// all of them together is sampled whole, once. Like `video.package`, the
+/// rung is never taller than the source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SampleEncode {
@@ -138,6 +143,35 @@ pub struct SampleEncode {
     /// The VMAF model. Default: [`VmafModel::V061`].
     #[serde(default)]
     pub vmaf_model: VmafModel,
+    /// Where the scenes start. Default: at scene cuts (score 0.3).
+    #[serde(default)]
+    pub placement: SamplePlacement,
+}
+
+/// Where a [`SampleEncode`]'s scenes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum SamplePlacement {
+    /// At the starts of the source's scenes: its first frame and the cuts
+    /// where FFmpeg's scene score passes `threshold_percent` / 100 (a
+    /// decode of the whole source at a small size, once per worker process
+    /// and source). Too few scene starts fall back to [`Even`](Self::Even).
+    SceneCuts {
+        /// The scene score a cut needs, in hundredths (30: 0.3).
+        threshold_percent: u8,
+    },
+    /// At the middle of each of `samples` equal parts of the source.
+    Even,
+}
+
+impl Default for SamplePlacement {
+    /// [`SceneCuts`](Self::SceneCuts) at a score of 0.3.
+    fn default() -> Self {
+        Self::SceneCuts {
+            threshold_percent: 30,
+        }
+    }
 }
 
 fn default_codec() -> Codec {
@@ -176,6 +210,7 @@ impl SampleEncode {
             samples: Self::DEFAULT_SAMPLES,
             sample_duration: Self::DEFAULT_SAMPLE_DURATION,
             vmaf_model: VmafModel::default(),
+            placement: SamplePlacement::default(),
         }
     }
 
@@ -192,6 +227,13 @@ impl SampleEncode {
     pub fn scenes(mut self, samples: u8, duration: Duration) -> Self {
         self.samples = samples;
         self.sample_duration = duration;
+        self
+    }
+
+    /// Sets where the scenes start.
+    #[must_use]
+    pub fn placement(mut self, placement: SamplePlacement) -> Self {
+        self.placement = placement;
         self
     }
 
@@ -231,6 +273,13 @@ impl SampleEncode {
                 "a sample of {:?} is outside 0.2 s to {:?}",
                 self.sample_duration,
                 Self::MAX_SAMPLE_DURATION
+            )));
+        }
+        if let SamplePlacement::SceneCuts { threshold_percent } = self.placement
+            && !(1..=99).contains(&threshold_percent)
+        {
+            return Err(invalid(format!(
+                "a scene threshold of {threshold_percent}/100 is outside 1 to 99"
             )));
         }
         Ok(())
@@ -278,6 +327,10 @@ pub struct SampleScore {
     pub kbps: f64,
     /// Each scene.
     pub scenes: Vec<SceneScore>,
+    /// Whether the scenes start at the source's scene starts (else they
+    /// are evenly spread: asked so, or too few scene cuts).
+    #[serde(default)]
+    pub at_scene_cuts: bool,
 }
 
 /// One scene of a sample.
@@ -424,6 +477,9 @@ pub struct CrfSearch {
     /// Each scene's length. Default:
     /// [`SampleEncode::DEFAULT_SAMPLE_DURATION`].
     pub sample_duration: Duration,
+    /// Where the scenes start. Default: at scene cuts
+    /// ([`SamplePlacement::default`]).
+    pub placement: SamplePlacement,
 }
 
 impl Default for CrfSearch {
@@ -435,6 +491,7 @@ impl Default for CrfSearch {
             fixed_crf: 23,
             samples: SampleEncode::DEFAULT_SAMPLES,
             sample_duration: SampleEncode::DEFAULT_SAMPLE_DURATION,
+            placement: SamplePlacement::default(),
         }
     }
 }
@@ -599,7 +656,8 @@ impl TargetedLadder {
                 let node = self.sample_node(&rung.name, crf);
                 let task = SampleEncode::new(package.input.clone(), &rung.name, rung.height, crf)
                     .encoder(package.codec, package.preset)
-                    .scenes(search.samples, search.sample_duration);
+                    .scenes(search.samples, search.sample_duration)
+                    .placement(search.placement);
                 task.validate()?;
                 workflow.node(&node, task).after(after);
                 samples.push(node);

@@ -76,6 +76,11 @@ impl ScratchDir {
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for ScratchDir {

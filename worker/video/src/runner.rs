@@ -130,6 +130,10 @@ pub struct RunSummary {
     pub pid: u32,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// FFmpeg's CPU time, user plus system, over all its threads: the
+    /// kernel's count for the process, read when it was reaped (`wait4`),
+    /// so exact whatever else the machine runs. Zero off Unix.
+    pub cpu: Duration,
     /// The media time written, from FFmpeg's last stats line.
     pub out_time: Duration,
     /// Frames written.
@@ -323,7 +327,7 @@ impl FfmpegRunner {
                 }
             }
         }
-        let status = guard.wait_exit(&cancel, self.kill_grace).await?;
+        let (status, cpu) = guard.wait_exit(&cancel, self.kill_grace).await?;
         let elapsed = started.elapsed();
         if cancel.is_cancelled() {
             debug!(parent: &span, %status, "FFmpeg stopped after a cancellation");
@@ -365,6 +369,7 @@ impl FfmpegRunner {
         Ok(RunSummary {
             pid,
             elapsed,
+            cpu: cpu.0,
             out_time,
             frames,
             speed,
@@ -445,20 +450,27 @@ impl ChildGuard {
         &mut self,
         cancel: &CancellationToken,
         grace: Duration,
-    ) -> Result<std::process::ExitStatus, VideoError> {
+    ) -> Result<(std::process::ExitStatus, crate::spawner::ChildCpu), VideoError> {
         let mut kill_at = cancel.is_cancelled().then(|| Instant::now() + grace);
         loop {
             let Some(child) = self.child.as_mut() else {
                 return Err(VideoError::Cancelled);
             };
-            match child.as_inner_mut().try_wait() {
-                Ok(Some(status)) => {
-                    // Reaped: nothing left for the guard to kill.
+            // Reaped with its rusage (`wait4`), not std's `try_wait`, which
+            // would drop the CPU time.
+            match crate::spawner::reap(child.as_inner_mut()) {
+                Ok(Some(reaped)) => {
+                    // Reaped: nothing left for the guard to kill (and its
+                    // pid must not be signalled again).
                     self.child = None;
-                    return Ok(status);
+                    return Ok(reaped);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(VideoError::io("cannot wait for FFmpeg", e)),
+                Err(e) => {
+                    // Gone (reaped elsewhere): nothing to kill either.
+                    self.child = None;
+                    return Err(VideoError::io("cannot wait for FFmpeg", e));
+                }
             }
             if kill_at.is_none() && cancel.is_cancelled() {
                 self.quit();

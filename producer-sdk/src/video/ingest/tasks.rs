@@ -275,6 +275,11 @@ pub struct SplitOutput {
     pub key: String,
     /// How long probing and planning took.
     pub plan_time: Duration,
+    /// The CPU time (user + system) of the ffprobe and FFmpeg runs the
+    /// split made (packet index, scene scores), counted exactly from each
+    /// child's rusage. `None` from workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_cpu: Option<Duration>,
 }
 
 /// `video.encode_chunk`: one chunk of the source, encoded with the
@@ -357,6 +362,14 @@ pub struct ChunkOutput {
     pub encode_time: Duration,
     /// The id of the worker process that ran it.
     pub worker_pid: u32,
+    /// The encoding FFmpeg's CPU time (user + system, from its rusage;
+    /// zero when reused). `None` from workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encode_cpu: Option<Duration>,
+    /// The CPU time of the checks around it (ffprobe reading back the
+    /// written or found chunk). `None` from workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_cpu: Option<Duration>,
 }
 
 /// `video.encode_audio`: the source's first audio stream, encoded once
@@ -407,6 +420,14 @@ pub struct AudioOutput {
     pub bytes: u64,
     /// How long the encode took.
     pub encode_time: Duration,
+    /// The encoding FFmpeg's CPU time (user + system, from its rusage).
+    /// `None` from workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encode_cpu: Option<Duration>,
+    /// The CPU time of the check after it (ffprobe reading it back).
+    /// `None` from workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_cpu: Option<Duration>,
 }
 
 /// `video.join`: the chunks joined by stream copy (FFmpeg's concat
@@ -467,6 +488,17 @@ pub struct JoinOutput {
     pub join_time: Duration,
     /// How long the validation took.
     pub validate_time: Duration,
+    /// The CPU time (user + system, from each child's rusage) of the
+    /// concat FFmpeg and of reading the encoded audio's index. `None` from
+    /// workers that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_cpu: Option<Duration>,
+    /// The CPU time of the validation: the chunks' checks before the
+    /// concat and the joined output's and source's indexes read after
+    /// (chunks encoded again at the join not counted). `None` from workers
+    /// that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_cpu: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -12,10 +12,14 @@
 //!   with validation. Timed from the submit to the join's result.
 //!
 //! CPU time is what the processes used, from `getrusage(RUSAGE_CHILDREN)`
-//! around each run (FFmpeg, ffprobe and the workers, once reaped). The
-//! overhead of chunking is the split's, join's and validation's wall time
-//! (each a single-threaded ffprobe or stream copy, so an upper bound of
-//! its CPU time) as a share of the chunk encodes' CPU time. With `--vmaf`
+//! around each run (FFmpeg, ffprobe and the workers, once reaped). Each
+//! stage's own CPU time comes from its task output: the workers reap every
+//! FFmpeg and ffprobe they start with `wait4` and report its rusage (user +
+//! system, exact whatever else the machine runs). The overhead of chunking
+//! is the CPU time of the split (packet index), the join (concat, audio
+//! index) and the validation (the join's checks, and each chunk's and the
+//! audio's read-back) as a share of the CPU time of the encodes (chunks
+//! and audio); the wall times are printed beside. With `--vmaf`
 //! each output is scored against the clip (libvmaf, every `--vmaf-every`
 //! frame). Prints a table, or with `--json` one JSON object on the last
 //! line. Redis keys live under a random prefix and are deleted afterwards;
@@ -32,8 +36,8 @@ use serde::Serialize;
 use spool_broker::{QueueName, RedisBroker, RedisConfig, TaskId};
 use spool_sdk::Client;
 use spool_sdk::video::{
-    ChunkOutput, ChunkPolicy, Codec, EncodeChunk, Ingest, Preset, RateControl, Transcode,
-    chunk_node,
+    AudioOutput, ChunkOutput, ChunkPolicy, Codec, EncodeAudio, EncodeChunk, Ingest, Preset,
+    RateControl, Transcode, chunk_node,
 };
 use spool_video::{
     FfmpegArgs, FfmpegRunner, Input, Output, RunOptions, StageBand, TranscodeHandler, VideoConfig,
@@ -144,11 +148,24 @@ struct ChunkedFigures {
     cpu_s: f64,
     vmaf: Option<f64>,
     speedup: f64,
+    /// Wall times of the split, the concat and the validation.
     split_s: f64,
     join_s: f64,
     validate_s: f64,
+    /// CPU times (exact, from the children's rusage) of the split, the
+    /// join, the validation, and the chunks' and audio's read-back checks.
+    split_cpu_s: f64,
+    join_cpu_s: f64,
+    validate_cpu_s: f64,
+    checks_cpu_s: f64,
+    /// CPU time of the encodes: the chunks' FFmpeg runs and the audio's.
     encode_cpu_s: f64,
+    /// CPU time of the worker processes themselves (not their children).
+    workers_own_cpu_s: f64,
+    /// (split + join + validation + checks) CPU over the encodes' CPU.
     overhead_share: f64,
+    /// The same with wall times over the encodes' CPU (the old measure).
+    overhead_wall_share: f64,
     chunk_map: Vec<String>,
 }
 
@@ -362,7 +379,13 @@ async fn chunked_run(
     let done = handle.wait(Duration::from_secs(6 * 3600)).await;
     let wall = started.elapsed().as_secs_f64();
     let mut map = Vec::new();
-    let mut encode_cpu_hint = 0.0;
+    let mut encode_cpu = 0.0;
+    let mut checks_cpu = 0.0;
+    let mut reported = true;
+    let mut seconds = |cpu: Option<Duration>| {
+        reported &= cpu.is_some();
+        cpu.unwrap_or_default().as_secs_f64()
+    };
     if let Ok(done) = &done {
         let split = done.split.as_ref().context("no split")?;
         for chunk in &split.chunks {
@@ -370,16 +393,28 @@ async fn chunked_run(
                 .workflow()
                 .wait::<EncodeChunk>(&chunk_node(chunk.index), Duration::from_secs(10))
                 .await?;
-            encode_cpu_hint += out.encode_time.as_secs_f64();
+            let chunk_cpu = seconds(out.encode_cpu);
+            encode_cpu += chunk_cpu;
+            checks_cpu += seconds(out.check_cpu);
             map.push(format!(
-                "{} [{:.1}-{:.1} s] {} frames, pid {}, {:.1} s",
+                "{} [{:.1}-{:.1} s] {} frames, pid {}, {:.1} s, {:.1} CPU s",
                 chunk.index,
                 chunk.start().as_secs_f64(),
                 (chunk.start() + chunk.duration()).as_secs_f64(),
                 chunk.frames,
                 out.worker_pid,
-                out.encode_time.as_secs_f64()
+                out.encode_time.as_secs_f64(),
+                chunk_cpu
             ));
+        }
+        // A fallback encodes whole, audio included: no audio node.
+        if split.audio && split.fallback.is_none() {
+            let out: AudioOutput = handle
+                .workflow()
+                .wait::<EncodeAudio>(Ingest::AUDIO, Duration::from_secs(10))
+                .await?;
+            encode_cpu += seconds(out.encode_cpu);
+            checks_cpu += seconds(out.check_cpu);
         }
     }
     // Warm shutdown, then reap: their CPU time counts once reaped.
@@ -409,9 +444,15 @@ async fn chunked_run(
         join.join_time.as_secs_f64(),
         join.validate_time.as_secs_f64(),
     );
-    // The encodes' CPU: everything but the overhead (and the workers'
-    // own idle polling, which is small and counted here as encode).
-    let encode_cpu = (cpu - split_s - join_s - validate_s).max(encode_cpu_hint.min(cpu));
+    let (split_cpu, join_cpu, validate_cpu) = (
+        seconds(split.plan_cpu),
+        seconds(join.join_cpu),
+        seconds(join.validate_cpu),
+    );
+    if !reported {
+        bail!("a stage reported no CPU time: is spool-worker built from this tree?");
+    }
+    let overhead_cpu = split_cpu + join_cpu + validate_cpu + checks_cpu;
     let vmaf_score = if args.vmaf {
         Some(vmaf(
             ffmpeg,
@@ -432,8 +473,14 @@ async fn chunked_run(
         split_s,
         join_s,
         validate_s,
+        split_cpu_s: split_cpu,
+        join_cpu_s: join_cpu,
+        validate_cpu_s: validate_cpu,
+        checks_cpu_s: checks_cpu,
         encode_cpu_s: encode_cpu,
-        overhead_share: (split_s + join_s + validate_s) / encode_cpu.max(f64::EPSILON),
+        workers_own_cpu_s: cpu - encode_cpu - overhead_cpu,
+        overhead_share: overhead_cpu / encode_cpu.max(f64::EPSILON),
+        overhead_wall_share: (split_s + join_s + validate_s) / encode_cpu.max(f64::EPSILON),
         chunk_map: map,
     })
 }
@@ -479,11 +526,11 @@ fn print_table(f: &Figures) {
     );
     let vmaf = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     println!(
-        "{:<22} {:>8} {:>8} {:>7} {:>8} {:>9}",
-        "run", "wall s", "CPU s", "VMAF", "speedup", "overhead"
+        "{:<22} {:>8} {:>8} {:>7} {:>8} {:>13}",
+        "run", "wall s", "CPU s", "VMAF", "speedup", "overhead CPU"
     );
     println!(
-        "{:<22} {:>8.1} {:>8.1} {:>7} {:>8} {:>9}",
+        "{:<22} {:>8.1} {:>8.1} {:>7} {:>8} {:>13}",
         "one FFmpeg",
         f.single.wall_s,
         f.single.cpu_s,
@@ -493,7 +540,7 @@ fn print_table(f: &Figures) {
     );
     for run in &f.chunked {
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>7} {:>7.2}x {:>8.2}%",
+            "{:<22} {:>8.1} {:>8.1} {:>7} {:>7.2}x {:>12.2}%",
             format!("chunked, {} worker(s)", run.workers),
             run.wall_s,
             run.cpu_s,
@@ -502,8 +549,22 @@ fn print_table(f: &Figures) {
             run.overhead_share * 100.0
         );
         println!(
-            "    {} chunks; split {:.2} s, join {:.2} s, validation {:.2} s over {:.1} CPU s of encodes",
-            run.chunks, run.split_s, run.join_s, run.validate_s, run.encode_cpu_s
+            "    {} chunks; CPU s: encodes {:.2} (chunks + audio), split {:.3}, join {:.3}, \
+             validation {:.3}, chunk checks {:.3}, workers' own {:.2}",
+            run.chunks,
+            run.encode_cpu_s,
+            run.split_cpu_s,
+            run.join_cpu_s,
+            run.validate_cpu_s,
+            run.checks_cpu_s,
+            run.workers_own_cpu_s
+        );
+        println!(
+            "    wall s: split {:.2}, join {:.2}, validation {:.2} ({:.2}% of the encodes' CPU)",
+            run.split_s,
+            run.join_s,
+            run.validate_s,
+            run.overhead_wall_share * 100.0
         );
         for line in &run.chunk_map {
             println!("    chunk {line}");

@@ -39,10 +39,22 @@ impl EncodeChunkHandler {
 
 impl Handler<EncodeChunk> for EncodeChunkHandler {
     async fn call(&self, task: EncodeChunk, ctx: TaskContext) -> Result<ChunkOutput, TaskError> {
-        encode_chunk_task(&self.tasks, &task, &ctx)
-            .await
-            .map_err(VideoError::into_task_error)
+        metered_chunk(encode_chunk_task(&self.tasks, &task, &ctx)).await
     }
+}
+
+/// Runs a chunk task counting its children's CPU time: the encode's is in
+/// its output already; the rest is the checks'.
+async fn metered_chunk(
+    work: impl std::future::Future<Output = Result<ChunkOutput, VideoError>>,
+) -> Result<ChunkOutput, TaskError> {
+    let (output, cpu) = crate::spawner::metered(work).await;
+    output
+        .map(|output| ChunkOutput {
+            check_cpu: Some(cpu.saturating_sub(output.encode_cpu.unwrap_or_default())),
+            ..output
+        })
+        .map_err(VideoError::into_task_error)
 }
 
 impl Handler<EncodeChunkOnGpu> for EncodeChunkHandler {
@@ -51,9 +63,7 @@ impl Handler<EncodeChunkOnGpu> for EncodeChunkHandler {
         task: EncodeChunkOnGpu,
         ctx: TaskContext,
     ) -> Result<ChunkOutput, TaskError> {
-        encode_chunk_task(&self.tasks, &task.0, &ctx)
-            .await
-            .map_err(VideoError::into_task_error)
+        metered_chunk(encode_chunk_task(&self.tasks, &task.0, &ctx)).await
     }
 }
 
@@ -104,6 +114,8 @@ async fn chunk_in(
             reused: true,
             encode_time: Duration::ZERO,
             worker_pid: std::process::id(),
+            encode_cpu: Some(Duration::ZERO),
+            check_cpu: None,
         }
     };
     match &places.home {
@@ -135,6 +147,8 @@ async fn chunk_in(
                 reused: false,
                 encode_time: encoded.elapsed,
                 worker_pid: std::process::id(),
+                encode_cpu: Some(encoded.cpu),
+                check_cpu: None,
             })
         }
         Home::Object(home) => {
@@ -174,6 +188,8 @@ async fn chunk_in(
                 reused: false,
                 encode_time: encoded.elapsed,
                 worker_pid: std::process::id(),
+                encode_cpu: Some(encoded.cpu),
+                check_cpu: None,
             })
         }
     }
@@ -247,6 +263,8 @@ pub(super) struct RunIdentity {
 pub(super) struct EncodedChunk {
     pub(super) encoder: String,
     pub(super) elapsed: Duration,
+    /// The CPU time of its FFmpeg runs (a failed hardware try included).
+    pub(super) cpu: Duration,
 }
 
 /// Encodes `span` of `input` with `encode`'s settings to `path`: seeks
@@ -271,6 +289,7 @@ pub(super) async fn encode_chunk(
     let temp = TempOutput::new(path, &run.id, run.attempt)?;
     let seek = format!("{:.6}", Duration::from_micros(span.seek_us).as_secs_f64());
     let mut chosen = None;
+    let cpu_before = crate::spawner::cpu_charged();
     for (attempt, candidate) in plan.iter().enumerate() {
         let setup = encoder::setup(candidate, encode.rate, encode.preset)?;
         let mut args = FfmpegArgs::new();
@@ -319,6 +338,7 @@ pub(super) async fn encode_chunk(
     }
     let (encoder, elapsed) =
         chosen.ok_or_else(|| VideoError::InvalidTask("no encoder to run".to_owned()))?;
+    let cpu = crate::spawner::cpu_charged().saturating_sub(cpu_before);
     reporter.stage(&StageBand::VALIDATING);
     let written = index::read(tasks.ffprobe()?, temp.path()).await?;
     let frames = written.frames.len() as u64;
@@ -335,7 +355,11 @@ pub(super) async fn encode_chunk(
     }
     temp.commit()?;
     info!(chunk = span.index, %encoder, frames, elapsed_ms = elapsed.as_millis(), "chunk encoded");
-    Ok(EncodedChunk { encoder, elapsed })
+    Ok(EncodedChunk {
+        encoder,
+        elapsed,
+        cpu,
+    })
 }
 
 /// Runs `video.encode_audio`. Registered by
@@ -357,8 +381,12 @@ impl EncodeAudioHandler {
 
 impl Handler<EncodeAudio> for EncodeAudioHandler {
     async fn call(&self, task: EncodeAudio, ctx: TaskContext) -> Result<AudioOutput, TaskError> {
-        encode_audio(&self.tasks, &task, &ctx)
-            .await
+        let (output, cpu) = crate::spawner::metered(encode_audio(&self.tasks, &task, &ctx)).await;
+        output
+            .map(|output| AudioOutput {
+                check_cpu: Some(cpu.saturating_sub(output.encode_cpu.unwrap_or_default())),
+                ..output
+            })
             .map_err(VideoError::into_task_error)
     }
 }
@@ -450,5 +478,7 @@ async fn audio_in(
         duration: Duration::from_secs_f64(length.max(0.0)),
         bytes,
         encode_time: summary.elapsed,
+        encode_cpu: Some(summary.cpu),
+        check_cpu: None,
     })
 }

@@ -4,13 +4,12 @@
 //! with it.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncReadExt as _;
 
 use crate::formats::INPUT_FORMATS;
+use crate::spawner::CaptureFailed;
 use crate::{Ffprobe, VideoError};
 
 /// How long one index read may take: a long file's index is a few
@@ -131,7 +130,7 @@ fn number(text: Option<&str>) -> Option<f64> {
 ///
 /// Dropping the future kills ffprobe.
 pub(crate) async fn read(ffprobe: &Ffprobe, file: &Path) -> Result<PacketIndex, VideoError> {
-    let mut command = tokio::process::Command::new(ffprobe.path());
+    let mut command = std::process::Command::new(ffprobe.path());
     command
         .args(["-v", "error", "-protocol_whitelist", "file", "-of", "json"])
         .args(["-format_whitelist", INPUT_FORMATS])
@@ -140,44 +139,26 @@ pub(crate) async fn read(ffprobe: &Ffprobe, file: &Path) -> Result<PacketIndex, 
             "packet=codec_type,pts_time,dts_time,duration_time,flags:\
              stream=codec_type,codec_name,start_time,duration,avg_frame_rate:format=start_time,duration",
         ])
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    crate::spawner::die_with_parent_tokio(&mut command);
-    let mut child = crate::spawner::on_spawner(move || command.spawn(), drop)
-        .await?
-        .map_err(|e| VideoError::Missing {
-            what: "ffprobe",
-            detail: format!("cannot run {}: {e}", ffprobe.path().display()),
-            hint: crate::FFPROBE_HINT,
-        })?;
-    let (mut out, mut err) = (String::new(), String::new());
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let read = async {
-        let out_read = async {
-            if let Some(pipe) = stdout.as_mut() {
-                let _ = pipe.read_to_string(&mut out).await;
-            }
-        };
-        let err_read = async {
-            if let Some(pipe) = stderr.as_mut() {
-                let _ = pipe.read_to_string(&mut err).await;
-            }
-        };
-        tokio::join!(out_read, err_read);
-        child.wait().await
-    };
+        .arg(file);
     let probe_error = |message: String| VideoError::Probe {
         path: file.to_owned(),
         message,
     };
-    let status = tokio::time::timeout(INDEX_TIMEOUT, read)
+    // Reaped with its rusage: its CPU time counts to the stage's.
+    let captured = crate::spawner::capture(command, INDEX_TIMEOUT)
         .await
-        .map_err(|_| probe_error(format!("ffprobe took longer than {INDEX_TIMEOUT:?}")))?
-        .map_err(|e| VideoError::io("cannot wait for ffprobe", e))?;
+        .map_err(|failed| match failed {
+            CaptureFailed::Spawn(e) => VideoError::Missing {
+                what: "ffprobe",
+                detail: format!("cannot run {}: {e}", ffprobe.path().display()),
+                hint: crate::FFPROBE_HINT,
+            },
+            CaptureFailed::TimedOut => {
+                probe_error(format!("ffprobe took longer than {INDEX_TIMEOUT:?}"))
+            }
+            CaptureFailed::Wait(e) => VideoError::io("cannot wait for ffprobe", e),
+        })?;
+    let (status, out, err) = (captured.status, captured.stdout, captured.stderr);
     // Errors while reading packets (a corrupt file) count even when
     // ffprobe exits 0: a file it cannot read whole is not whole.
     let words: Vec<&str> = err

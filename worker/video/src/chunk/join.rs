@@ -37,8 +37,10 @@ impl JoinHandler {
 
 impl Handler<Join> for JoinHandler {
     async fn call(&self, task: Join, ctx: TaskContext) -> Result<JoinOutput, TaskError> {
-        join(&self.tasks, &task, &ctx)
+        // Its children's CPU time, read between its steps.
+        crate::spawner::metered(join(&self.tasks, &task, &ctx))
             .await
+            .0
             .map_err(VideoError::into_task_error)
     }
 }
@@ -177,6 +179,8 @@ async fn join_in(
     // node succeeded must not reach the output.
     let mut files = Vec::with_capacity(task.chunks.len());
     let mut reencoded = Vec::new();
+    let cpu_start = crate::spawner::cpu_charged();
+    let mut reencode_cpu = Duration::ZERO;
     for span in &task.chunks {
         let path = dir.join(super::chunk_file(span.index));
         if whole_chunk(tasks, &path, span).await.is_none() {
@@ -188,6 +192,7 @@ async fn join_in(
                 id: format!("{}-join", ctx.id()),
                 attempt: ctx.attempt(),
             };
+            let before = crate::spawner::cpu_charged();
             encode_chunk(
                 tasks,
                 &task.encode,
@@ -199,10 +204,15 @@ async fn join_in(
                 reporter,
             )
             .await?;
+            reencode_cpu += crate::spawner::cpu_charged().saturating_sub(before);
             reencoded.push(span.index);
         }
         files.push(path);
     }
+    let checks_cpu = crate::spawner::cpu_charged()
+        .saturating_sub(cpu_start)
+        .saturating_sub(reencode_cpu);
+    let cpu_join = crate::spawner::cpu_charged();
     let list = dir.join("concat.txt");
     std::fs::write(&list, concat_list(&files))
         .map_err(|e| VideoError::from_io(format!("cannot write {}", list.display()), &list, e))?;
@@ -239,6 +249,8 @@ async fn join_in(
         .run(&args, options, |progress| reporter.run(&progress))
         .await?;
     let join_time = started.elapsed();
+    let cpu_validate = crate::spawner::cpu_charged();
+    let join_cpu = cpu_validate.saturating_sub(cpu_join);
 
     reporter.stage(&StageBand::VALIDATING);
     let started = Instant::now();
@@ -259,6 +271,7 @@ async fn join_in(
             }
         })?;
     let validate_time = started.elapsed();
+    let validate_cpu = checks_cpu + crate::spawner::cpu_charged().saturating_sub(cpu_validate);
     let bytes = std::fs::metadata(temp.path()).map_or(0, |m| m.len());
     temp.commit()?;
     let written_to = match (&places.output, scratch) {
@@ -308,6 +321,8 @@ async fn join_in(
         av_offset_ms: report.av_offset_ms,
         join_time,
         validate_time,
+        join_cpu: Some(join_cpu),
+        validate_cpu: Some(validate_cpu),
     })
 }
 

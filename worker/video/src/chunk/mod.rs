@@ -50,6 +50,7 @@ use spool_worker::Worker;
 pub use self::encode::{EncodeAudioHandler, EncodeChunkHandler};
 pub use self::join::JoinHandler;
 pub use self::split::SplitHandler;
+pub(crate) use self::split::scene_times;
 use super::{VideoError, VideoTasks};
 
 /// The wire names of the chunked-encoding tasks.

@@ -40,8 +40,13 @@ impl SplitHandler {
 
 impl Handler<Split> for SplitHandler {
     async fn call(&self, task: Split, ctx: TaskContext) -> Result<SplitOutput, TaskError> {
-        split(&self.tasks, &task, &ctx)
-            .await
+        // Every ffprobe and FFmpeg it runs is charged to its CPU time.
+        let (split, cpu) = crate::spawner::metered(split(&self.tasks, &task, &ctx)).await;
+        split
+            .map(|output| SplitOutput {
+                plan_cpu: Some(cpu),
+                ..output
+            })
             .map_err(VideoError::into_task_error)
     }
 }
@@ -185,6 +190,7 @@ async fn split_in(
                 fallback: Some(reason),
                 key,
                 plan_time: started.elapsed(),
+                plan_cpu: None,
             }
         }
         Ok(chunks) => {
@@ -230,6 +236,7 @@ async fn split_in(
                 fallback: None,
                 key,
                 plan_time: started.elapsed(),
+                plan_cpu: None,
             }
         }
     };
@@ -282,8 +289,10 @@ async fn cuts(
 }
 
 /// The times (seconds from the container's start) where FFmpeg's scene
-/// score passes `threshold`, from a decode at [`SCENE_WIDTH`].
-async fn scene_times(
+/// score passes `threshold`, from a decode at [`SCENE_WIDTH`] (its log
+/// written to `dir` and removed). Also where quality-targeted samples
+/// start (`targeted::sample`).
+pub(crate) async fn scene_times(
     tasks: &VideoTasks,
     input: &Path,
     dir: &Path,

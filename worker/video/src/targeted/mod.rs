@@ -29,7 +29,7 @@ use crate::{LIBVMAF_HINT, VideoError, VideoTasks};
 
 pub use self::measure::{MeasuredRung, measure_rungs};
 pub use self::pick::{Sample, pick_crf};
-pub use self::sample::{sample_file, scene_spans};
+pub use self::sample::{sample_file, scene_spans, scene_starts};
 
 /// Runs `video.sample_encode`. Registered by
 /// [`Worker::with_video_tasks`](crate::WithVideoTasks::with_video_tasks).

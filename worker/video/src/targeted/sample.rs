@@ -18,12 +18,20 @@
 //! the keyframe before and drops frames up to the point), so the scored
 //! pairs are the same frames. Scenes are written to a scratch directory
 //! removed however the task ends.
+//!
+//! The scenes start where the source's own scenes do ([`scene_starts`]):
+//! its start and the cuts FFmpeg's scene score finds, read by the same
+//! decode a chunked encode's split uses (`chunk::scene_times`), once per
+//! worker process and source file; with fewer scene starts than samples,
+//! at evenly spread points ([`scene_spans`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use spool_sdk::video::{
-    HardwarePolicy, RateControl, Rendition, SampleEncode, SampleScore, SceneScore,
+    HardwarePolicy, RateControl, Rendition, SampleEncode, SamplePlacement, SampleScore, SceneScore,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -65,6 +73,110 @@ pub fn scene_spans(duration: f64, count: u8, length: f64) -> Vec<(f64, f64)> {
             (start, length)
         })
         .collect()
+}
+
+/// Where each scene starts and how long it lasts, in seconds, when they
+/// start at the source's scene starts: `count` of `starts` (the source's
+/// first frame and its scene cuts, in seconds), each with `length` of
+/// source after it and not overlapping the one before, picked evenly over
+/// them. `None` when fewer than `count` such starts exist (then
+/// [`scene_spans`] spreads them evenly), or when the source is shorter
+/// than all the scenes together (then it is sampled whole).
+///
+/// # Examples
+///
+/// ```
+/// use spool_video::targeted::scene_starts;
+///
+/// let starts = [0.0, 2.5, 4.0, 7.0, 9.5, 11.0];
+/// assert_eq!(
+///     scene_starts(12.0, &starts, 3, 1.0),
+///     Some(vec![(2.5, 1.0), (7.0, 1.0), (11.0, 1.0)])
+/// );
+/// assert_eq!(scene_starts(12.0, &[0.0, 6.0], 3, 1.0), None);
+/// ```
+#[must_use]
+pub fn scene_starts(
+    duration: f64,
+    starts: &[f64],
+    count: u8,
+    length: f64,
+) -> Option<Vec<(f64, f64)>> {
+    let count = usize::from(count.max(1));
+    if !(duration.is_finite() && duration > 0.0) || count as f64 * length >= duration {
+        return None;
+    }
+    let mut sorted: Vec<f64> = starts
+        .iter()
+        .copied()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .collect();
+    sorted.sort_by(f64::total_cmp);
+    // Each with a whole scene of source after it, none overlapping.
+    let mut room: Vec<f64> = Vec::with_capacity(sorted.len());
+    for start in sorted {
+        if start + length <= duration && room.last().is_none_or(|last| start >= last + length) {
+            room.push(start);
+        }
+    }
+    if room.len() < count {
+        return None;
+    }
+    // Evenly over the candidates: the middle one of each of `count` equal
+    // parts of the list.
+    Some(
+        (0..count)
+            .map(|i| {
+                let at = (2 * i + 1) * room.len() / (2 * count);
+                (room[at.min(room.len() - 1)], length)
+            })
+            .collect(),
+    )
+}
+
+/// The scene cuts of sources already read, by file, length, modification
+/// time and threshold: every sample task of a ladder samples the same
+/// source, and one decode per worker process serves them all.
+type CutCache = HashMap<(PathBuf, u64, Option<SystemTime>, u8), Vec<f64>>;
+
+fn cut_cache() -> &'static Mutex<CutCache> {
+    static CACHE: OnceLock<Mutex<CutCache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The source's scene starts: 0 and each cut where the scene score passes
+/// `threshold_percent` / 100, from the split's own scene detection.
+async fn source_scene_starts(
+    tasks: &VideoTasks,
+    source: &Path,
+    threshold_percent: u8,
+    scratch: &Path,
+    cancel: &CancellationToken,
+) -> Result<Vec<f64>, VideoError> {
+    let meta = std::fs::metadata(source)
+        .map_err(|e| VideoError::io(format!("cannot read {}", source.display()), e))?;
+    let key = (
+        source.to_owned(),
+        meta.len(),
+        meta.modified().ok(),
+        threshold_percent,
+    );
+    if let Some(cuts) = cut_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(cuts);
+    }
+    let threshold = f32::from(threshold_percent) / 100.0;
+    let mut starts = crate::chunk::scene_times(tasks, source, scratch, threshold, cancel).await?;
+    starts.push(0.0);
+    starts.sort_by(f64::total_cmp);
+    starts.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
+    if let Ok(mut cache) = cut_cache().lock() {
+        // Bounded: a long-lived worker samples many sources.
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, starts.clone());
+    }
+    Ok(starts)
 }
 
 /// A sample's frame size: the rung's, planned like the package plans it
@@ -109,12 +221,24 @@ pub async fn sample_file(
     }
     let media = tasks.ffprobe()?.probe(source).await?;
     let (width, height) = sample_size(task, (media.video.width, media.video.height))?;
-    let spans = scene_spans(
+    let scratch = ScratchDir::new(tasks.config().scratch_dir.as_deref(), "sample")?;
+    let (duration, length) = (
         media.duration.as_secs_f64(),
-        task.samples,
         task.sample_duration.as_secs_f64(),
     );
-    let scratch = ScratchDir::new(tasks.config().scratch_dir.as_deref(), "sample")?;
+    let at_cuts = match task.placement {
+        SamplePlacement::SceneCuts { threshold_percent }
+            if f64::from(task.samples) * length < duration =>
+        {
+            let starts =
+                source_scene_starts(tasks, source, threshold_percent, scratch.path(), cancel)
+                    .await?;
+            scene_starts(duration, &starts, task.samples, length)
+        }
+        _ => None,
+    };
+    let at_scene_cuts = at_cuts.is_some();
+    let spans = at_cuts.unwrap_or_else(|| scene_spans(duration, task.samples, length));
     let scenes: Vec<PathBuf> = (0..spans.len())
         .map(|i| scratch.file(&format!("scene-{i}.mp4")))
         .collect();
@@ -191,6 +315,7 @@ pub async fn sample_file(
         vmaf,
         kbps: bits_total / 1000.0 / sampled,
         scenes: out,
+        at_scene_cuts,
     };
     info!(
         rung = %score.rung,
@@ -198,6 +323,7 @@ pub async fn sample_file(
         vmaf = score.vmaf,
         kbps = score.kbps,
         scenes = score.scenes.len(),
+        at_scene_cuts,
         "sampled"
     );
     Ok(score)
