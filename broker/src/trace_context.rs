@@ -66,9 +66,18 @@ pub fn inject(span: &tracing::Span, headers: &mut BTreeMap<String, String>) {
 }
 
 /// The trace context that `headers` carry (empty when they carry none).
+///
+/// When `headers` hold none of the fields the global propagator reads
+/// (its [`fields`](opentelemetry::propagation::TextMapPropagator::fields):
+/// `traceparent`, `tracestate` and `baggage` for Spool's), the propagator
+/// is not run: a task enqueued without a trace pays for a few map
+/// look-ups, not for the extraction.
 #[must_use]
 pub fn extract(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|propagator| {
+        if headers.is_empty() || !propagator.fields().any(|field| headers.contains_key(field)) {
+            return opentelemetry::Context::current();
+        }
         propagator.extract(&HeaderExtractor(headers))
     })
 }

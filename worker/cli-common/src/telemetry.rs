@@ -249,9 +249,13 @@ pub(crate) fn provider(
 pub const SPAN_QUEUE_SIZE: usize = 65_536;
 
 /// Spans per export request, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
-/// otherwise: fewer, larger requests than the specification's 512 (a
-/// request of 4,096 spans stays far below a collector's 4 MiB limit).
-pub const SPAN_EXPORT_BATCH: usize = 4_096;
+/// otherwise: the specification's 512 (about 200 kB of protobuf). Larger
+/// requests were tried (4,096 spans, 1.7 MB) and cost the worker more CPU
+/// per span, not less: the batch, its protobuf copy and the request body
+/// no longer fit the caches, and the allocator spends its time splitting
+/// and merging megabyte blocks (`spool-bench --trace-export`, see
+/// docs/benchmarks.md).
+pub const SPAN_EXPORT_BATCH: usize = 512;
 
 /// The batch processor's settings: the `OTEL_BSP_*` variables, with
 /// Spool's queue and batch sizes where they give none (`is_set` says which
@@ -380,7 +384,7 @@ mod tests {
     fn the_batch_sizes_are_spools_unless_the_environment_gives_them() {
         let config = format!("{:?}", batch_config(|_| false));
         assert!(config.contains("max_queue_size: 65536"), "{config}");
-        assert!(config.contains("max_export_batch_size: 4096"), "{config}");
+        assert!(config.contains("max_export_batch_size: 512"), "{config}");
         let config = format!("{:?}", batch_config(|_| true));
         assert!(config.contains("max_queue_size: 2048"), "{config}");
         assert!(config.contains("max_export_batch_size: 512"), "{config}");
