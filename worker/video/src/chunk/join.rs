@@ -175,87 +175,12 @@ async fn join_in(
     let dir = gather(tasks, task, reporter, &places.home, scratch).await?;
     let ffprobe = tasks.ffprobe()?;
 
-    // Every chunk whole, or encoded again here: a file damaged after its
-    // node succeeded must not reach the output.
-    let mut files = Vec::with_capacity(task.chunks.len());
-    let mut reencoded = Vec::new();
-    let cpu_start = crate::spawner::cpu_charged();
-    let mut reencode_cpu = Duration::ZERO;
-    for span in &task.chunks {
-        let path = dir.join(super::chunk_file(span.index));
-        if whole_chunk(tasks, &path, span).await.is_none() {
-            warn!(
-                chunk = span.index,
-                "the chunk is missing or broken at the join; encoding it again"
-            );
-            let run = RunIdentity {
-                id: format!("{}-join", ctx.id()),
-                attempt: ctx.attempt(),
-            };
-            let before = crate::spawner::cpu_charged();
-            encode_chunk(
-                tasks,
-                &task.encode,
-                span,
-                &input,
-                &path,
-                &run,
-                ctx.cancellation(),
-                reporter,
-            )
-            .await?;
-            reencode_cpu += crate::spawner::cpu_charged().saturating_sub(before);
-            reencoded.push(span.index);
-        }
-        files.push(path);
-    }
-    let checks_cpu = crate::spawner::cpu_charged()
-        .saturating_sub(cpu_start)
-        .saturating_sub(reencode_cpu);
-    let cpu_join = crate::spawner::cpu_charged();
-    let list = dir.join("concat.txt");
-    std::fs::write(&list, concat_list(&files))
-        .map_err(|e| VideoError::from_io(format!("cannot write {}", list.display()), &list, e))?;
-
     let audio = dir.join(super::AUDIO_FILE);
     let audio_index = if task.audio {
         Some(index::read(ffprobe, &audio).await?)
     } else {
         None
     };
-    let temp = TempOutput::new(&output, &ctx.id().to_string(), ctx.attempt())?;
-    let mut out = Output::file(temp.path())
-        .map("0:v:0")
-        .option("-c:v", "copy");
-    let mut args = FfmpegArgs::new().input(Input::concat_list(&list));
-    if task.audio {
-        args = args.input(Input::file(&audio));
-        out = out.map("1:a:0").option("-c:a", "copy");
-    }
-    if muxer == "mp4" || muxer == "mov" {
-        // The index up front: players start before the whole file is read.
-        out = out.option("-movflags", "+faststart");
-    }
-    let args = args.output(out.option("-f", muxer));
-    let started = Instant::now();
-    let options = RunOptions::new(
-        StageBand::PROCESSING.named("join"),
-        ctx.cancellation().clone(),
-    )
-    .frames(task.frames)
-    .clean(temp.path());
-    tasks
-        .runner()
-        .run(&args, options, |progress| reporter.run(&progress))
-        .await?;
-    let join_time = started.elapsed();
-    let cpu_validate = crate::spawner::cpu_charged();
-    let join_cpu = cpu_validate.saturating_sub(cpu_join);
-
-    reporter.stage(&StageBand::VALIDATING);
-    let started = Instant::now();
-    let source = index::read(ffprobe, &input).await?;
-    let joined = index::read(ffprobe, temp.path()).await?;
     let audio_extent = audio_index.as_ref().and_then(|a| a.audio);
     if task.audio && audio_extent.is_none() {
         return Err(VideoError::Validation {
@@ -263,15 +188,100 @@ async fn join_in(
             message: "the encoded audio has no audio stream".to_owned(),
         });
     }
-    let report =
-        validate::check_join(&joined, &source, &task.chunks, audio_extent).map_err(|message| {
-            VideoError::Validation {
-                path: output.clone(),
-                message,
+
+    // The chunks are first taken as their nodes wrote them (a missing one
+    // is encoded again): the joined output's validation catches a damaged
+    // one. Only then is every chunk probed, a broken one encoded again
+    // here, and the join run once more, so a file damaged after its node
+    // succeeded never reaches the output, and a sound run probes no chunk.
+    let mut reencoded = Vec::new();
+    let mut checks_cpu = Duration::ZERO;
+    let mut join_cpu = Duration::ZERO;
+    let mut join_time = Duration::ZERO;
+    let mut probe_chunks = false;
+    let (temp, report, validate_time, validate_cpu) = loop {
+        let checks_start = crate::spawner::cpu_charged();
+        let mut reencode_cpu = Duration::ZERO;
+        let mut files = Vec::with_capacity(task.chunks.len());
+        for span in &task.chunks {
+            let path = dir.join(super::chunk_file(span.index));
+            let whole = if probe_chunks {
+                whole_chunk(tasks, &path, span).await.is_some()
+            } else {
+                path.is_file()
+            };
+            if !whole {
+                warn!(
+                    chunk = span.index,
+                    "the chunk is missing or broken at the join; encoding it again"
+                );
+                let run = RunIdentity {
+                    id: format!("{}-join", ctx.id()),
+                    attempt: ctx.attempt(),
+                };
+                let before = crate::spawner::cpu_charged();
+                encode_chunk(
+                    tasks,
+                    &task.encode,
+                    span,
+                    &input,
+                    &path,
+                    &run,
+                    ctx.cancellation(),
+                    reporter,
+                )
+                .await?;
+                reencode_cpu += crate::spawner::cpu_charged().saturating_sub(before);
+                if !reencoded.contains(&span.index) {
+                    reencoded.push(span.index);
+                }
             }
-        })?;
-    let validate_time = started.elapsed();
-    let validate_cpu = checks_cpu + crate::spawner::cpu_charged().saturating_sub(cpu_validate);
+            files.push(path);
+        }
+        checks_cpu += crate::spawner::cpu_charged()
+            .saturating_sub(checks_start)
+            .saturating_sub(reencode_cpu);
+
+        let cpu_join = crate::spawner::cpu_charged();
+        let started = Instant::now();
+        let joined = concat(
+            tasks, task, ctx, reporter, &output, muxer, &dir, &files, &audio,
+        )
+        .await;
+        join_time += started.elapsed();
+        let cpu_validate = crate::spawner::cpu_charged();
+        join_cpu += cpu_validate.saturating_sub(cpu_join);
+
+        let checked = match joined {
+            Ok(temp) => {
+                reporter.stage(&StageBand::VALIDATING);
+                let started = Instant::now();
+                let source = index::read(ffprobe, &input).await?;
+                let written = index::read(ffprobe, temp.path()).await?;
+                validate::check_join(&written, &source, &task.chunks, audio_extent)
+                    .map(|report| (temp, report, started.elapsed()))
+                    .map_err(|message| VideoError::Validation {
+                        path: output.clone(),
+                        message,
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        let validate_cpu = crate::spawner::cpu_charged().saturating_sub(cpu_validate);
+        match checked {
+            Ok((temp, report, validate_time)) => {
+                break (temp, report, validate_time, checks_cpu + validate_cpu);
+            }
+            Err(e @ (VideoError::Ffmpeg { .. } | VideoError::Validation { .. }))
+                if !probe_chunks =>
+            {
+                warn!(error = %e, "the join did not validate; probing every chunk");
+                checks_cpu += validate_cpu;
+                probe_chunks = true;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let bytes = std::fs::metadata(temp.path()).map_or(0, |m| m.len());
     temp.commit()?;
     let written_to = match (&places.output, scratch) {
@@ -324,6 +334,50 @@ async fn join_in(
         join_cpu: Some(join_cpu),
         validate_cpu: Some(validate_cpu),
     })
+}
+
+/// Joins `files` (and the audio) by stream copy into a temporary output
+/// beside `output`, committed by the caller once it validates.
+#[allow(clippy::too_many_arguments, reason = "the join's own pieces")]
+async fn concat(
+    tasks: &VideoTasks,
+    task: &Join,
+    ctx: &TaskContext,
+    reporter: &Reporter,
+    output: &Path,
+    muxer: &str,
+    dir: &Path,
+    files: &[PathBuf],
+    audio: &Path,
+) -> Result<TempOutput, VideoError> {
+    let list = dir.join("concat.txt");
+    std::fs::write(&list, concat_list(files))
+        .map_err(|e| VideoError::from_io(format!("cannot write {}", list.display()), &list, e))?;
+    let temp = TempOutput::new(output, &ctx.id().to_string(), ctx.attempt())?;
+    let mut out = Output::file(temp.path())
+        .map("0:v:0")
+        .option("-c:v", "copy");
+    let mut args = FfmpegArgs::new().input(Input::concat_list(&list));
+    if task.audio {
+        args = args.input(Input::file(audio));
+        out = out.map("1:a:0").option("-c:a", "copy");
+    }
+    if muxer == "mp4" || muxer == "mov" {
+        // The index up front: players start before the whole file is read.
+        out = out.option("-movflags", "+faststart");
+    }
+    let args = args.output(out.option("-f", muxer));
+    let options = RunOptions::new(
+        StageBand::PROCESSING.named("join"),
+        ctx.cancellation().clone(),
+    )
+    .frames(task.frames)
+    .clean(temp.path());
+    tasks
+        .runner()
+        .run(&args, options, |progress| reporter.run(&progress))
+        .await?;
+    Ok(temp)
 }
 
 #[cfg(test)]
