@@ -72,20 +72,17 @@ async fn encode_chunk_task(
     task: &EncodeChunk,
     ctx: &TaskContext,
 ) -> Result<ChunkOutput, VideoError> {
-    let reporter = Reporter::new(ctx);
-    reporter.stage(&StageBand::PROBING);
-    task.encode
-        .validate()
-        .map_err(VideoError::from_validation)?;
-    let places = Places::new(tasks, &task.encode, &task.key)?;
-    // Removed however the run ends: below on success and failure, by
-    // `Drop` when the run is revoked.
-    let scratch = places.scratch(tasks, "chunk")?;
-    let result = chunk_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
-    if let Some(scratch) = scratch {
-        scratch.cleanup().await;
-    }
-    result
+    home::run_node(
+        tasks,
+        ctx,
+        &task.encode,
+        &task.key,
+        "chunk",
+        async |reporter, places, scratch| {
+            chunk_in(tasks, task, ctx, reporter, places, scratch).await
+        },
+    )
+    .await
 }
 
 /// Encodes (or reuses) one chunk in its home.
@@ -395,18 +392,17 @@ async fn encode_audio(
     task: &EncodeAudio,
     ctx: &TaskContext,
 ) -> Result<AudioOutput, VideoError> {
-    let reporter = Reporter::new(ctx);
-    reporter.stage(&StageBand::PROBING);
-    task.encode
-        .validate()
-        .map_err(VideoError::from_validation)?;
-    let places = Places::new(tasks, &task.encode, &task.key)?;
-    let scratch = places.scratch(tasks, "audio")?;
-    let result = audio_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
-    if let Some(scratch) = scratch {
-        scratch.cleanup().await;
-    }
-    result
+    home::run_node(
+        tasks,
+        ctx,
+        &task.encode,
+        &task.key,
+        "audio",
+        async |reporter, places, scratch| {
+            audio_in(tasks, task, ctx, reporter, places, scratch).await
+        },
+    )
+    .await
 }
 
 /// Encodes the audio into its home.

@@ -17,6 +17,7 @@ use spool_sdk::video::{ObjectUrl, Transcode, check_key};
 
 use crate::storage::{Place, Scratch};
 use crate::{Reporter, StageBand, VideoError, VideoTasks};
+use spool_worker::TaskContext;
 
 /// A chunked encode's chunk home.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,34 @@ pub(super) struct Places {
     pub(super) input: Place,
     pub(super) output: Place,
     pub(super) home: Home,
+}
+
+/// Runs one node of a chunked encode (chunk, audio, join): checks its
+/// encode settings, places it, and runs `work` with a scratch directory
+/// of its own when it moves objects, removed however the run ends: after
+/// `work` on success and failure, by `Drop` when the run is revoked.
+///
+/// # Errors
+///
+/// A bad encode, as [`Places::new`] and [`Places::scratch`], or `work`'s.
+pub(super) async fn run_node<T>(
+    tasks: &VideoTasks,
+    ctx: &TaskContext,
+    encode: &Transcode,
+    key: &str,
+    tag: &str,
+    work: impl AsyncFnOnce(&Reporter, &Places, Option<&Scratch>) -> Result<T, VideoError>,
+) -> Result<T, VideoError> {
+    let reporter = Reporter::new(ctx);
+    reporter.stage(&StageBand::PROBING);
+    encode.validate().map_err(VideoError::from_validation)?;
+    let places = Places::new(tasks, encode, key)?;
+    let scratch = places.scratch(tasks, tag)?;
+    let result = work(&reporter, &places, scratch.as_ref()).await;
+    if let Some(scratch) = scratch {
+        scratch.cleanup().await;
+    }
+    result
 }
 
 impl Places {

@@ -82,20 +82,17 @@ async fn join(
     task: &Join,
     ctx: &TaskContext,
 ) -> Result<JoinOutput, VideoError> {
-    let reporter = Reporter::new(ctx);
-    reporter.stage(&StageBand::PROBING);
-    task.encode
-        .validate()
-        .map_err(VideoError::from_validation)?;
-    let places = Places::new(tasks, &task.encode, &task.key)?;
-    // Removed however the run ends: below on success and failure, by
-    // `Drop` when the run is revoked.
-    let scratch = places.scratch(tasks, "join")?;
-    let result = join_in(tasks, task, ctx, &reporter, &places, scratch.as_ref()).await;
-    if let Some(scratch) = scratch {
-        scratch.cleanup().await;
-    }
-    result
+    home::run_node(
+        tasks,
+        ctx,
+        &task.encode,
+        &task.key,
+        "join",
+        async |reporter, places, scratch| {
+            join_in(tasks, task, ctx, reporter, places, scratch).await
+        },
+    )
+    .await
 }
 
 /// Where the join reads its pieces and writes its list: the home's
