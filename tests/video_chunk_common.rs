@@ -70,8 +70,8 @@ pub async fn scene_clip(
 /// `spool-worker` serving the routed queues with the video tasks of
 /// `env`, in its own process (`--processes 0`: the tasks run in the
 /// process whose id this returns), one task at a time.
-pub fn video_worker_process(redis: &TestRedis, env: &VideoEnv, extra: &[&str]) -> Child {
-    Command::new(spool_worker())
+pub fn video_worker_process(redis: &TestRedis, env: &VideoEnv, extra: &[&str]) -> WorkerProcess {
+    let child = Command::new(spool_worker())
         .env("SPOOL_REDIS_URL", redis_url())
         .env("SPOOL_KEY_PREFIX", &redis.prefix)
         .env("SPOOL_FFMPEG", &env.ffmpeg)
@@ -91,7 +91,27 @@ pub fn video_worker_process(redis: &TestRedis, env: &VideoEnv, extra: &[&str]) -
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spool-worker starts")
+        .expect("spool-worker starts");
+    WorkerProcess(child)
+}
+
+/// A test's `spool-worker` process: SIGKILLed and reaped when dropped, so
+/// a test that fails midway leaves no worker polling Redis behind.
+#[derive(Debug)]
+pub struct WorkerProcess(pub Child);
+
+impl WorkerProcess {
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Every video frame's MD5 (FFmpeg's `framemd5` muxer: the decoded
@@ -149,8 +169,7 @@ pub fn has_audio(file: &Path) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// SIGKILLs `child` and reaps it.
-pub fn kill_hard(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// SIGKILLs `worker` and reaps it.
+pub fn kill_hard(worker: WorkerProcess) {
+    drop(worker);
 }

@@ -59,7 +59,7 @@ async fn a_chunked_ingest_on_two_processes_matches_a_single_pass() {
         video_worker_process(&redis, &env, &[]),
         video_worker_process(&redis, &env, &[]),
     ];
-    let pids: Vec<u32> = workers.iter().map(std::process::Child::id).collect();
+    let pids: Vec<u32> = workers.iter().map(common::WorkerProcess::id).collect();
     let client = env.client(&redis);
 
     let ingest = |output: &str, crf: u8| {

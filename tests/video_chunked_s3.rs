@@ -19,7 +19,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use spool_sdk::video::{
@@ -30,7 +30,7 @@ use spool_tests::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use spool_tests::video::{VideoEnv, ffmpeg_or_skip, files_under};
 use spool_tests::{TestRedis, redis_url, wait_until};
 
-use common::{frame_hashes, has_audio, kill_hard, scene_clip};
+use common::{WorkerProcess, frame_hashes, has_audio, kill_hard, scene_clip};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -70,8 +70,8 @@ impl Host {
         s3: &S3Server,
         allowed: &str,
         extra: &[&str],
-    ) -> Child {
-        Command::new(spool_worker())
+    ) -> WorkerProcess {
+        let child = Command::new(spool_worker())
             .env("SPOOL_REDIS_URL", redis_url())
             .env("SPOOL_KEY_PREFIX", &redis.prefix)
             .env("SPOOL_FFMPEG", &env.ffmpeg)
@@ -98,7 +98,8 @@ impl Host {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spool-worker starts")
+            .expect("spool-worker starts");
+        WorkerProcess(child)
     }
 
     /// What the host holds on disk, outside the roots' own directories.
@@ -151,11 +152,11 @@ async fn a_chunked_ingest_runs_bucket_to_bucket_on_two_hosts_sharing_no_disk() {
     let source = env.dir.join("source.mp4");
     std::fs::write(&source, s3.get("uploads", "in/scenes.mp4").unwrap()).unwrap();
     let hosts = [Host::new(&env, "host-a"), Host::new(&env, "host-b")];
-    let workers: Vec<Child> = hosts
+    let workers: Vec<WorkerProcess> = hosts
         .iter()
         .map(|host| host.worker(&redis, &env, &s3, ALLOWED, &[]))
         .collect();
-    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
+    let pids: Vec<u32> = workers.iter().map(WorkerProcess::id).collect();
     let client = env.client(&redis);
 
     let ingest = Ingest::new(
