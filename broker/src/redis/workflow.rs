@@ -437,11 +437,14 @@ impl RedisBroker {
         // same node, and two calls in flight on a cluster connection may
         // reach the server out of order (a redirect is retried).
         let mut chunks_of: Vec<(WorkflowId, Vec<usize>)> = Vec::new();
+        let mut slot: std::collections::HashMap<WorkflowId, usize> =
+            std::collections::HashMap::new();
         for (g, (workflow, _)) in groups.iter().enumerate() {
-            match chunks_of.iter_mut().find(|(w, _)| w == workflow) {
-                Some((_, chunks)) => chunks.push(g),
-                None => chunks_of.push((*workflow, vec![g])),
-            }
+            let at = *slot.entry(*workflow).or_insert_with(|| {
+                chunks_of.push((*workflow, Vec::new()));
+                chunks_of.len() - 1
+            });
+            chunks_of[at].1.push(g);
         }
         let calls: Vec<_> = chunks_of
             .into_iter()
