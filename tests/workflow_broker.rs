@@ -2,8 +2,13 @@
 //! the in-memory broker (`on_memory::`) and Redis at `SPOOL_REDIS_URL`
 //! (`on_redis::`; the local Redis Cluster in `ops/scripts/test.sh`'s
 //! cluster pass, where the nodes' queues lie in other slots than the
-//! workflow's keys). Each case plays the worker's part by hand: fetch,
-//! settle, dispatch, ack; a crash is a step left out.
+//! workflow's keys), the latter twice: as configured by default (on a
+//! single server a ready node is enqueued by the script that readies it)
+//! and with `atomic_workflow_enqueue` off (`on_redis_outbox::`: every
+//! ready node through the outbox, as on a cluster). Each case plays the
+//! worker's part by hand: fetch, settle, dispatch, ack; a crash is a step
+//! left out. Where the two ways differ, a case follows what the settlement
+//! says (`Settled::Recorded::outboxed`).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -35,6 +40,21 @@ macro_rules! on_every_broker {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let redis = spool_tests::TestRedis::new().await;
+                    super::$case(&redis.broker).await;
+                    redis.cleanup().await;
+                }
+            )*
+        }
+
+        /// The same, every ready node through the outbox.
+        mod on_redis_outbox {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let redis = spool_tests::TestRedis::with_config(|config| {
+                        config.atomic_workflow_enqueue = false;
+                    })
+                    .await;
                     super::$case(&redis.broker).await;
                     redis.cleanup().await;
                 }
@@ -72,6 +92,55 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn name(s: &str) -> NodeName {
     s.parse().unwrap()
+}
+
+/// On a single server (not the cluster pass) a workflow's roots are
+/// enqueued by the submit and a ready node by the settlement that readies
+/// it, in the same script: nothing is left for a dispatch. On a cluster,
+/// or with `atomic_workflow_enqueue` off, they go through the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_single_server_readiness_and_enqueue_are_one_step() {
+    let single = !spool_tests::redis_url().contains("+cluster");
+    for atomic in [true, false] {
+        let redis = spool_tests::TestRedis::with_config(|config| {
+            config.atomic_workflow_enqueue = atomic;
+        })
+        .await;
+        let broker = &redis.broker;
+        let wf = spec(vec![
+            node("a", A, &[]),
+            node("b", B, &["a"]),
+            node("c", B, &["a"]),
+        ]);
+        broker.submit_workflow(&wf).await.unwrap();
+        let a = take(broker, &A, 1).await;
+        let settled = broker
+            .settle_node(&settlement(&a[0], NodeOutcome::Succeeded, None))
+            .await
+            .unwrap();
+        let one_step = atomic && single;
+        assert_eq!(
+            outboxed(&settled),
+            !one_step,
+            "atomic {atomic}: {settled:?}"
+        );
+        if one_step {
+            // In their stream before any dispatch, and only there.
+            assert_eq!(nodes_of(&take(broker, &B, 2).await), ["b", "c"]);
+            assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 0);
+        } else {
+            assert!(take(broker, &B, 0).await.is_empty());
+            assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 2);
+            assert_eq!(nodes_of(&take(broker, &B, 2).await), ["b", "c"]);
+        }
+        redis.cleanup().await;
+    }
+}
+
+/// Whether a settlement left a ready node in the outbox (else it enqueued
+/// what it readied itself).
+fn outboxed(settled: &Settled) -> bool {
+    matches!(settled, Settled::Recorded { outboxed: true, .. })
 }
 
 fn node(n: &str, queue: QueueName, parents: &[&str]) -> NodeSpec {
@@ -199,12 +268,10 @@ async fn a_chain_runs_in_order_and_children_read_their_parents<B: Broker>(broker
         "encode waits for probe"
     );
     let settled = succeed(broker, &probe[0], b"probed").await;
-    assert_eq!(
-        settled,
-        Settled::Recorded {
-            ready: vec![name("encode")],
-            finished: None
-        }
+    // In the outbox, or enqueued already (a single Redis server).
+    assert!(
+        matches!(&settled, Settled::Recorded { ready, finished: None, .. } if *ready == [name("encode")]),
+        "{settled:?}"
     );
 
     let encode = take(broker, &B, 1).await;
@@ -225,6 +292,7 @@ async fn a_chain_runs_in_order_and_children_read_their_parents<B: Broker>(broker
         settled,
         Settled::Recorded {
             ready: vec![],
+            outboxed: false,
             finished: Some(WorkflowState::Succeeded)
         }
     );
@@ -387,7 +455,7 @@ async fn dynamic_children_that_clash_fail_the_node_and_add_nothing<B: Broker>(br
         settled.children = children.clone();
         let result = finish(broker, settled, &split[0]).await;
         assert!(
-            matches!(&result, Settled::Recorded { ready, finished: Some(WorkflowState::Failed { .. }) } if ready.is_empty()),
+            matches!(&result, Settled::Recorded { ready, finished: Some(WorkflowState::Failed { .. }), .. } if ready.is_empty()),
             "{what}: {result:?}"
         );
         let status = broker.workflow_status(wf.id).await.unwrap().unwrap();
@@ -406,12 +474,15 @@ async fn a_repeated_settlement_changes_nothing<B: Broker>(broker: &B) {
     broker.submit_workflow(&wf).await.unwrap();
     let a = take(broker, &A, 1).await;
     let settled = settlement(&a[0], NodeOutcome::Succeeded, Some(b"1"));
-    broker.settle_node(&settled).await.unwrap();
+    let first = broker.settle_node(&settled).await.unwrap();
     // A redelivery settles again (a failure this time): nothing changes.
     let mut twice = settled.clone();
     twice.outcome = NodeOutcome::Failed;
     assert_eq!(broker.settle_node(&twice).await.unwrap(), Settled::Already);
-    assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 1);
+    assert_eq!(
+        broker.dispatch_outbox(wf.id).await.unwrap(),
+        usize::from(outboxed(&first))
+    );
     assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 0);
     broker.ack(&[a[0].tag.clone()]).await.unwrap();
     assert_eq!(nodes_of(&take(broker, &A, 1).await), ["b"]);
@@ -430,25 +501,32 @@ async fn a_crash_after_settling_leaves_the_child_for_the_sweeper<B: Broker>(brok
     broker.submit_workflow(&wf).await.unwrap();
     let a = take(broker, &A, 1).await;
     // Settled, then the worker dies: no dispatch, no ack.
-    broker
+    let settled = broker
         .settle_node(&settlement(&a[0], NodeOutcome::Succeeded, None))
         .await
         .unwrap();
-    assert!(take(broker, &B, 0).await.is_empty());
     assert_eq!(node_state(broker, &wf, "b").await, NodeState::Queued);
-
-    // A sweeper within the grace period leaves it to the settler...
-    let report = broker
-        .sweep_workflows(Duration::from_secs(3600))
-        .await
-        .unwrap();
-    assert_eq!(report.redispatched, 0);
-    // ... and past it enqueues it, once however many sweep.
-    let sweeps =
-        futures::future::join_all((0..4).map(|_| broker.sweep_workflows(Duration::ZERO))).await;
-    let redispatched: usize = sweeps.into_iter().map(|r| r.unwrap().redispatched).sum();
-    assert_eq!(redispatched, 1);
-    let b = take(broker, &B, 1).await;
+    let b = if outboxed(&settled) {
+        assert!(take(broker, &B, 0).await.is_empty());
+        // A sweeper within the grace period leaves it to the settler...
+        let report = broker
+            .sweep_workflows(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(report.redispatched, 0);
+        // ... and past it enqueues it, once however many sweep.
+        let sweeps =
+            futures::future::join_all((0..4).map(|_| broker.sweep_workflows(Duration::ZERO))).await;
+        let redispatched: usize = sweeps.into_iter().map(|r| r.unwrap().redispatched).sum();
+        assert_eq!(redispatched, 1);
+        take(broker, &B, 1).await
+    } else {
+        // Enqueued in the settlement's own step: nothing for a sweeper.
+        let b = take(broker, &B, 1).await;
+        let report = broker.sweep_workflows(Duration::ZERO).await.unwrap();
+        assert_eq!(report.redispatched, 0);
+        b
+    };
     // The redelivered parent finds its node settled: no second run.
     let context = broker
         .node_context(wf.id, &name("a"))
@@ -467,13 +545,17 @@ async fn a_crash_after_enqueueing_does_not_double_the_child<B: Broker>(broker: &
     let wf = spec(vec![node("a", A, &[]), node("b", B, &["a"])]);
     broker.submit_workflow(&wf).await.unwrap();
     let a = take(broker, &A, 1).await;
-    broker
+    let settled = broker
         .settle_node(&settlement(&a[0], NodeOutcome::Succeeded, None))
         .await
         .unwrap();
-    // The first dispatch enqueues the child; suppose it died before it
-    // removed the outbox entry: every later dispatch finds the mark.
-    assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 1);
+    // The first dispatch enqueues the child (unless the settlement did);
+    // suppose it died before it removed the outbox entry: every later
+    // dispatch finds the mark.
+    assert_eq!(
+        broker.dispatch_outbox(wf.id).await.unwrap(),
+        usize::from(outboxed(&settled))
+    );
     let status = broker.workflow_status(wf.id).await.unwrap().unwrap();
     assert_eq!(status.node("b").unwrap().state, NodeState::Queued);
     assert_eq!(broker.dispatch_outbox(wf.id).await.unwrap(), 0);
@@ -527,23 +609,28 @@ async fn a_ten_thousand_wide_fan_out_enqueues_its_join_once<B: Broker>(broker: &
             .unwrap();
         deliveries.extend(batch.deliveries);
     }
-    let ready: usize = futures::stream::iter(deliveries.iter())
+    let (ready, in_outbox) = futures::stream::iter(deliveries.iter())
         .map(|d| async move {
             match broker
                 .settle_node(&settlement(d, NodeOutcome::Succeeded, None))
                 .await
                 .unwrap()
             {
-                Settled::Recorded { ready, .. } => ready.len(),
+                Settled::Recorded {
+                    ready, outboxed, ..
+                } => (ready.len(), usize::from(outboxed)),
                 other => panic!("{other:?}"),
             }
         })
         .buffer_unordered(32)
-        .fold(0, |sum, n| async move { sum + n })
+        .fold((0, 0), |(r, o), (n, m)| async move { (r + n, o + m) })
         .await;
     assert_eq!(ready, 1);
     let dispatched = futures::future::join_all((0..4).map(|_| broker.dispatch_outbox(wf.id))).await;
-    assert_eq!(dispatched.into_iter().map(Result::unwrap).sum::<usize>(), 1);
+    assert_eq!(
+        dispatched.into_iter().map(Result::unwrap).sum::<usize>(),
+        in_outbox
+    );
     let tags: Vec<_> = deliveries.iter().map(|d| d.tag.clone()).collect();
     broker.ack(&tags).await.unwrap();
     assert_eq!(nodes_of(&take(broker, &B, 1).await), ["join"]);
@@ -618,7 +705,9 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     let mut finished = Vec::new();
     for (s, result) in settlements.iter().zip(&settled).take(settlements.len() - 2) {
         match result {
-            Settled::Recorded { ready, finished: f } => {
+            Settled::Recorded {
+                ready, finished: f, ..
+            } => {
                 readied.extend(ready.iter().map(|r| (s.workflow, r.to_string())));
                 finished.extend(
                     f.iter()
@@ -640,12 +729,14 @@ async fn a_batch_of_settlements_across_workflows_settles_each_as_alone<B: Broker
     assert_eq!(settled[settled.len() - 2], Settled::Already);
     assert_eq!(settled[settled.len() - 1], Settled::Unknown);
 
-    // One dispatch for every workflow touched (one of them twice).
+    // One dispatch for every workflow touched (one of them twice): it
+    // enqueues what the settlements left in the outboxes.
+    let in_outbox = settled.iter().filter(|s| outboxed(s)).count();
     let enqueued = broker
         .dispatch_outboxes(&[fan.id, chain.id, leaves.id, fan.id])
         .await
         .unwrap();
-    assert_eq!(enqueued, 2);
+    assert_eq!(enqueued, in_outbox);
     assert_eq!(
         broker.dispatch_outboxes(&[fan.id, chain.id]).await.unwrap(),
         0
@@ -713,6 +804,7 @@ async fn a_fail_edge_cancels_dependents_and_fails_the_workflow<B: Broker>(broker
         settled,
         Settled::Recorded {
             ready: vec![],
+            outboxed: false,
             finished: Some(failed.clone())
         }
     );

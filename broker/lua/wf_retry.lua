@@ -1,7 +1,8 @@
 -- Reruns a finished workflow's unsuccessful nodes: each is reset to
 -- waiting with a new task id (so revocations and deduplication marks of
 -- its last run do not touch the new one); succeeded nodes keep their
--- outputs. Nodes whose parents all succeeded go to the outbox.
+-- outputs. Nodes whose parents all succeeded go to the outbox, and every
+-- reset node loses its route (its stored envelope has the old task id).
 --
 -- KEYS  the workflow's keys (see wf_submit.lua)
 -- ARGV[1]  now, in ms
@@ -9,8 +10,9 @@
 --
 -- Returns {'unknown'}, {'running'}, or {'retried', nodes reset}.
 
-local META, ORDER, STATE, IDS, PARENTS, PENDING, OUT, ERR, ATT, OUTBOX =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local META, ORDER, STATE, IDS, PARENTS, PENDING, OUT, ERR, ATT, OUTBOX, ROUTE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12],
+  KEYS[13]
 local state = redis.call('HGET', META, 'state')
 if not state then
   return {'unknown'}
@@ -29,6 +31,9 @@ for _, name in ipairs(names) do
     redis.call('HDEL', OUT, name)
     redis.call('HDEL', ERR, name)
     redis.call('HDEL', ATT, name)
+    -- A stored envelope carries the old task id: the outbox's dispatch
+    -- enqueues the node under its new one.
+    redis.call('HDEL', ROUTE, name)
     reset[#reset + 1] = name
   end
 end

@@ -14,6 +14,10 @@
 -- outbox with one ZADD, PEXPIRE after the writes). A script runs whole,
 -- so no reader ever sees the caches' state half written.
 --
+-- A ready node with a route (single server only, see wf_submit.lua) is
+-- added to its queue's stream here, in the same atomic step as the
+-- outcome that readied it; the others go to the outbox for dispatch.
+--
 -- KEYS  the workflow's keys (see wf_submit.lua)
 -- ARGV[1]  now, in ms
 -- ARGV[2]  how long a finished workflow's keys live, in ms
@@ -24,16 +28,18 @@
 --   attempts; the error or ''; 1 if an output follows, else 0; the
 --   output; how many dynamic children follow; 1 if a join node follows
 --   them, else 0; the policy of the children-to-join edges;
---   then per child (and the join, last): name, task id, envelope
+--   then per child (and the join, last): name, task id, envelope, route
+--   ('' for none)
 --
 -- Returns one reply per settlement, in order: {'unknown'}, {'already'},
 -- or {'recorded', finished state or '', failed node or '', failed reason
--- or '', ready node, ...}; the finished state is set only on the
--- settlement that ended the workflow.
+-- or '', 1 if a ready node went to the outbox else 0, ready node, ...};
+-- the finished state is set only on the settlement that ended the
+-- workflow.
 
-local META, ORDER, STATE, IDS, ENV, PARENTS, CHILDREN, PENDING, OUT, ERR, ATT, OUTBOX =
+local META, ORDER, STATE, IDS, ENV, PARENTS, CHILDREN, PENDING, OUT, ERR, ATT, OUTBOX, ROUTE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11], KEYS[12]
+  KEYS[11], KEYS[12], KEYS[13]
 
 local now, retention, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
@@ -95,10 +101,10 @@ local function cache(key)
   return c
 end
 
-local state, ids, env, parents_of, children_of, pending, out, err, att =
+local state, ids, env, parents_of, children_of, pending, out, err, att, route =
   cache(STATE), cache(IDS), cache(ENV), cache(PARENTS), cache(CHILDREN), cache(PENDING),
-  cache(OUT), cache(ERR), cache(ATT)
-local appended, outboxed = {}, {}
+  cache(OUT), cache(ERR), cache(ATT), cache(ROUTE)
+local appended, outboxed, streamed = {}, {}, {}
 
 local exists = redis.call('EXISTS', META) == 1
 -- Read once, kept current below: every settlement of the batch sees what
@@ -118,7 +124,7 @@ if exists then
   for _ = 1, count do
     nodes[#nodes + 1] = ARGV[at]
     local n_children, has_join = tonumber(ARGV[at + 7]), ARGV[at + 8] == '1'
-    at = at + 10 + (n_children + (has_join and 1 or 0)) * 3
+    at = at + 10 + (n_children + (has_join and 1 or 0)) * 4
   end
   ids.load(nodes)
   state.load(nodes)
@@ -138,6 +144,7 @@ if exists then
   end
   state.load(kids)
   pending.load(kids)
+  route.load(kids)
 end
 
 -- Adds a settlement's dynamic children (a success only, and only if they
@@ -150,7 +157,7 @@ local function add_children(node, at, n_children, has_join, join_policy)
   end
   local names = {}
   for i = 0, adding - 1 do
-    names[#names + 1] = ARGV[at + i * 3]
+    names[#names + 1] = ARGV[at + i * 4]
   end
   state.load(names)
   for _, name in ipairs(names) do
@@ -159,34 +166,39 @@ local function add_children(node, at, n_children, has_join, join_policy)
     end
   end
   local old_children = children_of.get(node)
-  local function add(name, id, envelope, parents, count_)
+  -- Values from ARGV[c]: name, task id, envelope, route.
+  local function add(c, parents, count_)
+    local name = ARGV[c]
     appended[#appended + 1] = name
     state.set(name, 'waiting')
-    ids.set(name, id)
-    env.set(name, envelope)
+    ids.set(name, ARGV[c + 1])
+    env.set(name, ARGV[c + 2])
     parents_of.set(name, parents)
     pending.set(name, count_)
+    if ARGV[c + 3] ~= '' then
+      route.set(name, ARGV[c + 3])
+    end
   end
   local edges = {}
   for i = 0, n_children - 1 do
-    local c = at + i * 3
-    add(ARGV[c], ARGV[c + 1], ARGV[c + 2], node .. ' fail', 1)
+    local c = at + i * 4
+    add(c, node .. ' fail', 1)
     edges[#edges + 1] = ARGV[c] .. ' fail'
   end
   local spawner_children
   if has_join then
-    local j = at + n_children * 3
+    local j = at + n_children * 4
     local join = ARGV[j]
     if n_children > 0 then
       local parents = {}
       for i = 0, n_children - 1 do
-        local child = ARGV[at + i * 3]
+        local child = ARGV[at + i * 4]
         parents[#parents + 1] = child .. ' ' .. join_policy
         children_of.set(child, join .. ' ' .. join_policy)
       end
-      add(join, ARGV[j + 1], ARGV[j + 2], table.concat(parents, ','), n_children)
+      add(j, table.concat(parents, ','), n_children)
     else
-      add(join, ARGV[j + 1], ARGV[j + 2], node .. ' fail', 1)
+      add(j, node .. ' fail', 1)
       edges[#edges + 1] = join .. ' fail'
     end
     -- The join takes over the spawner's dependents.
@@ -249,6 +261,7 @@ local function settle(at, n_children, has_join)
   -- transitively.
   local settled = 1
   local ready = {}
+  local to_outbox = false
   local work = {{node, outcome}}
   while #work > 0 do
     local item = table.remove(work)
@@ -268,7 +281,12 @@ local function settle(at, n_children, has_join)
             pending.set(child, left)
             if left <= 0 then
               state.set(child, 'queued')
-              outboxed[#outboxed + 1] = child
+              if route.get(child) then
+                streamed[#streamed + 1] = child
+              else
+                outboxed[#outboxed + 1] = child
+                to_outbox = true
+              end
               ready[#ready + 1] = child
             end
           else
@@ -289,12 +307,12 @@ local function settle(at, n_children, has_join)
     end
   end
 
-  local reply = {'recorded', '', '', ''}
+  local reply = {'recorded', '', '', '', to_outbox and 1 or 0}
   settled_count = settled_count + settled
   if settled_count >= total then
     local final = first_failure and 'failed' or 'succeeded'
     finished = final
-    reply = {'recorded', final, first_failure or '', failure_reason or ''}
+    reply = {'recorded', final, first_failure or '', failure_reason or '', to_outbox and 1 or 0}
   end
   for _, child in ipairs(ready) do
     reply[#reply + 1] = child
@@ -311,7 +329,7 @@ for i = 1, count do
   if replies[i][1] == 'recorded' then
     recorded = true
   end
-  at = at + 10 + (n_children + (has_join and 1 or 0)) * 3
+  at = at + 10 + (n_children + (has_join and 1 or 0)) * 4
 end
 
 -- The writes, once each.
@@ -319,7 +337,7 @@ if recorded then
   for from = 1, #appended, CHUNK do
     redis.call('RPUSH', ORDER, unpack(appended, from, math.min(from + CHUNK - 1, #appended)))
   end
-  for _, c in ipairs({state, ids, env, parents_of, children_of, pending, out, err, att}) do
+  for _, c in ipairs({state, ids, env, parents_of, children_of, pending, out, err, att, route}) do
     c.flush()
   end
   local fields = {'settled', settled_count}
@@ -351,6 +369,10 @@ if recorded then
   end
   if #members > 0 then
     redis.call('ZADD', OUTBOX, unpack(members))
+  end
+  env.load(streamed)
+  for _, child in ipairs(streamed) do
+    redis.call('XADD', route.get(child), '*', 'e', env.get(child))
   end
   if finished then
     for i = 1, #KEYS do

@@ -66,8 +66,9 @@ if cargo nextest --version >/dev/null 2>&1; then
         # servers of their own, the conformance suite's in-memory half ran
         # already, and the permission tests make an ACL user, which a
         # cluster keeps per node (security_acl covers ACLs on one server).
-        # The workflow suites' in-memory halves ran already too, and
-        # workflow_chaos restarts a server of its own.
+        # The workflow suites' in-memory halves ran already too, their
+        # `on_redis_outbox` cases take the same path as `on_redis` on a
+        # cluster, and workflow_chaos restarts a server of its own.
         read -r -a cluster_ports <<<"${SPOOL_TEST_CLUSTER_PORTS:-7301 7302 7303}"
         cluster_dir=$(mktemp -d /tmp/spool-cluster.XXXXXX)
         trap 'stop_local_cluster "${cluster_ports[@]}"; rm -rf "$cluster_dir"' EXIT
@@ -75,7 +76,7 @@ if cargo nextest --version >/dev/null 2>&1; then
         log "cargo nextest run -p spool-tests on the Redis Cluster $cluster_url"
         SPOOL_REDIS_URL="$cluster_url" cargo nextest run -p spool-tests "${locked[@]}" \
             --no-fail-fast \
-            -E 'not (binary(/^video_/) | binary(/^chaos_/) | ((binary(broker_conformance) | binary(/^workflow_/)) & test(/^on_memory::/)) | binary(workflow_chaos) | (binary(bad_input_broker) & test(/permission|refused_fetch/)))'
+            -E 'not (binary(/^video_/) | binary(/^chaos_/) | ((binary(broker_conformance) | binary(/^workflow_/)) & test(/^on_(memory|redis_outbox)::/)) | binary(workflow_chaos) | (binary(bad_input_broker) & test(/permission|refused_fetch/)))'
     else
         log "skipping doctests and the cluster pass (filtered run)"
     fi

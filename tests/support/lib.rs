@@ -157,12 +157,23 @@ impl TestRedis {
 
     /// Like [`TestRedis::new`], against the Redis at `url`.
     pub async fn at(url: &str) -> Self {
+        Self::at_with(url, |_| {}).await
+    }
+
+    /// Like [`TestRedis::new`], with `adjust` applied to the broker's
+    /// configuration (after the URL and key prefix are set).
+    pub async fn with_config(adjust: impl FnOnce(&mut RedisConfig)) -> Self {
+        Self::at_with(&redis_url(), adjust).await
+    }
+
+    async fn at_with(url: &str, adjust: impl FnOnce(&mut RedisConfig)) -> Self {
         init_tracing();
         let prefix = format!("spool-test-{:016x}", fastrand::u64(..));
-        let config = RedisConfig {
+        let mut config = RedisConfig {
             key_prefix: prefix.clone(),
             ..RedisConfig::from_url(url)
         };
+        adjust(&mut config);
         let broker = RedisBroker::connect(config)
             .await
             .expect("Redis must be running: start it with `bash ops/scripts/setup.sh`");

@@ -383,7 +383,11 @@ impl MemoryBroker {
         let (cancelled, ready) = graph.propagate(settlement.node.clone(), now);
         graph.settled += 1 + cancelled;
         let finished = graph.finish_if_done(now);
-        Ok(Settled::Recorded { ready, finished })
+        Ok(Settled::Recorded {
+            outboxed: !ready.is_empty(),
+            ready,
+            finished,
+        })
     }
 
     pub(super) async fn wf_dispatch(&self, workflow: WorkflowId) -> Result<usize> {

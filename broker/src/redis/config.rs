@@ -50,6 +50,17 @@ pub struct RedisConfig {
     /// [`DEFAULT_MAX_ENVELOPE_BYTES`](crate::DEFAULT_MAX_ENVELOPE_BYTES),
     /// 16 MiB.
     pub max_envelope_bytes: usize,
+    /// Whether a workflow node that becomes ready is added to its queue's
+    /// stream by the same script that records the outcome readying it (at
+    /// submit, the script that writes the graph): readiness and enqueue in
+    /// one atomic step, with no outbox entry, deduplication mark or
+    /// dispatch round trip. Only where one script may write both the
+    /// workflow's keys and its queues' keys: a single server, envelopes
+    /// unsigned ([`signing`](Self::signing) off, since a script cannot
+    /// sign), no ETA; every other node, and every node on a Redis Cluster,
+    /// goes through the workflow's outbox and a deduplicated enqueue (see
+    /// [`crate::workflow`]). Default: `true`.
+    pub atomic_workflow_enqueue: bool,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -64,6 +75,7 @@ impl fmt::Debug for RedisConfig {
             .field("signing", &self.signing)
             .field("tls", &self.tls)
             .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("atomic_workflow_enqueue", &self.atomic_workflow_enqueue)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +92,7 @@ impl Default for RedisConfig {
             signing: None,
             tls: TlsConfig::default(),
             max_envelope_bytes: crate::envelope::DEFAULT_MAX_ENVELOPE_BYTES,
+            atomic_workflow_enqueue: true,
         }
     }
 }

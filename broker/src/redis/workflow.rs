@@ -60,7 +60,7 @@ const ENQUEUE_CHUNK: usize = 256;
 
 /// The keys of one workflow, all under its hash tag `{wf:<id>}`, in the
 /// order every `wf_*.lua` script takes them.
-struct WorkflowKeys([String; 12]);
+struct WorkflowKeys([String; 13]);
 
 impl WorkflowKeys {
     fn new(prefix: &str, id: WorkflowId) -> Self {
@@ -68,7 +68,7 @@ impl WorkflowKeys {
         Self(
             [
                 "meta", "order", "state", "ids", "env", "parents", "children", "pending", "out",
-                "err", "att", "outbox",
+                "err", "att", "outbox", "route",
             ]
             .map(|name| format!("{base}:{name}")),
         )
@@ -217,12 +217,17 @@ fn settled_of(reply: Vec<Value>) -> Result<Settled> {
             let final_state = items.next().as_ref().and_then(text).unwrap_or_default();
             let failed_node = items.next().as_ref().and_then(text).unwrap_or_default();
             let failed_reason = items.next().as_ref().and_then(text).unwrap_or_default();
+            let outboxed = items.next().as_ref().and_then(text).as_deref() == Some("1");
             let finished = (!final_state.is_empty())
                 .then(|| workflow_state(&final_state, &failed_node, &failed_reason));
             let ready = items
                 .filter_map(|v| text(&v).and_then(|s| s.parse().ok()))
                 .collect();
-            Ok(Settled::Recorded { ready, finished })
+            Ok(Settled::Recorded {
+                ready,
+                outboxed,
+                finished,
+            })
         }
         other => Err(Error::Backend(
             format!("unexpected wf_settle status {other:?}").into(),
@@ -306,6 +311,26 @@ impl RedisBroker {
         format!("{}:workflows", self.inner.config.key_prefix)
     }
 
+    /// Where `wf_submit.lua` and `wf_settle.lua` add a node's task when it
+    /// becomes ready, in the same atomic step (see
+    /// [`RedisConfig::atomic_workflow_enqueue`](crate::RedisConfig::atomic_workflow_enqueue)):
+    /// its stream, on a single server with unsigned envelopes and no ETA
+    /// (the stored envelope is then the stream entry, byte for byte); else
+    /// empty, and the node goes through the outbox.
+    fn node_route(&self, envelope: &Envelope) -> String {
+        let atomic = self.inner.config.atomic_workflow_enqueue
+            && !self.inner.commands.is_cluster()
+            && self.signing().is_none()
+            && envelope.eta.is_none();
+        if atomic {
+            self.keys(&envelope.queue)
+                .stream(envelope.priority)
+                .to_owned()
+        } else {
+            String::new()
+        }
+    }
+
     /// The deduplication mark of a node's task, in its queue's slot.
     fn dedup_key(&self, envelope: &Envelope) -> String {
         format!(
@@ -334,6 +359,7 @@ impl RedisBroker {
                     .push((&node.name, edge.policy));
             }
         }
+        let routes: Vec<String> = envelopes.iter().map(|e| self.node_route(e)).collect();
         let keys = self.workflow_keys(spec.id);
         let now = Timestamp::now();
         let mut invocation = keys.invoke(&SUBMIT);
@@ -342,7 +368,7 @@ impl RedisBroker {
             .arg(spec.deadline.map_or(0, Timestamp::as_millis))
             .arg(spec.max_nodes)
             .arg(spec.nodes.len());
-        for (node, envelope) in spec.nodes.iter().zip(&envelopes) {
+        for ((node, envelope), route) in spec.nodes.iter().zip(&envelopes).zip(&routes) {
             let kids = children.get(node.name.as_str());
             invocation
                 .arg(node.name.as_str())
@@ -352,7 +378,8 @@ impl RedisBroker {
                     node.parents.iter().map(|e| (&e.parent, e.policy)),
                 ))
                 .arg(kids.map_or_else(String::new, |k| encode_edges(k.iter().copied())))
-                .arg(node.parents.len());
+                .arg(node.parents.len())
+                .arg(route);
         }
         // The index first: a submit that dies after it leaves an entry the
         // sweeper drops; one that wrote the graph is always indexed.
@@ -372,28 +399,38 @@ impl RedisBroker {
         }
         // Written is submitted: roots left in the outbox by a failed
         // dispatch are the sweeper's.
-        if let Err(e) = self.wf_dispatch_roots(spec, &envelopes).await {
+        if let Err(e) = self.wf_dispatch_roots(spec, &envelopes, &routes).await {
             tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
         }
         Ok(())
     }
 
-    /// Dispatches a just-written workflow's roots from the envelopes in
-    /// hand, as [`Self::wf_dispatch`] would from its outbox (which
-    /// `wf_submit.lua` filled with exactly these nodes, with these task
-    /// ids), without reading the outbox back and decoding every envelope:
+    /// Dispatches a just-written workflow's roots without a route (the
+    /// others are in their streams already) from the envelopes in hand, as
+    /// [`Self::wf_dispatch`] would from its outbox (which `wf_submit.lua`
+    /// filled with exactly these nodes, with these task ids), without
+    /// reading the outbox back and decoding every envelope:
     /// enqueued each at most once ever (`wf_enqueue.lua`), then removed
     /// from the outbox. A root cancelled in between is enqueued all the
     /// same, as by a dispatch that read the outbox just before the cancel:
     /// its task is revoked and its node settled, so it never runs.
-    async fn wf_dispatch_roots(&self, spec: &WorkflowSpec, envelopes: &[Envelope]) -> Result<()> {
+    async fn wf_dispatch_roots(
+        &self,
+        spec: &WorkflowSpec,
+        envelopes: &[Envelope],
+        routes: &[String],
+    ) -> Result<()> {
         let roots: Vec<(&NodeName, &Envelope)> = spec
             .nodes
             .iter()
             .zip(envelopes)
-            .filter(|(node, _)| node.parents.is_empty())
-            .map(|(node, envelope)| (&node.name, envelope))
+            .zip(routes)
+            .filter(|((node, _), route)| node.parents.is_empty() && route.is_empty())
+            .map(|((node, envelope), _)| (&node.name, envelope))
             .collect();
+        if roots.is_empty() {
+            return Ok(());
+        }
         let ready: Vec<&Envelope> = roots.iter().map(|(_, envelope)| *envelope).collect();
         self.wf_enqueue(&ready).await?;
         crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
@@ -513,7 +550,8 @@ impl RedisBroker {
                 invocation
                     .arg(child.name.as_str())
                     .arg(envelope.id.to_string())
-                    .arg(envelope.encode()?);
+                    .arg(envelope.encode()?)
+                    .arg(self.node_route(&envelope));
             }
         }
         let replies = into_items(

@@ -26,18 +26,36 @@
 //! readers of envelope format 1 that know nothing of workflows still read
 //! it.
 //!
-//! # Exactly-once readiness: idempotent steps, not one atomic step
+//! # Exactly-once readiness: one atomic step where Redis allows it, else idempotent steps
 //!
 //! On Redis, all of a workflow's keys share one hash tag,
 //! `<prefix>:{wf:<id>}:…` (`meta`, `order`, `state`, `ids`, `env`,
-//! `parents`, `children`, `pending`, `out`, `err`, `att`, `outbox`), so
-//! every workflow script touches one Cluster slot. A node's task still goes
+//! `parents`, `children`, `pending`, `out`, `err`, `att`, `outbox`,
+//! `route`), so every workflow script touches one Cluster slot.
+//!
+//! On a single server (the default,
+//! [`RedisConfig::atomic_workflow_enqueue`](crate::RedisConfig::atomic_workflow_enqueue)),
+//! with unsigned envelopes and no ETA, a node's **route** (its queue's
+//! stream) is stored with it, and the script that makes the node ready
+//! adds its stored envelope to that stream itself: `wf_submit.lua` for
+//! the roots, `wf_settle.lua` for a child whose last parent it settles.
+//! Readiness and enqueue are then one atomic step: there is no outbox
+//! entry, no deduplication mark and no dispatch, so no crash can fall
+//! between them, and a step costs Redis one script call instead of four
+//! (settle, outbox read, enqueue, outbox removal). A single server lets
+//! a script write keys of any slot; a cluster does not, and a signature
+//! or an ETA needs the client, so those nodes (every node, on a cluster)
+//! take the idempotent steps below. A retried node drops its route (its
+//! stored envelope has its old task id) and goes through the outbox. The
+//! parent's acknowledgement stays a step of its own (step 3), as below.
+//!
+//! Otherwise: A node's task still goes
 //! to its own queue's slot (`<prefix>:{<queue>}:…`): forcing every queue
 //! of a workflow onto one slot (as `BullMQ` flows must) would defeat
-//! Cluster. The parent's acknowledgement (queue slot) and the child's
-//! readiness (workflow slot) therefore cannot be one atomic script, and
-//! Spool settles a parent in idempotent steps instead, each safe to repeat
-//! after a crash at any point:
+//! Cluster. On a cluster the parent's acknowledgement (queue slot) and
+//! the child's readiness (workflow slot) therefore cannot be one atomic
+//! script, and Spool settles a parent in idempotent steps instead, each
+//! safe to repeat after a crash at any point:
 //!
 //! 1. **Settle** (`wf_settle.lua`, workflow slot), run by the worker
 //!    *before* it acknowledges the parent's delivery. If the node is

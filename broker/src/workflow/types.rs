@@ -560,11 +560,17 @@ pub struct NodeSettlement {
 #[non_exhaustive]
 pub enum Settled {
     /// The outcome was recorded now; `ready` are the nodes that became
-    /// ready (now in the outbox), and `finished` the workflow's end state
-    /// if this settlement ended it.
+    /// ready, and `finished` the workflow's end state if this settlement
+    /// ended it.
     Recorded {
-        /// Nodes now in the outbox.
+        /// Nodes that became ready: in the outbox, or enqueued already in
+        /// this same step (see `outboxed`).
         ready: Vec<NodeName>,
+        /// Whether any of `ready` waits in the outbox for a
+        /// [`dispatch_outboxes`](crate::Broker::dispatch_outboxes); the
+        /// others were added to their queues by this step itself (see
+        /// [`RedisConfig::atomic_workflow_enqueue`](crate::RedisConfig::atomic_workflow_enqueue)).
+        outboxed: bool,
         /// The workflow's state if it just finished.
         finished: Option<WorkflowState>,
     },

@@ -226,9 +226,9 @@ async fn settle_nodes<B: Broker>(
         .collect();
     let mut results = settle_patiently(broker, &settlements).await.into_iter();
     // Each step says whether its workflow's outbox may hold something:
-    // not when its settlement was recorded now and readied nothing (a
-    // leaf, or a parent whose siblings are still running), which saves a
-    // fan-in's parents the dispatch.
+    // not when its settlement was recorded now and put nothing there (it
+    // readied nothing, as a fan-in's parents whose siblings still run, or
+    // enqueued what it readied itself), which saves the dispatch.
     let mut workflows = Vec::new();
     for (i, step) in &steps {
         let dispatch = match &step.settlement {
@@ -244,7 +244,13 @@ async fn settle_nodes<B: Broker>(
                         held.insert(*i);
                         continue;
                     }
-                    !matches!(settled, Settled::Recorded { ready, .. } if ready.is_empty())
+                    !matches!(
+                        settled,
+                        Settled::Recorded {
+                            outboxed: false,
+                            ..
+                        }
+                    )
                 }
             },
         };

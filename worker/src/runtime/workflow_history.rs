@@ -259,7 +259,10 @@ impl<B: Broker> HistoryWriter<B> {
         let identity = self.runs.remove(&settlement.task_id);
         let succeeded = settlement.outcome == NodeOutcome::Succeeded;
         let recorded_now = matches!(settled, Settled::Recorded { .. });
-        if let Settled::Recorded { ready, finished } = settled {
+        if let Settled::Recorded {
+            ready, finished, ..
+        } = settled
+        {
             if succeeded && !settlement.children.is_empty() {
                 plan.tasks.extend(
                     settlement

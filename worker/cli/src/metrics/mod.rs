@@ -806,6 +806,7 @@ mod tests {
             .workflows
             .node_settled(&spool_broker::workflow::Settled::Recorded {
                 ready: Vec::new(),
+                outboxed: false,
                 finished: Some(spool_broker::workflow::WorkflowState::Succeeded),
             });
         hub.push(1, totals, Gauges::default());

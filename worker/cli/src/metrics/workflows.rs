@@ -178,6 +178,7 @@ mod tests {
         child.node_started(Duration::from_secs(90));
         child.node_settled(&Settled::Recorded {
             ready: Vec::new(),
+            outboxed: false,
             finished: Some(WorkflowState::Succeeded),
         });
         child.node_settled(&Settled::Already);
