@@ -263,6 +263,8 @@ async fn a_chain_runs_in_order_and_children_read_their_parents<B: Broker>(broker
 
     let probe = take(broker, &A, 1).await;
     assert_eq!(nodes_of(&probe), ["probe"]);
+    // A root says so: its first delivery may start without a context read.
+    assert!(probe[0].envelope.is_workflow_root());
     assert!(
         take(broker, &B, 0).await.is_empty(),
         "encode waits for probe"
@@ -275,6 +277,7 @@ async fn a_chain_runs_in_order_and_children_read_their_parents<B: Broker>(broker
     );
 
     let encode = take(broker, &B, 1).await;
+    assert!(!encode[0].envelope.is_workflow_root());
     let context = broker
         .node_context(wf.id, &name("encode"))
         .await

@@ -293,6 +293,9 @@ impl MemoryBroker {
         for node in &spec.nodes {
             let mut envelope = node.envelope.clone();
             envelope.set_workflow_node(spec.id, &node.name);
+            if node.parents.is_empty() {
+                envelope.mark_workflow_root();
+            }
             signing::check_for_enqueue(&envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
             envelopes.push(envelope);
         }

@@ -344,7 +344,13 @@ impl RedisBroker {
         let envelopes: Vec<Envelope> = spec
             .nodes
             .iter()
-            .map(|node| node_envelope(spec.id, &node.name, &node.envelope))
+            .map(|node| {
+                let mut envelope = node_envelope(spec.id, &node.name, &node.envelope);
+                if node.parents.is_empty() {
+                    envelope.mark_workflow_root();
+                }
+                envelope
+            })
             .collect();
         for envelope in &envelopes {
             self.check_size(envelope)?;

@@ -148,6 +148,12 @@ use crate::error::Result;
 /// `<workflow-id>/<node>`.
 pub const WORKFLOW_HEADER: &str = "spool-workflow";
 
+/// The envelope header (value `1`) of a node without parents: a worker
+/// may start its first delivery without reading the node's context (there
+/// are no parents' results to read, and a settled or stale run is refused
+/// by the settle step all the same).
+pub(crate) const WORKFLOW_ROOT_HEADER: &str = "spool-workflow-root";
+
 /// The most nodes a workflow may hold unless its spec says otherwise:
 /// 10,000. Each node costs a few hundred bytes of Redis memory plus its
 /// envelope, and the status of a workflow is read in one reply, so a much

@@ -10,7 +10,7 @@ use crate::envelope::{Envelope, TaskId, Timestamp};
 use crate::error::{Error, Result};
 use crate::queue::QueueName;
 
-use super::{MAX_NODE_NAME_LEN, WORKFLOW_HEADER};
+use super::{MAX_NODE_NAME_LEN, WORKFLOW_HEADER, WORKFLOW_ROOT_HEADER};
 
 /// A workflow's unique id: a UUIDv7, so ids sort by creation time, like
 /// [`TaskId`].
@@ -662,5 +662,18 @@ impl Envelope {
     pub fn set_workflow_node(&mut self, workflow: WorkflowId, node: &NodeName) {
         self.headers
             .insert(WORKFLOW_HEADER.to_owned(), format!("{workflow}/{node}"));
+    }
+
+    /// Whether this task is a workflow node without parents, as submitted:
+    /// its first delivery needs no context read before it runs.
+    #[must_use]
+    pub fn is_workflow_root(&self) -> bool {
+        self.headers.get(WORKFLOW_ROOT_HEADER).map(String::as_str) == Some("1")
+    }
+
+    /// Marks this node's envelope as one of a node without parents.
+    pub(crate) fn mark_workflow_root(&mut self) {
+        self.headers
+            .insert(WORKFLOW_ROOT_HEADER.to_owned(), "1".to_owned());
     }
 }

@@ -206,7 +206,7 @@ impl<B: Broker> Executor<B> {
             debug!("rate limited; deferred by {wait:?}");
             return Verdict::deferred(envelope, wait, Timestamp::now()).into();
         }
-        let node = match self.node_run(envelope).await {
+        let node = match self.node_run(envelope, deliveries).await {
             Ok(node) => node,
             Err(verdict) => return verdict.into(),
         };
@@ -267,13 +267,27 @@ impl<B: Broker> Executor<B> {
     /// other nodes starting now: a round trip at most), or the
     /// verdict that it must not run: settled already, or its state cannot
     /// be read now (then it is put back for a second).
+    ///
+    /// A node without parents on its first delivery reads nothing: it has
+    /// no parents' results, it cannot have run before, and should its
+    /// workflow have been cancelled in between (its revocation still on
+    /// the way), the settle step refuses its outcome as it refuses any
+    /// settled node's.
     async fn node_run(
         &self,
         envelope: &Envelope,
+        deliveries: u32,
     ) -> Result<Option<Arc<crate::workflow::NodeRun>>, Verdict> {
         let Some((workflow, node)) = envelope.workflow_node() else {
             return Ok(None);
         };
+        if deliveries <= 1 && envelope.is_workflow_root() {
+            return Ok(Some(Arc::new(crate::workflow::NodeRun::new(
+                workflow,
+                node,
+                Vec::new(),
+            ))));
+        }
         match self
             .contexts
             .read(&self.broker, workflow, node.clone())
