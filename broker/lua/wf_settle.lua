@@ -248,7 +248,10 @@ local function settle(at, n_children, has_join)
   end
 
   state.set(node, outcome)
-  att.set(node, ARGV[at + 3])
+  -- Absent reads as 0: a first attempt writes nothing.
+  if ARGV[at + 3] ~= '0' then
+    att.set(node, ARGV[at + 3])
+  end
   if error_ ~= '' then
     err.set(node, error_)
   end
