@@ -50,6 +50,6 @@ pub use crate::tls::TlsArgs;
 /// The global allocator of Spool's binaries, mimalloc: each binary's main
 /// file sets it (`#[global_allocator] static ALLOCATOR: Allocator =
 /// Allocator;`), a library never does, so an application that embeds
-/// `spool-worker` keeps its own. Against glibc's malloc it takes less CPU
-/// per task, most with span export on (docs/benchmarks.md, "Tracing").
+/// `spool-worker` keeps its own. Against glibc's malloc, a tenth less CPU
+/// for the same drain with span export on (docs/benchmarks.md, "Tracing").
 pub use mimalloc::MiMalloc as Allocator;
