@@ -103,8 +103,7 @@ thread_local! {
 /// header values. The tasks of one bulk enqueue carry one `traceparent`,
 /// so a worker draining them parses it once rather than once a task;
 /// any other value of any field the propagator reads is extracted anew.
-#[must_use]
-pub fn extract_cached(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
+fn extract_cached(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         if headers.is_empty() || !propagator.fields().any(|field| headers.contains_key(field)) {
             return opentelemetry::Context::current();
@@ -169,8 +168,9 @@ fn propagator_address(propagator: &dyn TextMapPropagator) -> usize {
 /// or no `tracing-opentelemetry` layer is installed, and then nothing was
 /// done.
 ///
-/// The context comes from [`extract_cached`]. Call it before `span` is
-/// first entered.
+/// The context comes from the headers alone, parsed once for a run of
+/// tasks with the same trace fields (the tasks of one bulk enqueue). Call
+/// it before `span` is first entered.
 pub fn continue_trace(span: &tracing::Span, envelope: &Envelope) -> bool {
     if span.is_disabled() {
         return false;
