@@ -17,9 +17,10 @@
 //! task id) and `messaging.operation.type` (`publish`, `process`,
 //! `settle`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::envelope::Envelope;
@@ -82,6 +83,84 @@ pub fn extract(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
     })
 }
 
+/// The context [`extract_cached`] last extracted on this thread.
+struct Extracted {
+    /// The global propagator it was extracted with (its address).
+    propagator: usize,
+    /// The values of the propagator's fields in the headers, in the order
+    /// of its `fields()`.
+    values: Vec<Option<String>>,
+    context: opentelemetry::Context,
+}
+
+thread_local! {
+    static LAST_EXTRACTED: RefCell<Option<Extracted>> = const { RefCell::new(None) };
+}
+
+/// [`extract`] for a consumer: the context that `headers` carry, built on
+/// an empty context (not on the one current here: a task's parent comes
+/// from its headers alone), and reused while this thread sees the same
+/// header values. The tasks of one bulk enqueue carry one `traceparent`,
+/// so a worker draining them parses it once rather than once a task;
+/// any other value of any field the propagator reads is extracted anew.
+fn extract_cached(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        if headers.is_empty() || !propagator.fields().any(|field| headers.contains_key(field)) {
+            return opentelemetry::Context::current();
+        }
+        // A re-entered cache (it is not) would only miss.
+        LAST_EXTRACTED.with(|last| match last.try_borrow_mut() {
+            Ok(mut last) => extract_through(propagator, headers, &mut last),
+            Err(_) => extract_fresh(propagator, headers),
+        })
+    })
+}
+
+/// The context in `headers`, from `last` when it was extracted from the
+/// same values by the same propagator; `last` is replaced otherwise.
+fn extract_through(
+    propagator: &dyn TextMapPropagator,
+    headers: &BTreeMap<String, String>,
+    last: &mut Option<Extracted>,
+) -> opentelemetry::Context {
+    let address = propagator_address(propagator);
+    if let Some(hit) = last.as_ref().filter(|last| {
+        last.propagator == address && {
+            let mut fields = propagator.fields();
+            let same = last
+                .values
+                .iter()
+                .all(|value| fields.next().map(|field| headers.get(field)) == Some(value.as_ref()));
+            same && fields.next().is_none()
+        }
+    }) {
+        return hit.context.clone();
+    }
+    let context = extract_fresh(propagator, headers);
+    *last = Some(Extracted {
+        propagator: address,
+        values: propagator
+            .fields()
+            .map(|field| headers.get(field).cloned())
+            .collect(),
+        context: context.clone(),
+    });
+    context
+}
+
+fn extract_fresh(
+    propagator: &dyn TextMapPropagator,
+    headers: &BTreeMap<String, String>,
+) -> opentelemetry::Context {
+    propagator.extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers))
+}
+
+/// Which propagator this is: another one installed since (a test's, an
+/// application's) is never mistaken for it while both are alive.
+fn propagator_address(propagator: &dyn TextMapPropagator) -> usize {
+    std::ptr::from_ref(propagator).cast::<()>() as usize
+}
+
 /// Makes `span` continue the trace that `envelope`'s headers carry, or
 /// start a trace of its own when they carry none (rather than join
 /// whatever span it was created in, such as a worker's long-lived one).
@@ -89,12 +168,14 @@ pub fn extract(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
 /// or no `tracing-opentelemetry` layer is installed, and then nothing was
 /// done.
 ///
-/// Call it before `span` is first entered.
+/// The context comes from the headers alone, parsed once for a run of
+/// tasks with the same trace fields (the tasks of one bulk enqueue). Call
+/// it before `span` is first entered.
 pub fn continue_trace(span: &tracing::Span, envelope: &Envelope) -> bool {
     if span.is_disabled() {
         return false;
     }
-    span.set_parent(extract(&envelope.headers)).is_ok()
+    span.set_parent(extract_cached(&envelope.headers)).is_ok()
 }
 
 /// A `publish` span (kind producer) for `count` tasks sent to `queue`:
@@ -228,5 +309,94 @@ mod tests {
         );
         // The default global propagator reads nothing.
         assert!(!extract(&headers).span().span_context().is_valid());
+    }
+
+    /// Reads `traceparent` and `tracestate` and puts what it read in the
+    /// context, counting its extractions.
+    #[derive(Debug)]
+    struct Counting {
+        extracted: std::sync::atomic::AtomicUsize,
+        fields: Vec<String>,
+    }
+
+    impl Default for Counting {
+        fn default() -> Self {
+            Self {
+                extracted: std::sync::atomic::AtomicUsize::new(0),
+                fields: vec!["traceparent".to_owned(), "tracestate".to_owned()],
+            }
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Read(Option<String>, Option<String>);
+
+    impl TextMapPropagator for Counting {
+        fn inject_context(&self, _: &opentelemetry::Context, _: &mut dyn Injector) {}
+
+        fn extract_with_context(
+            &self,
+            cx: &opentelemetry::Context,
+            extractor: &dyn Extractor,
+        ) -> opentelemetry::Context {
+            self.extracted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let read = |key| extractor.get(key).map(str::to_owned);
+            cx.with_value(Read(read("traceparent"), read("tracestate")))
+        }
+
+        fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+            opentelemetry::propagation::text_map_propagator::FieldIter::new(&self.fields)
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_cached_context_is_reused_only_for_the_same_values() {
+        let propagator = Counting::default();
+        let mut last = None;
+        let read = |h: &BTreeMap<String, String>, last: &mut Option<Extracted>| {
+            let cx = extract_through(&propagator, h, last);
+            cx.get::<Read>().map(|r| (r.0.clone(), r.1.clone()))
+        };
+        let count = || {
+            propagator
+                .extracted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let a = headers(&[("traceparent", "00-a-1-01"), ("other", "x")]);
+        assert_eq!(read(&a, &mut last), Some((Some("00-a-1-01".into()), None)));
+        // The same trace fields (another header aside): reused.
+        let a2 = headers(&[("traceparent", "00-a-1-01"), ("other", "y")]);
+        assert_eq!(read(&a2, &mut last), Some((Some("00-a-1-01".into()), None)));
+        assert_eq!(count(), 1);
+        // Another traceparent: extracted anew, never the stale one.
+        let b = headers(&[("traceparent", "00-b-1-01")]);
+        assert_eq!(read(&b, &mut last), Some((Some("00-b-1-01".into()), None)));
+        assert_eq!(count(), 2);
+        // The same traceparent with a tracestate: extracted anew.
+        let b_state = headers(&[("traceparent", "00-b-1-01"), ("tracestate", "k=v")]);
+        assert_eq!(
+            read(&b_state, &mut last),
+            Some((Some("00-b-1-01".into()), Some("k=v".into())))
+        );
+        assert_eq!(count(), 3);
+        // And back: extracted anew (only the last one is kept).
+        assert_eq!(read(&b, &mut last), Some((Some("00-b-1-01".into()), None)));
+        assert_eq!(count(), 4);
+        // Another propagator with the same values: extracted anew.
+        let other = Counting::default();
+        let cx = extract_through(&other, &b, &mut last);
+        assert!(cx.get::<Read>().is_some());
+        assert_eq!(
+            other.extracted.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! start without `--token-file` or `--basic-auth-file`. The library side
 //! is `spool_dashboard`.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

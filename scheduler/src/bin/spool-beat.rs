@@ -11,6 +11,10 @@
 //! the lead so a standby takes over at once. The library side is
 //! `spool_scheduler::beat`.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -25,6 +25,10 @@
 //! retried, every one with JSON arguments. The generator is seeded, so two
 //! runs load the same data.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};

@@ -31,6 +31,10 @@
 //! Every command takes `--json` for scripts. The commands themselves live in
 //! `spool_scheduler::ctl`; this file parses flags, connects and prints.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -60,7 +60,7 @@ impl Action {
 #[cfg(feature = "otel")]
 mod otel {
     use opentelemetry::KeyValue;
-    use opentelemetry::trace::{Status, TraceContextExt as _};
+    use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
     use spool_broker::QueueName;
     use spool_broker::trace_context::{self, MESSAGING_SYSTEM};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -134,12 +134,12 @@ mod otel {
         }
     }
 
-    /// One group's `settle` span under construction.
-    struct SettleSpan<'a> {
+    /// The links of one queue and verb's `settle` span, gathered before
+    /// the span is made.
+    struct SettleGroup<'a> {
         queue: &'a QueueName,
         verb: &'static str,
-        span: tracing::Span,
-        links: usize,
+        links: Vec<SpanContext>,
     }
 
     /// The `settle` spans of one group commit: for each queue and verb
@@ -150,48 +150,48 @@ mod otel {
     pub(crate) fn settle_spans<'a>(
         settlements: impl Iterator<Item = (&'a TaskTrace, &'a QueueName, &'a Action)>,
     ) -> Vec<tracing::Span> {
-        let mut open: Vec<SettleSpan<'a>> = Vec::new();
+        let mut open: Vec<SettleGroup<'a>> = Vec::new();
         let mut done = Vec::new();
         for (trace, queue, action) in settlements {
             let Some(process) = &trace.recorded else {
                 continue;
             };
             let verb = action.verb();
-            let index = match open.iter().position(|s| s.verb == verb && s.queue == queue) {
-                Some(index) if open[index].links < LINKS_PER_SETTLE_SPAN => index,
-                full => {
-                    let span = settle_span(queue, verb);
-                    if span.is_disabled() {
-                        continue;
-                    }
-                    let started = SettleSpan {
+            let index = match open.iter().position(|g| g.verb == verb && g.queue == queue) {
+                Some(index) => index,
+                None => {
+                    open.push(SettleGroup {
                         queue,
                         verb,
-                        span,
-                        links: 0,
-                    };
-                    match full {
-                        Some(index) => {
-                            let full = std::mem::replace(&mut open[index], started);
-                            done.push(finish(full));
-                            index
-                        }
-                        None => {
-                            open.push(started);
-                            open.len() - 1
-                        }
-                    }
+                        links: Vec::new(),
+                    });
+                    open.len() - 1
                 }
             };
-            let settle = &mut open[index];
-            settle.span.add_link(process.clone());
-            settle.links += 1;
+            let group = &mut open[index];
+            group.links.push(process.clone());
+            if group.links.len() == LINKS_PER_SETTLE_SPAN {
+                done.extend(settle_span(
+                    group.queue,
+                    group.verb,
+                    std::mem::take(&mut group.links),
+                ));
+            }
         }
-        done.extend(open.into_iter().map(finish));
+        done.extend(
+            open.into_iter()
+                .filter(|group| !group.links.is_empty())
+                .filter_map(|group| settle_span(group.queue, group.verb, group.links)),
+        );
         done
     }
 
-    fn settle_span(queue: &QueueName, verb: &'static str) -> tracing::Span {
+    /// A `settle` span with `links`, or `None` when it is disabled.
+    fn settle_span(
+        queue: &QueueName,
+        verb: &'static str,
+        links: Vec<SpanContext>,
+    ) -> Option<tracing::Span> {
         let span = tracing::info_span!(
             "settle",
             otel.name = tracing::field::Empty,
@@ -200,23 +200,27 @@ mod otel {
             messaging.operation.type = "settle",
             messaging.operation.name = verb,
             messaging.destination.name = queue.as_str(),
-            messaging.batch.message_count = tracing::field::Empty,
+            messaging.batch.message_count = links.len() as i64,
         );
-        trace_context::start_new_trace(&span);
-        if !span.is_disabled() {
-            span.record(
-                "otel.name",
-                tracing::field::display(format_args!("settle {queue}")),
-            );
+        if span.is_disabled() {
+            return None;
         }
-        span
-    }
-
-    fn finish(settle: SettleSpan<'_>) -> tracing::Span {
-        settle
-            .span
-            .record("messaging.batch.message_count", settle.links as i64);
-        settle.span
+        trace_context::start_new_trace(&span);
+        span.record(
+            "otel.name",
+            tracing::field::display(format_args!("settle {queue}")),
+        );
+        // Started here, so that the links go on the OpenTelemetry span
+        // itself, each a push under its lock, rather than one at a time
+        // through the `tracing` registry.
+        let context = span.context();
+        let settle = context.span();
+        if settle.is_recording() {
+            for link in links {
+                settle.add_link(link, Vec::new());
+            }
+        }
+        Some(span)
     }
 }
 

@@ -13,6 +13,10 @@
 //! `spool_autoscaler`; this file parses flags, wires the parts
 //! together and prints.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;

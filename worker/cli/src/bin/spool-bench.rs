@@ -19,6 +19,10 @@
 //! span export off and as often on, alternated, to an OTLP/HTTP receiver
 //! in this process (`spool_bench_parts/trace_export.rs`).
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 

@@ -25,6 +25,10 @@
 //! line. Redis keys live under a random prefix and are deleted afterwards;
 //! the working directory too, unless `--keep`.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

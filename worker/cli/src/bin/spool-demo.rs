@@ -29,6 +29,10 @@
 //! The Redis keys live under a fresh prefix that is deleted at the end;
 //! the files stay in `--workdir`.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -24,6 +24,10 @@
 //! rung's chosen CRF, predicted and achieved VMAF, and the bitrate saved
 //! against the fixed-CRF ladder, both packaged whole.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 #[path = "spool_ladder_bench_parts/targeted.rs"]
 mod targeted;
 

@@ -16,6 +16,10 @@
 //! line. Redis keys live under a random prefix and are deleted afterwards,
 //! as is the scratch directory.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //! children; see `spool-worker --help` and the `spool_worker_cli::supervisor`
 //! module for the model.
 
+// mimalloc, as every Spool binary (see `spool_cli_common::Allocator`).
+#[global_allocator]
+static ALLOCATOR: spool_cli_common::Allocator = spool_cli_common::Allocator;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
