@@ -100,7 +100,7 @@ fn name(s: &str) -> NodeName {
 /// or with `atomic_workflow_enqueue` off, they go through the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_single_server_readiness_and_enqueue_are_one_step() {
-    let single = !spool_tests::redis_url().contains("+cluster");
+    let single = !spool_tests::redis_is_cluster();
     for atomic in [true, false] {
         let redis = spool_tests::TestRedis::with_config(|config| {
             config.atomic_workflow_enqueue = atomic;

@@ -47,7 +47,7 @@ macro_rules! faults {
                     let redis = spool_tests::TestRedis::new().await;
                     // A single server enqueues ready nodes in the settle
                     // script: no dispatch, so its points are not reached.
-                    let dispatches = spool_tests::redis_url().contains("+cluster");
+                    let dispatches = spool_tests::redis_is_cluster();
                     super::crash_at(redis.broker.clone(), super::$point, dispatches).await;
                     redis.cleanup().await;
                 }

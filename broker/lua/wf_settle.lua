@@ -344,21 +344,19 @@ if recorded then
     c.flush()
   end
   local fields = {'settled', settled_count}
+  local function add(...)
+    for _, value in ipairs({...}) do
+      fields[#fields + 1] = value
+    end
+  end
   if total_changed then
-    fields[#fields + 1] = 'total'
-    fields[#fields + 1] = total
+    add('total', total)
   end
   if meta_changed then
-    fields[#fields + 1] = 'failed_node'
-    fields[#fields + 1] = first_failure
-    fields[#fields + 1] = 'failed_reason'
-    fields[#fields + 1] = failure_reason
+    add('failed_node', first_failure, 'failed_reason', failure_reason)
   end
   if finished then
-    fields[#fields + 1] = 'state'
-    fields[#fields + 1] = finished
-    fields[#fields + 1] = 'finished'
-    fields[#fields + 1] = now
+    add('state', finished, 'finished', now)
   end
   redis.call('HSET', META, unpack(fields))
   local members = {}

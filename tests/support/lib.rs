@@ -33,6 +33,13 @@ pub fn redis_url() -> String {
     std::env::var("SPOOL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
+/// Whether [`redis_url`] names a Redis Cluster (the cluster pass).
+pub fn redis_is_cluster() -> bool {
+    RedisConfig::from_url(redis_url())
+        .cluster_nodes()
+        .is_ok_and(|nodes| nodes.is_some())
+}
+
 /// Called when a tool `test` needs is missing: fails the test, saying how
 /// to get `what`, unless `skip_var` is set to `1`, in which case it prints
 /// why the test skips and returns (the caller then returns too). A suite

@@ -105,11 +105,8 @@ impl Graph {
 
     /// Adds a node's dynamic children, as `wf_settle.lua` does.
     fn add_children(&mut self, workflow: WorkflowId, spawner: &NodeName, added: &DynamicChildren) {
-        let prepared = |name: &NodeName, envelope: &Envelope| {
-            let mut envelope = envelope.clone();
-            envelope.set_workflow_node(workflow, name);
-            envelope
-        };
+        let prepared =
+            |name: &NodeName, envelope: &Envelope| envelope.for_node(workflow, name, false);
         let fail_edge = |parent: &NodeName| Edge {
             parent: parent.clone(),
             policy: EdgePolicy::Fail,
@@ -291,11 +288,9 @@ impl MemoryBroker {
         spec.validate()?;
         let mut envelopes = Vec::with_capacity(spec.nodes.len());
         for node in &spec.nodes {
-            let mut envelope = node.envelope.clone();
-            envelope.set_workflow_node(spec.id, &node.name);
-            if node.parents.is_empty() {
-                envelope.mark_workflow_root();
-            }
+            let envelope = node
+                .envelope
+                .for_node(spec.id, &node.name, node.parents.is_empty());
             signing::check_for_enqueue(&envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
             envelopes.push(envelope);
         }

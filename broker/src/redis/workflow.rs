@@ -74,6 +74,10 @@ impl WorkflowKeys {
         )
     }
 
+    fn outbox(&self) -> &str {
+        &self.0[11]
+    }
+
     fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         for key in &self.0 {
@@ -280,13 +284,6 @@ fn node_state(value: &Value, what: &str) -> Result<NodeState> {
         .ok_or_else(|| unexpected(what, value))
 }
 
-/// The envelope a node's task is stored with: the workflow header set.
-fn node_envelope(workflow: WorkflowId, name: &NodeName, envelope: &Envelope) -> Envelope {
-    let mut envelope = envelope.clone();
-    envelope.set_workflow_node(workflow, name);
-    envelope
-}
-
 fn workflow_state(state: &str, failed_node: &str, failed_reason: &str) -> WorkflowState {
     match state {
         "succeeded" => WorkflowState::Succeeded,
@@ -345,11 +342,8 @@ impl RedisBroker {
             .nodes
             .iter()
             .map(|node| {
-                let mut envelope = node_envelope(spec.id, &node.name, &node.envelope);
-                if node.parents.is_empty() {
-                    envelope.mark_workflow_root();
-                }
-                envelope
+                node.envelope
+                    .for_node(spec.id, &node.name, node.parents.is_empty())
             })
             .collect();
         for envelope in &envelopes {
@@ -440,15 +434,24 @@ impl RedisBroker {
         let ready: Vec<&Envelope> = roots.iter().map(|(_, envelope)| *envelope).collect();
         self.wf_enqueue(&ready).await?;
         crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
-        let outbox = &self.workflow_keys(spec.id).0[11];
-        let removals: Vec<_> = roots
-            .chunks(OUTBOX_PAGE)
-            .map(|page| {
+        self.wf_outbox_remove(roots.chunks(OUTBOX_PAGE).map(|page| {
+            let names = page.iter().map(|(name, _)| name.as_str()).collect();
+            (spec.id, names)
+        }))
+        .await
+    }
+
+    /// Removes dispatched entries from their workflows' outboxes: one
+    /// `ZREM` per workflow and page, all in flight at once.
+    async fn wf_outbox_remove<'a>(
+        &self,
+        pages: impl Iterator<Item = (WorkflowId, Vec<&'a str>)>,
+    ) -> Result<()> {
+        let removals: Vec<_> = pages
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(workflow, names)| {
                 let mut zrem = redis::cmd("ZREM");
-                zrem.arg(outbox);
-                for (name, _) in page {
-                    zrem.arg(name.as_str());
-                }
+                zrem.arg(self.workflow_keys(workflow).outbox()).arg(names);
                 let mut conn = self.conn();
                 async move { zrem.query_async::<i64>(&mut conn).await.map_err(map_redis) }
             })
@@ -535,7 +538,7 @@ impl RedisBroker {
         for settlement in settlements {
             let settlement = settlement.admitted(|children| {
                 for child in children.all() {
-                    self.check_size(&node_envelope(workflow, &child.name, &child.envelope))?;
+                    self.check_size(&child.envelope.for_node(workflow, &child.name, false))?;
                 }
                 Ok(())
             });
@@ -552,7 +555,7 @@ impl RedisBroker {
                 .arg(u8::from(settlement.children.join.is_some()))
                 .arg(settlement.children.join_policy.as_str());
             for child in settlement.children.all() {
-                let envelope = node_envelope(workflow, &child.name, &child.envelope);
+                let envelope = child.envelope.for_node(workflow, &child.name, false);
                 invocation
                     .arg(child.name.as_str())
                     .arg(envelope.id.to_string())
@@ -608,25 +611,11 @@ impl RedisBroker {
             let ready: Vec<&Envelope> = pages.iter().flatten().map(|(_, e)| e).collect();
             enqueued += self.wf_enqueue(&ready).await?;
             crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
-            let mut removals = Vec::new();
-            for (&workflow, page) in open.iter().zip(&pages) {
-                if page.is_empty() {
-                    continue;
-                }
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(&self.workflow_keys(workflow).0[11]);
-                for (name, _) in page {
-                    zrem.arg(name);
-                }
-                let mut conn = self.conn();
-                removals.push(async move {
-                    zrem.query_async::<i64>(&mut conn).await.map_err(map_redis)
-                });
-            }
-            stream::iter(removals)
-                .buffered(DISPATCH_IN_FLIGHT)
-                .try_collect::<Vec<i64>>()
-                .await?;
+            self.wf_outbox_remove(open.iter().zip(&pages).map(|(&workflow, page)| {
+                let names = page.iter().map(|(name, _)| name.as_str()).collect();
+                (workflow, names)
+            }))
+            .await?;
             // A full page may have more behind it.
             let mut full = Vec::new();
             for (&workflow, page) in open.iter().zip(&pages) {

@@ -671,9 +671,17 @@ impl Envelope {
         self.headers.get(WORKFLOW_ROOT_HEADER).map(String::as_str) == Some("1")
     }
 
-    /// Marks this node's envelope as one of a node without parents.
-    pub(crate) fn mark_workflow_root(&mut self) {
-        self.headers
-            .insert(WORKFLOW_ROOT_HEADER.to_owned(), "1".to_owned());
+    /// The envelope node `node` of `workflow` is stored and enqueued
+    /// with: this one with the [`WORKFLOW_HEADER`] header set, and marked a
+    /// root when `root` (the node has no parents).
+    pub(crate) fn for_node(&self, workflow: WorkflowId, node: &NodeName, root: bool) -> Self {
+        let mut envelope = self.clone();
+        envelope.set_workflow_node(workflow, node);
+        if root {
+            envelope
+                .headers
+                .insert(WORKFLOW_ROOT_HEADER.to_owned(), "1".to_owned());
+        }
+        envelope
     }
 }
