@@ -65,6 +65,7 @@ macro_rules! on_every_broker {
 
 on_every_broker!(
     a_chain_runs_in_order_and_children_read_their_parents,
+    unit_outputs_and_empty_outputs_read_back_as_settled,
     a_group_then_chord_joins_once,
     a_diamond_joins_after_both_branches,
     dynamic_children_run_before_the_join_and_the_dependents,
@@ -305,6 +306,69 @@ async fn a_chain_runs_in_order_and_children_read_their_parents<B: Broker>(broker
     assert!(status.nodes.iter().all(|n| n.has_output && n.attempts == 1));
     assert_eq!(status.leaves().len(), 1);
     assert_eq!(status.node("encode").unwrap().queue, B);
+}
+
+/// A unit output (the encoded `()`, which Redis does not store), a
+/// success settled without an output (read back as the unit output) and
+/// an empty output all read back exactly, by the children and in the
+/// status.
+async fn unit_outputs_and_empty_outputs_read_back_as_settled<B: Broker>(broker: &B) {
+    let unit = spool_broker::encode_payload(&()).unwrap();
+    let wf = spec(vec![
+        node("unit", A, &[]),
+        node("none", A, &[]),
+        node("empty", A, &[]),
+        node("failed", A, &[]),
+        node_with(
+            "join",
+            A,
+            &["unit", "none", "empty", "failed"],
+            EdgePolicy::Continue,
+        ),
+    ]);
+    broker.submit_workflow(&wf).await.unwrap();
+    let roots = take(broker, &A, 4).await;
+    for delivery in &roots {
+        let node = delivery.envelope.workflow_node().unwrap().1;
+        let settled = match node.as_str() {
+            "unit" => settlement(delivery, NodeOutcome::Succeeded, Some(&unit)),
+            "none" => settlement(delivery, NodeOutcome::Succeeded, None),
+            "empty" => settlement(delivery, NodeOutcome::Succeeded, Some(b"")),
+            _ => settlement(delivery, NodeOutcome::Failed, None),
+        };
+        finish(broker, settled, delivery).await;
+    }
+    take(broker, &A, 1).await;
+    let context = broker
+        .node_context(wf.id, &name("join"))
+        .await
+        .unwrap()
+        .unwrap();
+    let output = |parent: &str| context.parent(parent).unwrap().output.clone();
+    assert_eq!(output("unit"), Some(unit.clone()));
+    assert_eq!(output("none"), Some(unit.clone()));
+    assert_eq!(output("empty"), Some(Vec::new()));
+    assert_eq!(output("failed"), None);
+    assert_eq!(
+        context.parent("failed").unwrap().error.as_deref(),
+        Some("it broke")
+    );
+    let own = broker
+        .node_context(wf.id, &name("unit"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(own.output, Some(unit));
+    let status = broker.workflow_status(wf.id).await.unwrap().unwrap();
+    for (node, has_output) in [
+        ("unit", true),
+        ("none", true),
+        ("empty", true),
+        ("failed", false),
+        ("join", false),
+    ] {
+        assert_eq!(status.node(node).unwrap().has_output, has_output, "{node}");
+    }
 }
 
 async fn a_group_then_chord_joins_once<B: Broker>(broker: &B) {

@@ -22,17 +22,22 @@
 -- ARGV[1]  now, in ms
 -- ARGV[2]  how long a finished workflow's keys live, in ms
 -- ARGV[3]  how many settlements follow
--- then per settlement, 10 values and its children:
+-- then per settlement, 8 values and its children:
 --   the node; the task id being settled (must be the node's current one);
 --   the outcome (succeeded, failed, dead_lettered, revoked, expired);
---   attempts; the error or ''; 1 if an output follows, else 0; the
---   output; how many dynamic children follow; 1 if a join node follows
---   them, else 0; the policy of the children-to-join edges;
+--   attempts; the error or ''; 1 if an output follows, else 0 (a
+--   success's unit output is not stored: its readers know it as the
+--   output of a success without one); the output; its dynamic children,
+--   '' for none, else 'N J P':
+--   how many children follow, 1 if a join node follows them else 0,
+--   and the policy of the children-to-join edges;
 --   then per child (and the join, last): name, task id, envelope, route
 --   ('' for none)
 --
 -- Returns one reply per settlement, in order: {'unknown'}, {'already'},
--- or {'recorded', finished state or '', failed node or '', failed reason
+-- 0 when recorded without readying a node or ending the workflow (most
+-- settlements of a fan-out: a short reply to build and to parse), or
+-- {'recorded', finished state or '', failed node or '', failed reason
 -- or '', 1 if a ready node went to the outbox else 0, ready node, ...};
 -- the finished state is set only on the settlement that ended the
 -- workflow.
@@ -49,23 +54,33 @@ local CHUNK = 1000
 
 -- A write-back cache of one hash: `get` reads a field (false when absent)
 -- from the cache, else from Redis; `set` changes it in the cache only;
--- `load` reads many fields at once; `flush` writes what changed.
+-- `load` reads many fields at once (the first load, into an empty cache,
+-- without first sorting out what it holds); `flush` writes what changed.
 local function cache(key)
   local values, dirty, order = {}, {}, {}
   local c = {}
+  local loaded = false
   function c.load(names)
-    local missing = {}
-    for _, name in ipairs(names) do
-      if values[name] == nil then
-        missing[#missing + 1] = name
-        values[name] = false
+    local missing = names
+    if loaded then
+      missing = {}
+      local seen = {}
+      for _, name in ipairs(names) do
+        if values[name] == nil and not seen[name] then
+          missing[#missing + 1] = name
+          seen[name] = true
+        end
       end
     end
+    loaded = true
     for from = 1, #missing, CHUNK do
       local to = math.min(from + CHUNK - 1, #missing)
       local got = redis.call('HMGET', key, unpack(missing, from, to))
       for k = 1, to - from + 1 do
-        values[missing[from + k - 1]] = got[k]
+        local name = missing[from + k - 1]
+        if values[name] == nil then
+          values[name] = got[k]
+        end
       end
     end
   end
@@ -106,6 +121,35 @@ local state, ids, env, parents_of, children_of, pending, out, err, att, route =
   cache(OUT), cache(ERR), cache(ATT), cache(ROUTE)
 local appended, outboxed, streamed = {}, {}, {}
 
+-- The dynamic children of the settlement whose values start at ARGV[at]:
+-- how many, whether a join follows, the join's edge policy, and where the
+-- next settlement starts.
+local function shape(at)
+  local spec = ARGV[at + 7]
+  if spec == '' then
+    return 0, false, nil, at + 8
+  end
+  local n, join, policy = string.match(spec, '^(%d+) ([01]) (%S+)$')
+  n = tonumber(n)
+  local has_join = join == '1'
+  return n, has_join, policy, at + 8 + (n + (has_join and 1 or 0)) * 4
+end
+
+-- Edge lists ("name policy,...") parsed once per distinct stored string:
+-- the members of a fan-out share one.
+local parsed = {}
+local function edges_of(stored)
+  local edges = parsed[stored]
+  if not edges then
+    edges = {}
+    for child, policy in string.gmatch(stored, '([^ ,]+) ([^,]+)') do
+      edges[#edges + 1] = {child, policy}
+    end
+    parsed[stored] = edges
+  end
+  return edges
+end
+
 local exists = redis.call('EXISTS', META) == 1
 -- Read once, kept current below: every settlement of the batch sees what
 -- the ones before it wrote.
@@ -123,8 +167,8 @@ if exists then
   local at = 4
   for _ = 1, count do
     nodes[#nodes + 1] = ARGV[at]
-    local n_children, has_join = tonumber(ARGV[at + 7]), ARGV[at + 8] == '1'
-    at = at + 10 + (n_children + (has_join and 1 or 0)) * 4
+    local _, _, _, next_at = shape(at)
+    at = next_at
   end
   ids.load(nodes)
   state.load(nodes)
@@ -133,8 +177,8 @@ if exists then
   for _, node in ipairs(nodes) do
     local edges = children_of.get(node)
     if edges then
-      for edge in string.gmatch(edges, '[^,]+') do
-        local child = string.match(edge, '^(%S+)')
+      for _, edge in ipairs(edges_of(edges)) do
+        local child = edge[1]
         if not seen[child] then
           seen[child] = true
           kids[#kids + 1] = child
@@ -231,7 +275,7 @@ local function add_children(node, at, n_children, has_join, join_policy)
 end
 
 -- Settles the settlement whose values start at ARGV[at].
-local function settle(at, n_children, has_join)
+local function settle(at, n_children, has_join, join_policy)
   local node = ARGV[at]
   if not exists or ids.get(node) ~= ARGV[at + 1] then
     return {'unknown'}
@@ -241,7 +285,7 @@ local function settle(at, n_children, has_join)
   end
   local outcome, error_ = ARGV[at + 2], ARGV[at + 4]
   if outcome == 'succeeded' and (n_children > 0 or has_join) then
-    local refusal = add_children(node, at + 10, n_children, has_join, ARGV[at + 9])
+    local refusal = add_children(node, at + 8, n_children, has_join, join_policy)
     if refusal then
       outcome, error_ = 'failed', refusal
     end
@@ -273,8 +317,8 @@ local function settle(at, n_children, has_join)
     local counts = false
     local children = children_of.get(parent)
     if children then
-      for edge in string.gmatch(children, '[^,]+') do
-        local child, policy = string.match(edge, '^(%S+) (%S+)$')
+      for _, edge in ipairs(edges_of(children)) do
+        local child, policy = edge[1], edge[2]
         if not ok and policy ~= 'ignore' then
           counts = true
         end
@@ -310,8 +354,11 @@ local function settle(at, n_children, has_join)
     end
   end
 
-  local reply = {'recorded', '', '', '', to_outbox and 1 or 0}
   settled_count = settled_count + settled
+  if #ready == 0 and settled_count < total then
+    return 0
+  end
+  local reply = {'recorded', '', '', '', to_outbox and 1 or 0}
   if settled_count >= total then
     local final = first_failure and 'failed' or 'succeeded'
     finished = final
@@ -327,12 +374,12 @@ local replies = {}
 local at = 4
 local recorded = false
 for i = 1, count do
-  local n_children, has_join = tonumber(ARGV[at + 7]), ARGV[at + 8] == '1'
-  replies[i] = settle(at, n_children, has_join)
-  if replies[i][1] == 'recorded' then
+  local n_children, has_join, join_policy, next_at = shape(at)
+  replies[i] = settle(at, n_children, has_join, join_policy)
+  if replies[i] == 0 or replies[i][1] == 'recorded' then
     recorded = true
   end
-  at = at + 10 + (n_children + (has_join and 1 or 0)) * 4
+  at = next_at
 end
 
 -- The writes, once each.

@@ -33,38 +33,46 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'created', now, 'deadline', ARGV
   'max_nodes', ARGV[3], 'total', n, 'settled', 0)
 for first = 0, n - 1, CHUNK do
   local last = math.min(first + CHUNK, n) - 1
+  -- Argument lists built by index, not by appending through a helper: this
+  -- loop runs once per node.
   local order, ids, envs, parents, children, pending, states, outbox, routes, streamed =
     {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
-  local function pair(t, name, value)
-    t[#t + 1] = name
-    t[#t + 1] = value
-  end
+  local o, p, c, w, s, x, r, t = 0, 0, 0, 0, 0, 0, 0, 0
   for i = first, last do
     local at = 5 + i * 7
     local name = ARGV[at]
-    order[#order + 1] = name
-    pair(ids, name, ARGV[at + 1])
-    pair(envs, name, ARGV[at + 2])
+    o = o + 1
+    order[o] = name
+    ids[2 * o - 1], ids[2 * o] = name, ARGV[at + 1]
+    envs[2 * o - 1], envs[2 * o] = name, ARGV[at + 2]
     if ARGV[at + 3] ~= '' then
-      pair(parents, name, ARGV[at + 3])
+      parents[p + 1], parents[p + 2] = name, ARGV[at + 3]
+      p = p + 2
     end
     if ARGV[at + 4] ~= '' then
-      pair(children, name, ARGV[at + 4])
+      children[c + 1], children[c + 2] = name, ARGV[at + 4]
+      c = c + 2
     end
-    local count, route = tonumber(ARGV[at + 5]), ARGV[at + 6]
-    if count == 0 then
-      pair(states, name, 'queued')
+    local count, route = ARGV[at + 5], ARGV[at + 6]
+    if count == '0' then
+      states[s + 1], states[s + 2] = name, 'queued'
+      s = s + 2
       if route ~= '' then
-        streamed[#streamed + 1] = at
+        t = t + 1
+        streamed[t] = at
       else
-        pair(outbox, now, name)
+        outbox[x + 1], outbox[x + 2] = now, name
+        x = x + 2
       end
     else
       -- Only a node with parents has a counter to count down.
-      pair(pending, name, count)
-      pair(states, name, 'waiting')
+      pending[w + 1], pending[w + 2] = name, count
+      w = w + 2
+      states[s + 1], states[s + 2] = name, 'waiting'
+      s = s + 2
       if route ~= '' then
-        pair(routes, name, route)
+        routes[r + 1], routes[r + 2] = name, route
+        r = r + 2
       end
     end
   end

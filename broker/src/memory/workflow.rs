@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::signing;
 use crate::workflow::{
     DynamicChildren, Edge, EdgePolicy, NodeContext, NodeName, NodeOutcome, NodeSettlement,
-    NodeState, NodeStatus, ParentResult, REVOKE_TTL, Settled, SweepReport, WorkflowId,
+    NodeState, NodeStatus, ParentResult, REVOKE_TTL, Settled, SweepReport, UNIT_OUTPUT, WorkflowId,
     WorkflowSpec, WorkflowState, WorkflowStatus,
 };
 
@@ -376,7 +376,12 @@ impl MemoryBroker {
         node.attempts = settlement.attempts;
         node.error = error.filter(|e| !e.is_empty());
         if outcome == NodeOutcome::Succeeded {
-            node.output.clone_from(&settlement.output);
+            node.output = Some(
+                settlement
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| UNIT_OUTPUT.to_vec()),
+            );
         }
         let (cancelled, ready) = graph.propagate(settlement.node.clone(), now);
         graph.settled += 1 + cancelled;

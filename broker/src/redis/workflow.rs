@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::signing;
 use crate::workflow::{
     DEDUP_TTL, Edge, EdgePolicy, FINISHED_RETENTION, NodeContext, NodeName, NodeSettlement,
-    NodeState, NodeStatus, ParentResult, REVOKE_TTL, Settled, SweepReport, WorkflowId,
+    NodeState, NodeStatus, ParentResult, REVOKE_TTL, Settled, SweepReport, UNIT_OUTPUT, WorkflowId,
     WorkflowSpec, WorkflowState, WorkflowStatus,
 };
 
@@ -51,6 +51,14 @@ const SWEEP_PAGE: isize = 500;
 /// enough to make a call per node rare under load, few enough that one
 /// call holds Redis for a millisecond or two at most.
 const SETTLE_CHUNK: usize = 256;
+
+/// A node's output as read: the stored one, or the unit output of a
+/// succeeded node that stored none. A unit output (a fan-out's members'
+/// mostly) is not stored: that saves a hash field per node, and its read
+/// by every child.
+fn output_of(state: NodeState, stored: Value) -> Option<Vec<u8>> {
+    bytes(stored).or_else(|| (state == NodeState::Succeeded).then(|| UNIT_OUTPUT.to_vec()))
+}
 
 /// The most nodes of one workflow one `wf_context.lua` call reads.
 const CONTEXT_CHUNK: usize = 256;
@@ -246,8 +254,25 @@ fn context_of(reply: Value) -> Result<Option<NodeContext>> {
         other => into_items(other, "wf_context")?,
     };
     let mut items = items.into_iter();
-    let (Some(state), Some(id), Some(output), Some(error)) =
-        (items.next(), items.next(), items.next(), items.next())
+    let (
+        Some(state),
+        Some(id),
+        Some(output),
+        Some(error),
+        Some(edges),
+        Some(states),
+        Some(outputs),
+        Some(errors),
+    ) = (
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+    )
     else {
         return Err(Error::Backend("short wf_context reply".into()));
     };
@@ -255,27 +280,59 @@ fn context_of(reply: Value) -> Result<Option<NodeContext>> {
     let task_id = text(&id)
         .ok_or_else(|| unexpected("node task id", &id))?
         .parse()?;
+    let edges = text(&edges).unwrap_or_default();
+    let states = text(&states).unwrap_or_default();
     let mut parents = Vec::new();
-    while let (Some(name), Some(state), Some(output), Some(error)) =
-        (items.next(), items.next(), items.next(), items.next())
-    {
-        let name: NodeName = text(&name)
-            .ok_or_else(|| unexpected("parent name", &name))?
-            .parse()?;
-        parents.push(ParentResult {
-            name,
-            state: node_state(&state, "parent state")?,
-            output: bytes(output),
-            error: text(&error),
-        });
+    if !edges.is_empty() {
+        let mut states = states.split(',');
+        for edge in edges.split(',') {
+            let name = edge.split_once(' ').map_or(edge, |(name, _)| name);
+            let state = states.next().unwrap_or_default();
+            parents.push(ParentResult {
+                name: name.parse()?,
+                state: NodeState::from_code(state).ok_or_else(|| {
+                    Error::Backend(format!("parent {name} has state {state:?}").into())
+                })?,
+                output: None,
+                error: None,
+            });
+        }
+    }
+    for (at, value) in sparse(outputs, parents.len(), "wf_context outputs")? {
+        parents[at].output = bytes(value);
+    }
+    for parent in &mut parents {
+        if parent.output.is_none() {
+            parent.output = output_of(parent.state, Value::Nil);
+        }
+    }
+    for (at, value) in sparse(errors, parents.len(), "wf_context errors")? {
+        parents[at].error = text(&value);
     }
     Ok(Some(NodeContext {
         state,
         task_id,
-        output: bytes(output),
+        output: output_of(state, output),
         error: text(&error),
         parents,
     }))
+}
+
+/// A `{position, value, ...}` list of a script's reply (positions from
+/// 1, each below `len`) as `(index, value)` pairs.
+fn sparse(list: Value, len: usize, what: &str) -> Result<Vec<(usize, Value)>> {
+    let mut items = into_items(list, what)?.into_iter();
+    let mut out = Vec::new();
+    while let (Some(at), Some(value)) = (items.next(), items.next()) {
+        let index = match at {
+            Value::Int(at) => usize::try_from(at).ok().and_then(|at| at.checked_sub(1)),
+            _ => None,
+        }
+        .filter(|&index| index < len)
+        .ok_or_else(|| unexpected(what, &at))?;
+        out.push((index, value));
+    }
+    Ok(out)
 }
 
 fn node_state(value: &Value, what: &str) -> Result<NodeState> {
@@ -542,7 +599,22 @@ impl RedisBroker {
                 }
                 Ok(())
             });
-            let output = settlement.output.as_deref();
+            // A unit output is not stored: reads give it back.
+            let output = settlement
+                .output
+                .as_deref()
+                .filter(|&output| output != UNIT_OUTPUT);
+            let children = &settlement.children;
+            let shape = if children.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} {} {}",
+                    children.nodes.len(),
+                    u8::from(children.join.is_some()),
+                    children.join_policy.as_str()
+                )
+            };
             invocation
                 .arg(settlement.node.as_str())
                 .arg(settlement.task_id.to_string())
@@ -551,9 +623,7 @@ impl RedisBroker {
                 .arg(settlement.error.as_deref().unwrap_or(""))
                 .arg(u8::from(output.is_some()))
                 .arg(output.unwrap_or_default())
-                .arg(settlement.children.nodes.len())
-                .arg(u8::from(settlement.children.join.is_some()))
-                .arg(settlement.children.join_policy.as_str());
+                .arg(shape);
             for child in settlement.children.all() {
                 let envelope = child.envelope.for_node(workflow, &child.name, false);
                 invocation
@@ -572,7 +642,15 @@ impl RedisBroker {
         )?;
         replies
             .into_iter()
-            .map(|reply| settled_of(into_items(reply, "wf_settle")?))
+            .map(|reply| match reply {
+                // Recorded, readying nothing, the workflow still running.
+                Value::Int(0) => Ok(Settled::Recorded {
+                    ready: Vec::new(),
+                    outboxed: false,
+                    finished: None,
+                }),
+                other => settled_of(into_items(other, "wf_settle")?),
+            })
             .collect()
     }
 
@@ -787,6 +865,7 @@ impl RedisBroker {
             let envelope = Envelope::decode(
                 &bytes(env).ok_or_else(|| Error::Backend("node envelope missing".into()))?,
             )?;
+            let state = node_state(&state, "node state")?;
             nodes.push(NodeStatus {
                 name: text(&name)
                     .ok_or_else(|| unexpected("node name", &name))?
@@ -796,9 +875,10 @@ impl RedisBroker {
                     .parse()?,
                 task: envelope.name,
                 queue: envelope.queue,
-                state: node_state(&state, "node state")?,
+                state,
                 attempts: text(&attempts).and_then(|a| a.parse().ok()).unwrap_or(0),
-                has_output: matches!(has_output, Value::Int(1)),
+                // A unit output is not stored (see `output_of`).
+                has_output: matches!(has_output, Value::Int(1)) || state == NodeState::Succeeded,
                 error: text(&error),
                 parents: decode_edges(&text(&parents).unwrap_or_default()),
             });

@@ -134,6 +134,7 @@
 mod types;
 mod validate;
 
+pub(crate) use self::types::UNIT_OUTPUT;
 pub use self::types::{
     DynamicChildren, DynamicNode, Edge, EdgePolicy, NodeContext, NodeName, NodeOutcome,
     NodeSettlement, NodeSpec, NodeState, NodeStatus, ParentResult, Settled, SweepReport,

@@ -533,6 +533,10 @@ impl DynamicChildren {
     }
 }
 
+/// The encoded unit value (MessagePack nil): the output of a task whose
+/// output is `()`, and the output a success without one reads back as.
+pub(crate) const UNIT_OUTPUT: &[u8] = &[0xc0];
+
 /// What a worker reports when a node's task reaches a final outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSettlement {
@@ -549,7 +553,8 @@ pub struct NodeSettlement {
     pub attempts: u32,
     /// The error, for an outcome other than success.
     pub error: Option<String>,
-    /// The encoded output of a success.
+    /// The encoded output of a success. A success without one reads back
+    /// as the unit output (the encoded `()`), as every broker stores it.
     pub output: Option<Vec<u8>>,
     /// Children to add, applied only with [`NodeOutcome::Succeeded`].
     pub children: DynamicChildren,

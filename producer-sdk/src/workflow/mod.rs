@@ -217,16 +217,19 @@ impl Workflow {
     /// [`Error::Broker`] with [`spool_broker::Error::InvalidWorkflow`] for
     /// a mistake made while building or a graph that does not validate.
     pub fn into_spec(self) -> Result<WorkflowSpec> {
-        self.into_parts().map(|(spec, _)| spec)
+        let (spec, _) = self.into_parts()?;
+        spec.validate()?;
+        Ok(spec)
     }
 
     /// The workflow as the broker takes it, with each node's record
-    /// policy (in node order).
+    /// policy (in node order). Not validated here: every broker validates
+    /// a graph before it writes any of it, and a 10,000-node graph is not
+    /// worth checking twice.
     pub(crate) fn into_parts(self) -> Result<(WorkflowSpec, Vec<RecordPolicy>)> {
         if let Some(mistake) = self.mistake {
             return Err(Error::Broker(spool_broker::Error::InvalidWorkflow(mistake)));
         }
-        self.spec.validate()?;
         let mut spec = self.spec;
         // A node's task is worth nothing after the workflow's deadline.
         if let Some(deadline) = spec.deadline {

@@ -11,6 +11,11 @@
 //! (g) the enqueue-to-start latency of each step of a 1,000-step chain.
 //! `--wf-fanout 0` skips them.
 //!
+//! (a), (b), (c) and (f) run `--rounds` times, in turn, and their medians
+//! are reported: one run of each moves by 10 % or more on a small shared
+//! machine. (f) against (c) is the median of each round's ratio, the two
+//! measured a second apart.
+//!
 //! With `--store sqlite|postgres`, (e) measures the job store: outcomes
 //! recorded with `JobStore::record_outcomes` in batches of the settler's
 //! group commit (4096), and a start plus an outcome per task.
@@ -58,8 +63,8 @@ struct Args {
     /// Tasks per throughput phase (raw XADD, enqueue, drain).
     #[arg(short, long, default_value_t = 200_000)]
     n: usize,
-    /// Rounds of the two enqueue phases, alternated so both see the same
-    /// machine; their medians are reported.
+    /// Rounds of (a), (b), (c) and (f), run in turn so that all see the
+    /// same machine; their medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Tasks per pipelined round trip in the enqueue phases.
@@ -213,9 +218,12 @@ struct Figures {
     /// (f) the time its submit took, in ms (included in the rate).
     #[serde(skip_serializing_if = "Option::is_none")]
     wf_fanout_submit_ms: Option<f64>,
-    /// (f) against (c): the goal is at least 0.5.
+    /// (f) against (c): the goal is at least 0.5. The median of the
+    /// rounds' ratios, each listed in `wf_fanout_vs_drain_rounds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     wf_fanout_vs_drain: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    wf_fanout_vs_drain_rounds: Vec<f64>,
     /// (g) the chain's steps and each step's enqueue-to-start latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     wf_chain_steps: Option<usize>,
@@ -327,69 +335,72 @@ async fn phases(
     broker: &RedisBroker,
     client: &Client<RedisBroker>,
 ) -> Result<Figures> {
-    let mut raw_rates = Vec::new();
-    let mut enqueue_rates = Vec::new();
-    let scratch = QueueName::new("bench-scratch")?;
-    for round in 1..=args.rounds.max(1) {
-        raw_rates.push(raw_xadd(args, config).await?);
-        // The last round's tasks stay in `default` for the drain phase.
-        let queue = if round == args.rounds.max(1) {
-            QueueName::DEFAULT
-        } else {
-            scratch.clone()
-        };
-        enqueue_rates.push(enqueue(args, client, &queue).await?);
-        purge(config, &scratch).await?;
-        eprintln!(
-            "round {round}: raw XADD {:.0}/s, enqueue {:.0}/s",
-            raw_rates[round - 1],
-            enqueue_rates[round - 1]
-        );
+    if args.wf_fanout > 0 && args.wf_chain < 2 {
+        bail!("--wf-chain must be at least 2");
     }
-    let raw_xadd_per_s = median(&mut raw_rates);
-    let enqueue_per_s = median(&mut enqueue_rates);
     let opened = match args.store {
         StoreKind::None => None,
         kind => Some(open_store(args, kind).await?),
     };
     let store_result = async {
-        // With a store, the drain records every outcome before acking it,
-        // exactly as a worker with `--store-url` does.
-        let drain_per_s = drain(args, broker, opened.as_ref().map(|o| &o.store)).await?;
-        eprintln!("drain: {drain_per_s:.0}/s");
+        let recorder = opened.as_ref().map(|o| &o.store);
+        let workers = (args.concurrency, args.prefetch);
+        let mut raw_rates = Vec::new();
+        let mut enqueue_rates = Vec::new();
+        let mut drain_rates = Vec::new();
+        let mut fanouts = Vec::new();
+        let mut ratios = Vec::new();
+        for round in 1..=args.rounds.max(1) {
+            raw_rates.push(raw_xadd(args, config).await?);
+            enqueue_rates.push(enqueue(args, client, &QueueName::DEFAULT).await?);
+            // With a store, the drain records every outcome before acking
+            // it, exactly as a worker with `--store-url` does.
+            let drain_per_s = drain(args, broker, recorder).await?;
+            drain_rates.push(drain_per_s);
+            eprintln!(
+                "round {round}: raw XADD {:.0}/s, enqueue {:.0}/s, drain {drain_per_s:.0}/s",
+                raw_rates[round - 1],
+                enqueue_rates[round - 1],
+            );
+            if args.wf_fanout > 0 {
+                let fanout = workflows::fanout(broker, client, workers, args.wf_fanout).await?;
+                ratios.push(fanout.nodes_per_s / drain_per_s);
+                fanouts.push(fanout);
+            }
+        }
         let latency = latency(args, broker, client).await?;
-        let workflows = if args.wf_fanout == 0 {
+        let chain = if args.wf_fanout == 0 {
             None
         } else {
-            Some(
-                workflows::run(
-                    broker,
-                    client,
-                    (args.concurrency, args.prefetch),
-                    args.wf_fanout,
-                    args.wf_chain,
-                )
-                .await?,
-            )
+            Some(workflows::chain(broker, client, workers, args.wf_chain).await?)
         };
         let store = match &opened {
             Some(opened) => Some(store(args, opened).await?),
             None => None,
         };
-        Ok::<_, anyhow::Error>((drain_per_s, latency, workflows, store))
+        let rates = Rates {
+            raw_xadd: median(&mut raw_rates),
+            enqueue: median(&mut enqueue_rates),
+            drain: median(&mut drain_rates),
+        };
+        Ok::<_, anyhow::Error>((rates, latency, (fanouts, ratios, chain), store))
     }
     .await;
     if let Some(opened) = opened {
         close_store(opened).await?;
     }
-    let (drain_per_s, latency, wf, store) = store_result?;
+    let (rates, latency, (fanouts, ratios, chain), store) = store_result?;
+    let fanout_nodes = fanouts.first().map(|f| f.nodes);
+    let mut fanout_rates: Vec<f64> = fanouts.iter().map(|f| f.nodes_per_s).collect();
+    let mut submit_ms: Vec<f64> = fanouts.iter().map(|f| f.submit_ms).collect();
+    let mut sorted_ratios = ratios.clone();
     Ok(Figures {
         n: args.n,
         signed: args.sign,
-        raw_xadd_per_s,
-        enqueue_per_s,
-        enqueue_vs_raw: enqueue_per_s / raw_xadd_per_s,
-        drain_per_s,
+        raw_xadd_per_s: rates.raw_xadd,
+        enqueue_per_s: rates.enqueue,
+        enqueue_vs_raw: rates.enqueue / rates.raw_xadd,
+        drain_per_s: rates.drain,
         latency_rate_per_s: latency.rate,
         latency_samples: latency.histogram.len(),
         latency_p50_us: latency.histogram.value_at_quantile(0.50),
@@ -400,15 +411,23 @@ async fn phases(
         store_batch: store.as_ref().map(|_| args.store_batch),
         store_per_s: store.as_ref().map(|s| s.outcomes_per_s),
         store_lifecycle_per_s: store.as_ref().map(|s| s.lifecycle_per_s),
-        wf_fanout_nodes: wf.as_ref().map(|w| w.fanout_nodes),
-        wf_fanout_nodes_per_s: wf.as_ref().map(|w| w.fanout_nodes_per_s),
-        wf_fanout_vs_drain: wf.as_ref().map(|w| w.fanout_nodes_per_s / drain_per_s),
-        wf_fanout_submit_ms: wf.as_ref().map(|w| w.fanout_submit_ms),
-        wf_chain_steps: wf.as_ref().map(|w| w.chain_steps),
-        wf_chain_step_p50_us: wf.as_ref().map(|w| w.chain_latency.value_at_quantile(0.50)),
-        wf_chain_step_p99_us: wf.as_ref().map(|w| w.chain_latency.value_at_quantile(0.99)),
-        wf_chain_step_max_us: wf.as_ref().map(|w| w.chain_latency.max()),
+        wf_fanout_nodes: fanout_nodes,
+        wf_fanout_nodes_per_s: fanout_nodes.map(|_| median(&mut fanout_rates)),
+        wf_fanout_vs_drain: fanout_nodes.map(|_| median(&mut sorted_ratios)),
+        wf_fanout_vs_drain_rounds: ratios,
+        wf_fanout_submit_ms: fanout_nodes.map(|_| median(&mut submit_ms)),
+        wf_chain_steps: chain.as_ref().map(|c| c.steps),
+        wf_chain_step_p50_us: chain.as_ref().map(|c| c.latency.value_at_quantile(0.50)),
+        wf_chain_step_p99_us: chain.as_ref().map(|c| c.latency.value_at_quantile(0.99)),
+        wf_chain_step_max_us: chain.as_ref().map(|c| c.latency.max()),
     })
+}
+
+/// The medians of (a), (b) and (c) over the rounds.
+struct Rates {
+    raw_xadd: f64,
+    enqueue: f64,
+    drain: f64,
 }
 
 struct StoreFigures {
@@ -766,14 +785,10 @@ where
     Ok(())
 }
 
-/// Deletes a queue's keys.
-async fn purge(config: &RedisConfig, queue: &QueueName) -> Result<()> {
-    cleanup(config, &format!("{}:{{{queue}}}", config.key_prefix)).await
-}
-
+/// The median of `values` (the upper one of an even count); NaN for none.
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 async fn cleanup(config: &RedisConfig, prefix: &str) -> Result<()> {
@@ -815,7 +830,7 @@ fn print_table(args: &Args, f: &Figures) {
         "(b) Spool bulk enqueue", f.enqueue_per_s, f.enqueue_vs_raw
     );
     println!(
-        "{:<34} {:>12.0}/s",
+        "{:<34} {:>12.0}/s  (median)",
         "(c) drain, one worker process", f.drain_per_s
     );
     println!(
@@ -840,7 +855,7 @@ fn print_table(args: &Args, f: &Figures) {
         f.wf_fanout_vs_drain,
     ) {
         println!(
-            "{:<34} {:>12.0}/s  ({nodes} nodes, {ratio:.2}x drain)",
+            "{:<34} {:>12.0}/s  (median; {nodes} nodes, {ratio:.2}x drain)",
             "(f) workflow fan-out + join", rate
         );
         if let Some(submit) = f.wf_fanout_submit_ms {

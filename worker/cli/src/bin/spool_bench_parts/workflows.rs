@@ -10,7 +10,8 @@
 //!   Redis for a tenth of a second on a busy machine, which delayed the
 //!   join's own settlement): the worker's observer says when the
 //!   settlement that ended the workflow was recorded, and only then is
-//!   the status read, once.
+//!   the status read, once. It runs once per round, right after the
+//!   round's drain, each time with a worker of its own.
 //! - (g) a chain of `--wf-chain` steps (1,000): the enqueue-to-start
 //!   latency of each step, measured from the end of its parent's handler
 //!   (which includes settling the parent, dispatching the step, fetching
@@ -48,19 +49,23 @@ impl Task for Step {
     type Output = ();
 }
 
-/// What (f) and (g) measured.
-pub struct WorkflowFigures {
+/// What one run of (f) measured.
+pub struct Fanout {
     /// Nodes of the fan-out workflow (members plus the join).
-    pub fanout_nodes: usize,
+    pub nodes: usize,
     /// Its nodes per second, submit to end.
-    pub fanout_nodes_per_s: f64,
+    pub nodes_per_s: f64,
     /// How long `submit_workflow` took of that, in ms: building, writing
     /// and enqueueing the graph, before any node can run.
-    pub fanout_submit_ms: f64,
+    pub submit_ms: f64,
+}
+
+/// What (g) measured.
+pub struct Chain {
     /// Steps of the chain.
-    pub chain_steps: usize,
+    pub steps: usize,
     /// Enqueue-to-start latency of each step after the first, in µs.
-    pub chain_latency: Histogram<u64>,
+    pub latency: Histogram<u64>,
 }
 
 /// Start and end of each step's handler, in µs since the phase began.
@@ -129,59 +134,79 @@ fn worker(
         })
 }
 
-/// Runs (f) and (g) with one worker process of `concurrency` slots.
-pub async fn run(
+/// A worker of `concurrency` slots and `prefetch`, running until the
+/// returned sender is used or dropped.
+fn start(
     broker: &RedisBroker,
-    client: &Client<RedisBroker>,
     (concurrency, prefetch): (usize, usize),
-    fanout: usize,
-    chain: usize,
-) -> Result<WorkflowFigures> {
-    if fanout == 0 || chain < 2 {
-        bail!("--wf-fanout must be positive and --wf-chain at least 2");
-    }
-    let marks: Marks = Arc::new(Mutex::new(Vec::with_capacity(chain)));
-    let ends = Arc::new(Ends::default());
-    let worker = worker(
-        broker,
-        concurrency,
-        prefetch,
-        Arc::clone(&marks),
-        Arc::clone(&ends),
-    );
+    marks: Marks,
+    ends: Arc<Ends>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<spool_worker::CounterSnapshot, spool_worker::Error>>,
+) {
+    let worker = worker(broker, concurrency, prefetch, marks, ends);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
+    (stop, running)
+}
 
-    // (f) fan-out plus join.
-    let mut wf = Workflow::new().max_nodes(fanout + 1);
-    let members: Vec<String> = (0..fanout).map(|i| format!("leaf-{i}")).collect();
-    for member in &members {
+/// (f) once: a fan-out of `members` plus a join, run by one worker
+/// process.
+pub async fn fanout(
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+    workers: (usize, usize),
+    members: usize,
+) -> Result<Fanout> {
+    let ends = Arc::new(Ends::default());
+    let (stop, running) = start(broker, workers, Marks::default(), Arc::clone(&ends));
+    let mut wf = Workflow::new().max_nodes(members + 1);
+    let names: Vec<String> = (0..members).map(|i| format!("leaf-{i}")).collect();
+    for member in &names {
         wf.node(member, Leaf);
     }
-    let names: Vec<&str> = members.iter().map(String::as_str).collect();
-    wf.node("join", Leaf).after(&names);
+    let parents: Vec<&str> = names.iter().map(String::as_str).collect();
+    wf.node("join", Leaf).after(&parents);
     let started = Timestamp::now();
     let submitting = Instant::now();
     let handle = client.submit_workflow(wf).await?;
-    let fanout_submit_ms = submitting.elapsed().as_secs_f64() * 1000.0;
+    let submit_ms = submitting.elapsed().as_secs_f64() * 1000.0;
     tokio::time::timeout(Duration::from_secs(600), ends.wait(handle.id())).await?;
     let status = handle.finished(Duration::from_secs(600)).await?;
+    let _ = stop.send(());
+    running.await??;
     if status.state != WorkflowState::Succeeded {
         bail!("the fan-out workflow ended {}", status.state);
     }
     let ended = status.finished_at.unwrap_or_else(Timestamp::now);
     let elapsed_ms = ended.as_millis().saturating_sub(started.as_millis()).max(1);
-    let fanout_nodes_per_s = (fanout + 1) as f64 * 1000.0 / elapsed_ms as f64;
+    let nodes_per_s = (members + 1) as f64 * 1000.0 / elapsed_ms as f64;
     eprintln!(
-        "workflow fan-out: {fanout_nodes_per_s:.0} nodes/s (submit {fanout_submit_ms:.0} ms of {elapsed_ms} ms)"
+        "workflow fan-out: {nodes_per_s:.0} nodes/s (submit {submit_ms:.0} ms of {elapsed_ms} ms)"
     );
+    Ok(Fanout {
+        nodes: members + 1,
+        nodes_per_s,
+        submit_ms,
+    })
+}
 
-    // (g) a chain.
-    let mut wf = Workflow::new().max_nodes(chain);
-    let steps: Vec<String> = (0..chain).map(|i| format!("step-{i}")).collect();
-    for (i, step) in steps.iter().enumerate() {
+/// (g): a chain of `steps`, run by one worker process.
+pub async fn chain(
+    broker: &RedisBroker,
+    client: &Client<RedisBroker>,
+    workers: (usize, usize),
+    steps: usize,
+) -> Result<Chain> {
+    let marks: Marks = Arc::new(Mutex::new(Vec::with_capacity(steps)));
+    let ends = Arc::new(Ends::default());
+    let (stop, running) = start(broker, workers, Arc::clone(&marks), Arc::clone(&ends));
+    let mut wf = Workflow::new().max_nodes(steps);
+    let names: Vec<String> = (0..steps).map(|i| format!("step-{i}")).collect();
+    for (i, step) in names.iter().enumerate() {
         wf.node(
             step,
             Step {
@@ -189,36 +214,29 @@ pub async fn run(
             },
         );
     }
-    let names: Vec<&str> = steps.iter().map(String::as_str).collect();
-    wf.chain(&names);
+    let order: Vec<&str> = names.iter().map(String::as_str).collect();
+    wf.chain(&order);
     let handle = client.submit_workflow(wf).await?;
     tokio::time::timeout(Duration::from_secs(600), ends.wait(handle.id())).await?;
     let status = handle.finished(Duration::from_secs(600)).await?;
+    let _ = stop.send(());
+    running.await??;
     if status.state != WorkflowState::Succeeded {
         bail!("the chain workflow ended {}", status.state);
     }
-    let _ = stop.send(());
-    running.await??;
-
     let mut marks = marks
         .lock()
         .map_err(|_| anyhow::anyhow!("marks lock poisoned"))?
         .clone();
     marks.sort_unstable();
-    if marks.len() != chain {
-        bail!("the chain ran {} steps, expected {chain}", marks.len());
+    if marks.len() != steps {
+        bail!("the chain ran {} steps, expected {steps}", marks.len());
     }
-    let mut chain_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for pair in marks.windows(2) {
         let (_, _, parent_end) = pair[0];
         let (_, child_start, _) = pair[1];
-        chain_latency.saturating_record(child_start.saturating_sub(parent_end).max(1));
+        latency.saturating_record(child_start.saturating_sub(parent_end).max(1));
     }
-    Ok(WorkflowFigures {
-        fanout_nodes: fanout + 1,
-        fanout_nodes_per_s,
-        fanout_submit_ms,
-        chain_steps: chain,
-        chain_latency,
-    })
+    Ok(Chain { steps, latency })
 }
