@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use spool_broker::workflow::{NodeSettlement, Settled, WorkflowId, WorkflowState};
+use spool_broker::workflow::{NodeSettlement, Settled, WorkflowId, WorkflowState, WorkflowStatus};
 use spool_broker::{RedisBroker, Task, Timestamp};
 use spool_sdk::Client;
 use spool_sdk::workflow::Workflow;
@@ -134,23 +134,42 @@ fn worker(
         })
 }
 
-/// A worker of `concurrency` slots and `prefetch`, running until the
-/// returned sender is used or dropped.
-fn start(
-    broker: &RedisBroker,
-    (concurrency, prefetch): (usize, usize),
-    marks: Marks,
+/// A worker of `concurrency` slots and `prefetch`, running in the
+/// background until [`Running::until_end`].
+struct Running {
     ends: Arc<Ends>,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<spool_worker::CounterSnapshot, spool_worker::Error>>,
-) {
-    let worker = worker(broker, concurrency, prefetch, marks, ends);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    (stop, running)
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<spool_worker::Result<spool_worker::CounterSnapshot>>,
+}
+
+impl Running {
+    fn start(broker: &RedisBroker, (concurrency, prefetch): (usize, usize), marks: Marks) -> Self {
+        let ends = Arc::new(Ends::default());
+        let worker = worker(broker, concurrency, prefetch, marks, Arc::clone(&ends));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        Self { ends, stop, task }
+    }
+
+    /// Waits until a settlement of this worker ends `handle`'s workflow,
+    /// stops the worker, and returns the workflow's status, which must be
+    /// a success.
+    async fn until_end(
+        self,
+        handle: &spool_sdk::workflow::WorkflowHandle<RedisBroker>,
+        what: &str,
+    ) -> Result<WorkflowStatus> {
+        tokio::time::timeout(Duration::from_secs(600), self.ends.wait(handle.id())).await?;
+        let status = handle.finished(Duration::from_secs(600)).await?;
+        let _ = self.stop.send(());
+        self.task.await??;
+        if status.state != WorkflowState::Succeeded {
+            bail!("the {what} workflow ended {}", status.state);
+        }
+        Ok(status)
+    }
 }
 
 /// (f) once: a fan-out of `members` plus a join, run by one worker
@@ -161,8 +180,7 @@ pub async fn fanout(
     workers: (usize, usize),
     members: usize,
 ) -> Result<Fanout> {
-    let ends = Arc::new(Ends::default());
-    let (stop, running) = start(broker, workers, Marks::default(), Arc::clone(&ends));
+    let running = Running::start(broker, workers, Marks::default());
     let mut wf = Workflow::new().max_nodes(members + 1);
     let names: Vec<String> = (0..members).map(|i| format!("leaf-{i}")).collect();
     for member in &names {
@@ -174,13 +192,7 @@ pub async fn fanout(
     let submitting = Instant::now();
     let handle = client.submit_workflow(wf).await?;
     let submit_ms = submitting.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::timeout(Duration::from_secs(600), ends.wait(handle.id())).await?;
-    let status = handle.finished(Duration::from_secs(600)).await?;
-    let _ = stop.send(());
-    running.await??;
-    if status.state != WorkflowState::Succeeded {
-        bail!("the fan-out workflow ended {}", status.state);
-    }
+    let status = running.until_end(&handle, "fan-out").await?;
     let ended = status.finished_at.unwrap_or_else(Timestamp::now);
     let elapsed_ms = ended.as_millis().saturating_sub(started.as_millis()).max(1);
     let nodes_per_s = (members + 1) as f64 * 1000.0 / elapsed_ms as f64;
@@ -202,8 +214,7 @@ pub async fn chain(
     steps: usize,
 ) -> Result<Chain> {
     let marks: Marks = Arc::new(Mutex::new(Vec::with_capacity(steps)));
-    let ends = Arc::new(Ends::default());
-    let (stop, running) = start(broker, workers, Arc::clone(&marks), Arc::clone(&ends));
+    let running = Running::start(broker, workers, Arc::clone(&marks));
     let mut wf = Workflow::new().max_nodes(steps);
     let names: Vec<String> = (0..steps).map(|i| format!("step-{i}")).collect();
     for (i, step) in names.iter().enumerate() {
@@ -217,13 +228,7 @@ pub async fn chain(
     let order: Vec<&str> = names.iter().map(String::as_str).collect();
     wf.chain(&order);
     let handle = client.submit_workflow(wf).await?;
-    tokio::time::timeout(Duration::from_secs(600), ends.wait(handle.id())).await?;
-    let status = handle.finished(Duration::from_secs(600)).await?;
-    let _ = stop.send(());
-    running.await??;
-    if status.state != WorkflowState::Succeeded {
-        bail!("the chain workflow ended {}", status.state);
-    }
+    running.until_end(&handle, "chain").await?;
     let mut marks = marks
         .lock()
         .map_err(|_| anyhow::anyhow!("marks lock poisoned"))?
