@@ -236,14 +236,22 @@ async fn a_stopping_leader_hands_over_and_serves_metrics() {
     wait_ticks(&redis, 2, &|| first.log()).await;
     assert_eq!(leader_pid(&lock).await, Some(first.pid()));
 
+    // The counter moves just after a tick lands in Redis: a scrape right
+    // after the second tick may still show one, so wait for it.
+    let enqueued = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("spool_beat_ticks_enqueued_total{entry=\"heartbeat\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until("the metrics to count two ticks", WAIT, || {
+        let counted = enqueued(&scrape(&addr)) >= 2;
+        async move { counted }
+    })
+    .await;
     let metrics = scrape(&addr);
     assert!(metrics.contains("spool_beat_leader 1"), "{metrics}");
-    let enqueued = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("spool_beat_ticks_enqueued_total{entry=\"heartbeat\"} "))
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(enqueued >= 2, "{metrics}");
 
     let second = Replica::start(&config, &redis.prefix, &[]);
     // The second replica is up (it logs once it runs) before the first stops.

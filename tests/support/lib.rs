@@ -84,6 +84,11 @@ end
 return out
 ";
 
+/// How long a test's own Redis command may take. Not redis-rs's default of
+/// half a second: a test's check of what happened must not fail because
+/// eight suites share two loaded cores (as under `NEXTEST_TEST_THREADS=8`).
+const RAW_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A raw connection to the test's Redis: one server or a cluster.
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // ClusterConnection is not Debug
@@ -99,13 +104,20 @@ impl RawConnection {
     pub async fn open(url: &str) -> Self {
         match RedisConfig::from_url(url).cluster_nodes().unwrap() {
             Some(seeds) => {
-                let client = redis::cluster::ClusterClient::new(seeds).unwrap();
+                let client = redis::cluster::ClusterClient::builder(seeds)
+                    .response_timeout(RAW_RESPONSE_TIMEOUT)
+                    .build()
+                    .unwrap();
                 Self::Cluster(client.get_async_connection().await.unwrap())
             }
             None => Self::Single(
-                redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
-                    .await
-                    .unwrap(),
+                redis::aio::ConnectionManager::new_with_config(
+                    redis::Client::open(url).unwrap(),
+                    redis::aio::ConnectionManagerConfig::new()
+                        .set_response_timeout(Some(RAW_RESPONSE_TIMEOUT)),
+                )
+                .await
+                .unwrap(),
             ),
         }
     }

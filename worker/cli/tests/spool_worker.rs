@@ -101,9 +101,12 @@ async fn a_child_above_its_memory_limit_is_replaced() {
 
     redis
         .client
+        // Held long enough that the replacement is up before the old child
+        // finishes it: a child takes a second or two to start on a loaded
+        // 2-core machine (it probes FFmpeg's encoders first).
         .enqueue(Alloc {
             mb: 192,
-            hold_ms: 1500,
+            hold_ms: 5000,
         })
         .await
         .unwrap();
