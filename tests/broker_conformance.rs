@@ -681,6 +681,7 @@ async fn reclaim_claims_at_most_max_and_holds_suspects_back<S: Subject>(s: &S) {
     })
     .await;
     // ...and given, one at a time, to one that holds nothing else.
+    let alone_at = Instant::now();
     let alone = broker
         .reclaim(&Q, "c", reclaim_request(min_idle, 10, true))
         .await
@@ -692,7 +693,19 @@ async fn reclaim_claims_at_most_max_and_holds_suspects_back<S: Subject>(s: &S) {
         .reclaim(&Q, "d", reclaim_request(min_idle, 10, false))
         .await
         .unwrap();
-    assert_eq!((left.batch.len(), left.suspects_waiting), (0, 2));
+    assert!(left.batch.is_empty(), "a suspect was reclaimed");
+    // The other two wait; so does `h` once its new lease has lapsed too,
+    // which a loaded machine can take as long as between two calls.
+    let waiting: &[usize] = if alone_at.elapsed() < Duration::from_millis(min_idle) {
+        &[2]
+    } else {
+        &[2, 3]
+    };
+    assert!(
+        waiting.contains(&left.suspects_waiting),
+        "{} suspects waiting",
+        left.suspects_waiting
+    );
 }
 
 async fn pause_stops_fetching_until_resumed<S: Subject>(s: &S) {
