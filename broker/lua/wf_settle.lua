@@ -360,9 +360,8 @@ local function settle(at, n_children, has_join, join_policy)
   end
   local reply = {'recorded', '', '', '', to_outbox and 1 or 0}
   if settled_count >= total then
-    local final = first_failure and 'failed' or 'succeeded'
-    finished = final
-    reply = {'recorded', final, first_failure or '', failure_reason or '', to_outbox and 1 or 0}
+    finished = first_failure and 'failed' or 'succeeded'
+    reply[2], reply[3], reply[4] = finished, first_failure or '', failure_reason or ''
   end
   for _, child in ipairs(ready) do
     reply[#reply + 1] = child

@@ -52,14 +52,6 @@ const SWEEP_PAGE: isize = 500;
 /// call holds Redis for a millisecond or two at most.
 const SETTLE_CHUNK: usize = 256;
 
-/// A node's output as read: the stored one, or the unit output of a
-/// succeeded node that stored none. A unit output (a fan-out's members'
-/// mostly) is not stored: that saves a hash field per node, and its read
-/// by every child.
-fn output_of(state: NodeState, stored: Value) -> Option<Vec<u8>> {
-    bytes(stored).or_else(|| (state == NodeState::Succeeded).then(|| UNIT_OUTPUT.to_vec()))
-}
-
 /// The most nodes of one workflow one `wf_context.lua` call reads.
 const CONTEXT_CHUNK: usize = 256;
 
@@ -219,8 +211,16 @@ fn scatter<T>(
 }
 
 /// One settlement's reply of `wf_settle.lua`.
-fn settled_of(reply: Vec<Value>) -> Result<Settled> {
-    let mut items = reply.into_iter();
+fn settled_of(reply: Value) -> Result<Settled> {
+    if reply == Value::Int(0) {
+        // Recorded, readying nothing, the workflow still running.
+        return Ok(Settled::Recorded {
+            ready: Vec::new(),
+            outboxed: false,
+            finished: None,
+        });
+    }
+    let mut items = into_items(reply, "wf_settle")?.into_iter();
     let status = items.next().as_ref().and_then(text).unwrap_or_default();
     match status.as_str() {
         "unknown" => Ok(Settled::Unknown),
@@ -302,9 +302,7 @@ fn context_of(reply: Value) -> Result<Option<NodeContext>> {
         parents[at].output = bytes(value);
     }
     for parent in &mut parents {
-        if parent.output.is_none() {
-            parent.output = output_of(parent.state, Value::Nil);
-        }
+        parent.output = output_of(parent.state, parent.output.take());
     }
     for (at, value) in sparse(errors, parents.len(), "wf_context errors")? {
         parents[at].error = text(&value);
@@ -312,10 +310,18 @@ fn context_of(reply: Value) -> Result<Option<NodeContext>> {
     Ok(Some(NodeContext {
         state,
         task_id,
-        output: output_of(state, output),
+        output: output_of(state, bytes(output)),
         error: text(&error),
         parents,
     }))
+}
+
+/// A node's output as read: the stored one, or the unit output of a
+/// succeeded node that stored none. A unit output (a fan-out's members'
+/// mostly) is not stored: that saves a hash field per node, and its read
+/// by every child.
+fn output_of(state: NodeState, stored: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    stored.or_else(|| (state == NodeState::Succeeded).then(|| UNIT_OUTPUT.to_vec()))
 }
 
 /// A `{position, value, ...}` list of a script's reply (positions from
@@ -640,18 +646,7 @@ impl RedisBroker {
                 .map_err(map_redis)?,
             "wf_settle",
         )?;
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                // Recorded, readying nothing, the workflow still running.
-                Value::Int(0) => Ok(Settled::Recorded {
-                    ready: Vec::new(),
-                    outboxed: false,
-                    finished: None,
-                }),
-                other => settled_of(into_items(other, "wf_settle")?),
-            })
-            .collect()
+        replies.into_iter().map(settled_of).collect()
     }
 
     pub(super) async fn wf_dispatch(&self, workflow: WorkflowId) -> Result<usize> {
