@@ -338,7 +338,22 @@ pub(crate) fn check_wire_size(
     if header + envelope.encoded_len_bound() <= limit {
         return Ok(());
     }
-    let size = header + envelope.encode()?.len();
+    check_encoded_size(envelope, envelope.encode()?.len(), keys, limit)
+}
+
+/// Refuses `envelope`, already encoded (unsigned) to `encoded_len` bytes,
+/// when its wire bytes would exceed `limit`, as [`check_wire_size`] does.
+///
+/// # Errors
+///
+/// [`Error::Oversized`] naming the task, its size and the limit.
+pub(crate) fn check_encoded_size(
+    envelope: &Envelope,
+    encoded_len: usize,
+    keys: Option<&SigningKeys>,
+    limit: usize,
+) -> Result<()> {
+    let size = if keys.is_some() { HEADER_LEN } else { 0 } + encoded_len;
     if size <= limit {
         return Ok(());
     }

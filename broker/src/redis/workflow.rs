@@ -78,12 +78,54 @@ impl WorkflowKeys {
         &self.0[11]
     }
 
+    /// A call of `script` on these keys, with room for `args` more
+    /// arguments of `bytes` bytes in all.
+    fn call<'a>(&self, script: &'a Script, args: usize, bytes: usize) -> ScriptCall<'a> {
+        let mut cmd = redis::Cmd::with_capacity(3 + self.0.len() + args, 128 + bytes);
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(self.0.len())
+            .arg(&self.0[..]);
+        ScriptCall { script, cmd }
+    }
+
     fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         for key in &self.0 {
             invocation.key(key);
         }
         invocation
+    }
+}
+
+/// A call of a workflow script, built in one buffer.
+/// `redis::ScriptInvocation` keeps each argument in a vector of its own and
+/// copies them all into the command it sends: for a 10,000-node submit,
+/// that took as long as encoding the graph.
+struct ScriptCall<'a> {
+    script: &'a Script,
+    cmd: redis::Cmd,
+}
+
+impl ScriptCall<'_> {
+    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs the script by its hash, loading it first where the server does
+    /// not know it (after a restart, say), as `ScriptInvocation` does.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self.cmd.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(conn).await?;
+                self.cmd.query_async(conn).await
+            }
+            reply => reply,
+        }
     }
 }
 
@@ -378,17 +420,52 @@ impl RedisBroker {
     /// (the stored envelope is then the stream entry, byte for byte); else
     /// empty, and the node goes through the outbox.
     fn node_route(&self, envelope: &Envelope) -> String {
-        let atomic = self.inner.config.atomic_workflow_enqueue
-            && !self.inner.commands.is_cluster()
-            && self.signing().is_none()
-            && envelope.eta.is_none();
-        if atomic {
+        if self.is_routed(envelope) {
             self.keys(&envelope.queue)
                 .stream(envelope.priority)
                 .to_owned()
         } else {
             String::new()
         }
+    }
+
+    /// Whether `envelope` is added to its stream by the script that readies
+    /// its node (see [`Self::node_route`]).
+    fn is_routed(&self, envelope: &Envelope) -> bool {
+        self.inner.config.atomic_workflow_enqueue
+            && !self.inner.commands.is_cluster()
+            && self.signing().is_none()
+            && envelope.eta.is_none()
+    }
+
+    /// The routes of `spec`'s nodes, as [`Self::node_route`] gives them:
+    /// the distinct streams, and each node's position in them (`None` for
+    /// no route). A fan-out's members share one.
+    fn node_routes(&self, spec: &WorkflowSpec) -> (Vec<String>, Vec<Option<usize>>) {
+        let mut streams: Vec<(&crate::QueueName, crate::Priority, String)> = Vec::new();
+        let routed = spec
+            .nodes
+            .iter()
+            .map(|node| {
+                let envelope = &node.envelope;
+                if !self.is_routed(envelope) {
+                    return None;
+                }
+                let known = streams.iter().position(|(queue, priority, _)| {
+                    **queue == envelope.queue && *priority == envelope.priority
+                });
+                Some(known.unwrap_or_else(|| {
+                    let stream = self
+                        .keys(&envelope.queue)
+                        .stream(envelope.priority)
+                        .to_owned();
+                    streams.push((&envelope.queue, envelope.priority, stream));
+                    streams.len() - 1
+                }))
+            })
+            .collect();
+        let streams = streams.into_iter().map(|(_, _, stream)| stream).collect();
+        (streams, routed)
     }
 
     /// The deduplication mark of a node's task, in its queue's slot.
@@ -400,49 +477,96 @@ impl RedisBroker {
     }
 
     pub(super) async fn wf_submit(&self, spec: &WorkflowSpec) -> Result<()> {
-        spec.validate()?;
-        let envelopes: Vec<Envelope> = spec
+        let children = spec.children()?;
+        let signing = self.signing();
+        let limit = self.inner.config.max_envelope_bytes;
+        let mut envelopes = Vec::with_capacity(spec.nodes.len());
+        for node in &spec.nodes {
+            let root = node.parents.is_empty();
+            let bytes = node.envelope.encode_for_node(spec.id, &node.name, root)?;
+            signing::check_encoded_size(&node.envelope, bytes.len(), signing, limit)?;
+            envelopes.push(bytes);
+        }
+        let (streams, routed) = self.node_routes(spec);
+        let routes: Vec<Option<&str>> = routed
+            .iter()
+            .map(|at| at.map(|at| streams[at].as_str()))
+            .collect();
+        let parents: Vec<String> = spec
             .nodes
             .iter()
-            .map(|node| {
-                node.envelope
-                    .for_node(spec.id, &node.name, node.parents.is_empty())
-            })
+            .map(|node| encode_edges(node.parents.iter().map(|e| (&e.parent, e.policy))))
             .collect();
-        for envelope in &envelopes {
-            self.check_size(envelope)?;
-        }
-        let mut children: std::collections::HashMap<&str, Vec<(&NodeName, EdgePolicy)>> =
-            std::collections::HashMap::new();
-        for node in &spec.nodes {
-            for edge in &node.parents {
-                children
-                    .entry(edge.parent.as_str())
-                    .or_default()
-                    .push((&node.name, edge.policy));
-            }
-        }
-        let routes: Vec<String> = envelopes.iter().map(|e| self.node_route(e)).collect();
-        let keys = self.workflow_keys(spec.id);
+        let kids: Vec<String> = children
+            .iter()
+            .map(|of| encode_edges(of.iter().map(|&(c, policy)| (&spec.nodes[c].name, policy))))
+            .collect();
+
+        let n = spec.nodes.len();
+        let is_root = |i: usize| spec.nodes[i].parents.is_empty();
+        let count = |keep: &dyn Fn(usize) -> bool| (0..n).filter(|&i| keep(i)).count();
+        let with_parents = count(&|i| !is_root(i));
+        let waiting_routed = count(&|i| !is_root(i) && routes[i].is_some());
+        let routed_roots = count(&|i| is_root(i) && routes[i].is_some());
+        let outboxed_roots = n - with_parents - routed_roots;
         let now = Timestamp::now();
-        let mut invocation = keys.invoke(&SUBMIT);
-        invocation
-            .arg(now.as_millis())
+        let keys = self.workflow_keys(spec.id);
+        let bytes: usize = envelopes.iter().map(Vec::len).sum::<usize>()
+            + parents.iter().chain(&kids).map(String::len).sum::<usize>();
+        let mut call = keys.call(&SUBMIT, 14 + 8 * n, bytes + 128 * n);
+        call.arg(now.as_millis())
             .arg(spec.deadline.map_or(0, Timestamp::as_millis))
             .arg(spec.max_nodes)
-            .arg(spec.nodes.len());
-        for ((node, envelope), route) in spec.nodes.iter().zip(&envelopes).zip(&routes) {
-            let kids = children.get(node.name.as_str());
-            invocation
-                .arg(node.name.as_str())
-                .arg(envelope.id.to_string())
-                .arg(envelope.encode()?)
-                .arg(encode_edges(
-                    node.parents.iter().map(|e| (&e.parent, e.policy)),
-                ))
-                .arg(kids.map_or_else(String::new, |k| encode_edges(k.iter().copied())))
-                .arg(node.parents.len())
-                .arg(route);
+            .arg(n)
+            // The blocks' lengths, in values (see wf_submit.lua).
+            .arg(n)
+            .arg(2 * n)
+            .arg(2 * n)
+            .arg(2 * with_parents)
+            .arg(2 * count(&|i| !kids[i].is_empty()))
+            .arg(2 * with_parents)
+            .arg(2 * n)
+            .arg(2 * waiting_routed)
+            .arg(2 * outboxed_roots)
+            .arg(routed_roots);
+        let names = || spec.nodes.iter().map(|node| node.name.as_str());
+        for name in names() {
+            call.arg(name);
+        }
+        for node in &spec.nodes {
+            call.arg(node.name.as_str())
+                .arg(node.envelope.id.to_string());
+        }
+        for (name, envelope) in names().zip(&envelopes) {
+            call.arg(name).arg(envelope);
+        }
+        for (name, edges) in names().zip(&parents).filter(|(_, e)| !e.is_empty()) {
+            call.arg(name).arg(edges);
+        }
+        for (name, edges) in names().zip(&kids).filter(|(_, e)| !e.is_empty()) {
+            call.arg(name).arg(edges);
+        }
+        for node in spec.nodes.iter().filter(|node| !node.parents.is_empty()) {
+            call.arg(node.name.as_str()).arg(node.parents.len());
+        }
+        for (i, name) in names().enumerate() {
+            call.arg(name)
+                .arg(if is_root(i) { "queued" } else { "waiting" });
+        }
+        for (i, name) in names().enumerate() {
+            if let (false, Some(route)) = (is_root(i), routes[i]) {
+                call.arg(name).arg(route);
+            }
+        }
+        for (i, name) in names().enumerate() {
+            if is_root(i) && routes[i].is_none() {
+                call.arg(now.as_millis()).arg(name);
+            }
+        }
+        for (i, route) in routes.iter().enumerate() {
+            if let (true, Some(route)) = (is_root(i), route) {
+                call.arg(*route).arg(i);
+            }
         }
         // The index first: a submit that dies after it leaves an entry the
         // sweeper drops; one that wrote the graph is always indexed.
@@ -453,23 +577,20 @@ impl RedisBroker {
             .query_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        let written: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(map_redis)?;
+        let written: i64 = call.invoke(&mut self.conn()).await.map_err(map_redis)?;
         if written == 0 {
             return Err(Error::WorkflowExists(spec.id));
         }
         // Written is submitted: roots left in the outbox by a failed
         // dispatch are the sweeper's.
-        if let Err(e) = self.wf_dispatch_roots(spec, &envelopes, &routes).await {
+        if let Err(e) = self.wf_dispatch_roots(spec, &routes).await {
             tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
         }
         Ok(())
     }
 
     /// Dispatches a just-written workflow's roots without a route (the
-    /// others are in their streams already) from the envelopes in hand, as
+    /// others are in their streams already) from the spec's envelopes, as
     /// [`Self::wf_dispatch`] would from its outbox (which `wf_submit.lua`
     /// filled with exactly these nodes, with these task ids), without
     /// reading the outbox back and decoding every envelope:
@@ -477,24 +598,23 @@ impl RedisBroker {
     /// from the outbox. A root cancelled in between is enqueued all the
     /// same, as by a dispatch that read the outbox just before the cancel:
     /// its task is revoked and its node settled, so it never runs.
-    async fn wf_dispatch_roots(
-        &self,
-        spec: &WorkflowSpec,
-        envelopes: &[Envelope],
-        routes: &[String],
-    ) -> Result<()> {
-        let roots: Vec<(&NodeName, &Envelope)> = spec
+    async fn wf_dispatch_roots(&self, spec: &WorkflowSpec, routes: &[Option<&str>]) -> Result<()> {
+        let roots: Vec<(&NodeName, Envelope)> = spec
             .nodes
             .iter()
-            .zip(envelopes)
             .zip(routes)
-            .filter(|((node, _), route)| node.parents.is_empty() && route.is_empty())
-            .map(|((node, envelope), _)| (&node.name, envelope))
+            .filter(|(node, route)| node.parents.is_empty() && route.is_none())
+            .map(|(node, _)| {
+                (
+                    &node.name,
+                    node.envelope.for_node(spec.id, &node.name, true),
+                )
+            })
             .collect();
         if roots.is_empty() {
             return Ok(());
         }
-        let ready: Vec<&Envelope> = roots.iter().map(|(_, envelope)| *envelope).collect();
+        let ready: Vec<&Envelope> = roots.iter().map(|(_, envelope)| envelope).collect();
         self.wf_enqueue(&ready).await?;
         crate::workflow::fail_point("workflow-after-enqueue-before-outbox-removal")?;
         self.wf_outbox_remove(roots.chunks(OUTBOX_PAGE).map(|page| {
@@ -593,9 +713,8 @@ impl RedisBroker {
         settlements: Vec<&NodeSettlement>,
     ) -> Result<Vec<Settled>> {
         let keys = self.workflow_keys(workflow);
-        let mut invocation = keys.invoke(&SETTLE);
-        invocation
-            .arg(Timestamp::now().as_millis())
+        let mut call = keys.call(&SETTLE, 3 + 8 * settlements.len(), 96 * settlements.len());
+        call.arg(Timestamp::now().as_millis())
             .arg(millis(FINISHED_RETENTION))
             .arg(settlements.len());
         for settlement in settlements {
@@ -621,8 +740,7 @@ impl RedisBroker {
                     children.join_policy.as_str()
                 )
             };
-            invocation
-                .arg(settlement.node.as_str())
+            call.arg(settlement.node.as_str())
                 .arg(settlement.task_id.to_string())
                 .arg(settlement.outcome.state().as_str())
                 .arg(settlement.attempts)
@@ -632,18 +750,14 @@ impl RedisBroker {
                 .arg(shape);
             for child in settlement.children.all() {
                 let envelope = child.envelope.for_node(workflow, &child.name, false);
-                invocation
-                    .arg(child.name.as_str())
+                call.arg(child.name.as_str())
                     .arg(envelope.id.to_string())
                     .arg(envelope.encode()?)
                     .arg(self.node_route(&envelope));
             }
         }
         let replies = into_items(
-            invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(map_redis)?,
+            call.invoke(&mut self.conn()).await.map_err(map_redis)?,
             "wf_settle",
         )?;
         replies.into_iter().map(settled_of).collect()

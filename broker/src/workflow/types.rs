@@ -676,6 +676,23 @@ impl Envelope {
         self.headers.get(WORKFLOW_ROOT_HEADER).map(String::as_str) == Some("1")
     }
 
+    /// The bytes of [`Self::for_node`]'s envelope, encoded without copying
+    /// this one (a submit encodes every node's).
+    pub(crate) fn encode_for_node(
+        &self,
+        workflow: WorkflowId,
+        node: &NodeName,
+        root: bool,
+    ) -> crate::error::Result<Vec<u8>> {
+        let value = format!("{workflow}/{node}");
+        // In key order: the root mark's name extends the workflow header's.
+        let headers = [
+            (WORKFLOW_HEADER, value.as_str()),
+            (WORKFLOW_ROOT_HEADER, "1"),
+        ];
+        self.encode_with_headers(if root { &headers } else { &headers[..1] })
+    }
+
     /// The envelope node `node` of `workflow` is stored and enqueued
     /// with: this one with the [`WORKFLOW_HEADER`] header set, and marked a
     /// root when `root` (the node has no parents).

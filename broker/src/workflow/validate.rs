@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 
-use super::types::{DynamicChildren, NodeOutcome, NodeSettlement, WorkflowSpec};
+use super::types::{DynamicChildren, EdgePolicy, NodeOutcome, NodeSettlement, WorkflowSpec};
 
 fn invalid(message: String) -> Error {
     Error::InvalidWorkflow(message)
@@ -22,6 +22,15 @@ impl WorkflowSpec {
     /// [`Error::InvalidWorkflow`] naming the first problem found (for a
     /// cycle, the nodes on it).
     pub fn validate(&self) -> Result<()> {
+        self.children().map(drop)
+    }
+
+    /// Validates the graph as [`Self::validate`] does and returns each
+    /// node's children (by position in [`Self::nodes`]) with the policy of
+    /// the edge to each, in the order the children are listed: a broker
+    /// needs them to store the graph, and finds them here without a second
+    /// pass by name.
+    pub(crate) fn children(&self) -> Result<Vec<Vec<(usize, EdgePolicy)>>> {
         if self.nodes.is_empty() {
             return Err(invalid("the workflow has no node".into()));
         }
@@ -51,7 +60,7 @@ impl WorkflowSpec {
                 )));
             }
         }
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        let mut children: Vec<Vec<(usize, EdgePolicy)>> = vec![Vec::new(); self.nodes.len()];
         let mut pending = vec![0usize; self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
             let mut seen = HashSet::new();
@@ -71,7 +80,7 @@ impl WorkflowSpec {
                         node.name, edge.parent
                     )));
                 }
-                children[p].push(i);
+                children[p].push((i, edge.policy));
                 pending[i] += 1;
             }
         }
@@ -80,7 +89,7 @@ impl WorkflowSpec {
         let mut done = 0;
         while let Some(i) = ready.pop() {
             done += 1;
-            for &c in &children[i] {
+            for &(c, _) in &children[i] {
                 pending[c] -= 1;
                 if pending[c] == 0 {
                     ready.push(c);
@@ -101,7 +110,7 @@ impl WorkflowSpec {
                 stuck.join(", ")
             )));
         }
-        Ok(())
+        Ok(children)
     }
 }
 
