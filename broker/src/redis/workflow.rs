@@ -86,7 +86,11 @@ impl WorkflowKeys {
             .arg(script.get_hash())
             .arg(self.0.len())
             .arg(&self.0[..]);
-        ScriptCall { script, cmd }
+        ScriptCall {
+            script,
+            cmd,
+            large: bytes > LOAD_FIRST,
+        }
     }
 
     fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
@@ -105,7 +109,16 @@ impl WorkflowKeys {
 struct ScriptCall<'a> {
     script: &'a Script,
     cmd: redis::Cmd,
+    /// Whether the call is expected to take more than [`LOAD_FIRST`]
+    /// bytes.
+    large: bool,
 }
+
+/// Calls this large load their script before they run it: after a restart,
+/// a call by hash alone is refused and sent again, which for a 10,000-node
+/// submit meant sending and parsing 3 MB twice; loading costs one small
+/// round trip.
+const LOAD_FIRST: usize = 64 * 1024;
 
 impl ScriptCall<'_> {
     fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
@@ -114,11 +127,15 @@ impl ScriptCall<'_> {
     }
 
     /// Runs the script by its hash, loading it first where the server does
-    /// not know it (after a restart, say), as `ScriptInvocation` does.
+    /// not know it (after a restart, say), as `ScriptInvocation` does, or
+    /// where the call is large.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> redis::RedisResult<T> {
+        if self.large {
+            self.script.load_async(conn).await?;
+        }
         match self.cmd.query_async(conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.script.load_async(conn).await?;
