@@ -292,7 +292,7 @@ local function settle(at, n_children, has_join, join_policy)
   end
 
   state.set(node, outcome)
-  -- Absent reads as 0: a first attempt writes nothing.
+  -- Absent reads as 0: a settlement of no attempt writes nothing.
   if ARGV[at + 3] ~= '0' then
     att.set(node, ARGV[at + 3])
   end
