@@ -494,97 +494,13 @@ impl RedisBroker {
     }
 
     pub(super) async fn wf_submit(&self, spec: &WorkflowSpec) -> Result<()> {
-        let children = spec.children()?;
-        let signing = self.signing();
-        let limit = self.inner.config.max_envelope_bytes;
-        let mut envelopes = Vec::with_capacity(spec.nodes.len());
-        for node in &spec.nodes {
-            let root = node.parents.is_empty();
-            let bytes = node.envelope.encode_for_node(spec.id, &node.name, root)?;
-            signing::check_encoded_size(&node.envelope, bytes.len(), signing, limit)?;
-            envelopes.push(bytes);
-        }
         let (streams, routed) = self.node_routes(spec);
         let routes: Vec<Option<&str>> = routed
             .iter()
             .map(|at| at.map(|at| streams[at].as_str()))
             .collect();
-        let parents: Vec<String> = spec
-            .nodes
-            .iter()
-            .map(|node| encode_edges(node.parents.iter().map(|e| (&e.parent, e.policy))))
-            .collect();
-        let kids: Vec<String> = children
-            .iter()
-            .map(|of| encode_edges(of.iter().map(|&(c, policy)| (&spec.nodes[c].name, policy))))
-            .collect();
-
-        let n = spec.nodes.len();
-        let is_root = |i: usize| spec.nodes[i].parents.is_empty();
-        let count = |keep: &dyn Fn(usize) -> bool| (0..n).filter(|&i| keep(i)).count();
-        let with_parents = count(&|i| !is_root(i));
-        let waiting_routed = count(&|i| !is_root(i) && routes[i].is_some());
-        let routed_roots = count(&|i| is_root(i) && routes[i].is_some());
-        let outboxed_roots = n - with_parents - routed_roots;
         let now = Timestamp::now();
-        let keys = self.workflow_keys(spec.id);
-        let bytes: usize = envelopes.iter().map(Vec::len).sum::<usize>()
-            + parents.iter().chain(&kids).map(String::len).sum::<usize>();
-        let mut call = keys.call(&SUBMIT, 14 + 8 * n, bytes + 128 * n);
-        call.arg(now.as_millis())
-            .arg(spec.deadline.map_or(0, Timestamp::as_millis))
-            .arg(spec.max_nodes)
-            .arg(n)
-            // The blocks' lengths, in values (see wf_submit.lua).
-            .arg(n)
-            .arg(2 * n)
-            .arg(2 * n)
-            .arg(2 * with_parents)
-            .arg(2 * count(&|i| !kids[i].is_empty()))
-            .arg(2 * with_parents)
-            .arg(2 * n)
-            .arg(2 * waiting_routed)
-            .arg(2 * outboxed_roots)
-            .arg(routed_roots);
-        let names = || spec.nodes.iter().map(|node| node.name.as_str());
-        for name in names() {
-            call.arg(name);
-        }
-        for node in &spec.nodes {
-            call.arg(node.name.as_str())
-                .arg(node.envelope.id.to_string());
-        }
-        for (name, envelope) in names().zip(&envelopes) {
-            call.arg(name).arg(envelope);
-        }
-        for (name, edges) in names().zip(&parents).filter(|(_, e)| !e.is_empty()) {
-            call.arg(name).arg(edges);
-        }
-        for (name, edges) in names().zip(&kids).filter(|(_, e)| !e.is_empty()) {
-            call.arg(name).arg(edges);
-        }
-        for node in spec.nodes.iter().filter(|node| !node.parents.is_empty()) {
-            call.arg(node.name.as_str()).arg(node.parents.len());
-        }
-        for (i, name) in names().enumerate() {
-            call.arg(name)
-                .arg(if is_root(i) { "queued" } else { "waiting" });
-        }
-        for (i, name) in names().enumerate() {
-            if let (false, Some(route)) = (is_root(i), routes[i]) {
-                call.arg(name).arg(route);
-            }
-        }
-        for (i, name) in names().enumerate() {
-            if is_root(i) && routes[i].is_none() {
-                call.arg(now.as_millis()).arg(name);
-            }
-        }
-        for (i, route) in routes.iter().enumerate() {
-            if let (true, Some(route)) = (is_root(i), route) {
-                call.arg(*route).arg(i);
-            }
-        }
+        let call = self.submit_call(spec, &routes, now)?;
         // The index first: a submit that dies after it leaves an entry the
         // sweeper drops; one that wrote the graph is always indexed.
         let _: () = redis::cmd("ZADD")
@@ -604,6 +520,111 @@ impl RedisBroker {
             tracing::warn!(workflow = %spec.id, error = %e, "cannot enqueue the workflow's roots yet; the sweeper will");
         }
         Ok(())
+    }
+
+    /// The `wf_submit.lua` call that writes `spec`, whose nodes have
+    /// `routes`: the graph validated, every envelope encoded with its
+    /// workflow headers and checked against the size limit, and laid out
+    /// in the script's blocks.
+    fn submit_call(
+        &self,
+        spec: &WorkflowSpec,
+        routes: &[Option<&str>],
+        now: Timestamp,
+    ) -> Result<ScriptCall<'static>> {
+        let children = spec.children()?;
+        let signing = self.signing();
+        let limit = self.inner.config.max_envelope_bytes;
+        let mut envelopes = Vec::with_capacity(spec.nodes.len());
+        for node in &spec.nodes {
+            let root = node.parents.is_empty();
+            let bytes = node.envelope.encode_for_node(spec.id, &node.name, root)?;
+            signing::check_encoded_size(&node.envelope, bytes.len(), signing, limit)?;
+            envelopes.push(bytes);
+        }
+        let parents: Vec<String> = spec
+            .nodes
+            .iter()
+            .map(|node| encode_edges(node.parents.iter().map(|e| (&e.parent, e.policy))))
+            .collect();
+        let kids: Vec<String> = children
+            .iter()
+            .map(|of| encode_edges(of.iter().map(|&(c, policy)| (&spec.nodes[c].name, policy))))
+            .collect();
+
+        let n = spec.nodes.len();
+        let is_root = |i: usize| spec.nodes[i].parents.is_empty();
+        let count = |keep: &dyn Fn(usize) -> bool| (0..n).filter(|&i| keep(i)).count();
+        let with_parents = count(&|i| !is_root(i));
+        let routed_roots = count(&|i| is_root(i) && routes[i].is_some());
+        let bytes: usize = envelopes.iter().map(Vec::len).sum::<usize>()
+            + parents.iter().chain(&kids).map(String::len).sum::<usize>();
+        let mut call = self
+            .workflow_keys(spec.id)
+            .call(&SUBMIT, 14 + 8 * n, bytes + 128 * n);
+        call.arg(now.as_millis())
+            .arg(spec.deadline.map_or(0, Timestamp::as_millis))
+            .arg(spec.max_nodes)
+            .arg(n)
+            // The blocks' lengths, in values, in the order they follow.
+            .arg(n)
+            .arg(2 * n)
+            .arg(2 * n)
+            .arg(2 * with_parents)
+            .arg(2 * count(&|i| !kids[i].is_empty()))
+            .arg(2 * with_parents)
+            .arg(2 * n)
+            .arg(2 * count(&|i| !is_root(i) && routes[i].is_some()))
+            .arg(2 * (n - with_parents - routed_roots))
+            .arg(routed_roots);
+        let names = || spec.nodes.iter().map(|node| node.name.as_str());
+        // order
+        for name in names() {
+            call.arg(name);
+        }
+        // ids
+        for node in &spec.nodes {
+            call.arg(node.name.as_str())
+                .arg(node.envelope.id.to_string());
+        }
+        // env
+        for (name, envelope) in names().zip(&envelopes) {
+            call.arg(name).arg(envelope);
+        }
+        // parents, then children
+        for edges in [&parents, &kids] {
+            for (name, edges) in names().zip(edges).filter(|(_, e)| !e.is_empty()) {
+                call.arg(name).arg(edges);
+            }
+        }
+        // pending
+        for node in spec.nodes.iter().filter(|node| !node.parents.is_empty()) {
+            call.arg(node.name.as_str()).arg(node.parents.len());
+        }
+        // state
+        for (i, name) in names().enumerate() {
+            call.arg(name)
+                .arg(if is_root(i) { "queued" } else { "waiting" });
+        }
+        // route, of the nodes that wait
+        for (i, name) in names().enumerate() {
+            if let (false, Some(route)) = (is_root(i), routes[i]) {
+                call.arg(name).arg(route);
+            }
+        }
+        // outbox, the roots without a route
+        for (i, name) in names().enumerate() {
+            if is_root(i) && routes[i].is_none() {
+                call.arg(now.as_millis()).arg(name);
+            }
+        }
+        // the roots with a route: stream and position
+        for (i, route) in routes.iter().enumerate() {
+            if let (true, Some(route)) = (is_root(i), route) {
+                call.arg(*route).arg(i);
+            }
+        }
+        Ok(call)
     }
 
     /// Dispatches a just-written workflow's roots without a route (the
