@@ -534,6 +534,18 @@ async fn dynamic_children_that_clash_fail_the_node_and_add_nothing<B: Broker>(br
         );
     }
     assert!(take(broker, &B, 0).await.is_empty());
+
+    // An outcome other than a success adds no children, whatever it carries.
+    let wf = spec(vec![node("split", A, &[])]);
+    broker.submit_workflow(&wf).await.unwrap();
+    let split = take(broker, &A, 1).await;
+    let mut settled = settlement(&split[0], NodeOutcome::Failed, None);
+    settled.children = dynamic(&["y"], Some("after-y"));
+    finish(broker, settled, &split[0]).await;
+    let status = broker.workflow_status(wf.id).await.unwrap().unwrap();
+    assert_eq!(status.nodes.len(), 1, "{status:?}");
+    assert_eq!(status.node("split").unwrap().state, NodeState::Failed);
+    assert!(take(broker, &B, 0).await.is_empty());
 }
 
 async fn a_repeated_settlement_changes_nothing<B: Broker>(broker: &B) {

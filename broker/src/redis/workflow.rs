@@ -755,10 +755,23 @@ impl RedisBroker {
         call.arg(Timestamp::now().as_millis())
             .arg(millis(FINISHED_RETENTION))
             .arg(settlements.len());
+        let limit = self.inner.config.max_envelope_bytes;
         for settlement in settlements {
+            // The children's envelopes, encoded once: to check their size
+            // before the settlement is admitted, then as arguments.
+            let mut envelopes = Vec::new();
             let settlement = settlement.admitted(|children| {
                 for child in children.all() {
-                    self.check_size(&child.envelope.for_node(workflow, &child.name, false))?;
+                    let bytes = child
+                        .envelope
+                        .encode_for_node(workflow, &child.name, false)?;
+                    signing::check_encoded_size(
+                        &child.envelope,
+                        bytes.len(),
+                        self.signing(),
+                        limit,
+                    )?;
+                    envelopes.push(bytes);
                 }
                 Ok(())
             });
@@ -786,12 +799,12 @@ impl RedisBroker {
                 .arg(u8::from(output.is_some()))
                 .arg(output.unwrap_or_default())
                 .arg(shape);
-            for child in settlement.children.all() {
-                let envelope = child.envelope.for_node(workflow, &child.name, false);
+            // A refused settlement has no children left.
+            for (child, envelope) in settlement.children.all().zip(&envelopes) {
                 call.arg(child.name.as_str())
-                    .arg(envelope.id.to_string())
-                    .arg(envelope.encode()?)
-                    .arg(self.node_route(&envelope));
+                    .arg(child.envelope.id.to_string())
+                    .arg(envelope)
+                    .arg(self.node_route(&child.envelope));
             }
         }
         let replies = into_items(

@@ -118,13 +118,21 @@ impl NodeSettlement {
     /// This settlement as the broker applies it: a success whose dynamic
     /// children are refused by `check` (or by [`DynamicChildren::validate`])
     /// becomes a failure naming why, without children, so the node settles
-    /// (and nothing waits on a run that would add them again).
+    /// (and nothing waits on a run that would add them again). Any other
+    /// outcome adds no children, and is given without them. `check` is
+    /// called only for a success with children.
     pub(crate) fn admitted(
         &self,
-        check: impl Fn(&DynamicChildren) -> Result<()>,
+        check: impl FnOnce(&DynamicChildren) -> Result<()>,
     ) -> std::borrow::Cow<'_, Self> {
-        if self.children.is_empty() || self.outcome != NodeOutcome::Succeeded {
+        if self.children.is_empty() {
             return std::borrow::Cow::Borrowed(self);
+        }
+        if self.outcome != NodeOutcome::Succeeded {
+            return std::borrow::Cow::Owned(Self {
+                children: DynamicChildren::default(),
+                ..self.clone()
+            });
         }
         match self
             .children
