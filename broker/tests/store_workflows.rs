@@ -20,6 +20,7 @@ store_suite!(
     a_submitted_workflow_records_every_node,
     transitions_move_nodes_forward_only,
     stale_runs_and_replays_change_nothing,
+    a_node_started_before_its_readiness_is_recorded_was_queued_by_then,
     a_finished_workflow_keeps_its_end,
     sync_records_dynamic_children_cancels_and_retries,
     lists_filter_by_status_newest_first,
@@ -203,6 +204,32 @@ async fn stale_runs_and_replays_change_nothing(store: JobStore, _url: String) {
         .await
         .unwrap();
     assert_eq!(store.workflow(wf.id).await.unwrap().unwrap(), before);
+}
+
+async fn a_node_started_before_its_readiness_is_recorded_was_queued_by_then(
+    store: JobStore,
+    _url: String,
+) {
+    let wf = chain();
+    store.record_workflow_submitted(&wf, at(0)).await.unwrap();
+    // A settlement readies (and enqueues) the child in Redis; the child's
+    // worker records its start before the parent's settler records that
+    // the child became ready.
+    store
+        .record_node_transitions(&[transition(&wf, "encode", NodeRecordState::Running, 1, 100)])
+        .await
+        .unwrap();
+    store
+        .record_nodes_ready(wf.id, &[name("encode")], at(103))
+        .await
+        .unwrap();
+    let encode = store.workflow(wf.id).await.unwrap().unwrap().nodes[1].clone();
+    assert_eq!(encode.state, NodeRecordState::Running);
+    assert_eq!(
+        (encode.queued_at, encode.started_at),
+        (Some(at(100)), Some(at(100))),
+        "never queued after it started"
+    );
 }
 
 async fn a_finished_workflow_keeps_its_end(store: JobStore, _url: String) {

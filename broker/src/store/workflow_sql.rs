@@ -118,17 +118,20 @@ const FINISH_WORKFLOW: &str = "UPDATE spool_workflows SET \
      WHERE id = $5 AND status = 'running'";
 
 /// A node its last parent's settlement made ready: `waiting` becomes
-/// `queued`, and a record without an enqueue time gets this one (a start
-/// recorded first keeps its state). A repeat changes nothing.
+/// `queued`, and a record without an enqueue time gets this one, or its
+/// start if that was earlier (a start recorded first keeps its state: the
+/// node may start before the settler that readied it records so, and is
+/// never queued after it started). A repeat changes nothing.
 const NODE_READY: &str = "UPDATE spool_workflow_nodes SET \
      state = CASE WHEN state = 'waiting' THEN 'queued' ELSE state END, \
      revision = CASE WHEN state = 'waiting' THEN attempts * 4 + 1 ELSE revision END, \
-     queued_at = COALESCE(queued_at, $3) \
+     queued_at = COALESCE(queued_at, CASE WHEN started_at < $3 THEN started_at ELSE $3 END) \
      WHERE workflow_id = $1 AND name = $2 AND (state = 'waiting' OR queued_at IS NULL)";
 
 /// A node added at run time, with its parents, after the nodes the store
 /// has. A record a transition created first (no parents, sorted last)
-/// gets its parents, place and enqueue time; anything else stays.
+/// gets its parents, place and enqueue time (or its start, if that was
+/// earlier); anything else stays.
 const NODE_ADDED: &str = "INSERT INTO spool_workflow_nodes \
      (workflow_id, name, position, task_id, task, queue, parents, state, attempts, revision, \
       queued_at) VALUES ($1, $2, \
@@ -138,7 +141,9 @@ const NODE_ADDED: &str = "INSERT INTO spool_workflow_nodes \
      parents = excluded.parents, \
      position = CASE WHEN spool_workflow_nodes.position = $10 THEN excluded.position \
        ELSE spool_workflow_nodes.position END, \
-     queued_at = COALESCE(spool_workflow_nodes.queued_at, excluded.queued_at) \
+     queued_at = COALESCE(spool_workflow_nodes.queued_at, \
+       CASE WHEN spool_workflow_nodes.started_at < excluded.queued_at \
+       THEN spool_workflow_nodes.started_at ELSE excluded.queued_at END) \
      WHERE spool_workflow_nodes.task_id = excluded.task_id";
 
 /// The task record of a node rerun by a retry of its workflow (new task
