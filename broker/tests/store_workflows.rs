@@ -230,6 +230,50 @@ async fn a_node_started_before_its_readiness_is_recorded_was_queued_by_then(
         (Some(at(100)), Some(at(100))),
         "never queued after it started"
     );
+
+    // The same for a child added at run time: its start is recorded before
+    // the settlement that added it.
+    let child = spool_broker::workflow::DynamicNode {
+        name: name("chunk-0"),
+        envelope: Envelope::new("video.chunk", QueueName::DEFAULT, vec![0x80]),
+    };
+    let mut started = child.envelope.clone();
+    started.set_workflow_node(wf.id, &child.name);
+    store
+        .record_node_transitions(&[NodeTransition::for_envelope(
+            &started,
+            NodeRecordState::Running,
+            at(200),
+        )
+        .unwrap()])
+        .await
+        .unwrap();
+    let children = DynamicChildren {
+        nodes: vec![child],
+        join: None,
+        join_policy: EdgePolicy::Fail,
+    };
+    store
+        .record_nodes_added(
+            wf.id,
+            &name("probe"),
+            &children,
+            &[name("chunk-0")],
+            at(204),
+        )
+        .await
+        .unwrap();
+    let record = store.workflow(wf.id).await.unwrap().unwrap();
+    let chunk = record
+        .nodes
+        .iter()
+        .find(|n| n.name.as_str() == "chunk-0")
+        .unwrap();
+    assert_eq!(
+        (chunk.queued_at, chunk.started_at),
+        (Some(at(200)), Some(at(200))),
+        "never queued after it started: {chunk:#?}"
+    );
 }
 
 async fn a_finished_workflow_keeps_its_end(store: JobStore, _url: String) {
