@@ -341,7 +341,12 @@ impl MemoryBroker {
     pub(super) async fn wf_settle(&self, settlement: &NodeSettlement) -> Result<Settled> {
         let settlement = &*settlement.admitted(|children| {
             for child in children.all() {
-                signing::check_for_enqueue(&child.envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
+                // As stored and enqueued: with its workflow header, as the
+                // Redis broker checks it.
+                let envelope = child
+                    .envelope
+                    .for_node(settlement.workflow, &child.name, false);
+                signing::check_for_enqueue(&envelope, None, DEFAULT_MAX_ENVELOPE_BYTES)?;
             }
             Ok(())
         });
