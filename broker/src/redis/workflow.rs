@@ -78,9 +78,15 @@ impl WorkflowKeys {
         &self.0[11]
     }
 
+    /// A call of `script` on these keys, its arguments to follow.
+    fn call<'a>(&self, script: &'a Script) -> ScriptCall<'a> {
+        self.call_sized(script, 0, 0)
+    }
+
     /// A call of `script` on these keys, with room for `args` more
-    /// arguments of `bytes` bytes in all.
-    fn call<'a>(&self, script: &'a Script, args: usize, bytes: usize) -> ScriptCall<'a> {
+    /// arguments of `bytes` bytes in all (a large call loads its script
+    /// first, see [`LOAD_FIRST`]).
+    fn call_sized<'a>(&self, script: &'a Script, args: usize, bytes: usize) -> ScriptCall<'a> {
         let mut cmd = redis::Cmd::with_capacity(3 + self.0.len() + args, 128 + bytes);
         cmd.arg("EVALSHA")
             .arg(script.get_hash())
@@ -91,14 +97,6 @@ impl WorkflowKeys {
             cmd,
             large: bytes > LOAD_FIRST,
         }
-    }
-
-    fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
-        for key in &self.0 {
-            invocation.key(key);
-        }
-        invocation
     }
 }
 
@@ -561,7 +559,7 @@ impl RedisBroker {
             + parents.iter().chain(&kids).map(String::len).sum::<usize>();
         let mut call = self
             .workflow_keys(spec.id)
-            .call(&SUBMIT, 14 + 8 * n, bytes + 128 * n);
+            .call_sized(&SUBMIT, 14 + 8 * n, bytes + 128 * n);
         call.arg(now.as_millis())
             .arg(spec.deadline.map_or(0, Timestamp::as_millis))
             .arg(spec.max_nodes)
@@ -751,7 +749,7 @@ impl RedisBroker {
         settlements: Vec<&NodeSettlement>,
     ) -> Result<Vec<Settled>> {
         let keys = self.workflow_keys(workflow);
-        let mut call = keys.call(&SETTLE, 3 + 8 * settlements.len(), 96 * settlements.len());
+        let mut call = keys.call_sized(&SETTLE, 3 + 8 * settlements.len(), 96 * settlements.len());
         call.arg(Timestamp::now().as_millis())
             .arg(millis(FINISHED_RETENTION))
             .arg(settlements.len());
@@ -875,10 +873,10 @@ impl RedisBroker {
     ) -> Result<Vec<(String, Envelope)>> {
         let reply = into_items(
             self.workflow_keys(workflow)
-                .invoke(&OUTBOX)
+                .call(&OUTBOX)
                 .arg(cutoff.as_millis())
                 .arg(OUTBOX_PAGE)
-                .invoke_async(&mut self.conn())
+                .invoke(&mut self.conn())
                 .await
                 .map_err(map_redis)?,
             "wf_outbox",
@@ -968,17 +966,14 @@ impl RedisBroker {
         let calls: Vec<_> = groups
             .iter()
             .map(|(workflow, positions)| {
-                let mut invocation = self.workflow_keys(*workflow).invoke(&CONTEXT);
+                let mut call = self.workflow_keys(*workflow).call(&CONTEXT);
                 for &i in positions {
-                    invocation.arg(nodes[i].1.as_str());
+                    call.arg(nodes[i].1.as_str());
                 }
                 let mut conn = self.conn();
                 async move {
                     let replies = into_items(
-                        invocation
-                            .invoke_async(&mut conn)
-                            .await
-                            .map_err(map_redis)?,
+                        call.invoke(&mut conn).await.map_err(map_redis)?,
                         "wf_context",
                     )?;
                     replies.into_iter().map(context_of).collect()
@@ -995,8 +990,8 @@ impl RedisBroker {
     pub(super) async fn wf_status(&self, workflow: WorkflowId) -> Result<Option<WorkflowStatus>> {
         let reply: Value = self
             .workflow_keys(workflow)
-            .invoke(&STATUS)
-            .invoke_async(&mut self.conn())
+            .call(&STATUS)
+            .invoke(&mut self.conn())
             .await
             .map_err(map_redis)?;
         let items = match reply {
@@ -1058,11 +1053,11 @@ impl RedisBroker {
     async fn wf_end(&self, workflow: WorkflowId, mode: &str) -> Result<bool> {
         let reply = into_items(
             self.workflow_keys(workflow)
-                .invoke(&CANCEL)
+                .call(&CANCEL)
                 .arg(Timestamp::now().as_millis())
                 .arg(millis(FINISHED_RETENTION))
                 .arg(mode)
-                .invoke_async(&mut self.conn())
+                .invoke(&mut self.conn())
                 .await
                 .map_err(map_redis)?,
             "wf_cancel",
@@ -1109,16 +1104,13 @@ impl RedisBroker {
             .query_async(&mut self.conn())
             .await
             .map_err(map_redis)?;
-        let mut invocation = keys.invoke(&RETRY);
-        invocation.arg(Timestamp::now().as_millis());
+        let mut call = keys.call(&RETRY);
+        call.arg(Timestamp::now().as_millis());
         for _ in 0..total.unwrap_or(0) {
-            invocation.arg(TaskId::new().to_string());
+            call.arg(TaskId::new().to_string());
         }
         let reply = into_items(
-            invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(map_redis)?,
+            call.invoke(&mut self.conn()).await.map_err(map_redis)?,
             "wf_retry",
         )?;
         let mut items = reply.into_iter();
@@ -1179,10 +1171,10 @@ impl RedisBroker {
                 report.checked += 1;
                 let verdict: String = self
                     .workflow_keys(id)
-                    .invoke(&SWEEP)
+                    .call(&SWEEP)
                     .arg(now.as_millis())
                     .arg(cutoff.as_millis())
-                    .invoke_async(&mut self.conn())
+                    .invoke(&mut self.conn())
                     .await
                     .map_err(map_redis)?;
                 match verdict.as_str() {
