@@ -22,17 +22,17 @@
 -- ARGV[1]  now, in ms
 -- ARGV[2]  how long a finished workflow's keys live, in ms
 -- ARGV[3]  how many settlements follow
--- then per settlement, 8 values and its children:
---   the node; the task id being settled (must be the node's current one);
---   the outcome (succeeded, failed, dead_lettered, revoked, expired);
---   attempts; the error or ''; 1 if an output follows, else 0 (a
---   success's unit output is not stored: its readers know it as the
---   output of a success without one); the output; its dynamic children,
---   '' for none, else 'N J P':
---   how many children follow, 1 if a join node follows them else 0,
---   and the policy of the children-to-join edges;
---   then per child (and the join, last): name, task id, envelope, route
---   ('' for none)
+-- then per settlement, 5 values and, unless the fifth is '', 4 more and
+-- its children: the node; the task id being settled (must be the node's
+-- current one); the outcome (succeeded, failed, dead_lettered, revoked,
+-- expired); attempts; '' when nothing else follows (no error, no stored
+-- output, no children: most settlements), else '1' and then the error or
+-- ''; 1 if an output follows, else 0 (a success's unit output is not
+-- stored: its readers know it as the output of a success without one);
+-- the output; its dynamic children, '' for none, else 'N J P': how many
+-- children follow, 1 if a join node follows them else 0, and the policy
+-- of the children-to-join edges; then per child (and the join, last):
+-- name, task id, envelope, route ('' for none)
 --
 -- Returns one reply per settlement, in order: {'unknown'}, {'already'},
 -- 0 when recorded without readying a node or ending the workflow (most
@@ -121,18 +121,22 @@ local state, ids, env, parents_of, children_of, pending, out, err, att, route =
   cache(OUT), cache(ERR), cache(ATT), cache(ROUTE)
 local appended, outboxed, streamed = {}, {}, {}
 
--- The dynamic children of the settlement whose values start at ARGV[at]:
--- how many, whether a join follows, the join's edge policy, and where the
--- next settlement starts.
+-- The settlement whose values start at ARGV[at]: where its optional
+-- values start (nil when it has none), its dynamic children (how many,
+-- whether a join follows, the join's edge policy), and where the next
+-- settlement starts.
 local function shape(at)
-  local spec = ARGV[at + 7]
+  if ARGV[at + 4] == '' then
+    return nil, 0, false, nil, at + 5
+  end
+  local spec = ARGV[at + 8]
   if spec == '' then
-    return 0, false, nil, at + 8
+    return at + 5, 0, false, nil, at + 9
   end
   local n, join, policy = string.match(spec, '^(%d+) ([01]) (%S+)$')
   n = tonumber(n)
   local has_join = join == '1'
-  return n, has_join, policy, at + 8 + (n + (has_join and 1 or 0)) * 4
+  return at + 5, n, has_join, policy, at + 9 + (n + (has_join and 1 or 0)) * 4
 end
 
 -- Edge lists ("name policy,...") parsed once per distinct stored string:
@@ -165,9 +169,9 @@ local meta_changed, total_changed, finished = false, false, nil
 if exists then
   local nodes = {}
   local at = 4
-  for _ = 1, count do
-    nodes[#nodes + 1] = ARGV[at]
-    local _, _, _, next_at = shape(at)
+  for i = 1, count do
+    nodes[i] = ARGV[at]
+    local _, _, _, _, next_at = shape(at)
     at = next_at
   end
   ids.load(nodes)
@@ -274,8 +278,9 @@ local function add_children(node, at, n_children, has_join, join_policy)
   return nil
 end
 
--- Settles the settlement whose values start at ARGV[at].
-local function settle(at, n_children, has_join, join_policy)
+-- Settles the settlement whose values start at ARGV[at] (its optional
+-- values at ARGV[more]).
+local function settle(at, more, n_children, has_join, join_policy)
   local node = ARGV[at]
   if not exists or ids.get(node) ~= ARGV[at + 1] then
     return {'unknown'}
@@ -283,36 +288,40 @@ local function settle(at, n_children, has_join, join_policy)
   if state.get(node) ~= 'queued' then
     return {'already'}
   end
-  local outcome, error_ = ARGV[at + 2], ARGV[at + 4]
-  if outcome == 'succeeded' and (n_children > 0 or has_join) then
-    local refusal = add_children(node, at + 8, n_children, has_join, join_policy)
-    if refusal then
-      outcome, error_ = 'failed', refusal
+  local outcome, error_ = ARGV[at + 2], ''
+  if more then
+    error_ = ARGV[more]
+    if outcome == 'succeeded' and (n_children > 0 or has_join) then
+      local refusal = add_children(node, more + 4, n_children, has_join, join_policy)
+      if refusal then
+        outcome, error_ = 'failed', refusal
+      end
     end
   end
 
   state.set(node, outcome)
-  -- Absent reads as 0: a settlement of no attempt writes nothing.
-  if ARGV[at + 3] ~= '0' then
-    att.set(node, ARGV[at + 3])
+  -- An absent count reads as 1 for a success (it ran once), else 0 (a
+  -- settlement of no attempt): the common cases write nothing.
+  local attempts = ARGV[at + 3]
+  if attempts ~= (outcome == 'succeeded' and '1' or '0') then
+    att.set(node, attempts)
   end
   if error_ ~= '' then
     err.set(node, error_)
   end
-  if outcome == 'succeeded' and ARGV[at + 5] == '1' then
-    out.set(node, ARGV[at + 6])
+  if more and outcome == 'succeeded' and ARGV[more + 1] == '1' then
+    out.set(node, ARGV[more + 2])
   end
 
   -- Propagate: each settled node's children are freed (a counter per
   -- child: O(1) per edge), or cancelled through `fail` edges,
-  -- transitively.
+  -- transitively. The tables are made only when needed: most
+  -- settlements ready nothing and cancel nothing.
   local settled = 1
-  local ready = {}
+  local ready, cancelled = nil, nil
   local to_outbox = false
-  local work = {{node, outcome}}
-  while #work > 0 do
-    local item = table.remove(work)
-    local parent, parent_state = item[1], item[2]
+  local parent, parent_state = node, outcome
+  while parent do
     local ok = parent_state == 'succeeded'
     local counts = false
     local children = children_of.get(parent)
@@ -334,13 +343,15 @@ local function settle(at, n_children, has_join, join_policy)
                 outboxed[#outboxed + 1] = child
                 to_outbox = true
               end
+              ready = ready or {}
               ready[#ready + 1] = child
             end
           else
             state.set(child, 'cancelled')
             err.set(child, 'cancelled: parent ' .. parent .. ' ' .. parent_state)
             settled = settled + 1
-            work[#work + 1] = {child, 'cancelled'}
+            cancelled = cancelled or {}
+            cancelled[#cancelled + 1] = child
           end
         end
       end
@@ -352,10 +363,12 @@ local function settle(at, n_children, has_join, join_policy)
       failure_reason = err.get(parent) or parent_state
       meta_changed = true
     end
+    parent = cancelled and table.remove(cancelled)
+    parent_state = 'cancelled'
   end
 
   settled_count = settled_count + settled
-  if #ready == 0 and settled_count < total then
+  if not ready and settled_count < total then
     return 0
   end
   local reply = {'recorded', '', '', '', to_outbox and 1 or 0}
@@ -363,7 +376,7 @@ local function settle(at, n_children, has_join, join_policy)
     finished = first_failure and 'failed' or 'succeeded'
     reply[2], reply[3], reply[4] = finished, first_failure or '', failure_reason or ''
   end
-  for _, child in ipairs(ready) do
+  for _, child in ipairs(ready or {}) do
     reply[#reply + 1] = child
   end
   return reply
@@ -373,9 +386,10 @@ local replies = {}
 local at = 4
 local recorded = false
 for i = 1, count do
-  local n_children, has_join, join_policy, next_at = shape(at)
-  replies[i] = settle(at, n_children, has_join, join_policy)
-  if replies[i] == 0 or replies[i][1] == 'recorded' then
+  local more, n_children, has_join, join_policy, next_at = shape(at)
+  local reply = settle(at, more, n_children, has_join, join_policy)
+  replies[i] = reply
+  if reply == 0 or reply[1] == 'recorded' then
     recorded = true
   end
   at = next_at

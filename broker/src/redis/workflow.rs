@@ -749,7 +749,7 @@ impl RedisBroker {
         settlements: Vec<&NodeSettlement>,
     ) -> Result<Vec<Settled>> {
         let keys = self.workflow_keys(workflow);
-        let mut call = keys.call_sized(&SETTLE, 3 + 8 * settlements.len(), 96 * settlements.len());
+        let mut call = keys.call_sized(&SETTLE, 3 + 5 * settlements.len(), 96 * settlements.len());
         call.arg(Timestamp::now().as_millis())
             .arg(millis(FINISHED_RETENTION))
             .arg(settlements.len());
@@ -792,8 +792,16 @@ impl RedisBroker {
             call.arg(settlement.node.as_str())
                 .arg(settlement.task_id.to_string())
                 .arg(settlement.outcome.state().as_str())
-                .arg(settlement.attempts)
-                .arg(settlement.error.as_deref().unwrap_or(""))
+                .arg(settlement.attempts);
+            let error = settlement.error.as_deref().unwrap_or("");
+            // Most settlements have no error, no stored output and no
+            // children: their last value says so, and nothing follows.
+            if error.is_empty() && output.is_none() && shape.is_empty() {
+                call.arg("");
+                continue;
+            }
+            call.arg("1")
+                .arg(error)
                 .arg(u8::from(output.is_some()))
                 .arg(output.unwrap_or_default())
                 .arg(shape);
@@ -1031,7 +1039,11 @@ impl RedisBroker {
                 task: envelope.name,
                 queue: envelope.queue,
                 state,
-                attempts: text(&attempts).and_then(|a| a.parse().ok()).unwrap_or(0),
+                // wf_settle.lua leaves out the common counts: 1 for a
+                // success, 0 for any other state.
+                attempts: text(&attempts)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(u32::from(state == NodeState::Succeeded)),
                 // A unit output is not stored (see `output_of`).
                 has_output: matches!(has_output, Value::Int(1)) || state == NodeState::Succeeded,
                 error: text(&error),
