@@ -13,6 +13,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, Task};
 use spool_sdk::Client;
+use spool_sdk::workflow::{EdgePolicy, NodeState, Workflow, WorkflowState};
 use spool_tests::{RedisServer, TestRedis, bins, spawn_worker, wait_until};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
@@ -128,6 +129,42 @@ async fn encode(task: Encode, ctx: TaskContext) -> Result<u32, TaskError> {
     Ok(task.n)
 }
 
+/// Splits into `parts` children (`Encode { n }` for each `n` below
+/// `parts`) and a join, `sum`, that adds their outputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Split {
+    parts: u32,
+}
+
+impl Task for Split {
+    const NAME: &'static str = "test.acl.split";
+    type Output = ();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sum;
+
+impl Task for Sum {
+    const NAME: &'static str = "test.acl.sum";
+    type Output = u32;
+}
+
+async fn split(task: Split, ctx: TaskContext) -> Result<(), TaskError> {
+    for n in 0..task.parts {
+        ctx.add_child(&format!("part-{n}"), &Encode { n, failures: 0 })?;
+    }
+    ctx.join_children("sum", &Sum, EdgePolicy::Fail)?;
+    Ok(())
+}
+
+async fn sum(_: Sum, ctx: TaskContext) -> Result<u32, TaskError> {
+    let mut total = 0;
+    for parent in ctx.parents() {
+        total += ctx.parent::<Encode>(parent.name.as_str())?;
+    }
+    Ok(total)
+}
+
 /// Redis' refusals: `NOPERM` for a command, and its own words for a
 /// command a script ran on the caller's behalf.
 fn is_noperm(error: &impl std::fmt::Display) -> bool {
@@ -230,6 +267,133 @@ async fn producers_workers_and_admins_do_their_jobs_with_the_shipped_acls() {
         purged.contains('2'),
         "the held task and the dead letter: {purged}"
     );
+    harness.cleanup().await;
+}
+
+/// Workflows under the shipped ACLs: the producer submits, follows,
+/// cancels and retries them; the worker runs their nodes (a retry,
+/// dynamic children and their join, a failure that cancels a dependent)
+/// and one past its deadline expires; `spoolctl` shows,
+/// retries and cancels them as `spool-admin`. Every script these steps
+/// run is checked against the caller's rules, command by command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_run_under_the_shipped_acls() {
+    let acl = AclServer::start();
+    let harness = TestRedis::at(&acl.server.url()).await;
+    let prefix = harness.prefix.clone();
+    let producer = Client::new(
+        acl.broker_as("spool-producer", PRODUCER_PASSWORD, &prefix)
+            .await,
+    );
+    let worker_broker = acl
+        .broker_as("spool-worker", WORKER_PASSWORD, &prefix)
+        .await;
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        workflow_sweep_interval: Some(Duration::from_millis(200)),
+        ..WorkerConfig::default()
+    };
+    let worker = spawn_worker(
+        Worker::new(worker_broker, config)
+            .register::<Encode, _>(encode)
+            .register::<Split, _>(split)
+            .register::<Sum, _>(sum),
+    );
+    let within = Duration::from_secs(20);
+
+    // A node retried once, then one that adds children and their join.
+    let mut wf = Workflow::new();
+    wf.node("probe", Encode { n: 1, failures: 1 });
+    wf.node("split", Split { parts: 3 }).after(&["probe"]);
+    let pipeline = producer.submit_workflow(wf).await.unwrap();
+    let status = pipeline.finished(within).await.unwrap();
+    assert_eq!(status.state, WorkflowState::Succeeded, "{status:?}");
+    assert_eq!(status.nodes.len(), 6, "{status:?}");
+    assert_eq!(pipeline.wait::<Sum>("sum", within).await.unwrap(), 3);
+
+    // A failure for good cancels its dependent; the producer's retry
+    // reruns both, and they fail the same way.
+    let mut wf = Workflow::new();
+    wf.node(
+        "bad",
+        Encode {
+            n: 5,
+            failures: u32::MAX,
+        },
+    );
+    wf.node("after", Encode { n: 6, failures: 0 })
+        .after(&["bad"]);
+    let failing = producer.submit_workflow(wf).await.unwrap();
+    let failed = |state: &WorkflowState| matches!(state, WorkflowState::Failed { node, .. } if node.as_str() == "bad");
+    let status = failing.finished(within).await.unwrap();
+    assert!(failed(&status.state), "{status:?}");
+    assert_eq!(failing.retry().await.unwrap(), 2);
+    let status = failing.finished(within).await.unwrap();
+    assert!(failed(&status.state), "{status:?}");
+
+    // The worker's sweeper expires a workflow past its deadline.
+    // (A retry every 50 ms for 5 s: it outlives the deadline.)
+    let mut wf = Workflow::new().deadline_in(Duration::from_millis(300));
+    wf.node(
+        "slow",
+        Encode {
+            n: 7,
+            failures: 1_000,
+        },
+    )
+    .max_attempts(100);
+    let expiring = producer.submit_workflow(wf).await.unwrap();
+    let status = expiring.finished(within).await.unwrap();
+    // (Expired by the sweeper, or by the worker that fetched a retry of
+    // its task after the deadline, whichever came first.)
+    assert!(
+        matches!(&status.state, WorkflowState::Failed { node, .. } if node.as_str() == "slow"),
+        "{status:?}"
+    );
+    assert_eq!(status.nodes[0].state, NodeState::Expired, "{status:?}");
+
+    // The producer cancels one.
+    let mut wf = Workflow::new();
+    wf.node(
+        "slow",
+        Encode {
+            n: 8,
+            failures: 1_000,
+        },
+    );
+    wf.node("after", Encode { n: 9, failures: 0 })
+        .after(&["slow"]);
+    let cancelled = producer.submit_workflow(wf).await.unwrap();
+    assert!(cancelled.cancel().await.unwrap());
+    let status = cancelled.status().await.unwrap();
+    assert_eq!(status.state, WorkflowState::Cancelled, "{status:?}");
+
+    // The operator's tool: show, retry and cancel, as spool-admin (with
+    // the worker stopped, so that the retried run waits for the cancel).
+    worker.stop().await;
+    let admin_url = acl.url_as("spool-admin", ADMIN_PASSWORD);
+    let show = |id: String| {
+        let out = Command::new(bins::spoolctl())
+            .env("SPOOL_REDIS_URL", &admin_url)
+            .args(["--key-prefix", &prefix, "workflow", "show", &id, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let view = show(pipeline.id().to_string());
+    assert_eq!(view["state"], "succeeded", "{view}");
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(6), "{view}");
+    let id = failing.id().to_string();
+    let retried = spoolctl(&admin_url, &prefix, &["workflow", "retry", &id]);
+    assert!(retried.contains("2 nodes to run again"), "{retried}");
+    let cancel = spoolctl(&admin_url, &prefix, &["workflow", "cancel", &id]);
+    assert!(cancel.contains(&id), "{cancel}");
+    assert_eq!(show(id)["state"], "cancelled");
     harness.cleanup().await;
 }
 

@@ -44,7 +44,9 @@ for _, name in ipairs(redis.call('LRANGE', ORDER, 0, -1)) do
     settled = settled + 1
   end
 end
-redis.call('DEL', OUTBOX)
+-- Emptied rather than deleted: producers cancel workflows, and their ACL
+-- (ops/redis/users.acl) has no DEL, which would reach queues' streams.
+redis.call('ZREMRANGEBYSCORE', OUTBOX, '-inf', '+inf')
 redis.call('HINCRBY', META, 'settled', settled)
 if deadline_mode then
   redis.call('HSET', META, 'state', 'failed', 'finished', ARGV[1])
