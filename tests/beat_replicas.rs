@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write as _;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use spool_broker::{LeaderLock, Priority, QueueName};
 use spool_scheduler::beat::{HEADER_ENTRY, HEADER_SCHEDULED_AT, LOCK_NAME};
 use spool_tests::bins::workspace_bin;
-use spool_tests::{TestRedis, redis_url, wait_until};
+use spool_tests::{TestRedis, metrics, redis_url, wait_until};
 
 /// Every second, every missed tick caught up, a short lease for a quick
 /// failover.
@@ -275,14 +275,9 @@ async fn a_stopping_leader_hands_over_and_serves_metrics() {
     redis.cleanup().await;
 }
 
-/// `GET /metrics` over a plain TCP connection.
+/// `GET /metrics`, which must answer 200.
 fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: beat\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = metrics::scrape(addr).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use spool_broker::{Broker, QueueName, RedisBroker, RedisConfig, Task};
 use spool_sdk::Client;
 use spool_sdk::workflow::{EdgePolicy, NodeState, Workflow, WorkflowState};
-use spool_tests::{RedisServer, TestRedis, bins, spawn_worker, wait_until};
+use spool_tests::{RedisServer, TestRedis, bins, free_port, metrics, spawn_worker, wait_until};
 use spool_worker::{TaskContext, TaskError, Worker, WorkerConfig};
 
 const WORKER_PASSWORD: &str = "worker-pw-4f1d";
@@ -500,11 +500,20 @@ async fn the_worker_binary_runs_as_spool_worker() {
     let acl = AclServer::start();
     let harness = TestRedis::at(&acl.server.url()).await;
     let prefix = harness.prefix.clone();
-    let worker = bins::spawn_spool_worker(
-        &acl.url_as("spool-worker", WORKER_PASSWORD),
-        &prefix,
-        "default",
-    );
+    // With its /metrics, whose queue signals it reads from Redis.
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let worker = Command::new(bins::spool_worker())
+        .env(
+            "SPOOL_REDIS_URL",
+            acl.url_as("spool-worker", WORKER_PASSWORD),
+        )
+        .env("SPOOL_KEY_PREFIX", &prefix)
+        .env("SPOOL_QUEUES", "default")
+        .args(["--no-video", "--no-probe", "--metrics-addr", &metrics_addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let producer = Client::new(
         acl.broker_as("spool-producer", PRODUCER_PASSWORD, &prefix)
             .await,
@@ -528,7 +537,22 @@ async fn the_worker_binary_runs_as_spool_worker() {
     let workers = spoolctl(&admin_url, &prefix, &["workers", "--json"]);
     assert!(workers.contains("\"default\""), "{workers}");
 
+    // The queue's signals, read with the worker's rules (stats.lua).
+    let ready = "spool_queue_ready{queue=\"default\"}";
+    wait_until(
+        "the queue's signals on /metrics",
+        Duration::from_secs(20),
+        || {
+            let seen = metrics::scrape(&metrics_addr).and_then(|m| metrics::sample(&m, ready));
+            async move { seen == Some(0.0) }
+        },
+    )
+    .await;
+
     let stderr = bins::stop_warm(worker);
-    assert!(!stderr.contains("NOPERM"), "{stderr}");
+    assert!(
+        !stderr.contains("NOPERM") && !is_noperm(&stderr),
+        "{stderr}"
+    );
     harness.cleanup().await;
 }

@@ -6,31 +6,11 @@
 //! Build the binaries first: `cargo build -p spool-worker-cli --bins`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use spool_tests::metrics::{sample, scrape};
 use spool_tests::{TestRedis, bins, free_port, redis_url, wait_until};
-
-/// `GET /metrics`, or `None` while nothing listens yet.
-fn scrape(addr: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// The value of the sample `name` (without labels) in `metrics`.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
 
 #[tokio::test]
 async fn worker_metrics_include_the_process_metrics() {

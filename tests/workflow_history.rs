@@ -13,8 +13,6 @@
 //! spool-worker-cli --bins`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -31,6 +29,7 @@ use spool_broker::workflow::{EdgePolicy, WorkflowId, WorkflowState};
 use spool_broker::{Backoff, Broker, RedisBroker, Task, TaskId, TaskOptions};
 use spool_sdk::Client;
 use spool_sdk::workflow::Workflow;
+use spool_tests::metrics::{sample, scrape};
 use spool_tests::{
     RunningWorker, TestRedis, bins, free_port, redis_url, short_lease_config, spawn_worker,
     wait_until,
@@ -694,25 +693,6 @@ async fn retry_records_the_rerun_tasks(redis: &TestRedis, store: &TestStore, by:
 }
 
 // ---------------------------------------------------------------- cancel
-
-/// `GET /metrics`, or `None` while nothing listens yet.
-fn scrape(addr: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// The value of the sample `name` (labels included) in `metrics`.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
 
 /// A cancel from `spoolctl` (without the store): the broker's sweepers
 /// count it once however many sweep at once; a real `spool-worker`

@@ -7,6 +7,7 @@ pub mod bins;
 pub mod browser;
 pub mod chaos;
 mod cluster;
+pub mod metrics;
 pub mod otlp;
 pub mod s3;
 mod server;
