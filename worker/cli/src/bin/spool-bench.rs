@@ -7,8 +7,9 @@
 //! last line. Keys live under a random prefix and are deleted afterwards.
 //!
 //! Then workflows, on the same Redis (`spool_bench/workflows.rs`): (f) the
-//! nodes per second of a 10,000-node fan-out plus its join, against (c);
-//! (g) the enqueue-to-start latency of each step of a 1,000-step chain.
+//! nodes per second of a 10,000-node fan-out plus its join, against (c),
+//! and as many plain tasks run the same way (enqueued in batches while a
+//! fresh worker runs them), for comparison; (g) the enqueue-to-start latency of each step of a 1,000-step chain.
 //! `--wf-fanout 0` skips them.
 //!
 //! (a), (b), (c) and (f) run `--rounds` times, in turn, and their medians
@@ -224,6 +225,14 @@ struct Figures {
     wf_fanout_vs_drain: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     wf_fanout_vs_drain_rounds: Vec<f64>,
+    /// (f) for comparison: as many plain tasks, enqueued in batches while
+    /// a fresh worker runs them, first enqueue to last acknowledgement
+    /// (median), and the fan-out's rate against it (median of the
+    /// rounds' ratios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_fanout_plain_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wf_fanout_vs_plain: Option<f64>,
     /// (g) the chain's steps and each step's enqueue-to-start latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     wf_chain_steps: Option<usize>,
@@ -350,6 +359,8 @@ async fn phases(
         let mut drain_rates = Vec::new();
         let mut fanouts = Vec::new();
         let mut ratios = Vec::new();
+        let mut plain_rates = Vec::new();
+        let mut plain_ratios = Vec::new();
         for round in 1..=args.rounds.max(1) {
             raw_rates.push(raw_xadd(args, config).await?);
             enqueue_rates.push(enqueue(args, client, &QueueName::DEFAULT).await?);
@@ -365,6 +376,10 @@ async fn phases(
             if args.wf_fanout > 0 {
                 let fanout = workflows::fanout(broker, client, workers, args.wf_fanout).await?;
                 ratios.push(fanout.nodes_per_s / drain_per_s);
+                let plain =
+                    workflows::plain(client, broker, workers, fanout.nodes, args.batch).await?;
+                plain_rates.push(plain);
+                plain_ratios.push(fanout.nodes_per_s / plain);
                 fanouts.push(fanout);
             }
         }
@@ -383,13 +398,15 @@ async fn phases(
             enqueue: median(&mut enqueue_rates),
             drain: median(&mut drain_rates),
         };
-        Ok::<_, anyhow::Error>((rates, latency, (fanouts, ratios, chain), store))
+        let plain = (plain_rates, plain_ratios);
+        Ok::<_, anyhow::Error>((rates, latency, (fanouts, ratios, plain, chain), store))
     }
     .await;
     if let Some(opened) = opened {
         close_store(opened).await?;
     }
-    let (rates, latency, (fanouts, ratios, chain), store) = store_result?;
+    let (rates, latency, (fanouts, ratios, (mut plain_rates, mut plain_ratios), chain), store) =
+        store_result?;
     let fanout_nodes = fanouts.first().map(|f| f.nodes);
     let mut fanout_rates: Vec<f64> = fanouts.iter().map(|f| f.nodes_per_s).collect();
     let mut submit_ms: Vec<f64> = fanouts.iter().map(|f| f.submit_ms).collect();
@@ -416,6 +433,8 @@ async fn phases(
         wf_fanout_vs_drain: fanout_nodes.map(|_| median(&mut sorted_ratios)),
         wf_fanout_vs_drain_rounds: ratios,
         wf_fanout_submit_ms: fanout_nodes.map(|_| median(&mut submit_ms)),
+        wf_fanout_plain_per_s: fanout_nodes.map(|_| median(&mut plain_rates)),
+        wf_fanout_vs_plain: fanout_nodes.map(|_| median(&mut plain_ratios)),
         wf_chain_steps: chain.as_ref().map(|c| c.steps),
         wf_chain_step_p50_us: chain.as_ref().map(|c| c.latency.value_at_quantile(0.50)),
         wf_chain_step_p99_us: chain.as_ref().map(|c| c.latency.value_at_quantile(0.99)),
@@ -860,6 +879,12 @@ fn print_table(args: &Args, f: &Figures) {
         );
         if let Some(submit) = f.wf_fanout_submit_ms {
             println!("{:<34} {:>11.1} ms", "    of which the submit", submit);
+        }
+        if let (Some(plain), Some(ratio)) = (f.wf_fanout_plain_per_s, f.wf_fanout_vs_plain) {
+            println!(
+                "{:<34} {:>12.0}/s  (median; fan-out at {ratio:.2}x)",
+                "    same tasks without a workflow", plain
+            );
         }
     }
     if let (Some(steps), Some(p50), Some(p99), Some(max)) = (

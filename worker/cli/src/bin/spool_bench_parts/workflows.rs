@@ -12,11 +12,18 @@
 //!   settlement that ended the workflow was recorded, and only then is
 //!   the status read, once. It runs once per round, right after the
 //!   round's drain, each time with a worker of its own.
+//!   For comparison, each round then runs as many plain tasks (no
+//!   workflow) the same way: enqueued in batches while a fresh worker
+//!   runs them, timed from the first enqueue to the last acknowledgement.
+//!   The plain drain (c) times a backlog enqueued beforehand, at its
+//!   steady rate; this times what the fan-out's nodes would cost without
+//!   their graph, with the same start and the same tail.
 //! - (g) a chain of `--wf-chain` steps (1,000): the enqueue-to-start
 //!   latency of each step, measured from the end of its parent's handler
 //!   (which includes settling the parent, dispatching the step, fetching
 //!   it and reading its parents' outputs) to the start of its own.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,31 +78,44 @@ pub struct Chain {
 /// Start and end of each step's handler, in µs since the phase began.
 type Marks = Arc<Mutex<Vec<(u32, u64, u64)>>>;
 
-/// Tells which workflows this worker's settlements ended.
+/// Tells which workflows this worker's settlements ended, and how many
+/// outcomes it has acknowledged.
 #[derive(Default)]
 struct Ends {
     ended: Mutex<Vec<WorkflowId>>,
+    acknowledged: AtomicUsize,
     notify: tokio::sync::Notify,
 }
 
 impl Ends {
-    /// Waits until a settlement ends `workflow`.
-    async fn wait(&self, workflow: WorkflowId) {
+    /// Waits until `done` says so, checking after each event.
+    async fn until(&self, done: impl Fn(&Self) -> bool) {
         loop {
             let notified = self.notify.notified();
-            if self
-                .ended
-                .lock()
-                .is_ok_and(|ended| ended.contains(&workflow))
-            {
+            if done(self) {
                 return;
             }
             notified.await;
         }
     }
+
+    /// Waits until a settlement ends `workflow`.
+    async fn wait(&self, workflow: WorkflowId) {
+        self.until(|ends| {
+            ends.ended
+                .lock()
+                .is_ok_and(|ended| ended.contains(&workflow))
+        })
+        .await;
+    }
 }
 
 impl Observer for Ends {
+    fn settled(&self, count: usize) {
+        self.acknowledged.fetch_add(count, Ordering::Relaxed);
+        self.notify.notify_waiters();
+    }
+
     fn workflow_node_settled(&self, settlement: &NodeSettlement, settled: &Settled) {
         if let Settled::Recorded {
             finished: Some(_), ..
@@ -153,6 +173,13 @@ impl Running {
         Self { ends, stop, task }
     }
 
+    /// Stops the worker, which must have run without error.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+
     /// Waits until a settlement of this worker ends `handle`'s workflow,
     /// stops the worker, and returns the workflow's status, which must be
     /// a success.
@@ -163,8 +190,7 @@ impl Running {
     ) -> Result<WorkflowStatus> {
         tokio::time::timeout(Duration::from_secs(600), self.ends.wait(handle.id())).await?;
         let status = handle.finished(Duration::from_secs(600)).await?;
-        let _ = self.stop.send(());
-        self.task.await??;
+        self.stop().await?;
         if status.state != WorkflowState::Succeeded {
             bail!("the {what} workflow ended {}", status.state);
         }
@@ -204,6 +230,34 @@ pub async fn fanout(
         nodes_per_s,
         submit_ms,
     })
+}
+
+/// (f) for comparison: `tasks` plain tasks, enqueued `batch` at a time
+/// while a fresh worker runs them; tasks per second from the first enqueue
+/// to the last acknowledgement.
+pub async fn plain(
+    client: &Client<RedisBroker>,
+    broker: &RedisBroker,
+    workers: (usize, usize),
+    tasks: usize,
+    batch: usize,
+) -> Result<f64> {
+    let running = Running::start(broker, workers, Marks::default());
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < tasks {
+        let count = batch.max(1).min(tasks - sent);
+        client.enqueue_many((0..count).map(|_| Leaf)).await?;
+        sent += count;
+    }
+    let ends = Arc::clone(&running.ends);
+    let all_acknowledged = |ends: &Ends| ends.acknowledged.load(Ordering::Relaxed) >= tasks;
+    tokio::time::timeout(Duration::from_secs(600), ends.until(all_acknowledged)).await?;
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    let per_s = tasks as f64 / elapsed.as_secs_f64().max(1e-6);
+    eprintln!("plain tasks, same shape: {per_s:.0} tasks/s");
+    Ok(per_s)
 }
 
 /// (g): a chain of `steps`, run by one worker process.
