@@ -1,7 +1,8 @@
 //! HMAC-signed envelopes: with a key, workers run only tasks signed with an
 //! accepted key, and dead-letter unsigned and forged ones unrun, bytes
 //! intact; retries, delays, unique tasks and requeued dead letters stay
-//! signed; keys rotate; a worker without a key still runs signed tasks.
+//! signed, and so are workflows' nodes; keys rotate; a worker without a
+//! key still runs signed tasks.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -404,5 +405,35 @@ async fn spoolctl_dead_retry_re_signs_authentic_dead_letters_only() {
         ("unsigned", &unsigned)
     );
     let _ = std::fs::remove_dir_all(keys_path.parent().unwrap());
+    redis.cleanup().await;
+}
+
+/// A workflow's nodes are signed as plain tasks are: its roots (enqueued
+/// by the submit) and the nodes its settlements ready (a join, then a
+/// step after it) all run on a worker that verifies, none dead-lettered.
+#[tokio::test]
+async fn a_workflow_runs_signed() {
+    let redis = TestRedis::new().await;
+    let signed = broker(&redis, Some(keys(KEY))).await;
+    let runs = Runs::default();
+    let worker = start_worker(signed.clone(), &runs, false);
+    let client = Client::new(signed);
+    let mut wf = spool_sdk::workflow::Workflow::new();
+    for n in 0..3 {
+        wf.node(&format!("member-{n}"), Work { n });
+    }
+    wf.node("join", Work { n: 10 })
+        .after(&["member-0", "member-1", "member-2"]);
+    wf.node("last", Work { n: 11 }).after(&["join"]);
+    let handle = client.submit_workflow(wf).await.unwrap();
+    let status = handle.finished(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        status.state,
+        spool_sdk::workflow::WorkflowState::Succeeded,
+        "{status:?}"
+    );
+    assert_eq!(ran(&runs), BTreeSet::from([0, 1, 2, 10, 11]));
+    assert!(redis.dead_letters(&QueueName::DEFAULT).await.is_empty());
+    worker.stop().await;
     redis.cleanup().await;
 }
