@@ -75,6 +75,20 @@ impl AclServer {
         Self { server, _dir: dir }
     }
 
+    /// A server, the harness on it, and a producer's client and a
+    /// worker's broker under the harness' prefix.
+    async fn start_with_roles() -> (Self, TestRedis, Client<RedisBroker>, RedisBroker) {
+        let acl = Self::start();
+        let harness = TestRedis::at(&acl.server.url()).await;
+        let producer = acl
+            .broker_as("spool-producer", PRODUCER_PASSWORD, &harness.prefix)
+            .await;
+        let worker = acl
+            .broker_as("spool-worker", WORKER_PASSWORD, &harness.prefix)
+            .await;
+        (acl, harness, Client::new(producer), worker)
+    }
+
     fn url_as(&self, user: &str, password: &str) -> String {
         format!("redis://{user}:{password}@127.0.0.1:{}/", self.server.port)
     }
@@ -176,16 +190,8 @@ fn is_noperm(error: &impl std::fmt::Display) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producers_workers_and_admins_do_their_jobs_with_the_shipped_acls() {
-    let acl = AclServer::start();
-    let harness = TestRedis::at(&acl.server.url()).await;
+    let (acl, harness, producer, worker_broker) = AclServer::start_with_roles().await;
     let prefix = harness.prefix.clone();
-    let producer = Client::new(
-        acl.broker_as("spool-producer", PRODUCER_PASSWORD, &prefix)
-            .await,
-    );
-    let worker_broker = acl
-        .broker_as("spool-worker", WORKER_PASSWORD, &prefix)
-        .await;
 
     for n in 0..4 {
         producer.enqueue(Encode { n, failures: 0 }).await.unwrap();
@@ -278,16 +284,8 @@ async fn producers_workers_and_admins_do_their_jobs_with_the_shipped_acls() {
 /// run is checked against the caller's rules, command by command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_run_under_the_shipped_acls() {
-    let acl = AclServer::start();
-    let harness = TestRedis::at(&acl.server.url()).await;
+    let (acl, harness, producer, worker_broker) = AclServer::start_with_roles().await;
     let prefix = harness.prefix.clone();
-    let producer = Client::new(
-        acl.broker_as("spool-producer", PRODUCER_PASSWORD, &prefix)
-            .await,
-    );
-    let worker_broker = acl
-        .broker_as("spool-worker", WORKER_PASSWORD, &prefix)
-        .await;
     let config = WorkerConfig {
         poll_interval: Duration::from_millis(100),
         workflow_sweep_interval: Some(Duration::from_millis(200)),

@@ -377,7 +377,7 @@ async fn phases(
                 let fanout = workflows::fanout(broker, client, workers, args.wf_fanout).await?;
                 ratios.push(fanout.nodes_per_s / drain_per_s);
                 let plain =
-                    workflows::plain(client, broker, workers, fanout.nodes, args.batch).await?;
+                    workflows::plain(broker, client, workers, fanout.nodes, args.batch).await?;
                 plain_rates.push(plain);
                 plain_ratios.push(fanout.nodes_per_s / plain);
                 fanouts.push(fanout);

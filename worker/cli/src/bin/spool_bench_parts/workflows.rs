@@ -236,8 +236,8 @@ pub async fn fanout(
 /// while a fresh worker runs them; tasks per second from the first enqueue
 /// to the last acknowledgement.
 pub async fn plain(
-    client: &Client<RedisBroker>,
     broker: &RedisBroker,
+    client: &Client<RedisBroker>,
     workers: (usize, usize),
     tasks: usize,
     batch: usize,
