@@ -45,6 +45,7 @@ on_every_broker!(
     a_video_pipeline_runs_each_node_once_with_typed_parents,
     a_failing_node_fails_the_workflow_and_retry_completes_it,
     cancel_stops_a_running_node,
+    a_dead_lettered_or_revoked_node_fails_the_workflow_naming_it,
 );
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -108,6 +109,14 @@ impl Task for Package {
 struct Flaky;
 impl Task for Flaky {
     const NAME: &'static str = "test.wf.flaky";
+    type Output = ();
+}
+
+/// A task no worker of this suite handles: dead-lettered.
+#[derive(Serialize, Deserialize)]
+struct Orphan;
+impl Task for Orphan {
+    const NAME: &'static str = "test.wf.orphan";
     type Output = ();
 }
 
@@ -318,5 +327,44 @@ async fn cancel_stops_a_running_node<B: Broker>(broker: B) {
     assert_eq!(status.state, WorkflowState::Cancelled);
     assert_eq!(status.count(NodeState::Cancelled), 2);
     assert!(!runs_of(&runs).contains_key("package"));
+    w.stop().await;
+}
+
+/// A node whose task is dead-lettered (no worker handles it), and one whose
+/// task is revoked before it runs, each cancel their dependent and fail
+/// their workflow, which names the node and its reason.
+async fn a_dead_lettered_or_revoked_node_fails_the_workflow_naming_it<B: Broker>(broker: B) {
+    let runs = Runs::default();
+    let fails = Arc::new(Mutex::new(false));
+    let client = Client::new(broker.clone());
+
+    // Revoked while queued, before any worker runs.
+    let mut wf = Workflow::new();
+    wf.node("held", Probe { chunks: 1 });
+    wf.node("after", Package).after(&["held"]);
+    let revoked = client.submit_workflow(wf).await.unwrap();
+    let held = revoked.status().await.unwrap().nodes[0].task_id;
+    client.revoke(held).await.unwrap();
+
+    let mut wf = Workflow::new();
+    wf.node("orphan", Orphan);
+    wf.node("after", Package).after(&["orphan"]);
+    let orphaned = client.submit_workflow(wf).await.unwrap();
+
+    let w = worker(broker.clone(), "w1", &runs, &fails);
+    for (handle, node, state, reason) in [
+        (&revoked, "held", NodeState::Revoked, "revoked"),
+        (&orphaned, "orphan", NodeState::DeadLettered, "no handler"),
+    ] {
+        let status = handle.finished(PATIENCE).await.unwrap();
+        assert!(
+            matches!(&status.state, WorkflowState::Failed { node: failed, reason: why }
+                if failed.as_str() == node && why.contains(reason)),
+            "{status:?}"
+        );
+        assert_eq!(status.nodes[0].state, state, "{status:?}");
+        assert_eq!(status.nodes[1].state, NodeState::Cancelled, "{status:?}");
+    }
+    assert!(runs_of(&runs).is_empty(), "{:?}", runs_of(&runs));
     w.stop().await;
 }
