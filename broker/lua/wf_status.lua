@@ -7,8 +7,8 @@
 -- Returns false for an unknown workflow, else
 -- {state, created, finished or '', deadline, failed node or '',
 --  failed reason or '', then per node in order: name, state, task id,
---  attempts or '' (absent: 1 for a success, else 0), has output (0/1), error or false, parents or '',
---  envelope}.
+--  attempts or '' (absent: 1 for a success, else 0), has output (0/1),
+--  error or false, parents or '', envelope}.
 
 -- Names per HMGET: Lua's unpack takes a few thousand values at most.
 local CHUNK = 1000

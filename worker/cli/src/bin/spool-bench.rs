@@ -9,7 +9,8 @@
 //! Then workflows, on the same Redis (`spool_bench/workflows.rs`): (f) the
 //! nodes per second of a 10,000-node fan-out plus its join, against (c),
 //! and as many plain tasks run the same way (enqueued in batches while a
-//! fresh worker runs them), for comparison; (g) the enqueue-to-start latency of each step of a 1,000-step chain.
+//! fresh worker runs them), for comparison; (g) the enqueue-to-start
+//! latency of each step of a 1,000-step chain.
 //! `--wf-fanout 0` skips them.
 //!
 //! (a), (b), (c) and (f) run `--rounds` times, in turn, and their medians
@@ -359,8 +360,6 @@ async fn phases(
         let mut drain_rates = Vec::new();
         let mut fanouts = Vec::new();
         let mut ratios = Vec::new();
-        let mut plain_rates = Vec::new();
-        let mut plain_ratios = Vec::new();
         for round in 1..=args.rounds.max(1) {
             raw_rates.push(raw_xadd(args, config).await?);
             enqueue_rates.push(enqueue(args, client, &QueueName::DEFAULT).await?);
@@ -374,12 +373,9 @@ async fn phases(
                 enqueue_rates[round - 1],
             );
             if args.wf_fanout > 0 {
-                let fanout = workflows::fanout(broker, client, workers, args.wf_fanout).await?;
+                let fanout =
+                    workflows::fanout(broker, client, workers, args.wf_fanout, args.batch).await?;
                 ratios.push(fanout.nodes_per_s / drain_per_s);
-                let plain =
-                    workflows::plain(broker, client, workers, fanout.nodes, args.batch).await?;
-                plain_rates.push(plain);
-                plain_ratios.push(fanout.nodes_per_s / plain);
                 fanouts.push(fanout);
             }
         }
@@ -398,18 +394,21 @@ async fn phases(
             enqueue: median(&mut enqueue_rates),
             drain: median(&mut drain_rates),
         };
-        let plain = (plain_rates, plain_ratios);
-        Ok::<_, anyhow::Error>((rates, latency, (fanouts, ratios, plain, chain), store))
+        Ok::<_, anyhow::Error>((rates, latency, (fanouts, ratios, chain), store))
     }
     .await;
     if let Some(opened) = opened {
         close_store(opened).await?;
     }
-    let (rates, latency, (fanouts, ratios, (mut plain_rates, mut plain_ratios), chain), store) =
-        store_result?;
+    let (rates, latency, (fanouts, ratios, chain), store) = store_result?;
     let fanout_nodes = fanouts.first().map(|f| f.nodes);
     let mut fanout_rates: Vec<f64> = fanouts.iter().map(|f| f.nodes_per_s).collect();
     let mut submit_ms: Vec<f64> = fanouts.iter().map(|f| f.submit_ms).collect();
+    let mut plain_rates: Vec<f64> = fanouts.iter().map(|f| f.plain_per_s).collect();
+    let mut plain_ratios: Vec<f64> = fanouts
+        .iter()
+        .map(|f| f.nodes_per_s / f.plain_per_s)
+        .collect();
     let mut sorted_ratios = ratios.clone();
     Ok(Figures {
         n: args.n,

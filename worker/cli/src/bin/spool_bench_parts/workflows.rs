@@ -65,6 +65,8 @@ pub struct Fanout {
     /// How long `submit_workflow` took of that, in ms: building, writing
     /// and enqueueing the graph, before any node can run.
     pub submit_ms: f64,
+    /// As many plain tasks per second, run the same way (see `plain`).
+    pub plain_per_s: f64,
 }
 
 /// What (g) measured.
@@ -199,12 +201,13 @@ impl Running {
 }
 
 /// (f) once: a fan-out of `members` plus a join, run by one worker
-/// process.
+/// process, then as many plain tasks enqueued `batch` at a time.
 pub async fn fanout(
     broker: &RedisBroker,
     client: &Client<RedisBroker>,
     workers: (usize, usize),
     members: usize,
+    batch: usize,
 ) -> Result<Fanout> {
     let running = Running::start(broker, workers, Marks::default());
     let mut wf = Workflow::new().max_nodes(members + 1);
@@ -229,13 +232,14 @@ pub async fn fanout(
         nodes: members + 1,
         nodes_per_s,
         submit_ms,
+        plain_per_s: plain(broker, client, workers, members + 1, batch).await?,
     })
 }
 
 /// (f) for comparison: `tasks` plain tasks, enqueued `batch` at a time
 /// while a fresh worker runs them; tasks per second from the first enqueue
 /// to the last acknowledgement.
-pub async fn plain(
+async fn plain(
     broker: &RedisBroker,
     client: &Client<RedisBroker>,
     workers: (usize, usize),
