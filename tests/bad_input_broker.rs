@@ -690,34 +690,47 @@ async fn a_missing_permission_is_named_at_start_up() {
 }
 
 /// A user who may not check its own permissions (no `ACL DRYRUN`) and
-/// lacks a command that Spool's fetch script runs: the first fetch is
-/// refused, and the worker stops with the error instead of logging "fetch
-/// failed; retrying" forever.
+/// lacks a command that Spool's fetch script runs, or has it only on
+/// other keys (a Redis 7 selector): the first fetch is refused, and the
+/// worker stops with the error instead of logging "fetch failed;
+/// retrying" forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_fetch_stops_the_worker() {
     let redis = TestRedis::new().await;
-    let user = AclUser::create(
-        &redis,
-        &["~PREFIX:*", "&PREFIX:*", "+@all", "-acl", "-xreadgroup"],
-    )
-    .await;
-    let broker = user.broker(&redis).await;
-    // The check cannot be made: skipped.
-    broker
-        .check_permissions(&[QueueName::DEFAULT])
-        .await
-        .unwrap();
     redis
         .client()
         .enqueue(Blob { bytes: vec![] })
         .await
         .unwrap();
-    let stopped = run_until_it_stops(broker).await.unwrap_err();
-    let spool_worker::Error::Broker(Error::Permission { command, detail }) = &stopped else {
-        panic!("not a permission error: {stopped:?}");
-    };
-    assert!(command.contains("script"), "{command}");
-    assert!(detail.contains("can't run this command"), "{detail}");
-    drop(user);
+    for (refusal, why) in [
+        ("-xreadgroup", "can't run this command"),
+        (
+            "(~elsewhere:* +xreadgroup)",
+            "can't access at least one of the keys",
+        ),
+    ] {
+        let rules = [
+            "~PREFIX:*",
+            "&PREFIX:*",
+            "+@all",
+            "-acl",
+            "-xreadgroup",
+            refusal,
+        ];
+        let user = AclUser::create(&redis, &rules).await;
+        let broker = user.broker(&redis).await;
+        // The check cannot be made: skipped.
+        broker
+            .check_permissions(&[QueueName::DEFAULT])
+            .await
+            .unwrap();
+        let stopped = run_until_it_stops(broker).await.unwrap_err();
+        let spool_worker::Error::Broker(Error::Permission { command, detail }) = &stopped else {
+            panic!("{refusal}: not a permission error: {stopped:?}");
+        };
+        assert!(command.contains("script"), "{refusal}: {command}");
+        assert!(detail.contains(why), "{refusal}: {detail}");
+        drop(user);
+    }
     redis.cleanup().await;
 }

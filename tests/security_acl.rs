@@ -1,8 +1,8 @@
 //! Redis ACL users: a `redis-server` loads the shipped `ops/redis/users.acl`
-//! (passwords added, key patterns narrowed to the tests' prefixes), then
-//! producers, workers and `spoolctl` run as `spool-producer`,
-//! `spool-worker` and `spool-admin`, and each is refused what its role
-//! must not do.
+//! as it is, and again with passwords added and key patterns narrowed to
+//! the tests' prefixes; then producers, workers and `spoolctl` run as
+//! `spool-producer`, `spool-worker` and `spool-admin`, and each is refused
+//! what its role must not do.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -26,13 +26,16 @@ const MONITOR_PASSWORD: &str = "monitor-pw-0b6e";
 /// narrowed to the test prefixes (`spool-test-*:`), plus a default user
 /// for the harness itself (the file leaves `default` alone).
 fn acl_file(dir: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/redis/users.acl");
+    let shipped = shipped_acl_file();
     let text = std::fs::read_to_string(&shipped).unwrap();
     let mut out = String::new();
     let mut users = Vec::new();
-    for line in text.lines() {
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
         let Some(rest) = line.strip_prefix("user ") else {
-            continue;
+            panic!(
+                "{}: Redis refuses a line that is not a user: {line}",
+                shipped.display()
+            );
         };
         let (name, rules) = rest.split_once(' ').unwrap();
         let password = match name {
@@ -59,6 +62,10 @@ fn acl_file(dir: &Path) -> PathBuf {
     let path = dir.join("users.acl");
     std::fs::write(&path, out).unwrap();
     path
+}
+
+fn shipped_acl_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/redis/users.acl")
 }
 
 struct AclServer {
@@ -186,6 +193,7 @@ fn is_noperm(error: &impl std::fmt::Display) -> bool {
     text.contains("NOPERM")
         || text.contains("no permissions")
         || text.contains("can't run this command")
+        || text.contains("can't access at least one of the keys")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,6 +413,61 @@ fn spoolctl(url: &str, prefix: &str, args: &[&str]) -> String {
     )
 }
 
+/// The file loads as it ships (Redis refuses to start on a line it cannot
+/// read), and the producer's workflow rights reach workflows' keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_file_loads_as_it_is() {
+    let shipped = shipped_acl_file();
+    let server = RedisServer::start(&["--aclfile", shipped.to_str().unwrap()]);
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for user in [
+        "spool-worker",
+        "spool-producer",
+        "spool-admin",
+        "spool-monitor",
+    ] {
+        assert!(users.iter().any(|u| u == user), "{user} not in {users:?}");
+    }
+    let dryrun = |command: &'static [&'static str]| {
+        let mut conn = conn.clone();
+        async move {
+            let verdict: String = redis::cmd("ACL")
+                .arg("DRYRUN")
+                .arg("spool-producer")
+                .arg(command)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            verdict
+        }
+    };
+    for allowed in [
+        &["HSET", "spool:{wf:0190}:state", "encode", "queued"][..],
+        &["ZREM", "spool:{wf:0190}:outbox", "encode"],
+        &["ZADD", "spool:{default}:delayed", "1", "x"],
+        &["XADD", "spool:{default}:normal", "*", "e", "x"],
+    ] {
+        assert_eq!(dryrun(allowed).await, "OK", "{allowed:?}");
+    }
+    for refused in [
+        &["ZREM", "spool:{default}:delayed", "x"][..],
+        &["HSET", "spool:workers", "w", "x"],
+        &["RPUSH", "spool:{default}:normal-list", "x"],
+        &["XDEL", "spool:{default}:normal", "0-1"],
+    ] {
+        assert_ne!(dryrun(refused).await, "OK", "{refused:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_is_refused_what_it_must_not_do() {
     let acl = AclServer::start();
@@ -428,6 +491,20 @@ async fn each_role_is_refused_what_it_must_not_do() {
     let drop_dead = producer.purge_dead(&QueueName::DEFAULT).await;
     assert!(drop_dead.as_ref().is_err_and(is_noperm), "{drop_dead:?}");
     assert_eq!(harness.stats(&QueueName::DEFAULT).await.ready_total(), 1);
+    // Nor remove delayed tasks, nor write hashes other than workflows'.
+    let mut as_producer = redis::Client::open(acl.url_as("spool-producer", PRODUCER_PASSWORD))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let unschedule: redis::RedisResult<i64> = as_producer
+        .zrem(format!("{prefix}:{{default}}:delayed"), "x")
+        .await;
+    assert!(unschedule.as_ref().is_err_and(is_noperm), "{unschedule:?}");
+    let overwrite: redis::RedisResult<i64> = as_producer
+        .hset(format!("{prefix}:workers"), "w", "x")
+        .await;
+    assert!(overwrite.as_ref().is_err_and(is_noperm), "{overwrite:?}");
 
     // No role reaches keys outside Spool's prefix, nor server-wide
     // commands.

@@ -341,12 +341,14 @@ fn map_redis(e: RedisError) -> Error {
 
 /// A refusal by Redis' ACLs, whether of a command sent (`NOPERM`) or of
 /// one a script ran for the caller (`ERR The user executing the script
-/// can't run this command`): [`Error::Permission`], which no retry fixes.
+/// can't run this command`, or `can't access at least one of the keys`
+/// where a rule grants the command on other keys only):
+/// [`Error::Permission`], which no retry fixes.
 fn permission_error(e: &RedisError) -> Option<Error> {
     let detail = e.detail().unwrap_or_default();
     let noperm = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm);
-    let in_script =
-        detail.contains("can't run this command") || detail.contains("no permissions to access");
+    let in_script = detail.contains("user executing the script can't")
+        || detail.contains("no permissions to access");
     if !noperm && !in_script {
         return None;
     }
