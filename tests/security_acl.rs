@@ -64,6 +64,29 @@ fn acl_file(dir: &Path) -> PathBuf {
     path
 }
 
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `ACL DRYRUN` of `command` as `user`: `OK`, or Redis' reason.
+async fn dryrun(
+    conn: &mut redis::aio::MultiplexedConnection,
+    user: &str,
+    command: &[&str],
+) -> String {
+    redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg(user)
+        .arg(command)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 fn shipped_acl_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/redis/users.acl")
 }
@@ -98,6 +121,12 @@ impl AclServer {
 
     fn url_as(&self, user: &str, password: &str) -> String {
         format!("redis://{user}:{password}@127.0.0.1:{}/", self.server.port)
+    }
+
+    /// A plain redis-rs connection as `user`, for commands Spool never
+    /// sends.
+    async fn connect_as(&self, user: &str, password: &str) -> redis::aio::MultiplexedConnection {
+        connect(&self.url_as(user, password)).await
     }
 
     async fn broker_as(&self, user: &str, password: &str, prefix: &str) -> RedisBroker {
@@ -419,11 +448,7 @@ fn spoolctl(url: &str, prefix: &str, args: &[&str]) -> String {
 async fn the_shipped_file_loads_as_it_is() {
     let shipped = shipped_acl_file();
     let server = RedisServer::start(&["--aclfile", shipped.to_str().unwrap()]);
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect(&server.url()).await;
     let users: Vec<String> = redis::cmd("ACL")
         .arg("USERS")
         .query_async(&mut conn)
@@ -437,26 +462,14 @@ async fn the_shipped_file_loads_as_it_is() {
     ] {
         assert!(users.iter().any(|u| u == user), "{user} not in {users:?}");
     }
-    let dryrun = |command: &'static [&'static str]| {
-        let mut conn = conn.clone();
-        async move {
-            let verdict: String = redis::cmd("ACL")
-                .arg("DRYRUN")
-                .arg("spool-producer")
-                .arg(command)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            verdict
-        }
-    };
     for allowed in [
         &["HSET", "spool:{wf:0190}:state", "encode", "queued"][..],
         &["ZREM", "spool:{wf:0190}:outbox", "encode"],
         &["ZADD", "spool:{default}:delayed", "1", "x"],
         &["XADD", "spool:{default}:normal", "*", "e", "x"],
     ] {
-        assert_eq!(dryrun(allowed).await, "OK", "{allowed:?}");
+        let verdict = dryrun(&mut conn, "spool-producer", allowed).await;
+        assert_eq!(verdict, "OK", "{allowed:?}");
     }
     for refused in [
         &["ZREM", "spool:{default}:delayed", "x"][..],
@@ -464,7 +477,8 @@ async fn the_shipped_file_loads_as_it_is() {
         &["RPUSH", "spool:{default}:normal-list", "x"],
         &["XDEL", "spool:{default}:normal", "0-1"],
     ] {
-        assert_ne!(dryrun(refused).await, "OK", "{refused:?}");
+        let verdict = dryrun(&mut conn, "spool-producer", refused).await;
+        assert_ne!(verdict, "OK", "{refused:?}");
     }
 }
 
@@ -492,11 +506,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
     assert!(drop_dead.as_ref().is_err_and(is_noperm), "{drop_dead:?}");
     assert_eq!(harness.stats(&QueueName::DEFAULT).await.ready_total(), 1);
     // Nor remove delayed tasks, nor write hashes other than workflows'.
-    let mut as_producer = redis::Client::open(acl.url_as("spool-producer", PRODUCER_PASSWORD))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut as_producer = acl.connect_as("spool-producer", PRODUCER_PASSWORD).await;
     let unschedule: redis::RedisResult<i64> = as_producer
         .zrem(format!("{prefix}:{{default}}:delayed"), "x")
         .await;
@@ -513,11 +523,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
         ("spool-producer", PRODUCER_PASSWORD),
         ("spool-admin", ADMIN_PASSWORD),
     ] {
-        let mut conn = redis::Client::open(acl.url_as(user, password))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = acl.connect_as(user, password).await;
         let outside: redis::RedisResult<()> = conn.set("billing:invoice:1", "x").await;
         assert!(
             outside.as_ref().is_err_and(is_noperm),
@@ -536,11 +542,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
 
     // The monitor reads what KEDA's lagCount trigger reads, and nothing else.
     let stream = format!("{prefix}:{{default}}:normal");
-    let mut monitor = redis::Client::open(acl.url_as("spool-monitor", MONITOR_PASSWORD))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut monitor = acl.connect_as("spool-monitor", MONITOR_PASSWORD).await;
     let groups: redis::Value = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(&stream)
