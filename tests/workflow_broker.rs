@@ -66,6 +66,7 @@ macro_rules! on_every_broker {
 on_every_broker!(
     a_chain_runs_in_order_and_children_read_their_parents,
     unit_outputs_and_empty_outputs_read_back_as_settled,
+    parents_read_alike_before_and_after_the_first_failure,
     a_group_then_chord_joins_once,
     a_diamond_joins_after_both_branches,
     dynamic_children_run_before_the_join_and_the_dependents,
@@ -369,6 +370,72 @@ async fn unit_outputs_and_empty_outputs_read_back_as_settled<B: Broker>(broker: 
     ] {
         assert_eq!(status.node(node).unwrap().has_output, has_output, "{node}");
     }
+}
+
+/// A node's parents read the same whether or not anything in the
+/// workflow has failed or stored an output yet (Redis reads less before
+/// either happens, see wf_context.lua): before, every parent succeeded
+/// with the unit output; after a failure through an `ignore` edge, the
+/// failed parent reads as failed, with its error, beside the others.
+async fn parents_read_alike_before_and_after_the_first_failure<B: Broker>(broker: &B) {
+    let unit = spool_broker::encode_payload(&()).unwrap();
+    let wf = spec(vec![
+        node("p0", A, &[]),
+        node("p1", A, &[]),
+        node("join", A, &["p0", "p1"]),
+        node("late", A, &[]),
+        node_with("after", A, &["join", "late"], EdgePolicy::Ignore),
+    ]);
+    broker.submit_workflow(&wf).await.unwrap();
+    let roots = take(broker, &A, 3).await;
+    let (late, parents): (Vec<_>, Vec<_>) = roots
+        .iter()
+        .partition(|d| d.envelope.workflow_node().unwrap().1.as_str() == "late");
+    for delivery in parents {
+        finish(
+            broker,
+            settlement(delivery, NodeOutcome::Succeeded, None),
+            delivery,
+        )
+        .await;
+    }
+    let join = take(broker, &A, 1).await;
+    let context = broker
+        .node_context(wf.id, &name("join"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(context.parents.len(), 2);
+    for parent in &context.parents {
+        assert_eq!(parent.state, NodeState::Succeeded, "{}", parent.name);
+        assert_eq!(parent.output.as_deref(), Some(&unit[..]), "{}", parent.name);
+        assert_eq!(parent.error, None);
+    }
+    finish(
+        broker,
+        settlement(&join[0], NodeOutcome::Succeeded, None),
+        &join[0],
+    )
+    .await;
+    finish(
+        broker,
+        settlement(late[0], NodeOutcome::Failed, None),
+        late[0],
+    )
+    .await;
+    take(broker, &A, 1).await;
+    let context = broker
+        .node_context(wf.id, &name("after"))
+        .await
+        .unwrap()
+        .unwrap();
+    let join = context.parent("join").unwrap();
+    assert_eq!(join.state, NodeState::Succeeded);
+    assert_eq!(join.output.as_deref(), Some(&unit[..]));
+    let late = context.parent("late").unwrap();
+    assert_eq!(late.state, NodeState::Failed);
+    assert_eq!(late.output, None);
+    assert_eq!(late.error.as_deref(), Some("it broke"));
 }
 
 async fn a_group_then_chord_joins_once<B: Broker>(broker: &B) {

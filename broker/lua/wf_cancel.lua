@@ -48,6 +48,9 @@ end
 -- (ops/redis/users.acl) has no DEL, which would reach queues' streams.
 redis.call('ZREMRANGEBYSCORE', OUTBOX, '-inf', '+inf')
 redis.call('HINCRBY', META, 'settled', settled)
+if settled > 0 then
+  redis.call('HSET', META, 'no_failures', 0)
+end
 if deadline_mode then
   redis.call('HSET', META, 'state', 'failed', 'finished', ARGV[1])
   if not meta[3] then

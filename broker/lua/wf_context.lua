@@ -15,6 +15,12 @@
 -- flat {position, value, ...} lists (positions from 1) holding only the
 -- parents that have one. A join of 10,000 parents thus replies with a few
 -- strings and its parents' outputs, not 40,000 values.
+--
+-- While no node of the workflow has settled other than succeeded (meta
+-- `no_failures`, see wf_submit.lua), every parent of a node that runs
+-- succeeded: parent states is then '*' instead of a list, and the
+-- parents' states are not read; while no node has stored an output
+-- (`no_outputs`) either, nothing of the parents is read at all.
 
 -- Lua's unpack takes a few thousand values at most.
 local CHUNK = 1000
@@ -38,6 +44,17 @@ local ids = bulk(KEYS[4], nodes)
 local outs = bulk(KEYS[9], nodes)
 local errs = bulk(KEYS[10], nodes)
 local edges = bulk(KEYS[6], nodes)
+local flags = redis.call('HMGET', KEYS[1], 'no_failures', 'no_outputs')
+
+if flags[1] == '1' and flags[2] == '1' then
+  local replies = {}
+  for i = 1, #nodes do
+    replies[i] = states[i] and {states[i], ids[i], outs[i], errs[i], edges[i] or '',
+      edges[i] and '*' or '', {}, {}} or false
+  end
+  return replies
+end
+local all_succeeded = flags[1] == '1'
 
 -- Every parent named, once; each node's parents as positions in that list.
 local parents, position, parents_of = {}, {}, {}
@@ -56,13 +73,13 @@ for i = 1, #nodes do
     parents_of[i] = mine
   end
 end
-local parent_states = bulk(KEYS[3], parents)
+local parent_states = all_succeeded and {} or bulk(KEYS[3], parents)
 -- Only a succeeded parent has an output, and only another one an error:
 -- a join of 10,000 succeeded parents reads 10,000 outputs, not 20,000
 -- fields.
 local succeeded, others = {}, {}
 for p, parent in ipairs(parents) do
-  if parent_states[p] == 'succeeded' then
+  if all_succeeded or parent_states[p] == 'succeeded' then
     succeeded[#succeeded + 1] = parent
   else
     others[#others + 1] = parent
@@ -85,7 +102,9 @@ for i = 1, #nodes do
     for k, p in ipairs(parents_of[i] or {}) do
       -- A parent that does not exist reads as '?', which the caller
       -- refuses as it refuses any unknown state.
-      their_states[k] = parent_states[p] or '?'
+      if not all_succeeded then
+        their_states[k] = parent_states[p] or '?'
+      end
       if parent_outs[p] then
         their_outs[#their_outs + 1] = k
         their_outs[#their_outs + 1] = parent_outs[p]
@@ -95,8 +114,12 @@ for i = 1, #nodes do
         their_errs[#their_errs + 1] = parent_errs[p]
       end
     end
+    local their_states_reply = table.concat(their_states, ',')
+    if all_succeeded and edges[i] then
+      their_states_reply = '*'
+    end
     replies[i] = {states[i], ids[i], outs[i], errs[i], edges[i] or '',
-      table.concat(their_states, ','), their_outs, their_errs}
+      their_states_reply, their_outs, their_errs}
   end
 end
 return replies

@@ -158,11 +158,16 @@ local exists = redis.call('EXISTS', META) == 1
 -- Read once, kept current below: every settlement of the batch sees what
 -- the ones before it wrote.
 local meta = exists
-    and redis.call('HMGET', META, 'total', 'max_nodes', 'failed_node', 'failed_reason', 'settled')
+    and redis.call('HMGET', META, 'total', 'max_nodes', 'failed_node', 'failed_reason', 'settled',
+      'no_failures', 'no_outputs')
   or {}
 local total, max_nodes, first_failure, failure_reason = tonumber(meta[1]), tonumber(meta[2]),
   meta[3], meta[4]
 local settled_count = tonumber(meta[5]) or 0
+-- Whether a node settled other than succeeded, or stored an output, for
+-- the first time in this workflow (see wf_submit.lua).
+local first_non_success, first_output = false, false
+local no_failures, no_outputs = meta[6] == '1', meta[7] == '1'
 local meta_changed, total_changed, finished = false, false, nil
 
 -- The prefetch: the batch's nodes, then their children.
@@ -300,6 +305,9 @@ local function settle(at, more, n_children, has_join, join_policy)
   end
 
   state.set(node, outcome)
+  if outcome ~= 'succeeded' and no_failures then
+    first_non_success, no_failures = true, false
+  end
   -- An absent count reads as 1 for a success (it ran once), else 0 (a
   -- settlement of no attempt): the common cases write nothing.
   local attempts = ARGV[at + 3]
@@ -311,6 +319,9 @@ local function settle(at, more, n_children, has_join, join_policy)
   end
   if more and outcome == 'succeeded' and ARGV[more + 1] == '1' then
     out.set(node, ARGV[more + 2])
+    if no_outputs then
+      first_output, no_outputs = true, false
+    end
   end
 
   -- Propagate: each settled node's children are freed (a counter per
@@ -414,6 +425,12 @@ if recorded then
   end
   if meta_changed then
     add('failed_node', first_failure, 'failed_reason', failure_reason)
+  end
+  if first_non_success then
+    add('no_failures', 0)
+  end
+  if first_output then
+    add('no_outputs', 0)
   end
   if finished then
     add('state', finished, 'finished', now)

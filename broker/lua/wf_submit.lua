@@ -38,8 +38,12 @@ local CHUNK = 4000
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
+-- `no_failures` and `no_outputs` stay '1' until a node first settles
+-- other than succeeded (wf_settle.lua, wf_cancel.lua) or first stores an
+-- output (wf_settle.lua); a retry does not set them again. While they
+-- hold, wf_context.lua need not read the parents of a node it reads.
 redis.call('HSET', KEYS[1], 'state', 'running', 'created', ARGV[1], 'deadline', ARGV[2],
-  'max_nodes', ARGV[3], 'total', ARGV[4], 'settled', 0)
+  'max_nodes', ARGV[3], 'total', ARGV[4], 'settled', 0, 'no_failures', 1, 'no_outputs', 1)
 
 local at = 15
 -- Writes the next block of `len` values with `command` on `key`.

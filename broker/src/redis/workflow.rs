@@ -341,15 +341,23 @@ fn context_of(reply: Value) -> Result<Option<NodeContext>> {
     let states = text(&states).unwrap_or_default();
     let mut parents = Vec::new();
     if !edges.is_empty() {
+        // '*': every parent succeeded (no node of the workflow has
+        // settled otherwise), so their states were not read.
+        let all_succeeded = states == "*";
         let mut states = states.split(',');
         for edge in edges.split(',') {
             let name = edge.split_once(' ').map_or(edge, |(name, _)| name);
-            let state = states.next().unwrap_or_default();
+            let state = if all_succeeded {
+                NodeState::Succeeded
+            } else {
+                let code = states.next().unwrap_or_default();
+                NodeState::from_code(code).ok_or_else(|| {
+                    Error::Backend(format!("parent {name} has state {code:?}").into())
+                })?
+            };
             parents.push(ParentResult {
                 name: name.parse()?,
-                state: NodeState::from_code(state).ok_or_else(|| {
-                    Error::Backend(format!("parent {name} has state {state:?}").into())
-                })?,
+                state,
                 output: None,
                 error: None,
             });
