@@ -45,21 +45,14 @@ local outs = bulk(KEYS[9], nodes)
 local errs = bulk(KEYS[10], nodes)
 local edges = bulk(KEYS[6], nodes)
 local flags = redis.call('HMGET', KEYS[1], 'no_failures', 'no_outputs')
-
-if flags[1] == '1' and flags[2] == '1' then
-  local replies = {}
-  for i = 1, #nodes do
-    replies[i] = states[i] and {states[i], ids[i], outs[i], errs[i], edges[i] or '',
-      edges[i] and '*' or '', {}, {}} or false
-  end
-  return replies
-end
 local all_succeeded = flags[1] == '1'
+local read_parents = not (all_succeeded and flags[2] == '1')
 
--- Every parent named, once; each node's parents as positions in that list.
+-- Every parent named, once; each node's parents as positions in that list
+-- (none, and nothing read of them, when there is nothing to read).
 local parents, position, parents_of = {}, {}, {}
 for i = 1, #nodes do
-  if states[i] and edges[i] then
+  if read_parents and states[i] and edges[i] then
     local mine = {}
     for parent in string.gmatch(edges[i], '([^ ,]+) [^,]+') do
       local p = position[parent]

@@ -164,9 +164,8 @@ local meta = exists
 local total, max_nodes, first_failure, failure_reason = tonumber(meta[1]), tonumber(meta[2]),
   meta[3], meta[4]
 local settled_count = tonumber(meta[5]) or 0
--- Whether a node settled other than succeeded, or stored an output, for
--- the first time in this workflow (see wf_submit.lua).
-local first_non_success, first_output = false, false
+-- Whether no node has yet settled other than succeeded, or stored an
+-- output (see wf_submit.lua); kept current, written if either changed.
 local no_failures, no_outputs = meta[6] == '1', meta[7] == '1'
 local meta_changed, total_changed, finished = false, false, nil
 
@@ -305,8 +304,8 @@ local function settle(at, more, n_children, has_join, join_policy)
   end
 
   state.set(node, outcome)
-  if outcome ~= 'succeeded' and no_failures then
-    first_non_success, no_failures = true, false
+  if outcome ~= 'succeeded' then
+    no_failures = false
   end
   -- An absent count reads as 1 for a success (it ran once), else 0 (a
   -- settlement of no attempt): the common cases write nothing.
@@ -319,9 +318,7 @@ local function settle(at, more, n_children, has_join, join_policy)
   end
   if more and outcome == 'succeeded' and ARGV[more + 1] == '1' then
     out.set(node, ARGV[more + 2])
-    if no_outputs then
-      first_output, no_outputs = true, false
-    end
+    no_outputs = false
   end
 
   -- Propagate: each settled node's children are freed (a counter per
@@ -426,10 +423,10 @@ if recorded then
   if meta_changed then
     add('failed_node', first_failure, 'failed_reason', failure_reason)
   end
-  if first_non_success then
+  if meta[6] == '1' and not no_failures then
     add('no_failures', 0)
   end
-  if first_output then
+  if meta[7] == '1' and not no_outputs then
     add('no_outputs', 0)
   end
   if finished then
