@@ -32,6 +32,8 @@ pub(crate) struct Fetcher<B> {
     pub(crate) poll_interval: Duration,
     /// The prefetch bound: all the semaphore's permits.
     pub(crate) prefetch_size: usize,
+    /// The most slots one claim fills: the worker's concurrency.
+    pub(crate) claim_size: usize,
     /// The lease this worker's tasks are held under: entries idle longer
     /// belong to dead workers and are reclaimed.
     pub(crate) visibility_timeout: Duration,
@@ -336,10 +338,14 @@ impl<B: Broker> Fetcher<B> {
             .await
     }
 
-    /// Grows a one-slot permit with whatever slots are free right now, so
-    /// one fetch fills them all.
+    /// Grows a one-slot permit with the slots free right now, up to
+    /// `claim_size` in all. More could not start at once anyway; and with
+    /// claims of that size the next one runs in Redis while the worker
+    /// starts this one, instead of the two taking turns over one large
+    /// claim (see docs/benchmarks.md, "2026-12-07 (sixth session)").
     fn widen(&self, mut permit: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
-        let free = self.prefetch.available_permits();
+        let wanted = self.claim_size.saturating_sub(permit.num_permits());
+        let free = self.prefetch.available_permits().min(wanted);
         let free = u32::try_from(free).unwrap_or(u32::MAX);
         if free > 0
             && let Ok(more) = Arc::clone(&self.prefetch).try_acquire_many_owned(free)
@@ -414,6 +420,7 @@ mod tests {
             prefetch: Arc::clone(&prefetch),
             poll_interval: Duration::from_millis(100),
             prefetch_size: 4,
+            claim_size: 4,
             visibility_timeout: Duration::from_secs(60),
             leases: Leases::default(),
             fair_share: None,
@@ -465,6 +472,29 @@ mod tests {
         assert_eq!(channels.prefetch.available_permits(), 2);
         drop((refused, claimed));
         assert_eq!(channels.prefetch.available_permits(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_fills_at_most_claim_size_slots() {
+        let broker = MemoryBroker::new();
+        let tasks = ["a", "b", "c", "d"].map(|n| Envelope::new(n, Q, vec![0x80]));
+        broker.enqueue(&tasks).await.unwrap();
+        let (mut fetcher, mut channels) = fetcher(&broker, None);
+        fetcher.claim_size = 3;
+        let running = tokio::spawn(fetcher.run());
+        let mut batches = Vec::new();
+        while batches.iter().map(Vec::len).sum::<usize>() < tasks.len() {
+            let batch = tokio::time::timeout(LIMIT, channels.tasks.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            batches.push(batch);
+        }
+        // Every slot was free, yet the first claim took three, the next one
+        // the fourth task.
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
+        channels.stop.cancel();
+        tokio::time::timeout(LIMIT, running).await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -358,6 +358,7 @@ impl<B: Broker> Worker<B> {
                 consumer: Arc::clone(&consumer),
                 prefetch: Arc::clone(&prefetch),
                 prefetch_size: config.prefetch,
+                claim_size: config.concurrency,
                 poll_interval: config.poll_interval,
                 visibility_timeout: config.visibility_timeout,
                 leases: leases.clone(),
