@@ -12,7 +12,9 @@ pub struct WorkerConfig {
     /// How many tasks run at once. Default: the number of CPUs.
     pub concurrency: usize,
     /// The most tasks fetched and not yet acknowledged (running ones
-    /// included); a fetch never claims more. Default: 4 × `concurrency`.
+    /// included); a fetch never claims more, nor more than `concurrency`
+    /// at once (the next claim then runs while this one's tasks start).
+    /// Default: 4 × `concurrency`.
     pub prefetch: usize,
     /// The longest one fetch blocks on an empty queue (a new task ends the
     /// wait at once). A warm shutdown waits for fetches in flight, so this
